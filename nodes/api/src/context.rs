@@ -1,0 +1,51 @@
+//! What a running node can see of the run: device, output folder, cancellation, and a reporter.
+
+use crate::{CancelToken, DeviceSpec, MemoryReport, NodeError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Receives what a node reports while it runs; the engine turns each call into an event of the
+/// run's event stream, tagged with the node's id.
+pub trait NodeReporter: Send + Sync {
+    /// Step `step` of `total` of a long loop is done (sampler steps, swap units).
+    fn progress(&self, step: u64, total: u64);
+    /// A memory snapshot, e.g. BlockSwap's summary.
+    fn memory(&self, report: MemoryReport);
+    /// A file was written to the output folder.
+    fn output_written(&self, path: &Path);
+}
+
+/// The run-wide settings and services a node gets when it runs.
+#[derive(Clone)]
+pub struct RunContext {
+    /// The id of the node being run, for log messages.
+    pub node_id: Arc<str>,
+    /// Where models execute.
+    pub device: DeviceSpec,
+    /// Where output nodes write their files.
+    pub output_dir: PathBuf,
+    /// Set when the run should stop.
+    pub cancel: CancelToken,
+    /// Receives progress, memory reports and written files.
+    pub reporter: Arc<dyn NodeReporter>,
+}
+
+impl RunContext {
+    /// Fails with [`NodeError::Cancelled`] once the run has been cancelled; call it between the
+    /// steps of any loop that takes more than a moment.
+    ///
+    /// # Errors
+    /// [`NodeError::Cancelled`] when the run was cancelled.
+    pub fn check_cancelled(&self) -> Result<(), NodeError> {
+        if self.cancel.is_cancelled() {
+            Err(NodeError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reports that step `step` of `total` is done.
+    pub fn progress(&self, step: u64, total: u64) {
+        self.reporter.progress(step, total);
+    }
+}

@@ -1,0 +1,35 @@
+//! The node API of swapgraph: what a node type is, what flows between nodes, and how node packs
+//! register their types.
+//!
+//! The engine and every node pack depend on this crate and on nothing of each other: the engine
+//! plans and runs graphs of [`NodeType`]s it finds in a [`Registry`]; a pack implements
+//! [`NodeType`] and adds its types to the registry in its `register` function. A node type is
+//! described once, by its [`NodeDescriptor`]; validation, the CLI's node listing and the editor's
+//! palette all read that one descriptor.
+
+mod args;
+mod cancel;
+mod context;
+mod descriptor;
+mod device;
+mod error;
+mod memory;
+mod node;
+pub mod output;
+mod param;
+mod registry;
+mod socket;
+mod value;
+
+pub use args::Args;
+pub use cancel::CancelToken;
+pub use context::{NodeReporter, RunContext};
+pub use descriptor::{InputSpec, NodeDescriptor, OutputSpec};
+pub use device::{DeviceParseError, DeviceSpec};
+pub use error::NodeError;
+pub use memory::MemoryReport;
+pub use node::NodeType;
+pub use param::{ParamKind, ParamProblem, ParamSpec};
+pub use registry::{Registry, RegistryError};
+pub use socket::SocketType;
+pub use value::{Handle, Value};

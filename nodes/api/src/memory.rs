@@ -1,0 +1,30 @@
+//! Memory reports that nodes (BlockSwap above all) and the engine publish during a run.
+
+use serde::Serialize;
+
+/// A snapshot of memory use, as the CLI and the editor show it. Every figure is optional because
+/// not every device can report every figure; `details` carries extra labelled lines (per-unit
+/// transfer times, overlap) in the order they should be shown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MemoryReport {
+    /// What the report is about, e.g. "BlockSwap" or "run".
+    pub title: String,
+    /// Bytes of device memory in use by tensors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_allocated_bytes: Option<u64>,
+    /// Bytes of device memory held by the allocator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_reserved_bytes: Option<u64>,
+    /// Total bytes of device memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_total_bytes: Option<u64>,
+    /// Resident bytes of this process in host memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_resident_bytes: Option<u64>,
+    /// Peak resident bytes of this process in host memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_peak_bytes: Option<u64>,
+    /// Further labelled figures, already formatted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<(String, String)>,
+}
