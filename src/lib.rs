@@ -1,0 +1,29 @@
+//! swapgraph: a node-graph workflow engine for diffusion models.
+//!
+//! A workflow is a YAML graph of nodes ([`workflow`]); it is checked against the node types of a
+//! [`Registry`](swapgraph_node_api::Registry) ([`validate`]), planned into ordered steps
+//! ([`plan`]) and run with caching, events and cancellation ([`exec`]). The engine never names
+//! a concrete node type: node packs register theirs, and the binary decides which packs exist.
+
+pub mod cli;
+pub mod exec;
+pub mod plan;
+pub mod validate;
+pub mod workflow;
+
+use plan::Plan;
+use swapgraph_node_api::Registry;
+use validate::ValidationReport;
+use workflow::Override;
+
+/// Parses, applies overrides to, validates and plans workflow text: everything before running.
+///
+/// # Errors
+/// A [`ValidationReport`] with every problem found, named after `source`.
+pub fn prepare(source: &str, bytes: &[u8], overrides: &[Override], registry: &Registry) -> Result<Plan, ValidationReport> {
+    let report = |errors| ValidationReport::new(source, errors);
+    let mut document = workflow::parse(bytes).map_err(|error| report(vec![error]))?;
+    workflow::apply_overrides(&mut document, overrides).map_err(report)?;
+    let graph = validate::validate(&document, registry).map_err(report)?;
+    Ok(Plan::new(graph))
+}

@@ -1,0 +1,45 @@
+//! `SaveText`: writes a string to a numbered text file in the output folder.
+
+use swapgraph_node_api::output::{next_output_path, write_atomically};
+use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, Value};
+
+/// An output node that saves its `text` as `{filename_prefix}_NNNNN.txt`.
+pub struct SaveText {
+    descriptor: NodeDescriptor,
+}
+
+impl SaveText {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "SaveText",
+            "utils/text",
+            "Saves text (a prompt, a log line) to a numbered .txt file in the output folder.",
+        )
+        .param(ParamSpec::new(
+            "text",
+            ParamKind::String { default: None, multiline: true },
+            "The text to save; usually linked from another node.",
+        ))
+        .param(ParamSpec::new(
+            "filename_prefix",
+            ParamKind::String { default: Some("swapgraph"), multiline: false },
+            "File name before the number; may start with sub-folders inside the output folder.",
+        ))
+        .output_node();
+        Self { descriptor }
+    }
+}
+
+impl NodeType for SaveText {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let path = next_output_path(&ctx.output_dir, &args.string("filename_prefix")?, "txt")?;
+        write_atomically(&path, args.string("text")?.as_bytes())?;
+        ctx.reporter.output_written(&path);
+        Ok(Vec::new())
+    }
+}

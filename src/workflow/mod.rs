@@ -1,0 +1,16 @@
+//! The workflow file format: the document types, reading them from YAML with positions, node ids
+//! and links, and `--set` overrides.
+
+mod document;
+mod entries;
+mod id;
+mod load;
+mod overrides;
+mod position;
+
+pub use document::{NodeSpec, UiPosition, Workflow, FORMAT_VERSION};
+pub use entries::Entries;
+pub use id::{Link, NodeId};
+pub use load::{parse, read_bytes, ReadError, MAX_WORKFLOW_BYTES};
+pub use overrides::{apply as apply_overrides, Override};
+pub use position::{Located, Position};

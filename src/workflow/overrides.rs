@@ -1,0 +1,91 @@
+//! `--set node.param=value` overrides applied to a workflow before validation.
+
+use super::{Located, Position, Workflow};
+use crate::validate::{suggest, ValidationError};
+
+/// One `--set` argument, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Override {
+    /// The node id.
+    pub node: String,
+    /// The param name.
+    pub param: String,
+    /// The value, read as a YAML scalar (`30`, `2.5`, `true`, `euler`, `"a cat"`).
+    pub value: serde_json::Value,
+    /// The argument as given, for messages.
+    pub text: String,
+    /// Which `--set` it is, counting from 1.
+    pub index: usize,
+}
+
+impl Override {
+    /// Parses the `index`-th `--set` argument.
+    ///
+    /// # Errors
+    /// [`ValidationError::BadOverride`] when the text is not `node.param=value`.
+    pub fn parse(text: &str, index: usize) -> Result<Self, ValidationError> {
+        let bad = |reason: &str| ValidationError::BadOverride {
+            text: text.to_string(),
+            reason: reason.to_string(),
+            at: Position::Override { index },
+        };
+        let (target, value) = text.split_once('=').ok_or_else(|| bad("expected node.param=value"))?;
+        let (node, param) = target
+            .split_once('.')
+            .filter(|(node, param)| !node.is_empty() && !param.is_empty())
+            .ok_or_else(|| bad("expected node.param before the '='"))?;
+        let value = serde_saphyr::from_str::<serde_json::Value>(value)
+            .map_err(|_| bad("the value is not a YAML scalar"))?;
+        if value.is_array() || value.is_object() {
+            return Err(bad("the value must be a single number, boolean or string"));
+        }
+        Ok(Self { node: node.to_string(), param: param.to_string(), value, text: text.to_string(), index })
+    }
+}
+
+/// Sets each override's param on its node, replacing a literal or a link of the same name.
+///
+/// # Errors
+/// Every override that names a node the workflow does not have.
+pub fn apply(workflow: &mut Workflow, overrides: &[Override]) -> Result<(), Vec<ValidationError>> {
+    let mut errors = Vec::new();
+    for item in overrides {
+        let at = Position::Override { index: item.index };
+        let Some((_, node)) = workflow.nodes.0.iter_mut().find(|(id, _)| id.value == item.node) else {
+            let ids = workflow.nodes.iter().map(|(id, _)| id.value.as_str());
+            errors.push(ValidationError::OverrideUnknownNode {
+                text: item.text.clone(),
+                node: item.node.clone(),
+                suggestion: suggest::closest(&item.node, ids),
+                at,
+            });
+            continue;
+        };
+        let node = &mut node.value;
+        node.inputs.0.retain(|(name, _)| name.value != item.param);
+        node.params.0.retain(|(name, _)| name.value != item.param);
+        node.params.0.push((Located::new(item.param.clone(), at), Located::new(item.value.clone(), at)));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_typed_values() {
+        assert_eq!(Override::parse("sample.steps=30", 1).unwrap().value, json!(30));
+        assert_eq!(Override::parse("sample.cfg=2.5", 1).unwrap().value, json!(2.5));
+        assert_eq!(Override::parse("pos.text=a cat", 1).unwrap().value, json!("a cat"));
+        assert_eq!(Override::parse("swap.debug=true", 1).unwrap().value, json!(true));
+        for bad in ["steps=3", "sample.steps", ".x=1", "a.=1", "a.b=[1, 2]"] {
+            assert_eq!(Override::parse(bad, 2).unwrap_err().code(), "bad-override", "{bad}");
+        }
+    }
+}
