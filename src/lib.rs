@@ -21,9 +21,14 @@ use workflow::Override;
 /// # Errors
 /// A [`ValidationReport`] with every problem found, named after `source`.
 pub fn prepare(source: &str, bytes: &[u8], overrides: &[Override], registry: &Registry) -> Result<Plan, ValidationReport> {
-    let report = |errors| ValidationReport::new(source, errors);
-    let mut document = workflow::parse(bytes).map_err(|error| report(vec![error]))?;
-    workflow::apply_overrides(&mut document, overrides).map_err(report)?;
-    let graph = validate::validate(&document, registry).map_err(report)?;
-    Ok(Plan::new(graph))
+    let mut document = workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
+    let mut errors = workflow::apply_overrides(&mut document, overrides);
+    match validate::validate(&document, registry) {
+        Ok(graph) if errors.is_empty() => Ok(Plan::new(graph)),
+        Ok(_) => Err(ValidationReport::new(source, errors)),
+        Err(found) => {
+            errors.extend(found);
+            Err(ValidationReport::new(source, errors))
+        }
+    }
 }

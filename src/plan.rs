@@ -6,8 +6,8 @@
 
 use crate::validate::{CheckedLink, CheckedNode, ValidGraph};
 use crate::workflow::NodeId;
-use petgraph::algo::toposort;
-use petgraph::graph::DiGraph;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction::{Incoming, Outgoing};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,11 +69,7 @@ impl Plan {
                 dag.add_edge(dag_index[&source], target_ix, ());
             }
         }
-        let order: Vec<usize> = toposort(&dag, None)
-            .expect("validation rejects cycles before planning")
-            .into_iter()
-            .map(|ix| dag[ix])
-            .collect();
+        let order = file_ordered_toposort(&dag);
         let step_of: BTreeMap<usize, usize> = order.iter().enumerate().map(|(step, &node)| (node, step)).collect();
 
         let mut bypassed = Vec::new();
@@ -117,6 +113,26 @@ impl Plan {
             .collect();
         PlanSummary { steps, bypassed: self.bypassed.clone(), unused: self.unused.clone() }
     }
+}
+
+/// Kahn's algorithm taking the ready node earliest in the file first, so the run order reads
+/// like the workflow file wherever the links allow.
+fn file_ordered_toposort(dag: &DiGraph<usize, ()>) -> Vec<usize> {
+    let mut waiting: Vec<usize> = dag.node_indices().map(|ix| dag.neighbors_directed(ix, Incoming).count()).collect();
+    let mut ready: BTreeMap<usize, NodeIndex> =
+        dag.node_indices().filter(|ix| waiting[ix.index()] == 0).map(|ix| (dag[ix], ix)).collect();
+    let mut order = Vec::with_capacity(dag.node_count());
+    while let Some((node, ix)) = ready.pop_first() {
+        order.push(node);
+        for next in dag.neighbors_directed(ix, Outgoing) {
+            waiting[next.index()] -= 1;
+            if waiting[next.index()] == 0 {
+                ready.insert(dag[next], next);
+            }
+        }
+    }
+    debug_assert_eq!(order.len(), dag.node_count(), "validation rejects cycles before planning");
+    order
 }
 
 /// Follows a link through bypassed nodes to the enabled node and output that really produce it.

@@ -40,7 +40,8 @@ impl fmt::Display for ValidationReport {
         for error in &self.errors {
             match error.location().at {
                 Position::Unknown => write!(f, "{}", self.source)?,
-                at => write!(f, "{}:{at}", self.source)?,
+                at @ Position::Override { .. } => write!(f, "{at}")?,
+                at @ Position::Yaml { .. } => write!(f, "{}:{at}", self.source)?,
             }
             writeln!(f, ": error[{}]: {error}", error.code())?;
         }

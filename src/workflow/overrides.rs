@@ -44,10 +44,9 @@ impl Override {
 }
 
 /// Sets each override's param on its node, replacing a literal or a link of the same name.
-///
-/// # Errors
-/// Every override that names a node the workflow does not have.
-pub fn apply(workflow: &mut Workflow, overrides: &[Override]) -> Result<(), Vec<ValidationError>> {
+/// Returns a problem for every override that names a node the workflow does not have; the
+/// others are applied all the same, so validation can report everything at once.
+pub fn apply(workflow: &mut Workflow, overrides: &[Override]) -> Vec<ValidationError> {
     let mut errors = Vec::new();
     for item in overrides {
         let at = Position::Override { index: item.index };
@@ -66,11 +65,7 @@ pub fn apply(workflow: &mut Workflow, overrides: &[Override]) -> Result<(), Vec<
         node.params.0.retain(|(name, _)| name.value != item.param);
         node.params.0.push((Located::new(item.param.clone(), at), Located::new(item.value.clone(), at)));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    errors
 }
 
 #[cfg(test)]

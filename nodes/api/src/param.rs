@@ -141,6 +141,11 @@ impl ParamSpec {
                 ParamKind::String { .. } | ParamKind::Choice { .. },
                 serde_json::Value::String(text),
             ) => Value::String(Arc::from(text.as_str())),
+            // `text: 5` or `--set pos.text=5` means the text "5", as YAML users expect.
+            (
+                ParamKind::String { .. } | ParamKind::Choice { .. },
+                serde_json::Value::Number(_) | serde_json::Value::Bool(_),
+            ) => Value::String(Arc::from(literal.to_string().as_str())),
             (ParamKind::Boolean { .. }, serde_json::Value::Bool(b)) => Value::Boolean(*b),
             _ => return Err(self.wrong_type(literal)),
         };
@@ -259,6 +264,15 @@ mod tests {
             "\"eular\" is not one of \"euler\", \"ddim\""
         );
         assert_eq!(sampler.socket_type(), SocketType::String);
+    }
+
+    #[test]
+    fn strings_take_scalars_as_their_text() {
+        let text = ParamSpec::new("text", ParamKind::String { default: None, multiline: false }, "");
+        assert!(matches!(text.accept_literal(&json!(5)), Ok(Value::String(s)) if &*s == "5"));
+        assert!(matches!(text.accept_literal(&json!(true)), Ok(Value::String(s)) if &*s == "true"));
+        assert!(text.accept_literal(&json!(null)).is_err());
+        assert!(text.accept_literal(&json!(["a"])).is_err());
     }
 
     #[test]

@@ -1,0 +1,92 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use swapgraph_node_api::DeviceSpec;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    a node failed while running
+  2    command-line usage error
+  3    the workflow cannot be read or is invalid (nothing ran)
+  130  cancelled (Ctrl-C)";
+
+/// Run node-graph workflows for diffusion models, with BlockSwap weight streaming.
+#[derive(Debug, Parser)]
+#[command(name = "swapgraph", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate and run a workflow file.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Check a workflow file and print its execution plan, without running it.
+    #[command(after_help = EXIT_CODES)]
+    Validate(ValidateArgs),
+    /// List the node types this build knows, with inputs, params and outputs.
+    Nodes(NodesArgs),
+}
+
+/// The workflow file and its overrides.
+#[derive(Debug, Args)]
+pub struct WorkflowArgs {
+    /// The workflow YAML file.
+    pub workflow: PathBuf,
+    /// Override a param: node.param=value (value read as YAML: 30, 2.5, true, euler, "a cat").
+    /// Repeatable; replaces a literal or a link of that name.
+    #[arg(long = "set", value_name = "NODE.PARAM=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// Arguments of `swapgraph run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub workflow: WorkflowArgs,
+    /// Where models run: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Folder for saved outputs (created if missing).
+    #[arg(long, default_value = "output")]
+    pub output_dir: PathBuf,
+    /// Run the workflow this many times in one process; later runs reuse cached results of
+    /// unchanged nodes (a loaded checkpoint is not loaded again).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// How many independent nodes may run at once.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+}
+
+/// Arguments of `swapgraph validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub workflow: WorkflowArgs,
+    /// Print the plan or the problems as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `swapgraph nodes`.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Show only this node type.
+    pub node_type: Option<String>,
+    /// Print the descriptors as JSON (the data the editor's palette uses).
+    #[arg(long)]
+    pub json: bool,
+}
