@@ -20,8 +20,14 @@ use workflow::Override;
 ///
 /// # Errors
 /// A [`ValidationReport`] with every problem found, named after `source`.
-pub fn prepare(source: &str, bytes: &[u8], overrides: &[Override], registry: &Registry) -> Result<Plan, ValidationReport> {
-    let mut document = workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
+pub fn prepare(
+    source: &str,
+    bytes: &[u8],
+    overrides: &[Override],
+    registry: &Registry,
+) -> Result<Plan, ValidationReport> {
+    let mut document =
+        workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
     let mut errors = workflow::apply_overrides(&mut document, overrides);
     match validate::validate(&document, registry) {
         Ok(graph) if errors.is_empty() => Ok(Plan::new(graph)),

@@ -54,7 +54,10 @@ impl Plan {
             .iter()
             .map(|node| {
                 let through = |l: &CheckedLink| pass_through(&nodes, l.source, l.output);
-                node.links.iter().map(|l| (l.arg, through(l).0, through(l).1)).collect()
+                node.links
+                    .iter()
+                    .map(|l| (l.arg, through(l).0, through(l).1))
+                    .collect()
             })
             .collect();
         let needed = needed_nodes(&nodes, &resolved);
@@ -70,7 +73,11 @@ impl Plan {
             }
         }
         let order = file_ordered_toposort(&dag);
-        let step_of: BTreeMap<usize, usize> = order.iter().enumerate().map(|(step, &node)| (node, step)).collect();
+        let step_of: BTreeMap<usize, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(step, &node)| (node, step))
+            .collect();
 
         let mut bypassed = Vec::new();
         let mut unused = Vec::new();
@@ -81,15 +88,32 @@ impl Plan {
                 let node = slots[index].take().expect("each node is planned once");
                 let inputs = resolved[index]
                     .iter()
-                    .map(|&(arg, source, output)| StepInput { arg, step: step_of[&source], output })
+                    .map(|&(arg, source, output)| StepInput {
+                        arg,
+                        step: step_of[&source],
+                        output,
+                    })
                     .collect();
-                Step { id: node.id, node_type: node.node_type, literals: node.literals, inputs }
+                Step {
+                    id: node.id,
+                    node_type: node.node_type,
+                    literals: node.literals,
+                    inputs,
+                }
             })
             .collect();
         for node in slots.into_iter().flatten() {
-            if node.enabled { unused.push(node.id) } else { bypassed.push(node.id) }
+            if node.enabled {
+                unused.push(node.id)
+            } else {
+                bypassed.push(node.id)
+            }
         }
-        Self { steps, bypassed, unused }
+        Self {
+            steps,
+            bypassed,
+            unused,
+        }
     }
 
     /// A plain description of the plan, for `swapgraph validate` and snapshots.
@@ -111,16 +135,26 @@ impl Plan {
                     .collect(),
             })
             .collect();
-        PlanSummary { steps, bypassed: self.bypassed.clone(), unused: self.unused.clone() }
+        PlanSummary {
+            steps,
+            bypassed: self.bypassed.clone(),
+            unused: self.unused.clone(),
+        }
     }
 }
 
 /// Kahn's algorithm taking the ready node earliest in the file first, so the run order reads
 /// like the workflow file wherever the links allow.
 fn file_ordered_toposort(dag: &DiGraph<usize, ()>) -> Vec<usize> {
-    let mut waiting: Vec<usize> = dag.node_indices().map(|ix| dag.neighbors_directed(ix, Incoming).count()).collect();
-    let mut ready: BTreeMap<usize, NodeIndex> =
-        dag.node_indices().filter(|ix| waiting[ix.index()] == 0).map(|ix| (dag[ix], ix)).collect();
+    let mut waiting: Vec<usize> = dag
+        .node_indices()
+        .map(|ix| dag.neighbors_directed(ix, Incoming).count())
+        .collect();
+    let mut ready: BTreeMap<usize, NodeIndex> = dag
+        .node_indices()
+        .filter(|ix| waiting[ix.index()] == 0)
+        .map(|ix| (dag[ix], ix))
+        .collect();
     let mut order = Vec::with_capacity(dag.node_count());
     while let Some((node, ix)) = ready.pop_first() {
         order.push(node);
@@ -131,7 +165,11 @@ fn file_ordered_toposort(dag: &DiGraph<usize, ()>) -> Vec<usize> {
             }
         }
     }
-    debug_assert_eq!(order.len(), dag.node_count(), "validation rejects cycles before planning");
+    debug_assert_eq!(
+        order.len(),
+        dag.node_count(),
+        "validation rejects cycles before planning"
+    );
     order
 }
 
@@ -150,7 +188,10 @@ fn pass_through(nodes: &[CheckedNode], mut source: usize, mut output: usize) -> 
 }
 
 /// Marks the enabled output nodes and everything they read from.
-fn needed_nodes(nodes: &[CheckedNode], resolved: &[Vec<(&'static str, usize, usize)>]) -> Vec<bool> {
+fn needed_nodes(
+    nodes: &[CheckedNode],
+    resolved: &[Vec<(&'static str, usize, usize)>],
+) -> Vec<bool> {
     let mut needed = vec![false; nodes.len()];
     let mut stack: Vec<usize> = (0..nodes.len())
         .filter(|&i| nodes[i].enabled && nodes[i].node_type.descriptor().is_output)
@@ -185,6 +226,6 @@ pub struct StepSummary {
     #[serde(rename = "type")]
     pub node_type: &'static str,
     /// Argument name to `producer.output`, after bypass resolution.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<(&'static str, String)>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<&'static str, String>,
 }

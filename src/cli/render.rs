@@ -46,14 +46,22 @@ pub async fn render(mut events: UnboundedReceiver<Event>, interactive: bool) {
                 bar.set_position(step);
                 log(&|| debug!("{node}: step {step}/{total}"));
             }
-            Event::NodeFinished { node, node_type, elapsed_ms } => {
+            Event::NodeFinished {
+                node,
+                node_type,
+                elapsed_ms,
+            } => {
                 if let Some(bar) = steps.remove(node.as_str()) {
                     bar.finish_and_clear();
                 }
                 log(&|| info!("{node} ({node_type}) finished in {elapsed_ms:.1} ms"));
                 overall.iter().for_each(|bar| bar.inc(1));
             }
-            Event::NodeFailed { node, node_type, error } => {
+            Event::NodeFailed {
+                node,
+                node_type,
+                error,
+            } => {
                 log(&|| error!("{node} ({node_type}) failed: {error}"));
             }
             Event::Memory { node, report } => {
@@ -74,7 +82,9 @@ pub async fn render(mut events: UnboundedReceiver<Event>, interactive: bool) {
 }
 
 fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 /// One line for a memory report: its title, the figures it has, then its details.
@@ -87,8 +97,15 @@ fn describe(report: &MemoryReport) -> String {
         ("host resident", report.host_resident_bytes),
         ("host peak", report.host_peak_bytes),
     ];
-    let mut parts: Vec<String> =
-        figures.iter().filter_map(|(label, bytes)| bytes.map(|b| format!("{label} {}", mib(b)))).collect();
-    parts.extend(report.details.iter().map(|(label, value)| format!("{label} {value}")));
+    let mut parts: Vec<String> = figures
+        .iter()
+        .filter_map(|(label, bytes)| bytes.map(|b| format!("{label} {}", mib(b))))
+        .collect();
+    parts.extend(
+        report
+            .details
+            .iter()
+            .map(|(label, value)| format!("{label} {value}")),
+    );
     format!("{} memory: {}", report.title, parts.join(", "))
 }

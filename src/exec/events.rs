@@ -14,15 +14,29 @@ pub enum Event {
     /// A run began with this many steps.
     RunStarted { steps: usize },
     /// A node began computing.
-    NodeStarted { node: NodeId, node_type: &'static str },
+    NodeStarted {
+        node: NodeId,
+        node_type: &'static str,
+    },
     /// A node's result was taken from the cache.
-    NodeCached { node: NodeId, node_type: &'static str },
+    NodeCached {
+        node: NodeId,
+        node_type: &'static str,
+    },
     /// A node finished step `step` of `total` of a long loop.
     Progress { node: NodeId, step: u64, total: u64 },
     /// A node computed its outputs.
-    NodeFinished { node: NodeId, node_type: &'static str, elapsed_ms: f64 },
+    NodeFinished {
+        node: NodeId,
+        node_type: &'static str,
+        elapsed_ms: f64,
+    },
     /// A node failed; the run stops.
-    NodeFailed { node: NodeId, node_type: &'static str, error: String },
+    NodeFailed {
+        node: NodeId,
+        node_type: &'static str,
+        error: String,
+    },
     /// A memory snapshot from a node, or from the engine at the end of a run (`node` absent).
     Memory {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,7 +46,13 @@ pub enum Event {
     /// An output node wrote a file.
     OutputWritten { node: NodeId, path: PathBuf },
     /// The run ended; `cancelled` or `failed` tell why it ended early.
-    RunFinished { executed: usize, cached: usize, elapsed_ms: f64, cancelled: bool, failed: bool },
+    RunFinished {
+        executed: usize,
+        cached: usize,
+        elapsed_ms: f64,
+        cancelled: bool,
+        failed: bool,
+    },
 }
 
 /// The sending end of the event stream. Cloning shares the stream; sending never blocks and
@@ -61,7 +81,10 @@ impl EventSink {
 
     /// A reporter for one node, tagging its events with the node id.
     pub fn for_node(&self, node: NodeId) -> NodeEvents {
-        NodeEvents { node, sink: self.clone() }
+        NodeEvents {
+            node,
+            sink: self.clone(),
+        }
     }
 }
 
@@ -73,14 +96,24 @@ pub struct NodeEvents {
 
 impl NodeReporter for NodeEvents {
     fn progress(&self, step: u64, total: u64) {
-        self.sink.send(Event::Progress { node: self.node.clone(), step, total });
+        self.sink.send(Event::Progress {
+            node: self.node.clone(),
+            step,
+            total,
+        });
     }
 
     fn memory(&self, report: MemoryReport) {
-        self.sink.send(Event::Memory { node: Some(self.node.clone()), report });
+        self.sink.send(Event::Memory {
+            node: Some(self.node.clone()),
+            report,
+        });
     }
 
     fn output_written(&self, path: &Path) {
-        self.sink.send(Event::OutputWritten { node: self.node.clone(), path: path.to_path_buf() });
+        self.sink.send(Event::OutputWritten {
+            node: self.node.clone(),
+            path: path.to_path_buf(),
+        });
     }
 }

@@ -21,7 +21,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use swapgraph_node_api::{Args, CancelToken, DeviceSpec, NodeError, Registry, RunContext, Value};
+use swapgraph_node_api::{
+    Args, CancelToken, DeviceSpec, NodeDescriptor, NodeError, Registry, RunContext, Value,
+};
 use tokio::task::JoinSet;
 
 /// Settings of one run.
@@ -90,7 +92,11 @@ type Outcome = (usize, Result<Vec<Value>, NodeError>, Duration);
 impl Engine {
     /// An engine with an empty cache.
     pub fn new(registry: Registry) -> Self {
-        Self { registry, cache: OutputCache::default(), runs: AtomicU64::new(0) }
+        Self {
+            registry,
+            cache: OutputCache::default(),
+            runs: AtomicU64::new(0),
+        }
     }
 
     /// The node types this engine knows.
@@ -108,40 +114,69 @@ impl Engine {
     /// # Errors
     /// [`RunError::NodeFailed`] for the first node that failed; [`RunError::Cancelled`] when
     /// `options.cancel` was set before all steps finished.
-    pub async fn run(&self, plan: &Plan, options: &RunOptions, events: &EventSink) -> Result<RunSummary, RunError> {
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        options: &RunOptions,
+        events: &EventSink,
+    ) -> Result<RunSummary, RunError> {
         let started = Instant::now();
         let signatures = cache::signatures(plan, self.runs.fetch_add(1, Ordering::Relaxed));
         let mut schedule = Schedule::new(plan);
         let mut running = JoinSet::new();
         let mut summary = RunSummary::default();
         let mut failure: Option<RunError> = None;
-        events.send(Event::RunStarted { steps: plan.steps.len() });
+        events.send(Event::RunStarted {
+            steps: plan.steps.len(),
+        });
         loop {
-            while running.len() < options.parallelism.max(1) && failure.is_none() && !options.cancel.is_cancelled() {
-                let Some(index) = schedule.next_ready() else { break };
+            while running.len() < options.parallelism.max(1)
+                && failure.is_none()
+                && !options.cancel.is_cancelled()
+            {
+                let Some(index) = schedule.next_ready() else {
+                    break;
+                };
                 let step = &plan.steps[index];
                 let descriptor = step.node_type.descriptor();
-                match self.cache.get(signatures[index]).filter(|_| descriptor.cacheable) {
+                match self
+                    .cache
+                    .get(signatures[index])
+                    .filter(|_| descriptor.cacheable)
+                {
                     Some(outputs) => {
-                        events.send(Event::NodeCached { node: step.id.clone(), node_type: descriptor.type_name });
+                        events.send(Event::NodeCached {
+                            node: step.id.clone(),
+                            node_type: descriptor.type_name,
+                        });
                         summary.cached += 1;
                         schedule.complete(index, outputs);
                     }
                     None => {
-                        events.send(Event::NodeStarted { node: step.id.clone(), node_type: descriptor.type_name });
+                        events.send(Event::NodeStarted {
+                            node: step.id.clone(),
+                            node_type: descriptor.type_name,
+                        });
                         let job = job(index, step, &schedule, options, events);
                         running.spawn_blocking(job);
                     }
                 }
             }
-            let Some(joined) = running.join_next().await else { break };
-            let (index, outcome, elapsed) = joined.expect("step workers catch their panics and are never aborted");
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (index, outcome, elapsed) =
+                joined.expect("step workers catch their panics and are never aborted");
             let step = &plan.steps[index];
             let node_type = step.node_type.descriptor().type_name;
             match outcome.and_then(|outputs| check_outputs(step, outputs)) {
                 Ok(outputs) => {
                     let elapsed_ms = elapsed.as_secs_f64() * 1e3;
-                    events.send(Event::NodeFinished { node: step.id.clone(), node_type, elapsed_ms });
+                    events.send(Event::NodeFinished {
+                        node: step.id.clone(),
+                        node_type,
+                        elapsed_ms,
+                    });
                     summary.executed += 1;
                     let outputs: Arc<[Value]> = outputs.into();
                     self.cache.insert(signatures[index], Arc::clone(&outputs));
@@ -151,16 +186,27 @@ impl Engine {
                 Err(NodeError::Cancelled) => {}
                 Err(error) => {
                     let error = error.to_string();
-                    events.send(Event::NodeFailed { node: step.id.clone(), node_type, error: error.clone() });
+                    events.send(Event::NodeFailed {
+                        node: step.id.clone(),
+                        node_type,
+                        error: error.clone(),
+                    });
                     if failure.is_none() {
                         options.cancel.cancel();
-                        failure = Some(RunError::NodeFailed { node: step.id.clone(), node_type, error });
+                        failure = Some(RunError::NodeFailed {
+                            node: step.id.clone(),
+                            node_type,
+                            error,
+                        });
                     }
                 }
             }
         }
         self.keep_used_results(&signatures, &schedule);
-        events.send(Event::Memory { node: None, report: memory::process_report() });
+        events.send(Event::Memory {
+            node: None,
+            report: memory::process_report(),
+        });
         let cancelled = failure.is_none() && !schedule.all_done();
         events.send(Event::RunFinished {
             executed: summary.executed,
@@ -178,8 +224,12 @@ impl Engine {
 
     /// Drops cached results this run did not use (ComfyUI's default cache policy).
     fn keep_used_results(&self, signatures: &[Signature], schedule: &Schedule) {
-        let used: Vec<Signature> =
-            signatures.iter().enumerate().filter(|(i, _)| schedule.is_done(*i)).map(|(_, s)| *s).collect();
+        let used: Vec<Signature> = signatures
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| schedule.is_done(*i))
+            .map(|(_, s)| *s)
+            .collect();
         self.cache.retain_only(&used);
     }
 }
@@ -195,7 +245,9 @@ fn job(
 ) -> impl FnOnce() -> Outcome + Send + 'static {
     let mut args: Vec<(&'static str, Value)> = step.literals.clone();
     for input in &step.inputs {
-        let value = schedule.output(input.step, input.output).expect("producers finish before their consumers");
+        let value = schedule
+            .output(input.step, input.output)
+            .expect("producers finish before their consumers");
         args.push((input.arg, value.clone()));
     }
     let node_type = Arc::clone(&step.node_type);
@@ -208,15 +260,49 @@ fn job(
     };
     move || {
         let clock = Instant::now();
-        let outcome = catch_unwind(AssertUnwindSafe(|| node_type.run(&Args::new(args), &ctx)))
-            .unwrap_or_else(|panic| Err(NodeError::msg(format!("the node panicked: {}", panic_message(&*panic)))));
+        let outcome = check_linked_params(node_type.descriptor(), args).and_then(|args| {
+            catch_unwind(AssertUnwindSafe(|| node_type.run(&args, &ctx))).unwrap_or_else(|panic| {
+                Err(NodeError::msg(format!(
+                    "the node panicked: {}",
+                    panic_message(&*panic)
+                )))
+            })
+        });
         (index, outcome, clock.elapsed())
     }
 }
 
+/// Checks values that arrive over links into params against the params' ranges and choices,
+/// which validation could only check for literals.
+fn check_linked_params(
+    descriptor: &NodeDescriptor,
+    args: Vec<(&'static str, Value)>,
+) -> Result<Args, NodeError> {
+    let checked = args
+        .into_iter()
+        .map(|(name, value)| match descriptor.find_param(name) {
+            Some(param) => param
+                .accept(value)
+                .map(|value| (name, value))
+                .map_err(|problem| NodeError::Argument {
+                    name: name.to_string(),
+                    problem: problem.to_string(),
+                }),
+            None => Ok((name, value)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Args::new(checked))
+}
+
 /// Checks that a node returned exactly the outputs its descriptor declares.
 fn check_outputs(step: &Step, outputs: Vec<Value>) -> Result<Vec<Value>, NodeError> {
-    let declared: Vec<_> = step.node_type.descriptor().outputs.iter().map(|o| o.socket).collect();
+    let declared: Vec<_> = step
+        .node_type
+        .descriptor()
+        .outputs
+        .iter()
+        .map(|o| o.socket)
+        .collect();
     let returned: Vec<_> = outputs.iter().map(Value::socket_type).collect();
     if declared == returned {
         Ok(outputs)

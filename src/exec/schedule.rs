@@ -27,7 +27,12 @@ impl Schedule {
             }
         }
         let ready = (0..count).filter(|&i| blockers[i] == 0).collect();
-        Self { dependents, blockers, ready, results: vec![None; count] }
+        Self {
+            dependents,
+            blockers,
+            ready,
+            results: vec![None; count],
+        }
     }
 
     /// The ready step with the lowest plan index, removed from the ready set.
@@ -37,7 +42,9 @@ impl Schedule {
 
     /// Output `output` of finished step `step`.
     pub fn output(&self, step: usize, output: usize) -> Option<&Value> {
-        self.results[step].as_ref().and_then(|outputs| outputs.get(output))
+        self.results[step]
+            .as_ref()
+            .and_then(|outputs| outputs.get(output))
     }
 
     /// Records a step's outputs and makes the steps waiting only on it ready.

@@ -18,7 +18,11 @@ pub fn check(workflow: &Workflow, errors: &mut Vec<ValidationError>) -> HashMap<
     let mut first_at: HashMap<&str, Position> = HashMap::new();
     for (index, (id, _)) in workflow.nodes.iter().enumerate() {
         if let Err(reason) = crate::workflow::NodeId::parse(&id.value) {
-            errors.push(ValidationError::InvalidNodeId { node: id.value.clone(), reason, at: id.at });
+            errors.push(ValidationError::InvalidNodeId {
+                node: id.value.clone(),
+                reason,
+                at: id.at,
+            });
         }
         match first_at.get(id.value.as_str()) {
             Some(first) => errors.push(ValidationError::DuplicateNodeId {

@@ -26,10 +26,18 @@ pub fn check(nodes: &[NodeDraft], registry: &Registry, errors: &mut Vec<Validati
             });
         }
     }
-    let unknown_types = errors.iter().any(|e| matches!(e, ValidationError::UnknownNodeType { .. }));
-    let has_output = nodes.iter().any(|n| n.enabled && n.descriptor().is_some_and(|d| d.is_output));
+    let unknown_types = errors
+        .iter()
+        .any(|e| matches!(e, ValidationError::UnknownNodeType { .. }));
+    let has_output = nodes
+        .iter()
+        .any(|n| n.enabled && n.descriptor().is_some_and(|d| d.is_output));
     if !has_output && !unknown_types {
-        let output_types = registry.descriptors().filter(|d| d.is_output).map(|d| d.type_name.to_string()).collect();
+        let output_types = registry
+            .descriptors()
+            .filter(|d| d.is_output)
+            .map(|d| d.type_name.to_string())
+            .collect();
         errors.push(ValidationError::NoOutputNode { output_types });
     }
 }

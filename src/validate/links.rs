@@ -7,9 +7,15 @@ use std::collections::HashMap;
 use swapgraph_node_api::SocketType;
 
 /// Resolves every well-formed link of every node, moving it from `pending` to `links`.
-pub fn resolve(nodes: &mut [NodeDraft], ids: &HashMap<String, usize>, errors: &mut Vec<ValidationError>) {
-    let declared: Vec<Vec<SocketType>> =
-        nodes.iter().map(|n| n.pending.iter().map(|p| p.socket).collect()).collect();
+pub fn resolve(
+    nodes: &mut [NodeDraft],
+    ids: &HashMap<String, usize>,
+    errors: &mut Vec<ValidationError>,
+) {
+    let declared: Vec<Vec<SocketType>> = nodes
+        .iter()
+        .map(|n| n.pending.iter().map(|p| p.socket).collect())
+        .collect();
     for index in 0..nodes.len() {
         for pending in std::mem::take(&mut nodes[index].pending) {
             let node = nodes[index].id.clone();
@@ -19,22 +25,34 @@ pub fn resolve(nodes: &mut [NodeDraft], ids: &HashMap<String, usize>, errors: &m
                     node,
                     input,
                     target: pending.link.node.clone(),
-                    suggestion: suggest::closest(&pending.link.node, ids.keys().map(String::as_str)),
+                    suggestion: suggest::closest(
+                        &pending.link.node,
+                        ids.keys().map(String::as_str),
+                    ),
                     at: pending.at,
                 });
                 continue;
             };
             // A producer of unknown type was reported already; its outputs cannot be checked.
-            let Some(descriptor) = nodes[source].descriptor() else { continue };
+            let Some(descriptor) = nodes[source].descriptor() else {
+                continue;
+            };
             let Some((output, spec)) = descriptor.find_output(&pending.link.output) else {
-                let available: Vec<String> = descriptor.outputs.iter().map(|o| o.name.to_string()).collect();
+                let available: Vec<String> = descriptor
+                    .outputs
+                    .iter()
+                    .map(|o| o.name.to_string())
+                    .collect();
                 errors.push(ValidationError::LinkToUnknownOutput {
                     node,
                     input,
                     target: pending.link.node.clone(),
                     target_type: descriptor.type_name.to_string(),
                     output: pending.link.output.clone(),
-                    suggestion: suggest::closest(&pending.link.output, available.iter().map(String::as_str)),
+                    suggestion: suggest::closest(
+                        &pending.link.output,
+                        available.iter().map(String::as_str),
+                    ),
                     available,
                     at: pending.at,
                 });
@@ -62,7 +80,12 @@ pub fn resolve(nodes: &mut [NodeDraft], ids: &HashMap<String, usize>, errors: &m
                 });
                 continue;
             }
-            nodes[index].links.push(CheckedLink { arg: pending.arg, socket: spec.socket, source, output });
+            nodes[index].links.push(CheckedLink {
+                arg: pending.arg,
+                socket: spec.socket,
+                source,
+                output,
+            });
         }
     }
 }

@@ -89,7 +89,12 @@ pub fn check_all(
         .collect()
 }
 
-fn check_fields(draft: &mut NodeDraft, spec: &NodeSpec, descriptor: &NodeDescriptor, errors: &mut Vec<ValidationError>) {
+fn check_fields(
+    draft: &mut NodeDraft,
+    spec: &NodeSpec,
+    descriptor: &NodeDescriptor,
+    errors: &mut Vec<ValidationError>,
+) {
     let node = &draft.id;
     let type_name = descriptor.type_name.to_string();
     let mut seen: HashMap<&str, Position> = HashMap::new();
@@ -128,7 +133,10 @@ fn check_fields(draft: &mut NodeDraft, spec: &NodeSpec, descriptor: &NodeDescrip
             errors.push(duplicate(node, &name.value, first, name.at));
             continue;
         }
-        let target = match (descriptor.find_input(&name.value), descriptor.find_param(&name.value)) {
+        let target = match (
+            descriptor.find_input(&name.value),
+            descriptor.find_param(&name.value),
+        ) {
             (Some(input), _) => (input.name, input.socket),
             (None, Some(param)) if given_literals.contains(param.name) => {
                 errors.push(ValidationError::LiteralAndLink {
@@ -140,7 +148,11 @@ fn check_fields(draft: &mut NodeDraft, spec: &NodeSpec, descriptor: &NodeDescrip
             }
             (None, Some(param)) => (param.name, param.socket_type()),
             (None, None) => {
-                let names = descriptor.inputs.iter().map(|i| i.name).chain(descriptor.params.iter().map(|p| p.name));
+                let names = descriptor
+                    .inputs
+                    .iter()
+                    .map(|i| i.name)
+                    .chain(descriptor.params.iter().map(|p| p.name));
                 errors.push(ValidationError::UnknownInput {
                     node: node.clone(),
                     type_name: type_name.clone(),
@@ -153,7 +165,12 @@ fn check_fields(draft: &mut NodeDraft, spec: &NodeSpec, descriptor: &NodeDescrip
         };
         linked.insert(target.0);
         match Link::parse(&text.value) {
-            Ok(link) => draft.pending.push(PendingLink { arg: target.0, socket: target.1, link, at: text.at }),
+            Ok(link) => draft.pending.push(PendingLink {
+                arg: target.0,
+                socket: target.1,
+                link,
+                at: text.at,
+            }),
             Err(reason) => errors.push(ValidationError::MalformedLink {
                 node: node.clone(),
                 input: name.value.clone(),
@@ -162,7 +179,11 @@ fn check_fields(draft: &mut NodeDraft, spec: &NodeSpec, descriptor: &NodeDescrip
             }),
         }
     }
-    for input in descriptor.inputs.iter().filter(|i| !i.optional && !linked.contains(i.name)) {
+    for input in descriptor
+        .inputs
+        .iter()
+        .filter(|i| !i.optional && !linked.contains(i.name))
+    {
         errors.push(ValidationError::MissingInput {
             node: node.clone(),
             type_name: type_name.clone(),
@@ -171,7 +192,11 @@ fn check_fields(draft: &mut NodeDraft, spec: &NodeSpec, descriptor: &NodeDescrip
             at: draft.at,
         });
     }
-    for param in descriptor.params.iter().filter(|p| !given_literals.contains(p.name) && !linked.contains(p.name)) {
+    for param in descriptor
+        .params
+        .iter()
+        .filter(|p| !given_literals.contains(p.name) && !linked.contains(p.name))
+    {
         match param.default_value() {
             Some(value) => draft.literals.push((param.name, value)),
             None => errors.push(ValidationError::MissingParam {
@@ -185,12 +210,19 @@ fn check_fields(draft: &mut NodeDraft, spec: &NodeSpec, descriptor: &NodeDescrip
 }
 
 fn duplicate(node: &str, field: &str, first: Position, at: Position) -> ValidationError {
-    ValidationError::DuplicateField { node: node.to_string(), field: field.to_string(), first, at }
+    ValidationError::DuplicateField {
+        node: node.to_string(),
+        field: field.to_string(),
+        first,
+        at,
+    }
 }
 
 fn choice_suggestion(problem: &ParamProblem) -> Option<String> {
     match problem {
-        ParamProblem::UnknownChoice { value, choices } => suggest::closest(value, choices.iter().copied()),
+        ParamProblem::UnknownChoice { value, choices } => {
+            suggest::closest(value, choices.iter().copied())
+        }
         _ => None,
     }
 }

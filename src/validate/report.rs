@@ -18,7 +18,10 @@ impl ValidationReport {
     /// A report for `source`, sorting `errors` into reading order.
     pub fn new(source: impl Into<String>, mut errors: Vec<ValidationError>) -> Self {
         errors.sort_by_key(|error| reading_order(error.location().at));
-        Self { source: source.into(), errors }
+        Self {
+            source: source.into(),
+            errors,
+        }
     }
 
     /// The stable codes of all problems, in order; handy in tests.
@@ -46,7 +49,11 @@ impl fmt::Display for ValidationReport {
             writeln!(f, ": error[{}]: {error}", error.code())?;
         }
         let count = self.errors.len();
-        write!(f, "{count} problem{} found", if count == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{count} problem{} found",
+            if count == 1 { "" } else { "s" }
+        )
     }
 }
 

@@ -8,7 +8,12 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let word = word.to_lowercase();
     candidates
         .into_iter()
-        .map(|candidate| (strsim::jaro_winkler(&word, &candidate.to_lowercase()), candidate))
+        .map(|candidate| {
+            (
+                strsim::jaro_winkler(&word, &candidate.to_lowercase()),
+                candidate,
+            )
+        })
         .filter(|(score, _)| *score >= MIN_SIMILARITY)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, candidate)| candidate.to_string())
@@ -16,7 +21,10 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 
 /// `; did you mean "x"?` or nothing, for the end of a message.
 pub fn did_you_mean(suggestion: &Option<String>) -> String {
-    suggestion.as_ref().map(|s| format!("; did you mean \"{s}\"?")).unwrap_or_default()
+    suggestion
+        .as_ref()
+        .map(|s| format!("; did you mean \"{s}\"?"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -26,9 +34,15 @@ mod tests {
     #[test]
     fn suggests_near_misses_only() {
         let types = ["CheckpointLoaderSimple", "KSampler", "VAEDecode"];
-        assert_eq!(closest("CheckpointLoader", types).as_deref(), Some("CheckpointLoaderSimple"));
+        assert_eq!(
+            closest("CheckpointLoader", types).as_deref(),
+            Some("CheckpointLoaderSimple")
+        );
         assert_eq!(closest("ksampler", types).as_deref(), Some("KSampler"));
         assert_eq!(closest("Upscale", types), None);
-        assert_eq!(closest("eular", ["euler", "ddim"]).as_deref(), Some("euler"));
+        assert_eq!(
+            closest("eular", ["euler", "ddim"]).as_deref(),
+            Some("euler")
+        );
     }
 }

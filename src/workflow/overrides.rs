@@ -29,17 +29,36 @@ impl Override {
             reason: reason.to_string(),
             at: Position::Override { index },
         };
-        let (target, value) = text.split_once('=').ok_or_else(|| bad("expected node.param=value"))?;
+        let (target, value) = text
+            .split_once('=')
+            .ok_or_else(|| bad("expected node.param=value"))?;
         let (node, param) = target
             .split_once('.')
             .filter(|(node, param)| !node.is_empty() && !param.is_empty())
             .ok_or_else(|| bad("expected node.param before the '='"))?;
-        let value = serde_saphyr::from_str::<serde_json::Value>(value)
-            .map_err(|_| bad("the value is not a YAML scalar"))?;
-        if value.is_array() || value.is_object() {
-            return Err(bad("the value must be a single number, boolean or string"));
-        }
-        Ok(Self { node: node.to_string(), param: param.to_string(), value, text: text.to_string(), index })
+        let value = read_value(value)
+            .ok_or_else(|| bad("a quoted value must be one complete YAML string"))?;
+        Ok(Self {
+            node: node.to_string(),
+            param: param.to_string(),
+            value,
+            text: text.to_string(),
+            index,
+        })
+    }
+}
+
+/// Reads a `--set` value: numbers and booleans as YAML reads them, a quoted value unquoted, and
+/// anything else as the text it is (so `a | b` or `[x]` stay text).
+fn read_value(raw: &str) -> Option<serde_json::Value> {
+    if raw.starts_with(['"', '\'']) {
+        return serde_saphyr::from_str::<serde_json::Value>(raw)
+            .ok()
+            .filter(serde_json::Value::is_string);
+    }
+    match serde_saphyr::from_str::<serde_json::Value>(raw) {
+        Ok(value @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Some(value),
+        _ => Some(serde_json::Value::String(raw.to_string())),
     }
 }
 
@@ -50,7 +69,12 @@ pub fn apply(workflow: &mut Workflow, overrides: &[Override]) -> Vec<ValidationE
     let mut errors = Vec::new();
     for item in overrides {
         let at = Position::Override { index: item.index };
-        let Some((_, node)) = workflow.nodes.0.iter_mut().find(|(id, _)| id.value == item.node) else {
+        let Some((_, node)) = workflow
+            .nodes
+            .0
+            .iter_mut()
+            .find(|(id, _)| id.value == item.node)
+        else {
             let ids = workflow.nodes.iter().map(|(id, _)| id.value.as_str());
             errors.push(ValidationError::OverrideUnknownNode {
                 text: item.text.clone(),
@@ -63,7 +87,10 @@ pub fn apply(workflow: &mut Workflow, overrides: &[Override]) -> Vec<ValidationE
         let node = &mut node.value;
         node.inputs.0.retain(|(name, _)| name.value != item.param);
         node.params.0.retain(|(name, _)| name.value != item.param);
-        node.params.0.push((Located::new(item.param.clone(), at), Located::new(item.value.clone(), at)));
+        node.params.0.push((
+            Located::new(item.param.clone(), at),
+            Located::new(item.value.clone(), at),
+        ));
     }
     errors
 }
@@ -75,12 +102,41 @@ mod tests {
 
     #[test]
     fn parses_typed_values() {
-        assert_eq!(Override::parse("sample.steps=30", 1).unwrap().value, json!(30));
-        assert_eq!(Override::parse("sample.cfg=2.5", 1).unwrap().value, json!(2.5));
-        assert_eq!(Override::parse("pos.text=a cat", 1).unwrap().value, json!("a cat"));
-        assert_eq!(Override::parse("swap.debug=true", 1).unwrap().value, json!(true));
-        for bad in ["steps=3", "sample.steps", ".x=1", "a.=1", "a.b=[1, 2]"] {
-            assert_eq!(Override::parse(bad, 2).unwrap_err().code(), "bad-override", "{bad}");
+        assert_eq!(
+            Override::parse("sample.steps=30", 1).unwrap().value,
+            json!(30)
+        );
+        assert_eq!(
+            Override::parse("sample.cfg=2.5", 1).unwrap().value,
+            json!(2.5)
+        );
+        assert_eq!(
+            Override::parse("pos.text=a cat", 1).unwrap().value,
+            json!("a cat")
+        );
+        assert_eq!(
+            Override::parse("swap.debug=true", 1).unwrap().value,
+            json!(true)
+        );
+        assert_eq!(
+            Override::parse("p.delimiter= | ", 1).unwrap().value,
+            json!(" | ")
+        );
+        assert_eq!(
+            Override::parse("p.text=[x]", 1).unwrap().value,
+            json!("[x]")
+        );
+        assert_eq!(
+            Override::parse("p.text=\"42\"", 1).unwrap().value,
+            json!("42")
+        );
+        assert_eq!(Override::parse("p.text=", 1).unwrap().value, json!(""));
+        for bad in ["steps=3", "sample.steps", ".x=1", "a.=1", "p.text=\"open"] {
+            assert_eq!(
+                Override::parse(bad, 2).unwrap_err().code(),
+                "bad-override",
+                "{bad}"
+            );
         }
     }
 }

@@ -65,6 +65,9 @@ impl<T> Located<T> {
 impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Located<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
-        Ok(Self { at: Position::from_location(&spanned.referenced), value: spanned.value })
+        Ok(Self {
+            at: Position::from_location(&spanned.referenced),
+            value: spanned.value,
+        })
     }
 }

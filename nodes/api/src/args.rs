@@ -19,7 +19,10 @@ impl Args {
 
     /// The value named `name`, if given (optional inputs may be absent).
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.values.iter().find(|(key, _)| *key == name).map(|(_, value)| value)
+        self.values
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
     }
 
     /// The value named `name`.
@@ -27,7 +30,8 @@ impl Args {
     /// # Errors
     /// [`NodeError::Argument`] when it is absent.
     pub fn value(&self, name: &str) -> Result<&Value, NodeError> {
-        self.get(name).ok_or_else(|| argument(name, "missing".to_string()))
+        self.get(name)
+            .ok_or_else(|| argument(name, "missing".to_string()))
     }
 
     /// The `INT` argument named `name`.
@@ -81,19 +85,34 @@ impl Args {
     pub fn handle<T: Any + Send + Sync>(&self, name: &str) -> Result<Arc<T>, NodeError> {
         match self.value(name)? {
             Value::Handle(handle) => handle.downcast::<T>().ok_or_else(|| {
-                argument(name, format!("the {} value holds another kind of object", handle.socket_type()))
+                argument(
+                    name,
+                    format!(
+                        "the {} value holds another kind of object",
+                        handle.socket_type()
+                    ),
+                )
             }),
-            other => Err(argument(name, format!("expected an object, found {}", other.socket_type()))),
+            other => Err(argument(
+                name,
+                format!("expected an object, found {}", other.socket_type()),
+            )),
         }
     }
 }
 
 fn argument(name: &str, problem: String) -> NodeError {
-    NodeError::Argument { name: name.to_string(), problem }
+    NodeError::Argument {
+        name: name.to_string(),
+        problem,
+    }
 }
 
 fn mismatch(name: &str, expected: SocketType, found: &Value) -> NodeError {
-    argument(name, format!("expected {expected}, found {}", found.socket_type()))
+    argument(
+        name,
+        format!("expected {expected}, found {}", found.socket_type()),
+    )
 }
 
 #[cfg(test)]
@@ -106,7 +125,10 @@ mod tests {
         let args = Args::new(vec![
             ("steps", Value::Int(3)),
             ("text", Value::string("hi")),
-            ("latent", Value::Handle(Handle::new(SocketType::Latent, Arc::new(7u8)))),
+            (
+                "latent",
+                Value::Handle(Handle::new(SocketType::Latent, Arc::new(7u8))),
+            ),
         ]);
         assert_eq!(args.int("steps").unwrap(), 3);
         assert_eq!(&*args.string("text").unwrap(), "hi");
@@ -116,6 +138,9 @@ mod tests {
             "argument \"steps\": expected FLOAT, found INT"
         );
         assert!(args.handle::<u16>("latent").is_err());
-        assert_eq!(args.int("seed").unwrap_err().to_string(), "argument \"seed\": missing");
+        assert_eq!(
+            args.int("seed").unwrap_err().to_string(),
+            "argument \"seed\": missing"
+        );
     }
 }

@@ -77,8 +77,18 @@ impl NodeDescriptor {
     }
 
     /// Adds a required input socket.
-    pub fn input(mut self, name: &'static str, socket: SocketType, description: &'static str) -> Self {
-        self.inputs.push(InputSpec { name, socket, optional: false, description });
+    pub fn input(
+        mut self,
+        name: &'static str,
+        socket: SocketType,
+        description: &'static str,
+    ) -> Self {
+        self.inputs.push(InputSpec {
+            name,
+            socket,
+            optional: false,
+            description,
+        });
         self
     }
 
@@ -89,7 +99,12 @@ impl NodeDescriptor {
         socket: SocketType,
         description: &'static str,
     ) -> Self {
-        self.inputs.push(InputSpec { name, socket, optional: true, description });
+        self.inputs.push(InputSpec {
+            name,
+            socket,
+            optional: true,
+            description,
+        });
         self
     }
 
@@ -111,7 +126,11 @@ impl NodeDescriptor {
         socket: SocketType,
         description: &'static str,
     ) -> Self {
-        self.outputs.push(OutputSpec { name, socket, description });
+        self.outputs.push(OutputSpec {
+            name,
+            socket,
+            description,
+        });
         self
     }
 
@@ -140,6 +159,9 @@ impl NodeDescriptor {
 
     /// The position and declaration of the output named `name`.
     pub fn find_output(&self, name: &str) -> Option<(usize, &OutputSpec)> {
-        self.outputs.iter().enumerate().find(|(_, output)| output.name == name)
+        self.outputs
+            .iter()
+            .enumerate()
+            .find(|(_, output)| output.name == name)
     }
 }

@@ -18,7 +18,11 @@ const MAX_COUNTER: u32 = 99_999;
 /// [`NodeError::Message`] when the prefix is empty, absolute or climbs out of the folder with
 /// `..`; [`NodeError::Io`] when a sub-folder cannot be created; a message when all numbers are
 /// taken.
-pub fn next_output_path(output_dir: &Path, prefix: &str, extension: &str) -> Result<PathBuf, NodeError> {
+pub fn next_output_path(
+    output_dir: &Path,
+    prefix: &str,
+    extension: &str,
+) -> Result<PathBuf, NodeError> {
     let relative = Path::new(prefix);
     let escapes = relative
         .components()
@@ -31,9 +35,15 @@ pub fn next_output_path(output_dir: &Path, prefix: &str, extension: &str) -> Res
     }
     let target = output_dir.join(relative);
     let folder = target.parent().unwrap_or(output_dir).to_path_buf();
-    std::fs::create_dir_all(&folder)
-        .map_err(|source| NodeError::Io { action: "cannot create folder", path: folder.clone(), source })?;
-    let stem = target.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    std::fs::create_dir_all(&folder).map_err(|source| NodeError::Io {
+        action: "cannot create folder",
+        path: folder.clone(),
+        source,
+    })?;
+    let stem = target
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     (1..=MAX_COUNTER)
         .map(|n| folder.join(format!("{stem}_{n:05}.{extension}")))
         .find(|candidate| !candidate.exists())
@@ -46,9 +56,16 @@ pub fn next_output_path(output_dir: &Path, prefix: &str, extension: &str) -> Res
 /// # Errors
 /// [`NodeError::Io`] naming the file when writing or renaming fails.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
-    let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temporary = path.with_file_name(format!(".{file_name}.partial"));
-    let io = |action, source| NodeError::Io { action, path: path.to_path_buf(), source };
+    let io = |action, source| NodeError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = std::fs::File::create(&temporary).map_err(|e| io("cannot create", e))?;
     let written = file.write_all(bytes).and_then(|()| file.sync_all());
     if let Err(e) = written {
@@ -66,7 +83,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("swapgraph-output-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("swapgraph-output-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -77,9 +95,16 @@ mod tests {
         let first = next_output_path(&dir, "sub/face", "txt").unwrap();
         assert_eq!(first, dir.join("sub/face_00001.txt"));
         write_atomically(&first, b"one").unwrap();
-        assert_eq!(next_output_path(&dir, "sub/face", "txt").unwrap(), dir.join("sub/face_00002.txt"));
+        assert_eq!(
+            next_output_path(&dir, "sub/face", "txt").unwrap(),
+            dir.join("sub/face_00002.txt")
+        );
         assert_eq!(std::fs::read(&first).unwrap(), b"one");
-        assert_eq!(std::fs::read_dir(dir.join("sub")).unwrap().count(), 1, "no temporary left behind");
+        assert_eq!(
+            std::fs::read_dir(dir.join("sub")).unwrap().count(),
+            1,
+            "no temporary left behind"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

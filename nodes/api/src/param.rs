@@ -94,13 +94,21 @@ pub enum ParamProblem {
 }
 
 fn quoted_list(items: &[&str]) -> String {
-    items.iter().map(|item| format!("\"{item}\"")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|item| format!("\"{item}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl ParamSpec {
     /// A parameter declaration.
     pub fn new(name: &'static str, kind: ParamKind, description: &'static str) -> Self {
-        Self { name, kind, description }
+        Self {
+            name,
+            kind,
+            description,
+        }
     }
 
     /// The socket type a link feeding this parameter must carry.
@@ -162,14 +170,17 @@ impl ParamSpec {
             (ParamKind::Int { min, max, .. }, Value::Int(v)) if v < min || v > max => {
                 Err(out_of_range(v, min, max))
             }
-            (ParamKind::Float { min, max, .. }, Value::Int(v)) => {
-                self.accept(Value::Float(*v as f64)).map_err(|_| out_of_range(v, min, max))
-            }
+            (ParamKind::Float { min, max, .. }, Value::Int(v)) => self
+                .accept(Value::Float(*v as f64))
+                .map_err(|_| out_of_range(v, min, max)),
             (ParamKind::Float { min, max, .. }, Value::Float(v)) if v < min || v > max => {
                 Err(out_of_range(v, min, max))
             }
             (ParamKind::Choice { choices, .. }, Value::String(s)) if !choices.contains(&&**s) => {
-                Err(ParamProblem::UnknownChoice { value: s.to_string(), choices: choices.clone() })
+                Err(ParamProblem::UnknownChoice {
+                    value: s.to_string(),
+                    choices: choices.clone(),
+                })
             }
             (ParamKind::Int { .. }, Value::Int(_))
             | (ParamKind::Float { .. }, Value::Float(_))
@@ -183,7 +194,10 @@ impl ParamSpec {
     }
 
     fn wrong_type(&self, literal: &serde_json::Value) -> ParamProblem {
-        ParamProblem::WrongType { expected: self.expected(), found: describe_literal(literal) }
+        ParamProblem::WrongType {
+            expected: self.expected(),
+            found: describe_literal(literal),
+        }
     }
 
     fn expected(&self) -> &'static str {
@@ -197,8 +211,16 @@ impl ParamSpec {
     }
 }
 
-fn out_of_range(value: impl fmt::Display, min: impl fmt::Display, max: impl fmt::Display) -> ParamProblem {
-    ParamProblem::OutOfRange { value: value.to_string(), min: min.to_string(), max: max.to_string() }
+fn out_of_range(
+    value: impl fmt::Display,
+    min: impl fmt::Display,
+    max: impl fmt::Display,
+) -> ParamProblem {
+    ParamProblem::OutOfRange {
+        value: value.to_string(),
+        min: min.to_string(),
+        max: max.to_string(),
+    }
 }
 
 /// Describes a literal for an error message, e.g. `the string "ten"` or `a list`.
@@ -208,7 +230,10 @@ fn describe_literal(literal: &serde_json::Value) -> String {
         serde_json::Value::Bool(b) => format!("the boolean {b}"),
         serde_json::Value::Number(n) => format!("the number {n}"),
         serde_json::Value::String(s) if s.chars().count() > 40 => {
-            format!("the string \"{}...\"", s.chars().take(40).collect::<String>())
+            format!(
+                "the string \"{}...\"",
+                s.chars().take(40).collect::<String>()
+            )
         }
         serde_json::Value::String(s) => format!("the string \"{s}\""),
         serde_json::Value::Array(_) => "a list".to_string(),
@@ -222,12 +247,23 @@ mod tests {
     use serde_json::json;
 
     fn steps() -> ParamSpec {
-        ParamSpec::new("steps", ParamKind::Int { default: Some(20), min: 1, max: 10_000 }, "")
+        ParamSpec::new(
+            "steps",
+            ParamKind::Int {
+                default: Some(20),
+                min: 1,
+                max: 10_000,
+            },
+            "",
+        )
     }
 
     #[test]
     fn integers_are_checked_for_type_and_range() {
-        assert!(matches!(steps().accept_literal(&json!(30)), Ok(Value::Int(30))));
+        assert!(matches!(
+            steps().accept_literal(&json!(30)),
+            Ok(Value::Int(30))
+        ));
         assert_eq!(
             steps().accept_literal(&json!(0)).unwrap_err().to_string(),
             "0 is outside the range 1 to 10000"
@@ -237,14 +273,25 @@ mod tests {
             "expected an integer, found the number 2.5"
         );
         assert_eq!(
-            steps().accept_literal(&json!("ten")).unwrap_err().to_string(),
+            steps()
+                .accept_literal(&json!("ten"))
+                .unwrap_err()
+                .to_string(),
             "expected an integer, found the string \"ten\""
         );
     }
 
     #[test]
     fn floats_accept_integers_and_check_range() {
-        let cfg = ParamSpec::new("cfg", ParamKind::Float { default: None, min: 0.0, max: 100.0 }, "");
+        let cfg = ParamSpec::new(
+            "cfg",
+            ParamKind::Float {
+                default: None,
+                min: 0.0,
+                max: 100.0,
+            },
+            "",
+        );
         assert!(matches!(cfg.accept_literal(&json!(5)), Ok(Value::Float(v)) if v == 5.0));
         assert!(cfg.accept_literal(&json!(-1)).is_err());
         assert!(cfg.accept_literal(&json!(100.5)).is_err());
@@ -255,12 +302,18 @@ mod tests {
     fn choices_must_be_listed_names() {
         let sampler = ParamSpec::new(
             "sampler_name",
-            ParamKind::Choice { default: Some("euler"), choices: vec!["euler", "ddim"] },
+            ParamKind::Choice {
+                default: Some("euler"),
+                choices: vec!["euler", "ddim"],
+            },
             "",
         );
         assert!(sampler.accept_literal(&json!("ddim")).is_ok());
         assert_eq!(
-            sampler.accept_literal(&json!("eular")).unwrap_err().to_string(),
+            sampler
+                .accept_literal(&json!("eular"))
+                .unwrap_err()
+                .to_string(),
             "\"eular\" is not one of \"euler\", \"ddim\""
         );
         assert_eq!(sampler.socket_type(), SocketType::String);
@@ -268,7 +321,14 @@ mod tests {
 
     #[test]
     fn strings_take_scalars_as_their_text() {
-        let text = ParamSpec::new("text", ParamKind::String { default: None, multiline: false }, "");
+        let text = ParamSpec::new(
+            "text",
+            ParamKind::String {
+                default: None,
+                multiline: false,
+            },
+            "",
+        );
         assert!(matches!(text.accept_literal(&json!(5)), Ok(Value::String(s)) if &*s == "5"));
         assert!(matches!(text.accept_literal(&json!(true)), Ok(Value::String(s)) if &*s == "true"));
         assert!(text.accept_literal(&json!(null)).is_err());
@@ -278,6 +338,9 @@ mod tests {
     #[test]
     fn linked_values_of_another_type_are_refused() {
         let problem = steps().accept(Value::string("x")).unwrap_err();
-        assert_eq!(problem.to_string(), "expected an integer, found a value of type STRING");
+        assert_eq!(
+            problem.to_string(),
+            "expected an integer, found a value of type STRING"
+        );
     }
 }

@@ -65,12 +65,19 @@ impl Registry {
 }
 
 fn check_unique_names(descriptor: &NodeDescriptor) -> Result<(), RegistryError> {
-    let arguments = descriptor.inputs.iter().map(|i| i.name).chain(descriptor.params.iter().map(|p| p.name));
+    let arguments = descriptor
+        .inputs
+        .iter()
+        .map(|i| i.name)
+        .chain(descriptor.params.iter().map(|p| p.name));
     let outputs = descriptor.outputs.iter().map(|o| o.name);
     for names in [arguments.collect::<Vec<_>>(), outputs.collect()] {
         for (i, name) in names.iter().enumerate() {
             if names[..i].contains(name) {
-                return Err(RegistryError::DuplicateName { type_name: descriptor.type_name, name });
+                return Err(RegistryError::DuplicateName {
+                    type_name: descriptor.type_name,
+                    name,
+                });
             }
         }
     }
@@ -96,15 +103,24 @@ mod tests {
     #[test]
     fn refuses_duplicate_types_and_names() {
         let mut registry = Registry::new();
-        registry.register(Fake(NodeDescriptor::new("A", "test", ""))).unwrap();
+        registry
+            .register(Fake(NodeDescriptor::new("A", "test", "")))
+            .unwrap();
         assert_eq!(
             registry.register(Fake(NodeDescriptor::new("A", "test", ""))),
             Err(RegistryError::Duplicate("A"))
         );
         let twice = NodeDescriptor::new("B", "test", "")
             .input("x", SocketType::Int, "")
-            .param(ParamSpec::new("x", ParamKind::Boolean { default: None }, ""));
-        assert!(matches!(registry.register(Fake(twice)), Err(RegistryError::DuplicateName { .. })));
+            .param(ParamSpec::new(
+                "x",
+                ParamKind::Boolean { default: None },
+                "",
+            ));
+        assert!(matches!(
+            registry.register(Fake(twice)),
+            Err(RegistryError::DuplicateName { .. })
+        ));
         assert_eq!(registry.type_names().collect::<Vec<_>>(), ["A"]);
     }
 }

@@ -4,6 +4,9 @@ use swapgraph_node_api::{
     Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 
+/// The bounds of `PrimitiveFloat`: far beyond any parameter, short enough to read.
+const FLOAT_LIMIT: f64 = 1e18;
+
 /// `PrimitiveInt`, `PrimitiveFloat`, `PrimitiveString` and `PrimitiveBoolean`: one parameter
 /// `value`, one output of the same type.
 pub struct Primitive {
@@ -14,14 +17,37 @@ impl Primitive {
     /// The four primitive node types.
     pub fn all() -> [Primitive; 4] {
         [
-            Self::new("PrimitiveInt", ParamKind::Int { default: None, min: i64::MIN, max: i64::MAX }, SocketType::Int),
+            Self::new(
+                "PrimitiveInt",
+                ParamKind::Int {
+                    default: None,
+                    min: i64::MIN,
+                    max: i64::MAX,
+                },
+                SocketType::Int,
+            ),
             Self::new(
                 "PrimitiveFloat",
-                ParamKind::Float { default: None, min: f64::MIN, max: f64::MAX },
+                ParamKind::Float {
+                    default: None,
+                    min: -FLOAT_LIMIT,
+                    max: FLOAT_LIMIT,
+                },
                 SocketType::Float,
             ),
-            Self::new("PrimitiveString", ParamKind::String { default: None, multiline: true }, SocketType::String),
-            Self::new("PrimitiveBoolean", ParamKind::Boolean { default: None }, SocketType::Boolean),
+            Self::new(
+                "PrimitiveString",
+                ParamKind::String {
+                    default: None,
+                    multiline: true,
+                },
+                SocketType::String,
+            ),
+            Self::new(
+                "PrimitiveBoolean",
+                ParamKind::Boolean { default: None },
+                SocketType::Boolean,
+            ),
         ]
     }
 

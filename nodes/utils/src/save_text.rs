@@ -1,7 +1,9 @@
 //! `SaveText`: writes a string to a numbered text file in the output folder.
 
 use swapgraph_node_api::output::{next_output_path, write_atomically};
-use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, Value};
+use swapgraph_node_api::{
+    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, Value,
+};
 
 /// An output node that saves its `text` as `{filename_prefix}_NNNNN.txt`.
 pub struct SaveText {
@@ -18,12 +20,18 @@ impl SaveText {
         )
         .param(ParamSpec::new(
             "text",
-            ParamKind::String { default: None, multiline: true },
+            ParamKind::String {
+                default: None,
+                multiline: true,
+            },
             "The text to save; usually linked from another node.",
         ))
         .param(ParamSpec::new(
             "filename_prefix",
-            ParamKind::String { default: Some("swapgraph"), multiline: false },
+            ParamKind::String {
+                default: Some("swapgraph"),
+                multiline: false,
+            },
             "File name before the number; may start with sub-folders inside the output folder.",
         ))
         .output_node();

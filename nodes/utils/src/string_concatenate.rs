@@ -12,7 +12,10 @@ pub struct StringConcatenate {
 impl StringConcatenate {
     /// The node type.
     pub fn new() -> Self {
-        let text = |default| ParamKind::String { default, multiline: true };
+        let text = |default| ParamKind::String {
+            default,
+            multiline: true,
+        };
         let descriptor = NodeDescriptor::new(
             "StringConcatenate",
             "utils/text",
@@ -22,7 +25,10 @@ impl StringConcatenate {
         .param(ParamSpec::new("string_b", text(None), "The second string."))
         .param(ParamSpec::new(
             "delimiter",
-            ParamKind::String { default: Some(""), multiline: false },
+            ParamKind::String {
+                default: Some(""),
+                multiline: false,
+            },
             "Put between the two strings.",
         ))
         .output(SocketType::String, "string_a + delimiter + string_b.");
@@ -36,7 +42,12 @@ impl NodeType for StringConcatenate {
     }
 
     fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let joined = format!("{}{}{}", args.string("string_a")?, args.string("delimiter")?, args.string("string_b")?);
+        let joined = format!(
+            "{}{}{}",
+            args.string("string_a")?,
+            args.string("delimiter")?,
+            args.string("string_b")?
+        );
         Ok(vec![Value::string(joined)])
     }
 }

@@ -1,0 +1,11 @@
+//! Integration tests of the engine: validation reports, plans, execution, the CLI and hostile
+//! input. One test binary for the whole area keeps link time down.
+
+mod engine {
+    pub mod cli;
+    pub mod execution;
+    pub mod fixtures;
+    pub mod hostile;
+    pub mod plans;
+    pub mod validation;
+}

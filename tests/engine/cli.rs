@@ -1,0 +1,122 @@
+//! The `swapgraph` binary: commands, outputs and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn swapgraph(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(name).tempdir().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn node_descriptors_as_json_and_text() {
+    let json = swapgraph(&["nodes", "--json"]);
+    assert_eq!(json.status.code(), Some(0));
+    let descriptors: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    insta::assert_json_snapshot!("nodes_json", descriptors);
+    let listing = swapgraph(&["nodes"]);
+    insta::assert_snapshot!("nodes_text", text(&listing.stdout));
+    let one = swapgraph(&["nodes", "SaveTxt"]);
+    assert_eq!(one.status.code(), Some(2));
+    assert!(text(&one.stderr).contains("did you mean \"SaveText\"?"));
+}
+
+#[test]
+fn run_writes_outputs_and_applies_overrides() {
+    let out = scratch("swapgraph-cli-run");
+    let dir = out.path().to_str().unwrap();
+    let plain = swapgraph(&["run", "workflows/prompt_log.yaml", "--output-dir", dir]);
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain.stderr));
+    let saved = out.path().join("prompts/prompt_00001.txt");
+    assert_eq!(text(&plain.stdout).trim(), saved.display().to_string());
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        "a portrait photo of an astronaut, studio lighting, 85mm"
+    );
+    let changed = swapgraph(&[
+        "run",
+        "workflows/prompt_log.yaml",
+        "--output-dir",
+        dir,
+        "--set",
+        "prompt.delimiter= | ",
+        "--set",
+        "style.value=oil painting",
+        "--repeat",
+        "2",
+    ]);
+    assert_eq!(changed.status.code(), Some(0), "{}", text(&changed.stderr));
+    let second = std::fs::read_to_string(out.path().join("prompts/prompt_00002.txt")).unwrap();
+    assert_eq!(second, "a portrait photo of an astronaut | oil painting");
+    assert!(
+        out.path().join("prompts/prompt_00003.txt").exists(),
+        "--repeat runs the output node again"
+    );
+}
+
+#[test]
+fn exit_codes_tell_failures_apart() {
+    let invalid = swapgraph(&["run", "tests/cases/invalid/many-problems.yaml"]);
+    assert_eq!(invalid.status.code(), Some(3));
+    assert!(
+        text(&invalid.stderr).contains("5 problems found; nothing was run"),
+        "{}",
+        text(&invalid.stderr)
+    );
+
+    let missing = swapgraph(&["validate", "no/such/workflow.yaml"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(text(&missing.stderr).contains("cannot read workflow no/such/workflow.yaml"));
+
+    assert_eq!(
+        swapgraph(&["run", "workflows/prompt_log.yaml", "--device", "tpu"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        swapgraph(&["run", "workflows/prompt_log.yaml", "--repeat", "0"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(swapgraph(&["frobnicate"]).status.code(), Some(2));
+
+    let out = scratch("swapgraph-cli-fail");
+    let blocker = out.path().join("file");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let failed = swapgraph(&[
+        "run",
+        "workflows/prompt_log.yaml",
+        "--output-dir",
+        blocker.to_str().unwrap(),
+    ]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    assert!(text(&failed.stderr).contains("node \"save\" (SaveText) failed: cannot create folder"));
+}
+
+#[test]
+fn validate_prints_the_plan_or_the_report() {
+    let valid = swapgraph(&["validate", "workflows/prompt_log.yaml"]);
+    assert_eq!(valid.status.code(), Some(0));
+    assert_eq!(
+        text(&valid.stdout).trim(),
+        "workflows/prompt_log.yaml is valid; 4 nodes run in this order: subject, style, prompt, save"
+    );
+    let json = swapgraph(&["validate", "--json", "tests/cases/invalid/cycle.yaml"]);
+    assert_eq!(json.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    insta::assert_json_snapshot!("validate_cycle_json", report);
+    assert!(!Path::new("output").join("never").exists());
+}

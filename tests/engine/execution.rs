@@ -1,0 +1,282 @@
+//! Running plans: caching across runs, concurrency of independent branches, cancellation inside
+//! long loops, failures, panics and misbehaving nodes, and the event stream.
+
+use super::fixtures::{plan, registry, run, Probe, SINK};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use swapgraph::exec::{Engine, Event, RunError, RunOptions, RunSummary};
+use swapgraph_node_api::CancelToken;
+
+fn options(parallelism: usize) -> RunOptions {
+    RunOptions {
+        parallelism,
+        output_dir: std::env::temp_dir().join("swapgraph-tests"),
+        ..RunOptions::default()
+    }
+}
+
+fn chain(start: i64) -> String {
+    format!(
+        r#"
+version: 1
+nodes:
+  start: {{ type: TestCount, params: {{ start: {start} }} }}
+  double: {{ type: TestCount, inputs: {{ after: start.int }}, params: {{ start: 2, mode: multiply }} }}
+  sink: {{ type: TestSink, inputs: {{ value: double.int }} }}
+"#
+    )
+}
+
+#[test]
+fn unchanged_nodes_come_from_the_cache_and_changes_flow_downstream() {
+    let probe = Arc::new(Probe::default());
+    let engine = Engine::new(registry(&probe));
+    let first = plan(&chain(1001), engine.registry());
+    let (result, _) = run(&engine, &first, &options(2));
+    assert_eq!(
+        result.unwrap(),
+        RunSummary {
+            executed: 3,
+            cached: 0
+        }
+    );
+    let (result, events) = run(&engine, &first, &options(2));
+    assert_eq!(
+        result.unwrap(),
+        RunSummary {
+            executed: 1,
+            cached: 2
+        },
+        "only the output node reruns"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::NodeCached { node, .. } if node.as_str() == "start")));
+    let changed = plan(&chain(1002), engine.registry());
+    let (result, _) = run(&engine, &changed, &options(2));
+    assert_eq!(
+        result.unwrap(),
+        RunSummary {
+            executed: 3,
+            cached: 0
+        },
+        "a changed param reruns everything below it"
+    );
+    assert_eq!(probe.runs.load(Ordering::SeqCst), 7);
+    let sunk = SINK.lock().unwrap().clone();
+    assert_eq!(sunk.iter().filter(|&&v| v == 2002 || v == 2004).count(), 3);
+}
+
+#[test]
+fn node_ids_do_not_matter_to_the_cache() {
+    let probe = Arc::new(Probe::default());
+    let engine = Engine::new(registry(&probe));
+    run(&engine, &plan(&chain(1003), engine.registry()), &options(1))
+        .0
+        .unwrap();
+    let renamed = r#"
+version: 1
+nodes:
+  first: { type: TestCount, params: { start: 1003 } }
+  twice: { type: TestCount, inputs: { after: first.int }, params: { mode: multiply, start: 2 } }
+  out: { type: TestSink, inputs: { value: twice.int } }
+"#;
+    let (result, _) = run(&engine, &plan(renamed, engine.registry()), &options(1));
+    assert_eq!(
+        result.unwrap(),
+        RunSummary {
+            executed: 1,
+            cached: 2
+        }
+    );
+}
+
+fn two_branches(ms: u64) -> String {
+    format!(
+        r#"
+version: 1
+nodes:
+  a: {{ type: TestCount, params: {{ start: 1 }} }}
+  b: {{ type: TestCount, params: {{ start: 2 }} }}
+  sleep_a: {{ type: TestSleep, inputs: {{ value: a.int }}, params: {{ ms: {ms} }} }}
+  sleep_b: {{ type: TestSleep, inputs: {{ value: b.int }}, params: {{ ms: {ms} }} }}
+  sink_a: {{ type: TestSink, inputs: {{ value: sleep_a.int }} }}
+  sink_b: {{ type: TestSink, inputs: {{ value: sleep_b.int }} }}
+"#
+    )
+}
+
+#[test]
+fn independent_branches_run_concurrently_up_to_the_limit() {
+    for (parallelism, expected) in [(1, 1), (2, 2)] {
+        let probe = Arc::new(Probe::default());
+        let engine = Engine::new(registry(&probe));
+        run(
+            &engine,
+            &plan(&two_branches(150), engine.registry()),
+            &options(parallelism),
+        )
+        .0
+        .unwrap();
+        assert_eq!(
+            probe.max_active.load(Ordering::SeqCst),
+            expected,
+            "parallelism {parallelism}"
+        );
+    }
+}
+
+#[test]
+fn cancelling_stops_a_long_loop_within_a_step() {
+    let probe = Arc::new(Probe::default());
+    let engine = Engine::new(registry(&probe));
+    let looping = plan(
+        r#"
+version: 1
+nodes:
+  start: { type: TestCount }
+  loop: { type: TestLoop, inputs: { value: start.int }, params: { steps: 100000 } }
+  sink: { type: TestSink, inputs: { value: loop.int } }
+"#,
+        engine.registry(),
+    );
+    let options = options(2);
+    let cancel: CancelToken = options.cancel.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        cancel.cancel();
+    });
+    let clock = Instant::now();
+    let (result, events) = run(&engine, &looping, &options);
+    canceller.join().unwrap();
+    assert!(matches!(result, Err(RunError::Cancelled)), "{result:?}");
+    assert!(
+        clock.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        clock.elapsed()
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Progress { total: 100000, .. })));
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            cancelled: true,
+            failed: false,
+            ..
+        })
+    ));
+}
+
+fn failing(kind: &str) -> String {
+    format!(
+        r#"
+version: 1
+nodes:
+  start: {{ type: TestCount }}
+  bad: {{ type: {kind}, inputs: {{ value: start.int }} }}
+  loop: {{ type: TestLoop, inputs: {{ value: start.int }}, params: {{ steps: 100000 }} }}
+  sink_bad: {{ type: TestSink, inputs: {{ value: bad.int }} }}
+  sink_loop: {{ type: TestSink, inputs: {{ value: loop.int }} }}
+"#
+    )
+}
+
+#[test]
+fn a_failing_node_fails_the_run_names_itself_and_stops_its_siblings() {
+    for (kind, message) in [
+        ("TestFail", "the test node failed on purpose"),
+        ("TestPanic", "the node panicked: boom"),
+        ("TestWrongOutputs", "this is a bug in its node pack"),
+    ] {
+        let probe = Arc::new(Probe::default());
+        let engine = Engine::new(registry(&probe));
+        let clock = Instant::now();
+        let (result, events) = run(
+            &engine,
+            &plan(&failing(kind), engine.registry()),
+            &options(2),
+        );
+        match result {
+            Err(RunError::NodeFailed {
+                node,
+                node_type,
+                error,
+            }) => {
+                assert_eq!((node.as_str(), node_type), ("bad", kind));
+                assert!(error.contains(message), "{error}");
+            }
+            other => panic!("{kind}: {other:?}"),
+        }
+        assert!(
+            clock.elapsed() < Duration::from_secs(5),
+            "{kind}: siblings were not stopped"
+        );
+        assert!(matches!(
+            events.last(),
+            Some(Event::RunFinished { failed: true, .. })
+        ));
+        let failed = events
+            .iter()
+            .filter(|e| matches!(e, Event::NodeFailed { .. }))
+            .count();
+        assert_eq!(failed, 1, "{kind}: only the failing node is reported");
+    }
+}
+
+#[test]
+fn linked_param_values_are_checked_against_the_param_range() {
+    let probe = Arc::new(Probe::default());
+    let engine = Engine::new(registry(&probe));
+    let linked = plan(
+        r#"
+version: 1
+nodes:
+  big: { type: PrimitiveInt, params: { value: 200000 } }
+  count: { type: TestCount, inputs: { start: big.int } }
+  sink: { type: TestSink, inputs: { value: count.int } }
+"#,
+        engine.registry(),
+    );
+    let error = run(&engine, &linked, &options(1))
+        .0
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "node \"count\" (TestCount) failed: argument \"start\": 200000 is outside the range 0 to 100000"
+    );
+}
+
+#[test]
+fn events_bracket_the_run_and_each_node() {
+    let probe = Arc::new(Probe::default());
+    let engine = Engine::new(registry(&probe));
+    let (_, events) = run(&engine, &plan(&chain(1005), engine.registry()), &options(2));
+    assert!(matches!(
+        events.first(),
+        Some(Event::RunStarted { steps: 3 })
+    ));
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            executed: 3,
+            cancelled: false,
+            failed: false,
+            ..
+        })
+    ));
+    for id in ["start", "double", "sink"] {
+        let started = events
+            .iter()
+            .position(|e| matches!(e, Event::NodeStarted { node, .. } if node.as_str() == id));
+        let finished = events
+            .iter()
+            .position(|e| matches!(e, Event::NodeFinished { node, .. } if node.as_str() == id));
+        assert!(started.unwrap() < finished.unwrap(), "{id}");
+    }
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Memory { node: None, report } if report.title == "process")));
+}

@@ -1,0 +1,191 @@
+//! Node types made for tests: counting, sleeping, looping, failing and misbehaving nodes, added
+//! to the real utility pack.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use swapgraph::exec::{Engine, Event, EventSink, RunError, RunOptions, RunSummary};
+use swapgraph_node_api::{
+    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, Registry, RunContext,
+    SocketType, Value,
+};
+
+/// Counts how often test nodes ran and how many ran at once.
+#[derive(Default)]
+pub struct Probe {
+    pub runs: AtomicUsize,
+    pub active: AtomicUsize,
+    pub max_active: AtomicUsize,
+}
+
+type RunFn = dyn Fn(&Args, &RunContext, &Probe) -> Result<Vec<Value>, NodeError> + Send + Sync;
+
+/// A node type defined by a descriptor and a closure.
+pub struct TestNode {
+    descriptor: NodeDescriptor,
+    probe: Arc<Probe>,
+    run: Box<RunFn>,
+}
+
+impl NodeType for TestNode {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        self.probe.runs.fetch_add(1, Ordering::SeqCst);
+        let now = self.probe.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.probe.max_active.fetch_max(now, Ordering::SeqCst);
+        let result = (self.run)(args, ctx, &self.probe);
+        self.probe.active.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+fn int(name: &'static str, default: i64) -> ParamSpec {
+    ParamSpec::new(
+        name,
+        ParamKind::Int {
+            default: Some(default),
+            min: 0,
+            max: 100_000,
+        },
+        "",
+    )
+}
+
+/// The utility pack plus the test nodes, all sharing `probe`.
+pub fn registry(probe: &Arc<Probe>) -> Registry {
+    let mut registry = Registry::new();
+    swapgraph_utils::register(&mut registry).unwrap();
+    let mut add = |descriptor: NodeDescriptor, run: Box<RunFn>| {
+        registry
+            .register(TestNode {
+                descriptor,
+                probe: Arc::clone(probe),
+                run,
+            })
+            .unwrap();
+    };
+    add(
+        NodeDescriptor::new("TestCount", "test", "start (+ after) or start * after")
+            .optional_input("after", SocketType::Int, "")
+            .param(int("start", 0))
+            .param(ParamSpec::new(
+                "mode",
+                ParamKind::Choice {
+                    default: Some("add"),
+                    choices: vec!["add", "multiply"],
+                },
+                "",
+            ))
+            .output(SocketType::Int, ""),
+        Box::new(|args, _, _| {
+            let start = args.int("start")?;
+            let after = args
+                .get("after")
+                .map(|_| args.int("after"))
+                .transpose()?
+                .unwrap_or(0);
+            let result = if &*args.string("mode")? == "add" {
+                start + after
+            } else {
+                start * after
+            };
+            Ok(vec![Value::Int(result)])
+        }),
+    );
+    add(
+        NodeDescriptor::new("TestSleep", "test", "sleeps, then outputs its input")
+            .input("value", SocketType::Int, "")
+            .param(int("ms", 50))
+            .output(SocketType::Int, ""),
+        Box::new(|args, _, _| {
+            std::thread::sleep(Duration::from_millis(args.int("ms")? as u64));
+            Ok(vec![args.value("value")?.clone()])
+        }),
+    );
+    add(
+        NodeDescriptor::new(
+            "TestLoop",
+            "test",
+            "counts to steps, one ms a step, checking cancellation",
+        )
+        .input("value", SocketType::Int, "")
+        .param(int("steps", 10))
+        .output(SocketType::Int, ""),
+        Box::new(|args, ctx, _| {
+            let steps = args.int("steps")? as u64;
+            for step in 1..=steps {
+                ctx.check_cancelled()?;
+                std::thread::sleep(Duration::from_millis(1));
+                ctx.progress(step, steps);
+            }
+            Ok(vec![args.value("value")?.clone()])
+        }),
+    );
+    add(
+        NodeDescriptor::new("TestFail", "test", "always fails")
+            .input("value", SocketType::Int, "")
+            .output(SocketType::Int, ""),
+        Box::new(|_, _, _| Err(NodeError::msg("the test node failed on purpose"))),
+    );
+    add(
+        NodeDescriptor::new("TestPanic", "test", "always panics")
+            .input("value", SocketType::Int, "")
+            .output(SocketType::Int, ""),
+        Box::new(|_, _, _| panic!("boom")),
+    );
+    add(
+        NodeDescriptor::new(
+            "TestWrongOutputs",
+            "test",
+            "returns a STRING where it declares an INT",
+        )
+        .input("value", SocketType::Int, "")
+        .output(SocketType::Int, ""),
+        Box::new(|_, _, _| Ok(vec![Value::string("not a number")])),
+    );
+    add(
+        NodeDescriptor::new("TestSink", "test", "an output node that records its input")
+            .input("value", SocketType::Int, "")
+            .output_node(),
+        Box::new(|args, _, _| {
+            SINK.lock().unwrap().push(args.int("value")?);
+            Ok(vec![])
+        }),
+    );
+    registry
+}
+
+/// Values received by `TestSink` nodes, across tests; tests filter by their own values.
+pub static SINK: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+/// Plans workflow text against `registry`, panicking with the report if it is invalid.
+pub fn plan(yaml: &str, registry: &Registry) -> swapgraph::plan::Plan {
+    swapgraph::prepare("test.yaml", yaml.as_bytes(), &[], registry)
+        .unwrap_or_else(|report| panic!("{report}"))
+}
+
+/// Runs a plan to the end, returning the result and every event in order.
+pub fn run(
+    engine: &Engine,
+    plan: &swapgraph::plan::Plan,
+    options: &RunOptions,
+) -> (Result<RunSummary, RunError>, Vec<Event>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (sink, mut receiver) = EventSink::channel();
+        let result = engine.run(plan, options, &sink).await;
+        drop(sink);
+        let mut events = Vec::new();
+        while let Some(event) = receiver.recv().await {
+            events.push(event);
+        }
+        (result, events)
+    })
+}
