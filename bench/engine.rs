@@ -13,14 +13,19 @@ fn main() {
 
 /// A workflow of `count` nodes: pairs of strings joined in a long chain, saved at the end.
 fn generated_workflow(count: usize) -> String {
-    let mut yaml = String::from("version: 1\nname: generated\nnodes:\n  n0:\n    type: PrimitiveString\n    params: { value: start }\n");
+    let mut yaml = String::from(
+        "version: 1\nname: generated\nnodes:\n  n0:\n    type: PrimitiveString\n    params: { value: start }\n",
+    );
     for i in 1..count - 1 {
         yaml += &format!(
             "  n{i}:\n    type: StringConcatenate\n    inputs: {{ string_a: n{}.string }}\n    params: {{ string_b: \"{i}\", delimiter: \" \" }}\n    ui: {{ x: {i}, y: 0 }}\n",
             i - 1
         );
     }
-    yaml += &format!("  out:\n    type: Discard\n    inputs: {{ text: n{}.string }}\n", count - 2);
+    yaml += &format!(
+        "  out:\n    type: Discard\n    inputs: {{ text: n{}.string }}\n",
+        count - 2
+    );
     yaml
 }
 
@@ -40,7 +45,9 @@ impl NodeType for Discard {
 fn registry() -> Registry {
     let mut registry = Registry::new();
     swapgraph_utils::register(&mut registry).unwrap();
-    let discard = NodeDescriptor::new("Discard", "bench", "drops its input").input("text", SocketType::String, "").output_node();
+    let discard = NodeDescriptor::new("Discard", "bench", "drops its input")
+        .input("text", SocketType::String, "")
+        .output_node();
     registry.register(Discard(discard)).unwrap();
     registry
 }
@@ -49,18 +56,36 @@ fn registry() -> Registry {
 fn parse_validate_plan(bencher: divan::Bencher, count: usize) {
     let registry = registry();
     let yaml = generated_workflow(count);
-    bencher.bench(|| swapgraph::prepare("generated.yaml", yaml.as_bytes(), &[], &registry).map(|plan| plan.steps.len()).unwrap());
+    bencher.bench(|| {
+        swapgraph::prepare("generated.yaml", yaml.as_bytes(), &[], &registry)
+            .map(|plan| plan.steps.len())
+            .unwrap()
+    });
 }
 
 #[divan::bench(args = [20])]
 fn cached_rerun(bencher: divan::Bencher, count: usize) {
     let engine = Arc::new(Engine::new(registry()));
-    let plan = swapgraph::prepare("generated.yaml", generated_workflow(count).as_bytes(), &[], engine.registry()).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let plan = swapgraph::prepare(
+        "generated.yaml",
+        generated_workflow(count).as_bytes(),
+        &[],
+        engine.registry(),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let options = RunOptions::default();
-    runtime.block_on(engine.run(&plan, &options, &EventSink::discard())).unwrap();
+    runtime
+        .block_on(engine.run(&plan, &options, &EventSink::discard()))
+        .unwrap();
     bencher.bench(|| {
-        let summary = runtime.block_on(engine.run(&plan, &options, &EventSink::discard())).unwrap();
+        let summary = runtime
+            .block_on(engine.run(&plan, &options, &EventSink::discard()))
+            .unwrap();
         assert_eq!(summary.cached, count - 1);
     });
 }

@@ -5,6 +5,10 @@
 //! ([`plan`]) and run with caching, events and cancellation ([`exec`]). The engine never names
 //! a concrete node type: node packs register theirs, and the binary decides which packs exist.
 
+// Validation errors carry the names and positions their messages need; they are built once per
+// problem, never on a hot path, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod cli;
 pub mod exec;
 pub mod plan;
@@ -26,8 +30,7 @@ pub fn prepare(
     overrides: &[Override],
     registry: &Registry,
 ) -> Result<Plan, ValidationReport> {
-    let mut document =
-        workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
+    let mut document = workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
     let mut errors = workflow::apply_overrides(&mut document, overrides);
     match validate::validate(&document, registry) {
         Ok(graph) if errors.is_empty() => Ok(Plan::new(graph)),

@@ -54,10 +54,7 @@ impl Plan {
             .iter()
             .map(|node| {
                 let through = |l: &CheckedLink| pass_through(&nodes, l.source, l.output);
-                node.links
-                    .iter()
-                    .map(|l| (l.arg, through(l).0, through(l).1))
-                    .collect()
+                node.links.iter().map(|l| (l.arg, through(l).0, through(l).1)).collect()
             })
             .collect();
         let needed = needed_nodes(&nodes, &resolved);
@@ -73,11 +70,7 @@ impl Plan {
             }
         }
         let order = file_ordered_toposort(&dag);
-        let step_of: BTreeMap<usize, usize> = order
-            .iter()
-            .enumerate()
-            .map(|(step, &node)| (node, step))
-            .collect();
+        let step_of: BTreeMap<usize, usize> = order.iter().enumerate().map(|(step, &node)| (node, step)).collect();
 
         let mut bypassed = Vec::new();
         let mut unused = Vec::new();
@@ -188,10 +181,7 @@ fn pass_through(nodes: &[CheckedNode], mut source: usize, mut output: usize) -> 
 }
 
 /// Marks the enabled output nodes and everything they read from.
-fn needed_nodes(
-    nodes: &[CheckedNode],
-    resolved: &[Vec<(&'static str, usize, usize)>],
-) -> Vec<bool> {
+fn needed_nodes(nodes: &[CheckedNode], resolved: &[Vec<(&'static str, usize, usize)>]) -> Vec<bool> {
     let mut needed = vec![false; nodes.len()];
     let mut stack: Vec<usize> = (0..nodes.len())
         .filter(|&i| nodes[i].enabled && nodes[i].node_type.descriptor().is_output)

@@ -19,10 +19,7 @@ pub fn list(args: NodesArgs, registry: &Registry) -> Exit {
         },
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&descriptors).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&descriptors).unwrap_or_default());
         return Exit::Success;
     }
     let mut sorted = descriptors;
@@ -44,11 +41,7 @@ fn describe(d: &NodeDescriptor) -> String {
         d.description
     );
     for input in &d.inputs {
-        let need = if input.optional {
-            "optional"
-        } else {
-            "required"
-        };
+        let need = if input.optional { "optional" } else { "required" };
         text += &format!(
             "  input  {}: {} ({need}) - {}\n",
             input.name, input.socket, input.description
@@ -63,44 +56,26 @@ fn describe(d: &NodeDescriptor) -> String {
         );
     }
     for output in &d.outputs {
-        text += &format!(
-            "  output {}: {} - {}\n",
-            output.name, output.socket, output.description
-        );
+        text += &format!("  output {}: {} - {}\n", output.name, output.socket, output.description);
     }
     text
 }
 
 fn describe_param(param: &ParamSpec) -> String {
-    let default = |value: Option<String>| {
-        value.map_or_else(|| "required".to_string(), |v| format!("default {v}"))
-    };
+    let default = |value: Option<String>| value.map_or_else(|| "required".to_string(), |v| format!("default {v}"));
     match &param.kind {
-        ParamKind::Int {
-            default: d,
-            min,
-            max,
-        } => format!("INT {min}..={max}, {}", default(d.map(|v| v.to_string()))),
-        ParamKind::Float {
-            default: d,
-            min,
-            max,
-        } => format!("FLOAT {min}..={max}, {}", default(d.map(|v| v.to_string()))),
+        ParamKind::Int { default: d, min, max } => format!("INT {min}..={max}, {}", default(d.map(|v| v.to_string()))),
+        ParamKind::Float { default: d, min, max } => {
+            format!("FLOAT {min}..={max}, {}", default(d.map(|v| v.to_string())))
+        }
         ParamKind::String { default: d, .. } => {
             format!("STRING, {}", default(d.map(|v| format!("{v:?}"))))
         }
         ParamKind::Boolean { default: d } => {
             format!("BOOLEAN, {}", default(d.map(|v| v.to_string())))
         }
-        ParamKind::Choice {
-            default: d,
-            choices,
-        } => {
-            format!(
-                "one of {}, {}",
-                choices.join("|"),
-                default(d.map(|v| v.to_string()))
-            )
+        ParamKind::Choice { default: d, choices } => {
+            format!("one of {}, {}", choices.join("|"), default(d.map(|v| v.to_string())))
         }
     }
 }

@@ -57,11 +57,7 @@ pub async fn render(mut events: UnboundedReceiver<Event>, interactive: bool) {
                 log(&|| info!("{node} ({node_type}) finished in {elapsed_ms:.1} ms"));
                 overall.iter().for_each(|bar| bar.inc(1));
             }
-            Event::NodeFailed {
-                node,
-                node_type,
-                error,
-            } => {
+            Event::NodeFailed { node, node_type, error } => {
                 log(&|| error!("{node} ({node_type}) failed: {error}"));
             }
             Event::Memory { node, report } => {
@@ -101,11 +97,6 @@ fn describe(report: &MemoryReport) -> String {
         .iter()
         .filter_map(|(label, bytes)| bytes.map(|b| format!("{label} {}", mib(b))))
         .collect();
-    parts.extend(
-        report
-            .details
-            .iter()
-            .map(|(label, value)| format!("{label} {value}")),
-    );
+    parts.extend(report.details.iter().map(|(label, value)| format!("{label} {value}")));
     format!("{} memory: {}", report.title, parts.join(", "))
 }

@@ -13,20 +13,14 @@ use tracing::{error, info, warn};
 /// Validates, plans and runs a workflow `args.repeat` times in one engine.
 pub fn run(args: RunArgs, registry: Registry) -> Exit {
     if let DeviceSpec::Cuda(_) = args.device {
-        error!(
-            "--device {}: this build of swapgraph runs on the CPU only",
-            args.device
-        );
+        error!("--device {}: this build of swapgraph runs on the CPU only", args.device);
         return Exit::Usage;
     }
     let plan = match load(&args.workflow, &registry) {
         Ok(plan) => plan,
         Err(exit) => return exit,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             error!("cannot start the async runtime: {e}");
@@ -49,9 +43,7 @@ pub fn run(args: RunArgs, registry: Registry) -> Exit {
                 device: args.device,
                 output_dir: args.output_dir.clone(),
                 cancel: cancel.clone(),
-                parallelism: args
-                    .jobs
-                    .map_or(RunOptions::default().parallelism, usize::from),
+                parallelism: args.jobs.map_or(RunOptions::default().parallelism, usize::from),
             };
             let (sink, receiver) = EventSink::channel();
             let renderer = tokio::spawn(render::render(receiver, interactive));
@@ -110,17 +102,11 @@ pub fn validate(args: ValidateArgs, registry: &Registry) -> Exit {
 }
 
 fn join(ids: &[crate::workflow::NodeId]) -> String {
-    ids.iter()
-        .map(|id| id.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    ids.iter().map(|id| id.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 /// Why a workflow could not be planned.
@@ -156,10 +142,7 @@ fn load_quietly(args: &WorkflowArgs, registry: &Registry) -> Result<Plan, Failur
     let overrides: Vec<Override> = overrides.into_iter().filter_map(Result::ok).collect();
     let bad_overrides: Vec<ValidationError> = errors.drain(..).filter_map(Result::err).collect();
     match crate::prepare(&source, &bytes, &overrides, registry) {
-        Ok(_) if !bad_overrides.is_empty() => Err(Failure::Report(ValidationReport::new(
-            source,
-            bad_overrides,
-        ))),
+        Ok(_) if !bad_overrides.is_empty() => Err(Failure::Report(ValidationReport::new(source, bad_overrides))),
         Ok(plan) => Ok(plan),
         Err(report) => {
             let mut all = report.errors;

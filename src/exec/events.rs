@@ -14,15 +14,9 @@ pub enum Event {
     /// A run began with this many steps.
     RunStarted { steps: usize },
     /// A node began computing.
-    NodeStarted {
-        node: NodeId,
-        node_type: &'static str,
-    },
+    NodeStarted { node: NodeId, node_type: &'static str },
     /// A node's result was taken from the cache.
-    NodeCached {
-        node: NodeId,
-        node_type: &'static str,
-    },
+    NodeCached { node: NodeId, node_type: &'static str },
     /// A node finished step `step` of `total` of a long loop.
     Progress { node: NodeId, step: u64, total: u64 },
     /// A node computed its outputs.

@@ -21,9 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use swapgraph_node_api::{
-    Args, CancelToken, DeviceSpec, NodeDescriptor, NodeError, Registry, RunContext, Value,
-};
+use swapgraph_node_api::{Args, CancelToken, DeviceSpec, NodeDescriptor, NodeError, Registry, RunContext, Value};
 use tokio::task::JoinSet;
 
 /// Settings of one run.
@@ -114,12 +112,7 @@ impl Engine {
     /// # Errors
     /// [`RunError::NodeFailed`] for the first node that failed; [`RunError::Cancelled`] when
     /// `options.cancel` was set before all steps finished.
-    pub async fn run(
-        &self,
-        plan: &Plan,
-        options: &RunOptions,
-        events: &EventSink,
-    ) -> Result<RunSummary, RunError> {
+    pub async fn run(&self, plan: &Plan, options: &RunOptions, events: &EventSink) -> Result<RunSummary, RunError> {
         let started = Instant::now();
         let signatures = cache::signatures(plan, self.runs.fetch_add(1, Ordering::Relaxed));
         let mut schedule = Schedule::new(plan);
@@ -130,20 +123,13 @@ impl Engine {
             steps: plan.steps.len(),
         });
         loop {
-            while running.len() < options.parallelism.max(1)
-                && failure.is_none()
-                && !options.cancel.is_cancelled()
-            {
+            while running.len() < options.parallelism.max(1) && failure.is_none() && !options.cancel.is_cancelled() {
                 let Some(index) = schedule.next_ready() else {
                     break;
                 };
                 let step = &plan.steps[index];
                 let descriptor = step.node_type.descriptor();
-                match self
-                    .cache
-                    .get(signatures[index])
-                    .filter(|_| descriptor.cacheable)
-                {
+                match self.cache.get(signatures[index]).filter(|_| descriptor.cacheable) {
                     Some(outputs) => {
                         events.send(Event::NodeCached {
                             node: step.id.clone(),
@@ -165,8 +151,7 @@ impl Engine {
             let Some(joined) = running.join_next().await else {
                 break;
             };
-            let (index, outcome, elapsed) =
-                joined.expect("step workers catch their panics and are never aborted");
+            let (index, outcome, elapsed) = joined.expect("step workers catch their panics and are never aborted");
             let step = &plan.steps[index];
             let node_type = step.node_type.descriptor().type_name;
             match outcome.and_then(|outputs| check_outputs(step, outputs)) {
@@ -261,12 +246,8 @@ fn job(
     move || {
         let clock = Instant::now();
         let outcome = check_linked_params(node_type.descriptor(), args).and_then(|args| {
-            catch_unwind(AssertUnwindSafe(|| node_type.run(&args, &ctx))).unwrap_or_else(|panic| {
-                Err(NodeError::msg(format!(
-                    "the node panicked: {}",
-                    panic_message(&*panic)
-                )))
-            })
+            catch_unwind(AssertUnwindSafe(|| node_type.run(&args, &ctx)))
+                .unwrap_or_else(|panic| Err(NodeError::msg(format!("the node panicked: {}", panic_message(&*panic)))))
         });
         (index, outcome, clock.elapsed())
     }
@@ -274,10 +255,7 @@ fn job(
 
 /// Checks values that arrive over links into params against the params' ranges and choices,
 /// which validation could only check for literals.
-fn check_linked_params(
-    descriptor: &NodeDescriptor,
-    args: Vec<(&'static str, Value)>,
-) -> Result<Args, NodeError> {
+fn check_linked_params(descriptor: &NodeDescriptor, args: Vec<(&'static str, Value)>) -> Result<Args, NodeError> {
     let checked = args
         .into_iter()
         .map(|(name, value)| match descriptor.find_param(name) {
@@ -296,13 +274,7 @@ fn check_linked_params(
 
 /// Checks that a node returned exactly the outputs its descriptor declares.
 fn check_outputs(step: &Step, outputs: Vec<Value>) -> Result<Vec<Value>, NodeError> {
-    let declared: Vec<_> = step
-        .node_type
-        .descriptor()
-        .outputs
-        .iter()
-        .map(|o| o.socket)
-        .collect();
+    let declared: Vec<_> = step.node_type.descriptor().outputs.iter().map(|o| o.socket).collect();
     let returned: Vec<_> = outputs.iter().map(Value::socket_type).collect();
     if declared == returned {
         Ok(outputs)

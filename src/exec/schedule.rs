@@ -42,9 +42,7 @@ impl Schedule {
 
     /// Output `output` of finished step `step`.
     pub fn output(&self, step: usize, output: usize) -> Option<&Value> {
-        self.results[step]
-            .as_ref()
-            .and_then(|outputs| outputs.get(output))
+        self.results[step].as_ref().and_then(|outputs| outputs.get(output))
     }
 
     /// Records a step's outputs and makes the steps waiting only on it ready.

@@ -26,11 +26,7 @@ pub enum ValidationError {
     UnsupportedVersion { found: String, at: Position },
     /// A node id with characters links cannot carry.
     #[error("node id \"{node}\" is invalid: {reason}")]
-    InvalidNodeId {
-        node: String,
-        reason: String,
-        at: Position,
-    },
+    InvalidNodeId { node: String, reason: String, at: Position },
     /// Two nodes with one id.
     #[error("node id \"{node}\" is used twice (first at {first})")]
     DuplicateNodeId {
@@ -39,10 +35,7 @@ pub enum ValidationError {
         at: Position,
     },
     /// A node type no pack registered.
-    #[error(
-        "Node \"{node}\" has unknown type \"{type_name}\"{}",
-        did_you_mean(suggestion)
-    )]
+    #[error("Node \"{node}\" has unknown type \"{type_name}\"{}", did_you_mean(suggestion))]
     UnknownNodeType {
         node: String,
         type_name: String,
@@ -50,10 +43,7 @@ pub enum ValidationError {
         at: Position,
     },
     /// A key under `params:` the node type does not declare.
-    #[error(
-        "Node \"{node}\" ({type_name}) has no param \"{param}\"{}",
-        did_you_mean(suggestion)
-    )]
+    #[error("Node \"{node}\" ({type_name}) has no param \"{param}\"{}", did_you_mean(suggestion))]
     UnknownParam {
         node: String,
         type_name: String,
@@ -62,10 +52,7 @@ pub enum ValidationError {
         at: Position,
     },
     /// A key under `inputs:` that is neither an input nor a param of the node type.
-    #[error(
-        "Node \"{node}\" ({type_name}) has no input \"{input}\"{}",
-        did_you_mean(suggestion)
-    )]
+    #[error("Node \"{node}\" ({type_name}) has no input \"{input}\"{}", did_you_mean(suggestion))]
     UnknownInput {
         node: String,
         type_name: String,
@@ -82,14 +69,8 @@ pub enum ValidationError {
         at: Position,
     },
     /// A param given under both `params:` and `inputs:`.
-    #[error(
-        "Param \"{param}\" of node \"{node}\" is given both as a literal and as a link; keep one"
-    )]
-    LiteralAndLink {
-        node: String,
-        param: String,
-        at: Position,
-    },
+    #[error("Param \"{param}\" of node \"{node}\" is given both as a literal and as a link; keep one")]
+    LiteralAndLink { node: String, param: String, at: Position },
     /// A param without default that is neither given nor linked.
     #[error("Node \"{node}\" ({type_name}) is missing required param \"{param}\"")]
     MissingParam {
@@ -108,10 +89,7 @@ pub enum ValidationError {
         at: Position,
     },
     /// A literal of the wrong type, out of range, or not among the choices.
-    #[error(
-        "Param \"{param}\" of node \"{node}\": {problem}{}",
-        did_you_mean(suggestion)
-    )]
+    #[error("Param \"{param}\" of node \"{node}\": {problem}{}", did_you_mean(suggestion))]
     InvalidParam {
         node: String,
         param: String,
@@ -185,16 +163,9 @@ pub enum ValidationError {
     NoOutputNode { output_types: Vec<String> },
     /// A `--set` argument that is not `node.param=value`.
     #[error("--set \"{text}\": {reason}")]
-    BadOverride {
-        text: String,
-        reason: String,
-        at: Position,
-    },
+    BadOverride { text: String, reason: String, at: Position },
     /// A `--set` argument naming a node the workflow does not have.
-    #[error(
-        "--set \"{text}\": the workflow has no node \"{node}\"{}",
-        did_you_mean(suggestion)
-    )]
+    #[error("--set \"{text}\": the workflow has no node \"{node}\"{}", did_you_mean(suggestion))]
     OverrideUnknownNode {
         text: String,
         node: String,
@@ -290,9 +261,7 @@ impl ValidationError {
             at: *at,
         };
         match self {
-            Self::TooLarge { .. } | Self::MissingVersion | Self::NoOutputNode { .. } => {
-                Location::default()
-            }
+            Self::TooLarge { .. } | Self::MissingVersion | Self::NoOutputNode { .. } => Location::default(),
             Self::NotUtf8 { at }
             | Self::Syntax { at, .. }
             | Self::UnsupportedVersion { at, .. }
@@ -307,75 +276,38 @@ impl ValidationError {
             | Self::DuplicateNodeId { node: n, at, .. }
             | Self::UnknownNodeType { node: n, at, .. } => node(n, at),
             Self::UnknownParam {
-                node: n,
-                param: f,
-                at,
-                ..
+                node: n, param: f, at, ..
             }
-            | Self::LiteralAndLink {
-                node: n,
-                param: f,
-                at,
-            }
+            | Self::LiteralAndLink { node: n, param: f, at }
             | Self::MissingParam {
-                node: n,
-                param: f,
-                at,
-                ..
+                node: n, param: f, at, ..
             }
             | Self::InvalidParam {
-                node: n,
-                param: f,
-                at,
-                ..
+                node: n, param: f, at, ..
             }
             | Self::UnknownInput {
-                node: n,
-                input: f,
-                at,
-                ..
+                node: n, input: f, at, ..
             }
             | Self::MissingInput {
-                node: n,
-                input: f,
-                at,
-                ..
+                node: n, input: f, at, ..
             }
             | Self::MalformedLink {
-                node: n,
-                input: f,
-                at,
-                ..
+                node: n, input: f, at, ..
             }
             | Self::LinkToUnknownNode {
-                node: n,
-                input: f,
-                at,
-                ..
+                node: n, input: f, at, ..
             }
             | Self::LinkToUnknownOutput {
-                node: n,
-                input: f,
-                at,
-                ..
+                node: n, input: f, at, ..
             }
             | Self::SocketTypeMismatch {
-                node: n,
-                input: f,
-                at,
-                ..
+                node: n, input: f, at, ..
             }
             | Self::BypassWithoutSource {
-                node: n,
-                input: f,
-                at,
-                ..
+                node: n, input: f, at, ..
             }
             | Self::DuplicateField {
-                node: n,
-                field: f,
-                at,
-                ..
+                node: n, field: f, at, ..
             } => field(n, f, at),
         }
     }

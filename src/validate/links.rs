@@ -7,11 +7,7 @@ use std::collections::HashMap;
 use swapgraph_node_api::SocketType;
 
 /// Resolves every well-formed link of every node, moving it from `pending` to `links`.
-pub fn resolve(
-    nodes: &mut [NodeDraft],
-    ids: &HashMap<String, usize>,
-    errors: &mut Vec<ValidationError>,
-) {
+pub fn resolve(nodes: &mut [NodeDraft], ids: &HashMap<String, usize>, errors: &mut Vec<ValidationError>) {
     let declared: Vec<Vec<SocketType>> = nodes
         .iter()
         .map(|n| n.pending.iter().map(|p| p.socket).collect())
@@ -25,10 +21,7 @@ pub fn resolve(
                     node,
                     input,
                     target: pending.link.node.clone(),
-                    suggestion: suggest::closest(
-                        &pending.link.node,
-                        ids.keys().map(String::as_str),
-                    ),
+                    suggestion: suggest::closest(&pending.link.node, ids.keys().map(String::as_str)),
                     at: pending.at,
                 });
                 continue;
@@ -38,21 +31,14 @@ pub fn resolve(
                 continue;
             };
             let Some((output, spec)) = descriptor.find_output(&pending.link.output) else {
-                let available: Vec<String> = descriptor
-                    .outputs
-                    .iter()
-                    .map(|o| o.name.to_string())
-                    .collect();
+                let available: Vec<String> = descriptor.outputs.iter().map(|o| o.name.to_string()).collect();
                 errors.push(ValidationError::LinkToUnknownOutput {
                     node,
                     input,
                     target: pending.link.node.clone(),
                     target_type: descriptor.type_name.to_string(),
                     output: pending.link.output.clone(),
-                    suggestion: suggest::closest(
-                        &pending.link.output,
-                        available.iter().map(String::as_str),
-                    ),
+                    suggestion: suggest::closest(&pending.link.output, available.iter().map(String::as_str)),
                     available,
                     at: pending.at,
                 });

@@ -60,10 +60,7 @@ pub struct CheckedLink {
 ///
 /// # Errors
 /// Every problem found, in file order; see [`ValidationError`] for the kinds.
-pub fn validate(
-    workflow: &Workflow,
-    registry: &Registry,
-) -> Result<ValidGraph, Vec<ValidationError>> {
+pub fn validate(workflow: &Workflow, registry: &Registry) -> Result<ValidGraph, Vec<ValidationError>> {
     let mut errors = Vec::new();
     let ids = document::check(workflow, &mut errors);
     let mut nodes = node::check_all(workflow, registry, &mut errors);
@@ -72,9 +69,6 @@ pub fn validate(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let nodes = nodes
-        .into_iter()
-        .map(|n| n.into_checked())
-        .collect::<Option<Vec<_>>>();
+    let nodes = nodes.into_iter().map(|n| n.into_checked()).collect::<Option<Vec<_>>>();
     nodes.map(|nodes| ValidGraph { nodes }).ok_or_else(Vec::new)
 }

@@ -56,11 +56,7 @@ impl NodeDraft {
 }
 
 /// Checks every node; returns one draft per node, in file order.
-pub fn check_all(
-    workflow: &Workflow,
-    registry: &Registry,
-    errors: &mut Vec<ValidationError>,
-) -> Vec<NodeDraft> {
+pub fn check_all(workflow: &Workflow, registry: &Registry, errors: &mut Vec<ValidationError>) -> Vec<NodeDraft> {
     workflow
         .nodes
         .iter()
@@ -133,10 +129,7 @@ fn check_fields(
             errors.push(duplicate(node, &name.value, first, name.at));
             continue;
         }
-        let target = match (
-            descriptor.find_input(&name.value),
-            descriptor.find_param(&name.value),
-        ) {
+        let target = match (descriptor.find_input(&name.value), descriptor.find_param(&name.value)) {
             (Some(input), _) => (input.name, input.socket),
             (None, Some(param)) if given_literals.contains(param.name) => {
                 errors.push(ValidationError::LiteralAndLink {
@@ -220,9 +213,7 @@ fn duplicate(node: &str, field: &str, first: Position, at: Position) -> Validati
 
 fn choice_suggestion(problem: &ParamProblem) -> Option<String> {
     match problem {
-        ParamProblem::UnknownChoice { value, choices } => {
-            suggest::closest(value, choices.iter().copied())
-        }
+        ParamProblem::UnknownChoice { value, choices } => suggest::closest(value, choices.iter().copied()),
         _ => None,
     }
 }

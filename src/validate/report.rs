@@ -49,11 +49,7 @@ impl fmt::Display for ValidationReport {
             writeln!(f, ": error[{}]: {error}", error.code())?;
         }
         let count = self.errors.len();
-        write!(
-            f,
-            "{count} problem{} found",
-            if count == 1 { "" } else { "s" }
-        )
+        write!(f, "{count} problem{} found", if count == 1 { "" } else { "s" })
     }
 }
 

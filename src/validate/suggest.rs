@@ -8,12 +8,7 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let word = word.to_lowercase();
     candidates
         .into_iter()
-        .map(|candidate| {
-            (
-                strsim::jaro_winkler(&word, &candidate.to_lowercase()),
-                candidate,
-            )
-        })
+        .map(|candidate| (strsim::jaro_winkler(&word, &candidate.to_lowercase()), candidate))
         .filter(|(score, _)| *score >= MIN_SIMILARITY)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, candidate)| candidate.to_string())
@@ -40,9 +35,6 @@ mod tests {
         );
         assert_eq!(closest("ksampler", types).as_deref(), Some("KSampler"));
         assert_eq!(closest("Upscale", types), None);
-        assert_eq!(
-            closest("eular", ["euler", "ddim"]).as_deref(),
-            Some("euler")
-        );
+        assert_eq!(closest("eular", ["euler", "ddim"]).as_deref(), Some("euler"));
     }
 }

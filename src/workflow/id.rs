@@ -29,9 +29,7 @@ impl NodeId {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
         {
-            return Err(format!(
-                "a node id may hold letters, digits, '_' and '-', not {bad:?}"
-            ));
+            return Err(format!("a node id may hold letters, digits, '_' and '-', not {bad:?}"));
         }
         Ok(Self(Arc::from(text)))
     }
@@ -65,14 +63,10 @@ impl Link {
     /// A sentence saying how the text differs from that form.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.split_once('.') {
-            Some((node, output))
-                if !node.is_empty() && !output.is_empty() && !output.contains('.') =>
-            {
-                Ok(Self {
-                    node: node.to_string(),
-                    output: output.to_string(),
-                })
-            }
+            Some((node, output)) if !node.is_empty() && !output.is_empty() && !output.contains('.') => Ok(Self {
+                node: node.to_string(),
+                output: output.to_string(),
+            }),
             _ => Err(format!(
                 "\"{text}\" is not a link: write node_id.output_name, e.g. ckpt.model"
             )),

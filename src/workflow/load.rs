@@ -99,14 +99,8 @@ fn misspelt_key(message: &str) -> Option<String> {
 fn position_of_byte(bytes: &[u8], offset: usize) -> Position {
     let before = &bytes[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count() as u64
-        + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() as u64 + 1;
     Position::Yaml { line, column }
 }
 
@@ -116,24 +110,13 @@ mod tests {
 
     #[test]
     fn reads_nodes_in_order_with_positions() {
-        let workflow =
-            parse(b"version: 1\nnodes:\n  b:\n    type: X\n  a:\n    type: Y\n").unwrap();
-        let ids: Vec<_> = workflow
-            .nodes
-            .iter()
-            .map(|(id, _)| id.value.as_str())
-            .collect();
+        let workflow = parse(b"version: 1\nnodes:\n  b:\n    type: X\n  a:\n    type: Y\n").unwrap();
+        let ids: Vec<_> = workflow.nodes.iter().map(|(id, _)| id.value.as_str()).collect();
         assert_eq!(ids, ["b", "a"]);
-        assert_eq!(
-            workflow.nodes.0[1].0.at,
-            Position::Yaml { line: 5, column: 3 }
-        );
+        assert_eq!(workflow.nodes.0[1].0.at, Position::Yaml { line: 5, column: 3 });
         assert_eq!(
             workflow.nodes.0[1].1.value.type_name.at,
-            Position::Yaml {
-                line: 6,
-                column: 11
-            }
+            Position::Yaml { line: 6, column: 11 }
         );
     }
 

@@ -29,15 +29,12 @@ impl Override {
             reason: reason.to_string(),
             at: Position::Override { index },
         };
-        let (target, value) = text
-            .split_once('=')
-            .ok_or_else(|| bad("expected node.param=value"))?;
+        let (target, value) = text.split_once('=').ok_or_else(|| bad("expected node.param=value"))?;
         let (node, param) = target
             .split_once('.')
             .filter(|(node, param)| !node.is_empty() && !param.is_empty())
             .ok_or_else(|| bad("expected node.param before the '='"))?;
-        let value = read_value(value)
-            .ok_or_else(|| bad("a quoted value must be one complete YAML string"))?;
+        let value = read_value(value).ok_or_else(|| bad("a quoted value must be one complete YAML string"))?;
         Ok(Self {
             node: node.to_string(),
             param: param.to_string(),
@@ -69,12 +66,7 @@ pub fn apply(workflow: &mut Workflow, overrides: &[Override]) -> Vec<ValidationE
     let mut errors = Vec::new();
     for item in overrides {
         let at = Position::Override { index: item.index };
-        let Some((_, node)) = workflow
-            .nodes
-            .0
-            .iter_mut()
-            .find(|(id, _)| id.value == item.node)
-        else {
+        let Some((_, node)) = workflow.nodes.0.iter_mut().find(|(id, _)| id.value == item.node) else {
             let ids = workflow.nodes.iter().map(|(id, _)| id.value.as_str());
             errors.push(ValidationError::OverrideUnknownNode {
                 text: item.text.clone(),
@@ -102,41 +94,16 @@ mod tests {
 
     #[test]
     fn parses_typed_values() {
-        assert_eq!(
-            Override::parse("sample.steps=30", 1).unwrap().value,
-            json!(30)
-        );
-        assert_eq!(
-            Override::parse("sample.cfg=2.5", 1).unwrap().value,
-            json!(2.5)
-        );
-        assert_eq!(
-            Override::parse("pos.text=a cat", 1).unwrap().value,
-            json!("a cat")
-        );
-        assert_eq!(
-            Override::parse("swap.debug=true", 1).unwrap().value,
-            json!(true)
-        );
-        assert_eq!(
-            Override::parse("p.delimiter= | ", 1).unwrap().value,
-            json!(" | ")
-        );
-        assert_eq!(
-            Override::parse("p.text=[x]", 1).unwrap().value,
-            json!("[x]")
-        );
-        assert_eq!(
-            Override::parse("p.text=\"42\"", 1).unwrap().value,
-            json!("42")
-        );
+        assert_eq!(Override::parse("sample.steps=30", 1).unwrap().value, json!(30));
+        assert_eq!(Override::parse("sample.cfg=2.5", 1).unwrap().value, json!(2.5));
+        assert_eq!(Override::parse("pos.text=a cat", 1).unwrap().value, json!("a cat"));
+        assert_eq!(Override::parse("swap.debug=true", 1).unwrap().value, json!(true));
+        assert_eq!(Override::parse("p.delimiter= | ", 1).unwrap().value, json!(" | "));
+        assert_eq!(Override::parse("p.text=[x]", 1).unwrap().value, json!("[x]"));
+        assert_eq!(Override::parse("p.text=\"42\"", 1).unwrap().value, json!("42"));
         assert_eq!(Override::parse("p.text=", 1).unwrap().value, json!(""));
         for bad in ["steps=3", "sample.steps", ".x=1", "a.=1", "p.text=\"open"] {
-            assert_eq!(
-                Override::parse(bad, 2).unwrap_err().code(),
-                "bad-override",
-                "{bad}"
-            );
+            assert_eq!(Override::parse(bad, 2).unwrap_err().code(), "bad-override", "{bad}");
         }
     }
 }

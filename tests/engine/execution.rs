@@ -34,20 +34,11 @@ fn unchanged_nodes_come_from_the_cache_and_changes_flow_downstream() {
     let engine = Engine::new(registry(&probe));
     let first = plan(&chain(1001), engine.registry());
     let (result, _) = run(&engine, &first, &options(2));
-    assert_eq!(
-        result.unwrap(),
-        RunSummary {
-            executed: 3,
-            cached: 0
-        }
-    );
+    assert_eq!(result.unwrap(), RunSummary { executed: 3, cached: 0 });
     let (result, events) = run(&engine, &first, &options(2));
     assert_eq!(
         result.unwrap(),
-        RunSummary {
-            executed: 1,
-            cached: 2
-        },
+        RunSummary { executed: 1, cached: 2 },
         "only the output node reruns"
     );
     assert!(events
@@ -57,10 +48,7 @@ fn unchanged_nodes_come_from_the_cache_and_changes_flow_downstream() {
     let (result, _) = run(&engine, &changed, &options(2));
     assert_eq!(
         result.unwrap(),
-        RunSummary {
-            executed: 3,
-            cached: 0
-        },
+        RunSummary { executed: 3, cached: 0 },
         "a changed param reruns everything below it"
     );
     assert_eq!(probe.runs.load(Ordering::SeqCst), 7);
@@ -83,13 +71,7 @@ nodes:
   out: { type: TestSink, inputs: { value: twice.int } }
 "#;
     let (result, _) = run(&engine, &plan(renamed, engine.registry()), &options(1));
-    assert_eq!(
-        result.unwrap(),
-        RunSummary {
-            executed: 1,
-            cached: 2
-        }
-    );
+    assert_eq!(result.unwrap(), RunSummary { executed: 1, cached: 2 });
 }
 
 fn two_branches(ms: u64) -> String {
@@ -151,11 +133,7 @@ nodes:
     let (result, events) = run(&engine, &looping, &options);
     canceller.join().unwrap();
     assert!(matches!(result, Err(RunError::Cancelled)), "{result:?}");
-    assert!(
-        clock.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        clock.elapsed()
-    );
+    assert!(clock.elapsed() < Duration::from_secs(5), "took {:?}", clock.elapsed());
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::Progress { total: 100000, .. })));
@@ -193,17 +171,9 @@ fn a_failing_node_fails_the_run_names_itself_and_stops_its_siblings() {
         let probe = Arc::new(Probe::default());
         let engine = Engine::new(registry(&probe));
         let clock = Instant::now();
-        let (result, events) = run(
-            &engine,
-            &plan(&failing(kind), engine.registry()),
-            &options(2),
-        );
+        let (result, events) = run(&engine, &plan(&failing(kind), engine.registry()), &options(2));
         match result {
-            Err(RunError::NodeFailed {
-                node,
-                node_type,
-                error,
-            }) => {
+            Err(RunError::NodeFailed { node, node_type, error }) => {
                 assert_eq!((node.as_str(), node_type), ("bad", kind));
                 assert!(error.contains(message), "{error}");
             }
@@ -213,14 +183,8 @@ fn a_failing_node_fails_the_run_names_itself_and_stops_its_siblings() {
             clock.elapsed() < Duration::from_secs(5),
             "{kind}: siblings were not stopped"
         );
-        assert!(matches!(
-            events.last(),
-            Some(Event::RunFinished { failed: true, .. })
-        ));
-        let failed = events
-            .iter()
-            .filter(|e| matches!(e, Event::NodeFailed { .. }))
-            .count();
+        assert!(matches!(events.last(), Some(Event::RunFinished { failed: true, .. })));
+        let failed = events.iter().filter(|e| matches!(e, Event::NodeFailed { .. })).count();
         assert_eq!(failed, 1, "{kind}: only the failing node is reported");
     }
 }
@@ -239,10 +203,7 @@ nodes:
 "#,
         engine.registry(),
     );
-    let error = run(&engine, &linked, &options(1))
-        .0
-        .unwrap_err()
-        .to_string();
+    let error = run(&engine, &linked, &options(1)).0.unwrap_err().to_string();
     assert_eq!(
         error,
         "node \"count\" (TestCount) failed: argument \"start\": 200000 is outside the range 0 to 100000"
@@ -254,10 +215,7 @@ fn events_bracket_the_run_and_each_node() {
     let probe = Arc::new(Probe::default());
     let engine = Engine::new(registry(&probe));
     let (_, events) = run(&engine, &plan(&chain(1005), engine.registry()), &options(2));
-    assert!(matches!(
-        events.first(),
-        Some(Event::RunStarted { steps: 3 })
-    ));
+    assert!(matches!(events.first(), Some(Event::RunStarted { steps: 3 })));
     assert!(matches!(
         events.last(),
         Some(Event::RunFinished {

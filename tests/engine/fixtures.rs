@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use swapgraph::exec::{Engine, Event, EventSink, RunError, RunOptions, RunSummary};
 use swapgraph_node_api::{
-    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, Registry, RunContext,
-    SocketType, Value,
+    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, Registry, RunContext, SocketType, Value,
 };
 
 /// Counts how often test nodes ran and how many ran at once.
@@ -82,11 +81,7 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
             .output(SocketType::Int, ""),
         Box::new(|args, _, _| {
             let start = args.int("start")?;
-            let after = args
-                .get("after")
-                .map(|_| args.int("after"))
-                .transpose()?
-                .unwrap_or(0);
+            let after = args.get("after").map(|_| args.int("after")).transpose()?.unwrap_or(0);
             let result = if &*args.string("mode")? == "add" {
                 start + after
             } else {
@@ -137,13 +132,9 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
         Box::new(|_, _, _| panic!("boom")),
     );
     add(
-        NodeDescriptor::new(
-            "TestWrongOutputs",
-            "test",
-            "returns a STRING where it declares an INT",
-        )
-        .input("value", SocketType::Int, "")
-        .output(SocketType::Int, ""),
+        NodeDescriptor::new("TestWrongOutputs", "test", "returns a STRING where it declares an INT")
+            .input("value", SocketType::Int, "")
+            .output(SocketType::Int, ""),
         Box::new(|_, _, _| Ok(vec![Value::string("not a number")])),
     );
     add(
@@ -163,8 +154,7 @@ pub static SINK: Mutex<Vec<i64>> = Mutex::new(Vec::new());
 
 /// Plans workflow text against `registry`, panicking with the report if it is invalid.
 pub fn plan(yaml: &str, registry: &Registry) -> swapgraph::plan::Plan {
-    swapgraph::prepare("test.yaml", yaml.as_bytes(), &[], registry)
-        .unwrap_or_else(|report| panic!("{report}"))
+    swapgraph::prepare("test.yaml", yaml.as_bytes(), &[], registry).unwrap_or_else(|report| panic!("{report}"))
 }
 
 /// Runs a plan to the end, returning the result and every event in order.

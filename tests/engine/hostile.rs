@@ -18,11 +18,7 @@ fn refused_quickly(bytes: &[u8]) -> Vec<&'static str> {
     let registry = registry(&Arc::new(Probe::default()));
     let clock = Instant::now();
     let codes = check(bytes, &registry);
-    assert!(
-        clock.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        clock.elapsed()
-    );
+    assert!(clock.elapsed() < Duration::from_secs(2), "took {:?}", clock.elapsed());
     codes
 }
 
@@ -31,22 +27,15 @@ fn alias_bombs_are_refused() {
     let mut bomb = String::from("version: 1\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for i in 1..12 {
         let p = i - 1;
-        bomb += &format!(
-            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
-        );
+        bomb += &format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n");
     }
-    bomb +=
-        "nodes:\n  n:\n    type: SaveText\n    params: { text: hello, filename_prefix: *a11 }\n";
+    bomb += "nodes:\n  n:\n    type: SaveText\n    params: { text: hello, filename_prefix: *a11 }\n";
     assert_eq!(refused_quickly(bomb.as_bytes()), ["yaml-syntax"]);
 }
 
 #[test]
 fn deep_nesting_is_refused() {
-    let deep = format!(
-        "version: 1\nnodes: {}{}\n",
-        "[".repeat(100_000),
-        "]".repeat(100_000)
-    );
+    let deep = format!("version: 1\nnodes: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
     assert_eq!(refused_quickly(deep.as_bytes()), ["yaml-syntax"]);
     let deep_params = format!(
         "version: 1\nnodes:\n  n:\n    type: SaveText\n    params: {{ text: {}{} }}\n",
@@ -61,9 +50,7 @@ fn huge_numbers_and_odd_scalars_are_reported_not_trusted() {
     let yaml = "version: 1\nnodes:\n  n:\n    type: PrimitiveInt\n    params: { value: 1e400 }\n  s:\n    type: SaveText\n    params: { text: .nan }\n";
     let codes = refused_quickly(yaml.as_bytes());
     assert!(
-        codes
-            .iter()
-            .all(|c| ["yaml-syntax", "param-type"].contains(c)),
+        codes.iter().all(|c| ["yaml-syntax", "param-type"].contains(c)),
         "{codes:?}"
     );
     assert!(!codes.is_empty());

@@ -10,8 +10,7 @@ fn every_example_workflow_plans() {
     insta::glob!("../../workflows", "*.yaml", |path| {
         let bytes = std::fs::read(path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy();
-        let plan = swapgraph::prepare(&name, &bytes, &[], &registry)
-            .unwrap_or_else(|report| panic!("{report}"));
+        let plan = swapgraph::prepare(&name, &bytes, &[], &registry).unwrap_or_else(|report| panic!("{report}"));
         insta::assert_yaml_snapshot!(plan.summary());
     });
 }

@@ -11,9 +11,7 @@ fn each_broken_workflow_reports_its_problems() {
     let registry = registry(&Arc::new(Probe::default()));
     insta::glob!("../cases/invalid", "*.yaml", |path| {
         let bytes = std::fs::read(path).unwrap();
-        let header =
-            String::from_utf8_lossy(&bytes[..bytes.iter().position(|&b| b == b'\n').unwrap()])
-                .to_string();
+        let header = String::from_utf8_lossy(&bytes[..bytes.iter().position(|&b| b == b'\n').unwrap()]).to_string();
         let expected: Vec<&str> = header
             .strip_prefix("# expect: ")
             .expect("case starts with # expect:")
@@ -59,8 +57,6 @@ fn overrides_are_validated_with_the_workflow() {
 fn oversized_workflows_are_refused_before_parsing() {
     let registry = registry(&Arc::new(Probe::default()));
     let bytes = vec![b' '; MAX_WORKFLOW_BYTES as usize + 1];
-    let report = swapgraph::prepare("big.yaml", &bytes, &[], &registry)
-        .err()
-        .unwrap();
+    let report = swapgraph::prepare("big.yaml", &bytes, &[], &registry).err().unwrap();
     assert_eq!(report.codes(), ["too-large"]);
 }

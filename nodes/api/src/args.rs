@@ -19,10 +19,7 @@ impl Args {
 
     /// The value named `name`, if given (optional inputs may be absent).
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.values
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value)
+        self.values.iter().find(|(key, _)| *key == name).map(|(_, value)| value)
     }
 
     /// The value named `name`.
@@ -30,8 +27,7 @@ impl Args {
     /// # Errors
     /// [`NodeError::Argument`] when it is absent.
     pub fn value(&self, name: &str) -> Result<&Value, NodeError> {
-        self.get(name)
-            .ok_or_else(|| argument(name, "missing".to_string()))
+        self.get(name).ok_or_else(|| argument(name, "missing".to_string()))
     }
 
     /// The `INT` argument named `name`.
@@ -87,10 +83,7 @@ impl Args {
             Value::Handle(handle) => handle.downcast::<T>().ok_or_else(|| {
                 argument(
                     name,
-                    format!(
-                        "the {} value holds another kind of object",
-                        handle.socket_type()
-                    ),
+                    format!("the {} value holds another kind of object", handle.socket_type()),
                 )
             }),
             other => Err(argument(
@@ -109,10 +102,7 @@ fn argument(name: &str, problem: String) -> NodeError {
 }
 
 fn mismatch(name: &str, expected: SocketType, found: &Value) -> NodeError {
-    argument(
-        name,
-        format!("expected {expected}, found {}", found.socket_type()),
-    )
+    argument(name, format!("expected {expected}, found {}", found.socket_type()))
 }
 
 #[cfg(test)]
@@ -125,10 +115,7 @@ mod tests {
         let args = Args::new(vec![
             ("steps", Value::Int(3)),
             ("text", Value::string("hi")),
-            (
-                "latent",
-                Value::Handle(Handle::new(SocketType::Latent, Arc::new(7u8))),
-            ),
+            ("latent", Value::Handle(Handle::new(SocketType::Latent, Arc::new(7u8)))),
         ]);
         assert_eq!(args.int("steps").unwrap(), 3);
         assert_eq!(&*args.string("text").unwrap(), "hi");
@@ -138,9 +125,6 @@ mod tests {
             "argument \"steps\": expected FLOAT, found INT"
         );
         assert!(args.handle::<u16>("latent").is_err());
-        assert_eq!(
-            args.int("seed").unwrap_err().to_string(),
-            "argument \"seed\": missing"
-        );
+        assert_eq!(args.int("seed").unwrap_err().to_string(), "argument \"seed\": missing");
     }
 }

@@ -77,12 +77,7 @@ impl NodeDescriptor {
     }
 
     /// Adds a required input socket.
-    pub fn input(
-        mut self,
-        name: &'static str,
-        socket: SocketType,
-        description: &'static str,
-    ) -> Self {
+    pub fn input(mut self, name: &'static str, socket: SocketType, description: &'static str) -> Self {
         self.inputs.push(InputSpec {
             name,
             socket,
@@ -93,12 +88,7 @@ impl NodeDescriptor {
     }
 
     /// Adds an optional input socket.
-    pub fn optional_input(
-        mut self,
-        name: &'static str,
-        socket: SocketType,
-        description: &'static str,
-    ) -> Self {
+    pub fn optional_input(mut self, name: &'static str, socket: SocketType, description: &'static str) -> Self {
         self.inputs.push(InputSpec {
             name,
             socket,
@@ -120,12 +110,7 @@ impl NodeDescriptor {
     }
 
     /// Adds an output with an explicit name, for nodes with two outputs of one type.
-    pub fn named_output(
-        mut self,
-        name: &'static str,
-        socket: SocketType,
-        description: &'static str,
-    ) -> Self {
+    pub fn named_output(mut self, name: &'static str, socket: SocketType, description: &'static str) -> Self {
         self.outputs.push(OutputSpec {
             name,
             socket,
@@ -159,9 +144,6 @@ impl NodeDescriptor {
 
     /// The position and declaration of the output named `name`.
     pub fn find_output(&self, name: &str) -> Option<(usize, &OutputSpec)> {
-        self.outputs
-            .iter()
-            .enumerate()
-            .find(|(_, output)| output.name == name)
+        self.outputs.iter().enumerate().find(|(_, output)| output.name == name)
     }
 }

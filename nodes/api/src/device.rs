@@ -60,10 +60,7 @@ mod tests {
     fn parses_and_prints_device_names() {
         assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
-        assert_eq!(
-            "cuda:3".parse::<DeviceSpec>().unwrap().to_string(),
-            "cuda:3"
-        );
+        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap().to_string(), "cuda:3");
         for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", ""] {
             assert!(bad.parse::<DeviceSpec>().is_err(), "{bad}");
         }

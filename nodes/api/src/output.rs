@@ -18,15 +18,9 @@ const MAX_COUNTER: u32 = 99_999;
 /// [`NodeError::Message`] when the prefix is empty, absolute or climbs out of the folder with
 /// `..`; [`NodeError::Io`] when a sub-folder cannot be created; a message when all numbers are
 /// taken.
-pub fn next_output_path(
-    output_dir: &Path,
-    prefix: &str,
-    extension: &str,
-) -> Result<PathBuf, NodeError> {
+pub fn next_output_path(output_dir: &Path, prefix: &str, extension: &str) -> Result<PathBuf, NodeError> {
     let relative = Path::new(prefix);
-    let escapes = relative
-        .components()
-        .any(|part| !matches!(part, Component::Normal(_)));
+    let escapes = relative.components().any(|part| !matches!(part, Component::Normal(_)));
     if prefix.trim().is_empty() || escapes || prefix.ends_with('/') {
         return Err(NodeError::msg(format!(
             "filename prefix \"{prefix}\" must be a relative name inside the output folder \
@@ -83,8 +77,7 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("swapgraph-output-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("swapgraph-output-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }

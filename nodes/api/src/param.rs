@@ -145,10 +145,9 @@ impl ParamSpec {
                 Some(v) if v.is_finite() => Value::Float(v),
                 _ => return Err(self.wrong_type(literal)),
             },
-            (
-                ParamKind::String { .. } | ParamKind::Choice { .. },
-                serde_json::Value::String(text),
-            ) => Value::String(Arc::from(text.as_str())),
+            (ParamKind::String { .. } | ParamKind::Choice { .. }, serde_json::Value::String(text)) => {
+                Value::String(Arc::from(text.as_str()))
+            }
             // `text: 5` or `--set pos.text=5` means the text "5", as YAML users expect.
             (
                 ParamKind::String { .. } | ParamKind::Choice { .. },
@@ -167,9 +166,7 @@ impl ParamSpec {
     /// A [`ParamProblem`] describing the first thing wrong with the value.
     pub fn accept(&self, value: Value) -> Result<Value, ParamProblem> {
         match (&self.kind, &value) {
-            (ParamKind::Int { min, max, .. }, Value::Int(v)) if v < min || v > max => {
-                Err(out_of_range(v, min, max))
-            }
+            (ParamKind::Int { min, max, .. }, Value::Int(v)) if v < min || v > max => Err(out_of_range(v, min, max)),
             (ParamKind::Float { min, max, .. }, Value::Int(v)) => self
                 .accept(Value::Float(*v as f64))
                 .map_err(|_| out_of_range(v, min, max)),
@@ -211,11 +208,7 @@ impl ParamSpec {
     }
 }
 
-fn out_of_range(
-    value: impl fmt::Display,
-    min: impl fmt::Display,
-    max: impl fmt::Display,
-) -> ParamProblem {
+fn out_of_range(value: impl fmt::Display, min: impl fmt::Display, max: impl fmt::Display) -> ParamProblem {
     ParamProblem::OutOfRange {
         value: value.to_string(),
         min: min.to_string(),
@@ -230,10 +223,7 @@ fn describe_literal(literal: &serde_json::Value) -> String {
         serde_json::Value::Bool(b) => format!("the boolean {b}"),
         serde_json::Value::Number(n) => format!("the number {n}"),
         serde_json::Value::String(s) if s.chars().count() > 40 => {
-            format!(
-                "the string \"{}...\"",
-                s.chars().take(40).collect::<String>()
-            )
+            format!("the string \"{}...\"", s.chars().take(40).collect::<String>())
         }
         serde_json::Value::String(s) => format!("the string \"{s}\""),
         serde_json::Value::Array(_) => "a list".to_string(),
@@ -260,10 +250,7 @@ mod tests {
 
     #[test]
     fn integers_are_checked_for_type_and_range() {
-        assert!(matches!(
-            steps().accept_literal(&json!(30)),
-            Ok(Value::Int(30))
-        ));
+        assert!(matches!(steps().accept_literal(&json!(30)), Ok(Value::Int(30))));
         assert_eq!(
             steps().accept_literal(&json!(0)).unwrap_err().to_string(),
             "0 is outside the range 1 to 10000"
@@ -273,10 +260,7 @@ mod tests {
             "expected an integer, found the number 2.5"
         );
         assert_eq!(
-            steps()
-                .accept_literal(&json!("ten"))
-                .unwrap_err()
-                .to_string(),
+            steps().accept_literal(&json!("ten")).unwrap_err().to_string(),
             "expected an integer, found the string \"ten\""
         );
     }
@@ -310,10 +294,7 @@ mod tests {
         );
         assert!(sampler.accept_literal(&json!("ddim")).is_ok());
         assert_eq!(
-            sampler
-                .accept_literal(&json!("eular"))
-                .unwrap_err()
-                .to_string(),
+            sampler.accept_literal(&json!("eular")).unwrap_err().to_string(),
             "\"eular\" is not one of \"euler\", \"ddim\""
         );
         assert_eq!(sampler.socket_type(), SocketType::String);
@@ -338,9 +319,6 @@ mod tests {
     #[test]
     fn linked_values_of_another_type_are_refused() {
         let problem = steps().accept(Value::string("x")).unwrap_err();
-        assert_eq!(
-            problem.to_string(),
-            "expected an integer, found a value of type STRING"
-        );
+        assert_eq!(problem.to_string(), "expected an integer, found a value of type STRING");
     }
 }

@@ -18,7 +18,9 @@ pub enum RegistryError {
     #[error("node type \"{0}\" is registered twice")]
     Duplicate(&'static str),
     /// A descriptor declares two inputs, parameters or outputs of one name.
-    #[error("node type \"{type_name}\" declares \"{name}\" twice among its inputs and parameters, or among its outputs")]
+    #[error(
+        "node type \"{type_name}\" declares \"{name}\" twice among its inputs and parameters, or among its outputs"
+    )]
     DuplicateName {
         /// The node type.
         type_name: &'static str,
@@ -103,20 +105,14 @@ mod tests {
     #[test]
     fn refuses_duplicate_types_and_names() {
         let mut registry = Registry::new();
-        registry
-            .register(Fake(NodeDescriptor::new("A", "test", "")))
-            .unwrap();
+        registry.register(Fake(NodeDescriptor::new("A", "test", ""))).unwrap();
         assert_eq!(
             registry.register(Fake(NodeDescriptor::new("A", "test", ""))),
             Err(RegistryError::Duplicate("A"))
         );
         let twice = NodeDescriptor::new("B", "test", "")
             .input("x", SocketType::Int, "")
-            .param(ParamSpec::new(
-                "x",
-                ParamKind::Boolean { default: None },
-                "",
-            ));
+            .param(ParamSpec::new("x", ParamKind::Boolean { default: None }, ""));
         assert!(matches!(
             registry.register(Fake(twice)),
             Err(RegistryError::DuplicateName { .. })

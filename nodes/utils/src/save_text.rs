@@ -1,9 +1,7 @@
 //! `SaveText`: writes a string to a numbered text file in the output folder.
 
 use swapgraph_node_api::output::{next_output_path, write_atomically};
-use swapgraph_node_api::{
-    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, Value,
-};
+use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, Value};
 
 /// An output node that saves its `text` as `{filename_prefix}_NNNNN.txt`.
 pub struct SaveText {
