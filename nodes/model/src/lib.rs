@@ -1,0 +1,17 @@
+//! The model seam of swapgraph: a model is an ordered list of swap units whose weights a
+//! [`WeightStore`] hands out right before a unit runs and takes back right after.
+//!
+//! Model code (the SDXL UNet, ControlNet) builds each unit's layers from the weights the store
+//! gives it and knows nothing about where they live; a store (resident, or BlockSwap's
+//! streaming one) knows nothing about UNets beyond the [`UnitSpec`] list: names, sections,
+//! tensor shapes and bytes, in execution order.
+
+mod record;
+mod source;
+mod store;
+mod unit;
+
+pub use record::record_params;
+pub use source::{SourceError, TensorSource};
+pub use store::{ResidentStore, UnitWeights, WeightStore};
+pub use unit::{Section, UnitSpec};

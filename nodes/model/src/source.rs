@@ -1,0 +1,181 @@
+//! Where weights come from: memory-mapped safetensors files (with a key map for other layouts)
+//! or tensors made in memory (the built-in tiny models).
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a tensor could not be loaded. Each names the source and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be opened or is not a safetensors file.
+    #[error("cannot read {path}: {message}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The source lacks a tensor the model needs.
+    #[error("{source_name} has no tensor \"{key}\"")]
+    Missing {
+        /// The file or built-in model.
+        source_name: String,
+        /// The key looked for, in the source's own naming.
+        key: String,
+    },
+    /// A tensor has another shape than the model needs.
+    #[error("{source_name}: tensor \"{key}\" has shape {found:?}, the model needs {expected:?}")]
+    Shape {
+        /// The file or built-in model.
+        source_name: String,
+        /// The key, in the source's own naming.
+        key: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The shape in the source.
+        found: Vec<usize>,
+    },
+    /// Reading or converting the tensor failed.
+    #[error("{source_name}: tensor \"{key}\": {message}")]
+    Tensor {
+        /// The file or built-in model.
+        source_name: String,
+        /// The key.
+        key: String,
+        /// The underlying error.
+        message: String,
+    },
+}
+
+/// Maps a model's own (diffusers) key to the key a source stores it under, or `None` when the
+/// source's layout has no such tensor.
+pub type KeyMap = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+enum Backing {
+    Files(MmapedSafetensors),
+    Memory(HashMap<String, Tensor>),
+}
+
+/// A set of named tensors that models load their weights from.
+pub struct TensorSource {
+    backing: Backing,
+    name: String,
+    key_map: Option<KeyMap>,
+}
+
+impl TensorSource {
+    /// Memory-maps safetensors files.
+    ///
+    /// # Errors
+    /// [`SourceError::Unreadable`] naming the first file that cannot be mapped or parsed.
+    pub fn open(paths: &[&Path]) -> Result<Self, SourceError> {
+        // SAFETY: the files are mapped read-only; like every mmap user we rely on them not being
+        // truncated while mapped, which would be an outside actor's doing.
+        let files = unsafe { MmapedSafetensors::multi(paths) }.map_err(|e| SourceError::Unreadable {
+            path: paths.first().map(|p| p.to_path_buf()).unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+        let name = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Self {
+            backing: Backing::Files(files),
+            name,
+            key_map: None,
+        })
+    }
+
+    /// Tensors made in memory, e.g. a built-in model's seeded weights.
+    pub fn from_tensors(name: impl Into<String>, tensors: HashMap<String, Tensor>) -> Self {
+        Self {
+            backing: Backing::Memory(tensors),
+            name: name.into(),
+            key_map: None,
+        }
+    }
+
+    /// Reads keys through `key_map` (a model's key -> the source's key).
+    pub fn with_key_map(mut self, key_map: KeyMap) -> Self {
+        self.key_map = Some(key_map);
+        self
+    }
+
+    /// The file names or built-in name, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every key the source holds, in its own naming.
+    pub fn keys(&self) -> Vec<String> {
+        match &self.backing {
+            Backing::Files(files) => files.tensors().into_iter().map(|(name, _)| name).collect(),
+            Backing::Memory(tensors) => tensors.keys().cloned().collect(),
+        }
+    }
+
+    /// Whether the source holds the model key `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        let Some(key) = self.source_key(key) else { return false };
+        match &self.backing {
+            Backing::Files(files) => files.get(&key).is_ok(),
+            Backing::Memory(tensors) => tensors.contains_key(&key),
+        }
+    }
+
+    fn source_key(&self, key: &str) -> Option<String> {
+        match &self.key_map {
+            Some(map) => map(key),
+            None => Some(key.to_string()),
+        }
+    }
+
+    /// Loads the tensor the model calls `key`, checks its shape, converts it to `dtype` on
+    /// `device`.
+    ///
+    /// # Errors
+    /// [`SourceError::Missing`], [`SourceError::Shape`] or [`SourceError::Tensor`], naming the
+    /// source's key.
+    pub fn load(&self, key: &str, shape: &Shape, dtype: DType, device: &Device) -> Result<Tensor, SourceError> {
+        let missing = |key: String| SourceError::Missing {
+            source_name: self.name.clone(),
+            key,
+        };
+        let source_key = self.source_key(key).ok_or_else(|| missing(key.to_string()))?;
+        let failed = |e: candle_core::Error| SourceError::Tensor {
+            source_name: self.name.clone(),
+            key: source_key.clone(),
+            message: e.to_string(),
+        };
+        let tensor = match &self.backing {
+            Backing::Files(files) => {
+                let view = files.get(&source_key).map_err(|_| missing(source_key.clone()))?;
+                if view.shape() != shape.dims() {
+                    return Err(self.shape_error(&source_key, shape, view.shape()));
+                }
+                files.load(&source_key, &Device::Cpu).map_err(failed)?
+            }
+            Backing::Memory(tensors) => tensors
+                .get(&source_key)
+                .ok_or_else(|| missing(source_key.clone()))?
+                .clone(),
+        };
+        if tensor.dims() != shape.dims() {
+            return Err(self.shape_error(&source_key, shape, tensor.dims()));
+        }
+        tensor.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(failed)
+    }
+
+    fn shape_error(&self, key: &str, expected: &Shape, found: &[usize]) -> SourceError {
+        SourceError::Shape {
+            source_name: self.name.clone(),
+            key: key.to_string(),
+            expected: expected.dims().to_vec(),
+            found: found.to_vec(),
+        }
+    }
+}

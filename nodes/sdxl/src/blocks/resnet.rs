@@ -1,0 +1,89 @@
+//! `ResnetBlock2D` as diffusers builds it for SDXL's UNet and VAE: GroupNorm, SiLU, 3x3 conv, the
+//! time embedding added per channel (UNet only), GroupNorm, SiLU, 3x3 conv, plus a 1x1-conv
+//! shortcut when widths differ.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+
+/// Channel widths of a resnet block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResnetConfig {
+    /// Channels in.
+    pub in_channels: usize,
+    /// Channels out.
+    pub out_channels: usize,
+    /// Width of the time embedding; `None` for the VAE's resnets, which have none.
+    pub temb_dim: Option<usize>,
+    /// GroupNorm groups.
+    pub groups: usize,
+    /// GroupNorm epsilon (1e-5 in the UNet, 1e-6 in the VAE).
+    pub eps: f64,
+}
+
+/// One resnet block.
+#[derive(Debug)]
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+    span: tracing::Span,
+}
+
+impl ResnetBlock2D {
+    /// Loads the block's weights.
+    ///
+    /// # Errors
+    /// A missing or mis-shaped weight.
+    pub fn new(vb: VarBuilder, cfg: &ResnetConfig) -> Result<Self> {
+        let padded = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv_shortcut = if cfg.in_channels == cfg.out_channels {
+            None
+        } else {
+            Some(conv2d(
+                cfg.in_channels,
+                cfg.out_channels,
+                1,
+                Default::default(),
+                vb.pp("conv_shortcut"),
+            )?)
+        };
+        Ok(Self {
+            norm1: group_norm(cfg.groups, cfg.in_channels, cfg.eps, vb.pp("norm1"))?,
+            conv1: conv2d(cfg.in_channels, cfg.out_channels, 3, padded, vb.pp("conv1"))?,
+            time_emb_proj: match cfg.temb_dim {
+                Some(temb_dim) => Some(linear(temb_dim, cfg.out_channels, vb.pp("time_emb_proj"))?),
+                None => None,
+            },
+            norm2: group_norm(cfg.groups, cfg.out_channels, cfg.eps, vb.pp("norm2"))?,
+            conv2: conv2d(cfg.out_channels, cfg.out_channels, 3, padded, vb.pp("conv2"))?,
+            conv_shortcut,
+            span: tracing::span!(tracing::Level::TRACE, "resnet"),
+        })
+    }
+
+    /// Applies the block to `xs` (`[b, c, h, w]`) with time embedding `temb` (`[b, temb_dim]`),
+    /// which blocks without a time projection ignore.
+    ///
+    /// # Errors
+    /// A tensor error on mismatched shapes.
+    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let mut h = self.conv1.forward(&self.norm1.forward(xs)?.silu()?)?;
+        if let (Some(projection), Some(temb)) = (&self.time_emb_proj, temb) {
+            let t = projection.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+            h = h.broadcast_add(&t)?;
+        }
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(xs)?,
+            None => xs.clone(),
+        };
+        shortcut + h
+    }
+}

@@ -1,0 +1,8 @@
+//! swapgraph's SDXL node pack: the SDXL UNet, VAE and text encoders on candle, samplers, and the
+//! text-to-image nodes.
+
+pub mod blocks;
+pub mod clip;
+pub mod sampling;
+pub mod unet;
+pub mod vae;

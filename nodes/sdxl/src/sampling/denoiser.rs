@@ -1,0 +1,143 @@
+//! The SDXL UNet as a k-diffusion denoiser: epsilon prediction turned into a clean-latent
+//! prediction at a noise level, with classifier-free guidance over a batched cond/uncond pass.
+
+use super::samplers::Denoiser;
+use super::schedule::DiscreteSchedule;
+use crate::unet::{ControlResiduals, UNet, UNetInput};
+use candle_core::{DType, Result, Tensor};
+use swapgraph_model::WeightStore;
+
+/// Text conditioning for one side of classifier-free guidance.
+#[derive(Clone, Debug)]
+pub struct TextConditioning {
+    /// Token embeddings `[1, n, cross_attention_dim]`.
+    pub context: Tensor,
+    /// Pooled embedding `[1, pooled_text_dim]`.
+    pub pooled: Tensor,
+    /// Size and crop ids `[1, 6]`.
+    pub time_ids: Tensor,
+}
+
+/// Computes ControlNet residuals for the batched (uncond, cond) input at a noise level, or
+/// none when no ControlNet applies at this step.
+pub type ControlFn<'a> = dyn FnMut(&Tensor, f64, &Tensor) -> Result<Option<ControlResiduals>> + 'a;
+
+/// `denoised = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma))`, with
+/// `eps = eps_uncond + cfg * (eps_cond - eps_uncond)`.
+pub struct GuidedDenoiser<'a> {
+    /// The UNet.
+    pub unet: &'a UNet,
+    /// Its weights.
+    pub store: &'a dyn WeightStore,
+    /// Sigma to timestep conversion.
+    pub schedule: &'a DiscreteSchedule,
+    /// Positive conditioning.
+    pub positive: &'a TextConditioning,
+    /// Negative conditioning.
+    pub negative: &'a TextConditioning,
+    /// Guidance scale; 1 evaluates only the positive side.
+    pub cfg: f64,
+    /// ControlNet residuals, if a ControlNet is applied.
+    pub control: Option<&'a mut ControlFn<'a>>,
+}
+
+impl GuidedDenoiser<'_> {
+    fn batch(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        // Long prompts give more 77-token windows on one side: repeat both sides to the least
+        // common multiple of their lengths, as ComfyUI does.
+        let pad = |a: &Tensor, b: &Tensor| -> Result<(Tensor, Tensor)> {
+            let (na, nb) = (a.dim(1)?, b.dim(1)?);
+            let common = na / gcd(na, nb) * nb;
+            Ok((
+                Tensor::cat(&vec![a; common / na], 1)?,
+                Tensor::cat(&vec![b; common / nb], 1)?,
+            ))
+        };
+        let (negative, positive) = pad(&self.negative.context, &self.positive.context)?;
+        let context = Tensor::cat(&[&negative, &positive], 0)?;
+        let pooled = Tensor::cat(&[&self.negative.pooled, &self.positive.pooled], 0)?;
+        let time_ids = Tensor::cat(&[&self.negative.time_ids, &self.positive.time_ids], 0)?;
+        let x = Tensor::cat(&[x, x], 0)?;
+        Ok((x, context, pooled, time_ids))
+    }
+}
+
+impl Denoiser for GuidedDenoiser<'_> {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        let t = self.schedule.timestep(sigma);
+        let scaled = (x / (sigma * sigma + 1.0).sqrt())?;
+        let batch = x.dim(0)?;
+        let guided = self.cfg != 1.0;
+        let (input, context, pooled, time_ids) = if guided {
+            self.batch(&scaled)?
+        } else {
+            (
+                scaled,
+                self.positive.context.clone(),
+                self.positive.pooled.clone(),
+                self.positive.time_ids.clone(),
+            )
+        };
+        let n = input.dim(0)?;
+        let expand = |t: &Tensor| -> Result<Tensor> {
+            let per = t.dim(0)?;
+            if per == n {
+                Ok(t.clone())
+            } else {
+                t.repeat_interleave_rows(n / per)
+            }
+        };
+        let (context, pooled, time_ids) = (expand(&context)?, expand(&pooled)?, expand(&time_ids)?);
+        let timesteps = Tensor::full(t as f32, n, x.device())?;
+        let control = match self.control.as_mut() {
+            Some(control) => control(&input, sigma, &context)?,
+            None => None,
+        };
+        let eps = self
+            .unet
+            .forward(
+                self.store,
+                &UNetInput {
+                    sample: &input,
+                    timesteps: &timesteps,
+                    context: &context,
+                    text_embeds: &pooled,
+                    time_ids: &time_ids,
+                    control: control.as_ref(),
+                    extra_tokens: None,
+                },
+            )?
+            .to_dtype(DType::F32)?;
+        let eps = if guided {
+            let uncond = eps.narrow(0, 0, batch)?;
+            let cond = eps.narrow(0, batch, batch)?;
+            (&uncond + ((cond - &uncond)? * self.cfg)?)?
+        } else {
+            eps
+        };
+        x.to_dtype(DType::F32)? - (eps * sigma)?
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Repeats each row `n` times along the batch dimension.
+trait RepeatRows {
+    fn repeat_interleave_rows(&self, n: usize) -> Result<Tensor>;
+}
+
+impl RepeatRows for Tensor {
+    fn repeat_interleave_rows(&self, n: usize) -> Result<Tensor> {
+        let rows = (0..self.dim(0)?)
+            .map(|i| self.narrow(0, i, 1))
+            .collect::<Result<Vec<_>>>()?;
+        let repeated: Vec<&Tensor> = rows.iter().flat_map(|row| std::iter::repeat_n(row, n)).collect();
+        Tensor::cat(&repeated, 0)
+    }
+}

@@ -1,0 +1,159 @@
+//! Attention and the transformer block of SDXL's `Transformer2DModel`: self-attention,
+//! cross-attention on the text (plus optional extra image tokens, IP-Adapter style), and a GEGLU
+//! feed-forward, each after a LayerNorm and with a residual.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+
+/// Extra key/value tokens for a cross-attention layer: IP-Adapter's decoupled attention adds
+/// `scale * attention(q, k_ip, v_ip)` to the text attention's output.
+#[derive(Clone, Debug)]
+pub struct ExtraTokens {
+    /// Keys of the extra tokens, already projected: `[b, n, inner]`.
+    pub keys: Tensor,
+    /// Values of the extra tokens, already projected: `[b, n, inner]`.
+    pub values: Tensor,
+    /// Weight of their contribution.
+    pub scale: f64,
+}
+
+/// Multi-head attention with separate q/k/v projections (no bias) and an output projection.
+#[derive(Debug)]
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    span: tracing::Span,
+}
+
+impl Attention {
+    /// Loads `to_q`, `to_k`, `to_v` and `to_out.0` for `dim`-wide queries over `context_dim`-wide
+    /// keys and values.
+    ///
+    /// # Errors
+    /// A missing or mis-shaped weight.
+    pub fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            to_q: linear_no_bias(dim, dim, vb.pp("to_q"))?,
+            to_k: linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
+            to_v: linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
+            to_out: linear(dim, dim, vb.pp("to_out.0"))?,
+            heads,
+            span: tracing::span!(tracing::Level::TRACE, "attention"),
+        })
+    }
+
+    /// Attends from `xs` (`[b, n, dim]`) to `context` (itself when `None`), adding `extra`
+    /// tokens' attention when given.
+    ///
+    /// # Errors
+    /// A tensor error on mismatched shapes.
+    pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>, extra: Option<&ExtraTokens>) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let context = context.unwrap_or(xs);
+        let q = self.split_heads(&self.to_q.forward(xs)?)?;
+        let k = self.split_heads(&self.to_k.forward(context)?)?;
+        let v = self.split_heads(&self.to_v.forward(context)?)?;
+        let mut out = scaled_dot_product(&q, &k, &v)?;
+        if let Some(extra) = extra {
+            let k = self.split_heads(&extra.keys)?;
+            let v = self.split_heads(&extra.values)?;
+            out = (out + (scaled_dot_product(&q, &k, &v)? * extra.scale)?)?;
+        }
+        self.to_out.forward(&self.merge_heads(&out)?)
+    }
+
+    /// `[b, n, heads * d]` -> `[b, heads, n, d]`.
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, n, width) = xs.dims3()?;
+        xs.reshape((b, n, self.heads, width / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// `[b, heads, n, d]` -> `[b, n, heads * d]`.
+    fn merge_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, heads, n, d) = xs.dims4()?;
+        xs.transpose(1, 2)?.reshape((b, n, heads * d))
+    }
+}
+
+/// `softmax(q k^T / sqrt(d)) v`, with the softmax in f32 whatever the weights' dtype.
+fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let weights = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(q.dtype())?;
+    weights.matmul(v)
+}
+
+/// GEGLU feed-forward: `net.2(a * gelu(b))` where `[a, b] = net.0.proj(x)`.
+#[derive(Debug)]
+pub struct FeedForward {
+    proj: Linear,
+    out: Linear,
+}
+
+impl FeedForward {
+    /// Loads `net.0.proj` (`dim -> 8 dim`) and `net.2` (`4 dim -> dim`).
+    ///
+    /// # Errors
+    /// A missing or mis-shaped weight.
+    pub fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
+        let inner = dim * 4;
+        Ok(Self {
+            proj: linear(dim, inner * 2, vb.pp("net.0.proj"))?,
+            out: linear(inner, dim, vb.pp("net.2"))?,
+        })
+    }
+}
+
+impl Module for FeedForward {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let projected = self.proj.forward(xs)?;
+        let chunks = projected.chunk(2, D::Minus1)?;
+        self.out.forward(&(&chunks[0] * chunks[1].gelu_erf()?)?)
+    }
+}
+
+/// diffusers' `BasicTransformerBlock` as SDXL uses it.
+#[derive(Debug)]
+pub struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+    span: tracing::Span,
+}
+
+impl BasicTransformerBlock {
+    /// Loads a block of width `dim` attending to `context_dim`-wide text with `heads` heads.
+    ///
+    /// # Errors
+    /// A missing or mis-shaped weight.
+    pub fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads)?,
+            norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads)?,
+            norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            ff: FeedForward::new(vb.pp("ff"), dim)?,
+            span: tracing::span!(tracing::Level::TRACE, "transformer-block"),
+        })
+    }
+
+    /// Applies the block to tokens `xs` (`[b, n, dim]`) with text `context`.
+    ///
+    /// # Errors
+    /// A tensor error on mismatched shapes.
+    pub fn forward(&self, xs: &Tensor, context: &Tensor, extra: Option<&ExtraTokens>) -> Result<Tensor> {
+        let _enter = self.span.enter();
+        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None, None)? + xs)?;
+        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(context), extra)? + &xs)?;
+        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+    }
+}

@@ -1,0 +1,221 @@
+//! The SDXL UNet (diffusers' `UNet2DConditionModel` with `addition_embed_type: text_time`),
+//! written as a list of swap units whose weights come from a [`WeightStore`] one unit at a time.
+//!
+//! Reference: diffusers `models/unets/unet_2d_condition.py`; Podell et al., "SDXL: Improving
+//! Latent Diffusion Models for High-Resolution Image Synthesis" (2023).
+
+mod attention;
+mod config;
+mod embeddings;
+mod layout;
+mod stem;
+mod transformer;
+
+pub use attention::ExtraTokens;
+pub use config::UNetConfig;
+pub use layout::{layout, Op, Step};
+
+use candle_core::{DType, Module, Result, Tensor};
+use layout::Layer;
+use swapgraph_model::{record_params, Section, UnitSpec, WeightStore};
+
+/// Residuals a ControlNet adds to the UNet: one per skip connection of the down path (in push
+/// order), and one after the middle block.
+#[derive(Clone, Debug)]
+pub struct ControlResiduals {
+    /// Added to each skip connection.
+    pub down: Vec<Tensor>,
+    /// Added to the middle block's output.
+    pub mid: Tensor,
+}
+
+/// Supplies extra key/value tokens per cross-attention layer (IP-Adapter); `None` for a layer
+/// without any.
+pub type ExtraTokensFn<'a> = dyn Fn(usize) -> Result<Option<ExtraTokens>> + 'a;
+
+/// The inputs of one UNet evaluation.
+pub struct UNetInput<'a> {
+    /// Noisy latents `[b, 4, h, w]`.
+    pub sample: &'a Tensor,
+    /// Timesteps `[b]` (0..1000, fractional allowed).
+    pub timesteps: &'a Tensor,
+    /// Text conditioning `[b, n, cross_attention_dim]`.
+    pub context: &'a Tensor,
+    /// Pooled text embedding `[b, pooled_text_dim]`.
+    pub text_embeds: &'a Tensor,
+    /// Original size, crop offset and target size `[b, 6]`.
+    pub time_ids: &'a Tensor,
+    /// ControlNet residuals, if any.
+    pub control: Option<&'a ControlResiduals>,
+    /// IP-Adapter tokens, if any.
+    pub extra_tokens: Option<&'a ExtraTokensFn<'a>>,
+}
+
+/// An SDXL-architecture UNet: its configuration, its steps and their swap units. Holds no
+/// weights; [`forward`](Self::forward) takes them from a store.
+#[derive(Debug)]
+pub struct UNet {
+    cfg: UNetConfig,
+    steps: Vec<Step>,
+    units: Vec<UnitSpec>,
+}
+
+impl UNet {
+    /// The UNet of configuration `cfg`, with its unit list derived from the layer code.
+    ///
+    /// # Errors
+    /// A tensor error from recording (not expected for valid configurations).
+    pub fn new(cfg: UNetConfig) -> Result<Self> {
+        let steps = layout(&cfg);
+        let units = steps
+            .iter()
+            .map(|step| {
+                let tensors = record_params(|vb| step.op.build(vb, &cfg))?;
+                Ok(UnitSpec {
+                    name: step.name.clone(),
+                    section: step.section,
+                    tensors,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { cfg, steps, units })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UNetConfig {
+        &self.cfg
+    }
+
+    /// The swap units in execution order; unit `i` belongs to step `i`.
+    pub fn units(&self) -> &[UnitSpec] {
+        &self.units
+    }
+
+    /// Predicts the noise in `input.sample`, fetching each unit's weights from `store` right
+    /// before it runs and releasing them right after.
+    ///
+    /// # Errors
+    /// A tensor error on mismatched inputs, or a store error.
+    pub fn forward(&self, store: &dyn WeightStore, input: &UNetInput) -> Result<Tensor> {
+        let mut state = State {
+            x: input.sample.clone(),
+            emb: None,
+            tokens: None,
+            skips: Vec::new(),
+        };
+        let dtype = store.dtype();
+        let mut residuals_applied = (false, false);
+        for (index, step) in self.steps.iter().enumerate() {
+            if let Some(control) = input.control {
+                if step.section == Section::Mid && !residuals_applied.0 {
+                    state.add_down_residuals(&control.down)?;
+                    residuals_applied.0 = true;
+                }
+                if matches!(step.section, Section::Up(_)) && !residuals_applied.1 {
+                    state.x = (&state.x + control.mid.to_dtype(dtype)?)?;
+                    residuals_applied.1 = true;
+                }
+            }
+            let weights = store.acquire(index)?;
+            let layer = step.op.build(weights.var_builder(dtype, store.device()), &self.cfg)?;
+            let result = state.apply(&layer, &step.op, input, dtype);
+            store.release(index);
+            result?;
+        }
+        Ok(state.x)
+    }
+}
+
+/// What flows between steps.
+struct State {
+    x: Tensor,
+    emb: Option<Tensor>,
+    tokens: Option<Tensor>,
+    skips: Vec<Tensor>,
+}
+
+impl State {
+    fn apply(&mut self, layer: &Layer, op: &Op, input: &UNetInput, dtype: DType) -> Result<()> {
+        match (layer, op) {
+            (Layer::Stem(stem), _) => {
+                let text_embeds = input.text_embeds.to_dtype(dtype)?;
+                self.emb = Some(stem.embedding(input.timesteps, &text_embeds, input.time_ids)?);
+                self.x = stem.conv_in(&input.sample.to_dtype(dtype)?)?;
+                self.skips.push(self.x.clone());
+            }
+            (
+                Layer::Resnet(resnet),
+                Op::Resnet {
+                    pop_skip, push_skip, ..
+                },
+            ) => {
+                if *pop_skip {
+                    let skip = self
+                        .skips
+                        .pop()
+                        .ok_or_else(|| candle_core::Error::Msg("skip stack empty".into()))?;
+                    self.x = Tensor::cat(&[&self.x, &skip], 1)?;
+                }
+                let emb = self
+                    .emb
+                    .as_ref()
+                    .ok_or_else(|| candle_core::Error::Msg("stem not run".into()))?;
+                self.x = resnet.forward(&self.x, Some(emb))?;
+                if *push_skip {
+                    self.skips.push(self.x.clone());
+                }
+            }
+            (Layer::TransformerIn(way_in), _) => self.tokens = Some(way_in.enter(&self.x)?),
+            (Layer::Block(block), Op::Block { layer, .. }) => {
+                let extra = match input.extra_tokens {
+                    Some(provider) => provider(*layer)?,
+                    None => None,
+                };
+                let context = input.context.to_dtype(dtype)?;
+                let tokens = self
+                    .tokens
+                    .take()
+                    .ok_or_else(|| candle_core::Error::Msg("no tokens".into()))?;
+                self.tokens = Some(block.forward(&tokens, &context, extra.as_ref())?);
+            }
+            (Layer::TransformerOut(way_out), Op::TransformerOut { push_skip, .. }) => {
+                let tokens = self
+                    .tokens
+                    .take()
+                    .ok_or_else(|| candle_core::Error::Msg("no tokens".into()))?;
+                self.x = way_out.leave(&tokens, &self.x)?;
+                if *push_skip {
+                    self.skips.push(self.x.clone());
+                }
+            }
+            (Layer::Downsample(down), _) => {
+                self.x = down.forward(&self.x)?;
+                self.skips.push(self.x.clone());
+            }
+            (Layer::Upsample(up), _) => {
+                let (h, w) = match self.skips.last() {
+                    Some(skip) => (skip.dim(2)?, skip.dim(3)?),
+                    None => (self.x.dim(2)? * 2, self.x.dim(3)? * 2),
+                };
+                self.x = up.forward(&self.x, h, w)?;
+            }
+            (Layer::Head(head), _) => self.x = head.forward(&self.x)?,
+            _ => candle_core::bail!("step and layer disagree"),
+        }
+        Ok(())
+    }
+
+    fn add_down_residuals(&mut self, residuals: &[Tensor]) -> Result<()> {
+        if residuals.len() != self.skips.len() {
+            candle_core::bail!(
+                "ControlNet gave {} down residuals, the UNet has {} skip connections",
+                residuals.len(),
+                self.skips.len()
+            );
+        }
+        for (skip, residual) in self.skips.iter_mut().zip(residuals) {
+            *skip = (&*skip + residual.to_dtype(skip.dtype())?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Numerical parity with diffusers on the tiny random-weight fixtures that
+//! `fixtures/make_fixtures.py` writes. Tolerance: the largest absolute difference is at most
+//! 1e-4 of the largest absolute reference value, in f32 on the CPU.
+
+mod parity {
+    pub mod clip;
+    pub mod sampling;
+    pub mod unet;
+    pub mod vae;
+}
+
+use candle_core::{DType, Device, Tensor};
+use std::path::PathBuf;
+
+/// A fixture file's path.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// Loads every tensor of a fixture file in f32.
+pub fn load_cases(name: &str) -> std::collections::HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture(name), &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_dtype(DType::F32).unwrap()))
+        .collect()
+}
+
+/// A builder over a fixture's weights, loaded in f32 on the CPU.
+pub fn weights(name: &str) -> candle_nn::VarBuilder<'static> {
+    let tensors = load_cases(name);
+    candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)
+}
+
+/// Asserts `actual` matches `expected` within 1e-4 relative to the reference's largest value.
+pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
+    assert_eq!(actual.dims(), expected.dims(), "{what}: shapes differ");
+    let difference = (actual - expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = expected
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(1e-6);
+    let relative = difference / scale;
+    assert!(
+        relative <= 1e-4,
+        "{what}: max difference {difference} is {relative:e} of the reference scale {scale}"
+    );
+}

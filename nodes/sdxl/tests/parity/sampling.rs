@@ -1,0 +1,90 @@
+//! Schedules against diffusers' `EulerDiscreteScheduler` (linspace spacing), and full sampling
+//! runs of the tiny UNet with classifier-free guidance against k-diffusion's samplers.
+
+use crate::{assert_close, fixture, load_cases};
+use candle_core::{DType, Device, Result, Tensor};
+use swapgraph_model::{ResidentStore, TensorSource};
+use swapgraph_sdxl::sampling::{DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning};
+use swapgraph_sdxl::unet::{UNet, UNetConfig};
+
+#[test]
+fn schedules_match_diffusers() {
+    let cases = load_cases("sampling_cases.safetensors");
+    let schedule = DiscreteSchedule::sdxl();
+    for name in Scheduler::NAMES {
+        let sigmas = schedule.sigmas(Scheduler::from_name(name).unwrap(), 10);
+        let ours = Tensor::new(sigmas.iter().map(|&s| s as f32).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+        assert_close(
+            &format!("{name} sigmas"),
+            &ours,
+            &cases[&format!("schedule.{name}.sigmas")],
+        );
+        let timesteps: Vec<f32> = sigmas[..10].iter().map(|&s| schedule.timestep(s) as f32).collect();
+        let ours = Tensor::new(timesteps, &Device::Cpu).unwrap();
+        assert_close(
+            &format!("{name} timesteps"),
+            &ours,
+            &cases[&format!("schedule.{name}.timesteps")],
+        );
+    }
+}
+
+/// Replays the fixture's noise in order.
+struct Replay(Vec<Tensor>);
+
+impl NoiseSource for Replay {
+    fn noise_like(&mut self, _: &Tensor) -> Result<Tensor> {
+        Ok(self.0.remove(0))
+    }
+}
+
+#[test]
+fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
+    let cases = load_cases("sampling_cases.safetensors");
+    let unet = UNet::new(UNetConfig::tiny()).unwrap();
+    let source = TensorSource::open(&[&fixture("unet_tiny.safetensors")]).unwrap();
+    let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+    let schedule = DiscreteSchedule::sdxl();
+    let side = |context: &str, pooled: &str| TextConditioning {
+        context: cases[context].clone(),
+        pooled: cases[pooled].clone(),
+        time_ids: cases["sample.time_ids"].clone(),
+    };
+    let positive = side("sample.positive", "sample.pooled_positive");
+    let negative = side("sample.negative", "sample.pooled_negative");
+    let sigmas: Vec<f64> = cases["sample.sigmas"]
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|&s| s as f64)
+        .collect();
+    for (name, reference) in [
+        ("euler", "euler"),
+        ("ddim", "euler"),
+        ("euler_ancestral", "euler_ancestral"),
+        ("dpmpp_2m", "dpmpp_2m"),
+        ("dpmpp_2m_sde", "dpmpp_2m_sde"),
+    ] {
+        let mut denoiser = GuidedDenoiser {
+            unet: &unet,
+            store: &store,
+            schedule: &schedule,
+            positive: &positive,
+            negative: &negative,
+            cfg: 5.0,
+            control: None,
+        };
+        let mut noise = Replay((0..4).map(|i| cases[&format!("sample.noise.{i}")].clone()).collect());
+        let start = (&cases["sample.initial"] * sigmas[0]).unwrap();
+        let mut steps = Vec::new();
+        let out = Sampler::from_name(name)
+            .unwrap()
+            .sample(&mut denoiser, start, &sigmas, &mut noise, &mut |i, n| {
+                steps.push((i, n));
+                Ok(())
+            })
+            .unwrap();
+        assert_close(name, &out, &cases[&format!("sample.{reference}")]);
+        assert_eq!(steps, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+    }
+}

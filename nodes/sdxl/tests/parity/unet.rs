@@ -1,0 +1,68 @@
+//! The UNet against diffusers' `UNet2DConditionModel`, with and without ControlNet residuals,
+//! on a square and an odd-sized latent.
+
+use crate::{assert_close, fixture, load_cases};
+use candle_core::{DType, Device};
+use swapgraph_model::{ResidentStore, TensorSource};
+use swapgraph_sdxl::unet::{ControlResiduals, UNet, UNetConfig, UNetInput};
+
+fn tiny() -> (UNet, ResidentStore) {
+    let unet = UNet::new(UNetConfig::tiny()).unwrap();
+    let source = TensorSource::open(&[&fixture("unet_tiny.safetensors")]).unwrap();
+    let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+    (unet, store)
+}
+
+#[test]
+fn unit_list_covers_every_tensor_of_the_checkpoint_once() {
+    let unet = UNet::new(UNetConfig::tiny()).unwrap();
+    let source = TensorSource::open(&[&fixture("unet_tiny.safetensors")]).unwrap();
+    let mut ours: Vec<String> = unet
+        .units()
+        .iter()
+        .flat_map(|u| u.tensors.iter().map(|(name, _)| u.key(name)))
+        .collect();
+    let mut theirs = source.keys();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+}
+
+fn input<'a>(
+    cases: &'a std::collections::HashMap<String, candle_core::Tensor>,
+    name: &str,
+    control: Option<&'a ControlResiduals>,
+) -> UNetInput<'a> {
+    let get = |key: &str| &cases[&format!("{name}.{key}")];
+    UNetInput {
+        sample: get("sample"),
+        timesteps: get("timesteps"),
+        context: get("context"),
+        text_embeds: get("text_embeds"),
+        time_ids: get("time_ids"),
+        control,
+        extra_tokens: None,
+    }
+}
+
+#[test]
+fn matches_diffusers() {
+    let (unet, store) = tiny();
+    let cases = load_cases("unet_cases.safetensors");
+    for name in ["square", "odd"] {
+        let out = unet.forward(&store, &input(&cases, name, None)).unwrap();
+        assert_close(name, &out, &cases[&format!("{name}.out")]);
+    }
+}
+
+#[test]
+fn matches_diffusers_with_controlnet_residuals() {
+    let (unet, store) = tiny();
+    let cases = load_cases("unet_cases.safetensors");
+    let control = ControlResiduals {
+        down: (0..9).map(|i| cases[&format!("control.down.{i}")].clone()).collect(),
+        mid: cases["control.mid"].clone(),
+    };
+    let out = unet.forward(&store, &input(&cases, "square", Some(&control))).unwrap();
+    assert_close("control", &out, &cases["control.out"]);
+}
