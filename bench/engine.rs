@@ -97,6 +97,6 @@ fn validate_plan(bencher: divan::Bencher, count: usize) {
     let workflow = swapgraph::workflow::parse(generated_workflow(count).as_bytes()).unwrap();
     bencher.bench(|| {
         let graph = swapgraph::validate::validate(&workflow, &registry).unwrap_or_else(|_| panic!("valid"));
-        swapgraph::plan::Plan::new(graph).steps.len()
+        swapgraph::plan::Plan::new(graph, workflow.clone()).steps.len()
     });
 }

@@ -33,7 +33,7 @@ pub fn prepare(
     let mut document = workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
     let mut errors = workflow::apply_overrides(&mut document, overrides);
     match validate::validate(&document, registry) {
-        Ok(graph) if errors.is_empty() => Ok(Plan::new(graph)),
+        Ok(graph) if errors.is_empty() => Ok(Plan::new(graph, document)),
         Ok(_) => Err(ValidationReport::new(source, errors)),
         Err(found) => {
             errors.extend(found);

@@ -5,7 +5,10 @@ use swapgraph_node_api::Registry;
 
 fn main() -> ExitCode {
     let mut registry = Registry::new();
-    if let Err(error) = swapgraph_utils::register(&mut registry) {
+    let packs = swapgraph_utils::register(&mut registry)
+        .and_then(|()| swapgraph_sdxl::register(&mut registry))
+        .and_then(|()| swapgraph_image::register(&mut registry));
+    if let Err(error) = packs {
         eprintln!("error: node packs conflict: {error}");
         return ExitCode::FAILURE;
     }

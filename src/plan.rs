@@ -5,12 +5,12 @@
 //! are kept; the rest are ordered topologically with petgraph.
 
 use crate::validate::{CheckedLink, CheckedNode, ValidGraph};
-use crate::workflow::NodeId;
+use crate::workflow::{NodeId, Workflow};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction::{Incoming, Outgoing};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use swapgraph_node_api::{NodeType, Value};
 
 /// The steps of a run in an order where every step comes after the steps it reads from.
@@ -21,6 +21,10 @@ pub struct Plan {
     pub bypassed: Vec<NodeId>,
     /// Enabled nodes that feed no output node and so do not run.
     pub unused: Vec<NodeId>,
+    /// The workflow as planned (overrides applied).
+    document: Workflow,
+    /// `document` as YAML, made when first asked for.
+    yaml: OnceLock<Arc<str>>,
 }
 
 /// One node to run.
@@ -47,8 +51,8 @@ pub struct StepInput {
 }
 
 impl Plan {
-    /// Plans a validated graph.
-    pub fn new(graph: ValidGraph) -> Self {
+    /// Plans a validated graph of `document`.
+    pub fn new(graph: ValidGraph, document: Workflow) -> Self {
         let nodes = graph.nodes;
         let resolved: Vec<Vec<(&'static str, usize, usize)>> = nodes
             .iter()
@@ -106,7 +110,20 @@ impl Plan {
             steps,
             bypassed,
             unused,
+            document,
+            yaml: OnceLock::new(),
         }
+    }
+
+    /// The planned workflow as YAML, overrides applied: what saved outputs embed so that they
+    /// can be run again.
+    pub fn workflow_yaml(&self) -> Arc<str> {
+        let yaml = self.yaml.get_or_init(|| {
+            let text = serde_saphyr::to_string(&self.document);
+            text.unwrap_or_else(|e| format!("# the workflow could not be written as YAML: {e}\n"))
+                .into()
+        });
+        Arc::clone(yaml)
     }
 
     /// A plain description of the plan, for `swapgraph validate` and snapshots.

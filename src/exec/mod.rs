@@ -143,7 +143,7 @@ impl Engine {
                             node: step.id.clone(),
                             node_type: descriptor.type_name,
                         });
-                        let job = job(index, step, &schedule, options, events);
+                        let job = job(index, plan, &schedule, options, events);
                         running.spawn_blocking(job);
                     }
                 }
@@ -223,11 +223,13 @@ impl Engine {
 /// turns a panic into an error.
 fn job(
     index: usize,
-    step: &Step,
+    plan: &Plan,
     schedule: &Schedule,
     options: &RunOptions,
     events: &EventSink,
 ) -> impl FnOnce() -> Outcome + Send + 'static {
+    let step = &plan.steps[index];
+    let workflow = plan.workflow_yaml();
     let mut args: Vec<(&'static str, Value)> = step.literals.clone();
     for input in &step.inputs {
         let value = schedule
@@ -240,6 +242,7 @@ fn job(
         node_id: Arc::from(step.id.as_str()),
         device: options.device,
         output_dir: options.output_dir.clone(),
+        workflow: Some(workflow),
         cancel: options.cancel.clone(),
         reporter: Arc::new(events.for_node(step.id.clone())),
     };

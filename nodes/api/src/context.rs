@@ -24,6 +24,8 @@ pub struct RunContext {
     pub device: DeviceSpec,
     /// Where output nodes write their files.
     pub output_dir: PathBuf,
+    /// The workflow being run, as YAML, for outputs that embed it (PNG text chunks).
+    pub workflow: Option<Arc<str>>,
     /// Set when the run should stop.
     pub cancel: CancelToken,
     /// Receives progress, memory reports and written files.

@@ -1,4 +1,4 @@
-//! The model seam of swapgraph: a model is an ordered list of swap units whose weights a
+//! The model seam of swapgraph, and the tensor values packs exchange: a model is an ordered list of swap units whose weights a
 //! [`WeightStore`] hands out right before a unit runs and takes back right after.
 //!
 //! Model code (the SDXL UNet, ControlNet) builds each unit's layers from the weights the store
@@ -6,12 +6,16 @@
 //! streaming one) knows nothing about UNets beyond the [`UnitSpec`] list: names, sections,
 //! tensor shapes and bytes, in execution order.
 
+mod handle;
 mod record;
 mod source;
 mod store;
 mod unit;
+mod values;
 
+pub use handle::{ModelHandle, Network, Placement, Resident};
 pub use record::record_params;
 pub use source::{SourceError, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};
 pub use unit::{Section, UnitSpec};
+pub use values::{Image, Latent};

@@ -170,6 +170,12 @@ impl TensorSource {
         tensor.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(failed)
     }
 
+    /// A builder that loads through this source, for layers built directly from it (text
+    /// encoders, VAE) rather than unit by unit.
+    pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> candle_nn::VarBuilder<'static> {
+        candle_nn::VarBuilder::from_backend(Box::new(SourceBackend(Arc::clone(self))), dtype, device.clone())
+    }
+
     fn shape_error(&self, key: &str, expected: &Shape, found: &[usize]) -> SourceError {
         SourceError::Shape {
             source_name: self.name.clone(),
@@ -177,5 +183,31 @@ impl TensorSource {
             expected: expected.dims().to_vec(),
             found: found.to_vec(),
         }
+    }
+}
+
+/// Lets candle layers load straight from a [`TensorSource`], keeping its messages.
+struct SourceBackend(Arc<TensorSource>);
+
+impl candle_nn::var_builder::SimpleBackend for SourceBackend {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .load(name, &shape, dtype, device)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("{}: tensor \"{name}\" was asked for without a shape", self.0.name)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains(name)
     }
 }

@@ -6,3 +6,10 @@ pub mod clip;
 pub mod sampling;
 pub mod unet;
 pub mod vae;
+
+pub mod checkpoint;
+pub mod conditioning;
+pub mod device;
+mod nodes;
+
+pub use nodes::register;

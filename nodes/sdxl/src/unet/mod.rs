@@ -17,7 +17,7 @@ pub use layout::{layout, Op, Step};
 
 use candle_core::{DType, Module, Result, Tensor};
 use layout::Layer;
-use swapgraph_model::{record_params, Section, UnitSpec, WeightStore};
+use swapgraph_model::{record_params, Network, Section, UnitSpec, WeightStore};
 
 /// Residuals a ControlNet adds to the UNet: one per skip connection of the down path (in push
 /// order), and one after the middle block.
@@ -123,6 +123,20 @@ impl UNet {
             result?;
         }
         Ok(state.x)
+    }
+}
+
+impl Network for UNet {
+    fn units(&self) -> &[UnitSpec] {
+        &self.units
+    }
+
+    fn kind(&self) -> &'static str {
+        "SDXL UNet"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -1,0 +1,53 @@
+//! `LoadImage`: an image file as an IMAGE.
+
+use crate::pixels::rgb_to_tensor;
+use candle_core::Device;
+use std::sync::Arc;
+use swapgraph_model::Image;
+use swapgraph_node_api::{
+    Args, DeviceSpec, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+
+/// Reads a PNG, JPEG or WebP file; alpha is dropped.
+pub struct LoadImage {
+    descriptor: NodeDescriptor,
+}
+
+impl LoadImage {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new("LoadImage", "image", "Loads a PNG, JPEG or WebP image.")
+            .param(ParamSpec::new(
+                "image",
+                ParamKind::String {
+                    default: None,
+                    multiline: false,
+                },
+                "Path of the image file.",
+            ))
+            .output(SocketType::Image, "The image, RGB.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for LoadImage {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let path = args.string("image")?;
+        let decoded = image::open(&*path).map_err(|e| NodeError::msg(format!("cannot load image {path}: {e}")))?;
+        let device = match ctx.device {
+            DeviceSpec::Cpu => Device::Cpu,
+            DeviceSpec::Cuda(n) => {
+                Device::new_cuda(n).map_err(|e| NodeError::msg(format!("cannot open {}: {e}", ctx.device)))?
+            }
+        };
+        let pixels = rgb_to_tensor(decoded.to_rgb8(), &device).map_err(|e| NodeError::msg(e.to_string()))?;
+        Ok(vec![Value::Handle(Handle::new(
+            SocketType::Image,
+            Arc::new(Image { pixels }),
+        ))])
+    }
+}

@@ -1,0 +1,79 @@
+//! `SaveImage` and `PreviewImage`: IMAGE batches to numbered PNG files.
+
+use crate::pixels::encode_png;
+use swapgraph_model::Image;
+use swapgraph_node_api::output::{next_output_path, write_atomically};
+use swapgraph_node_api::{
+    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+
+/// Writes each image of a batch as `{prefix}_NNNNN.png`, the workflow embedded.
+pub struct SaveImage {
+    descriptor: NodeDescriptor,
+    /// Sub-folder of the output folder previews go to; `None` for saved images.
+    preview_folder: Option<&'static str>,
+}
+
+impl SaveImage {
+    /// `SaveImage`.
+    pub fn save() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "SaveImage",
+            "image",
+            "Saves images as PNG files in the output folder, with the workflow embedded so they can be run again.",
+        )
+        .input("images", SocketType::Image, "The images to save.")
+        .param(ParamSpec::new(
+            "filename_prefix",
+            ParamKind::String {
+                default: Some("swapgraph"),
+                multiline: false,
+            },
+            "File name before the number; may start with sub-folders inside the output folder.",
+        ))
+        .output_node();
+        Self {
+            descriptor,
+            preview_folder: None,
+        }
+    }
+
+    /// `PreviewImage`: the same, into the output folder's `previews/` sub-folder.
+    pub fn preview() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "PreviewImage",
+            "image",
+            "Writes images to the output folder's previews/ sub-folder for a quick look.",
+        )
+        .input("images", SocketType::Image, "The images to show.")
+        .output_node();
+        Self {
+            descriptor,
+            preview_folder: Some("previews/preview"),
+        }
+    }
+}
+
+impl NodeType for SaveImage {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let images = args.handle::<Image>("images")?;
+        let prefix = match self.preview_folder {
+            Some(folder) => folder.to_string(),
+            None => args.string("filename_prefix")?.to_string(),
+        };
+        let batch = images.pixels.dim(0).map_err(|e| NodeError::msg(e.to_string()))?;
+        for index in 0..batch {
+            ctx.check_cancelled()?;
+            let image = images.pixels.get(index).map_err(|e| NodeError::msg(e.to_string()))?;
+            let png = encode_png(&image, ctx.workflow.as_deref())?;
+            let path = next_output_path(&ctx.output_dir, &prefix, "png")?;
+            write_atomically(&path, &png)?;
+            ctx.reporter.output_written(&path);
+        }
+        Ok(Vec::new())
+    }
+}

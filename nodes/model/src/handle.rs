@@ -1,0 +1,115 @@
+//! The MODEL value: shared network and host weights, plus how weights reach the device.
+//!
+//! Like ComfyUI's model patcher, a handle never changes: nodes that transform a model (BlockSwap,
+//! adapters) return a new handle sharing the same network and weights, so the cached upstream
+//! model stays as it was. Weights reach the device only when a sampler asks for a store.
+
+use crate::{ResidentStore, SourceError, TensorSource, UnitSpec, WeightStore};
+use candle_core::{DType, Device};
+use std::any::Any;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A network whose forward pass takes its weights from a [`WeightStore`]: the SDXL UNet, a
+/// ControlNet.
+pub trait Network: Send + Sync {
+    /// The swap units in execution order.
+    fn units(&self) -> &[UnitSpec];
+    /// What kind of network it is, for messages (e.g. "SDXL UNet").
+    fn kind(&self) -> &'static str;
+    /// The concrete type, for the pack that runs it.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Decides where a model's weights live while it runs and builds the store that hands them out.
+pub trait Placement: Send + Sync {
+    /// The store for `model`'s weights on `device` in `dtype`.
+    ///
+    /// # Errors
+    /// A weight that cannot be loaded, or a device that cannot hold what the placement needs.
+    fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError>;
+
+    /// One line for logs, e.g. "resident" or "BlockSwap: 31 of 124 units streamed".
+    fn describe(&self) -> String;
+}
+
+/// Every weight on the device. The store is built once per device and dtype and kept, so later
+/// runs of the same model do not load it again.
+#[derive(Default)]
+pub struct Resident {
+    loaded: Mutex<Option<(String, DType, Arc<ResidentStore>)>>,
+}
+
+impl Placement for Resident {
+    fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
+        let key = format!("{:?}", device.location());
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((k, d, store)) = loaded.as_ref() {
+            if *k == key && *d == dtype {
+                return Ok(Arc::clone(store) as Arc<dyn WeightStore>);
+            }
+        }
+        let store = Arc::new(ResidentStore::load(
+            model.network.units().to_vec(),
+            &model.source,
+            dtype,
+            device,
+        )?);
+        *loaded = Some((key, dtype, Arc::clone(&store)));
+        Ok(store)
+    }
+
+    fn describe(&self) -> String {
+        "resident".to_string()
+    }
+}
+
+/// A model as it travels between nodes.
+#[derive(Clone)]
+pub struct ModelHandle {
+    /// Where the model came from (a path or a built-in name), for messages.
+    pub name: String,
+    /// The network.
+    pub network: Arc<dyn Network>,
+    /// The weights on the host (memory-mapped file or built-in tensors).
+    pub source: Arc<TensorSource>,
+    /// Where the weights live while the model runs.
+    pub placement: Arc<dyn Placement>,
+    /// Patches added by transforming nodes (adapters), applied by the pack that runs the model.
+    pub patches: Vec<Arc<dyn Any + Send + Sync>>,
+}
+
+impl ModelHandle {
+    /// A resident, unpatched model.
+    pub fn new(name: impl Into<String>, network: Arc<dyn Network>, source: Arc<TensorSource>) -> Self {
+        Self {
+            name: name.into(),
+            network,
+            source,
+            placement: Arc::new(Resident::default()),
+            patches: Vec::new(),
+        }
+    }
+
+    /// The same model with another placement (what BlockSwap returns).
+    pub fn with_placement(&self, placement: Arc<dyn Placement>) -> Self {
+        Self {
+            placement,
+            ..self.clone()
+        }
+    }
+
+    /// The same model with one more patch.
+    pub fn with_patch(&self, patch: Arc<dyn Any + Send + Sync>) -> Self {
+        let mut patched = self.clone();
+        patched.patches.push(patch);
+        patched
+    }
+
+    /// The store the model runs from on `device`.
+    ///
+    /// # Errors
+    /// See [`Placement::store`].
+    pub fn store(&self, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
+        self.placement.store(self, device, dtype)
+    }
+}

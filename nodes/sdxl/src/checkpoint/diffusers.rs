@@ -1,0 +1,122 @@
+//! Diffusers SDXL folders (`unet/`, `text_encoder/`, `text_encoder_2/`, `vae/`), and telling
+//! single-file checkpoints apart.
+
+use super::Checkpoint;
+use crate::clip::{ClipConfig, ClipTextEncoder, ClipTokenizer};
+use crate::conditioning::TextEncoders;
+use crate::device::{model_dtype, vae_dtype};
+use crate::unet::{UNet, UNetConfig};
+use crate::vae::{Vae, VaeConfig};
+use candle_core::Device;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use swapgraph_model::{ModelHandle, TensorSource};
+use swapgraph_node_api::NodeError;
+
+/// Loads a diffusers SDXL folder.
+pub fn load_folder(folder: &Path, device: &Device) -> Result<Checkpoint, NodeError> {
+    check_unet_config(folder)?;
+    let failed = |e: candle_core::Error| NodeError::msg(format!("{}: {e}", folder.display()));
+    let unet_source = open(&weights_file(folder, "unet", "diffusion_pytorch_model")?)?;
+    let unet = UNet::new(UNetConfig::sdxl()).map_err(failed)?;
+    let model = ModelHandle::new(folder.display().to_string(), Arc::new(unet), Arc::new(unet_source));
+
+    let encoder = |part: &str, cfg: ClipConfig| -> Result<ClipTextEncoder, NodeError> {
+        let source = Arc::new(with_text_model_prefix(open(&weights_file(folder, part, "model")?)?));
+        ClipTextEncoder::new(source.var_builder(model_dtype(device), device), &cfg).map_err(failed)
+    };
+    let clip = TextEncoders {
+        tokenizer: ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?,
+        clip_l: encoder("text_encoder", ClipConfig::vit_l())?,
+        clip_g: encoder("text_encoder_2", ClipConfig::vit_big_g())?,
+        device: device.clone(),
+    };
+    let vae_source = Arc::new(open(&weights_file(folder, "vae", "diffusion_pytorch_model")?)?);
+    let vae = Vae::new(vae_source.var_builder(vae_dtype(device), device), &VaeConfig::sdxl()).map_err(failed)?;
+    Ok(Checkpoint {
+        model,
+        clip: Arc::new(clip),
+        vae: Arc::new(vae),
+    })
+}
+
+fn open(path: &Path) -> Result<TensorSource, NodeError> {
+    TensorSource::open(&[path]).map_err(|e| NodeError::msg(e.to_string()))
+}
+
+/// `part/stem.safetensors`, or its `.fp16` variant.
+fn weights_file(folder: &Path, part: &str, stem: &str) -> Result<PathBuf, NodeError> {
+    let candidates = [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")];
+    candidates
+        .iter()
+        .map(|file| folder.join(part).join(file))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            NodeError::msg(format!(
+                "{}: no {part}/{stem}.safetensors (or .fp16.safetensors)",
+                folder.display()
+            ))
+        })
+}
+
+/// Checks `unet/config.json` describes SDXL, naming SD 1.x and 2.x when it does not.
+fn check_unet_config(folder: &Path) -> Result<(), NodeError> {
+    let path = folder.join("unet").join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| NodeError::msg(format!("{}: cannot read unet/config.json: {e}", folder.display())))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| NodeError::msg(format!("{}: unet/config.json is not JSON: {e}", folder.display())))?;
+    let cross_attention = config["cross_attention_dim"].as_u64();
+    let text_time = config["addition_embed_type"].as_str() == Some("text_time");
+    match (cross_attention, text_time) {
+        (Some(2048), true) => Ok(()),
+        (Some(768), _) => Err(not_sdxl(folder, "Stable Diffusion 1.x")),
+        (Some(1024), false) => Err(not_sdxl(folder, "Stable Diffusion 2.x")),
+        _ => Err(not_sdxl(folder, "an unknown UNet")),
+    }
+}
+
+fn not_sdxl(what: &Path, found: &str) -> NodeError {
+    NodeError::msg(format!(
+        "{} holds {found}, not SDXL; swapgraph runs SDXL models",
+        what.display()
+    ))
+}
+
+/// Names what a single checkpoint file holds; loading the original (LDM) layout is not built yet.
+pub fn describe_single_file(path: &Path) -> NodeError {
+    let keys: HashSet<String> = match TensorSource::open(&[path]) {
+        Ok(source) => source.keys().into_iter().collect(),
+        Err(e) => return NodeError::msg(e.to_string()),
+    };
+    let has = |prefix: &str| keys.iter().any(|k| k.starts_with(prefix));
+    if has("conditioner.embedders.1.model.") && has("model.diffusion_model.") {
+        NodeError::msg(format!(
+            "{} is a single-file SDXL checkpoint (original layout); this build loads diffusers folders only \
+             (unet/, text_encoder/, text_encoder_2/, vae/)",
+            path.display()
+        ))
+    } else if has("cond_stage_model.transformer.") {
+        not_sdxl(path, "Stable Diffusion 1.x")
+    } else if has("cond_stage_model.model.") {
+        not_sdxl(path, "Stable Diffusion 2.x")
+    } else {
+        NodeError::msg(format!("{} is not a Stable Diffusion checkpoint", path.display()))
+    }
+}
+
+/// transformers 5 writes `CLIPTextModel` keys without the `text_model.` prefix that hub files
+/// have; accept both.
+fn with_text_model_prefix(source: TensorSource) -> TensorSource {
+    let keys: HashSet<String> = source.keys().into_iter().collect();
+    source.with_key_map(Arc::new(move |key: &str| {
+        if keys.contains(key) {
+            Some(key.to_string())
+        } else {
+            key.strip_prefix("text_model.")
+                .filter(|k| keys.contains(*k))
+                .map(str::to_string)
+        }
+    }))
+}

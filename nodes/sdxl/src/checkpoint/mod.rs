@@ -1,0 +1,51 @@
+//! Loading SDXL checkpoints: the built-in tiny model, diffusers folders, and recognising
+//! single-file checkpoints.
+
+mod builtin;
+mod diffusers;
+
+pub use builtin::TINY_SDXL;
+
+use crate::conditioning::TextEncoders;
+use crate::vae::Vae;
+use candle_core::Device;
+use std::path::Path;
+use std::sync::Arc;
+use swapgraph_model::ModelHandle;
+use swapgraph_node_api::NodeError;
+
+/// What `CheckpointLoaderSimple` outputs.
+pub struct Checkpoint {
+    /// The UNet, its weights still on the host.
+    pub model: ModelHandle,
+    /// Both text encoders, on the run's device.
+    pub clip: Arc<TextEncoders>,
+    /// The VAE, on the run's device.
+    pub vae: Arc<Vae>,
+}
+
+/// Loads `name`: `builtin:tiny-sdxl`, or the path of a diffusers SDXL folder.
+///
+/// # Errors
+/// A message naming the checkpoint and the problem: not found, not SDXL (SD 1.x and 2.x are
+/// recognised and named), a single-file checkpoint, a missing or mis-shaped tensor.
+pub fn load(name: &str, device: &Device) -> Result<Checkpoint, NodeError> {
+    if name == TINY_SDXL {
+        return builtin::tiny_sdxl(device);
+    }
+    if let Some(other) = name.strip_prefix("builtin:") {
+        return Err(NodeError::msg(format!(
+            "unknown built-in checkpoint \"builtin:{other}\"; the built-in one is \"{TINY_SDXL}\""
+        )));
+    }
+    let path = Path::new(name);
+    if path.is_dir() {
+        diffusers::load_folder(path, device)
+    } else if path.is_file() {
+        Err(diffusers::describe_single_file(path))
+    } else {
+        Err(NodeError::msg(format!(
+            "checkpoint \"{name}\" not found: give a diffusers SDXL folder (with unet/, text_encoder/, text_encoder_2/, vae/) or \"{TINY_SDXL}\""
+        )))
+    }
+}

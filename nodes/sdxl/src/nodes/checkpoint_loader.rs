@@ -1,0 +1,49 @@
+//! `CheckpointLoaderSimple`: an SDXL checkpoint as MODEL, CLIP and VAE.
+
+use crate::checkpoint::{self, TINY_SDXL};
+use crate::device::candle_device;
+use std::sync::Arc;
+use swapgraph_node_api::{
+    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+
+/// Loads a checkpoint; the UNet's weights stay on the host until a sampler runs.
+pub struct CheckpointLoaderSimple {
+    descriptor: NodeDescriptor,
+}
+
+impl CheckpointLoaderSimple {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "CheckpointLoaderSimple",
+            "loaders",
+            "Loads an SDXL checkpoint: a diffusers folder, or builtin:tiny-sdxl (random weights, for trying workflows).",
+        )
+        .param(ParamSpec::new(
+            "ckpt_name",
+            ParamKind::String { default: Some(TINY_SDXL), multiline: false },
+            "Path of a diffusers SDXL folder, or builtin:tiny-sdxl.",
+        ))
+        .output(SocketType::Model, "The UNet.")
+        .output(SocketType::Clip, "Both text encoders.")
+        .output(SocketType::Vae, "The VAE.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for CheckpointLoaderSimple {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let device = candle_device(ctx.device)?;
+        let loaded = checkpoint::load(&args.string("ckpt_name")?, &device)?;
+        Ok(vec![
+            Value::Handle(Handle::new(SocketType::Model, Arc::new(loaded.model))),
+            Value::Handle(Handle::new(SocketType::Clip, loaded.clip)),
+            Value::Handle(Handle::new(SocketType::Vae, loaded.vae)),
+        ])
+    }
+}

@@ -1,0 +1,197 @@
+//! `KSampler`: denoises latents with the SDXL UNet, a sampler and a schedule.
+
+use super::tensor_error;
+use crate::conditioning::{Conditioning, SizeIds};
+use crate::device::{candle_device, model_dtype};
+use crate::sampling::{DiscreteSchedule, GuidedDenoiser, Sampler, Scheduler, SeededNoise, TextConditioning};
+use crate::unet::UNet;
+use candle_core::DType;
+use std::cell::Cell;
+use std::sync::Arc;
+use swapgraph_model::{Latent, ModelHandle};
+use swapgraph_node_api::{
+    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+
+/// Samples latents from noise (or partly noised latents, for `denoise` below 1).
+pub struct KSampler {
+    descriptor: NodeDescriptor,
+}
+
+impl KSampler {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "KSampler",
+            "sampling",
+            "Denoises latents with the model, guided by the positive and negative conditioning.",
+        )
+        .input(
+            "model",
+            SocketType::Model,
+            "The diffusion model (possibly through BlockSwap).",
+        )
+        .input("positive", SocketType::Conditioning, "What the image should show.")
+        .input("negative", SocketType::Conditioning, "What it should not show.")
+        .input(
+            "latent_image",
+            SocketType::Latent,
+            "Empty latents, or encoded images for img2img.",
+        )
+        .param(ParamSpec::new(
+            "seed",
+            ParamKind::Int {
+                default: Some(0),
+                min: 0,
+                max: i64::MAX,
+            },
+            "Seeds the noise; the same seed gives the same image on any machine.",
+        ))
+        .param(ParamSpec::new(
+            "steps",
+            ParamKind::Int {
+                default: Some(20),
+                min: 1,
+                max: 10_000,
+            },
+            "Sampling steps.",
+        ))
+        .param(ParamSpec::new(
+            "cfg",
+            ParamKind::Float {
+                default: Some(8.0),
+                min: 0.0,
+                max: 100.0,
+            },
+            "Classifier-free guidance scale; 1 skips the negative prompt.",
+        ))
+        .param(ParamSpec::new(
+            "sampler_name",
+            ParamKind::Choice {
+                default: Some("euler"),
+                choices: Sampler::NAMES.to_vec(),
+            },
+            "The sampling algorithm.",
+        ))
+        .param(ParamSpec::new(
+            "scheduler",
+            ParamKind::Choice {
+                default: Some("normal"),
+                choices: Scheduler::NAMES.to_vec(),
+            },
+            "How steps are spread over noise levels.",
+        ))
+        .param(ParamSpec::new(
+            "denoise",
+            ParamKind::Float {
+                default: Some(1.0),
+                min: 0.0,
+                max: 1.0,
+            },
+            "How much of the schedule to run; below 1 keeps part of the input latents (img2img).",
+        ))
+        .output(SocketType::Latent, "The denoised latents.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for KSampler {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let model = args.handle::<ModelHandle>("model")?;
+        let unet = model.network.as_any().downcast_ref::<UNet>().ok_or_else(|| {
+            NodeError::msg(format!(
+                "KSampler runs SDXL UNets; model \"{}\" is a {}",
+                model.name,
+                model.network.kind()
+            ))
+        })?;
+        let device = candle_device(ctx.device)?;
+        let store = model
+            .store(&device, model_dtype(&device))
+            .map_err(|e| NodeError::msg(e.to_string()))?;
+        let latent = args.handle::<Latent>("latent_image")?;
+        let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
+        let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
+        let side = |name: &str| -> Result<TextConditioning, NodeError> {
+            let c = args.handle::<Conditioning>(name)?;
+            let ids = c.size.unwrap_or(image_size).tensor(&device).map_err(tensor_error)?;
+            Ok(TextConditioning {
+                context: c.context.clone(),
+                pooled: c.pooled.clone(),
+                time_ids: ids,
+            })
+        };
+        let (positive, negative) = (side("positive")?, side("negative")?);
+
+        let schedule = DiscreteSchedule::sdxl();
+        let steps = args.int("steps")? as usize;
+        let sigmas = denoise_sigmas(
+            &schedule,
+            Scheduler::from_name(&args.string("scheduler")?),
+            steps,
+            args.float("denoise")?,
+        )?;
+        let sampler = Sampler::from_name(&args.string("sampler_name")?)
+            .ok_or_else(|| NodeError::msg("unknown sampler (validation should have caught this)"))?;
+        let mut noise = SeededNoise::new(args.int("seed")? as u64);
+        let start_noise = noise.tensor(latent.samples.dims(), &device).map_err(tensor_error)?;
+        let start = (latent.samples.to_dtype(DType::F32).map_err(tensor_error)?
+            + (start_noise * sigmas[0]).map_err(tensor_error)?)
+        .map_err(tensor_error)?;
+
+        let mut denoiser = GuidedDenoiser {
+            unet,
+            store: store.as_ref(),
+            schedule: &schedule,
+            positive: &positive,
+            negative: &negative,
+            cfg: args.float("cfg")?,
+            control: None,
+        };
+        let cancelled = Cell::new(false);
+        let mut after_step = |step: usize, total: usize| -> candle_core::Result<()> {
+            ctx.progress(step as u64, total as u64);
+            if ctx.cancel.is_cancelled() {
+                cancelled.set(true);
+                candle_core::bail!("cancelled");
+            }
+            Ok(())
+        };
+        let samples = match sampler.sample(&mut denoiser, start, &sigmas, &mut noise, &mut after_step) {
+            Ok(samples) => samples,
+            Err(_) if cancelled.get() => return Err(NodeError::Cancelled),
+            Err(e) => return Err(tensor_error(e)),
+        };
+        Ok(vec![Value::Handle(Handle::new(
+            SocketType::Latent,
+            Arc::new(Latent { samples }),
+        ))])
+    }
+}
+
+/// The sigmas for `steps` steps; with `denoise` below 1, the last `steps` of a longer schedule
+/// (ComfyUI's rule), so img2img starts part-way down.
+fn denoise_sigmas(
+    schedule: &DiscreteSchedule,
+    scheduler: Option<Scheduler>,
+    steps: usize,
+    denoise: f64,
+) -> Result<Vec<f64>, NodeError> {
+    let scheduler =
+        scheduler.ok_or_else(|| NodeError::msg("unknown scheduler (validation should have caught this)"))?;
+    if denoise <= 0.0 {
+        return Err(NodeError::msg(
+            "denoise 0 leaves nothing to sample; use a value above 0",
+        ));
+    }
+    if denoise >= 1.0 {
+        return Ok(schedule.sigmas(scheduler, steps));
+    }
+    let total = (steps as f64 / denoise) as usize;
+    let all = schedule.sigmas(scheduler, total);
+    Ok(all[all.len() - (steps + 1)..].to_vec())
+}

@@ -1,0 +1,30 @@
+//! The SDXL pack's nodes, with ComfyUI's names and parameters.
+
+mod checkpoint_loader;
+mod clip_text_encode;
+mod empty_latent_image;
+mod ksampler;
+mod vae_decode;
+mod vae_encode;
+
+use swapgraph_node_api::{NodeError, Registry, RegistryError};
+
+/// Adds the SDXL nodes to `registry`.
+///
+/// # Errors
+/// [`RegistryError`] when a name is taken.
+pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry.register(checkpoint_loader::CheckpointLoaderSimple::new())?;
+    registry.register(clip_text_encode::ClipTextEncode::new())?;
+    registry.register(clip_text_encode::ClipTextEncodeSdxl::new())?;
+    registry.register(empty_latent_image::EmptyLatentImage::new())?;
+    registry.register(ksampler::KSampler::new())?;
+    registry.register(vae_decode::VaeDecode::new())?;
+    registry.register(vae_encode::VaeEncode::new())?;
+    Ok(())
+}
+
+/// A tensor error as a node failure.
+fn tensor_error(error: candle_core::Error) -> NodeError {
+    NodeError::msg(error.to_string())
+}
