@@ -8,4 +8,5 @@ mod engine {
     pub mod hostile;
     pub mod plans;
     pub mod validation;
+    pub mod workflows;
 }

@@ -53,10 +53,18 @@ fn int(name: &'static str, default: i64) -> ParamSpec {
     )
 }
 
-/// The utility pack plus the test nodes, all sharing `probe`.
-pub fn registry(probe: &Arc<Probe>) -> Registry {
+/// Every pack the binary registers (as `src/main.rs` does).
+pub fn packs() -> Registry {
     let mut registry = Registry::new();
     swapgraph_utils::register(&mut registry).unwrap();
+    swapgraph_sdxl::register(&mut registry).unwrap();
+    swapgraph_image::register(&mut registry).unwrap();
+    registry
+}
+
+/// The binary's packs plus the test nodes, all sharing `probe`.
+pub fn registry(probe: &Arc<Probe>) -> Registry {
+    let mut registry = packs();
     let mut add = |descriptor: NodeDescriptor, run: Box<RunFn>| {
         registry
             .register(TestNode {

@@ -45,7 +45,7 @@ impl KSampler {
                 min: 0,
                 max: i64::MAX,
             },
-            "Seeds the noise; the same seed gives the same image on any machine.",
+            "Seeds the noise: a seed gives the same starting noise on every machine and device.",
         ))
         .param(ParamSpec::new(
             "steps",
