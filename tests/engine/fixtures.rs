@@ -59,6 +59,7 @@ pub fn packs() -> Registry {
     swapgraph_utils::register(&mut registry).unwrap();
     swapgraph_sdxl::register(&mut registry).unwrap();
     swapgraph_image::register(&mut registry).unwrap();
+    swapgraph_blockswap::register(&mut registry).unwrap();
     registry
 }
 

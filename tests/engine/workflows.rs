@@ -11,7 +11,10 @@ fn run_workflow(path: &Path, output_dir: &Path) -> Vec<PathBuf> {
     let bytes = std::fs::read(path).unwrap();
     let plan = swapgraph::prepare(&path.display().to_string(), &bytes, &[], engine.registry())
         .unwrap_or_else(|report| panic!("{report}"));
-    let options = RunOptions { output_dir: output_dir.to_path_buf(), ..RunOptions::default() };
+    let options = RunOptions {
+        output_dir: output_dir.to_path_buf(),
+        ..RunOptions::default()
+    };
     let (result, events) = run(&engine, &plan, &options);
     result.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     events
@@ -48,9 +51,24 @@ fn txt2img_is_reproducible_and_embeds_a_runnable_workflow() {
     let mean = pixels.iter().map(|&p| f64::from(p)).sum::<f64>() / pixels.len() as f64;
     assert!(mean > 5.0 && mean < 250.0, "the image is flat ({mean})");
 
-    let embedded = swapgraph_image::decode_png_workflow(&a).unwrap().expect("a workflow chunk");
-    let plan = swapgraph::prepare("embedded.yaml", embedded.as_bytes(), &[], &packs()).unwrap_or_else(|r| panic!("{r}"));
+    let embedded = swapgraph_image::decode_png_workflow(&a)
+        .unwrap()
+        .expect("a workflow chunk");
+    let plan =
+        swapgraph::prepare("embedded.yaml", embedded.as_bytes(), &[], &packs()).unwrap_or_else(|r| panic!("{r}"));
     let original = swapgraph::prepare("original.yaml", &std::fs::read(workflow).unwrap(), &[], &packs()).unwrap();
     assert_eq!(format!("{:?}", plan.summary()), format!("{:?}", original.summary()));
     assert!(embedded.contains("ui:"), "editor positions survive the round trip");
+}
+
+#[test]
+fn blockswap_gives_the_same_image_as_the_resident_model() {
+    let (plain, swapped) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let pixels = |path: &Path, dir: &Path| {
+        let written = run_workflow(path, dir);
+        image::open(&written[0]).unwrap().to_rgb8().into_raw()
+    };
+    let resident = pixels(Path::new("workflows/sdxl_txt2img.yaml"), plain.path());
+    let streamed = pixels(Path::new("workflows/sdxl_blockswap.yaml"), swapped.path());
+    assert!(resident == streamed, "BlockSwap changed the image");
 }

@@ -113,3 +113,12 @@ impl ModelHandle {
         self.placement.store(self, device, dtype)
     }
 }
+
+/// The dtype models keep their weights in on `device`: f32 on the CPU, f16 on a GPU.
+pub fn weight_dtype(device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::F16
+    }
+}

@@ -13,7 +13,7 @@ mod store;
 mod unit;
 mod values;
 
-pub use handle::{ModelHandle, Network, Placement, Resident};
+pub use handle::{weight_dtype, ModelHandle, Network, Placement, Resident};
 pub use record::record_params;
 pub use source::{SourceError, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};

@@ -69,6 +69,12 @@ pub trait WeightStore: Send + Sync {
 
     /// The dtype the weights are in.
     fn dtype(&self) -> DType;
+
+    /// A memory and timing summary for users, from stores that keep one (BlockSwap in debug
+    /// mode); samplers publish it after sampling.
+    fn report(&self) -> Option<swapgraph_node_api::MemoryReport> {
+        None
+    }
 }
 
 /// Every unit's weights on the compute device for the model's lifetime.

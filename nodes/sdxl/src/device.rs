@@ -18,11 +18,7 @@ pub fn candle_device(spec: DeviceSpec) -> Result<Device, NodeError> {
 
 /// The dtype the UNet and text encoders run in: f32 on the CPU, f16 on a GPU.
 pub fn model_dtype(device: &Device) -> DType {
-    if device.is_cpu() {
-        DType::F32
-    } else {
-        DType::F16
-    }
+    swapgraph_model::weight_dtype(device)
 }
 
 /// The dtype the VAE runs in: f32 everywhere, since SDXL's VAE overflows in f16.

@@ -166,6 +166,9 @@ impl NodeType for KSampler {
             Err(_) if cancelled.get() => return Err(NodeError::Cancelled),
             Err(e) => return Err(tensor_error(e)),
         };
+        if let Some(report) = store.report() {
+            ctx.reporter.memory(report);
+        }
         Ok(vec![Value::Handle(Handle::new(
             SocketType::Latent,
             Arc::new(Latent { samples }),

@@ -1,0 +1,27 @@
+//! BlockSwap: runs a model whose weights do not all fit on the device by keeping part of them in
+//! host memory and copying each swapped unit in right before it runs.
+//!
+//! The swap code sees a model only as its unit list (names, sections, shapes): it plans which
+//! units stream ([`plan`]), holds them ([`store`]) and plugs into the MODEL handle as a
+//! placement ([`placement`]). The SDXL UNet, and any model exposing units, works unchanged.
+
+mod node;
+pub mod placement;
+pub mod plan;
+pub mod preset;
+mod report;
+pub mod settings;
+pub mod store;
+
+pub use plan::{plan, PlanError, SwapPlan};
+pub use settings::{Granularity, SwapSettings};
+
+use swapgraph_node_api::{Registry, RegistryError};
+
+/// Adds the `BlockSwap` node to `registry`.
+///
+/// # Errors
+/// [`RegistryError`] when the name is taken.
+pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry.register(node::BlockSwap::new())
+}

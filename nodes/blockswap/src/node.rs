@@ -1,0 +1,139 @@
+//! The `BlockSwap` node: a MODEL in, the same MODEL out, with its weights set to stream.
+
+use crate::placement::BlockSwapPlacement;
+use crate::plan::{plan, PlanError};
+use crate::preset;
+use crate::report::plan_report;
+use crate::settings::{Granularity, SwapSettings};
+use candle_core::Device;
+use std::path::Path;
+use std::sync::Arc;
+use swapgraph_model::{weight_dtype, ModelHandle};
+use swapgraph_node_api::{
+    Args, DeviceSpec, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+
+/// Streams a model's weights between host and device memory while it runs.
+pub struct BlockSwap {
+    descriptor: NodeDescriptor,
+}
+
+fn flag(name: &'static str, default: bool, description: &'static str) -> ParamSpec {
+    ParamSpec::new(name, ParamKind::Boolean { default: Some(default) }, description)
+}
+
+impl BlockSwap {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "BlockSwap",
+            "model",
+            "Keeps part of the UNet's weights in host memory and streams them to the device as the model runs, \
+             so SDXL fits small GPUs. Bypass or remove the node to keep every weight on the device.",
+        )
+        .input("model", SocketType::Model, "The model to stream.")
+        .param(ParamSpec::new(
+            "blocks_to_swap",
+            ParamKind::Int { default: Some(2), min: 0, max: 8 },
+            "Blocks to swap in each enabled section, largest first (SDXL has 3 down, 1 middle, 3 up blocks).",
+        ))
+        .param(flag("swap_down", true, "Swap down blocks."))
+        .param(flag("swap_mid", true, "Swap the middle block."))
+        .param(flag("swap_up", true, "Swap up blocks."))
+        .param(flag("non_blocking", true, "Copy on a side stream from page-locked memory while the previous unit computes."))
+        .param(flag("debug", false, "Report the memory summary and per-unit transfer times."))
+        .param(ParamSpec::new(
+            "granularity",
+            ParamKind::Choice { default: Some("unit"), choices: vec!["unit", "block"] },
+            "unit: each resnet and transformer block streams on its own (small buffers); block: whole blocks, as the original BlockSwap.",
+        ))
+        .param(ParamSpec::new(
+            "prefetch",
+            ParamKind::Int { default: Some(1), min: 0, max: 16 },
+            "Units copied ahead of the one computing (unit granularity).",
+        ))
+        .param(ParamSpec::new(
+            "vram_budget_mb",
+            ParamKind::Int { default: Some(0), min: 0, max: 1 << 30 },
+            "Device memory for weights in MiB; when above 0 it decides what is swapped, overriding the block counts.",
+        ))
+        .param(ParamSpec::new(
+            "preset",
+            ParamKind::String { default: Some(""), multiline: false },
+            "Optional preset JSON with the keys enable_blockswap, blockswap_blocks, blockswap_down, blockswap_mid, \
+             blockswap_up, blockswap_nonblocking, blockswap_debug; its values override the params.",
+        ))
+        .output(SocketType::Model, "The model, streaming.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for BlockSwap {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let model = args.handle::<ModelHandle>("model")?;
+        let budget = args.int("vram_budget_mb")?;
+        let settings = SwapSettings {
+            blocks_to_swap: args.int("blocks_to_swap")? as usize,
+            swap_down: args.boolean("swap_down")?,
+            swap_mid: args.boolean("swap_mid")?,
+            swap_up: args.boolean("swap_up")?,
+            non_blocking: args.boolean("non_blocking")?,
+            granularity: if &*args.string("granularity")? == "block" {
+                Granularity::Block
+            } else {
+                Granularity::Unit
+            },
+            prefetch: args.int("prefetch")? as usize,
+            vram_budget_mb: (budget > 0).then_some(budget as u64),
+            debug: args.boolean("debug")?,
+        };
+        let preset_path = args.string("preset")?;
+        let (enabled, settings) = if preset_path.is_empty() {
+            (true, settings)
+        } else {
+            let preset = preset::read(Path::new(&*preset_path), settings).map_err(|e| NodeError::msg(e.to_string()))?;
+            (preset.enabled, preset.settings)
+        };
+        let passthrough = vec![Value::Handle(Handle::new(SocketType::Model, Arc::clone(&model)))];
+        if !enabled {
+            tracing::info!(
+                "{}: BlockSwap disabled by its preset; the model stays resident",
+                ctx.node_id
+            );
+            return Ok(passthrough);
+        }
+        let units = model.network.units();
+        if units.is_empty() {
+            let error = PlanError::NoUnits {
+                model: model.name.clone(),
+                kind: model.network.kind().to_string(),
+            };
+            return Err(NodeError::msg(error.to_string()));
+        }
+        let device = match ctx.device {
+            DeviceSpec::Cpu => Device::Cpu,
+            DeviceSpec::Cuda(n) => {
+                Device::new_cuda(n).map_err(|e| NodeError::msg(format!("cannot open {}: {e}", ctx.device)))?
+            }
+        };
+        let swap_plan = plan(units, weight_dtype(&device), &settings).map_err(|e| NodeError::msg(e.to_string()))?;
+        let report = plan_report(&swap_plan, &settings);
+        tracing::info!(
+            "{}: BlockSwap streams {} of {} units ({}), {} of weights stay on the device",
+            ctx.node_id,
+            swap_plan.swapped_units(),
+            swap_plan.swapped.len(),
+            swap_plan.swapped_blocks.join(", "),
+            crate::store::mib(swap_plan.device_bytes() as f64)
+        );
+        if settings.debug {
+            ctx.reporter.memory(report);
+        }
+        let streaming = model.with_placement(Arc::new(BlockSwapPlacement::new(settings)));
+        Ok(vec![Value::Handle(Handle::new(SocketType::Model, Arc::new(streaming)))])
+    }
+}

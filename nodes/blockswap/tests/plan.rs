@@ -1,0 +1,163 @@
+//! Swap plans for the real-size SDXL UNet (its unit list costs no memory to build): which blocks
+//! each setting swaps, the bytes that stay and stream, and budgets.
+
+use candle_core::DType;
+use proptest::prelude::*;
+use swapgraph_blockswap::{plan, Granularity, PlanError, SwapSettings};
+use swapgraph_model::UnitSpec;
+use swapgraph_sdxl::unet::{UNet, UNetConfig};
+
+fn sdxl_units() -> Vec<UnitSpec> {
+    UNet::new(UNetConfig::sdxl()).unwrap().units().to_vec()
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn the_sdxl_unet_has_the_expected_units_and_size() {
+    let units = sdxl_units();
+    let parameters: usize = units.iter().map(UnitSpec::parameter_count).sum();
+    assert_eq!(parameters, 2_567_463_684, "SDXL base UNet parameter count");
+    assert_eq!(
+        units.iter().filter(|u| u.name.contains("transformer_blocks")).count(),
+        70
+    );
+    let everything = SwapSettings {
+        blocks_to_swap: 0,
+        ..SwapSettings::default()
+    };
+    let resident = plan(&units, DType::F16, &everything).unwrap();
+    assert_eq!(resident.swapped_units(), 0);
+    assert_eq!(resident.resident_bytes, 2 * parameters as u64);
+}
+
+#[test]
+fn block_counts_swap_the_largest_blocks_of_each_enabled_section() {
+    let units = sdxl_units();
+    let two = plan(&units, DType::F16, &SwapSettings::default()).unwrap();
+    assert_eq!(
+        two.swapped_blocks,
+        [
+            "down_blocks.1",
+            "down_blocks.2",
+            "mid_block",
+            "up_blocks.0",
+            "up_blocks.1"
+        ]
+    );
+    let up_only = SwapSettings {
+        blocks_to_swap: 1,
+        swap_down: false,
+        swap_mid: false,
+        ..SwapSettings::default()
+    };
+    assert_eq!(
+        plan(&units, DType::F16, &up_only).unwrap().swapped_blocks,
+        ["up_blocks.0"]
+    );
+    let total = two.resident_bytes + two.streamed_bytes;
+    let all = plan(
+        &units,
+        DType::F16,
+        &SwapSettings {
+            blocks_to_swap: 3,
+            ..SwapSettings::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(all.resident_bytes + all.streamed_bytes, total);
+    assert!(
+        all.streamed_bytes > 4 * 1024 * MIB,
+        "a full swap streams over 4 GiB in f16"
+    );
+    assert!(
+        all.device_bytes() < 512 * MIB,
+        "device weights with a full unit swap: {}",
+        all.device_bytes() / MIB
+    );
+}
+
+#[test]
+fn too_many_blocks_names_the_valid_range() {
+    let error = plan(
+        &sdxl_units(),
+        DType::F16,
+        &SwapSettings {
+            blocks_to_swap: 4,
+            ..SwapSettings::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "blocks_to_swap 4 is more than this model's 3 blocks per section; valid range 0..=3"
+    );
+}
+
+#[test]
+fn block_granularity_needs_room_for_the_largest_swapped_block() {
+    let units = sdxl_units();
+    let settings = SwapSettings {
+        blocks_to_swap: 3,
+        granularity: Granularity::Block,
+        ..SwapSettings::default()
+    };
+    let whole = plan(&units, DType::F16, &settings).unwrap();
+    let by_unit = plan(
+        &units,
+        DType::F16,
+        &SwapSettings {
+            blocks_to_swap: 3,
+            ..SwapSettings::default()
+        },
+    )
+    .unwrap();
+    assert!(whole.buffer_bytes > 1024 * MIB, "up_blocks.0 is about 47% of the UNet");
+    assert!(whole.buffer_bytes > 10 * by_unit.buffer_bytes);
+}
+
+#[test]
+fn budgets_decide_what_streams_and_impossible_budgets_name_the_minimum() {
+    let units = sdxl_units();
+    for gib in [2u64, 3, 4] {
+        let settings = SwapSettings {
+            vram_budget_mb: Some(gib * 1024),
+            ..SwapSettings::default()
+        };
+        let fitted = plan(&units, DType::F16, &settings).unwrap();
+        assert!(fitted.device_bytes() <= gib * 1024 * MIB, "{gib} GiB");
+        assert!(fitted.swapped_units() > 0);
+    }
+    let tiny = SwapSettings {
+        vram_budget_mb: Some(64),
+        ..SwapSettings::default()
+    };
+    match plan(&units, DType::F16, &tiny) {
+        Err(PlanError::BudgetTooSmall { minimum_mb, .. }) => {
+            let at_minimum = SwapSettings {
+                vram_budget_mb: Some(minimum_mb),
+                ..SwapSettings::default()
+            };
+            assert!(
+                plan(&units, DType::F16, &at_minimum).is_ok(),
+                "the named minimum must work"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_plan_within_budget_or_a_minimum_above_it(budget_mb in 1u64..6000, prefetch in 0usize..4) {
+        let units = sdxl_units();
+        let settings = SwapSettings { vram_budget_mb: Some(budget_mb), prefetch, ..SwapSettings::default() };
+        match plan(&units, DType::F16, &settings) {
+            Ok(fitted) => prop_assert!(fitted.device_bytes() <= budget_mb * MIB),
+            Err(PlanError::BudgetTooSmall { minimum_mb, .. }) => prop_assert!(minimum_mb > budget_mb),
+            Err(other) => prop_assert!(false, "{other}"),
+        }
+    }
+}
