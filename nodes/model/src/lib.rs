@@ -15,7 +15,7 @@ mod values;
 
 pub use handle::{weight_dtype, ModelHandle, Network, Placement, Resident};
 pub use record::record_params;
-pub use source::{SourceError, TensorSource};
+pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};
 pub use unit::{Section, UnitSpec};
 pub use values::{Image, Latent};

@@ -50,9 +50,46 @@ pub enum SourceError {
     },
 }
 
-/// Maps a model's own (diffusers) key to the key a source stores it under, or `None` when the
-/// source's layout has no such tensor.
-pub type KeyMap = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+/// Which part of a stored tensor a model's tensor is, for layouts that fuse or transpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The whole tensor.
+    Whole,
+    /// Chunk `index` of `count` equal chunks along the first dimension (fused q/k/v).
+    Chunk {
+        /// Which chunk.
+        index: usize,
+        /// How many chunks.
+        count: usize,
+    },
+    /// The transpose of a matrix (OpenCLIP's text projection).
+    Transposed,
+    /// A 1x1 convolution kernel as a matrix (original-layout VAE attention).
+    Squeezed,
+}
+
+/// A model tensor's place in a source: the stored key and the part of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceKey {
+    /// The key in the source.
+    pub key: String,
+    /// The part of that tensor.
+    pub part: Part,
+}
+
+impl SourceKey {
+    /// The whole tensor stored under `key`.
+    pub fn whole(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            part: Part::Whole,
+        }
+    }
+}
+
+/// Maps a model's own (diffusers) key to where a source stores it, or `None` when the source's
+/// layout has no such tensor.
+pub type KeyMap = Arc<dyn Fn(&str) -> Option<SourceKey> + Send + Sync>;
 
 enum Backing {
     Files(MmapedSafetensors),
@@ -120,17 +157,19 @@ impl TensorSource {
 
     /// Whether the source holds the model key `key`.
     pub fn contains(&self, key: &str) -> bool {
-        let Some(key) = self.source_key(key) else { return false };
+        let Some(SourceKey { key, .. }) = self.source_key(key) else {
+            return false;
+        };
         match &self.backing {
             Backing::Files(files) => files.get(&key).is_ok(),
             Backing::Memory(tensors) => tensors.contains_key(&key),
         }
     }
 
-    fn source_key(&self, key: &str) -> Option<String> {
+    fn source_key(&self, key: &str) -> Option<SourceKey> {
         match &self.key_map {
             Some(map) => map(key),
-            None => Some(key.to_string()),
+            None => Some(SourceKey::whole(key)),
         }
     }
 
@@ -145,16 +184,17 @@ impl TensorSource {
             source_name: self.name.clone(),
             key,
         };
-        let source_key = self.source_key(key).ok_or_else(|| missing(key.to_string()))?;
+        let SourceKey { key: source_key, part } = self.source_key(key).ok_or_else(|| missing(key.to_string()))?;
         let failed = |e: candle_core::Error| SourceError::Tensor {
             source_name: self.name.clone(),
             key: source_key.clone(),
             message: e.to_string(),
         };
-        let tensor = match &self.backing {
+        let stored = match &self.backing {
             Backing::Files(files) => {
                 let view = files.get(&source_key).map_err(|_| missing(source_key.clone()))?;
-                if view.shape() != shape.dims() {
+                // Check the size before reading: a lying file must not make us read gigabytes.
+                if part == Part::Whole && view.shape() != shape.dims() {
                     return Err(self.shape_error(&source_key, shape, view.shape()));
                 }
                 files.load(&source_key, &Device::Cpu).map_err(failed)?
@@ -163,6 +203,18 @@ impl TensorSource {
                 .get(&source_key)
                 .ok_or_else(|| missing(source_key.clone()))?
                 .clone(),
+        };
+        let tensor = match part {
+            Part::Whole => stored,
+            Part::Chunk { index, count } => {
+                let rows = stored.dim(0).map_err(failed)?;
+                if count == 0 || rows % count != 0 {
+                    return Err(self.shape_error(&source_key, shape, stored.dims()));
+                }
+                stored.narrow(0, index * rows / count, rows / count).map_err(failed)?
+            }
+            Part::Transposed => stored.t().and_then(|t| t.contiguous()).map_err(failed)?,
+            Part::Squeezed => stored.flatten_from(1).map_err(failed)?,
         };
         if tensor.dims() != shape.dims() {
             return Err(self.shape_error(&source_key, shape, tensor.dims()));

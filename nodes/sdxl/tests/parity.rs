@@ -5,6 +5,7 @@
 mod parity {
     pub mod clip;
     pub mod sampling;
+    pub mod single_file;
     pub mod unet;
     pub mod vae;
 }

@@ -1,5 +1,5 @@
 //! Diffusers SDXL folders (`unet/`, `text_encoder/`, `text_encoder_2/`, `vae/`), and telling
-//! single-file checkpoints apart.
+//! what a single checkpoint file holds.
 
 use super::Checkpoint;
 use crate::clip::{ClipConfig, ClipTextEncoder, ClipTokenizer};
@@ -11,7 +11,7 @@ use candle_core::Device;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use swapgraph_model::{ModelHandle, TensorSource};
+use swapgraph_model::{ModelHandle, SourceKey, TensorSource};
 use swapgraph_node_api::NodeError;
 
 /// Loads a diffusers SDXL folder.
@@ -41,7 +41,7 @@ pub fn load_folder(folder: &Path, device: &Device) -> Result<Checkpoint, NodeErr
     })
 }
 
-fn open(path: &Path) -> Result<TensorSource, NodeError> {
+pub fn open(path: &Path) -> Result<TensorSource, NodeError> {
     TensorSource::open(&[path]).map_err(|e| NodeError::msg(e.to_string()))
 }
 
@@ -84,25 +84,22 @@ fn not_sdxl(what: &Path, found: &str) -> NodeError {
     ))
 }
 
-/// Names what a single checkpoint file holds; loading the original (LDM) layout is not built yet.
-pub fn describe_single_file(path: &Path) -> NodeError {
-    let keys: HashSet<String> = match TensorSource::open(&[path]) {
-        Ok(source) => source.keys().into_iter().collect(),
-        Err(e) => return NodeError::msg(e.to_string()),
-    };
+/// Loads a single checkpoint file: SDXL in the original layout, or names what else it holds.
+pub fn load_single_file(path: &Path, device: &Device) -> Result<Checkpoint, NodeError> {
+    let source = open(path)?;
+    let keys: HashSet<String> = source.keys().into_iter().collect();
     let has = |prefix: &str| keys.iter().any(|k| k.starts_with(prefix));
     if has("conditioner.embedders.1.model.") && has("model.diffusion_model.") {
-        NodeError::msg(format!(
-            "{} is a single-file SDXL checkpoint (original layout); this build loads diffusers folders only \
-             (unet/, text_encoder/, text_encoder_2/, vae/)",
-            path.display()
-        ))
+        super::single_file::load(path, device)
     } else if has("cond_stage_model.transformer.") {
-        not_sdxl(path, "Stable Diffusion 1.x")
+        Err(not_sdxl(path, "Stable Diffusion 1.x"))
     } else if has("cond_stage_model.model.") {
-        not_sdxl(path, "Stable Diffusion 2.x")
+        Err(not_sdxl(path, "Stable Diffusion 2.x"))
     } else {
-        NodeError::msg(format!("{} is not a Stable Diffusion checkpoint", path.display()))
+        Err(NodeError::msg(format!(
+            "{} is not a Stable Diffusion checkpoint",
+            path.display()
+        )))
     }
 }
 
@@ -112,11 +109,11 @@ fn with_text_model_prefix(source: TensorSource) -> TensorSource {
     let keys: HashSet<String> = source.keys().into_iter().collect();
     source.with_key_map(Arc::new(move |key: &str| {
         if keys.contains(key) {
-            Some(key.to_string())
+            Some(SourceKey::whole(key))
         } else {
             key.strip_prefix("text_model.")
                 .filter(|k| keys.contains(*k))
-                .map(str::to_string)
+                .map(SourceKey::whole)
         }
     }))
 }

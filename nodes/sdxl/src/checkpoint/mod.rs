@@ -1,8 +1,9 @@
-//! Loading SDXL checkpoints: the built-in tiny model, diffusers folders, and recognising
-//! single-file checkpoints.
+//! Loading SDXL checkpoints: the built-in tiny model, single files in the original layout, and
+//! diffusers folders.
 
 mod builtin;
 mod diffusers;
+pub mod single_file;
 
 pub use builtin::TINY_SDXL;
 
@@ -24,11 +25,12 @@ pub struct Checkpoint {
     pub vae: Arc<Vae>,
 }
 
-/// Loads `name`: `builtin:tiny-sdxl`, or the path of a diffusers SDXL folder.
+/// Loads `name`: `builtin:tiny-sdxl`, a single-file SDXL checkpoint (`.safetensors` in the
+/// original layout, as published on model hubs), or a diffusers SDXL folder.
 ///
 /// # Errors
 /// A message naming the checkpoint and the problem: not found, not SDXL (SD 1.x and 2.x are
-/// recognised and named), a single-file checkpoint, a missing or mis-shaped tensor.
+/// recognised and named), a missing or mis-shaped tensor.
 pub fn load(name: &str, device: &Device) -> Result<Checkpoint, NodeError> {
     if name == TINY_SDXL {
         return builtin::tiny_sdxl(device);
@@ -42,10 +44,10 @@ pub fn load(name: &str, device: &Device) -> Result<Checkpoint, NodeError> {
     if path.is_dir() {
         diffusers::load_folder(path, device)
     } else if path.is_file() {
-        Err(diffusers::describe_single_file(path))
+        diffusers::load_single_file(path, device)
     } else {
         Err(NodeError::msg(format!(
-            "checkpoint \"{name}\" not found: give a diffusers SDXL folder (with unet/, text_encoder/, text_encoder_2/, vae/) or \"{TINY_SDXL}\""
+            "checkpoint \"{name}\" not found: give an SDXL .safetensors file, a diffusers SDXL folder (with unet/, text_encoder/, text_encoder_2/, vae/) or \"{TINY_SDXL}\""
         )))
     }
 }

@@ -18,12 +18,12 @@ impl CheckpointLoaderSimple {
         let descriptor = NodeDescriptor::new(
             "CheckpointLoaderSimple",
             "loaders",
-            "Loads an SDXL checkpoint: a diffusers folder, or builtin:tiny-sdxl (random weights, for trying workflows).",
+            "Loads an SDXL checkpoint: a single .safetensors file (original layout), a diffusers folder, or builtin:tiny-sdxl (random weights, for trying workflows).",
         )
         .param(ParamSpec::new(
             "ckpt_name",
             ParamKind::String { default: Some(TINY_SDXL), multiline: false },
-            "Path of a diffusers SDXL folder, or builtin:tiny-sdxl.",
+            "Path of an SDXL .safetensors file or diffusers folder, or builtin:tiny-sdxl.",
         ))
         .output(SocketType::Model, "The UNet.")
         .output(SocketType::Clip, "Both text encoders.")

@@ -1,0 +1,118 @@
+//! Single-file checkpoints in the original layout: the tiny models written that way (and checked
+//! against diffusers' converters by the fixture script) load to the same numbers; other files
+//! are named for what they are.
+
+use crate::{assert_close, fixture, load_cases};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use swapgraph_sdxl::checkpoint::single_file::{load_with, Sizes};
+use swapgraph_sdxl::clip::{Activation, ClipConfig};
+use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
+use swapgraph_sdxl::vae::VaeConfig;
+
+fn clip(activation: Activation, projection_dim: Option<usize>) -> ClipConfig {
+    ClipConfig {
+        vocab_size: 1000,
+        hidden_size: 32,
+        intermediate_size: 64,
+        layers: 3,
+        heads: 2,
+        max_positions: 77,
+        activation,
+        projection_dim,
+        eos_token_id: 999,
+    }
+}
+
+#[test]
+fn the_original_layout_loads_to_the_same_numbers() {
+    let sizes = Sizes {
+        unet: UNetConfig::tiny(),
+        clip_l: clip(Activation::QuickGelu, None),
+        clip_g: clip(Activation::Gelu, Some(16)),
+        vae: VaeConfig::tiny(),
+    };
+    let checkpoint = load_with(&fixture("sdxl_tiny_single_file.safetensors"), &Device::Cpu, &sizes).unwrap();
+
+    let unet_cases = load_cases("unet_cases.safetensors");
+    let unet = checkpoint.model.network.as_any().downcast_ref::<UNet>().unwrap();
+    let store = checkpoint.model.store(&Device::Cpu, DType::F32).unwrap();
+    assert_eq!(store.units().len(), unet.units().len());
+    let get = |key: &str| &unet_cases[&format!("square.{key}")];
+    let input = UNetInput {
+        sample: get("sample"),
+        timesteps: get("timesteps"),
+        context: get("context"),
+        text_embeds: get("text_embeds"),
+        time_ids: get("time_ids"),
+        control: None,
+        extra_tokens: None,
+    };
+    assert_close("unet", &unet.forward(store.as_ref(), &input).unwrap(), get("out"));
+
+    let clip_cases = load_cases("clip_cases.safetensors");
+    let ids = clip_cases["ids"].to_dtype(DType::U32).unwrap();
+    let g = checkpoint.clip.clip_g.forward(&ids).unwrap();
+    assert_close("clip g penultimate", &g.penultimate, &clip_cases["g.penultimate"]);
+    assert_close("clip g pooled", &g.pooled, &clip_cases["g.pooled"]);
+    let l = checkpoint.clip.clip_l.forward(&ids).unwrap();
+    assert_close("clip l penultimate", &l.penultimate, &clip_cases["l.penultimate"]);
+
+    let vae_cases = load_cases("vae_cases.safetensors");
+    assert_close(
+        "vae decode",
+        &checkpoint.vae.decode(&vae_cases["latents"]).unwrap(),
+        &vae_cases["decoded"],
+    );
+    assert_close(
+        "vae encode",
+        &checkpoint.vae.encode(&vae_cases["image"]).unwrap(),
+        &vae_cases["encoded"],
+    );
+}
+
+fn file_with(keys: &[&str]) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".safetensors").tempfile().unwrap();
+    let tensors: HashMap<String, Tensor> = keys
+        .iter()
+        .map(|k| (k.to_string(), Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&tensors, file.path()).unwrap();
+    file
+}
+
+#[test]
+fn other_checkpoints_are_named() {
+    let cases = [
+        (
+            vec!["cond_stage_model.transformer.text_model.x", "model.diffusion_model.x"],
+            "holds Stable Diffusion 1.x, not SDXL",
+        ),
+        (
+            vec!["cond_stage_model.model.x", "model.diffusion_model.x"],
+            "holds Stable Diffusion 2.x, not SDXL",
+        ),
+        (vec!["something.else"], "is not a Stable Diffusion checkpoint"),
+    ];
+    for (keys, expected) in cases {
+        let file = file_with(&keys);
+        let error = swapgraph_sdxl::checkpoint::load(file.path().to_str().unwrap(), &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+    let missing = swapgraph_sdxl::checkpoint::load("/no/such/model.safetensors", &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(missing.contains("not found"), "{missing}");
+    let unknown = swapgraph_sdxl::checkpoint::load("builtin:huge-sdxl", &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        unknown.contains("the built-in one is \"builtin:tiny-sdxl\""),
+        "{unknown}"
+    );
+}
