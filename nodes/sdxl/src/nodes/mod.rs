@@ -20,6 +20,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(empty_latent_image::EmptyLatentImage::new())?;
     registry.register(ksampler::KSampler::new())?;
     registry.register(vae_decode::VaeDecode::new())?;
+    registry.register(vae_decode::VaeDecode::tiled())?;
     registry.register(vae_encode::VaeEncode::new())?;
     Ok(())
 }

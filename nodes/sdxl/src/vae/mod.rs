@@ -6,8 +6,10 @@
 mod attention;
 mod coder;
 mod config;
+mod tiled;
 
 pub use config::VaeConfig;
+pub use tiled::decode_tiled;
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, VarBuilder};

@@ -10,3 +10,29 @@ fn encode_and_decode_match_diffusers() {
     assert_close("decode", &vae.decode(&cases["latents"]).unwrap(), &cases["decoded"]);
     assert_close("encode", &vae.encode(&cases["image"]).unwrap(), &cases["encoded"]);
 }
+
+#[test]
+fn tiled_decoding_covers_the_image_and_is_exact_with_one_tile() {
+    use swapgraph_sdxl::vae::decode_tiled;
+    let vae = Vae::new(weights("vae_tiny.safetensors"), &VaeConfig::tiny()).unwrap();
+    let latents = candle_core::Tensor::randn(0f32, 1.0, (1, 4, 12, 10), &candle_core::Device::Cpu).unwrap();
+    let whole = vae.decode(&latents).unwrap();
+    assert_close("one tile", &decode_tiled(&vae, &latents, 16, 2).unwrap(), &whole);
+    let tiled = decode_tiled(&vae, &latents, 6, 2).unwrap();
+    assert_eq!(tiled.dims(), whole.dims());
+    let values = tiled.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(values.iter().all(|v| v.is_finite()));
+    let difference = (&tiled - &whole)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = whole.abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(
+        difference < scale,
+        "tiles should resemble the whole decode: {difference} vs {scale}"
+    );
+}
