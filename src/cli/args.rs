@@ -49,6 +49,11 @@ pub struct WorkflowArgs {
     /// Repeatable; replaces a literal or a link of that name.
     #[arg(long = "set", value_name = "NODE.PARAM=VALUE")]
     pub set: Vec<String>,
+    /// Override a param on every node of a type: Type.param=value, e.g.
+    /// --set-type BlockSwap.preset=low_vram.json applies a BlockSwap preset file to all BlockSwap
+    /// nodes. Repeatable; applied after --set.
+    #[arg(long = "set-type", value_name = "TYPE.PARAM=VALUE")]
+    pub set_type: Vec<String>,
 }
 
 /// Arguments of `swapgraph run`.

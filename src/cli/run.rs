@@ -133,11 +133,16 @@ fn load(args: &WorkflowArgs, registry: &Registry) -> Result<Plan, Exit> {
 fn load_quietly(args: &WorkflowArgs, registry: &Registry) -> Result<Plan, Failure> {
     let source = args.workflow.display().to_string();
     let bytes = read_bytes(&args.workflow).map_err(|e| Failure::Unreadable(e.to_string()))?;
-    let (overrides, mut errors): (Vec<_>, Vec<_>) = args
-        .set
+    type Parse = fn(&str, usize) -> Result<Override, ValidationError>;
+    let by_node = args.set.iter().map(|text| (text, Override::parse as Parse));
+    let by_type = args
+        .set_type
         .iter()
+        .map(|text| (text, Override::parse_for_type as Parse));
+    let (overrides, mut errors): (Vec<_>, Vec<_>) = by_node
+        .chain(by_type)
         .enumerate()
-        .map(|(i, text)| Override::parse(text, i + 1))
+        .map(|(i, (text, parse))| parse(text, i + 1))
         .partition(Result::is_ok);
     let overrides: Vec<Override> = overrides.into_iter().filter_map(Result::ok).collect();
     let bad_overrides: Vec<ValidationError> = errors.drain(..).filter_map(Result::err).collect();

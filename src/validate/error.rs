@@ -165,7 +165,10 @@ pub enum ValidationError {
     #[error("--set \"{text}\": {reason}")]
     BadOverride { text: String, reason: String, at: Position },
     /// A `--set` argument naming a node the workflow does not have.
-    #[error("--set \"{text}\": the workflow has no node \"{node}\"{}", did_you_mean(suggestion))]
+    #[error(
+        "override \"{text}\": the workflow has no node (or node type) \"{node}\"{}",
+        did_you_mean(suggestion)
+    )]
     OverrideUnknownNode {
         text: String,
         node: String,

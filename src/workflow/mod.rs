@@ -12,5 +12,5 @@ pub use document::{NodeSpec, UiPosition, Workflow, FORMAT_VERSION};
 pub use entries::Entries;
 pub use id::{Link, NodeId};
 pub use load::{parse, read_bytes, ReadError, MAX_WORKFLOW_BYTES};
-pub use overrides::{apply as apply_overrides, Override};
+pub use overrides::{apply as apply_overrides, Override, Target};
 pub use position::{Located, Position};

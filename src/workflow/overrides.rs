@@ -1,29 +1,51 @@
-//! `--set node.param=value` overrides applied to a workflow before validation.
+//! `--set node.param=value` and `--set-type Type.param=value` overrides, applied to a workflow
+//! before validation.
 
 use super::{Located, Position, Workflow};
 use crate::validate::{suggest, ValidationError};
 
-/// One `--set` argument, parsed.
+/// What an override changes: one node, or every node of a type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The node with this id (`--set`).
+    Node(String),
+    /// Every node of this type (`--set-type`), e.g. all `BlockSwap` nodes.
+    Type(String),
+}
+
+/// One `--set` or `--set-type` argument, parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Override {
-    /// The node id.
-    pub node: String,
+    /// The node or node type.
+    pub target: Target,
     /// The param name.
     pub param: String,
     /// The value, read as a YAML scalar (`30`, `2.5`, `true`, `euler`, `"a cat"`).
     pub value: serde_json::Value,
     /// The argument as given, for messages.
     pub text: String,
-    /// Which `--set` it is, counting from 1.
+    /// Which override it is on the command line, counting from 1.
     pub index: usize,
 }
 
 impl Override {
-    /// Parses the `index`-th `--set` argument.
+    /// Parses the `index`-th `--set` argument, `node.param=value`.
     ///
     /// # Errors
     /// [`ValidationError::BadOverride`] when the text is not `node.param=value`.
     pub fn parse(text: &str, index: usize) -> Result<Self, ValidationError> {
+        Self::parse_with(text, index, Target::Node)
+    }
+
+    /// Parses the `index`-th `--set-type` argument, `Type.param=value`.
+    ///
+    /// # Errors
+    /// [`ValidationError::BadOverride`] when the text is not `Type.param=value`.
+    pub fn parse_for_type(text: &str, index: usize) -> Result<Self, ValidationError> {
+        Self::parse_with(text, index, Target::Type)
+    }
+
+    fn parse_with(text: &str, index: usize, make_target: fn(String) -> Target) -> Result<Self, ValidationError> {
         let bad = |reason: &str| ValidationError::BadOverride {
             text: text.to_string(),
             reason: reason.to_string(),
@@ -36,7 +58,7 @@ impl Override {
             .ok_or_else(|| bad("expected node.param before the '='"))?;
         let value = read_value(value).ok_or_else(|| bad("a quoted value must be one complete YAML string"))?;
         Ok(Self {
-            node: node.to_string(),
+            target: make_target(node.to_string()),
             param: param.to_string(),
             value,
             text: text.to_string(),
@@ -59,30 +81,52 @@ fn read_value(raw: &str) -> Option<serde_json::Value> {
     }
 }
 
-/// Sets each override's param on its node, replacing a literal or a link of the same name.
-/// Returns a problem for every override that names a node the workflow does not have; the
-/// others are applied all the same, so validation can report everything at once.
+/// Sets each override's param on its node (or every node of its type), replacing a literal or a
+/// link of the same name. Returns a problem for every override that matches no node; the others
+/// are applied all the same, so validation can report everything at once.
 pub fn apply(workflow: &mut Workflow, overrides: &[Override]) -> Vec<ValidationError> {
     let mut errors = Vec::new();
     for item in overrides {
         let at = Position::Override { index: item.index };
-        let Some((_, node)) = workflow.nodes.0.iter_mut().find(|(id, _)| id.value == item.node) else {
-            let ids = workflow.nodes.iter().map(|(id, _)| id.value.as_str());
+        let matches = |id: &str, type_name: &str| match &item.target {
+            Target::Node(node) => node == id,
+            Target::Type(wanted) => wanted == type_name,
+        };
+        let mut applied = false;
+        for (_, node) in workflow
+            .nodes
+            .0
+            .iter_mut()
+            .filter(|(id, n)| matches(&id.value, &n.value.type_name.value))
+        {
+            let node = &mut node.value;
+            node.inputs.0.retain(|(name, _)| name.value != item.param);
+            node.params.0.retain(|(name, _)| name.value != item.param);
+            node.params.0.push((
+                Located::new(item.param.clone(), at),
+                Located::new(item.value.clone(), at),
+            ));
+            applied = true;
+        }
+        if !applied {
+            let (name, candidates): (&String, Vec<&str>) = match &item.target {
+                Target::Node(node) => (node, workflow.nodes.iter().map(|(id, _)| id.value.as_str()).collect()),
+                Target::Type(wanted) => (
+                    wanted,
+                    workflow
+                        .nodes
+                        .iter()
+                        .map(|(_, n)| n.value.type_name.value.as_str())
+                        .collect(),
+                ),
+            };
             errors.push(ValidationError::OverrideUnknownNode {
                 text: item.text.clone(),
-                node: item.node.clone(),
-                suggestion: suggest::closest(&item.node, ids),
+                node: name.clone(),
+                suggestion: suggest::closest(name, candidates),
                 at,
             });
-            continue;
-        };
-        let node = &mut node.value;
-        node.inputs.0.retain(|(name, _)| name.value != item.param);
-        node.params.0.retain(|(name, _)| name.value != item.param);
-        node.params.0.push((
-            Located::new(item.param.clone(), at),
-            Located::new(item.value.clone(), at),
-        ));
+        }
     }
     errors
 }

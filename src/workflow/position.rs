@@ -17,7 +17,8 @@ pub enum Position {
         /// Column number, from 1.
         column: u64,
     },
-    /// The `--set` argument with this 1-based index on the command line.
+    /// The `--set` or `--set-type` argument with this 1-based index on the command line
+    /// (`--set` arguments first).
     Override {
         /// Which `--set`, counting from 1.
         index: usize,
@@ -39,7 +40,7 @@ impl fmt::Display for Position {
         match self {
             Self::Unknown => Ok(()),
             Self::Yaml { line, column } => write!(f, "{line}:{column}"),
-            Self::Override { index } => write!(f, "--set #{index}"),
+            Self::Override { index } => write!(f, "override #{index}"),
         }
     }
 }

@@ -120,3 +120,54 @@ fn validate_prints_the_plan_or_the_report() {
     insta::assert_json_snapshot!("validate_cycle_json", report);
     assert!(!Path::new("output").join("never").exists());
 }
+
+#[test]
+fn blockswap_presets_apply_to_every_blockswap_node() {
+    let out = scratch("swapgraph-cli-preset");
+    let dir = out.path().to_str().unwrap();
+    let preset = out.path().join("preset.json");
+    std::fs::write(
+        &preset,
+        r#"{"enable_blockswap": true, "blockswap_blocks": 3, "blockswap_debug": true}"#,
+    )
+    .unwrap();
+    let set = format!("BlockSwap.preset={}", preset.display());
+    let run = swapgraph(&[
+        "run",
+        "workflows/sdxl_blockswap.yaml",
+        "--output-dir",
+        dir,
+        "--set-type",
+        &set,
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+
+    std::fs::write(&preset, r#"{"blockswap_blocks": 2, "blockswap_upp": true}"#).unwrap();
+    let bad = swapgraph(&[
+        "run",
+        "workflows/sdxl_blockswap.yaml",
+        "--output-dir",
+        dir,
+        "--set-type",
+        &set,
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("unknown key \"blockswap_upp\""),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let typo = swapgraph(&[
+        "validate",
+        "workflows/sdxl_blockswap.yaml",
+        "--set-type",
+        "BlockSwp.preset=x",
+    ]);
+    assert_eq!(typo.status.code(), Some(3));
+    assert!(
+        text(&typo.stderr).contains("did you mean \"BlockSwap\"?"),
+        "{}",
+        text(&typo.stderr)
+    );
+}
