@@ -263,3 +263,62 @@ impl candle_nn::var_builder::SimpleBackend for SourceBackend {
         self.0.contains(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> TensorSource {
+        let fused = Tensor::arange(0f32, 12.0, &Device::Cpu)
+            .unwrap()
+            .reshape((6, 2))
+            .unwrap();
+        let tensors = HashMap::from([("fused".to_string(), fused)]);
+        TensorSource::from_tensors("test.safetensors", tensors)
+    }
+
+    #[test]
+    fn a_mis_shaped_tensor_names_its_key_and_both_shapes() {
+        let error = source()
+            .load("fused", &Shape::from((2, 6)), DType::F32, &Device::Cpu)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "test.safetensors: tensor \"fused\" has shape [6, 2], the model needs [2, 6]"
+        );
+        let missing = source()
+            .load("absent", &Shape::from(3), DType::F32, &Device::Cpu)
+            .unwrap_err();
+        assert_eq!(missing.to_string(), "test.safetensors has no tensor \"absent\"");
+    }
+
+    #[test]
+    fn parts_of_fused_and_transposed_tensors() {
+        let chunk = |index| {
+            source()
+                .with_key_map(Arc::new(move |_: &str| {
+                    Some(SourceKey {
+                        key: "fused".into(),
+                        part: Part::Chunk { index, count: 3 },
+                    })
+                }))
+                .load("q", &Shape::from((2, 2)), DType::F32, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(chunk(1), [4.0, 5.0, 6.0, 7.0]);
+        let transposed = source()
+            .with_key_map(Arc::new(|_: &str| {
+                Some(SourceKey {
+                    key: "fused".into(),
+                    part: Part::Transposed,
+                })
+            }))
+            .load("t", &Shape::from((2, 6)), DType::F32, &Device::Cpu)
+            .unwrap();
+        assert_eq!(transposed.to_vec2::<f32>().unwrap()[1][..3], [1.0, 3.0, 5.0]);
+    }
+}

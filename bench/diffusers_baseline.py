@@ -1,0 +1,61 @@
+"""PyTorch + diffusers baseline for bench/unet_step.rs: the same SDXL UNet config and input
+shape (random weights, fp16, latents 2x4xNxN with CFG), all weights on the GPU.
+
+    python bench/diffusers_baseline.py --latent 128 --steps 10
+
+Prints one JSON line like the Rust bench.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from diffusers import UNet2DConditionModel
+
+SDXL = dict(
+    sample_size=128, in_channels=4, out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(320, 640, 1280), layers_per_block=2, transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20), cross_attention_dim=2048, use_linear_projection=True,
+    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    norm_num_groups=32,
+)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latent", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SDXL)
+    unet = unet.to_empty(device=device).half().eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.normal_(0, 1.0 / max(p[0].numel(), 1) ** 0.5 if p.dim() > 1 else 0.02)
+    n = args.latent
+    sample = torch.randn(2, 4, n, n, device=device, dtype=torch.half)
+    t = torch.tensor([500.0, 500.0], device=device)
+    context = torch.randn(2, 77, 2048, device=device, dtype=torch.half)
+    added = {"text_embeds": torch.randn(2, 1280, device=device, dtype=torch.half),
+             "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * 2, device=device, dtype=torch.half)}
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    with torch.no_grad():
+        for step in range(args.steps + 1):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            unet(sample, t, context, added_cond_kwargs=added)
+            torch.cuda.synchronize()
+            if step:
+                times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    print(json.dumps({"baseline": "diffusers eager (SDPA), all on GPU", "latent": n, "median_ms": round(times[len(times) // 2], 1),
+                      "min_ms": round(times[0], 1), "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}))
+
+
+if __name__ == "__main__":
+    main()
