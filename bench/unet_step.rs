@@ -5,7 +5,7 @@
 //! --swap none|blocks:N|budget:MB [--granularity unit|block] [--prefetch N]` prints one JSON line:
 //! median ms per step, bytes streamed per step, and device memory used (CUDA).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
