@@ -21,7 +21,7 @@ b = np.asarray(Image.open(glob.glob(sys.argv[1] + "/sdxl/blockswap_*.png")[0]))
 print("GPU images identical with and without BlockSwap:", bool((a == b).all()))
 PY
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
-for swap in none blocks:3 budget:4096 budget:3072 budget:2048; do
-  timeout 200 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --swap "$swap" 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"
+for swap in none blocks:3 budget:4096 budget:2048; do
+  timeout 200 .gpu/unet_step --device cuda:0 --latent 128 --steps 6 --swap "$swap" 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"
 done
 PYTHONPATH=/tmp/site timeout 200 python3 bench/diffusers_baseline.py --latent 128 --steps 10 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"
