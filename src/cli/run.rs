@@ -13,7 +13,10 @@ use tracing::{error, info, warn};
 /// Validates, plans and runs a workflow `args.repeat` times in one engine.
 pub fn run(args: RunArgs, registry: Registry) -> Exit {
     if matches!(args.device, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
-        error!("--device {}: this build of swapgraph runs on the CPU only; build with --features cuda", args.device);
+        error!(
+            "--device {}: this build of swapgraph runs on the CPU only; build with --features cuda",
+            args.device
+        );
         return Exit::Usage;
     }
     let plan = match load(&args.workflow, &registry) {
