@@ -5,14 +5,14 @@ use crate::plan::plan;
 use crate::settings::SwapSettings;
 use crate::store::SwapStore;
 use candle_core::{DType, Device};
-use std::sync::{Arc, Mutex, PoisonError};
-use swapgraph_model::{ModelHandle, Placement, SourceError, WeightStore};
+use std::sync::Arc;
+use swapgraph_model::{ModelHandle, Placement, SourceError, StoreCache, WeightStore};
 
 /// Streams the units a plan picks; the store is kept per device and dtype, so later runs reuse
 /// the host copies.
 pub struct BlockSwapPlacement {
     settings: SwapSettings,
-    loaded: Mutex<Option<(String, DType, Arc<SwapStore>)>>,
+    cache: StoreCache,
 }
 
 impl BlockSwapPlacement {
@@ -20,36 +20,23 @@ impl BlockSwapPlacement {
     pub fn new(settings: SwapSettings) -> Self {
         Self {
             settings,
-            loaded: Mutex::new(None),
+            cache: StoreCache::default(),
         }
     }
 }
 
 impl Placement for BlockSwapPlacement {
     fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
-        let key = format!("{:?}", device.location());
-        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((k, d, store)) = loaded.as_ref() {
-            if *k == key && *d == dtype {
-                return Ok(Arc::clone(store) as Arc<dyn WeightStore>);
-            }
-        }
-        let units = model.network.units().to_vec();
-        let swap_plan = plan(&units, dtype, &self.settings).map_err(|e| SourceError::Tensor {
-            source_name: model.name.clone(),
-            key: String::new(),
-            message: e.to_string(),
-        })?;
-        let store = Arc::new(SwapStore::load(
-            units,
-            &model.source,
-            swap_plan,
-            self.settings,
-            device,
-            dtype,
-        )?);
-        *loaded = Some((key, dtype, Arc::clone(&store)));
-        Ok(store)
+        self.cache.get_or_build(device, dtype, || {
+            let units = model.network.units().to_vec();
+            let swap_plan = plan(&units, dtype, &self.settings).map_err(|e| SourceError::Tensor {
+                source_name: model.name.clone(),
+                key: String::new(),
+                message: e.to_string(),
+            })?;
+            let store = SwapStore::load(units, &model.source, swap_plan, self.settings, device, dtype)?;
+            Ok(Arc::new(store) as Arc<dyn WeightStore>)
+        })
     }
 
     fn describe(&self) -> String {

@@ -32,30 +32,54 @@ pub trait Placement: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Every weight on the device. The store is built once per device and dtype and kept, so later
-/// runs of the same model do not load it again.
+/// Keeps the store a placement built for one device and dtype, so later runs of the same model
+/// reuse it instead of loading the weights again.
 #[derive(Default)]
-pub struct Resident {
-    loaded: Mutex<Option<(String, DType, Arc<ResidentStore>)>>,
+pub struct StoreCache {
+    loaded: Mutex<Option<CachedStore>>,
 }
 
-impl Placement for Resident {
-    fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
+/// A store with the device (as its debug location) and dtype it was built for.
+type CachedStore = (String, DType, Arc<dyn WeightStore>);
+
+impl StoreCache {
+    /// The cached store for `device` and `dtype`, or the one `build` makes (then cached).
+    ///
+    /// # Errors
+    /// Whatever `build` returns.
+    pub fn get_or_build<E>(
+        &self,
+        device: &Device,
+        dtype: DType,
+        build: impl FnOnce() -> Result<Arc<dyn WeightStore>, E>,
+    ) -> Result<Arc<dyn WeightStore>, E> {
         let key = format!("{:?}", device.location());
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((k, d, store)) = loaded.as_ref() {
             if *k == key && *d == dtype {
-                return Ok(Arc::clone(store) as Arc<dyn WeightStore>);
+                return Ok(Arc::clone(store));
             }
         }
-        let store = Arc::new(ResidentStore::load(
-            model.network.units().to_vec(),
-            &model.source,
-            dtype,
-            device,
-        )?);
+        // Drop the old store before building the next, so two never hold device memory at once.
+        *loaded = None;
+        let store = build()?;
         *loaded = Some((key, dtype, Arc::clone(&store)));
         Ok(store)
+    }
+}
+
+/// Every weight on the device.
+#[derive(Default)]
+pub struct Resident {
+    cache: StoreCache,
+}
+
+impl Placement for Resident {
+    fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
+        self.cache.get_or_build(device, dtype, || {
+            let store = ResidentStore::load(model.network.units().to_vec(), &model.source, dtype, device)?;
+            Ok(Arc::new(store) as Arc<dyn WeightStore>)
+        })
     }
 
     fn describe(&self) -> String {

@@ -27,6 +27,24 @@ pub fn load_cases(name: &str) -> std::collections::HashMap<String, Tensor> {
         .collect()
 }
 
+/// The sizes of the fixture text encoders: a 1000-token vocabulary, end-of-text 999.
+pub fn fixture_clip(
+    activation: swapgraph_sdxl::clip::Activation,
+    projection_dim: Option<usize>,
+) -> swapgraph_sdxl::clip::ClipConfig {
+    swapgraph_sdxl::clip::ClipConfig {
+        vocab_size: 1000,
+        hidden_size: 32,
+        intermediate_size: 64,
+        layers: 3,
+        heads: 2,
+        max_positions: 77,
+        activation,
+        projection_dim,
+        eos_token_id: 999,
+    }
+}
+
 /// A builder over a fixture's weights, loaded in f32 on the CPU.
 pub fn weights(name: &str) -> candle_nn::VarBuilder<'static> {
     let tensors = load_cases(name);

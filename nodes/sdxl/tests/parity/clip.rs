@@ -2,31 +2,17 @@
 //! `CLIPTextModelWithProjection` (GELU, projected pooled output), and the tokenizer against
 //! transformers' `CLIPTokenizer` on real prompts.
 
-use crate::{assert_close, fixture, load_cases, weights};
+use crate::{assert_close, fixture, fixture_clip, load_cases, weights};
 use candle_core::DType;
-use swapgraph_sdxl::clip::{Activation, ClipConfig, ClipTextEncoder, ClipTokenizer, END_OF_TEXT};
-
-fn tiny(activation: Activation, projection_dim: Option<usize>) -> ClipConfig {
-    ClipConfig {
-        vocab_size: 1000,
-        hidden_size: 32,
-        intermediate_size: 64,
-        layers: 3,
-        heads: 2,
-        max_positions: 77,
-        activation,
-        projection_dim,
-        eos_token_id: 999,
-    }
-}
+use swapgraph_sdxl::clip::{Activation, ClipTextEncoder, ClipTokenizer, END_OF_TEXT};
 
 #[test]
 fn both_encoders_match_transformers() {
     let cases = load_cases("clip_cases.safetensors");
     let ids = cases["ids"].to_dtype(DType::U32).unwrap();
     for (name, cfg) in [
-        ("l", tiny(Activation::QuickGelu, None)),
-        ("g", tiny(Activation::Gelu, Some(16))),
+        ("l", fixture_clip(Activation::QuickGelu, None)),
+        ("g", fixture_clip(Activation::Gelu, Some(16))),
     ] {
         let encoder = ClipTextEncoder::new(weights(&format!("clip_{name}_tiny.safetensors")), &cfg).unwrap();
         let out = encoder.forward(&ids).unwrap();

@@ -2,34 +2,20 @@
 //! against diffusers' converters by the fixture script) load to the same numbers; other files
 //! are named for what they are.
 
-use crate::{assert_close, fixture, load_cases};
+use crate::{assert_close, fixture, fixture_clip, load_cases};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use swapgraph_sdxl::checkpoint::single_file::{load_with, Sizes};
-use swapgraph_sdxl::clip::{Activation, ClipConfig};
+use swapgraph_sdxl::clip::Activation;
 use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
 use swapgraph_sdxl::vae::VaeConfig;
-
-fn clip(activation: Activation, projection_dim: Option<usize>) -> ClipConfig {
-    ClipConfig {
-        vocab_size: 1000,
-        hidden_size: 32,
-        intermediate_size: 64,
-        layers: 3,
-        heads: 2,
-        max_positions: 77,
-        activation,
-        projection_dim,
-        eos_token_id: 999,
-    }
-}
 
 #[test]
 fn the_original_layout_loads_to_the_same_numbers() {
     let sizes = Sizes {
         unet: UNetConfig::tiny(),
-        clip_l: clip(Activation::QuickGelu, None),
-        clip_g: clip(Activation::Gelu, Some(16)),
+        clip_l: fixture_clip(Activation::QuickGelu, None),
+        clip_g: fixture_clip(Activation::Gelu, Some(16)),
         vae: VaeConfig::tiny(),
     };
     let checkpoint = load_with(&fixture("sdxl_tiny_single_file.safetensors"), &Device::Cpu, &sizes).unwrap();
