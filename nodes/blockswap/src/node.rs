@@ -5,12 +5,11 @@ use crate::plan::{plan, PlanError};
 use crate::preset;
 use crate::report::plan_report;
 use crate::settings::{Granularity, SwapSettings};
-use candle_core::Device;
 use std::path::Path;
 use std::sync::Arc;
-use swapgraph_model::{weight_dtype, ModelHandle};
+use swapgraph_model::{candle_device, weight_dtype, ModelHandle};
 use swapgraph_node_api::{
-    Args, DeviceSpec, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 
 /// Streams a model's weights between host and device memory while it runs.
@@ -114,12 +113,7 @@ impl NodeType for BlockSwap {
             };
             return Err(NodeError::msg(error.to_string()));
         }
-        let device = match ctx.device {
-            DeviceSpec::Cpu => Device::Cpu,
-            DeviceSpec::Cuda(n) => {
-                Device::new_cuda(n).map_err(|e| NodeError::msg(format!("cannot open {}: {e}", ctx.device)))?
-            }
-        };
+        let device = candle_device(ctx.device)?;
         let swap_plan = plan(units, weight_dtype(&device), &settings).map_err(|e| NodeError::msg(e.to_string()))?;
         let report = plan_report(&swap_plan, &settings);
         tracing::info!(

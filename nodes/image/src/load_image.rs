@@ -1,11 +1,10 @@
 //! `LoadImage`: an image file as an IMAGE.
 
 use crate::pixels::rgb_to_tensor;
-use candle_core::Device;
 use std::sync::Arc;
-use swapgraph_model::Image;
+use swapgraph_model::{candle_device, Image};
 use swapgraph_node_api::{
-    Args, DeviceSpec, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 
 /// Reads a PNG, JPEG or WebP file; alpha is dropped.
@@ -38,12 +37,7 @@ impl NodeType for LoadImage {
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let path = args.string("image")?;
         let decoded = image::open(&*path).map_err(|e| NodeError::msg(format!("cannot load image {path}: {e}")))?;
-        let device = match ctx.device {
-            DeviceSpec::Cpu => Device::Cpu,
-            DeviceSpec::Cuda(n) => {
-                Device::new_cuda(n).map_err(|e| NodeError::msg(format!("cannot open {}: {e}", ctx.device)))?
-            }
-        };
+        let device = candle_device(ctx.device)?;
         let pixels = rgb_to_tensor(decoded.to_rgb8(), &device).map_err(|e| NodeError::msg(e.to_string()))?;
         Ok(vec![Value::Handle(Handle::new(
             SocketType::Image,

@@ -146,3 +146,15 @@ pub fn weight_dtype(device: &Device) -> DType {
         DType::F16
     }
 }
+
+/// The candle device for the run's device.
+///
+/// # Errors
+/// A message when the device cannot be opened (no CUDA in this build, no such GPU).
+pub fn candle_device(spec: swapgraph_node_api::DeviceSpec) -> Result<Device, swapgraph_node_api::NodeError> {
+    match spec {
+        swapgraph_node_api::DeviceSpec::Cpu => Ok(Device::Cpu),
+        swapgraph_node_api::DeviceSpec::Cuda(ordinal) => Device::new_cuda(ordinal)
+            .map_err(|e| swapgraph_node_api::NodeError::msg(format!("cannot open device {spec}: {e}"))),
+    }
+}

@@ -13,7 +13,7 @@ mod store;
 mod unit;
 mod values;
 
-pub use handle::{weight_dtype, ModelHandle, Network, Placement, Resident, StoreCache};
+pub use handle::{candle_device, weight_dtype, ModelHandle, Network, Placement, Resident, StoreCache};
 pub use record::record_params;
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};
