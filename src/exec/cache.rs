@@ -80,11 +80,6 @@ impl OutputCache {
         self.lock().retain(|signature, _| used.contains(signature));
     }
 
-    /// How many results are held.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Signature, Arc<[Value]>>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -102,11 +102,6 @@ impl Engine {
         &self.registry
     }
 
-    /// How many step results the cache holds.
-    pub fn cached_results(&self) -> usize {
-        self.cache.len()
-    }
-
     /// Runs `plan`, publishing progress to `events`.
     ///
     /// # Errors

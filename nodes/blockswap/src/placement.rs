@@ -38,8 +38,4 @@ impl Placement for BlockSwapPlacement {
             Ok(Arc::new(store) as Arc<dyn WeightStore>)
         })
     }
-
-    fn describe(&self) -> String {
-        "BlockSwap".to_string()
-    }
 }

@@ -91,11 +91,6 @@ impl SwapStore {
         })
     }
 
-    /// The plan the store follows.
-    pub fn plan(&self) -> &SwapPlan {
-        &self.plan
-    }
-
     /// Copies a host unit to the device, counting bytes and time.
     fn fetch(&self, unit: usize, tensors: &HashMap<String, Tensor>) -> Result<UnitWeights> {
         let started = Instant::now();

@@ -27,9 +27,6 @@ pub trait Placement: Send + Sync {
     /// # Errors
     /// A weight that cannot be loaded, or a device that cannot hold what the placement needs.
     fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError>;
-
-    /// One line for logs, e.g. "resident" or "BlockSwap: 31 of 124 units streamed".
-    fn describe(&self) -> String;
 }
 
 /// Keeps the store a placement built for one device and dtype, so later runs of the same model
@@ -81,10 +78,6 @@ impl Placement for Resident {
             Ok(Arc::new(store) as Arc<dyn WeightStore>)
         })
     }
-
-    fn describe(&self) -> String {
-        "resident".to_string()
-    }
 }
 
 /// A model as it travels between nodes.
@@ -98,19 +91,16 @@ pub struct ModelHandle {
     pub source: Arc<TensorSource>,
     /// Where the weights live while the model runs.
     pub placement: Arc<dyn Placement>,
-    /// Patches added by transforming nodes (adapters), applied by the pack that runs the model.
-    pub patches: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 impl ModelHandle {
-    /// A resident, unpatched model.
+    /// A resident model.
     pub fn new(name: impl Into<String>, network: Arc<dyn Network>, source: Arc<TensorSource>) -> Self {
         Self {
             name: name.into(),
             network,
             source,
             placement: Arc::new(Resident::default()),
-            patches: Vec::new(),
         }
     }
 
@@ -120,13 +110,6 @@ impl ModelHandle {
             placement,
             ..self.clone()
         }
-    }
-
-    /// The same model with one more patch.
-    pub fn with_patch(&self, patch: Arc<dyn Any + Send + Sync>) -> Self {
-        let mut patched = self.clone();
-        patched.patches.push(patch);
-        patched
     }
 
     /// The store the model runs from on `device`.

@@ -142,11 +142,6 @@ impl TensorSource {
         self
     }
 
-    /// The file names or built-in name, for messages.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Every key the source holds, in its own naming.
     pub fn keys(&self) -> Vec<String> {
         match &self.backing {

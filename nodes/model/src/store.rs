@@ -114,11 +114,6 @@ impl ResidentStore {
             dtype,
         })
     }
-
-    /// The weights of every unit, e.g. for another store to take over.
-    pub fn into_parts(self) -> (Vec<UnitSpec>, Vec<UnitWeights>) {
-        (self.units, self.weights)
-    }
 }
 
 impl WeightStore for ResidentStore {

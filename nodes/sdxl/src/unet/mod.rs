@@ -81,11 +81,6 @@ impl UNet {
         Ok(Self { cfg, steps, units })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &UNetConfig {
-        &self.cfg
-    }
-
     /// The swap units in execution order; unit `i` belongs to step `i`.
     pub fn units(&self) -> &[UnitSpec] {
         &self.units

@@ -41,11 +41,6 @@ impl Vae {
         })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &VaeConfig {
-        &self.cfg
-    }
-
     /// The mean of the latent distribution of `images` (`[b, 3, H, W]` in -1..1), scaled by the
     /// scaling factor: the latents a sampler works on.
     ///
