@@ -4,12 +4,24 @@
 //! (`portraits/face`), and files are numbered `face_00001.png`, `face_00002.png`, ... A prefix
 //! can never point outside the output folder, and a file appears whole or not at all.
 
-use crate::NodeError;
+use crate::{NodeError, ParamKind, ParamSpec};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 /// The largest counter tried before giving up on finding a free file name.
 const MAX_COUNTER: u32 = 99_999;
+
+/// The `filename_prefix` param every saving node declares, read by [`next_output_path`].
+pub fn filename_prefix_param() -> ParamSpec {
+    ParamSpec::new(
+        "filename_prefix",
+        ParamKind::String {
+            default: Some("swapgraph"),
+            multiline: false,
+        },
+        "File name before the number; may start with sub-folders inside the output folder.",
+    )
+}
 
 /// The next free `{prefix}_{NNNNN}.{extension}` path in `output_dir`, creating sub-folders the
 /// prefix names.

@@ -2,10 +2,8 @@
 
 use crate::pixels::encode_png;
 use swapgraph_model::Image;
-use swapgraph_node_api::output::{next_output_path, write_atomically};
-use swapgraph_node_api::{
-    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::output::{filename_prefix_param, next_output_path, write_atomically};
+use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, RunContext, SocketType, Value};
 
 /// Writes each image of a batch as `{prefix}_NNNNN.png`, the workflow embedded.
 pub struct SaveImage {
@@ -23,14 +21,7 @@ impl SaveImage {
             "Saves images as PNG files in the output folder, with the workflow embedded so they can be run again.",
         )
         .input("images", SocketType::Image, "The images to save.")
-        .param(ParamSpec::new(
-            "filename_prefix",
-            ParamKind::String {
-                default: Some("swapgraph"),
-                multiline: false,
-            },
-            "File name before the number; may start with sub-folders inside the output folder.",
-        ))
+        .param(filename_prefix_param())
         .output_node();
         Self {
             descriptor,

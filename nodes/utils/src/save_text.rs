@@ -1,6 +1,6 @@
 //! `SaveText`: writes a string to a numbered text file in the output folder.
 
-use swapgraph_node_api::output::{next_output_path, write_atomically};
+use swapgraph_node_api::output::{filename_prefix_param, next_output_path, write_atomically};
 use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, Value};
 
 /// An output node that saves its `text` as `{filename_prefix}_NNNNN.txt`.
@@ -24,14 +24,7 @@ impl SaveText {
             },
             "The text to save; usually linked from another node.",
         ))
-        .param(ParamSpec::new(
-            "filename_prefix",
-            ParamKind::String {
-                default: Some("swapgraph"),
-                multiline: false,
-            },
-            "File name before the number; may start with sub-folders inside the output folder.",
-        ))
+        .param(filename_prefix_param())
         .output_node();
         Self { descriptor }
     }
