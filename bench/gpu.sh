@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine: the tiny workflows on the GPU (with and without BlockSwap), then the
-# SDXL-size UNet step resident and streamed, and the diffusers baseline, in one go.
+# Runs on the GPU machine, in one go: `swapgraph doctor`; the tiny workflows on the GPU resident,
+# with BlockSwap streaming and with synchronous BlockSwap (images must be identical) and on the
+# CPU (f32) for comparison; the SDXL-size UNet step resident and streamed in several
+# configurations; and the PyTorch + diffusers baseline on the same card.
 # Expects .gpu/ with the CUDA build of swapgraph, the unet_step bench binary and a diffusers wheel.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -9,19 +11,33 @@ mkdir -p "$OUT"
 for f in .gpu/*.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
 export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.join(list(nvidia.__path__)[0],"cu13","lib"))'):/usr/local/cuda/lib64
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
-for w in sdxl_txt2img sdxl_blockswap; do
-  timeout 120 .gpu/swapgraph run "workflows/$w.yaml" --device cuda:0 --output-dir "$OUT/images" 2>&1 | tail -4
-done
-python3 - "$OUT/images" <<'PY'
+date -u +%F | tee -a "$OUT/card.txt"
+
+echo "== doctor"
+timeout 300 .gpu/swapgraph doctor --write-preset "$OUT/preset.json" 2>&1 | tee "$OUT/doctor.txt"
+timeout 300 .gpu/swapgraph doctor --json > "$OUT/doctor.json" 2>/dev/null
+
+echo "== workflows"
+run() { timeout 150 .gpu/swapgraph run "$@" 2>&1 | grep -E "ERROR|error|run [0-9]|memory:|sample \(" | cut -c1-900; }
+run workflows/sdxl_txt2img.yaml --device cuda:0 --output-dir "$OUT/gpu"
+run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu" --repeat 3
+run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu-sync" --set swap.non_blocking=false
+run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu-preset" --blockswap-preset "$OUT/preset.json"
+run workflows/sdxl_txt2img.yaml --device cpu --output-dir "$OUT/cpu"
+python3 - "$OUT" <<'PY'
 import sys, glob
 from PIL import Image
 import numpy as np
-a = np.asarray(Image.open(glob.glob(sys.argv[1] + "/sdxl/txt2img_*.png")[0]))
-b = np.asarray(Image.open(glob.glob(sys.argv[1] + "/sdxl/blockswap_*.png")[0]))
-print("GPU images identical with and without BlockSwap:", bool((a == b).all()))
+out = sys.argv[1]
+load = lambda pattern: np.asarray(Image.open(sorted(glob.glob(out + pattern))[0])).astype(np.int32)
+gpu, streamed, sync, cpu = (load(p) for p in ("/gpu/sdxl/txt2img_*.png", "/gpu/sdxl/blockswap_*.png", "/gpu-sync/sdxl/blockswap_*.png", "/cpu/sdxl/txt2img_*.png"))
+print("GPU images identical, resident vs BlockSwap streaming:", bool((gpu == streamed).all()))
+print("GPU images identical, resident vs BlockSwap synchronous:", bool((gpu == sync).all()))
+print("GPU f16 vs CPU f32, mean absolute pixel difference (0-255): %.2f, max %d" % (np.abs(gpu - cpu).mean(), np.abs(gpu - cpu).max()))
 PY
+
+echo "== unet step"
+CONFIGS=${CONFIGS:-none,blocks:3/sync,blocks:3/p1,blocks:3/p2,blocks:3/p4,blocks:3/p2/debug,budget:4096/p2,budget:3072/p2,budget:2048/p2}
+timeout 560 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --configs "$CONFIGS" 2>&1 | tee "$OUT/unet_step.jsonl"
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
-for swap in none blocks:3 budget:4096 budget:2048; do
-  timeout 200 .gpu/unet_step --device cuda:0 --latent 128 --steps 6 --swap "$swap" 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"
-done
 PYTHONPATH=/tmp/site timeout 200 python3 bench/diffusers_baseline.py --latent 128 --steps 10 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"

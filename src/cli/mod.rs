@@ -1,8 +1,9 @@
-//! The `swapgraph` command line: `run`, `validate` and `nodes`.
+//! The `swapgraph` command line: `run`, `validate`, `nodes` and `doctor`.
 //!
 //! Exit codes, documented in `--help` and the README, are the [`Exit`] values.
 
 mod args;
+mod doctor;
 mod exit;
 mod nodes;
 mod render;
@@ -36,6 +37,7 @@ pub fn main(registry: Registry) -> ExitCode {
         Command::Run(args) => run::run(args, registry),
         Command::Validate(args) => run::validate(args, &registry),
         Command::Nodes(args) => nodes::list(args, &registry),
+        Command::Doctor(args) => doctor::doctor(args),
     };
     exit.into()
 }

@@ -7,7 +7,6 @@
 
 mod cache;
 mod events;
-mod memory;
 mod schedule;
 
 pub use events::{Event, EventSink, NodeEvents};
@@ -21,7 +20,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use swapgraph_node_api::{Args, CancelToken, DeviceSpec, NodeDescriptor, NodeError, Registry, RunContext, Value};
+use swapgraph_node_api::{
+    Args, CancelToken, DeviceSpec, MemoryReport, NodeDescriptor, NodeError, Registry, RunContext, Value,
+};
 use tokio::task::JoinSet;
 
 /// Settings of one run.
@@ -185,7 +186,7 @@ impl Engine {
         self.keep_used_results(&signatures, &schedule);
         events.send(Event::Memory {
             node: None,
-            report: memory::process_report(),
+            report: MemoryReport::of_process("process"),
         });
         let cancelled = failure.is_none() && !schedule.all_done();
         events.send(Event::RunFinished {

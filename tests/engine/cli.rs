@@ -148,8 +148,8 @@ fn blockswap_presets_apply_to_every_blockswap_node() {
         "workflows/sdxl_blockswap.yaml",
         "--output-dir",
         dir,
-        "--set-type",
-        &set,
+        "--blockswap-preset",
+        preset.to_str().unwrap(),
     ]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
@@ -170,4 +170,33 @@ fn blockswap_presets_apply_to_every_blockswap_node() {
         "{}",
         text(&typo.stderr)
     );
+}
+
+#[test]
+fn doctor_checks_the_cpu_and_says_what_it_cannot_measure() {
+    let json = swapgraph(&["doctor", "--device", "cpu", "--json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json.stderr));
+    let diagnosis: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let checks = diagnosis["checks"].as_array().unwrap();
+    let status = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("BlockSwap round trip").as_deref(), Some("pass"), "{diagnosis}");
+    assert_eq!(status("page-locked memory").as_deref(), Some("skip"));
+    assert_eq!(diagnosis["recommendations"], serde_json::json!([]));
+
+    let out = scratch("swapgraph-doctor");
+    let preset = out.path().join("preset.json");
+    let write = swapgraph(&["doctor", "--device", "cpu", "--write-preset", preset.to_str().unwrap()]);
+    assert_eq!(write.status.code(), Some(1));
+    assert!(
+        text(&write.stderr).contains("no recommendation to write"),
+        "{}",
+        text(&write.stderr)
+    );
+    assert!(text(&write.stdout).contains("PASS  BlockSwap round trip"));
+    assert!(!preset.exists());
 }

@@ -28,3 +28,24 @@ pub struct MemoryReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<(String, String)>,
 }
+
+impl MemoryReport {
+    /// This process's resident and peak resident host memory, where the platform tells (Linux:
+    /// `/proc/self/status`); figures it cannot read are left out.
+    pub fn of_process(title: impl Into<String>) -> Self {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+        };
+        Self {
+            title: title.into(),
+            host_resident_bytes: kib("VmRSS:"),
+            host_peak_bytes: kib("VmHWM:"),
+            ..Self::default()
+        }
+    }
+}

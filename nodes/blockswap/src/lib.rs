@@ -5,13 +5,18 @@
 //! units stream ([`plan`]), holds them ([`store`]) and plugs into the MODEL handle as a
 //! placement ([`placement`]). The SDXL UNet, and any model exposing units, works unchanged.
 
+pub mod doctor;
 mod node;
+pub mod pipeline;
 pub mod placement;
 pub mod plan;
 pub mod preset;
-mod report;
+pub mod probe;
+pub mod report;
 pub mod settings;
 pub mod store;
+#[cfg(feature = "cuda")]
+mod streaming;
 
 pub use plan::{plan, PlanError, SwapPlan};
 pub use settings::{Granularity, SwapSettings};

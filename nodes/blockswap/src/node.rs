@@ -122,7 +122,7 @@ impl NodeType for BlockSwap {
             swap_plan.swapped_units(),
             swap_plan.swapped.len(),
             swap_plan.swapped_blocks.join(", "),
-            crate::store::mib(swap_plan.device_bytes() as f64)
+            crate::report::mib(swap_plan.device_bytes() as f64)
         );
         if settings.debug {
             ctx.reporter.memory(report);

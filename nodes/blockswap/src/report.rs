@@ -1,9 +1,9 @@
-//! BlockSwap's memory summary, with the seed's lines: blocks swapped, offloaded memory, main
-//! memory, and what the device and host hold.
+//! BlockSwap's memory summary, with the seed's lines (blocks swapped, offloaded memory, main
+//! memory, GPU allocated, reserved and utilization, CPU memory), then how the transfers went.
 
 use crate::plan::SwapPlan;
 use crate::settings::{Granularity, SwapSettings};
-use crate::store::mib;
+use swapgraph_model::DeviceMemory;
 use swapgraph_node_api::MemoryReport;
 
 /// The summary of a plan, before anything ran.
@@ -14,7 +14,6 @@ pub fn plan_report(plan: &SwapPlan, settings: &SwapSettings) -> MemoryReport {
     };
     MemoryReport {
         title: "BlockSwap".to_string(),
-        host_resident_bytes: None,
         details: vec![
             (
                 "blocks swapped".into(),
@@ -29,18 +28,121 @@ pub fn plan_report(plan: &SwapPlan, settings: &SwapSettings) -> MemoryReport {
             ("transfer buffers".into(), mib(plan.buffer_bytes as f64)),
             ("device weights".into(), mib(plan.device_bytes() as f64)),
             ("granularity".into(), granularity),
-            ("transfers".into(), transfer_mode(settings).to_string()),
         ],
         ..MemoryReport::default()
     }
 }
 
-/// How weights move in this build: synchronous copies (a no-op on the CPU). `non_blocking` asks
-/// for side-stream copies from page-locked memory, which need the CUDA build's stream support.
-pub fn transfer_mode(settings: &SwapSettings) -> &'static str {
-    if settings.non_blocking {
-        "synchronous (non_blocking asked; side-stream copies need the CUDA build)"
-    } else {
-        "synchronous"
+/// One streamed unit's figures per forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnitLine {
+    /// The unit's name (`up_blocks.0.attentions.1.transformer_blocks.3`).
+    pub name: String,
+    /// Copy time per pass.
+    pub transfer_ms: f64,
+    /// Time compute stood still waiting for the copy, per pass.
+    pub wait_ms: f64,
+}
+
+/// What happened while the model ran, for the summary after sampling.
+#[derive(Clone, Debug, Default)]
+pub struct RunFigures {
+    /// How units moved.
+    pub transfers: String,
+    /// Why the asked-for streaming path was not taken.
+    pub fallback: Option<String>,
+    /// Forward passes so far.
+    pub passes: u64,
+    /// Bytes copied to the device per pass.
+    pub streamed_per_pass: f64,
+    /// Page-locked host bytes holding swapped units (streaming path).
+    pub pinned_bytes: Option<u64>,
+    /// Device bytes of the transfer slots (streaming path).
+    pub slot_bytes: Option<u64>,
+    /// Per-unit timings, per pass.
+    pub units: Vec<UnitLine>,
+    /// The device's memory, where it reports it.
+    pub device: Option<DeviceMemory>,
+}
+
+/// Units listed one by one in the summary: the slowest transfers.
+const UNITS_SHOWN: usize = 8;
+
+/// The summary after running: the plan's lines, device and host memory, then transfer totals
+/// and the slowest units with their overlap.
+pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, figures: &RunFigures) -> MemoryReport {
+    let host = MemoryReport::of_process("BlockSwap");
+    let mut report = plan_report(plan, settings);
+    report.host_resident_bytes = host.host_resident_bytes;
+    report.host_peak_bytes = host.host_peak_bytes;
+    if let Some(device) = figures.device {
+        report.device_allocated_bytes = Some(device.allocated);
+        report.device_reserved_bytes = Some(device.reserved);
+        report.device_total_bytes = Some(device.total);
+        report.details.push((
+            "GPU utilization".into(),
+            format!("{:.1}%", 100.0 * device.allocated as f64 / device.total.max(1) as f64),
+        ));
+        report
+            .details
+            .push(("GPU peak allocated".into(), mib(device.peak_allocated as f64)));
+    }
+    let details = &mut report.details;
+    details.push(("transfers".into(), figures.transfers.clone()));
+    if let Some(reason) = &figures.fallback {
+        details.push(("fallback".into(), reason.clone()));
+    }
+    if let Some(bytes) = figures.pinned_bytes {
+        details.push(("page-locked host memory".into(), mib(bytes as f64)));
+    }
+    if let Some(bytes) = figures.slot_bytes {
+        details.push(("transfer slots".into(), mib(bytes as f64)));
+    }
+    details.push(("forward passes".into(), figures.passes.to_string()));
+    details.push(("streamed per pass".into(), mib(figures.streamed_per_pass)));
+    let transfer: f64 = figures.units.iter().map(|u| u.transfer_ms).sum();
+    let wait: f64 = figures.units.iter().map(|u| u.wait_ms).sum();
+    details.push(("transfer per pass".into(), format!("{transfer:.2} ms")));
+    details.push(("compute wait per pass".into(), format!("{wait:.2} ms")));
+    details.push(("overlap".into(), overlap(transfer, wait)));
+    let mut slowest = figures.units.clone();
+    slowest.sort_by(|a, b| b.transfer_ms.total_cmp(&a.transfer_ms));
+    for unit in slowest.into_iter().take(UNITS_SHOWN) {
+        details.push((
+            unit.name,
+            format!(
+                "transfer {:.2} ms, wait {:.2} ms, overlap {}",
+                unit.transfer_ms,
+                unit.wait_ms,
+                overlap(unit.transfer_ms, unit.wait_ms)
+            ),
+        ));
+    }
+    report
+}
+
+/// The share of transfer time hidden behind compute.
+fn overlap(transfer_ms: f64, wait_ms: f64) -> String {
+    if transfer_ms <= 0.0 {
+        return "-".into();
+    }
+    format!("{:.0}%", 100.0 * (1.0 - wait_ms / transfer_ms).clamp(0.0, 1.0))
+}
+
+/// Bytes as MiB with one decimal.
+pub fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_is_the_hidden_share_of_transfer_time() {
+        assert_eq!(overlap(10.0, 0.0), "100%");
+        assert_eq!(overlap(10.0, 2.5), "75%");
+        assert_eq!(overlap(10.0, 12.0), "0%");
+        assert_eq!(overlap(0.0, 0.0), "-");
     }
 }

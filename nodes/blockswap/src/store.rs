@@ -1,26 +1,49 @@
 //! The streaming weight store: resident units on the device, swapped units as host master
 //! copies copied in right before they run.
 //!
-//! This is the synchronous path (copy, then compute), which needs nothing beyond candle's device
-//! copies and is what runs on the CPU (where the copy is a no-op) and in CPU-only builds; the
-//! CUDA build's side-stream path replaces `fetch` with copies from page-locked memory on a
-//! dedicated stream.
+//! Two ways to move a swapped unit: the synchronous path (copy from pageable memory, then
+//! compute), which needs nothing beyond candle's device copies and is what runs on the CPU (where
+//! the copy is a no-op), with `non_blocking: false`, and wherever page-locked memory is refused;
+//! and, in the CUDA build, the streaming path ([`crate::streaming`]): side-stream copies from
+//! page-locked memory into recycled device slots, prefetched while earlier units compute.
 
 use crate::plan::{block_of, SwapPlan};
+use crate::report::{RunFigures, UnitLine};
 use crate::settings::{Granularity, SwapSettings};
 use candle_core::{DType, Device, Result, Tensor};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use swapgraph_model::{SourceError, TensorSource, UnitSpec, UnitWeights, WeightStore};
+use swapgraph_model::{device_memory, SourceError, TensorSource, UnitSpec, UnitWeights, WeightStore};
 use swapgraph_node_api::MemoryReport;
 
 /// Where one unit's weights live.
 enum Home {
     /// On the device for the store's lifetime.
     Resident(UnitWeights),
-    /// On the host; copied in per use.
+    /// On the host as tensors; copied in per use (synchronous path).
     Host(HashMap<String, Tensor>),
+    /// In the streamer's page-locked memory (streaming path).
+    Streamed,
+}
+
+/// How swapped units reach the device.
+enum Transfers {
+    /// Copy, then compute.
+    Synchronous,
+    /// Side-stream copies from page-locked memory, prefetched.
+    #[cfg(feature = "cuda")]
+    Streaming(Box<crate::streaming::Streamer>),
+}
+
+impl Transfers {
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::Synchronous => "synchronous (copy, then compute)",
+            #[cfg(feature = "cuda")]
+            Self::Streaming(_) => "side stream from page-locked memory, prefetched",
+        }
+    }
 }
 
 /// Counters since the store was built.
@@ -38,6 +61,9 @@ pub struct SwapStore {
     homes: Vec<Home>,
     plan: SwapPlan,
     settings: SwapSettings,
+    transfers: Transfers,
+    /// Why the streaming path was not taken although asked for, for the report.
+    fallback: Option<String>,
     device: Device,
     dtype: DType,
     /// Block granularity: the block whose units are on the device, and those units.
@@ -46,10 +72,11 @@ pub struct SwapStore {
 }
 
 impl SwapStore {
-    /// Loads resident units onto `device` and swapped units into host memory.
+    /// Loads resident units onto `device`, and swapped units into page-locked memory (CUDA,
+    /// `non_blocking`) or host tensors (otherwise).
     ///
     /// # Errors
-    /// A missing or mis-shaped tensor in `source`.
+    /// A missing or mis-shaped tensor in `source`, or a device that refuses the transfer buffers.
     pub fn load(
         units: Vec<UnitSpec>,
         source: &TensorSource,
@@ -58,10 +85,15 @@ impl SwapStore {
         device: &Device,
         dtype: DType,
     ) -> std::result::Result<Self, SourceError> {
+        let (transfers, fallback) = Self::transfers(&units, source, &plan, &settings, device, dtype)?;
+        let streamed = !matches!(transfers, Transfers::Synchronous);
         let homes = units
             .iter()
             .zip(&plan.swapped)
             .map(|(unit, &swapped)| {
+                if swapped && streamed {
+                    return Ok(Home::Streamed);
+                }
                 let on = if swapped { &Device::Cpu } else { device };
                 let tensors = unit
                     .tensors
@@ -84,11 +116,56 @@ impl SwapStore {
             homes,
             plan,
             settings,
+            transfers,
+            fallback,
             device: device.clone(),
             dtype,
             current_block: Mutex::new(None),
             stats: Mutex::new(stats),
         })
+    }
+
+    /// The streaming path where it is asked for and available, else the synchronous one (with
+    /// the reason when streaming was asked for and could not be had).
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    fn transfers(
+        units: &[UnitSpec],
+        source: &TensorSource,
+        plan: &SwapPlan,
+        settings: &SwapSettings,
+        device: &Device,
+        dtype: DType,
+    ) -> std::result::Result<(Transfers, Option<String>), SourceError> {
+        if !settings.non_blocking || device.is_cpu() || plan.swapped_units() == 0 {
+            return Ok((Transfers::Synchronous, None));
+        }
+        #[cfg(feature = "cuda")]
+        {
+            use crate::streaming::{SetupError, Streamer};
+            match Streamer::new(
+                units,
+                &plan.swapped,
+                source,
+                device,
+                dtype,
+                settings.prefetch,
+                settings.debug,
+            ) {
+                Ok(streamer) => Ok((Transfers::Streaming(Box::new(streamer)), None)),
+                Err(SetupError::Source(e)) => Err(e),
+                Err(SetupError::Device(message)) => Err(SourceError::Device(message)),
+                Err(pinning @ SetupError::Pinning { .. }) => {
+                    let reason = format!("{pinning}; using synchronous copies from pageable memory");
+                    tracing::warn!("BlockSwap: {reason}");
+                    Ok((Transfers::Synchronous, Some(reason)))
+                }
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        Ok((
+            Transfers::Synchronous,
+            Some("side-stream copies need the CUDA build; using synchronous copies".into()),
+        ))
     }
 
     /// Copies a host unit to the device, counting bytes and time.
@@ -128,6 +205,21 @@ impl SwapStore {
     }
 }
 
+impl SwapStore {
+    /// A unit of the streaming path, counting the bytes its acquisition put in flight.
+    fn acquire_streamed(&self, unit: usize) -> Result<UnitWeights> {
+        match &self.transfers {
+            #[cfg(feature = "cuda")]
+            Transfers::Streaming(streamer) => {
+                let (weights, copied) = streamer.acquire(unit)?;
+                self.stats.lock().unwrap_or_else(PoisonError::into_inner).bytes_streamed += copied;
+                Ok(weights)
+            }
+            Transfers::Synchronous => candle_core::bail!("unit {unit} has no host copy"),
+        }
+    }
+}
+
 impl WeightStore for SwapStore {
     fn units(&self) -> &[UnitSpec] {
         &self.units
@@ -139,6 +231,7 @@ impl WeightStore for SwapStore {
         }
         match self.homes.get(unit) {
             Some(Home::Resident(weights)) => Ok(weights.clone()),
+            Some(Home::Streamed) => self.acquire_streamed(unit),
             Some(Home::Host(tensors)) => match self.settings.granularity {
                 Granularity::Unit => self.fetch(unit, tensors),
                 Granularity::Block => self.acquire_in_block(unit),
@@ -148,6 +241,10 @@ impl WeightStore for SwapStore {
     }
 
     fn release(&self, unit: usize) {
+        #[cfg(feature = "cuda")]
+        if let Transfers::Streaming(streamer) = &self.transfers {
+            streamer.release(unit);
+        }
         if unit + 1 == self.units.len() {
             *self.current_block.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
@@ -165,38 +262,60 @@ impl WeightStore for SwapStore {
         if !self.settings.debug {
             return None;
         }
-        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        let passes = stats.forward_passes.max(1) as f64;
-        let mut report = crate::report::plan_report(&self.plan, &self.settings);
-        report
-            .details
-            .push(("forward passes".into(), stats.forward_passes.to_string()));
-        report
-            .details
-            .push(("streamed per pass".into(), mib(stats.bytes_streamed as f64 / passes)));
-        report.details.push((
-            "transfer per pass".into(),
-            format!("{:.2} ms", stats.transfer.as_secs_f64() * 1e3 / passes),
-        ));
-        let mut slowest: Vec<(usize, Duration)> = stats
-            .per_unit
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|(_, d)| !d.is_zero())
-            .collect();
-        slowest.sort_by_key(|(_, total)| std::cmp::Reverse(*total));
-        for (unit, total) in slowest.into_iter().take(5) {
-            let label = format!("transfer {}", self.units[unit].name);
-            report
-                .details
-                .push((label, format!("{:.2} ms per pass", total.as_secs_f64() * 1e3 / passes)));
-        }
-        Some(report)
+        Some(crate::report::run_report(&self.plan, &self.settings, &self.figures()))
     }
 }
 
-/// Bytes as MiB with one decimal.
-pub fn mib(bytes: f64) -> String {
-    format!("{:.1} MiB", bytes / (1024.0 * 1024.0))
+impl SwapStore {
+    /// Transfer figures per forward pass so far: measured on the device by the streaming
+    /// path's events, by the host clock on the synchronous path (where compute waits for all of
+    /// it).
+    pub fn figures(&self) -> RunFigures {
+        let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let passes = stats.forward_passes.max(1) as f64;
+        let units = match &self.transfers {
+            Transfers::Synchronous => stats
+                .per_unit
+                .iter()
+                .enumerate()
+                .filter(|(_, total)| !total.is_zero())
+                .map(|(unit, total)| {
+                    let ms = total.as_secs_f64() * 1e3 / passes;
+                    UnitLine {
+                        name: self.units[unit].name.clone(),
+                        transfer_ms: ms,
+                        wait_ms: ms,
+                    }
+                })
+                .collect(),
+            #[cfg(feature = "cuda")]
+            Transfers::Streaming(streamer) => {
+                let mut timings: Vec<_> = streamer.timings().into_iter().collect();
+                timings.sort_by_key(|(unit, _)| *unit);
+                timings
+                    .into_iter()
+                    .map(|(unit, timing)| UnitLine {
+                        name: self.units[unit].name.clone(),
+                        transfer_ms: timing.transfer_ms / passes,
+                        wait_ms: timing.wait_ms / passes,
+                    })
+                    .collect()
+            }
+        };
+        let (pinned_bytes, slot_bytes) = match &self.transfers {
+            Transfers::Synchronous => (None, None),
+            #[cfg(feature = "cuda")]
+            Transfers::Streaming(streamer) => (Some(streamer.pinned_bytes()), Some(streamer.slot_bytes())),
+        };
+        RunFigures {
+            transfers: self.transfers.describe().to_string(),
+            pinned_bytes,
+            slot_bytes,
+            fallback: self.fallback.clone(),
+            passes: stats.forward_passes,
+            streamed_per_pass: stats.bytes_streamed as f64 / passes,
+            units,
+            device: device_memory(&self.device),
+        }
+    }
 }

@@ -161,3 +161,54 @@ proptest! {
         }
     }
 }
+
+const GIB: u64 = 1024 * MIB;
+
+#[test]
+fn recommendations_follow_free_memory_and_activations() {
+    use swapgraph_blockswap::doctor::{recommend, Fit, HEADROOM_FRACTION};
+    let units = sdxl_units();
+    let roomy = recommend(&units, DType::F16, 24 * GIB, 1024, GIB).unwrap();
+    assert_eq!(roomy.fit, Fit::Resident);
+
+    let free = 6 * GIB;
+    let activations = 2 * GIB;
+    let tight = recommend(&units, DType::F16, free, 1024, activations).unwrap();
+    let for_weights = (free as f64 * (1.0 - HEADROOM_FRACTION)) as u64 - activations;
+    let Fit::Swap {
+        budget_mb,
+        blocks_to_swap,
+        streamed_bytes,
+    } = tight.fit
+    else {
+        panic!("6 GiB with 2 GiB of activations needs BlockSwap, got {:?}", tight.fit)
+    };
+    assert_eq!(budget_mb, for_weights / MIB);
+    let budget = SwapSettings {
+        vram_budget_mb: Some(budget_mb),
+        ..SwapSettings::default()
+    };
+    let with_budget = plan(&units, DType::F16, &budget).unwrap();
+    assert!(with_budget.device_bytes() <= for_weights);
+    assert_eq!(streamed_bytes, with_budget.streamed_bytes);
+    let blocks = blocks_to_swap.expect("a block count fits 3.4 GiB");
+    let by_blocks = |n| {
+        let settings = SwapSettings {
+            blocks_to_swap: n,
+            ..SwapSettings::default()
+        };
+        plan(&units, DType::F16, &settings).unwrap().device_bytes()
+    };
+    assert!(by_blocks(blocks) <= for_weights, "the block count fits");
+    assert!(
+        blocks == 1 || by_blocks(blocks - 1) > for_weights,
+        "and is the smallest that does"
+    );
+
+    let small = recommend(&units, DType::F16, GIB, 1280, 850 * MIB).unwrap();
+    assert!(
+        matches!(small.fit, Fit::TooSmall { minimum_mb, available_mb } if minimum_mb > available_mb),
+        "{:?}",
+        small.fit
+    );
+}

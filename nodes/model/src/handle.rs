@@ -120,24 +120,3 @@ impl ModelHandle {
         self.placement.store(self, device, dtype)
     }
 }
-
-/// The dtype models keep their weights in on `device`: f32 on the CPU, f16 on a GPU.
-pub fn weight_dtype(device: &Device) -> DType {
-    if device.is_cpu() {
-        DType::F32
-    } else {
-        DType::F16
-    }
-}
-
-/// The candle device for the run's device.
-///
-/// # Errors
-/// A message when the device cannot be opened (no CUDA in this build, no such GPU).
-pub fn candle_device(spec: swapgraph_node_api::DeviceSpec) -> Result<Device, swapgraph_node_api::NodeError> {
-    match spec {
-        swapgraph_node_api::DeviceSpec::Cpu => Ok(Device::Cpu),
-        swapgraph_node_api::DeviceSpec::Cuda(ordinal) => Device::new_cuda(ordinal)
-            .map_err(|e| swapgraph_node_api::NodeError::msg(format!("cannot open device {spec}: {e}"))),
-    }
-}

@@ -6,6 +6,7 @@
 //! streaming one) knows nothing about UNets beyond the [`UnitSpec`] list: names, sections,
 //! tensor shapes and bytes, in execution order.
 
+mod device;
 mod handle;
 mod record;
 mod source;
@@ -13,7 +14,10 @@ mod store;
 mod unit;
 mod values;
 
-pub use handle::{candle_device, weight_dtype, ModelHandle, Network, Placement, Resident, StoreCache};
+pub use device::{
+    candle_device, device_info, device_memory, reset_peak_memory, weight_dtype, DeviceInfo, DeviceMemory,
+};
+pub use handle::{ModelHandle, Network, Placement, Resident, StoreCache};
 pub use record::record_params;
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};

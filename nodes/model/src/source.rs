@@ -48,6 +48,10 @@ pub enum SourceError {
         /// The underlying error.
         message: String,
     },
+    /// The weights were read but the device side could not be set up (a placement's buffers,
+    /// streams or host memory).
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Which part of a stored tensor a model's tensor is, for layouts that fuse or transpose.

@@ -1,0 +1,97 @@
+//! Activation memory of an SDXL UNet step at a resolution, measured on the device itself: the
+//! real forward pass with every weight a view of one zero buffer, so only activations take
+//! memory and no weights need loading.
+
+use candle_core::{DType, Device, Result, Tensor};
+use std::collections::HashMap;
+use swapgraph_model::{device_memory, reset_peak_memory, UnitSpec, UnitWeights, WeightStore};
+use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
+
+/// Hands every unit zero weights of the right shapes, all views of one buffer.
+struct ZeroStore {
+    units: Vec<UnitSpec>,
+    zeros: Tensor,
+    device: Device,
+    dtype: DType,
+}
+
+impl WeightStore for ZeroStore {
+    fn units(&self) -> &[UnitSpec] {
+        &self.units
+    }
+
+    fn acquire(&self, unit: usize) -> Result<UnitWeights> {
+        let spec = self
+            .units
+            .get(unit)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no unit {unit}")))?;
+        let tensors = spec
+            .tensors
+            .iter()
+            .map(|(name, shape)| {
+                Ok((
+                    name.clone(),
+                    self.zeros.narrow(0, 0, shape.elem_count())?.reshape(shape)?,
+                ))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(UnitWeights::new(tensors))
+    }
+
+    fn release(&self, _unit: usize) {}
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+/// Peak activation bytes of one SDXL UNet forward pass with classifier-free guidance (batch 2)
+/// for a `resolution` x `resolution` image, in `dtype` on `device`; `None` where the device does
+/// not report memory.
+///
+/// # Errors
+/// A device error, out-of-memory included (the activations do not fit).
+pub fn sdxl_step_activations(device: &Device, dtype: DType, resolution: usize) -> Result<Option<u64>> {
+    let cfg = UNetConfig::sdxl();
+    let unet = UNet::new(cfg)?;
+    let largest = unet
+        .units()
+        .iter()
+        .flat_map(|u| u.tensors.iter().map(|(_, shape)| shape.elem_count()))
+        .max()
+        .unwrap_or(1);
+    let store = ZeroStore {
+        units: unet.units().to_vec(),
+        zeros: Tensor::zeros(largest, dtype, device)?,
+        device: device.clone(),
+        dtype,
+    };
+    let latent = resolution / 8;
+    let sample = Tensor::zeros((2, cfg.in_channels, latent, latent), dtype, device)?;
+    let timesteps = Tensor::new(&[500f32, 500.0], device)?;
+    let context = Tensor::zeros((2, 77, cfg.cross_attention_dim), dtype, device)?;
+    let text_embeds = Tensor::zeros((2, cfg.pooled_text_dim), dtype, device)?;
+    let size = resolution as f32;
+    let time_ids = Tensor::new(&[[size, size, 0.0, 0.0, size, size]; 2], device)?;
+    let input = UNetInput {
+        sample: &sample,
+        timesteps: &timesteps,
+        context: &context,
+        text_embeds: &text_embeds,
+        time_ids: &time_ids,
+        control: None,
+        extra_tokens: None,
+    };
+    let Some(before) = device_memory(device) else {
+        return Ok(None);
+    };
+    reset_peak_memory(device);
+    let output = unet.forward(&store, &input)?;
+    drop(output);
+    let after = device_memory(device).unwrap_or(before);
+    Ok(Some(after.peak_allocated.saturating_sub(before.allocated)))
+}

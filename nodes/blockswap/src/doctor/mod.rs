@@ -1,0 +1,189 @@
+//! `swapgraph doctor`: checks that BlockSwap can work on this machine, and recommends settings
+//! from what it measures here (free device memory, activation memory per resolution,
+//! host-to-device bandwidth) instead of a static table.
+
+mod activations;
+mod recommend;
+mod round_trip;
+
+pub use activations::sdxl_step_activations;
+pub use recommend::{recommend, Fit, Recommendation, HEADROOM_FRACTION};
+pub use round_trip::{round_trip, RoundTrip};
+
+use crate::probe::probe_transfers;
+use candle_core::Device;
+use swapgraph_model::{device_info, device_memory, weight_dtype};
+use swapgraph_sdxl::unet::{UNet, UNetConfig};
+
+/// Resolutions recommendations are made for.
+pub const RESOLUTIONS: [usize; 2] = [1024, 1280];
+
+/// Bytes copied per bandwidth measurement.
+const PROBE_BYTES: usize = 256 << 20;
+
+/// How one check went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Works.
+    Pass,
+    /// Does not work; the detail says why.
+    Fail,
+    /// Not applicable here (e.g. bandwidth on the CPU).
+    Skip,
+}
+
+/// One line of the doctor's report.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// The outcome.
+    pub status: Status,
+    /// Figures or the reason.
+    pub detail: String,
+}
+
+/// Everything the doctor found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Diagnosis {
+    /// The checks, in the order they ran.
+    pub checks: Vec<Check>,
+    /// Settings per resolution (GPU only).
+    pub recommendations: Vec<Recommendation>,
+    /// Measured page-locked host-to-device rate, when it could be measured.
+    pub pinned_gb_s: Option<f64>,
+}
+
+impl Diagnosis {
+    /// Whether every check passed or was skipped.
+    pub fn healthy(&self) -> bool {
+        self.checks.iter().all(|c| c.status != Status::Fail)
+    }
+
+    fn push(&mut self, name: &'static str, status: Status, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name,
+            status,
+            detail: detail.into(),
+        });
+    }
+}
+
+/// Runs every check on `device` (already opened by the caller, which reports failing to open
+/// it).
+pub fn diagnose(device: &Device) -> Diagnosis {
+    let mut diagnosis = Diagnosis::default();
+    let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+    match (device_info(device), device_memory(device)) {
+        (Some(info), Some(memory)) => diagnosis.push(
+            "device",
+            Status::Pass,
+            format!(
+                "{}; driver supports CUDA {}{}; {:.1} GiB free of {:.1} GiB",
+                info.name,
+                info.driver_cuda,
+                info.driver.map(|d| format!(" ({d})")).unwrap_or_default(),
+                gib(memory.free),
+                gib(memory.total)
+            ),
+        ),
+        _ => diagnosis.push(
+            "device",
+            Status::Skip,
+            "the CPU: weights already live in host memory, BlockSwap plans but copies nothing",
+        ),
+    }
+    match probe_transfers(device, PROBE_BYTES) {
+        Ok(probe) => {
+            match &probe.pinned_gb_s {
+                Ok(_) => diagnosis.push("page-locked memory", Status::Pass, "allocated 256 MiB"),
+                Err(reason) => diagnosis.push(
+                    "page-locked memory",
+                    Status::Fail,
+                    format!(
+                        "{reason}; BlockSwap falls back to synchronous copies (set non_blocking: false to silence)"
+                    ),
+                ),
+            }
+            let pinned = probe
+                .pinned_gb_s
+                .as_ref()
+                .map_or("n/a".to_string(), |rate| format!("{rate:.1} GB/s"));
+            diagnosis.push(
+                "host-to-device bandwidth",
+                Status::Pass,
+                format!(
+                    "page-locked {pinned}, pageable {:.1} GB/s (256 MiB copies, best of 5)",
+                    probe.pageable_gb_s
+                ),
+            );
+            diagnosis.pinned_gb_s = probe.pinned_gb_s.ok();
+        }
+        Err(reason) => {
+            diagnosis.push("page-locked memory", Status::Skip, reason.clone());
+            diagnosis.push("host-to-device bandwidth", Status::Skip, reason);
+        }
+    }
+    match round_trip(device) {
+        Ok(trip) => {
+            let identical = trip.max_difference == 0.0;
+            let leak = trip.leaked_bytes.unwrap_or(0);
+            let status = if identical && leak <= 0 {
+                Status::Pass
+            } else {
+                Status::Fail
+            };
+            let memory = match trip.leaked_bytes {
+                Some(bytes) if bytes > 0 => format!("device memory {bytes} bytes above its starting point"),
+                Some(_) => "device memory back to its starting point".to_string(),
+                None => "device memory not reported here".to_string(),
+            };
+            let outputs = if identical {
+                "outputs identical to the resident model".to_string()
+            } else {
+                format!(
+                    "outputs differ from the resident model by up to {}",
+                    trip.max_difference
+                )
+            };
+            diagnosis.push(
+                "BlockSwap round trip",
+                status,
+                format!("tiny UNet streamed ({}): {outputs}; {memory}", trip.transfers),
+            );
+        }
+        Err(reason) => diagnosis.push("BlockSwap round trip", Status::Fail, reason),
+    }
+    if let Some(memory) = device_memory(device) {
+        recommend_all(device, memory.free, &mut diagnosis);
+    }
+    diagnosis
+}
+
+/// Measures activations per resolution and recommends settings for the SDXL UNet.
+fn recommend_all(device: &Device, free: u64, diagnosis: &mut Diagnosis) {
+    let dtype = weight_dtype(device);
+    let units = match UNet::new(UNetConfig::sdxl()) {
+        Ok(unet) => unet.units().to_vec(),
+        Err(e) => return diagnosis.push("recommendations", Status::Fail, format!("SDXL UNet layout: {e}")),
+    };
+    for resolution in RESOLUTIONS {
+        let activations = match sdxl_step_activations(device, dtype, resolution) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(e) => {
+                diagnosis.push(
+                    "activations",
+                    Status::Fail,
+                    format!("one SDXL step at {resolution}x{resolution} does not run here: {e}"),
+                );
+                continue;
+            }
+        };
+        match recommend(&units, dtype, free, resolution, activations) {
+            Ok(recommendation) => diagnosis.recommendations.push(recommendation),
+            Err(e) => diagnosis.push("recommendations", Status::Fail, e.to_string()),
+        }
+    }
+}

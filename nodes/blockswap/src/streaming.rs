@@ -1,0 +1,357 @@
+//! The CUDA streaming path: swapped units packed once into page-locked host memory, copied on a
+//! dedicated copy stream into recycled device slots while earlier units compute.
+//!
+//! Ordering is by events alone, never by synchronising the host: a copy into a slot waits for the
+//! `free` event its last user recorded on the compute stream; the compute stream waits for the
+//! slot's `ready` event before the unit that needs it. [`Pipeline`] decides which unit goes into
+//! which slot and how far ahead. The host copy is the master: nothing is copied back.
+
+use crate::pipeline::{Copy, Pipeline};
+use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaEvent, CudaStream, DevicePtr, PinnedHostSlice};
+use candle_core::{DType, Device, Shape, Storage, Tensor};
+use half::{bf16, f16};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use swapgraph_model::{SourceError, TensorSource, UnitSpec, UnitWeights};
+
+/// Tensor starts inside a packed unit are aligned to this many bytes (what cuBLAS and vector
+/// loads want).
+const ALIGN_BYTES: usize = 256;
+
+/// Why the streaming path could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Page-locked host memory could not be allocated; the synchronous path still works.
+    #[error("page-locked allocation of {bytes} bytes failed: {message}")]
+    Pinning {
+        /// The allocation that failed.
+        bytes: usize,
+        /// The driver's message.
+        message: String,
+    },
+    /// A weight could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The device refused a stream, event or buffer.
+    #[error("device error while setting up streaming: {0}")]
+    Device(String),
+}
+
+fn device_error(e: impl std::fmt::Display) -> SetupError {
+    SetupError::Device(e.to_string())
+}
+
+/// One swapped unit in page-locked memory, and where each tensor starts in it (in elements).
+struct PackedUnit {
+    host: PinnedHostSlice<u8>,
+    tensors: Vec<(String, usize, Shape)>,
+}
+
+/// A recycled device buffer with the events that order its reuse.
+struct Slot {
+    /// Keeps the allocation alive; unit weights are views into it.
+    buffer: Tensor,
+    address: sys::CUdeviceptr,
+    ready: CudaEvent,
+    free: CudaEvent,
+}
+
+/// Timestamps of one use of a streamed unit, read when a report asks for them.
+struct PendingTiming {
+    unit: usize,
+    copy: Option<(CudaEvent, CudaEvent)>,
+    wait: (CudaEvent, CudaEvent),
+}
+
+/// Per-unit totals of transfer and compute-wait time, in milliseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnitTiming {
+    /// Time the unit's copies took on the copy stream.
+    pub transfer_ms: f64,
+    /// Time the compute stream stood still waiting for the unit's copies.
+    pub wait_ms: f64,
+    /// Uses measured.
+    pub uses: u64,
+}
+
+struct State {
+    pipeline: Pipeline,
+    /// The unit computing and its slot.
+    current: Option<(usize, usize)>,
+    /// Timing events of each slot's latest copy (debug only).
+    copy_events: Vec<Option<(CudaEvent, CudaEvent)>>,
+    pending: Vec<PendingTiming>,
+    totals: HashMap<usize, UnitTiming>,
+}
+
+/// Streams swapped units to one CUDA device.
+pub struct Streamer {
+    packed: HashMap<usize, PackedUnit>,
+    slots: Vec<Slot>,
+    copy_stream: Arc<CudaStream>,
+    compute_stream: Arc<CudaStream>,
+    dtype: DType,
+    timing: bool,
+    state: Mutex<State>,
+}
+
+// SAFETY: device addresses and events are plain handles; all mutation goes through `state`'s
+// mutex, and the CUDA driver API is thread-safe.
+unsafe impl Send for Streamer {}
+unsafe impl Sync for Streamer {}
+
+impl Streamer {
+    /// Packs the swapped units of `units` into page-locked memory and allocates `prefetch + 1`
+    /// device slots on `device`. `timing` records per-unit transfer and wait times.
+    ///
+    /// # Errors
+    /// [`SetupError::Pinning`] when page-locked memory is refused (the caller falls back to the
+    /// synchronous path); a source or device error otherwise.
+    pub fn new(
+        units: &[UnitSpec],
+        swapped: &[bool],
+        source: &TensorSource,
+        device: &Device,
+        dtype: DType,
+        prefetch: usize,
+        timing: bool,
+    ) -> Result<Self, SetupError> {
+        let Device::Cuda(cuda) = device else {
+            return Err(SetupError::Device("streaming needs a CUDA device".into()));
+        };
+        let compute_stream = cuda.cuda_stream();
+        let context = compute_stream.context().clone();
+        let copy_stream = context.new_stream().map_err(device_error)?;
+        let order: Vec<usize> = (0..units.len()).filter(|&i| swapped[i]).collect();
+        let mut packed = HashMap::new();
+        for &index in &order {
+            packed.insert(index, pack(&units[index], source, dtype, &context)?);
+        }
+        let slot_elems = packed.values().map(|p| p.host.len()).max().unwrap_or(0) / dtype.size_in_bytes();
+        let pipeline = Pipeline::new(order, prefetch);
+        let slots = (0..pipeline.slots())
+            .map(|_| {
+                let buffer = Tensor::zeros(slot_elems.max(1), dtype, device).map_err(device_error)?;
+                let address = device_address(&buffer, &copy_stream).map_err(device_error)?;
+                Ok(Slot {
+                    buffer,
+                    address,
+                    ready: context.new_event(None).map_err(device_error)?,
+                    free: context.new_event(None).map_err(device_error)?,
+                })
+            })
+            .collect::<Result<Vec<_>, SetupError>>()?;
+        let state = State {
+            pipeline,
+            current: None,
+            copy_events: (0..slots.len()).map(|_| None).collect(),
+            pending: Vec::new(),
+            totals: HashMap::new(),
+        };
+        Ok(Self {
+            packed,
+            slots,
+            copy_stream,
+            compute_stream,
+            dtype,
+            timing,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Bytes of the device slots.
+    pub fn slot_bytes(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| (s.buffer.elem_count() * self.dtype.size_in_bytes()) as u64)
+            .sum()
+    }
+
+    /// Bytes of page-locked host memory holding swapped units.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.packed.values().map(|p| p.host.len() as u64).sum()
+    }
+
+    /// The weights of swapped unit `unit`, once its copy has landed (the compute stream waits;
+    /// the host does not). Issues the copies the schedule asks for.
+    ///
+    /// # Errors
+    /// A driver error, or a unit that is not swapped.
+    pub fn acquire(&self, unit: usize) -> candle_core::Result<(UnitWeights, u64)> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let acquired = state
+            .pipeline
+            .acquire(unit)
+            .ok_or_else(|| candle_core::Error::Msg(format!("unit {unit} is not streamed")))?;
+        let mut copied = 0;
+        for copy in &acquired.copies {
+            copied += self.issue(copy, &mut state)?;
+        }
+        let slot = &self.slots[acquired.slot];
+        let before = self
+            .timing
+            .then(|| self.timing_event(&self.compute_stream))
+            .transpose()?;
+        self.compute_stream.wait(&slot.ready).map_err(driver)?;
+        if let Some(before) = before {
+            let after = self.timing_event(&self.compute_stream)?;
+            let copy = state.copy_events[acquired.slot].take();
+            state.pending.push(PendingTiming {
+                unit,
+                copy,
+                wait: (before, after),
+            });
+        }
+        state.current = Some((unit, acquired.slot));
+        Ok((self.views(unit, slot)?, copied))
+    }
+
+    /// The compute stream is done enqueueing work on `unit`'s weights: its slot may be refilled
+    /// once that work has run.
+    pub fn release(&self, unit: usize) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((current, slot)) = state.current {
+            if current == unit {
+                if let Err(e) = self.slots[slot].free.record(&self.compute_stream) {
+                    tracing::warn!("BlockSwap: recording a slot's release failed: {e}");
+                }
+                state.current = None;
+            }
+        }
+    }
+
+    /// Per-unit transfer and wait totals so far. Waits for the recorded work to finish.
+    pub fn timings(&self) -> HashMap<usize, UnitTiming> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        harvest(&mut state);
+        state.totals.clone()
+    }
+
+    /// Copies one unit into its slot on the copy stream after the slot's last user is done.
+    fn issue(&self, copy: &Copy, state: &mut State) -> candle_core::Result<u64> {
+        let packed = &self.packed[&copy.unit];
+        let slot = &self.slots[copy.slot];
+        self.copy_stream.wait(&slot.free).map_err(driver)?;
+        let start = self.timing.then(|| self.timing_event(&self.copy_stream)).transpose()?;
+        let host = packed.host.as_slice().map_err(driver)?;
+        self.copy_stream.context().bind_to_thread().map_err(driver)?;
+        // SAFETY: the slot holds at least as many bytes as the largest packed unit; the host
+        // buffer is page-locked and outlives the copy (drop synchronises the copy stream); the
+        // slot's previous user finished before this copy starts (the `free` event).
+        unsafe { result::memcpy_htod_async(slot.address, host, self.copy_stream.cu_stream()) }.map_err(driver)?;
+        slot.ready.record(&self.copy_stream).map_err(driver)?;
+        if let Some(start) = start {
+            let end = self.timing_event(&self.copy_stream)?;
+            state.copy_events[copy.slot] = Some((start, end));
+        }
+        if state.pending.len() > 4096 {
+            harvest(state);
+        }
+        Ok(host.len() as u64)
+    }
+
+    /// The unit's tensors as views into the slot.
+    fn views(&self, unit: usize, slot: &Slot) -> candle_core::Result<UnitWeights> {
+        let tensors = self.packed[&unit]
+            .tensors
+            .iter()
+            .map(|(name, offset, shape)| {
+                let view = slot.buffer.narrow(0, *offset, shape.elem_count())?.reshape(shape)?;
+                Ok((name.clone(), view))
+            })
+            .collect::<candle_core::Result<HashMap<_, _>>>()?;
+        Ok(UnitWeights::new(tensors))
+    }
+
+    fn timing_event(&self, stream: &CudaStream) -> candle_core::Result<CudaEvent> {
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        stream
+            .context()
+            .new_event(flags)
+            .and_then(|e| e.record(stream).map(|()| e))
+            .map_err(driver)
+    }
+}
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        // Copies in flight read the page-locked buffers and write the slots.
+        let _ = self.copy_stream.synchronize();
+        let _ = self.compute_stream.synchronize();
+    }
+}
+
+/// Adds finished timings to the totals.
+fn harvest(state: &mut State) {
+    for timing in state.pending.drain(..) {
+        let total = state.totals.entry(timing.unit).or_default();
+        if let Some((start, end)) = timing.copy {
+            total.transfer_ms += f64::from(start.elapsed_ms(&end).unwrap_or(0.0));
+        }
+        total.wait_ms += f64::from(timing.wait.0.elapsed_ms(&timing.wait.1).unwrap_or(0.0));
+        total.uses += 1;
+    }
+}
+
+fn driver(e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(format!("BlockSwap streaming: {e}"))
+}
+
+/// The device address of a slot buffer.
+fn device_address(buffer: &Tensor, stream: &CudaStream) -> candle_core::Result<sys::CUdeviceptr> {
+    let (storage, _) = buffer.storage_and_layout();
+    let Storage::Cuda(cuda) = &*storage else {
+        candle_core::bail!("slot buffer is not on a CUDA device")
+    };
+    let address = match buffer.dtype() {
+        DType::F16 => cuda.as_cuda_slice::<f16>()?.device_ptr(stream).0,
+        DType::BF16 => cuda.as_cuda_slice::<bf16>()?.device_ptr(stream).0,
+        DType::F32 => cuda.as_cuda_slice::<f32>()?.device_ptr(stream).0,
+        other => candle_core::bail!("BlockSwap streams f16, bf16 or f32 weights, not {other:?}"),
+    };
+    Ok(address)
+}
+
+/// Reads one unit's tensors in `dtype` and packs them into page-locked memory.
+fn pack(
+    unit: &UnitSpec,
+    source: &TensorSource,
+    dtype: DType,
+    context: &Arc<candle_core::cuda_backend::cudarc::driver::CudaContext>,
+) -> Result<PackedUnit, SetupError> {
+    let element = dtype.size_in_bytes();
+    let align = ALIGN_BYTES / element;
+    let mut layout = Vec::with_capacity(unit.tensors.len());
+    let mut elements = 0;
+    for (name, shape) in &unit.tensors {
+        layout.push((name.clone(), elements, shape.clone()));
+        elements += shape.elem_count().div_ceil(align) * align;
+    }
+    let bytes = elements * element;
+    // SAFETY: every byte is written below before the buffer is read.
+    let mut host = unsafe { context.alloc_pinned::<u8>(bytes) }.map_err(|e| SetupError::Pinning {
+        bytes,
+        message: e.to_string(),
+    })?;
+    let buffer = host.as_mut_slice().map_err(device_error)?;
+    buffer.fill(0);
+    for (name, offset, shape) in &layout {
+        let tensor = source.load(&unit.key(name), shape, dtype, &Device::Cpu)?;
+        let start = offset * element;
+        let target = &mut buffer[start..start + shape.elem_count() * element];
+        write_bytes(&tensor, target).map_err(device_error)?;
+    }
+    Ok(PackedUnit { host, tensors: layout })
+}
+
+/// A host tensor's elements into `target`, in their native byte order.
+fn write_bytes(tensor: &Tensor, target: &mut [u8]) -> candle_core::Result<()> {
+    let flat = tensor.flatten_all()?;
+    match flat.dtype() {
+        DType::F16 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f16>()?)),
+        DType::BF16 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<bf16>()?)),
+        DType::F32 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f32>()?)),
+        other => candle_core::bail!("BlockSwap streams f16, bf16 or f32 weights, not {other:?}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `swapgraph doctor`: BlockSwap's setup check, with settings recommended from measurements.
+
+use super::args::DoctorArgs;
+use super::Exit;
+use swapgraph_blockswap::doctor::{diagnose, Diagnosis, Fit, Recommendation, Status};
+use swapgraph_blockswap::preset;
+use swapgraph_blockswap::SwapSettings;
+use swapgraph_model::candle_device;
+
+/// Runs the checks on the chosen device, prints them (text or JSON) and optionally writes the
+/// 1024x1024 recommendation as a preset file.
+pub fn doctor(args: DoctorArgs) -> Exit {
+    let device = match candle_device(args.device) {
+        Ok(device) => device,
+        Err(e) => {
+            eprintln!("FAIL  device: {e}");
+            return Exit::RuntimeFailure;
+        }
+    };
+    let diagnosis = diagnose(&device);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&diagnosis).unwrap_or_default());
+    } else {
+        print!("{}", describe(&diagnosis, &args.device.to_string()));
+    }
+    if let Some(path) = &args.write_preset {
+        let Some(first) = diagnosis.recommendations.first() else {
+            eprintln!(
+                "error: no recommendation to write to {}: nothing was measured on this device",
+                path.display()
+            );
+            return Exit::RuntimeFailure;
+        };
+        let (enabled, settings) = preset_for(first);
+        if let Err(e) = std::fs::write(path, preset::to_json(enabled, &settings) + "\n") {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return Exit::RuntimeFailure;
+        }
+        eprintln!(
+            "wrote the {0}x{0} recommendation to {1}",
+            first.resolution,
+            path.display()
+        );
+    }
+    if diagnosis.healthy() {
+        Exit::Success
+    } else {
+        Exit::RuntimeFailure
+    }
+}
+
+/// A recommendation in the preset's terms (which know block counts, not budgets).
+fn preset_for(recommendation: &Recommendation) -> (bool, SwapSettings) {
+    let settings = SwapSettings::default();
+    match recommendation.fit {
+        Fit::Resident => (false, settings),
+        Fit::Swap { blocks_to_swap, .. } => (
+            true,
+            SwapSettings {
+                blocks_to_swap: blocks_to_swap.unwrap_or(3),
+                ..settings
+            },
+        ),
+        Fit::TooSmall { .. } => (
+            true,
+            SwapSettings {
+                blocks_to_swap: 3,
+                ..settings
+            },
+        ),
+    }
+}
+
+fn describe(diagnosis: &Diagnosis, device: &str) -> String {
+    let mut text = format!("swapgraph doctor ({device})\n");
+    for check in &diagnosis.checks {
+        let status = match check.status {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Skip => "SKIP",
+        };
+        text += &format!("  {status}  {}: {}\n", check.name, check.detail);
+    }
+    if !diagnosis.recommendations.is_empty() {
+        text += "Recommended BlockSwap settings for the SDXL UNet (f16), from this device's free memory:\n";
+    }
+    let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+    for r in &diagnosis.recommendations {
+        let line = match &r.fit {
+            Fit::Resident => "every weight fits: no BlockSwap needed".to_string(),
+            Fit::Swap {
+                budget_mb,
+                blocks_to_swap,
+                streamed_bytes,
+            } => {
+                let blocks = blocks_to_swap.map_or("no block count fits; use the budget".to_string(), |b| {
+                    format!("or blocks_to_swap: {b}")
+                });
+                let floor = diagnosis.pinned_gb_s.map_or(String::new(), |rate| {
+                    format!(
+                        ", transfer floor {:.0} ms per step",
+                        *streamed_bytes as f64 / (rate * 1e9) * 1e3
+                    )
+                });
+                format!(
+                    "vram_budget_mb: {budget_mb} ({blocks}); streams {:.2} GiB per step{floor}",
+                    gib(*streamed_bytes)
+                )
+            }
+            Fit::TooSmall {
+                minimum_mb,
+                available_mb,
+            } => format!(
+                "does not fit: {available_mb} MiB left for weights, BlockSwap needs at least {minimum_mb} MiB; \
+                 use a smaller resolution or tiled decoding"
+            ),
+        };
+        text += &format!(
+            "  {0}x{0}: activations {1:.2} GiB; {line}\n",
+            r.resolution,
+            gib(r.activation_bytes)
+        );
+    }
+    text
+}
