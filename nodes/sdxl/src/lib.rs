@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod clip;
+pub mod controlnet;
 pub mod sampling;
 pub mod unet;
 pub mod vae;

@@ -4,6 +4,7 @@
 
 mod parity {
     pub mod clip;
+    pub mod controlnet;
     pub mod sampling;
     pub mod single_file;
     pub mod unet;

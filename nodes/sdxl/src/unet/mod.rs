@@ -8,15 +8,16 @@ mod attention;
 mod config;
 mod embeddings;
 mod layout;
-mod stem;
+mod state;
+pub(crate) mod stem;
 mod transformer;
 
 pub use attention::ExtraTokens;
 pub use config::UNetConfig;
-pub use layout::{layout, Op, Step};
+pub use layout::{layout, Layer, Op, Step};
 
-use candle_core::{DType, Module, Result, Tensor};
-use layout::Layer;
+use candle_core::{Result, Tensor};
+pub(crate) use state::State;
 use swapgraph_model::{record_params, Network, Section, UnitSpec, WeightStore};
 
 /// Residuals a ControlNet adds to the UNet: one per skip connection of the down path (in push
@@ -92,12 +93,7 @@ impl UNet {
     /// # Errors
     /// A tensor error on mismatched inputs, or a store error.
     pub fn forward(&self, store: &dyn WeightStore, input: &UNetInput) -> Result<Tensor> {
-        let mut state = State {
-            x: input.sample.clone(),
-            emb: None,
-            tokens: None,
-            skips: Vec::new(),
-        };
+        let mut state = State::new(input.sample);
         let dtype = store.dtype();
         let mut residuals_applied = (false, false);
         for (index, step) in self.steps.iter().enumerate() {
@@ -132,99 +128,5 @@ impl Network for UNet {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
-    }
-}
-
-/// What flows between steps.
-struct State {
-    x: Tensor,
-    emb: Option<Tensor>,
-    tokens: Option<Tensor>,
-    skips: Vec<Tensor>,
-}
-
-impl State {
-    fn apply(&mut self, layer: &Layer, op: &Op, input: &UNetInput, dtype: DType) -> Result<()> {
-        match (layer, op) {
-            (Layer::Stem(stem), _) => {
-                let text_embeds = input.text_embeds.to_dtype(dtype)?;
-                self.emb = Some(stem.embedding(input.timesteps, &text_embeds, input.time_ids)?);
-                self.x = stem.conv_in(&input.sample.to_dtype(dtype)?)?;
-                self.skips.push(self.x.clone());
-            }
-            (
-                Layer::Resnet(resnet),
-                Op::Resnet {
-                    pop_skip, push_skip, ..
-                },
-            ) => {
-                if *pop_skip {
-                    let skip = self
-                        .skips
-                        .pop()
-                        .ok_or_else(|| candle_core::Error::Msg("skip stack empty".into()))?;
-                    self.x = Tensor::cat(&[&self.x, &skip], 1)?;
-                }
-                let emb = self
-                    .emb
-                    .as_ref()
-                    .ok_or_else(|| candle_core::Error::Msg("stem not run".into()))?;
-                self.x = resnet.forward(&self.x, Some(emb))?;
-                if *push_skip {
-                    self.skips.push(self.x.clone());
-                }
-            }
-            (Layer::TransformerIn(way_in), _) => self.tokens = Some(way_in.enter(&self.x)?),
-            (Layer::Block(block), Op::Block { layer, .. }) => {
-                let extra = match input.extra_tokens {
-                    Some(provider) => provider(*layer)?,
-                    None => None,
-                };
-                let context = input.context.to_dtype(dtype)?;
-                let tokens = self
-                    .tokens
-                    .take()
-                    .ok_or_else(|| candle_core::Error::Msg("no tokens".into()))?;
-                self.tokens = Some(block.forward(&tokens, &context, extra.as_ref())?);
-            }
-            (Layer::TransformerOut(way_out), Op::TransformerOut { push_skip, .. }) => {
-                let tokens = self
-                    .tokens
-                    .take()
-                    .ok_or_else(|| candle_core::Error::Msg("no tokens".into()))?;
-                self.x = way_out.leave(&tokens, &self.x)?;
-                if *push_skip {
-                    self.skips.push(self.x.clone());
-                }
-            }
-            (Layer::Downsample(down), _) => {
-                self.x = down.forward(&self.x)?;
-                self.skips.push(self.x.clone());
-            }
-            (Layer::Upsample(up), _) => {
-                let (h, w) = match self.skips.last() {
-                    Some(skip) => (skip.dim(2)?, skip.dim(3)?),
-                    None => (self.x.dim(2)? * 2, self.x.dim(3)? * 2),
-                };
-                self.x = up.forward(&self.x, h, w)?;
-            }
-            (Layer::Head(head), _) => self.x = head.forward(&self.x)?,
-            _ => candle_core::bail!("step and layer disagree"),
-        }
-        Ok(())
-    }
-
-    fn add_down_residuals(&mut self, residuals: &[Tensor]) -> Result<()> {
-        if residuals.len() != self.skips.len() {
-            candle_core::bail!(
-                "ControlNet gave {} down residuals, the UNet has {} skip connections",
-                residuals.len(),
-                self.skips.len()
-            );
-        }
-        for (skip, residual) in self.skips.iter_mut().zip(residuals) {
-            *skip = (&*skip + residual.to_dtype(skip.dtype())?)?;
-        }
-        Ok(())
     }
 }

@@ -1,0 +1,63 @@
+//! The hint embedding of a ControlNet (diffusers' `ControlNetConditioningEmbedding`): a small
+//! convolutional network taking the hint image down to the latent's size and width.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+
+/// `conv_in`, pairs of convolutions (the second of each halving the resolution), `conv_out`,
+/// with SiLU between them.
+#[derive(Debug)]
+pub struct HintEmbedding {
+    conv_in: Conv2d,
+    blocks: Vec<Conv2d>,
+    conv_out: Conv2d,
+}
+
+impl HintEmbedding {
+    /// Loads the embedding from `hint_channels` image channels through `channels` to
+    /// `out_channels` (the UNet's first level).
+    ///
+    /// # Errors
+    /// A missing or mis-shaped weight.
+    pub fn new(vb: VarBuilder, hint_channels: usize, channels: &[usize], out_channels: usize) -> Result<Self> {
+        let same = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let halving = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        let first = *channels
+            .first()
+            .ok_or_else(|| candle_core::Error::Msg("no hint channels".into()))?;
+        let last = *channels.last().unwrap_or(&first);
+        let mut blocks = Vec::new();
+        for (i, pair) in channels.windows(2).enumerate() {
+            blocks.push(conv2d(pair[0], pair[0], 3, same, vb.pp(format!("blocks.{}", 2 * i)))?);
+            blocks.push(conv2d(
+                pair[0],
+                pair[1],
+                3,
+                halving,
+                vb.pp(format!("blocks.{}", 2 * i + 1)),
+            )?);
+        }
+        Ok(Self {
+            conv_in: conv2d(hint_channels, first, 3, same, vb.pp("conv_in"))?,
+            blocks,
+            conv_out: conv2d(last, out_channels, 3, same, vb.pp("conv_out"))?,
+        })
+    }
+}
+
+impl Module for HintEmbedding {
+    fn forward(&self, hint: &Tensor) -> Result<Tensor> {
+        let mut x = self.conv_in.forward(hint)?.silu()?;
+        for block in &self.blocks {
+            x = block.forward(&x)?.silu()?;
+        }
+        self.conv_out.forward(&x)
+    }
+}

@@ -1,0 +1,57 @@
+//! The ControlNet against diffusers' `ControlNetModel` built from the tiny UNet: configuration
+//! read from its config.json, every weight used once, residuals for a hint image.
+
+use crate::{assert_close, fixture, load_cases};
+use candle_core::{DType, Device};
+use swapgraph_model::{Network, ResidentStore, TensorSource};
+use swapgraph_sdxl::controlnet::{ControlNet, ControlNetConfig};
+use swapgraph_sdxl::unet::UNetInput;
+
+fn tiny() -> ControlNet {
+    let text = std::fs::read_to_string(fixture("controlnet_tiny_config.json")).unwrap();
+    let cfg = ControlNetConfig::from_diffusers_json(&text).unwrap();
+    assert_eq!(
+        cfg,
+        ControlNetConfig::tiny(),
+        "config.json reads as the built-in tiny config"
+    );
+    ControlNet::new(cfg).unwrap()
+}
+
+#[test]
+fn unit_list_covers_every_tensor_of_the_checkpoint_once() {
+    let controlnet = tiny();
+    let source = TensorSource::open(&[&fixture("controlnet_tiny.safetensors")]).unwrap();
+    let mut ours: Vec<String> = controlnet
+        .units()
+        .iter()
+        .flat_map(|u| u.tensors.iter().map(|(name, _)| u.key(name)))
+        .collect();
+    let mut theirs = source.keys();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn residuals_match_diffusers() {
+    let controlnet = tiny();
+    let source = TensorSource::open(&[&fixture("controlnet_tiny.safetensors")]).unwrap();
+    let store = ResidentStore::load(controlnet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+    let cases = load_cases("controlnet_cases.safetensors");
+    let input = UNetInput {
+        sample: &cases["sample"],
+        timesteps: &cases["timesteps"],
+        context: &cases["context"],
+        text_embeds: &cases["text_embeds"],
+        time_ids: &cases["time_ids"],
+        control: None,
+        extra_tokens: None,
+    };
+    let residuals = controlnet.forward(&store, &input, &cases["hint"], 0.8).unwrap();
+    assert_eq!(residuals.down.len(), 9);
+    for (i, down) in residuals.down.iter().enumerate() {
+        assert_close(&format!("down residual {i}"), down, &cases[&format!("down.{i}")]);
+    }
+    assert_close("mid residual", &residuals.mid, &cases["mid"]);
+}
