@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod clip;
 pub mod controlnet;
+pub mod ip_adapter;
 pub mod sampling;
 pub mod unet;
 pub mod vae;

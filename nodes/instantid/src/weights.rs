@@ -1,0 +1,103 @@
+//! InstantID's adapter file: the Resampler that turns a face embedding into image tokens
+//! (`image_proj`) and the UNet's image-token projections (`ip_adapter`).
+//!
+//! Read from InstantID's `ip-adapter.bin` (a PyTorch zip archive holding the two state dicts;
+//! its pickle is interpreted for tensor locations only, never executed) or from safetensors with
+//! `image_proj.` and `ip_adapter.` key prefixes.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use std::collections::HashMap;
+use std::path::Path;
+use swapgraph_sdxl::ip_adapter::{IpAdapterLayers, Resampler, ResamplerConfig};
+use swapgraph_sdxl::unet::UNetConfig;
+
+/// Why an adapter file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file cannot be read as either format.
+    #[error("cannot read InstantID weights {path}: {message}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A part is missing or mis-shaped.
+    #[error("InstantID weights {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the tensor.
+        message: String,
+    },
+}
+
+/// The two parts of an InstantID adapter, loaded for one device.
+#[derive(Debug)]
+pub struct InstantIdWeights {
+    /// Face embedding to image tokens.
+    pub resampler: Resampler,
+    /// Image tokens to each cross-attention layer's keys and values.
+    pub layers: IpAdapterLayers,
+}
+
+impl InstantIdWeights {
+    /// Loads `path` (`.bin` or `.safetensors`) for a UNet shaped `unet`, with a Resampler shaped
+    /// `resampler`, in `dtype` on `device`.
+    ///
+    /// # Errors
+    /// [`WeightsError`] naming the file and the problem.
+    pub fn load(
+        path: &Path,
+        resampler: &ResamplerConfig,
+        unet: &UNetConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self, WeightsError> {
+        let shown = path.display().to_string();
+        let unreadable = |message: String| WeightsError::Unreadable {
+            path: shown.clone(),
+            message,
+        };
+        let (image_proj, ip_adapter) = match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => {
+                let all = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| unreadable(e.to_string()))?;
+                (with_prefix(&all, "image_proj."), with_prefix(&all, "ip_adapter."))
+            }
+            _ => (
+                read_pickled(path, "image_proj").map_err(|e| unreadable(e.to_string()))?,
+                read_pickled(path, "ip_adapter").map_err(|e| unreadable(e.to_string()))?,
+            ),
+        };
+        let invalid = |part: &str, e: candle_core::Error| WeightsError::Invalid {
+            path: shown.clone(),
+            message: format!("{part}: {e}"),
+        };
+        if image_proj.is_empty() || ip_adapter.is_empty() {
+            return Err(WeightsError::Invalid {
+                path: shown.clone(),
+                message: "expected both image_proj and ip_adapter weights (an InstantID ip-adapter file)".into(),
+            });
+        }
+        let resampler = Resampler::new(VarBuilder::from_tensors(image_proj, dtype, device), resampler)
+            .map_err(|e| invalid("image_proj", e))?;
+        let layers = IpAdapterLayers::new(VarBuilder::from_tensors(ip_adapter, dtype, device), unet)
+            .map_err(|e| invalid("ip_adapter", e))?;
+        Ok(Self { resampler, layers })
+    }
+}
+
+/// The tensors under `prefix`, with the prefix removed.
+fn with_prefix(all: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, Tensor> {
+    all.iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|rest| (rest.to_string(), v.clone())))
+        .collect()
+}
+
+/// One state dict of a PyTorch archive.
+fn read_pickled(path: &Path, key: &str) -> candle_core::Result<HashMap<String, Tensor>> {
+    Ok(candle_core::pickle::read_all_with_key(path, Some(key))?
+        .into_iter()
+        .collect())
+}

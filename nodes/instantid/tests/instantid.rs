@@ -1,0 +1,97 @@
+//! InstantID's parts against the reference on the tiny fixtures `make_fixtures.py` writes:
+//! the Resampler against diffusers' `IPAdapterPlusImageProjection`, and the UNet with image
+//! tokens against diffusers' `IPAdapterAttnProcessor2_0`, from both file formats.
+
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use swapgraph_instantid::weights::InstantIdWeights;
+use swapgraph_model::{ResidentStore, TensorSource};
+use swapgraph_sdxl::ip_adapter::ResamplerConfig;
+use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+fn sdxl_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../sdxl/fixtures")
+        .join(name)
+}
+
+fn cases() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture("instantid_cases.safetensors"), &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_dtype(DType::F32).unwrap()))
+        .collect()
+}
+
+fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
+    assert_eq!(actual.dims(), expected.dims(), "{what}: shapes differ");
+    let difference = (actual - expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    let scale = expected.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    let (difference, scale) = (
+        difference.to_scalar::<f32>().unwrap(),
+        scale.to_scalar::<f32>().unwrap(),
+    );
+    assert!(
+        difference <= 1e-4 * scale.max(1e-6),
+        "{what}: max difference {difference} (scale {scale})"
+    );
+}
+
+fn weights(file: &str) -> InstantIdWeights {
+    InstantIdWeights::load(
+        &fixture(file),
+        &ResamplerConfig::tiny(),
+        &UNetConfig::tiny(),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn both_file_formats_give_the_reference_image_tokens() {
+    let cases = cases();
+    for file in ["instantid_tiny.bin", "instantid_tiny.safetensors"] {
+        let tokens = weights(file).resampler.forward(&cases["face"]).unwrap();
+        assert_close(file, &tokens, &cases["tokens"]);
+    }
+}
+
+#[test]
+fn the_unet_with_image_tokens_matches_ip_adapter_attention() {
+    let cases = cases();
+    let adapter = weights("instantid_tiny.bin");
+    let unet = UNet::new(UNetConfig::tiny()).unwrap();
+    let source = TensorSource::open(&[&sdxl_fixture("unet_tiny.safetensors")]).unwrap();
+    let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+    let tokens = &cases["tokens"];
+    let extra = |layer: usize| adapter.layers.extra_tokens(layer, tokens, 0.7).map(Some);
+    let out = unet
+        .forward(
+            &store,
+            &UNetInput {
+                sample: &cases["sample"],
+                timesteps: &cases["timesteps"],
+                context: &cases["context"],
+                text_embeds: &cases["text_embeds"],
+                time_ids: &cases["time_ids"],
+                control: None,
+                extra_tokens: Some(&extra),
+            },
+        )
+        .unwrap();
+    assert_close("UNet with image tokens", &out, &cases["out"]);
+    assert_eq!(adapter.layers.len(), 17, "every cross-attention layer of the tiny UNet");
+}
