@@ -92,6 +92,17 @@ impl Args {
             )),
         }
     }
+
+    /// The optional handle input named `name`: `None` when it is not connected.
+    ///
+    /// # Errors
+    /// [`NodeError::Argument`] when it is connected to a value of another type.
+    pub fn optional_handle<T: Any + Send + Sync>(&self, name: &str) -> Result<Option<Arc<T>>, NodeError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(_) => self.handle(name).map(Some),
+        }
+    }
 }
 
 fn argument(name: &str, problem: String) -> NodeError {

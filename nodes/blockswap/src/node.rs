@@ -57,6 +57,11 @@ impl BlockSwap {
             "Device memory for weights in MiB; when above 0 it decides what is swapped, overriding the block counts.",
         ))
         .param(ParamSpec::new(
+            "target",
+            ParamKind::Choice { default: Some("unet"), choices: vec!["unet", "controlnet", "both"] },
+            "What streams: the UNet, the ControlNet the conditioning carries (InstantID's IdentityNet), or both.",
+        ))
+        .param(ParamSpec::new(
             "preset",
             ParamKind::String { default: Some(""), multiline: false },
             "Optional preset JSON with the keys enable_blockswap, blockswap_blocks, blockswap_down, blockswap_mid, \
@@ -105,29 +110,46 @@ impl NodeType for BlockSwap {
             );
             return Ok(passthrough);
         }
-        let units = model.network.units();
-        if units.is_empty() {
-            let error = PlanError::NoUnits {
-                model: model.name.clone(),
-                kind: model.network.kind().to_string(),
-            };
-            return Err(NodeError::msg(error.to_string()));
+        let target = args.string("target")?;
+        let mut streaming = (*model).clone();
+        if &*target != "controlnet" {
+            plan_for_node(&model, &settings, ctx)?;
+            streaming = streaming.with_placement(Arc::new(BlockSwapPlacement::new(settings)));
         }
-        let device = candle_device(ctx.device)?;
-        let swap_plan = plan(units, weight_dtype(&device), &settings).map_err(|e| NodeError::msg(e.to_string()))?;
-        let report = plan_report(&swap_plan, &settings);
-        tracing::info!(
-            "{}: BlockSwap streams {} of {} units ({}), {} of weights stay on the device",
-            ctx.node_id,
-            swap_plan.swapped_units(),
-            swap_plan.swapped.len(),
-            swap_plan.swapped_blocks.join(", "),
-            crate::report::mib(swap_plan.device_bytes() as f64)
-        );
-        if settings.debug {
-            ctx.reporter.memory(report);
+        if &*target != "unet" {
+            tracing::info!(
+                "{}: BlockSwap streams the ControlNet the conditioning carries; its plan is made when sampling starts",
+                ctx.node_id
+            );
+            streaming = streaming.with_companion_placement(Arc::new(BlockSwapPlacement::new(settings)));
         }
-        let streaming = model.with_placement(Arc::new(BlockSwapPlacement::new(settings)));
         Ok(vec![Value::Handle(Handle::new(SocketType::Model, Arc::new(streaming)))])
     }
+}
+
+/// Plans `model`'s units now, so a bad setting fails at the node, and logs (and with `debug`
+/// publishes) what will stream.
+fn plan_for_node(model: &ModelHandle, settings: &SwapSettings, ctx: &RunContext) -> Result<(), NodeError> {
+    let units = model.network.units();
+    if units.is_empty() {
+        let error = PlanError::NoUnits {
+            model: model.name.clone(),
+            kind: model.network.kind().to_string(),
+        };
+        return Err(NodeError::msg(error.to_string()));
+    }
+    let device = candle_device(ctx.device)?;
+    let swap_plan = plan(units, weight_dtype(&device), settings).map_err(|e| NodeError::msg(e.to_string()))?;
+    tracing::info!(
+        "{}: BlockSwap streams {} of {} units ({}), {} of weights stay on the device",
+        ctx.node_id,
+        swap_plan.swapped_units(),
+        swap_plan.swapped.len(),
+        swap_plan.swapped_blocks.join(", "),
+        crate::report::mib(swap_plan.device_bytes() as f64)
+    );
+    if settings.debug {
+        ctx.reporter.memory(plan_report(&swap_plan, settings));
+    }
+    Ok(())
 }

@@ -8,8 +8,8 @@ use candle_core::{DType, Device};
 use std::sync::Arc;
 use swapgraph_model::{ModelHandle, Placement, SourceError, StoreCache, WeightStore};
 
-/// Streams the units a plan picks; the store is kept per device and dtype, so later runs reuse
-/// the host copies.
+/// Streams the units a plan picks; the store is kept per model, device and dtype, so later runs
+/// reuse the host copies.
 pub struct BlockSwapPlacement {
     settings: SwapSettings,
     cache: StoreCache,
@@ -27,7 +27,7 @@ impl BlockSwapPlacement {
 
 impl Placement for BlockSwapPlacement {
     fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
-        self.cache.get_or_build(device, dtype, || {
+        self.cache.get_or_build(model, device, dtype, || {
             let units = model.network.units().to_vec();
             let swap_plan = plan(&units, dtype, &self.settings).map_err(|e| SourceError::Tensor {
                 source_name: model.name.clone(),

@@ -29,28 +29,32 @@ pub trait Placement: Send + Sync {
     fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError>;
 }
 
-/// Keeps the store a placement built for one device and dtype, so later runs of the same model
-/// reuse it instead of loading the weights again.
+/// Keeps the store a placement built for one model, device and dtype, so later runs of the same
+/// model reuse it instead of loading the weights again.
 #[derive(Default)]
 pub struct StoreCache {
     loaded: Mutex<Option<CachedStore>>,
 }
 
-/// A store with the device (as its debug location) and dtype it was built for.
+/// A store with the model (its network's address and name), device (as its debug location) and
+/// dtype it was built for.
 type CachedStore = (String, DType, Arc<dyn WeightStore>);
 
 impl StoreCache {
-    /// The cached store for `device` and `dtype`, or the one `build` makes (then cached).
+    /// The cached store for `model` on `device` in `dtype`, or the one `build` makes (then
+    /// cached).
     ///
     /// # Errors
     /// Whatever `build` returns.
     pub fn get_or_build<E>(
         &self,
+        model: &ModelHandle,
         device: &Device,
         dtype: DType,
         build: impl FnOnce() -> Result<Arc<dyn WeightStore>, E>,
     ) -> Result<Arc<dyn WeightStore>, E> {
-        let key = format!("{:?}", device.location());
+        let network = Arc::as_ptr(&model.network).cast::<()>() as usize;
+        let key = format!("{network:x} {} {:?}", model.name, device.location());
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((k, d, store)) = loaded.as_ref() {
             if *k == key && *d == dtype {
@@ -73,7 +77,7 @@ pub struct Resident {
 
 impl Placement for Resident {
     fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
-        self.cache.get_or_build(device, dtype, || {
+        self.cache.get_or_build(model, device, dtype, || {
             let store = ResidentStore::load(model.network.units().to_vec(), &model.source, dtype, device)?;
             Ok(Arc::new(store) as Arc<dyn WeightStore>)
         })
@@ -91,6 +95,9 @@ pub struct ModelHandle {
     pub source: Arc<TensorSource>,
     /// Where the weights live while the model runs.
     pub placement: Arc<dyn Placement>,
+    /// Where the weights of models sampled alongside this one (ControlNets attached to the
+    /// conditioning) live; `None` keeps their own placement.
+    pub companion_placement: Option<Arc<dyn Placement>>,
 }
 
 impl ModelHandle {
@@ -101,6 +108,7 @@ impl ModelHandle {
             network,
             source,
             placement: Arc::new(Resident::default()),
+            companion_placement: None,
         }
     }
 
@@ -108,6 +116,14 @@ impl ModelHandle {
     pub fn with_placement(&self, placement: Arc<dyn Placement>) -> Self {
         Self {
             placement,
+            ..self.clone()
+        }
+    }
+
+    /// The same model, with `placement` for the models sampled alongside it.
+    pub fn with_companion_placement(&self, placement: Arc<dyn Placement>) -> Self {
+        Self {
+            companion_placement: Some(placement),
             ..self.clone()
         }
     }

@@ -1,7 +1,10 @@
 //! The CONDITIONING value and the text encoders that make it.
 
 use crate::clip::{ClipOutput, ClipTextEncoder, ClipTokenizer, END_OF_TEXT};
+use crate::ip_adapter::IpAdapterLayers;
 use candle_core::{Device, Result, Tensor};
+use std::sync::Arc;
+use swapgraph_model::ModelHandle;
 
 /// SDXL's size conditioning: original size, crop offset and target size, as pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,8 +42,9 @@ impl SizeIds {
 }
 
 /// Encoded text for the UNet: token embeddings of both encoders side by side, the pooled
-/// embedding, and optionally explicit size ids (otherwise the latent's size is used).
-#[derive(Clone, Debug)]
+/// embedding, and optionally explicit size ids (otherwise the latent's size is used); plus what
+/// adapters attached (a ControlNet, image tokens), applied while sampling with it.
+#[derive(Clone)]
 pub struct Conditioning {
     /// `[1, 77 * windows, 2048]`.
     pub context: Tensor,
@@ -48,6 +52,53 @@ pub struct Conditioning {
     pub pooled: Tensor,
     /// Size ids from `CLIPTextEncodeSDXL`; `None` means "the generated image's size".
     pub size: Option<SizeIds>,
+    /// A ControlNet steering sampling.
+    pub control: Option<Arc<ControlHint>>,
+    /// Image tokens the UNet's cross-attention layers attend to (IP-Adapter).
+    pub image_prompt: Option<Arc<ImagePrompt>>,
+}
+
+/// A ControlNet attached to a conditioning, as ComfyUI's apply nodes attach one.
+pub struct ControlHint {
+    /// The ControlNet (its network is a [`crate::controlnet::ControlNet`]).
+    pub controlnet: ModelHandle,
+    /// The hint image `[1, 3, h, w]`, values 0..1.
+    pub hint: Tensor,
+    /// Scale of the residuals.
+    pub strength: f64,
+    /// Fraction of the schedule where it starts (0) and ends (1).
+    pub start_percent: f64,
+    /// See `start_percent`.
+    pub end_percent: f64,
+    /// What the ControlNet attends to instead of the text (InstantID's face tokens).
+    pub context: Option<Tensor>,
+}
+
+/// Image tokens attached to a conditioning, with the adapter layers that project them.
+pub struct ImagePrompt {
+    /// Per-layer key/value projections.
+    pub layers: Arc<IpAdapterLayers>,
+    /// Tokens `[1, n, cross_attention_dim]`.
+    pub tokens: Tensor,
+    /// Weight of the image attention.
+    pub weight: f64,
+    /// Fraction of the schedule where it starts (0) and ends (1).
+    pub start_percent: f64,
+    /// See `start_percent`.
+    pub end_percent: f64,
+}
+
+impl Conditioning {
+    /// Text conditioning with nothing attached.
+    pub fn text(context: Tensor, pooled: Tensor, size: Option<SizeIds>) -> Self {
+        Self {
+            context,
+            pooled,
+            size,
+            control: None,
+            image_prompt: None,
+        }
+    }
 }
 
 /// SDXL's two text encoders with the CLIP tokenizer: the CLIP value.
@@ -93,11 +144,7 @@ impl TextEncoders {
             }
         }
         let pooled = pooled.ok_or_else(|| candle_core::Error::Msg("no text window".into()))?;
-        Ok(Conditioning {
-            context: Tensor::cat(&contexts, 1)?,
-            pooled,
-            size: None,
-        })
+        Ok(Conditioning::text(Tensor::cat(&contexts, 1)?, pooled, None))
     }
 
     fn run(&self, encoder: &ClipTextEncoder, window: &[u32]) -> Result<ClipOutput> {

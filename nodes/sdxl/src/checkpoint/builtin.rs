@@ -68,7 +68,7 @@ pub fn tiny_sdxl(device: &Device) -> Result<Checkpoint, NodeError> {
 /// Seeded weights for each named shape: matrices and kernels ~ N(0, 1/fan_in), norm scales 1,
 /// biases 0. Each tensor's seed comes from its model and name, so adding a tensor elsewhere never
 /// changes the others.
-fn random_tensors(model: &str, params: &[(String, Shape)]) -> candle_core::Result<HashMap<String, Tensor>> {
+pub(crate) fn random_tensors(model: &str, params: &[(String, Shape)]) -> candle_core::Result<HashMap<String, Tensor>> {
     params
         .iter()
         .map(|(name, shape)| {

@@ -41,12 +41,13 @@ pub fn load_folder(folder: &Path, device: &Device) -> Result<Checkpoint, NodeErr
     })
 }
 
+/// A safetensors file as a tensor source.
 pub fn open(path: &Path) -> Result<TensorSource, NodeError> {
     TensorSource::open(&[path]).map_err(|e| NodeError::msg(e.to_string()))
 }
 
 /// `part/stem.safetensors`, or its `.fp16` variant.
-fn weights_file(folder: &Path, part: &str, stem: &str) -> Result<PathBuf, NodeError> {
+pub(crate) fn weights_file(folder: &Path, part: &str, stem: &str) -> Result<PathBuf, NodeError> {
     let candidates = [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")];
     candidates
         .iter()

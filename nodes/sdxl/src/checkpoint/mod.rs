@@ -1,8 +1,8 @@
 //! Loading SDXL checkpoints: the built-in tiny model, single files in the original layout, and
 //! diffusers folders.
 
-mod builtin;
-mod diffusers;
+pub(crate) mod builtin;
+pub(crate) mod diffusers;
 pub mod single_file;
 
 pub use builtin::TINY_SDXL;

@@ -10,9 +10,11 @@
 
 mod config;
 mod hint;
+mod load;
 
 pub use config::ControlNetConfig;
 pub use hint::HintEmbedding;
+pub use load::{load, TINY_CONTROLNET};
 
 use crate::unet::stem::Stem;
 use crate::unet::{layout, ControlResiduals, State, Step, UNetInput};

@@ -1,5 +1,6 @@
 //! `KSampler`: denoises latents with the SDXL UNet, a sampler and a schedule.
 
+use super::adapters;
 use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
@@ -116,8 +117,11 @@ impl NodeType for KSampler {
         let latent = args.handle::<Latent>("latent_image")?;
         let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
         let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
-        let side = |name: &str| -> Result<TextConditioning, NodeError> {
-            let c = args.handle::<Conditioning>(name)?;
+        let (positive_in, negative_in) = (
+            args.handle::<Conditioning>("positive")?,
+            args.handle::<Conditioning>("negative")?,
+        );
+        let side = |c: &Conditioning| -> Result<TextConditioning, NodeError> {
             let ids = c.size.unwrap_or(image_size).tensor(&device).map_err(tensor_error)?;
             Ok(TextConditioning {
                 context: c.context.clone(),
@@ -125,7 +129,15 @@ impl NodeType for KSampler {
                 time_ids: ids,
             })
         };
-        let (positive, negative) = (side("positive")?, side("negative")?);
+        let (positive, negative) = (side(&positive_in)?, side(&negative_in)?);
+        let control = adapters::control_guidance(
+            &positive_in,
+            &negative_in,
+            model.companion_placement.as_ref(),
+            &device,
+            model_dtype(&device),
+        )?;
+        let image_tokens = adapters::image_token_guidance(&positive_in, &negative_in)?;
 
         let schedule = DiscreteSchedule::sdxl();
         let steps = args.int("steps")? as usize;
@@ -150,7 +162,8 @@ impl NodeType for KSampler {
             positive: &positive,
             negative: &negative,
             cfg: args.float("cfg")?,
-            control: None,
+            control: control.as_ref(),
+            image_tokens: image_tokens.as_ref(),
         };
         let cancelled = Cell::new(false);
         let mut after_step = |step: usize, total: usize| -> candle_core::Result<()> {

@@ -1,7 +1,9 @@
 //! The SDXL pack's nodes, with ComfyUI's names and parameters.
 
+mod adapters;
 mod checkpoint_loader;
 mod clip_text_encode;
+mod controlnet;
 mod empty_latent_image;
 mod ksampler;
 mod vae_decode;
@@ -17,6 +19,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(checkpoint_loader::CheckpointLoaderSimple::new())?;
     registry.register(clip_text_encode::ClipTextEncode::new())?;
     registry.register(clip_text_encode::ClipTextEncodeSdxl::new())?;
+    registry.register(controlnet::ControlNetLoader::new())?;
+    registry.register(controlnet::ControlNetApplyAdvanced::new())?;
     registry.register(empty_latent_image::EmptyLatentImage::new())?;
     registry.register(ksampler::KSampler::new())?;
     registry.register(vae_decode::VaeDecode::new())?;

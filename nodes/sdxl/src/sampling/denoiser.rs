@@ -1,9 +1,10 @@
 //! The SDXL UNet as a k-diffusion denoiser: epsilon prediction turned into a clean-latent
 //! prediction at a noise level, with classifier-free guidance over a batched cond/uncond pass.
 
+use super::adapters::{ControlGuidance, ImageTokenGuidance};
 use super::samplers::Denoiser;
 use super::schedule::DiscreteSchedule;
-use crate::unet::{ControlResiduals, UNet, UNetInput};
+use crate::unet::{UNet, UNetInput};
 use candle_core::{DType, Result, Tensor};
 use swapgraph_model::WeightStore;
 
@@ -17,10 +18,6 @@ pub struct TextConditioning {
     /// Size and crop ids `[1, 6]`.
     pub time_ids: Tensor,
 }
-
-/// Computes ControlNet residuals for the batched (uncond, cond) input at a noise level, or
-/// none when no ControlNet applies at this step.
-pub type ControlFn<'a> = dyn FnMut(&Tensor, f64, &Tensor) -> Result<Option<ControlResiduals>> + 'a;
 
 /// `denoised = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma))`, with
 /// `eps = eps_uncond + cfg * (eps_cond - eps_uncond)`.
@@ -37,8 +34,10 @@ pub struct GuidedDenoiser<'a> {
     pub negative: &'a TextConditioning,
     /// Guidance scale; 1 evaluates only the positive side.
     pub cfg: f64,
-    /// ControlNet residuals, if a ControlNet is applied.
-    pub control: Option<&'a mut ControlFn<'a>>,
+    /// A ControlNet, if one is attached.
+    pub control: Option<&'a ControlGuidance<'a>>,
+    /// IP-Adapter image tokens, if attached.
+    pub image_tokens: Option<&'a ImageTokenGuidance>,
 }
 
 impl GuidedDenoiser<'_> {
@@ -89,25 +88,29 @@ impl Denoiser for GuidedDenoiser<'_> {
         };
         let (context, pooled, time_ids) = (expand(&context)?, expand(&pooled)?, expand(&time_ids)?);
         let timesteps = Tensor::full(t as f32, n, x.device())?;
-        let control = match self.control.as_mut() {
-            Some(control) => control(&input, sigma, &context)?,
+        let mut unet_input = UNetInput {
+            sample: &input,
+            timesteps: &timesteps,
+            context: &context,
+            text_embeds: &pooled,
+            time_ids: &time_ids,
+            control: None,
+            extra_tokens: None,
+        };
+        let control = match self.control {
+            Some(control) => control.residuals(self.schedule, &unet_input, sigma, guided)?,
             None => None,
         };
-        let eps = self
-            .unet
-            .forward(
-                self.store,
-                &UNetInput {
-                    sample: &input,
-                    timesteps: &timesteps,
-                    context: &context,
-                    text_embeds: &pooled,
-                    time_ids: &time_ids,
-                    control: control.as_ref(),
-                    extra_tokens: None,
-                },
-            )?
-            .to_dtype(DType::F32)?;
+        let extra = match self.image_tokens {
+            Some(tokens) => tokens.extra_tokens(self.schedule, sigma, guided, n, x.device())?,
+            None => None,
+        };
+        let provider = |layer: usize| Ok(extra.as_ref().and_then(|all| all.get(layer).cloned()));
+        unet_input.control = control.as_ref();
+        if extra.is_some() {
+            unet_input.extra_tokens = Some(&provider);
+        }
+        let eps = self.unet.forward(self.store, &unet_input)?.to_dtype(DType::F32)?;
         let eps = if guided {
             let uncond = eps.narrow(0, 0, batch)?;
             let cond = eps.narrow(0, batch, batch)?;

@@ -1,11 +1,13 @@
 //! Sampling: noise schedules, seeded noise, the guided UNet denoiser and the samplers.
 
+mod adapters;
 mod denoiser;
 mod noise;
 mod samplers;
 mod schedule;
 
-pub use denoiser::{ControlFn, GuidedDenoiser, TextConditioning};
+pub use adapters::{percent_sigma, ControlGuidance, ImageTokenGuidance};
+pub use denoiser::{GuidedDenoiser, TextConditioning};
 pub use noise::SeededNoise;
 pub use samplers::{Denoiser, NoiseSource, Sampler};
 pub use schedule::{DiscreteSchedule, Scheduler, TRAINING_STEPS};

@@ -73,6 +73,7 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
             negative: &negative,
             cfg: 5.0,
             control: None,
+            image_tokens: None,
         };
         let mut noise = Replay((0..4).map(|i| cases[&format!("sample.noise.{i}")].clone()).collect());
         let start = (&cases["sample.initial"] * sigmas[0]).unwrap();

@@ -1,0 +1,60 @@
+//! Loading ControlNets: diffusers folders (`config.json` beside
+//! `diffusion_pytorch_model.safetensors`), single safetensors files, and the built-in tiny one.
+
+use super::{ControlNet, ControlNetConfig};
+use crate::checkpoint::builtin::random_tensors;
+use crate::checkpoint::diffusers::{open, weights_file};
+use std::path::Path;
+use std::sync::Arc;
+use swapgraph_model::{ModelHandle, Network, TensorSource};
+use swapgraph_node_api::NodeError;
+
+/// The name workflows use for the built-in tiny ControlNet (matches the built-in tiny SDXL).
+pub const TINY_CONTROLNET: &str = "builtin:tiny-controlnet";
+
+/// Loads `name`: `builtin:tiny-controlnet`, a diffusers ControlNet folder, or a `.safetensors`
+/// file (its configuration from a `config.json` beside it, else SDXL's). Weights stay on the
+/// host until a sampler asks for them.
+///
+/// # Errors
+/// A message naming the path and the problem: not found, a bad `config.json`, or (when sampling
+/// starts) a missing or mis-shaped tensor.
+pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
+    let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
+    if name == TINY_CONTROLNET {
+        let controlnet = ControlNet::new(ControlNetConfig::tiny()).map_err(failed)?;
+        let params: Vec<_> = controlnet
+            .units()
+            .iter()
+            .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
+            .collect();
+        let source =
+            TensorSource::from_tensors(TINY_CONTROLNET, random_tensors("controlnet", &params).map_err(failed)?);
+        return Ok(ModelHandle::new(name, Arc::new(controlnet), Arc::new(source)));
+    }
+    let path = Path::new(name);
+    let (config, weights) = if path.is_dir() {
+        (
+            Some(path.join("config.json")),
+            weights_file(path, "", "diffusion_pytorch_model")?,
+        )
+    } else if path.is_file() {
+        let beside = path.with_file_name("config.json");
+        (beside.is_file().then_some(beside), path.to_path_buf())
+    } else {
+        return Err(NodeError::msg(format!(
+            "ControlNet \"{name}\" not found: give a diffusers ControlNet folder, a .safetensors file or {TINY_CONTROLNET}"
+        )));
+    };
+    let cfg = match config {
+        Some(config) => {
+            let text =
+                std::fs::read_to_string(&config).map_err(|e| NodeError::msg(format!("{}: {e}", config.display())))?;
+            ControlNetConfig::from_diffusers_json(&text)
+                .map_err(|e| NodeError::msg(format!("{}: {e}", config.display())))?
+        }
+        None => ControlNetConfig::sdxl(),
+    };
+    let controlnet = ControlNet::new(cfg).map_err(failed)?;
+    Ok(ModelHandle::new(name, Arc::new(controlnet), Arc::new(open(&weights)?)))
+}

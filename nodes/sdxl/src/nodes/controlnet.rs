@@ -1,0 +1,139 @@
+//! `ControlNetLoader` and `ControlNetApplyAdvanced`: a ControlNet, and attaching it with a hint
+//! image to both conditionings.
+
+use super::tensor_error;
+use crate::conditioning::{Conditioning, ControlHint};
+use crate::controlnet::{self, TINY_CONTROLNET};
+use std::sync::Arc;
+use swapgraph_model::{Image, ModelHandle};
+use swapgraph_node_api::{
+    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+
+/// Loads a ControlNet; its weights stay on the host until a sampler runs it.
+pub struct ControlNetLoader {
+    descriptor: NodeDescriptor,
+}
+
+impl ControlNetLoader {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "ControlNetLoader",
+            "loaders",
+            "Loads an SDXL ControlNet (such as InstantID's IdentityNet): a diffusers folder, a .safetensors file \
+             (with config.json beside it, or SDXL's configuration), or builtin:tiny-controlnet (random weights).",
+        )
+        .param(ParamSpec::new(
+            "control_net_name",
+            ParamKind::String {
+                default: Some(TINY_CONTROLNET),
+                multiline: false,
+            },
+            "Path of a ControlNet folder or .safetensors file, or builtin:tiny-controlnet.",
+        ))
+        .output(SocketType::ControlNet, "The ControlNet.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for ControlNetLoader {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let model = controlnet::load(&args.string("control_net_name")?)?;
+        Ok(vec![Value::Handle(Handle::new(
+            SocketType::ControlNet,
+            Arc::new(model),
+        ))])
+    }
+}
+
+/// Attaches a ControlNet and its hint image to the positive and negative conditioning.
+pub struct ControlNetApplyAdvanced {
+    descriptor: NodeDescriptor,
+}
+
+/// A fraction-of-the-schedule param.
+pub fn percent(name: &'static str, default: f64, description: &'static str) -> ParamSpec {
+    ParamSpec::new(
+        name,
+        ParamKind::Float {
+            default: Some(default),
+            min: 0.0,
+            max: 1.0,
+        },
+        description,
+    )
+}
+
+impl ControlNetApplyAdvanced {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "ControlNetApplyAdvanced",
+            "conditioning",
+            "Steers sampling with a ControlNet and a hint image (resized to the image being generated) over part of the schedule.",
+        )
+        .input("positive", SocketType::Conditioning, "The positive conditioning.")
+        .input("negative", SocketType::Conditioning, "The negative conditioning.")
+        .input("control_net", SocketType::ControlNet, "The ControlNet.")
+        .input("image", SocketType::Image, "The hint image (its first image is used).")
+        .param(ParamSpec::new(
+            "strength",
+            ParamKind::Float {
+                default: Some(1.0),
+                min: 0.0,
+                max: 10.0,
+            },
+            "Scale of the ControlNet's residuals.",
+        ))
+        .param(percent("start_percent", 0.0, "Where in the schedule it starts (0 = first step)."))
+        .param(percent("end_percent", 1.0, "Where in the schedule it ends (1 = last step)."))
+        .named_output("positive", SocketType::Conditioning, "The positive conditioning, with the ControlNet.")
+        .named_output("negative", SocketType::Conditioning, "The negative conditioning, with the ControlNet.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for ControlNetApplyAdvanced {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let image = args.handle::<Image>("image")?;
+        let hint = Arc::new(ControlHint {
+            controlnet: (*args.handle::<ModelHandle>("control_net")?).clone(),
+            hint: hint_tensor(&image)?,
+            strength: args.float("strength")?,
+            start_percent: args.float("start_percent")?,
+            end_percent: args.float("end_percent")?,
+            context: None,
+        });
+        let attach = |name: &str| -> Result<Value, NodeError> {
+            let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();
+            conditioning.control = Some(Arc::clone(&hint));
+            Ok(Value::Handle(Handle::new(
+                SocketType::Conditioning,
+                Arc::new(conditioning),
+            )))
+        };
+        Ok(vec![attach("positive")?, attach("negative")?])
+    }
+}
+
+/// The first image of a batch as a ControlNet hint `[1, 3, h, w]`.
+///
+/// # Errors
+/// A tensor error on an empty batch.
+pub fn hint_tensor(image: &Image) -> Result<candle_core::Tensor, NodeError> {
+    image
+        .pixels
+        .narrow(0, 0, 1)
+        .and_then(|first| first.permute((0, 3, 1, 2)))
+        .and_then(|t| t.contiguous())
+        .map_err(tensor_error)
+}

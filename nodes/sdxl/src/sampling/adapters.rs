@@ -1,0 +1,183 @@
+//! What adapters add to each denoising step: ControlNet residuals and IP-Adapter image tokens,
+//! for the batched (negative, positive) UNet input, within their part of the schedule.
+
+use super::schedule::DiscreteSchedule;
+use crate::controlnet::ControlNet;
+use crate::ip_adapter::IpAdapterLayers;
+use crate::unet::{ControlResiduals, ExtraTokens, UNetInput};
+use candle_core::{Device, Result, Tensor};
+use std::cell::RefCell;
+use std::sync::Arc;
+use swapgraph_model::WeightStore;
+
+/// The sigma where a fraction `percent` of the schedule has passed, as ComfyUI counts it: 0 is
+/// before the first step (infinitely noisy), 1 after the last.
+pub fn percent_sigma(schedule: &DiscreteSchedule, percent: f64) -> f64 {
+    if percent <= 0.0 {
+        f64::INFINITY
+    } else if percent >= 1.0 {
+        0.0
+    } else {
+        schedule.sigma_at((1.0 - percent) * 999.0)
+    }
+}
+
+/// Whether `sigma` falls in the part of the schedule from `start` to `end` (fractions).
+fn active(schedule: &DiscreteSchedule, sigma: f64, start: f64, end: f64) -> bool {
+    sigma <= percent_sigma(schedule, start) && sigma >= percent_sigma(schedule, end)
+}
+
+/// Rows of a batch in the denoiser's order: the negative side first when guiding.
+fn sides<T: Clone>(negative: T, positive: T, guided: bool) -> Vec<T> {
+    if guided {
+        vec![negative, positive]
+    } else {
+        vec![positive]
+    }
+}
+
+/// A ControlNet for one sampling run: both sides' contexts and whether each side has it.
+pub struct ControlGuidance<'a> {
+    /// The network.
+    pub controlnet: &'a ControlNet,
+    /// Its weights.
+    pub store: Arc<dyn WeightStore>,
+    /// The hint `[1, 3, h, w]`, values 0..1.
+    pub hint: Tensor,
+    /// Residual scale.
+    pub strength: f64,
+    /// What each side's ControlNet pass attends to, `[1, n, dim]`; `None` for a side without it.
+    pub contexts: (Option<Tensor>, Option<Tensor>),
+    /// Fractions of the schedule it spans.
+    pub percent: (f64, f64),
+}
+
+impl ControlGuidance<'_> {
+    /// Residuals for the batched `input` at `sigma`, or `None` outside the ControlNet's span.
+    /// A side without the ControlNet gets zero residuals.
+    ///
+    /// # Errors
+    /// A tensor or store error.
+    pub fn residuals(
+        &self,
+        schedule: &DiscreteSchedule,
+        input: &UNetInput,
+        sigma: f64,
+        guided: bool,
+    ) -> Result<Option<ControlResiduals>> {
+        if !active(schedule, sigma, self.percent.0, self.percent.1) {
+            return Ok(None);
+        }
+        let rows = input.sample.dim(0)?;
+        let per_side = rows / if guided { 2 } else { 1 };
+        let (negative, positive) = &self.contexts;
+        let fallback = positive
+            .as_ref()
+            .or(negative.as_ref())
+            .ok_or_else(|| candle_core::Error::Msg("a ControlNet without a context on either side".into()))?;
+        let contexts = sides(
+            negative.as_ref().unwrap_or(fallback),
+            positive.as_ref().unwrap_or(fallback),
+            guided,
+        );
+        let context = Tensor::cat(
+            &contexts
+                .iter()
+                .map(|c| Tensor::cat(&vec![*c; per_side], 0))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?;
+        let (_, _, h, w) = input.sample.dims4()?;
+        let factor = self.controlnet.config().hint_factor();
+        let hint = self.hint.to_device(input.sample.device())?;
+        let hint = if hint.dims()[2..] == [h * factor, w * factor] {
+            hint
+        } else {
+            hint.upsample_nearest2d(h * factor, w * factor)?
+        };
+        let hint = Tensor::cat(&vec![&hint; rows], 0)?;
+        let control_input = UNetInput {
+            context: &context,
+            control: None,
+            extra_tokens: None,
+            ..*input
+        };
+        let residuals = self
+            .controlnet
+            .forward(self.store.as_ref(), &control_input, &hint, self.strength)?;
+        let mask: Vec<f32> = sides(negative.is_some(), positive.is_some(), guided)
+            .into_iter()
+            .flat_map(|on| std::iter::repeat_n(if on { 1.0 } else { 0.0 }, per_side))
+            .collect();
+        if mask.iter().all(|m| *m == 1.0) {
+            return Ok(Some(residuals));
+        }
+        let mask = Tensor::from_vec(mask, (rows, 1, 1, 1), input.sample.device())?;
+        let apply = |t: &Tensor| t.broadcast_mul(&mask.to_dtype(t.dtype())?);
+        Ok(Some(ControlResiduals {
+            down: residuals.down.iter().map(apply).collect::<Result<Vec<_>>>()?,
+            mid: apply(&residuals.mid)?,
+        }))
+    }
+}
+
+/// IP-Adapter image tokens for one sampling run; projected once per batch layout.
+pub struct ImageTokenGuidance {
+    /// Per-layer projections.
+    pub layers: Arc<IpAdapterLayers>,
+    /// Negative and positive tokens `[1, n, dim]`.
+    pub tokens: (Tensor, Tensor),
+    /// Weight of the image attention.
+    pub weight: f64,
+    /// Fractions of the schedule it spans.
+    pub percent: (f64, f64),
+    /// Projected tokens for the last (guided, rows) layout.
+    projected: RefCell<Option<((bool, usize), Vec<ExtraTokens>)>>,
+}
+
+impl ImageTokenGuidance {
+    /// Guidance from `layers` with each side's tokens.
+    pub fn new(layers: Arc<IpAdapterLayers>, tokens: (Tensor, Tensor), weight: f64, percent: (f64, f64)) -> Self {
+        Self {
+            layers,
+            tokens,
+            weight,
+            percent,
+            projected: RefCell::new(None),
+        }
+    }
+
+    /// Every layer's extra tokens for a batch of `rows` at `sigma`, or `None` outside the span.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn extra_tokens(
+        &self,
+        schedule: &DiscreteSchedule,
+        sigma: f64,
+        guided: bool,
+        rows: usize,
+        device: &Device,
+    ) -> Result<Option<Vec<ExtraTokens>>> {
+        if !active(schedule, sigma, self.percent.0, self.percent.1) {
+            return Ok(None);
+        }
+        let key = (guided, rows);
+        if let Some((cached, tokens)) = self.projected.borrow().as_ref() {
+            if *cached == key {
+                return Ok(Some(tokens.clone()));
+            }
+        }
+        let per_side = rows / if guided { 2 } else { 1 };
+        let batch = sides(&self.tokens.0, &self.tokens.1, guided)
+            .into_iter()
+            .map(|t| Tensor::cat(&vec![t; per_side], 0))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = Tensor::cat(&batch, 0)?.to_device(device)?;
+        let projected = (0..self.layers.len())
+            .map(|layer| self.layers.extra_tokens(layer, &batch, self.weight))
+            .collect::<Result<Vec<_>>>()?;
+        *self.projected.borrow_mut() = Some((key, projected.clone()));
+        Ok(Some(projected))
+    }
+}
