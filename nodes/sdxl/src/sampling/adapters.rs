@@ -121,6 +121,9 @@ impl ControlGuidance<'_> {
     }
 }
 
+/// A batch layout (guided, rows) and every layer's projected tokens for it.
+type Projected = ((bool, usize), Vec<ExtraTokens>);
+
 /// IP-Adapter image tokens for one sampling run; projected once per batch layout.
 pub struct ImageTokenGuidance {
     /// Per-layer projections.
@@ -132,7 +135,7 @@ pub struct ImageTokenGuidance {
     /// Fractions of the schedule it spans.
     pub percent: (f64, f64),
     /// Projected tokens for the last (guided, rows) layout.
-    projected: RefCell<Option<((bool, usize), Vec<ExtraTokens>)>>,
+    projected: RefCell<Option<Projected>>,
 }
 
 impl ImageTokenGuidance {
