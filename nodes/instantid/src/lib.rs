@@ -7,4 +7,6 @@
 //! Reference: Wang et al., "InstantID: Zero-shot Identity-Preserving Generation in Seconds"
 //! (2024).
 
+pub mod keypoints;
+pub mod raster;
 pub mod weights;

@@ -95,3 +95,20 @@ fn the_unet_with_image_tokens_matches_ip_adapter_attention() {
     assert_close("UNet with image tokens", &out, &cases["out"]);
     assert_eq!(adapter.layers.len(), 17, "every cross-attention layer of the tiny UNet");
 }
+
+#[test]
+fn keypoint_images_match_the_reference_pixel_for_pixel() {
+    use swapgraph_instantid::keypoints::draw_keypoints;
+    let cases = candle_core::safetensors::load(fixture("keypoint_cases.safetensors"), &Device::Cpu).unwrap();
+    for name in ["frontal", "tilted", "border"] {
+        let kps: Vec<Vec<f32>> = cases[&format!("{name}.kps")].to_vec2().unwrap();
+        let kps: [[f32; 2]; 5] = std::array::from_fn(|i| [kps[i][0], kps[i][1]]);
+        let expected = &cases[&format!("{name}.image")];
+        let (height, width, _) = expected.dims3().unwrap();
+        let canvas = draw_keypoints(width, height, &kps);
+        let expected: Vec<u8> = expected.flatten_all().unwrap().to_vec1().unwrap();
+        let ours: Vec<u8> = canvas.pixels().iter().flatten().copied().collect();
+        let differing = ours.chunks(3).zip(expected.chunks(3)).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "{name}: {differing} of {} pixels differ", width * height);
+    }
+}
