@@ -8,7 +8,8 @@ fn main() -> ExitCode {
     let packs = swapgraph_utils::register(&mut registry)
         .and_then(|()| swapgraph_sdxl::register(&mut registry))
         .and_then(|()| swapgraph_image::register(&mut registry))
-        .and_then(|()| swapgraph_blockswap::register(&mut registry));
+        .and_then(|()| swapgraph_blockswap::register(&mut registry))
+        .and_then(|()| swapgraph_instantid::register(&mut registry));
     if let Err(error) = packs {
         eprintln!("error: node packs conflict: {error}");
         return ExitCode::FAILURE;

@@ -60,6 +60,7 @@ pub fn packs() -> Registry {
     swapgraph_sdxl::register(&mut registry).unwrap();
     swapgraph_image::register(&mut registry).unwrap();
     swapgraph_blockswap::register(&mut registry).unwrap();
+    swapgraph_instantid::register(&mut registry).unwrap();
     registry
 }
 

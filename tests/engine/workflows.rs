@@ -7,16 +7,18 @@ use std::path::{Path, PathBuf};
 use swapgraph::exec::{Engine, Event, RunOptions};
 
 fn run_workflow(path: &Path, output_dir: &Path) -> Vec<PathBuf> {
+    run_text(&path.display().to_string(), &std::fs::read(path).unwrap(), output_dir)
+}
+
+fn run_text(name: &str, bytes: &[u8], output_dir: &Path) -> Vec<PathBuf> {
     let engine = Engine::new(packs());
-    let bytes = std::fs::read(path).unwrap();
-    let plan = swapgraph::prepare(&path.display().to_string(), &bytes, &[], engine.registry())
-        .unwrap_or_else(|report| panic!("{report}"));
+    let plan = swapgraph::prepare(name, bytes, &[], engine.registry()).unwrap_or_else(|report| panic!("{report}"));
     let options = RunOptions {
         output_dir: output_dir.to_path_buf(),
         ..RunOptions::default()
     };
     let (result, events) = run(&engine, &plan, &options);
-    result.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    result.unwrap_or_else(|e| panic!("{name}: {e}"));
     events
         .into_iter()
         .filter_map(|event| match event {
@@ -30,6 +32,9 @@ fn run_workflow(path: &Path, output_dir: &Path) -> Vec<PathBuf> {
 fn every_example_workflow_runs_and_saves_its_outputs() {
     for entry in std::fs::read_dir("workflows").unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue; // workflows/inputs holds the reference images
+        }
         let out = tempfile::tempdir().unwrap();
         let written = run_workflow(&path, out.path());
         assert!(!written.is_empty(), "{} saved nothing", path.display());
@@ -71,4 +76,34 @@ fn blockswap_gives_the_same_image_as_the_resident_model() {
     let resident = pixels(Path::new("workflows/sdxl_txt2img.yaml"), plain.path());
     let streamed = pixels(Path::new("workflows/sdxl_blockswap.yaml"), swapped.path());
     assert!(resident == streamed, "BlockSwap changed the image");
+}
+
+#[test]
+fn instantid_steers_the_image_and_blockswap_of_unet_and_controlnet_keeps_it() {
+    let text = std::fs::read_to_string("workflows/instantid_blockswap.yaml").unwrap();
+    let pixels = |name: &str, text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let written = run_text(name, text.as_bytes(), dir.path());
+        image::open(&written[0]).unwrap().to_rgb8().into_raw()
+    };
+    let streamed = pixels("instantid_blockswap.yaml", &text);
+    let resident_text = text.replace("  swap:\n", "  swap:\n    enabled: false\n");
+    assert_ne!(resident_text, text);
+    let resident = pixels("resident", &resident_text);
+    assert!(
+        streamed == resident,
+        "streaming the UNet and IdentityNet changed the image"
+    );
+    let plain_text = text.replace(
+        "positive: apply.positive, negative: apply.negative",
+        "positive: pos.conditioning, negative: neg.conditioning",
+    );
+    assert_ne!(plain_text, text);
+    let plain = pixels("without InstantID", &plain_text);
+    let changed = plain.iter().zip(&streamed).filter(|(a, b)| a != b).count();
+    assert!(
+        changed > plain.len() / 10,
+        "InstantID changed only {changed} of {} values",
+        plain.len()
+    );
 }

@@ -7,6 +7,10 @@
 //! Reference: Wang et al., "InstantID: Zero-shot Identity-Preserving Generation in Seconds"
 //! (2024).
 
+pub mod face;
 pub mod keypoints;
+mod nodes;
 pub mod raster;
 pub mod weights;
+
+pub use nodes::register;

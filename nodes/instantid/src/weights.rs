@@ -9,6 +9,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use swapgraph_model::{record_params, seeded_tensors};
 use swapgraph_sdxl::ip_adapter::{IpAdapterLayers, Resampler, ResamplerConfig};
 use swapgraph_sdxl::unet::UNetConfig;
 
@@ -33,13 +35,22 @@ pub enum WeightsError {
     },
 }
 
+/// An adapter as it travels between nodes: where it came from, and its weights.
+#[derive(Debug)]
+pub struct InstantIdModel {
+    /// The file or built-in name, for messages.
+    pub name: String,
+    /// The weights, on the run's device.
+    pub weights: InstantIdWeights,
+}
+
 /// The two parts of an InstantID adapter, loaded for one device.
 #[derive(Debug)]
 pub struct InstantIdWeights {
     /// Face embedding to image tokens.
     pub resampler: Resampler,
     /// Image tokens to each cross-attention layer's keys and values.
-    pub layers: IpAdapterLayers,
+    pub layers: Arc<IpAdapterLayers>,
 }
 
 impl InstantIdWeights {
@@ -84,7 +95,42 @@ impl InstantIdWeights {
             .map_err(|e| invalid("image_proj", e))?;
         let layers = IpAdapterLayers::new(VarBuilder::from_tensors(ip_adapter, dtype, device), unet)
             .map_err(|e| invalid("ip_adapter", e))?;
-        Ok(Self { resampler, layers })
+        Ok(Self {
+            resampler,
+            layers: Arc::new(layers),
+        })
+    }
+
+    /// The built-in tiny adapter (seeded weights) for the built-in tiny UNet: 512-value face
+    /// embeddings to four tokens.
+    ///
+    /// # Errors
+    /// A tensor error (not expected).
+    pub fn tiny(dtype: DType, device: &Device) -> candle_core::Result<Self> {
+        let resampler_cfg = tiny_resampler();
+        let unet = UNetConfig::tiny();
+        let resampler_params = record_params(|vb| Resampler::new(vb, &resampler_cfg))?;
+        let layer_params = record_params(|vb| IpAdapterLayers::new(vb, &unet))?;
+        let resampler = Resampler::new(
+            VarBuilder::from_tensors(seeded_tensors("image_proj", &resampler_params)?, dtype, device),
+            &resampler_cfg,
+        )?;
+        let layers = IpAdapterLayers::new(
+            VarBuilder::from_tensors(seeded_tensors("ip_adapter", &layer_params)?, dtype, device),
+            &unet,
+        )?;
+        Ok(Self {
+            resampler,
+            layers: Arc::new(layers),
+        })
+    }
+}
+
+/// The built-in adapter's Resampler: the tiny one, taking real 512-value face embeddings.
+pub fn tiny_resampler() -> ResamplerConfig {
+    ResamplerConfig {
+        embedding_dim: 512,
+        ..ResamplerConfig::tiny()
     }
 }
 

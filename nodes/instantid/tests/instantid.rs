@@ -112,3 +112,72 @@ fn keypoint_images_match_the_reference_pixel_for_pixel() {
         assert_eq!(differing, 0, "{name}: {differing} of {} pixels differ", width * height);
     }
 }
+
+#[test]
+fn face_files_are_checked_field_by_field() {
+    use swapgraph_instantid::face::file::FaceFile;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let embedding = format!("[{}]", vec!["0.5"; 512].join(","));
+    let kps = "[[1,2],[3,4],[5,6],[7,8],[9,10]]";
+    let good = write("good.json", &format!(r#"{{"embedding": {embedding}, "kps": {kps}}}"#));
+    assert!(FaceFile::open(&good).is_ok());
+    let cases = [
+        (
+            "short.json",
+            format!(r#"{{"embedding": [1, 2], "kps": {kps}}}"#),
+            "has 2 values",
+        ),
+        (
+            "nokps.json",
+            format!(r#"{{"embedding": {embedding}}}"#),
+            "missing \"kps\"",
+        ),
+        (
+            "fourkps.json",
+            format!(r#"{{"embedding": {embedding}, "kps": [[1,2],[3,4],[5,6],[7,8]]}}"#),
+            "has 4 points",
+        ),
+        (
+            "zero.json",
+            format!(r#"{{"embedding": [{}], "kps": {kps}}}"#, vec!["0"; 512].join(",")),
+            "all zeros",
+        ),
+        ("text.json", "not json".to_string(), "not JSON"),
+    ];
+    for (name, text, expected) in cases {
+        let error = FaceFile::open(&write(name, &text)).err().expect(name).to_string();
+        assert!(error.contains(name) && error.contains(expected), "{name}: {error}");
+    }
+}
+
+#[test]
+fn the_tiny_analyzer_finds_one_face_with_a_unit_embedding() {
+    use swapgraph_instantid::face::tiny::TinyFaceAnalyzer;
+    use swapgraph_instantid::face::{largest_face, FaceAnalyzer, RgbImage};
+    let image = RgbImage {
+        width: 64,
+        height: 48,
+        pixels: (0..64 * 48 * 3).map(|i| ((i * 7) % 255) as f32 / 255.0).collect(),
+    };
+    let analyzer = TinyFaceAnalyzer::new();
+    let faces = analyzer.analyze(&image).unwrap();
+    assert_eq!(faces.len(), 1);
+    let norm: f32 = faces[0].embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5);
+    assert_eq!(
+        faces[0].embedding,
+        TinyFaceAnalyzer::new().analyze(&image).unwrap()[0].embedding
+    );
+    let tiny = RgbImage {
+        width: 8,
+        height: 8,
+        pixels: vec![0.5; 8 * 8 * 3],
+    };
+    let error = largest_face(&analyzer, &tiny, "portrait.png").unwrap_err().to_string();
+    assert!(error.contains("no face found in portrait.png"), "{error}");
+}

@@ -9,6 +9,7 @@
 mod device;
 mod handle;
 mod record;
+mod seeded;
 mod source;
 mod store;
 mod unit;
@@ -19,6 +20,7 @@ pub use device::{
 };
 pub use handle::{ModelHandle, Network, Placement, Resident, StoreCache};
 pub use record::record_params;
+pub use seeded::seeded_tensors;
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};
 pub use unit::{Section, UnitSpec};

@@ -1,7 +1,7 @@
 //! Loading SDXL checkpoints: the built-in tiny model, single files in the original layout, and
 //! diffusers folders.
 
-pub(crate) mod builtin;
+mod builtin;
 pub(crate) mod diffusers;
 pub mod single_file;
 

@@ -2,11 +2,10 @@
 //! `diffusion_pytorch_model.safetensors`), single safetensors files, and the built-in tiny one.
 
 use super::{ControlNet, ControlNetConfig};
-use crate::checkpoint::builtin::random_tensors;
 use crate::checkpoint::diffusers::{open, weights_file};
 use std::path::Path;
 use std::sync::Arc;
-use swapgraph_model::{ModelHandle, Network, TensorSource};
+use swapgraph_model::{seeded_tensors, ModelHandle, Network, TensorSource};
 use swapgraph_node_api::NodeError;
 
 /// The name workflows use for the built-in tiny ControlNet (matches the built-in tiny SDXL).
@@ -29,7 +28,7 @@ pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
             .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
             .collect();
         let source =
-            TensorSource::from_tensors(TINY_CONTROLNET, random_tensors("controlnet", &params).map_err(failed)?);
+            TensorSource::from_tensors(TINY_CONTROLNET, seeded_tensors("controlnet", &params).map_err(failed)?);
         return Ok(ModelHandle::new(name, Arc::new(controlnet), Arc::new(source)));
     }
     let path = Path::new(name);

@@ -182,6 +182,10 @@ impl NodeType for KSampler {
         if let Some(report) = store.report() {
             ctx.reporter.memory(report);
         }
+        if let Some(mut report) = control.as_ref().and_then(|c| c.store.report()) {
+            report.title = format!("{} (ControlNet)", report.title);
+            ctx.reporter.memory(report);
+        }
         Ok(vec![Value::Handle(Handle::new(
             SocketType::Latent,
             Arc::new(Latent { samples }),

@@ -1,0 +1,278 @@
+//! `ApplyInstantID` and `ApplyInstantIDAdvanced`: the reference face's tokens go to the UNet's
+//! cross-attention (IP-Adapter) and, with its keypoint image, to IdentityNet (a ControlNet
+//! attached to both conditionings), as ComfyUI_InstantID does.
+
+use super::faces::{keypoint_image, Analyzer};
+use super::tensor_error;
+use crate::face::{largest_face, RgbImage};
+use crate::weights::InstantIdModel;
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
+use swapgraph_model::{candle_device, Image, ModelHandle};
+use swapgraph_node_api::{
+    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+use swapgraph_sdxl::conditioning::{Conditioning, ControlHint, ImagePrompt};
+
+/// How the embeddings of several reference images become one set of tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Combine {
+    /// The mean embedding.
+    Average,
+    /// The mean after scaling each embedding dimension by its norm across images.
+    NormAverage,
+    /// Every image's tokens, one after another.
+    Concat,
+}
+
+/// Both variants of the node; `advanced` separates the two weights and adds noise and
+/// combination controls.
+pub struct ApplyInstantId {
+    descriptor: NodeDescriptor,
+    advanced: bool,
+}
+
+fn float(name: &'static str, default: f64, max: f64, description: &'static str) -> ParamSpec {
+    ParamSpec::new(
+        name,
+        ParamKind::Float {
+            default: Some(default),
+            min: 0.0,
+            max,
+        },
+        description,
+    )
+}
+
+impl ApplyInstantId {
+    fn base(name: &'static str, description: &'static str) -> NodeDescriptor {
+        NodeDescriptor::new(name, "InstantID", description)
+            .input("instantid", SocketType::Instantid, "InstantID's adapter.")
+            .input("insightface", SocketType::Faceanalysis, "The face analyzer.")
+            .input(
+                "control_net",
+                SocketType::ControlNet,
+                "IdentityNet, InstantID's ControlNet.",
+            )
+            .input("image", SocketType::Image, "Reference photo(s) of the face.")
+            .input("model", SocketType::Model, "The model to sample with.")
+            .input("positive", SocketType::Conditioning, "The positive conditioning.")
+            .input("negative", SocketType::Conditioning, "The negative conditioning.")
+            .optional_input(
+                "image_kps",
+                SocketType::Image,
+                "An image whose face gives the keypoints (pose) instead of the reference's.",
+            )
+    }
+
+    /// `ApplyInstantID`: one weight for both paths.
+    pub fn simple() -> Self {
+        let descriptor = Self::base(
+            "ApplyInstantID",
+            "Conditions generation on the identity of the face in the reference image: its embedding steers the UNet's \
+             cross-attention and, with its keypoints, IdentityNet.",
+        )
+        .param(float("weight", 0.8, 5.0, "Strength of both the face tokens and IdentityNet."))
+        .param(float("start_at", 0.0, 1.0, "Where in the schedule it starts (0 = first step)."))
+        .param(float("end_at", 1.0, 1.0, "Where in the schedule it ends (1 = last step)."));
+        Self::finish(descriptor, false)
+    }
+
+    /// `ApplyInstantIDAdvanced`: separate weights, noise on the negative side, and how several
+    /// reference images combine.
+    pub fn advanced() -> Self {
+        let descriptor = Self::base(
+            "ApplyInstantIDAdvanced",
+            "ApplyInstantID with separate strengths for the face tokens and IdentityNet, noise for the negative side, \
+             and a choice of how several reference images combine.",
+        )
+        .param(float(
+            "ip_weight",
+            0.8,
+            3.0,
+            "Strength of the face tokens in the UNet's cross-attention.",
+        ))
+        .param(float("cn_strength", 0.8, 10.0, "Strength of IdentityNet."))
+        .param(float(
+            "start_at",
+            0.0,
+            1.0,
+            "Where in the schedule it starts (0 = first step).",
+        ))
+        .param(float(
+            "end_at",
+            1.0,
+            1.0,
+            "Where in the schedule it ends (1 = last step).",
+        ))
+        .param(float(
+            "noise",
+            0.0,
+            1.0,
+            "Uniform noise of this size replaces the zero embedding on the negative side (seeded by the face).",
+        ))
+        .param(ParamSpec::new(
+            "combine_embeds",
+            ParamKind::Choice {
+                default: Some("average"),
+                choices: vec!["average", "norm average", "concat"],
+            },
+            "How several reference images combine: mean embedding, mean of norm-scaled embeddings, or all tokens.",
+        ));
+        Self::finish(descriptor, true)
+    }
+
+    fn finish(descriptor: NodeDescriptor, advanced: bool) -> Self {
+        let descriptor = descriptor
+            .output(
+                SocketType::Model,
+                "The model (unchanged; the conditionings carry InstantID).",
+            )
+            .named_output(
+                "positive",
+                SocketType::Conditioning,
+                "The positive conditioning with InstantID.",
+            )
+            .named_output(
+                "negative",
+                SocketType::Conditioning,
+                "The negative conditioning with InstantID.",
+            );
+        Self { descriptor, advanced }
+    }
+}
+
+impl NodeType for ApplyInstantId {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let (ip_weight, cn_strength, noise, combine) = if self.advanced {
+            let combine = match &*args.string("combine_embeds")? {
+                "norm average" => Combine::NormAverage,
+                "concat" => Combine::Concat,
+                _ => Combine::Average,
+            };
+            (
+                args.float("ip_weight")?,
+                args.float("cn_strength")?,
+                args.float("noise")?,
+                combine,
+            )
+        } else {
+            let weight = args.float("weight")?;
+            (weight, weight, 0.0, Combine::Average)
+        };
+        let percent = (args.float("start_at")?, args.float("end_at")?);
+        let adapter = args.handle::<InstantIdModel>("instantid")?;
+        let analyzer = args.handle::<Analyzer>("insightface")?;
+        let image = args.handle::<Image>("image")?;
+        let device = candle_device(ctx.device)?;
+
+        let batch = image.pixels.dim(0).map_err(tensor_error)?;
+        let mut faces = Vec::with_capacity(batch);
+        for index in 0..batch {
+            let reference = RgbImage::from_batch(&image.pixels, index).map_err(tensor_error)?;
+            let what = format!(
+                "{}.image (image {} of {batch}, {}x{})",
+                ctx.node_id,
+                index + 1,
+                reference.width,
+                reference.height
+            );
+            let face =
+                largest_face(analyzer.0.as_ref(), &reference, &what).map_err(|e| NodeError::msg(e.to_string()))?;
+            faces.push((reference, face));
+        }
+        let embeddings: Vec<Vec<f32>> = faces.iter().map(|(_, f)| f.embedding.clone()).collect();
+        let (positive_tokens, negative_tokens) = tokens(&adapter, &embeddings, combine, noise, &device)?;
+
+        let kps_image = match args.optional_handle::<Image>("image_kps")? {
+            Some(pose) => {
+                let pose = RgbImage::from_batch(&pose.pixels, 0).map_err(tensor_error)?;
+                let face = largest_face(analyzer.0.as_ref(), &pose, &format!("{}.image_kps", ctx.node_id))
+                    .map_err(|e| NodeError::msg(e.to_string()))?;
+                keypoint_image(pose.width, pose.height, &face.kps, &device)?
+            }
+            None => {
+                let (reference, face) = &faces[0];
+                keypoint_image(reference.width, reference.height, &face.kps, &device)?
+            }
+        };
+        let controlnet = (*args.handle::<ModelHandle>("control_net")?).clone();
+        let side = |name: &str, tokens: &Tensor| -> Result<Value, NodeError> {
+            let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();
+            conditioning.control = Some(Arc::new(ControlHint {
+                controlnet: controlnet.clone(),
+                hint: kps_image.clone(),
+                strength: cn_strength,
+                start_percent: percent.0,
+                end_percent: percent.1,
+                context: Some(tokens.clone()),
+            }));
+            conditioning.image_prompt = Some(Arc::new(ImagePrompt {
+                layers: Arc::clone(&adapter.weights.layers),
+                tokens: tokens.clone(),
+                weight: ip_weight,
+                start_percent: percent.0,
+                end_percent: percent.1,
+            }));
+            Ok(Value::Handle(Handle::new(
+                SocketType::Conditioning,
+                Arc::new(conditioning),
+            )))
+        };
+        let model = args.handle::<ModelHandle>("model")?;
+        Ok(vec![
+            Value::Handle(Handle::new(SocketType::Model, model)),
+            side("positive", &positive_tokens)?,
+            side("negative", &negative_tokens)?,
+        ])
+    }
+}
+
+/// Image tokens of the face (positive) and of the zero or noise embedding (negative).
+fn tokens(
+    adapter: &InstantIdModel,
+    embeddings: &[Vec<f32>],
+    combine: Combine,
+    noise: f64,
+    device: &Device,
+) -> Result<(Tensor, Tensor), NodeError> {
+    let width = embeddings[0].len();
+    let count = embeddings.len();
+    let combined: Vec<Vec<f32>> = match (combine, count) {
+        (_, 1) | (Combine::Concat, _) => embeddings.to_vec(),
+        (Combine::Average, _) => vec![(0..width)
+            .map(|i| embeddings.iter().map(|e| e[i]).sum::<f32>() / count as f32)
+            .collect()],
+        (Combine::NormAverage, _) => vec![(0..width)
+            .map(|i| {
+                let norm = embeddings.iter().map(|e| e[i] * e[i]).sum::<f32>().sqrt().max(1e-12);
+                embeddings.iter().map(|e| e[i] / norm).sum::<f32>() / count as f32
+            })
+            .collect()],
+    };
+    let rows = combined.len();
+    let flat: Vec<f32> = combined.iter().flatten().copied().collect();
+    let negative: Vec<f32> = if noise > 0.0 {
+        let seed = flat.iter().map(|v| f64::from(*v)).sum::<f64>() as i64;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.rem_euclid(1_000_000_007) as u64);
+        flat.iter().map(|_| (noise * rng.random::<f64>()) as f32).collect()
+    } else {
+        vec![0.0; flat.len()]
+    };
+    let project = |values: Vec<f32>| -> Result<Tensor, NodeError> {
+        let embedding = Tensor::from_vec(values, (rows, 1, width), device).map_err(tensor_error)?;
+        let tokens = adapter.weights.resampler.forward(&embedding).map_err(tensor_error)?;
+        // Several images' tokens (concat) become one longer sequence.
+        let (_, n, dim) = tokens.dims3().map_err(tensor_error)?;
+        tokens.reshape((1, rows * n, dim)).map_err(tensor_error)
+    };
+    let positive = project(flat)?;
+    let negative = project(negative)?;
+    Ok((positive, negative))
+}

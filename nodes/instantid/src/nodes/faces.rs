@@ -1,0 +1,129 @@
+//! `InstantIDFaceAnalysis` and `FaceKeypointsPreprocessor`: a face analyzer, and the keypoint
+//! image of the largest face in an image.
+
+use super::tensor_error;
+use crate::face::file::FaceFile;
+use crate::face::tiny::{TinyFaceAnalyzer, TINY_FACE};
+use crate::face::{largest_face, FaceAnalyzer, RgbImage};
+use crate::keypoints::draw_keypoints;
+use candle_core::{Device, Tensor};
+use std::path::Path;
+use std::sync::Arc;
+use swapgraph_model::{candle_device, Image};
+use swapgraph_node_api::{
+    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+
+/// The FACEANALYSIS value: an analyzer behind a shared pointer.
+pub struct Analyzer(pub Arc<dyn FaceAnalyzer>);
+
+/// Chooses how faces are found.
+pub struct InstantIdFaceAnalysis {
+    descriptor: NodeDescriptor,
+}
+
+impl InstantIdFaceAnalysis {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "InstantIDFaceAnalysis",
+            "InstantID",
+            "Finds faces and their identity embeddings: builtin:tiny-face (a stand-in with random weights for the \
+             built-in models), or a face file (.json with a 512-value embedding and five keypoints) that skips analysis.",
+        )
+        .param(ParamSpec::new(
+            "face_models",
+            ParamKind::String {
+                default: Some(TINY_FACE),
+                multiline: false,
+            },
+            "builtin:tiny-face, or the path of a face .json file.",
+        ))
+        .output(SocketType::Faceanalysis, "The face analyzer.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for InstantIdFaceAnalysis {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let name = args.string("face_models")?;
+        let analyzer: Arc<dyn FaceAnalyzer> = if &*name == TINY_FACE {
+            Arc::new(TinyFaceAnalyzer::new())
+        } else if name.ends_with(".json") {
+            Arc::new(FaceFile::open(Path::new(&*name)).map_err(|e| NodeError::msg(e.to_string()))?)
+        } else {
+            return Err(NodeError::msg(format!(
+                "face_models \"{name}\": give {TINY_FACE} or a face .json file (embedding and keypoints)"
+            )));
+        };
+        Ok(vec![Value::Handle(Handle::new(
+            SocketType::Faceanalysis,
+            Arc::new(Analyzer(analyzer)),
+        ))])
+    }
+}
+
+/// Draws the keypoint image of the largest face in an image.
+pub struct FaceKeypointsPreprocessor {
+    descriptor: NodeDescriptor,
+}
+
+impl FaceKeypointsPreprocessor {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "FaceKeypointsPreprocessor",
+            "InstantID",
+            "Draws the keypoint image (eyes, nose, mouth corners) of the largest face in the first image, as IdentityNet reads it.",
+        )
+        .input("faceanalysis", SocketType::Faceanalysis, "The face analyzer.")
+        .input("image", SocketType::Image, "The image with a face.")
+        .output(SocketType::Image, "The keypoint image, the size of the input.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for FaceKeypointsPreprocessor {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let analyzer = args.handle::<Analyzer>("faceanalysis")?;
+        let image = args.handle::<Image>("image")?;
+        let reference = RgbImage::from_batch(&image.pixels, 0).map_err(tensor_error)?;
+        let face = largest_face(analyzer.0.as_ref(), &reference, &format!("{}.image", ctx.node_id))
+            .map_err(|e| NodeError::msg(e.to_string()))?;
+        let device = candle_device(ctx.device)?;
+        let pixels = keypoint_image(reference.width, reference.height, &face.kps, &device)?
+            .permute((0, 2, 3, 1))
+            .map_err(tensor_error)?;
+        Ok(vec![Value::Handle(Handle::new(
+            SocketType::Image,
+            Arc::new(Image { pixels }),
+        ))])
+    }
+}
+
+/// The keypoint image as a hint tensor `[1, 3, height, width]`, values 0..1.
+///
+/// # Errors
+/// A tensor error.
+pub fn keypoint_image(width: usize, height: usize, kps: &[[f32; 2]; 5], device: &Device) -> Result<Tensor, NodeError> {
+    let canvas = draw_keypoints(width, height, kps);
+    let values: Vec<f32> = canvas
+        .pixels()
+        .iter()
+        .flatten()
+        .map(|&v| f32::from(v) / 255.0)
+        .collect();
+    Tensor::from_vec(values, (1, height, width, 3), &Device::Cpu)
+        .and_then(|t| t.permute((0, 3, 1, 2)))
+        .and_then(|t| t.contiguous())
+        .and_then(|t| t.to_device(device))
+        .map_err(tensor_error)
+}

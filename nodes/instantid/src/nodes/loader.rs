@@ -1,0 +1,71 @@
+//! `InstantIDModelLoader`: InstantID's adapter file (Resampler and IP-Adapter projections).
+
+use super::tensor_error;
+use crate::weights::{InstantIdModel, InstantIdWeights};
+use std::path::Path;
+use std::sync::Arc;
+use swapgraph_model::{candle_device, weight_dtype};
+use swapgraph_node_api::{
+    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+};
+use swapgraph_sdxl::ip_adapter::ResamplerConfig;
+use swapgraph_sdxl::unet::UNetConfig;
+
+/// The name workflows use for the built-in tiny adapter (matches the built-in tiny SDXL).
+pub const TINY_INSTANTID: &str = "builtin:tiny-instantid";
+
+/// Loads an InstantID adapter onto the run's device.
+pub struct InstantIdModelLoader {
+    descriptor: NodeDescriptor,
+}
+
+impl InstantIdModelLoader {
+    /// The node type.
+    pub fn new() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "InstantIDModelLoader",
+            "InstantID",
+            "Loads InstantID's adapter: ip-adapter.bin as published (or a .safetensors with image_proj. and \
+             ip_adapter. keys), for SDXL; builtin:tiny-instantid has random weights for the built-in tiny SDXL.",
+        )
+        .param(ParamSpec::new(
+            "instantid_file",
+            ParamKind::String {
+                default: Some(TINY_INSTANTID),
+                multiline: false,
+            },
+            "Path of InstantID's ip-adapter.bin or .safetensors, or builtin:tiny-instantid.",
+        ))
+        .output(SocketType::Instantid, "The adapter.");
+        Self { descriptor }
+    }
+}
+
+impl NodeType for InstantIdModelLoader {
+    fn descriptor(&self) -> &NodeDescriptor {
+        &self.descriptor
+    }
+
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let name = args.string("instantid_file")?;
+        let device = candle_device(ctx.device)?;
+        let dtype = weight_dtype(&device);
+        let weights = if &*name == TINY_INSTANTID {
+            InstantIdWeights::tiny(dtype, &device).map_err(tensor_error)?
+        } else {
+            let path = Path::new(&*name);
+            if !path.is_file() {
+                return Err(NodeError::msg(format!(
+                    "InstantID file \"{name}\" not found: give the path of ip-adapter.bin, a .safetensors, or {TINY_INSTANTID}"
+                )));
+            }
+            InstantIdWeights::load(path, &ResamplerConfig::instantid(), &UNetConfig::sdxl(), dtype, &device)
+                .map_err(|e| NodeError::msg(e.to_string()))?
+        };
+        let model = InstantIdModel {
+            name: name.to_string(),
+            weights,
+        };
+        Ok(vec![Value::Handle(Handle::new(SocketType::Instantid, Arc::new(model)))])
+    }
+}
