@@ -24,6 +24,10 @@ run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu" --repe
 run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu-sync" --set swap.non_blocking=false
 run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu-preset" --blockswap-preset "$OUT/preset.json"
 run workflows/sdxl_txt2img.yaml --device cpu --output-dir "$OUT/cpu"
+run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu"
+sed 's/^  swap:$/  swap:\n    enabled: false/' workflows/instantid_blockswap.yaml > /tmp/instantid_resident.yaml
+run /tmp/instantid_resident.yaml --device cuda:0 --output-dir "$OUT/gpu-resident"
+run workflows/instantid_blockswap.yaml --device cpu --output-dir "$OUT/cpu"
 python3 - "$OUT" <<'PY'
 import sys, glob
 from PIL import Image
@@ -34,10 +38,14 @@ gpu, streamed, sync, cpu = (load(p) for p in ("/gpu/sdxl/txt2img_*.png", "/gpu/s
 print("GPU images identical, resident vs BlockSwap streaming:", bool((gpu == streamed).all()))
 print("GPU images identical, resident vs BlockSwap synchronous:", bool((gpu == sync).all()))
 print("GPU f16 vs CPU f32, mean absolute pixel difference (0-255): %.2f, max %d" % (np.abs(gpu - cpu).mean(), np.abs(gpu - cpu).max()))
+iid, iid_resident, iid_cpu = (load(p) for p in ("/gpu/instantid/portrait_*.png", "/gpu-resident/instantid/portrait_*.png", "/cpu/instantid/portrait_*.png"))
+print("InstantID GPU images identical, BlockSwap (UNet and IdentityNet) vs resident:", bool((iid == iid_resident).all()))
+print("InstantID GPU f16 vs CPU f32, mean absolute pixel difference (0-255): %.2f, max %d" % (np.abs(iid - iid_cpu).mean(), np.abs(iid - iid_cpu).max()))
 PY
 
 echo "== unet step"
 CONFIGS=${CONFIGS:-none,blocks:3/sync,blocks:3/p1,blocks:3/p2,blocks:3/p4,blocks:3/p2/debug,budget:4096/p2,budget:3072/p2,budget:2048/p2}
-timeout 560 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --configs "$CONFIGS" 2>&1 | tee "$OUT/unet_step.jsonl"
+timeout 400 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --configs "$CONFIGS" 2>&1 | tee "$OUT/unet_step.jsonl"
+timeout 200 .gpu/unet_step --device cuda:0 --latent 160 --steps 5 --configs none,blocks:3/p2 2>&1 | tee -a "$OUT/unet_step.jsonl"
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
 PYTHONPATH=/tmp/site timeout 200 python3 bench/diffusers_baseline.py --latent 128 --steps 10 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"

@@ -116,9 +116,10 @@ fn describe(diagnosis: &Diagnosis, device: &str) -> String {
             ),
         };
         text += &format!(
-            "  {0}x{0}: activations {1:.2} GiB; {line}\n",
+            "  {0}x{0}: activations {1:.2} GiB, text encoders and VAE {2:.2} GiB; {line}\n",
             r.resolution,
-            gib(r.activation_bytes)
+            gib(r.activation_bytes),
+            gib(r.companion_bytes)
         );
     }
     text

@@ -168,20 +168,22 @@ const GIB: u64 = 1024 * MIB;
 fn recommendations_follow_free_memory_and_activations() {
     use swapgraph_blockswap::doctor::{recommend, Fit, HEADROOM_FRACTION};
     let units = sdxl_units();
-    let roomy = recommend(&units, DType::F16, 24 * GIB, 1024, GIB).unwrap();
+    let roomy = recommend(&units, DType::F16, 24 * GIB, 2 * GIB, 1024, GIB).unwrap();
     assert_eq!(roomy.fit, Fit::Resident);
 
-    let free = 6 * GIB;
-    let activations = 2 * GIB;
-    let tight = recommend(&units, DType::F16, free, 1024, activations).unwrap();
-    let for_weights = (free as f64 * (1.0 - HEADROOM_FRACTION)) as u64 - activations;
+    let (free, companions, activations) = (8 * GIB, 2 * GIB, 2 * GIB);
+    let tight = recommend(&units, DType::F16, free, companions, 1024, activations).unwrap();
+    let for_weights = (free as f64 * (1.0 - HEADROOM_FRACTION)) as u64 - activations - companions;
     let Fit::Swap {
         budget_mb,
         blocks_to_swap,
         streamed_bytes,
     } = tight.fit
     else {
-        panic!("6 GiB with 2 GiB of activations needs BlockSwap, got {:?}", tight.fit)
+        panic!(
+            "8 GiB with 2 GiB of activations and 2 GiB of text encoders needs BlockSwap, got {:?}",
+            tight.fit
+        )
     };
     assert_eq!(budget_mb, for_weights / MIB);
     let budget = SwapSettings {
@@ -205,7 +207,7 @@ fn recommendations_follow_free_memory_and_activations() {
         "and is the smallest that does"
     );
 
-    let small = recommend(&units, DType::F16, GIB, 1280, 850 * MIB).unwrap();
+    let small = recommend(&units, DType::F16, 3 * GIB, 2 * GIB, 1280, 850 * MIB).unwrap();
     assert!(
         matches!(small.fit, Fit::TooSmall { minimum_mb, available_mb } if minimum_mb > available_mb),
         "{:?}",

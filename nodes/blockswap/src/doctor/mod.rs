@@ -11,9 +11,13 @@ pub use recommend::{recommend, Fit, Recommendation, HEADROOM_FRACTION};
 pub use round_trip::{round_trip, RoundTrip};
 
 use crate::probe::probe_transfers;
+use candle_core::DType;
 use candle_core::Device;
-use swapgraph_model::{device_info, device_memory, weight_dtype};
+use swapgraph_model::{device_info, device_memory, record_params, weight_dtype};
+use swapgraph_sdxl::clip::{ClipConfig, ClipTextEncoder};
+use swapgraph_sdxl::device::vae_dtype;
 use swapgraph_sdxl::unet::{UNet, UNetConfig};
+use swapgraph_sdxl::vae::{Vae, VaeConfig};
 
 /// Resolutions recommendations are made for.
 pub const RESOLUTIONS: [usize; 2] = [1024, 1280];
@@ -168,6 +172,16 @@ fn recommend_all(device: &Device, free: u64, diagnosis: &mut Diagnosis) {
         Ok(unet) => unet.units().to_vec(),
         Err(e) => return diagnosis.push("recommendations", Status::Fail, format!("SDXL UNet layout: {e}")),
     };
+    let companions = match companion_bytes(dtype, vae_dtype(device)) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return diagnosis.push(
+                "recommendations",
+                Status::Fail,
+                format!("SDXL text encoders and VAE: {e}"),
+            )
+        }
+    };
     for resolution in RESOLUTIONS {
         let activations = match sdxl_step_activations(device, dtype, resolution) {
             Ok(Some(bytes)) => bytes,
@@ -181,9 +195,20 @@ fn recommend_all(device: &Device, free: u64, diagnosis: &mut Diagnosis) {
                 continue;
             }
         };
-        match recommend(&units, dtype, free, resolution, activations) {
+        match recommend(&units, dtype, free, companions, resolution, activations) {
             Ok(recommendation) => diagnosis.recommendations.push(recommendation),
             Err(e) => diagnosis.push("recommendations", Status::Fail, e.to_string()),
         }
     }
+}
+
+/// Bytes of SDXL's text encoders (in `dtype`) and VAE (in `vae`), which stay on the device
+/// beside the UNet.
+fn companion_bytes(dtype: DType, vae: DType) -> candle_core::Result<u64> {
+    let count =
+        |params: Vec<(String, candle_core::Shape)>| params.iter().map(|(_, s)| s.elem_count() as u64).sum::<u64>();
+    let clip_l = count(record_params(|vb| ClipTextEncoder::new(vb, &ClipConfig::vit_l()))?);
+    let clip_g = count(record_params(|vb| ClipTextEncoder::new(vb, &ClipConfig::vit_big_g()))?);
+    let vae_params = count(record_params(|vb| Vae::new(vb, &VaeConfig::sdxl()))?);
+    Ok((clip_l + clip_g) * dtype.size_in_bytes() as u64 + vae_params * vae.size_in_bytes() as u64)
 }

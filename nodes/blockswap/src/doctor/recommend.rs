@@ -17,6 +17,8 @@ pub struct Recommendation {
     pub resolution: usize,
     /// Activation memory measured at this resolution.
     pub activation_bytes: u64,
+    /// Memory of the models resident beside the UNet (text encoders, VAE).
+    pub companion_bytes: u64,
     /// What fits.
     pub fit: Fit,
 }
@@ -46,8 +48,9 @@ pub enum Fit {
     },
 }
 
-/// Settings for `units` (in `dtype`) on a device with `free_bytes` free, at `resolution` whose
-/// activations take `activation_bytes`.
+/// Settings for `units` (in `dtype`) on a device with `free_bytes` free, of which
+/// `companion_bytes` go to models that stay resident beside it (text encoders, VAE), at
+/// `resolution` whose activations take `activation_bytes`.
 ///
 /// # Errors
 /// A [`PlanError`] other than a too-small budget (a model without swap units).
@@ -55,11 +58,12 @@ pub fn recommend(
     units: &[UnitSpec],
     dtype: DType,
     free_bytes: u64,
+    companion_bytes: u64,
     resolution: usize,
     activation_bytes: u64,
 ) -> Result<Recommendation, PlanError> {
     let usable = (free_bytes as f64 * (1.0 - HEADROOM_FRACTION)) as u64;
-    let for_weights = usable.saturating_sub(activation_bytes);
+    let for_weights = usable.saturating_sub(activation_bytes + companion_bytes);
     let total: u64 = units.iter().map(|u| u.bytes(dtype)).sum();
     let fit = if total <= for_weights {
         Fit::Resident
@@ -91,6 +95,7 @@ pub fn recommend(
     Ok(Recommendation {
         resolution,
         activation_bytes,
+        companion_bytes,
         fit,
     })
 }

@@ -82,8 +82,8 @@ impl Attention {
 
 /// Largest f32 score block one attention call materialises; longer queries are processed in
 /// row chunks (as diffusers' sliced attention), so SDXL's 4096-token self-attention at
-/// 1024x1024 needs a few hundred MiB instead of several GiB.
-const SCORE_BLOCK_BYTES: usize = 256 << 20;
+/// 1024x1024 needs a few hundred MiB of scores instead of several GiB.
+const SCORE_BLOCK_BYTES: usize = 128 << 20;
 
 /// `softmax(q k^T / sqrt(d)) v`, with the softmax in f32 whatever the weights' dtype, in query
 /// chunks of at most [`SCORE_BLOCK_BYTES`] of scores.
