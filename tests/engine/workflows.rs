@@ -53,6 +53,11 @@ fn txt2img_is_reproducible_and_embeds_a_runnable_workflow() {
     let decoded = image::load_from_memory(&a).unwrap().to_rgb8();
     assert_eq!(decoded.dimensions(), (128, 128));
     let pixels = decoded.into_raw();
+    // FNV-1a of the pixels: any change to the numerics of the tiny pipeline shows here.
+    let hash = pixels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    insta::assert_snapshot!("txt2img_pixel_hash", format!("{hash:016x}"));
     let mean = pixels.iter().map(|&p| f64::from(p)).sum::<f64>() / pixels.len() as f64;
     assert!(mean > 5.0 && mean < 250.0, "the image is flat ({mean})");
 

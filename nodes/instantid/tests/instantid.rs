@@ -181,3 +181,108 @@ fn the_tiny_analyzer_finds_one_face_with_a_unit_embedding() {
     let error = largest_face(&analyzer, &tiny, "portrait.png").unwrap_err().to_string();
     assert!(error.contains("no face found in portrait.png"), "{error}");
 }
+
+fn face_cases() -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture("faces/face_cases.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn astronaut() -> swapgraph_instantid::face::RgbImage {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workflows/inputs/astronaut.png");
+    let image = image::open(path).unwrap().to_rgb8();
+    swapgraph_instantid::face::RgbImage {
+        width: image.width() as usize,
+        height: image.height() as usize,
+        pixels: image.into_raw().into_iter().map(|v| f32::from(v) / 255.0).collect(),
+    }
+}
+
+#[test]
+fn scrfd_detections_match_insightface_processing() {
+    use swapgraph_instantid::face::scrfd::Scrfd;
+    let cases = face_cases();
+    let detector = Scrfd::open(&fixture("faces/tiny_scrfd.onnx")).unwrap();
+    let ours = detector.detect(&astronaut(), 512).unwrap();
+    let det: Vec<Vec<f32>> = cases["scrfd.det"].to_vec2().unwrap();
+    let kps: Vec<Vec<Vec<f32>>> = cases["scrfd.kps"].to_vec3().unwrap();
+    assert_eq!(ours.len(), det.len(), "detections after suppression");
+    for (i, (d, reference)) in ours.iter().zip(&det).enumerate() {
+        for (a, b) in d.bbox.iter().zip(reference) {
+            assert!(
+                (a - b).abs() < 1e-2,
+                "detection {i}: box {:?} against {reference:?}",
+                d.bbox
+            );
+        }
+        assert!((d.score - reference[4]).abs() < 1e-5);
+        for (p, q) in d.kps.iter().zip(&kps[i]) {
+            assert!(
+                (p[0] - q[0]).abs() < 1e-2 && (p[1] - q[1]).abs() < 1e-2,
+                "detection {i}: keypoints"
+            );
+        }
+    }
+}
+
+#[test]
+fn alignment_matches_insightface_estimate_norm() {
+    use swapgraph_instantid::face::align::{similarity, ARCFACE_TEMPLATE};
+    let cases = face_cases();
+    let kps: Vec<Vec<Vec<f32>>> = cases["scrfd.kps"].to_vec3().unwrap();
+    let first: [[f32; 2]; 5] = std::array::from_fn(|p| [kps[0][p][0], kps[0][p][1]]);
+    let ours = similarity(&first, &ARCFACE_TEMPLATE);
+    let reference: Vec<Vec<f32>> = cases["align.matrix"].to_vec2().unwrap();
+    for (row, expected) in ours.iter().zip(&reference) {
+        for (a, b) in row.iter().zip(expected) {
+            assert!((*a as f32 - b).abs() < 1e-3, "{ours:?} against {reference:?}");
+        }
+    }
+}
+
+#[test]
+fn arcface_embeddings_match_onnxruntime() {
+    use swapgraph_instantid::face::arcface::ArcFace;
+    use swapgraph_instantid::face::RgbImage;
+    let cases = face_cases();
+    let crop = RgbImage {
+        width: 112,
+        height: 112,
+        pixels: cases["arcface.crop"].flatten_all().unwrap().to_vec1().unwrap(),
+    };
+    let recognizer = ArcFace::open(&fixture("faces/tiny_arcface.onnx")).unwrap();
+    let ours = Tensor::new(recognizer.raw_embedding(&crop).unwrap(), &Device::Cpu).unwrap();
+    assert_close("ArcFace embedding", &ours, &cases["arcface.embedding"]);
+}
+
+#[test]
+fn a_missing_or_corrupt_face_model_is_named() {
+    use swapgraph_instantid::face::insightface::InsightFace;
+    use swapgraph_instantid::face::onnx::OnnxModel;
+    let dir = tempfile::tempdir().unwrap();
+    let error = InsightFace::open(dir.path()).err().unwrap().to_string();
+    assert!(
+        error.contains("no detector") && error.contains("scrfd_10g_bnkps.onnx"),
+        "{error}"
+    );
+    let corrupt = dir.path().join("scrfd_10g_bnkps.onnx");
+    std::fs::write(&corrupt, b"not a model").unwrap();
+    let error = OnnxModel::open(&corrupt).err().unwrap().to_string();
+    assert!(error.contains("scrfd_10g_bnkps.onnx"), "{error}");
+}
+
+#[test]
+fn insightface_analysis_detects_aligns_and_embeds() {
+    use swapgraph_instantid::face::insightface::InsightFace;
+    use swapgraph_instantid::face::{largest_face, FaceAnalyzer};
+    let analyzer =
+        InsightFace::from_files(&fixture("faces/tiny_scrfd.onnx"), &fixture("faces/tiny_arcface.onnx")).unwrap();
+    let image = astronaut();
+    let faces = analyzer.analyze(&image).unwrap();
+    assert!(!faces.is_empty(), "the tiny detector finds boxes at 640x640");
+    for face in &faces {
+        let norm: f32 = face.embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4 && face.embedding.len() == 512);
+    }
+    let largest = largest_face(&analyzer, &image, "astronaut.png").unwrap();
+    assert!(faces.iter().all(|f| f.area() <= largest.area()));
+    assert!(analyzer.describe().contains("640x640, 576x576"));
+}

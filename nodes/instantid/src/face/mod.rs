@@ -1,11 +1,16 @@
 //! Faces in a reference image: where they are, their five keypoints and their identity
 //! embedding, from a [`FaceAnalyzer`].
 //!
-//! Analyzers: the built-in tiny one ([`tiny`]) so workflows run anywhere, and a face given
+//! Analyzers: insightface's models run with tract ([`insightface`]: SCRFD detection and ArcFace
+//! recognition), the built-in tiny one ([`tiny`]) so workflows run anywhere, and a face given
 //! directly as a file ([`file`]), which skips analysis.
 
 pub mod align;
+pub mod arcface;
 pub mod file;
+pub mod insightface;
+pub mod onnx;
+pub mod scrfd;
 pub mod tiny;
 
 use candle_core::Tensor;

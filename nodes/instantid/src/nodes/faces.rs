@@ -3,6 +3,7 @@
 
 use super::tensor_error;
 use crate::face::file::FaceFile;
+use crate::face::insightface::InsightFace;
 use crate::face::tiny::{TinyFaceAnalyzer, TINY_FACE};
 use crate::face::{largest_face, FaceAnalyzer, RgbImage};
 use crate::keypoints::draw_keypoints;
@@ -28,8 +29,9 @@ impl InstantIdFaceAnalysis {
         let descriptor = NodeDescriptor::new(
             "InstantIDFaceAnalysis",
             "InstantID",
-            "Finds faces and their identity embeddings: builtin:tiny-face (a stand-in with random weights for the \
-             built-in models), or a face file (.json with a 512-value embedding and five keypoints) that skips analysis.",
+            "Finds faces and their identity embeddings: insightface's models (a folder such as antelopev2 with SCRFD \
+             and ArcFace ONNX files), builtin:tiny-face (a stand-in with random weights for the built-in models), or a \
+             face file (.json with a 512-value embedding and five keypoints) that skips analysis.",
         )
         .param(ParamSpec::new(
             "face_models",
@@ -37,7 +39,7 @@ impl InstantIdFaceAnalysis {
                 default: Some(TINY_FACE),
                 multiline: false,
             },
-            "builtin:tiny-face, or the path of a face .json file.",
+            "A folder of insightface models (antelopev2, buffalo_l), builtin:tiny-face, or a face .json file.",
         ))
         .output(SocketType::Faceanalysis, "The face analyzer.");
         Self { descriptor }
@@ -55,9 +57,12 @@ impl NodeType for InstantIdFaceAnalysis {
             Arc::new(TinyFaceAnalyzer::new())
         } else if name.ends_with(".json") {
             Arc::new(FaceFile::open(Path::new(&*name)).map_err(|e| NodeError::msg(e.to_string()))?)
+        } else if Path::new(&*name).is_dir() {
+            Arc::new(InsightFace::open(Path::new(&*name)).map_err(|e| NodeError::msg(e.to_string()))?)
         } else {
             return Err(NodeError::msg(format!(
-                "face_models \"{name}\": give {TINY_FACE} or a face .json file (embedding and keypoints)"
+                "face_models \"{name}\" not found: give a folder of insightface models (e.g. antelopev2), \
+                 {TINY_FACE} or a face .json file (embedding and keypoints)"
             )));
         };
         Ok(vec![Value::Handle(Handle::new(

@@ -27,7 +27,7 @@ pub fn load_folder(folder: &Path, device: &Device) -> Result<Checkpoint, NodeErr
         ClipTextEncoder::new(source.var_builder(model_dtype(device), device), &cfg).map_err(failed)
     };
     let clip = TextEncoders {
-        tokenizer: ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?,
+        tokenizer: tokenizer(folder)?,
         clip_l: encoder("text_encoder", ClipConfig::vit_l())?,
         clip_g: encoder("text_encoder_2", ClipConfig::vit_big_g())?,
         device: device.clone(),
@@ -39,6 +39,19 @@ pub fn load_folder(folder: &Path, device: &Device) -> Result<Checkpoint, NodeErr
         clip: Arc::new(clip),
         vae: Arc::new(vae),
     })
+}
+
+/// The folder's own tokenizer (`tokenizer/vocab.json` and `tokenizer/merges.txt`), or the
+/// standard CLIP vocabulary when it has none.
+fn tokenizer(folder: &Path) -> Result<ClipTokenizer, NodeError> {
+    let (vocab, merges) = (folder.join("tokenizer/vocab.json"), folder.join("tokenizer/merges.txt"));
+    if !(vocab.is_file() && merges.is_file()) {
+        return ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()));
+    }
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| NodeError::msg(format!("{}: {e}", path.display())));
+    ClipTokenizer::from_vocab_and_merges(&read(&vocab)?, &read(&merges)?)
+        .map_err(|e| NodeError::msg(format!("{}: {e}", folder.join("tokenizer").display())))
 }
 
 /// A safetensors file as a tensor source.

@@ -2,7 +2,8 @@
 //! windows.
 //!
 //! Reference: OpenAI CLIP `simple_tokenizer.py`; transformers `CLIPTokenizer`. The vocabulary is
-//! the standard `bpe_simple_vocab_16e6.txt.gz`, embedded in the binary.
+//! a checkpoint's own (`vocab.json` and `merges.txt` of a diffusers folder) or the standard
+//! `bpe_simple_vocab_16e6.txt.gz`, embedded in the binary.
 
 use regex::Regex;
 use std::collections::HashMap;
@@ -86,6 +87,42 @@ impl ClipTokenizer {
             .enumerate()
             .map(|(i, token)| (token, i as u32))
             .collect();
+        Self::new(encoder, merges)
+    }
+
+    /// A tokenizer from a checkpoint's files: `vocab.json` (token to id) and `merges.txt` (a
+    /// `#version` header, then one merge a line), as diffusers folders keep them in `tokenizer/`.
+    ///
+    /// # Errors
+    /// [`VocabularyError`] naming what is malformed.
+    pub fn from_vocab_and_merges(vocab_json: &str, merges_txt: &str) -> Result<Self, VocabularyError> {
+        let encoder: HashMap<String, u32> = serde_json::from_str(vocab_json)
+            .map_err(|e| VocabularyError(format!("vocab.json is not a token-to-id map: {e}")))?;
+        let merges = merges_txt
+            .lines()
+            .filter(|line| !line.starts_with("#version") && !line.trim().is_empty())
+            .enumerate()
+            .map(|(i, line)| {
+                line.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| VocabularyError(format!("merges.txt line {}: not two symbols", i + 2)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (special, id) in [("<|startoftext|>", START_OF_TEXT), ("<|endoftext|>", END_OF_TEXT)] {
+            match encoder.get(special) {
+                None => return Err(VocabularyError(format!("vocab.json has no {special}"))),
+                Some(&found) if found != id => {
+                    return Err(VocabularyError(format!(
+                        "vocab.json gives {special} id {found}; CLIP's is {id}"
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Self::new(encoder, merges)
+    }
+
+    fn new(encoder: HashMap<String, u32>, merges: Vec<(String, String)>) -> Result<Self, VocabularyError> {
         let ranks = merges.into_iter().enumerate().map(|(i, pair)| (pair, i)).collect();
         let pattern = Regex::new(
             r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",
@@ -94,7 +131,7 @@ impl ClipTokenizer {
         Ok(Self {
             encoder,
             ranks,
-            byte_encoder,
+            byte_encoder: bytes_to_unicode(),
             pattern,
             cache: Mutex::new(HashMap::new()),
         })
@@ -222,5 +259,26 @@ mod tests {
             tokenizer.windows("", END_OF_TEXT)[0][..3],
             [START_OF_TEXT, END_OF_TEXT, END_OF_TEXT]
         );
+    }
+
+    #[test]
+    fn a_checkpoint_vocabulary_replaces_the_standard_one() {
+        let vocab = r#"{"h": 1, "e": 2, "l": 3, "o</w>": 4, "he": 5, "ll": 6, "hell": 7, "hello</w>": 8,
+            "<|startoftext|>": 49406, "<|endoftext|>": 49407}"#;
+        let merges = "#version: 0.2\nh e\nl l\nhe ll\nhell o</w>\n";
+        let tokenizer = ClipTokenizer::from_vocab_and_merges(vocab, merges).unwrap();
+        assert_eq!(tokenizer.encode("Hello"), [8]);
+        let partial = ClipTokenizer::from_vocab_and_merges(vocab, "#version: 0.2\nh e\nl l\n").unwrap();
+        assert_eq!(
+            partial.encode("hello"),
+            [5, 6, 4],
+            "without the later merges the word stays in pieces"
+        );
+        let wrong_id = vocab.replace("49407", "7");
+        let message =
+            |result: Result<ClipTokenizer, VocabularyError>| result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message(ClipTokenizer::from_vocab_and_merges(&wrong_id, merges)).contains("CLIP's is 49407"));
+        assert!(ClipTokenizer::from_vocab_and_merges("[1]", merges).is_err());
+        assert!(message(ClipTokenizer::from_vocab_and_merges(vocab, "#version\nnospace\n")).contains("line 2"));
     }
 }
