@@ -53,11 +53,8 @@ fn txt2img_is_reproducible_and_embeds_a_runnable_workflow() {
     let decoded = image::load_from_memory(&a).unwrap().to_rgb8();
     assert_eq!(decoded.dimensions(), (128, 128));
     let pixels = decoded.into_raw();
-    // FNV-1a of the pixels: any change to the numerics of the tiny pipeline shows here.
-    let hash = pixels.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    insta::assert_snapshot!("txt2img_pixel_hash", format!("{hash:016x}"));
+    // Any change to the numerics of the tiny pipeline shows here.
+    insta::assert_snapshot!("txt2img_pixel_hash", format!("{:016x}", fnv1a(&pixels)));
     let mean = pixels.iter().map(|&p| f64::from(p)).sum::<f64>() / pixels.len() as f64;
     assert!(mean > 5.0 && mean < 250.0, "the image is flat ({mean})");
 
@@ -92,6 +89,7 @@ fn instantid_steers_the_image_and_blockswap_of_unet_and_controlnet_keeps_it() {
         image::open(&written[0]).unwrap().to_rgb8().into_raw()
     };
     let streamed = pixels("instantid_blockswap.yaml", &text);
+    insta::assert_snapshot!("instantid_pixel_hash", format!("{:016x}", fnv1a(&streamed)));
     let resident_text = text.replace("  swap:\n", "  swap:\n    enabled: false\n");
     assert_ne!(resident_text, text);
     let resident = pixels("resident", &resident_text);
@@ -111,4 +109,11 @@ fn instantid_steers_the_image_and_blockswap_of_unet_and_controlnet_keeps_it() {
         "InstantID changed only {changed} of {} values",
         plain.len()
     );
+}
+
+/// FNV-1a of image bytes, for snapshots of whole images.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
