@@ -286,3 +286,18 @@ fn insightface_analysis_detects_aligns_and_embeds() {
     assert!(faces.iter().all(|f| f.area() <= largest.area()));
     assert!(analyzer.describe().contains("640x640, 576x576"));
 }
+
+#[test]
+fn a_pickle_with_code_in_it_is_refused_and_never_run() {
+    let marker = std::path::Path::new("swapgraph-pickle-ran");
+    let result = InstantIdWeights::load(
+        &fixture("hostile_pickle.bin"),
+        &ResamplerConfig::tiny(),
+        &UNetConfig::tiny(),
+        DType::F32,
+        &Device::Cpu,
+    );
+    let error = result.err().expect("refused").to_string();
+    assert!(error.contains("hostile_pickle.bin"), "{error}");
+    assert!(!marker.exists(), "the pickle's code ran");
+}
