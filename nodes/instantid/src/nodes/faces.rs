@@ -39,7 +39,8 @@ impl InstantIdFaceAnalysis {
                 default: Some(TINY_FACE),
                 multiline: false,
             },
-            "A folder of insightface models (antelopev2, buffalo_l), builtin:tiny-face, or a face .json file.",
+            "A folder of face models (insightface's antelopev2 or buffalo_l, or MTCNN's three networks with an ArcFace \
+             model), builtin:tiny-face, or a face .json file.",
         ))
         .output(SocketType::Faceanalysis, "The face analyzer.");
         Self { descriptor }
