@@ -25,16 +25,6 @@ impl Canvas {
         }
     }
 
-    /// Width in pixels.
-    pub fn width(&self) -> usize {
-        self.width
-    }
-
-    /// Height in pixels.
-    pub fn height(&self) -> usize {
-        self.height
-    }
-
     /// The pixels, row-major RGB.
     pub fn pixels(&self) -> &[[u8; 3]] {
         &self.pixels
