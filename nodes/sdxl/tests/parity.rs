@@ -46,6 +46,19 @@ pub fn fixture_clip(
     }
 }
 
+/// Asserts that `units` ask for exactly the tensors of the checkpoint fixture `file`, each once.
+pub fn assert_units_cover(units: &[swapgraph_model::UnitSpec], file: &str) {
+    let source = swapgraph_model::TensorSource::open(&[&fixture(file)]).unwrap();
+    let mut ours: Vec<String> = units
+        .iter()
+        .flat_map(|u| u.tensors.iter().map(|(name, _)| u.key(name)))
+        .collect();
+    let mut theirs = source.keys();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+}
+
 /// A builder over a fixture's weights, loaded in f32 on the CPU.
 pub fn weights(name: &str) -> candle_nn::VarBuilder<'static> {
     let tensors = load_cases(name);

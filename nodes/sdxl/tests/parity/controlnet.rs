@@ -1,7 +1,7 @@
 //! The ControlNet against diffusers' `ControlNetModel` built from the tiny UNet: configuration
 //! read from its config.json, every weight used once, residuals for a hint image.
 
-use crate::{assert_close, fixture, load_cases};
+use crate::{assert_close, assert_units_cover, fixture, load_cases};
 use candle_core::{DType, Device};
 use swapgraph_model::{Network, ResidentStore, TensorSource};
 use swapgraph_sdxl::controlnet::{ControlNet, ControlNetConfig};
@@ -20,17 +20,7 @@ fn tiny() -> ControlNet {
 
 #[test]
 fn unit_list_covers_every_tensor_of_the_checkpoint_once() {
-    let controlnet = tiny();
-    let source = TensorSource::open(&[&fixture("controlnet_tiny.safetensors")]).unwrap();
-    let mut ours: Vec<String> = controlnet
-        .units()
-        .iter()
-        .flat_map(|u| u.tensors.iter().map(|(name, _)| u.key(name)))
-        .collect();
-    let mut theirs = source.keys();
-    ours.sort();
-    theirs.sort();
-    assert_eq!(ours, theirs);
+    assert_units_cover(tiny().units(), "controlnet_tiny.safetensors");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The UNet against diffusers' `UNet2DConditionModel`, with and without ControlNet residuals,
 //! on a square and an odd-sized latent.
 
-use crate::{assert_close, fixture, load_cases};
+use crate::{assert_close, assert_units_cover, fixture, load_cases};
 use candle_core::{DType, Device};
 use swapgraph_model::{ResidentStore, TensorSource};
 use swapgraph_sdxl::unet::{ControlResiduals, UNet, UNetConfig, UNetInput};
@@ -16,16 +16,7 @@ fn tiny() -> (UNet, ResidentStore) {
 #[test]
 fn unit_list_covers_every_tensor_of_the_checkpoint_once() {
     let unet = UNet::new(UNetConfig::tiny()).unwrap();
-    let source = TensorSource::open(&[&fixture("unet_tiny.safetensors")]).unwrap();
-    let mut ours: Vec<String> = unet
-        .units()
-        .iter()
-        .flat_map(|u| u.tensors.iter().map(|(name, _)| u.key(name)))
-        .collect();
-    let mut theirs = source.keys();
-    ours.sort();
-    theirs.sort();
-    assert_eq!(ours, theirs);
+    assert_units_cover(unet.units(), "unet_tiny.safetensors");
 }
 
 fn input<'a>(
