@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod exec;
 pub mod plan;
+pub mod server;
 pub mod validate;
 pub mod workflow;
 

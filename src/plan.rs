@@ -115,6 +115,11 @@ impl Plan {
         }
     }
 
+    /// The workflow's `name`, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.document.name.as_deref()
+    }
+
     /// The planned workflow as YAML, overrides applied: what saved outputs embed so that they
     /// can be run again.
     pub fn workflow_yaml(&self) -> Arc<str> {

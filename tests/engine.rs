@@ -1,12 +1,14 @@
-//! Integration tests of the engine: validation reports, plans, execution, the CLI and hostile
-//! input. One test binary for the whole area keeps link time down.
+//! Integration tests of the engine: validation reports, plans, execution, the CLI, the server
+//! and hostile input. One test binary for the whole area keeps link time down.
 
 mod engine {
     pub mod cli;
+    pub mod editor;
     pub mod execution;
     pub mod fixtures;
     pub mod hostile;
     pub mod plans;
+    pub mod server;
     pub mod validation;
     pub mod workflows;
 }

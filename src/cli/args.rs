@@ -42,6 +42,9 @@ pub enum Command {
     /// host-to-device bandwidth, a streamed round trip) and recommend settings for SDXL at
     /// 1024x1024 and 1280x1280 from what it measures here. Exits 1 when a check fails.
     Doctor(DoctorArgs),
+    /// Serve the browser editor and the HTTP API (jobs run one at a time on one device; loaded
+    /// models stay cached between jobs). Listens on loopback unless told otherwise.
+    Serve(ServeArgs),
 }
 
 /// The workflow file and its overrides.
@@ -121,4 +124,27 @@ pub struct NodesArgs {
     /// Print the descriptors as JSON (the data the editor's palette uses).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `swapgraph serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Only loopback is safe: the API runs workflows and writes files.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8188)]
+    pub port: u16,
+    /// Where jobs run: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Folder for saved outputs; the API serves images only from here.
+    #[arg(long, default_value = "output")]
+    pub output_dir: PathBuf,
+    /// Folder of workflow files the editor opens and saves.
+    #[arg(long, default_value = "workflows")]
+    pub workflows_dir: PathBuf,
+    /// Largest request body accepted, in KiB.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_kib: u64,
 }

@@ -1,4 +1,4 @@
-//! The `swapgraph` command line: `run`, `validate`, `nodes` and `doctor`.
+//! The `swapgraph` command line: `run`, `validate`, `nodes`, `doctor` and `serve`.
 //!
 //! Exit codes, documented in `--help` and the README, are the [`Exit`] values.
 
@@ -8,6 +8,7 @@ mod exit;
 mod nodes;
 mod render;
 mod run;
+mod serve;
 
 pub use args::{Cli, Command};
 pub use exit::Exit;
@@ -38,6 +39,7 @@ pub fn main(registry: Registry) -> ExitCode {
         Command::Validate(args) => run::validate(args, &registry),
         Command::Nodes(args) => nodes::list(args, &registry),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Serve(args) => serve::serve(args, registry),
     };
     exit.into()
 }

@@ -111,6 +111,58 @@ fn instantid_steers_the_image_and_blockswap_of_unet_and_controlnet_keeps_it() {
     );
 }
 
+#[test]
+fn an_instantid_mask_limits_the_face_to_its_region() {
+    let text = std::fs::read_to_string("workflows/instantid_blockswap.yaml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pixels = |name: &str, text: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let written = run_text(name, text.as_bytes(), out.path());
+        image::open(&written[0]).unwrap().to_rgb8().into_raw()
+    };
+    let with_mask = |name: &str, paint: &dyn Fn(u32) -> u8| {
+        let path = dir.path().join(format!("{name}.png"));
+        image::RgbImage::from_fn(96, 64, |x, _| image::Rgb([paint(x), 0, 0]))
+            .save(&path)
+            .unwrap();
+        let masked = text
+            .replace(
+                "      negative: neg.conditioning\n    params: { weight",
+                "      negative: neg.conditioning\n      mask: region.mask\n    params: { weight",
+            )
+            .replace(
+                "nodes:\n",
+                &format!(
+                    "nodes:\n  region:\n    type: LoadImageMask\n    params: {{ image: {}, channel: red }}\n",
+                    path.display()
+                ),
+            );
+        assert!(masked.contains("mask: region.mask"));
+        pixels(name, &masked)
+    };
+    let unmasked = pixels("unmasked", &text);
+    let plain = pixels(
+        "without InstantID",
+        &text.replace(
+            "positive: apply.positive, negative: apply.negative",
+            "positive: pos.conditioning, negative: neg.conditioning",
+        ),
+    );
+    assert!(
+        with_mask("everywhere", &|_| 255) == unmasked,
+        "a full mask changed the image"
+    );
+    assert!(
+        with_mask("nowhere", &|_| 0) == plain,
+        "an empty mask left InstantID acting"
+    );
+    let left = with_mask("left", &|x| if x < 48 { 255 } else { 0 });
+    assert!(
+        left != unmasked && left != plain,
+        "a half mask acted like no mask or a full one"
+    );
+}
+
 /// FNV-1a of image bytes, for snapshots of whole images.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {

@@ -23,6 +23,8 @@ pub enum SocketType {
     Latent,
     /// A batch of images, RGB in 0..1.
     Image,
+    /// A batch of single-channel masks in 0..1: where something applies.
+    Mask,
     /// A ControlNet model.
     ControlNet,
     /// InstantID's image projection and IP-Adapter weights.
@@ -41,13 +43,14 @@ pub enum SocketType {
 
 impl SocketType {
     /// Every socket type, in declaration order.
-    pub const ALL: [SocketType; 13] = [
+    pub const ALL: [SocketType; 14] = [
         Self::Model,
         Self::Clip,
         Self::Vae,
         Self::Conditioning,
         Self::Latent,
         Self::Image,
+        Self::Mask,
         Self::ControlNet,
         Self::Instantid,
         Self::Faceanalysis,
@@ -66,6 +69,7 @@ impl SocketType {
             Self::Conditioning => "CONDITIONING",
             Self::Latent => "LATENT",
             Self::Image => "IMAGE",
+            Self::Mask => "MASK",
             Self::ControlNet => "CONTROL_NET",
             Self::Instantid => "INSTANTID",
             Self::Faceanalysis => "FACEANALYSIS",
@@ -85,6 +89,7 @@ impl SocketType {
             Self::Conditioning => "conditioning",
             Self::Latent => "latent",
             Self::Image => "image",
+            Self::Mask => "mask",
             Self::ControlNet => "control_net",
             Self::Instantid => "instantid",
             Self::Faceanalysis => "faceanalysis",

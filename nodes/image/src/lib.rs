@@ -1,7 +1,8 @@
-//! swapgraph's image I/O node pack: loading images and saving them as PNG with the workflow
+//! swapgraph's image I/O node pack: loading images and masks and saving them as PNG with the workflow
 //! embedded, so a saved image carries what made it.
 
 mod load_image;
+mod load_image_mask;
 mod pixels;
 mod save_image;
 
@@ -15,6 +16,7 @@ pub use pixels::{decode_png_workflow, encode_png};
 /// [`RegistryError`] when one of the names is already registered.
 pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(load_image::LoadImage::new())?;
+    registry.register(load_image_mask::LoadImageMask::new())?;
     registry.register(save_image::SaveImage::save())?;
     registry.register(save_image::SaveImage::preview())?;
     Ok(())

@@ -69,31 +69,54 @@ fn both_file_formats_give_the_reference_image_tokens() {
     }
 }
 
+/// The tiny UNet on the fixture's inputs, with image tokens from `extra`.
+fn tiny_unet_with(cases: &HashMap<String, Tensor>, extra: &swapgraph_sdxl::unet::ExtraTokensFn) -> Tensor {
+    let unet = UNet::new(UNetConfig::tiny()).unwrap();
+    let source = TensorSource::open(&[&sdxl_fixture("unet_tiny.safetensors")]).unwrap();
+    let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+    unet.forward(
+        &store,
+        &UNetInput {
+            sample: &cases["sample"],
+            timesteps: &cases["timesteps"],
+            context: &cases["context"],
+            text_embeds: &cases["text_embeds"],
+            time_ids: &cases["time_ids"],
+            control: None,
+            extra_tokens: Some(extra),
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn the_unet_with_image_tokens_matches_ip_adapter_attention() {
     let cases = cases();
     let adapter = weights("instantid_tiny.bin");
-    let unet = UNet::new(UNetConfig::tiny()).unwrap();
-    let source = TensorSource::open(&[&sdxl_fixture("unet_tiny.safetensors")]).unwrap();
-    let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
     let tokens = &cases["tokens"];
-    let extra = |layer: usize| adapter.layers.extra_tokens(layer, tokens, 0.7).map(Some);
-    let out = unet
-        .forward(
-            &store,
-            &UNetInput {
-                sample: &cases["sample"],
-                timesteps: &cases["timesteps"],
-                context: &cases["context"],
-                text_embeds: &cases["text_embeds"],
-                time_ids: &cases["time_ids"],
-                control: None,
-                extra_tokens: Some(&extra),
-            },
-        )
-        .unwrap();
+    let extra = |layer: usize, _grid: (usize, usize)| adapter.layers.extra_tokens(layer, tokens, 0.7).map(Some);
+    let out = tiny_unet_with(&cases, &extra);
     assert_close("UNet with image tokens", &out, &cases["out"]);
     assert_eq!(adapter.layers.len(), 17, "every cross-attention layer of the tiny UNet");
+}
+
+#[test]
+fn a_region_mask_limits_the_image_tokens_as_comfyui_instantid_does() {
+    use swapgraph_sdxl::region::RegionMask;
+    let cases = cases();
+    let masked = candle_core::safetensors::load(fixture("instantid_mask_cases.safetensors"), &Device::Cpu).unwrap();
+    let adapter = weights("instantid_tiny.bin");
+    let region = RegionMask::new(&masked["mask"]).unwrap();
+    let tokens = &cases["tokens"];
+    let extra = |layer: usize, (h, w): (usize, usize)| {
+        let mut extra = adapter.layers.extra_tokens(layer, tokens, 0.7)?;
+        extra.token_weights = Some(region.token_weights(h, w, &Device::Cpu, DType::F32)?);
+        Ok(Some(extra))
+    };
+    let out = tiny_unet_with(&cases, &extra);
+    assert_close("UNet with masked image tokens", &out, &masked["out"]);
+    let unmasked = (&out - &cases["out"]).unwrap().abs().unwrap().max_all().unwrap();
+    assert!(unmasked.to_scalar::<f32>().unwrap() > 1e-3, "the mask changed nothing");
 }
 
 #[test]

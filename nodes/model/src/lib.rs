@@ -24,4 +24,4 @@ pub use seeded::seeded_tensors;
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};
 pub use unit::{Section, UnitSpec};
-pub use values::{Image, Latent};
+pub use values::{Image, Latent, Mask};

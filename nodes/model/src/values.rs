@@ -16,3 +16,11 @@ pub struct Image {
     /// The pixels.
     pub pixels: Tensor,
 }
+
+/// A batch of masks, `[batch, height, width]`, f32 in 0..1 (ComfyUI's layout): 1 where
+/// something applies, 0 where it does not.
+#[derive(Clone, Debug)]
+pub struct Mask {
+    /// The mask values.
+    pub values: Tensor,
+}

@@ -2,6 +2,7 @@
 
 use crate::clip::{ClipOutput, ClipTextEncoder, ClipTokenizer, END_OF_TEXT};
 use crate::ip_adapter::IpAdapterLayers;
+use crate::region::RegionMask;
 use candle_core::{Device, Result, Tensor};
 use std::sync::Arc;
 use swapgraph_model::ModelHandle;
@@ -72,6 +73,8 @@ pub struct ControlHint {
     pub end_percent: f64,
     /// What the ControlNet attends to instead of the text (InstantID's face tokens).
     pub context: Option<Tensor>,
+    /// Where its residuals act; everywhere when `None`.
+    pub region: Option<RegionMask>,
 }
 
 /// Image tokens attached to a conditioning, with the adapter layers that project them.
@@ -86,6 +89,8 @@ pub struct ImagePrompt {
     pub start_percent: f64,
     /// See `start_percent`.
     pub end_percent: f64,
+    /// Where the image attention acts; everywhere when `None`.
+    pub region: Option<RegionMask>,
 }
 
 impl Conditioning {

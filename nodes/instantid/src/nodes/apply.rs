@@ -10,11 +10,12 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
-use swapgraph_model::{candle_device, Image, ModelHandle};
+use swapgraph_model::{candle_device, Image, Mask, ModelHandle};
 use swapgraph_node_api::{
     Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 use swapgraph_sdxl::conditioning::{Conditioning, ControlHint, ImagePrompt};
+use swapgraph_sdxl::region::RegionMask;
 
 /// How the embeddings of several reference images become one set of tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,12 @@ impl ApplyInstantId {
                 "image_kps",
                 SocketType::Image,
                 "An image whose face gives the keypoints (pose) instead of the reference's.",
+            )
+            .optional_input(
+                "mask",
+                SocketType::Mask,
+                "Where the face goes: the face tokens and IdentityNet act only inside the mask (stretched to the image); \
+                 outside it the text conditioning works alone.",
             )
     }
 
@@ -202,6 +209,12 @@ impl NodeType for ApplyInstantId {
                 keypoint_image(reference.width, reference.height, &face.kps, &device)?
             }
         };
+        let region = match args.optional_handle::<Mask>("mask")? {
+            Some(mask) => {
+                Some(RegionMask::new(&mask.values).map_err(|e| NodeError::msg(format!("{}.mask: {e}", ctx.node_id)))?)
+            }
+            None => None,
+        };
         let controlnet = (*args.handle::<ModelHandle>("control_net")?).clone();
         let side = |name: &str, tokens: &Tensor| -> Result<Value, NodeError> {
             let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();
@@ -212,6 +225,7 @@ impl NodeType for ApplyInstantId {
                 start_percent: percent.0,
                 end_percent: percent.1,
                 context: Some(tokens.clone()),
+                region: region.clone(),
             }));
             conditioning.image_prompt = Some(Arc::new(ImagePrompt {
                 layers: Arc::clone(&adapter.weights.layers),
@@ -219,6 +233,7 @@ impl NodeType for ApplyInstantId {
                 weight: ip_weight,
                 start_percent: percent.0,
                 end_percent: percent.1,
+                region: region.clone(),
             }));
             Ok(Value::Handle(Handle::new(
                 SocketType::Conditioning,

@@ -76,6 +76,7 @@ impl IpAdapterLayers {
             keys: to_k.forward(&tokens)?,
             values: to_v.forward(&tokens)?,
             scale,
+            token_weights: None,
         })
     }
 }

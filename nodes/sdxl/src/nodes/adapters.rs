@@ -10,7 +10,7 @@ use std::sync::Arc;
 use swapgraph_model::Placement;
 use swapgraph_node_api::NodeError;
 
-/// The ControlNet the conditionings carry (the positive side's settings win), with each
+/// The ControlNet the conditionings carry (the positive side's settings and region win), with each
 /// side's context: its own override, else its text. `companion` (from the sampled model, e.g.
 /// BlockSwap with `target: controlnet`) decides where its weights live, when given.
 ///
@@ -70,10 +70,11 @@ pub fn control_guidance<'a>(
         strength: hint.strength,
         contexts: (context(negative)?, context(positive)?),
         percent: (hint.start_percent, hint.end_percent),
+        region: hint.region.clone(),
     }))
 }
 
-/// The image tokens the conditionings carry (the positive side's weight and span win); a side
+/// The image tokens the conditionings carry (the positive side's weight, span and region win); a side
 /// without tokens gets zeros, which add nothing.
 ///
 /// # Errors
@@ -103,5 +104,6 @@ pub fn image_token_guidance(
         (tokens(negative)?, tokens(positive)?),
         prompt.weight,
         (prompt.start_percent, prompt.end_percent),
+        prompt.region.clone(),
     )))
 }

@@ -112,6 +112,7 @@ impl NodeType for ControlNetApplyAdvanced {
             start_percent: args.float("start_percent")?,
             end_percent: args.float("end_percent")?,
             context: None,
+            region: None,
         });
         let attach = |name: &str| -> Result<Value, NodeError> {
             let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();

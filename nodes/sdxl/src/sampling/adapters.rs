@@ -4,6 +4,7 @@
 use super::schedule::DiscreteSchedule;
 use crate::controlnet::ControlNet;
 use crate::ip_adapter::IpAdapterLayers;
+use crate::region::RegionMask;
 use crate::unet::{ControlResiduals, ExtraTokens, UNetInput};
 use candle_core::{Device, Result, Tensor};
 use std::cell::RefCell;
@@ -50,11 +51,13 @@ pub struct ControlGuidance<'a> {
     pub contexts: (Option<Tensor>, Option<Tensor>),
     /// Fractions of the schedule it spans.
     pub percent: (f64, f64),
+    /// Where its residuals act, if limited to a region.
+    pub region: Option<RegionMask>,
 }
 
 impl ControlGuidance<'_> {
     /// Residuals for the batched `input` at `sigma`, or `None` outside the ControlNet's span.
-    /// A side without the ControlNet gets zero residuals.
+    /// A side without the ControlNet gets zero residuals; outside the region, every side does.
     ///
     /// # Errors
     /// A tensor or store error.
@@ -105,15 +108,29 @@ impl ControlGuidance<'_> {
         let residuals = self
             .controlnet
             .forward(self.store.as_ref(), &control_input, &hint, self.strength)?;
-        let mask: Vec<f32> = sides(negative.is_some(), positive.is_some(), guided)
+        let sides_on: Vec<f32> = sides(negative.is_some(), positive.is_some(), guided)
             .into_iter()
             .flat_map(|on| std::iter::repeat_n(if on { 1.0 } else { 0.0 }, per_side))
             .collect();
-        if mask.iter().all(|m| *m == 1.0) {
+        let sides_on = if sides_on.iter().all(|m| *m == 1.0) {
+            None
+        } else {
+            Some(Tensor::from_vec(sides_on, (rows, 1, 1, 1), input.sample.device())?)
+        };
+        if sides_on.is_none() && self.region.is_none() {
             return Ok(Some(residuals));
         }
-        let mask = Tensor::from_vec(mask, (rows, 1, 1, 1), input.sample.device())?;
-        let apply = |t: &Tensor| t.broadcast_mul(&mask.to_dtype(t.dtype())?);
+        let apply = |t: &Tensor| -> Result<Tensor> {
+            let mut t = t.clone();
+            if let Some(on) = &sides_on {
+                t = t.broadcast_mul(&on.to_dtype(t.dtype())?)?;
+            }
+            if let Some(region) = &self.region {
+                let (_, _, h, w) = t.dims4()?;
+                t = t.broadcast_mul(&region.at(h, w, t.device(), t.dtype())?)?;
+            }
+            Ok(t)
+        };
         Ok(Some(ControlResiduals {
             down: residuals.down.iter().map(apply).collect::<Result<Vec<_>>>()?,
             mid: apply(&residuals.mid)?,
@@ -134,20 +151,67 @@ pub struct ImageTokenGuidance {
     pub weight: f64,
     /// Fractions of the schedule it spans.
     pub percent: (f64, f64),
+    /// Where the image attention acts, if limited to a region.
+    pub region: Option<RegionMask>,
     /// Projected tokens for the last (guided, rows) layout.
     projected: RefCell<Option<Projected>>,
+    /// The region's token weights per feature-map grid seen so far.
+    region_weights: RefCell<Vec<((usize, usize), Tensor)>>,
 }
 
 impl ImageTokenGuidance {
-    /// Guidance from `layers` with each side's tokens.
-    pub fn new(layers: Arc<IpAdapterLayers>, tokens: (Tensor, Tensor), weight: f64, percent: (f64, f64)) -> Self {
+    /// Guidance from `layers` with each side's tokens, acting everywhere or only in `region`.
+    pub fn new(
+        layers: Arc<IpAdapterLayers>,
+        tokens: (Tensor, Tensor),
+        weight: f64,
+        percent: (f64, f64),
+        region: Option<RegionMask>,
+    ) -> Self {
         Self {
             layers,
             tokens,
             weight,
             percent,
+            region,
             projected: RefCell::new(None),
+            region_weights: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Layer `layer`'s tokens out of `projected` (from [`Self::extra_tokens`]) for a feature
+    /// map of `grid` = (height, width), weighted by the region there when there is one.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn layer_tokens(
+        &self,
+        projected: &[ExtraTokens],
+        layer: usize,
+        grid: (usize, usize),
+    ) -> Result<Option<ExtraTokens>> {
+        let Some(tokens) = projected.get(layer) else {
+            return Ok(None);
+        };
+        let mut tokens = tokens.clone();
+        if let Some(region) = &self.region {
+            let cached = self
+                .region_weights
+                .borrow()
+                .iter()
+                .find(|(g, _)| *g == grid)
+                .map(|(_, w)| w.clone());
+            let weights = match cached {
+                Some(weights) => weights,
+                None => {
+                    let weights = region.token_weights(grid.0, grid.1, tokens.keys.device(), tokens.keys.dtype())?;
+                    self.region_weights.borrow_mut().push((grid, weights.clone()));
+                    weights
+                }
+            };
+            tokens.token_weights = Some(weights);
+        }
+        Ok(Some(tokens))
     }
 
     /// Every layer's extra tokens for a batch of `rows` at `sigma`, or `None` outside the span.

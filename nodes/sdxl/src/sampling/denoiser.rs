@@ -105,7 +105,10 @@ impl Denoiser for GuidedDenoiser<'_> {
             Some(tokens) => tokens.extra_tokens(self.schedule, sigma, guided, n, x.device())?,
             None => None,
         };
-        let provider = |layer: usize| Ok(extra.as_ref().and_then(|all| all.get(layer).cloned()));
+        let provider = |layer: usize, grid: (usize, usize)| match (self.image_tokens, extra.as_ref()) {
+            (Some(guidance), Some(all)) => guidance.layer_tokens(all, layer, grid),
+            _ => Ok(None),
+        };
         unet_input.control = control.as_ref();
         if extra.is_some() {
             unet_input.extra_tokens = Some(&provider);

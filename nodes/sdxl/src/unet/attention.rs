@@ -6,7 +6,8 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
 /// Extra key/value tokens for a cross-attention layer: IP-Adapter's decoupled attention adds
-/// `scale * attention(q, k_ip, v_ip)` to the text attention's output.
+/// `scale * attention(q, k_ip, v_ip)` to the text attention's output, weighted per query token
+/// when a region limits where it acts.
 #[derive(Clone, Debug)]
 pub struct ExtraTokens {
     /// Keys of the extra tokens, already projected: `[b, n, inner]`.
@@ -15,6 +16,8 @@ pub struct ExtraTokens {
     pub values: Tensor,
     /// Weight of their contribution.
     pub scale: f64,
+    /// Per-query-token weights `[1, 1, n, 1]` (a region mask at this layer's grid), if any.
+    pub token_weights: Option<Tensor>,
 }
 
 /// Multi-head attention with separate q/k/v projections (no bias) and an output projection.
@@ -60,7 +63,11 @@ impl Attention {
         if let Some(extra) = extra {
             let k = self.split_heads(&extra.keys)?;
             let v = self.split_heads(&extra.values)?;
-            out = (out + (scaled_dot_product(&q, &k, &v)? * extra.scale)?)?;
+            let mut image = (scaled_dot_product(&q, &k, &v)? * extra.scale)?;
+            if let Some(weights) = &extra.token_weights {
+                image = image.broadcast_mul(&weights.to_dtype(image.dtype())?)?;
+            }
+            out = (out + image)?;
         }
         self.to_out.forward(&self.merge_heads(&out)?)
     }

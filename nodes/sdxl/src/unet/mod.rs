@@ -30,9 +30,9 @@ pub struct ControlResiduals {
     pub mid: Tensor,
 }
 
-/// Supplies extra key/value tokens per cross-attention layer (IP-Adapter); `None` for a layer
-/// without any.
-pub type ExtraTokensFn<'a> = dyn Fn(usize) -> Result<Option<ExtraTokens>> + 'a;
+/// Supplies extra key/value tokens per cross-attention layer (IP-Adapter), given the layer and
+/// its feature map's `(height, width)`; `None` for a layer without any.
+pub type ExtraTokensFn<'a> = dyn Fn(usize, (usize, usize)) -> Result<Option<ExtraTokens>> + 'a;
 
 /// The inputs of one UNet evaluation.
 pub struct UNetInput<'a> {

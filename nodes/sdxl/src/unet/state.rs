@@ -58,7 +58,7 @@ impl State {
             (Layer::TransformerIn(way_in), _) => self.tokens = Some(way_in.enter(&self.x)?),
             (Layer::Block(block), Op::Block { layer, .. }) => {
                 let extra = match input.extra_tokens {
-                    Some(provider) => provider(*layer)?,
+                    Some(provider) => provider(*layer, (self.x.dim(2)?, self.x.dim(3)?))?,
                     None => None,
                 };
                 let context = input.context.to_dtype(dtype)?;

@@ -1,0 +1,65 @@
+//! `swapgraph serve`.
+
+use super::args::ServeArgs;
+use super::Exit;
+use crate::exec::Engine;
+use crate::server::{self, ServerConfig};
+use swapgraph_node_api::{DeviceSpec, Registry};
+use tracing::{error, info, warn};
+
+/// Serves the editor and API until Ctrl-C.
+pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
+    if matches!(args.device, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
+        error!(
+            "--device {}: this build of swapgraph runs on the CPU only; build with --features cuda",
+            args.device
+        );
+        return Exit::Usage;
+    }
+    if !args.workflows_dir.is_dir() {
+        error!("--workflows-dir {}: not a folder", args.workflows_dir.display());
+        return Exit::Usage;
+    }
+    if let Err(e) = std::fs::create_dir_all(&args.output_dir) {
+        error!("--output-dir {}: {e}", args.output_dir.display());
+        return Exit::Usage;
+    }
+    if !args.host.is_loopback() {
+        warn!(
+            "listening on {}: anyone who can reach it can run workflows and write workflow files",
+            args.host
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return Exit::RuntimeFailure;
+        }
+    };
+    let config = ServerConfig {
+        device: args.device,
+        output_dir: args.output_dir,
+        workflows_dir: args.workflows_dir,
+        max_body_bytes: args.max_body_kib * 1024,
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                error!("cannot listen on {}:{}: {e}", args.host, args.port);
+                return Exit::Usage;
+            }
+        };
+        match listener.local_addr() {
+            Ok(addr) => info!("the editor is at http://{addr}/"),
+            Err(e) => warn!("listening, address unknown: {e}"),
+        }
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            info!("stopping");
+        };
+        server::serve(Engine::new(registry), config, listener, shutdown).await;
+        Exit::Success
+    })
+}

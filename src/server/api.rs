@@ -1,0 +1,225 @@
+//! The REST API under `/api`: node descriptors, validation, jobs, images and workflow files.
+//! Every error is JSON `{"error": ...}` (plus the validation report where there is one) with a
+//! status that says whose fault it was.
+
+use super::files::{self, FileError};
+use super::jobs::CancelError;
+use super::State;
+use std::sync::Arc;
+use warp::http::StatusCode;
+use warp::reply::{json, with_status, Reply, Response};
+use warp::Filter;
+
+/// A JSON error reply.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    with_status(json(&serde_json::json!({ "error": message.into() })), status).into_response()
+}
+
+fn file_error(e: FileError) -> Response {
+    let status = match e {
+        FileError::BadName(_) => StatusCode::BAD_REQUEST,
+        FileError::NotFound(_) => StatusCode::NOT_FOUND,
+        FileError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// A request body as text, within the size limit.
+fn body(state: &Arc<State>) -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(state.max_body_bytes).and(warp::body::bytes())
+}
+
+fn with_state(state: &Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
+    let state = Arc::clone(state);
+    warp::any().map(move || Arc::clone(&state))
+}
+
+/// All `/api` routes.
+pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
+    let api = warp::path("api");
+    let nodes = api
+        .and(warp::path("nodes"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: Arc<State>| {
+            let descriptors: Vec<_> = state.engine.registry().descriptors().collect();
+            json(&descriptors).into_response()
+        });
+    let validate = api
+        .and(warp::path("validate"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(with_state(state))
+        .and(body(state))
+        .map(
+            |state: Arc<State>, bytes: bytes::Bytes| match state.prepare("workflow", &bytes) {
+                Ok(plan) => json(&serde_json::json!({ "valid": true, "plan": plan.summary() })).into_response(),
+                Err(report) => json(&serde_json::json!({ "valid": false, "report": report })).into_response(),
+            },
+        );
+    let submit = api
+        .and(warp::path("jobs"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(with_state(state))
+        .and(body(state))
+        .map(
+            |state: Arc<State>, bytes: bytes::Bytes| match state.prepare("workflow", &bytes) {
+                Ok(plan) => {
+                    let name = plan.name().unwrap_or("workflow").to_string();
+                    let job = state.jobs.submit(plan, name);
+                    with_status(json(&job), StatusCode::CREATED).into_response()
+                }
+                Err(report) => with_status(
+                    json(&serde_json::json!({
+                        "error": format!("the workflow is invalid: {} problem(s)", report.errors.len()),
+                        "report": report,
+                    })),
+                    StatusCode::BAD_REQUEST,
+                )
+                .into_response(),
+            },
+        );
+    let list_jobs = api
+        .and(warp::path("jobs"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: Arc<State>| json(&serde_json::json!({ "jobs": state.jobs.list() })).into_response());
+    let job = api
+        .and(warp::path("jobs"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::end());
+    let get_job = job
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|id: String, state: Arc<State>| match parse_id(&id) {
+            Ok(id) => match state.jobs.get(id) {
+                Some(job) => json(&job).into_response(),
+                None => error(StatusCode::NOT_FOUND, format!("job {id} not found")),
+            },
+            Err(reply) => reply,
+        });
+    let cancel_job =
+        job.and(warp::delete())
+            .and(with_state(state))
+            .map(|id: String, state: Arc<State>| match parse_id(&id) {
+                Ok(id) => match state.jobs.cancel(id) {
+                    Ok(job) => json(&job).into_response(),
+                    Err(CancelError::Unknown) => error(StatusCode::NOT_FOUND, format!("job {id} not found")),
+                    Err(CancelError::Finished(state)) => error(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "job {id} already ended ({})",
+                            serde_json::to_value(state).unwrap_or_default()
+                        ),
+                    ),
+                },
+                Err(reply) => reply,
+            });
+    let image = api
+        .and(warp::path("images"))
+        .and(warp::path::tail())
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|tail: warp::path::Tail, state: Arc<State>| {
+            let name = percent_encoding::percent_decode_str(tail.as_str())
+                .decode_utf8_lossy()
+                .to_string();
+            match files::image_path(&state.output_dir, &name).and_then(|path| {
+                std::fs::read(&path).map_err(|e| FileError::Io(format!("cannot read image \"{name}\": {e}")))
+            }) {
+                Ok(bytes) => warp::http::Response::builder()
+                    .header("content-type", content_type(&name))
+                    .header("cache-control", "no-cache")
+                    .body(bytes.into())
+                    .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the response")),
+                Err(e) => file_error(e),
+            }
+        });
+    let list_workflows = api
+        .and(warp::path("workflows"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: Arc<State>| match files::list_workflows(&state.workflows_dir) {
+            Ok(names) => json(&serde_json::json!({ "workflows": names })).into_response(),
+            Err(e) => file_error(e),
+        });
+    let workflow = api
+        .and(warp::path("workflows"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::end());
+    let get_workflow = workflow
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|name: String, state: Arc<State>| {
+            match files::workflow_path(&state.workflows_dir, &name)
+                .and_then(|path| std::fs::read(&path).map_err(|_| FileError::NotFound(format!("workflow \"{name}\""))))
+            {
+                Ok(bytes) => warp::http::Response::builder()
+                    .header("content-type", "application/yaml; charset=utf-8")
+                    .body(bytes.into())
+                    .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the response")),
+                Err(e) => file_error(e),
+            }
+        });
+    let put_workflow = workflow.and(warp::put()).and(with_state(state)).and(body(state)).map(
+        |name: String, state: Arc<State>, bytes: bytes::Bytes| {
+            let path = match files::workflow_path(&state.workflows_dir, &name) {
+                Ok(path) => path,
+                Err(e) => return file_error(e),
+            };
+            // Work in progress may be incomplete, but it must be a workflow document.
+            if let Err(e) = crate::workflow::parse(&bytes) {
+                let report = crate::validate::ValidationReport::new(name.clone(), vec![e]);
+                return with_status(
+                    json(
+                        &serde_json::json!({ "error": format!("{name} is not a workflow document"), "report": report }),
+                    ),
+                    StatusCode::BAD_REQUEST,
+                )
+                .into_response();
+            }
+            match files::write_atomically(&path, &bytes) {
+                Ok(()) => json(&serde_json::json!({ "saved": name })).into_response(),
+                Err(e) => file_error(e),
+            }
+        },
+    );
+    nodes
+        .or(validate)
+        .unify()
+        .or(submit)
+        .unify()
+        .or(list_jobs)
+        .unify()
+        .or(get_job)
+        .unify()
+        .or(cancel_job)
+        .unify()
+        .or(image)
+        .unify()
+        .or(list_workflows)
+        .unify()
+        .or(get_workflow)
+        .unify()
+        .or(put_workflow)
+        .unify()
+        .boxed()
+}
+
+fn parse_id(text: &str) -> Result<u64, Response> {
+    text.parse()
+        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("job id \"{text}\" is not a number")))
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("webp") => "image/webp",
+        _ => "application/octet-stream",
+    }
+}

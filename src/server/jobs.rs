@@ -1,0 +1,253 @@
+//! The job queue: workflows submitted to the server wait in order for the one executor of the
+//! server's device, which runs them on a shared engine, so models loaded by one job are cached
+//! for the next.
+
+use super::events::{Broadcast, ServerEvent};
+use crate::exec::{Engine, Event, EventSink, RunError, RunOptions};
+use crate::plan::Plan;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+use swapgraph_node_api::{CancelToken, DeviceSpec};
+use tokio::sync::mpsc;
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for the executor.
+    Queued,
+    /// Running now.
+    Running,
+    /// Every output was produced.
+    Succeeded,
+    /// A node failed; `error` says which and why.
+    Failed,
+    /// Cancelled before or while running.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// A job as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobInfo {
+    /// Its id, unique within the server's life.
+    pub id: u64,
+    /// The workflow's name, from its `name` field or the submission.
+    pub name: String,
+    /// Where it is.
+    pub state: JobState,
+    /// Seconds since the Unix epoch when it was submitted.
+    pub submitted_at: f64,
+    /// Images it wrote, as names under the output directory (for `/api/images/{name}`).
+    pub images: Vec<String>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+struct Job {
+    info: JobInfo,
+    cancel: CancelToken,
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelError {
+    /// No job has this id.
+    Unknown,
+    /// The job already ended in this state.
+    Finished(JobState),
+}
+
+/// The queue and the record of every job of this server's life.
+pub struct JobQueue {
+    jobs: Mutex<Vec<Job>>,
+    sender: mpsc::UnboundedSender<(u64, Plan)>,
+    events: Broadcast,
+}
+
+/// How the executor runs jobs.
+#[derive(Clone, Debug)]
+pub struct ExecutorOptions {
+    /// The device every job runs on.
+    pub device: DeviceSpec,
+    /// Where output nodes write.
+    pub output_dir: PathBuf,
+}
+
+impl JobQueue {
+    /// A queue whose executor runs on `engine` until the queue is dropped; start the executor
+    /// by spawning the returned future on the async runtime.
+    pub fn new(
+        engine: Arc<Engine>,
+        options: ExecutorOptions,
+        events: Broadcast,
+    ) -> (Arc<Self>, impl std::future::Future<Output = ()> + Send + 'static) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queue = Arc::new(Self {
+            jobs: Mutex::new(Vec::new()),
+            sender,
+            events,
+        });
+        let executor = execute(Arc::downgrade(&queue), receiver, engine, options);
+        (queue, executor)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Job>> {
+        // A panic while holding the lock leaves plain data behind: keep serving it.
+        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `plan` under `name`; returns the new job.
+    pub fn submit(&self, plan: Plan, name: String) -> JobInfo {
+        let info = {
+            let mut jobs = self.lock();
+            let info = JobInfo {
+                id: jobs.len() as u64 + 1,
+                name,
+                state: JobState::Queued,
+                submitted_at: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                images: Vec::new(),
+                error: None,
+            };
+            jobs.push(Job {
+                info: info.clone(),
+                cancel: CancelToken::new(),
+            });
+            info
+        };
+        // The executor lives as long as the queue, so the channel is open.
+        let _ = self.sender.send((info.id, plan));
+        self.publish_queue();
+        info
+    }
+
+    /// Every job, oldest first.
+    pub fn list(&self) -> Vec<JobInfo> {
+        self.lock().iter().map(|job| job.info.clone()).collect()
+    }
+
+    /// One job.
+    pub fn get(&self, id: u64) -> Option<JobInfo> {
+        self.lock()
+            .iter()
+            .find(|job| job.info.id == id)
+            .map(|job| job.info.clone())
+    }
+
+    /// Cancels a queued job (it will not run) or a running one (it stops after the current
+    /// step or sampler iteration).
+    ///
+    /// # Errors
+    /// [`CancelError`] for an unknown or finished job.
+    pub fn cancel(&self, id: u64) -> Result<JobInfo, CancelError> {
+        let info = {
+            let mut jobs = self.lock();
+            let job = jobs
+                .iter_mut()
+                .find(|job| job.info.id == id)
+                .ok_or(CancelError::Unknown)?;
+            match job.info.state {
+                state if state.is_final() => return Err(CancelError::Finished(state)),
+                JobState::Queued => job.info.state = JobState::Cancelled,
+                _ => {}
+            }
+            job.cancel.cancel();
+            job.info.clone()
+        };
+        self.publish_queue();
+        Ok(info)
+    }
+
+    /// Sends the whole queue to event listeners.
+    pub fn publish_queue(&self) {
+        self.events.send(ServerEvent::Queue { jobs: self.list() });
+    }
+
+    fn update(&self, id: u64, change: impl FnOnce(&mut JobInfo)) {
+        if let Some(job) = self.lock().iter_mut().find(|job| job.info.id == id) {
+            change(&mut job.info);
+        }
+    }
+
+    /// Marks a queued job running and returns its cancel token; `None` if it was cancelled.
+    fn start(&self, id: u64) -> Option<CancelToken> {
+        let mut jobs = self.lock();
+        let job = jobs.iter_mut().find(|job| job.info.id == id)?;
+        if job.info.state != JobState::Queued {
+            return None;
+        }
+        job.info.state = JobState::Running;
+        Some(job.cancel.clone())
+    }
+}
+
+/// Runs queued jobs one after another until the queue is gone.
+async fn execute(
+    queue: std::sync::Weak<JobQueue>,
+    mut receiver: mpsc::UnboundedReceiver<(u64, Plan)>,
+    engine: Arc<Engine>,
+    options: ExecutorOptions,
+) {
+    while let Some((id, plan)) = receiver.recv().await {
+        let Some(queue) = queue.upgrade() else {
+            return;
+        };
+        let Some(cancel) = queue.start(id) else {
+            continue;
+        };
+        queue.publish_queue();
+        let run_options = RunOptions {
+            device: options.device,
+            output_dir: options.output_dir.clone(),
+            cancel,
+            ..RunOptions::default()
+        };
+        let (sink, mut run_events) = EventSink::channel();
+        let forward = {
+            let queue = Arc::clone(&queue);
+            let output_dir = options.output_dir.clone();
+            tokio::spawn(async move {
+                while let Some(event) = run_events.recv().await {
+                    let image = match &event {
+                        Event::OutputWritten { path, .. } => image_name(&output_dir, path),
+                        _ => None,
+                    };
+                    if let Some(name) = &image {
+                        queue.update(id, |info| info.images.push(name.clone()));
+                    }
+                    queue.events.send(ServerEvent::Run { job: id, event, image });
+                }
+            })
+        };
+        let result = engine.run(&plan, &run_options, &sink).await;
+        drop(sink);
+        let _ = forward.await;
+        queue.update(id, |info| match result {
+            Ok(_) => info.state = JobState::Succeeded,
+            Err(RunError::Cancelled) => info.state = JobState::Cancelled,
+            Err(error) => {
+                info.state = JobState::Failed;
+                info.error = Some(error.to_string());
+            }
+        });
+        queue.publish_queue();
+    }
+}
+
+/// A written file's name relative to the output directory, `/`-separated.
+fn image_name(output_dir: &Path, path: &Path) -> Option<String> {
+    let relative = path.strip_prefix(output_dir).ok()?;
+    let parts: Vec<&str> = relative.iter().map(|part| part.to_str()).collect::<Option<_>>()?;
+    Some(parts.join("/"))
+}

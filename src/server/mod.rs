@@ -1,0 +1,131 @@
+//! `swapgraph serve`: the editor and the API from one binary. The editor's built assets are
+//! embedded; the API runs workflows through one job queue per server (one device), and streams
+//! what happens on a websocket.
+
+mod api;
+mod assets;
+mod events;
+mod files;
+mod jobs;
+
+pub use events::ServerEvent;
+pub use jobs::{ExecutorOptions, JobInfo, JobState};
+
+use crate::exec::Engine;
+use crate::plan::Plan;
+use crate::validate::ValidationReport;
+use events::Broadcast;
+use jobs::JobQueue;
+use std::path::PathBuf;
+use std::sync::Arc;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// The largest request body accepted, unless configured otherwise: far above any workflow.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 << 20;
+
+/// Where the server finds and puts things.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The device jobs run on.
+    pub device: swapgraph_node_api::DeviceSpec,
+    /// Where jobs write outputs; `/api/images` serves only files inside it.
+    pub output_dir: PathBuf,
+    /// The folder `/api/workflows` reads and writes.
+    pub workflows_dir: PathBuf,
+    /// Requests with a larger body are refused (413).
+    pub max_body_bytes: u64,
+}
+
+/// What every handler shares.
+pub struct State {
+    engine: Arc<Engine>,
+    jobs: Arc<JobQueue>,
+    events: Broadcast,
+    output_dir: PathBuf,
+    workflows_dir: PathBuf,
+    max_body_bytes: u64,
+}
+
+impl State {
+    fn prepare(&self, source: &str, bytes: &[u8]) -> Result<Plan, ValidationReport> {
+        crate::prepare(source, bytes, &[], self.engine.registry())
+    }
+}
+
+/// The whole server as one filter, and the executor future that must be spawned beside it to
+/// run jobs. Tests drive the filter with warp's test helpers.
+pub fn app(
+    engine: Engine,
+    config: ServerConfig,
+) -> (
+    warp::filters::BoxedFilter<(Response,)>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let engine = Arc::new(engine);
+    let events = Broadcast::default();
+    let options = ExecutorOptions {
+        device: config.device,
+        output_dir: config.output_dir.clone(),
+    };
+    let (jobs, executor) = JobQueue::new(Arc::clone(&engine), options, events.clone());
+    let state = Arc::new(State {
+        engine,
+        jobs,
+        events,
+        output_dir: config.output_dir,
+        workflows_dir: config.workflows_dir,
+        max_body_bytes: config.max_body_bytes,
+    });
+    let socket_state = Arc::clone(&state);
+    let websocket = warp::path!("api" / "events")
+        .and(warp::ws())
+        .map(move |ws: warp::ws::Ws| {
+            let state = Arc::clone(&socket_state);
+            ws.on_upgrade(move |socket| {
+                let snapshot = ServerEvent::Queue {
+                    jobs: state.jobs.list(),
+                };
+                events::stream(socket, snapshot, state.events.subscribe())
+            })
+            .into_response()
+        });
+    let routes = websocket
+        .or(api::routes(&state))
+        .unify()
+        .or(assets::routes())
+        .unify()
+        .recover(|rejection| async move { Ok::<_, std::convert::Infallible>(rejected(&rejection)) })
+        .unify()
+        .boxed();
+    (routes, executor)
+}
+
+/// Serves `app` on `listener` until `shutdown` completes.
+pub async fn serve(
+    engine: Engine,
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (routes, executor) = app(engine, config);
+    let executor = tokio::spawn(executor);
+    warp::serve(routes).incoming(listener).graceful(shutdown).run().await;
+    executor.abort();
+}
+
+/// Requests no route took, as JSON errors.
+fn rejected(rejection: &warp::Rejection) -> Response {
+    if rejection.is_not_found() {
+        api::error(StatusCode::NOT_FOUND, "no such route")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        api::error(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large")
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        api::error(StatusCode::LENGTH_REQUIRED, "the request needs a content-length")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        api::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+    } else {
+        api::error(StatusCode::BAD_REQUEST, format!("bad request: {rejection:?}"))
+    }
+}

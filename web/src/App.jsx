@@ -1,0 +1,297 @@
+// The editor: palette, canvas, toolbar and the run panel (images, memory, messages).
+
+import React, { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import { ReactFlow, Background, Controls, addEdge, useEdgesState, useNodesState } from '@xyflow/react';
+import { api, subscribe } from './api.js';
+import { EditorContext } from './context.js';
+import { SocketNode } from './SocketNode.jsx';
+import { defaultParams, edge, freshId, fromYaml, socketOf, toYaml } from './workflow.js';
+
+const nodeTypes = { socket: SocketNode };
+
+function Palette({ descriptors, onAdd }) {
+  const categories = useMemo(() => {
+    const groups = new Map();
+    for (const d of descriptors) {
+      if (!groups.has(d.category)) groups.set(d.category, []);
+      groups.get(d.category).push(d);
+    }
+    return [...groups.entries()].sort(([a], [b]) => a.localeCompare(b));
+  }, [descriptors]);
+  return (
+    <aside className="palette">
+      <h2>Nodes</h2>
+      {categories.map(([category, list]) => (
+        <details key={category} open>
+          <summary>{category}</summary>
+          {list.map((d) => (
+            <button key={d.type_name} data-add={d.type_name} title={d.description} onClick={() => onAdd(d)}>
+              {d.type_name}
+            </button>
+          ))}
+        </details>
+      ))}
+    </aside>
+  );
+}
+
+function MemoryPanel({ reports }) {
+  const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+  if (!reports.length) return null;
+  return (
+    <section className="memory" data-panel="memory">
+      <h3>Memory</h3>
+      {reports.map(({ node, report }, i) => (
+        <div key={i} className="memory-report">
+          <strong>
+            {report.title}
+            {node ? ` (${node})` : ''}
+          </strong>
+          <table>
+            <tbody>
+              {report.device_allocated_bytes !== undefined && (
+                <tr><td>device allocated</td><td>{gib(report.device_allocated_bytes)}</td></tr>
+              )}
+              {report.device_total_bytes !== undefined && (
+                <tr><td>device total</td><td>{gib(report.device_total_bytes)}</td></tr>
+              )}
+              {report.host_resident_bytes !== undefined && (
+                <tr><td>host resident</td><td>{gib(report.host_resident_bytes)}</td></tr>
+              )}
+              {(report.details || []).map(([label, value]) => (
+                <tr key={label}><td>{label}</td><td>{value}</td></tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ))}
+    </section>
+  );
+}
+
+export function App() {
+  const [descriptors, setDescriptors] = useState([]);
+  const [nodes, setNodes, onNodesChange] = useNodesState([]);
+  const [edges, setEdges, onEdgesChange] = useEdgesState([]);
+  const [meta, setMeta] = useState({ name: undefined, description: undefined });
+  const [fileName, setFileName] = useState('untitled.yaml');
+  const [saved, setSaved] = useState([]);
+  const [message, setMessage] = useState('');
+  const [job, setJob] = useState(null);
+  const [images, setImages] = useState([]);
+  const [memory, setMemory] = useState([]);
+  const jobRef = useRef(null);
+  const descriptorsRef = useRef([]);
+
+  const refreshSaved = useCallback(() => api.workflows().then((list) => setSaved(list.workflows)), []);
+
+  useEffect(() => {
+    api.nodes().then((list) => {
+      descriptorsRef.current = list;
+      setDescriptors(list);
+    });
+    refreshSaved().catch(() => {});
+  }, [refreshSaved]);
+
+  const patchNode = useCallback(
+    (id, patch) => setNodes((all) => all.map((n) => (n.id === id ? { ...n, data: { ...n.data, ...patch(n.data) } } : n))),
+    [setNodes],
+  );
+
+  useEffect(
+    () =>
+      subscribe((message) => {
+        if (message.kind !== 'run' || message.job !== jobRef.current) return;
+        switch (message.event) {
+          case 'run_started':
+            setJob((j) => ({ ...j, state: 'running' }));
+            setNodes((all) => all.map((n) => ({ ...n, data: { ...n.data, status: undefined, progress: undefined } })));
+            break;
+          case 'node_started':
+            patchNode(message.node, () => ({ status: 'running' }));
+            break;
+          case 'node_cached':
+            patchNode(message.node, () => ({ status: 'cached' }));
+            break;
+          case 'progress':
+            patchNode(message.node, () => ({ progress: { step: message.step, total: message.total } }));
+            break;
+          case 'node_finished':
+            patchNode(message.node, () => ({ status: 'done' }));
+            break;
+          case 'node_failed':
+            patchNode(message.node, () => ({ status: 'failed', problems: [{ message: message.error }] }));
+            break;
+          case 'memory':
+            setMemory((all) => [...all.filter((m) => m.node !== message.node || m.report.title !== message.report.title), message]);
+            break;
+          case 'output_written':
+            if (message.image) setImages((all) => [...all, message.image]);
+            break;
+          case 'run_finished':
+            setJob((j) => ({ ...j, state: message.cancelled ? 'cancelled' : message.failed ? 'failed' : 'succeeded' }));
+            setMessage(
+              message.cancelled ? 'Cancelled.' : message.failed ? 'The run failed.' : `Done in ${(message.elapsed_ms / 1000).toFixed(1)} s.`,
+            );
+            break;
+          default:
+        }
+      }),
+    [patchNode, setNodes],
+  );
+
+  const setParam = useCallback((id, name, value) => patchNode(id, (d) => ({ params: { ...d.params, [name]: value } })), [patchNode]);
+
+  const addNode = useCallback(
+    (descriptor) =>
+      setNodes((all) => {
+        const id = freshId(descriptor.type_name, new Set(all.map((n) => n.id)));
+        const position = { x: 40 + (all.length % 4) * 380, y: 40 + Math.floor(all.length / 4) * 440 };
+        const data = { nodeType: descriptor.type_name, descriptor, enabled: true, params: defaultParams(descriptor) };
+        return [...all, { id, type: 'socket', position, data }];
+      }),
+    [setNodes],
+  );
+
+  const nodeById = useCallback((id) => nodes.find((n) => n.id === id), [nodes]);
+
+  const isValidConnection = useCallback(
+    (c) => {
+      const from = socketOf(nodeById(c.source), c.sourceHandle, 'source');
+      const to = socketOf(nodeById(c.target), c.targetHandle, 'target');
+      return !!from && from === to && c.source !== c.target;
+    },
+    [nodeById],
+  );
+
+  const onConnect = useCallback(
+    (c) =>
+      setEdges((all) =>
+        // An input takes one link: a new one replaces the old.
+        addEdge(edge(c.source, c.sourceHandle, c.target, c.targetHandle), all.filter((e) => !(e.target === c.target && e.targetHandle === c.targetHandle))),
+      ),
+    [setEdges],
+  );
+
+  const yaml = () => toYaml({ ...meta, nodes, edges });
+
+  const showProblems = (errors) => {
+    setNodes((all) => all.map((n) => ({ ...n, data: { ...n.data, problems: errors.filter((e) => e.node === n.id) } })));
+    const general = errors.filter((e) => !e.node);
+    setMessage(`${errors.length} problem${errors.length === 1 ? '' : 's'}${general.length ? ': ' + general.map((e) => e.message).join('; ') : ' (shown on the nodes)'}`);
+  };
+
+  const validate = async () => {
+    const result = await api.validate(yaml());
+    if (result.valid) {
+      showProblems([]);
+      setMessage(`Valid: ${result.plan.steps.length} steps.`);
+    } else showProblems(result.report.errors);
+    return result.valid;
+  };
+
+  const run = async () => {
+    try {
+      if (!(await validate())) return;
+      setImages([]);
+      setMemory([]);
+      const submitted = await api.submit(yaml());
+      jobRef.current = submitted.id;
+      setJob({ id: submitted.id, state: 'queued' });
+      setMessage(`Job ${submitted.id} queued.`);
+    } catch (error) {
+      setMessage(error.message);
+    }
+  };
+
+  const cancel = async () => {
+    if (job) await api.cancel(job.id).catch((e) => setMessage(e.message));
+  };
+
+  const save = async () => {
+    try {
+      await api.saveWorkflow(fileName, yaml());
+      setMessage(`Saved ${fileName}.`);
+      refreshSaved();
+    } catch (error) {
+      setMessage(error.message);
+    }
+  };
+
+  const load = async (name) => {
+    try {
+      const graph = fromYaml(await api.loadWorkflow(name), descriptorsRef.current);
+      setNodes(graph.nodes);
+      setEdges(graph.edges);
+      setMeta({ name: graph.name, description: graph.description });
+      setFileName(name);
+      setImages([]);
+      setMemory([]);
+      setMessage(`Loaded ${name}.`);
+    } catch (error) {
+      setMessage(error.message);
+    }
+  };
+
+  const clear = () => {
+    setNodes([]);
+    setEdges([]);
+    setMeta({});
+    setMessage('');
+  };
+
+  return (
+    <EditorContext.Provider value={{ setParam }}>
+      <div className="editor">
+        <header className="toolbar">
+          <strong>swapgraph</strong>
+          <button data-action="new" onClick={clear}>New</button>
+          <select data-action="open" value="" onChange={(e) => e.target.value && load(e.target.value)}>
+            <option value="">Open…</option>
+            {saved.map((name) => (
+              <option key={name} value={name}>{name}</option>
+            ))}
+          </select>
+          <input data-field="filename" value={fileName} onChange={(e) => setFileName(e.target.value)} />
+          <button data-action="save" onClick={save}>Save</button>
+          <button data-action="validate" onClick={() => validate().catch((e) => setMessage(e.message))}>Validate</button>
+          <button data-action="run" onClick={run}>Run</button>
+          <button data-action="cancel" onClick={cancel} disabled={!job || !['queued', 'running'].includes(job.state)}>Cancel</button>
+          <span className="message" data-message>{message}</span>
+        </header>
+        <Palette descriptors={descriptors} onAdd={addNode} />
+        <main className="canvas">
+          <ReactFlow
+            nodes={nodes}
+            edges={edges}
+            nodeTypes={nodeTypes}
+            onNodesChange={onNodesChange}
+            onEdgesChange={onEdgesChange}
+            onConnect={onConnect}
+            isValidConnection={isValidConnection}
+            deleteKeyCode={['Delete', 'Backspace']}
+            minZoom={0.1}
+          >
+            <Background />
+            <Controls />
+          </ReactFlow>
+        </main>
+        <aside className="results">
+          <h2>Results</h2>
+          {job && (
+            <div data-job={job.id} data-state={job.state}>
+              Job {job.id}: {job.state}
+            </div>
+          )}
+          {images.map((name) => (
+            <figure key={name}>
+              <img src={`/api/images/${name}`} alt={name} data-image={name} />
+              <figcaption>{name}</figcaption>
+            </figure>
+          ))}
+          <MemoryPanel reports={memory} />
+        </aside>
+      </div>
+    </EditorContext.Provider>
+  );
+}

@@ -1,0 +1,80 @@
+// Between the editor's graph (nodes and edges of the canvas) and workflow YAML, version 1.
+// Node ids, titles, params, links, `enabled` and `ui` positions survive a round trip.
+
+import YAML from 'yaml';
+
+/** Parses workflow YAML into canvas nodes and edges; throws with the YAML error's message. */
+export function fromYaml(text, descriptors) {
+  const doc = YAML.parse(text) || {};
+  const byType = new Map(descriptors.map((d) => [d.type_name, d]));
+  const nodes = [];
+  const edges = [];
+  Object.entries(doc.nodes || {}).forEach(([id, spec], index) => {
+    const descriptor = byType.get(spec.type);
+    nodes.push({
+      id,
+      type: 'socket',
+      position: spec.ui ? { x: spec.ui.x, y: spec.ui.y } : { x: 40 + 40 * index, y: 40 + 40 * index },
+      data: {
+        nodeType: spec.type,
+        descriptor,
+        title: spec.title,
+        enabled: spec.enabled !== false,
+        params: { ...(spec.params || {}) },
+      },
+    });
+    Object.entries(spec.inputs || {}).forEach(([input, link]) => {
+      const dot = String(link).lastIndexOf('.');
+      const source = String(link).slice(0, dot);
+      const output = String(link).slice(dot + 1);
+      edges.push(edge(source, output, id, input));
+    });
+  });
+  return { name: doc.name, description: doc.description, nodes, edges };
+}
+
+/** The edge linking `source.output` to `target`'s input `input`. */
+export function edge(source, output, target, input) {
+  return { id: `${source}.${output}->${target}.${input}`, source, sourceHandle: output, target, targetHandle: input };
+}
+
+/** Writes canvas nodes and edges as workflow YAML. */
+export function toYaml({ name, description, nodes, edges }) {
+  const doc = { version: 1 };
+  if (name) doc.name = name;
+  if (description) doc.description = description;
+  doc.nodes = {};
+  for (const node of nodes) {
+    const spec = { type: node.data.nodeType };
+    if (node.data.title) spec.title = node.data.title;
+    const inputs = {};
+    for (const e of edges.filter((e) => e.target === node.id)) inputs[e.targetHandle] = `${e.source}.${e.sourceHandle}`;
+    if (Object.keys(inputs).length) spec.inputs = inputs;
+    const params = Object.fromEntries(Object.entries(node.data.params).filter(([, v]) => v !== undefined && v !== null));
+    if (Object.keys(params).length) spec.params = params;
+    spec.ui = { x: Math.round(node.position.x), y: Math.round(node.position.y) };
+    if (node.data.enabled === false) spec.enabled = false;
+    doc.nodes[node.id] = spec;
+  }
+  return YAML.stringify(doc);
+}
+
+/** Default param values of a node type, as its descriptor gives them. */
+export function defaultParams(descriptor) {
+  const params = {};
+  for (const p of descriptor.params) if (p.default !== undefined && p.default !== null) params[p.name] = p.default;
+  return params;
+}
+
+/** A fresh node id for `typeName`, not among `taken`: the type in lower case, numbered. */
+export function freshId(typeName, taken) {
+  const base = typeName.replace(/[^A-Za-z0-9_-]/g, '').toLowerCase() || 'node';
+  if (!taken.has(base)) return base;
+  for (let i = 2; ; i += 1) if (!taken.has(`${base}_${i}`)) return `${base}_${i}`;
+}
+
+/** The socket type of `node`'s output or input `handle`. */
+export function socketOf(node, handle, side) {
+  const list = side === 'source' ? node?.data.descriptor?.outputs : node?.data.descriptor?.inputs;
+  return list?.find((s) => s.name === handle)?.socket;
+}

@@ -1,0 +1,123 @@
+// End to end in headless Chromium: build a txt2img graph with BlockSwap on an empty canvas by UI
+// actions only, run it on the tiny model, see the image, save, reload, and get the same graph.
+//
+// Needs a running `swapgraph serve` at SWAPGRAPH_URL; CHROMIUM names the browser binary and
+// ARTIFACTS the folder for the screenshot. Exits non-zero with the reason on any failure.
+
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+
+const url = process.env.SWAPGRAPH_URL;
+const artifacts = process.env.ARTIFACTS || '.';
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+assert.ok(url, 'SWAPGRAPH_URL is not set');
+mkdirSync(artifacts, { recursive: true });
+
+const browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
+const page = await browser.newPage({ viewport: { width: 2200, height: 1500 } });
+page.setDefaultTimeout(60_000);
+const consoleErrors = [];
+page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+try {
+  await page.goto(url);
+  await page.waitForSelector('[data-add="KSampler"]');
+
+  const add = async (type) => page.click(`[data-add="${type}"]`);
+  for (const type of ['CheckpointLoaderSimple', 'CLIPTextEncode', 'CLIPTextEncode', 'EmptyLatentImage', 'BlockSwap', 'KSampler', 'VAEDecode', 'SaveImage']) {
+    await add(type);
+  }
+  await page.click('.react-flow__controls-fitview');
+  await page.waitForTimeout(300);
+
+  const handle = (node, side, name) => page.locator(`.react-flow__node[data-id="${node}"] .react-flow__handle.${side}[data-handleid="${name}"]`);
+  const edgeCount = () => page.locator('.react-flow__edge').count();
+  const connect = async (from, output, to, input) => {
+    const a = await handle(from, 'source', output).boundingBox();
+    const b = await handle(to, 'target', input).boundingBox();
+    assert.ok(a && b, `handles ${from}.${output} -> ${to}.${input} not on screen`);
+    await page.mouse.move(a.x + a.width / 2, a.y + a.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2, { steps: 12 });
+    await page.mouse.up();
+  };
+
+  const links = [
+    ['checkpointloadersimple', 'model', 'blockswap', 'model'],
+    ['blockswap', 'model', 'ksampler', 'model'],
+    ['checkpointloadersimple', 'clip', 'cliptextencode', 'clip'],
+    ['checkpointloadersimple', 'clip', 'cliptextencode_2', 'clip'],
+    ['cliptextencode', 'conditioning', 'ksampler', 'positive'],
+    ['cliptextencode_2', 'conditioning', 'ksampler', 'negative'],
+    ['emptylatentimage', 'latent', 'ksampler', 'latent_image'],
+    ['ksampler', 'latent', 'vaedecode', 'samples'],
+    ['checkpointloadersimple', 'vae', 'vaedecode', 'vae'],
+    ['vaedecode', 'image', 'saveimage', 'images'],
+  ];
+  for (const [i, link] of links.entries()) {
+    await connect(...link);
+    assert.equal(await edgeCount(), i + 1, `link ${link.join(' ')} was not made`);
+  }
+  // A CLIP output cannot feed a MODEL input: the editor refuses it while dragging.
+  await connect('checkpointloadersimple', 'clip', 'ksampler', 'model');
+  assert.equal(await edgeCount(), links.length, 'a mismatched link was accepted');
+
+  const param = (node, name) => page.locator(`.react-flow__node[data-id="${node}"] [data-param="${name}"]`);
+  await param('checkpointloadersimple', 'ckpt_name').fill('builtin:tiny-sdxl');
+  await param('cliptextencode', 'text').fill('a lighthouse at dusk');
+  await param('cliptextencode_2', 'text').fill('blurry');
+  await param('emptylatentimage', 'width').fill('128');
+  await param('emptylatentimage', 'height').fill('128');
+  await param('ksampler', 'steps').fill('3');
+  await param('blockswap', 'debug').check();
+
+  // Validation errors land on the node and field: an out-of-range value first.
+  await param('ksampler', 'cfg').fill('1000');
+  await page.click('[data-action="validate"]');
+  await page.waitForSelector('.react-flow__node[data-id="ksampler"] .param.invalid');
+  await param('ksampler', 'cfg').fill('5');
+
+  await page.click('[data-action="run"]');
+  const image = page.locator('[data-image]').first();
+  await image.waitFor();
+  await page.waitForFunction(() => {
+    const img = document.querySelector('[data-image]');
+    return img && img.complete && img.naturalWidth === 128;
+  });
+  await page.waitForSelector('[data-state="succeeded"]');
+  await page.waitForSelector('.react-flow__node[data-id="ksampler"] .node-done');
+  await page.waitForSelector('[data-panel="memory"]');
+  assert.match(await page.locator('[data-panel="memory"]').innerText(), /BlockSwap/);
+  await page.screenshot({ path: `${artifacts}/editor-txt2img.png` });
+
+  await page.fill('[data-field="filename"]', 'e2e_txt2img.yaml');
+  await page.click('[data-action="save"]');
+  await page.waitForSelector('[data-message]:has-text("Saved e2e_txt2img.yaml")');
+  const saved = await (await page.request.get(`${url}api/workflows/e2e_txt2img.yaml`)).text();
+
+  await page.reload();
+  await page.waitForSelector('[data-add="KSampler"]');
+  await page.waitForSelector('[data-action="open"] option[value="e2e_txt2img.yaml"]', { state: 'attached' });
+  await page.selectOption('[data-action="open"]', 'e2e_txt2img.yaml');
+  await page.waitForSelector('[data-message]:has-text("Loaded e2e_txt2img.yaml")');
+  assert.equal(await page.locator('.react-flow__node').count(), 8);
+  assert.equal(await edgeCount(), links.length);
+  assert.equal(await param('ksampler', 'steps').inputValue(), '3');
+
+  await page.fill('[data-field="filename"]', 'e2e_again.yaml');
+  await page.click('[data-action="save"]');
+  await page.waitForSelector('[data-message]:has-text("Saved e2e_again.yaml")');
+  const again = await (await page.request.get(`${url}api/workflows/e2e_again.yaml`)).text();
+  assert.equal(again, saved, 'the graph changed on a save, reload and save');
+  assert.match(saved, /ui:\n\s+x: -?\d+\n\s+y: -?\d+/);
+  assert.deepEqual(consoleErrors, [], 'the page logged errors');
+  console.log('editor e2e: ok');
+} catch (error) {
+  await page.screenshot({ path: `${artifacts}/editor-failure.png` }).catch(() => {});
+  console.error(error);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
