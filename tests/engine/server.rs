@@ -257,3 +257,111 @@ async fn the_event_socket_streams_the_queue_and_run_progress() {
         assert!(seen.iter().any(|e| e == expected), "no {expected} in {seen:?}");
     }
 }
+
+/// One HTTP/1.1 request over a fresh loopback connection; the status and body of the answer.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_load_every_request_is_answered_and_every_job_accounted_for() {
+    let (output, workflows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ServerConfig {
+        device: swapgraph_node_api::DeviceSpec::Cpu,
+        output_dir: output.path().to_path_buf(),
+        workflows_dir: workflows.path().to_path_buf(),
+        max_body_bytes: swapgraph::server::DEFAULT_MAX_BODY_BYTES,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(swapgraph::server::serve(
+        Engine::new(packs()),
+        config,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let started = std::time::Instant::now();
+    let job = std::fs::read_to_string("workflows/sdxl_txt2img.yaml")
+        .unwrap()
+        .replace("steps: 8", "steps: 2")
+        .replace("width: 128, height: 128", "width: 64, height: 64");
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let (status, body) = http(addr, "POST", "/api/jobs", &job).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let cancelled: Vec<u64> = ids.iter().copied().skip(4).step_by(5).collect();
+    let validate = std::fs::read_to_string("workflows/instantid_blockswap.yaml").unwrap();
+    // Four of the clients cancel queued jobs while the rest validate.
+    let clients: Vec<_> = (0..200)
+        .map(|i| {
+            let (validate, cancel) = (validate.clone(), cancelled.get(i).copied());
+            tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let (status, body) = match cancel {
+                    Some(id) => http(addr, "DELETE", &format!("/api/jobs/{id}"), "").await,
+                    None => http(addr, "POST", "/api/validate", &validate).await,
+                };
+                (status, body, t.elapsed())
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for client in clients {
+        let (status, body, elapsed) = client.await.unwrap();
+        assert!(status == 200, "{status}: {body}");
+        latencies.push(elapsed);
+    }
+    let mut states = Vec::new();
+    for id in &ids {
+        let state = loop {
+            let (_, body) = http(addr, "GET", &format!("/api/jobs/{id}"), "").await;
+            let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap()) {
+                break job["state"].as_str().unwrap().to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        states.push(state);
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    for (id, state) in ids.iter().zip(&states) {
+        let expected = if cancelled.contains(id) {
+            "cancelled"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(state, expected, "job {id}");
+    }
+    latencies.sort();
+    eprintln!(
+        "load: 20 jobs ({} cancelled) and 200 concurrent validations in {:.1} s; validation latency p50 {:.0} ms, max {:.0} ms",
+        cancelled.len(),
+        started.elapsed().as_secs_f64(),
+        latencies[100].as_secs_f64() * 1e3,
+        latencies[199].as_secs_f64() * 1e3
+    );
+}
