@@ -98,46 +98,64 @@ export function App() {
     [setNodes],
   );
 
+  // Run events by job, so those that arrive before the submission's reply are not lost.
+  const runEvents = useRef(new Map());
+
+  const applyRunEvent = useCallback(
+    (message) => {
+      switch (message.event) {
+        case 'run_started':
+          setJob((j) => ({ ...j, state: 'running' }));
+          setNodes((all) => all.map((n) => ({ ...n, data: { ...n.data, status: undefined, progress: undefined } })));
+          break;
+        case 'node_started':
+          patchNode(message.node, () => ({ status: 'running' }));
+          break;
+        case 'node_cached':
+          patchNode(message.node, () => ({ status: 'cached' }));
+          break;
+        case 'progress':
+          patchNode(message.node, () => ({ progress: { step: message.step, total: message.total } }));
+          break;
+        case 'node_finished':
+          patchNode(message.node, () => ({ status: 'done' }));
+          break;
+        case 'node_failed':
+          patchNode(message.node, () => ({ status: 'failed', problems: [{ message: message.error }] }));
+          break;
+        case 'memory':
+          setMemory((all) => [...all.filter((m) => m.node !== message.node || m.report.title !== message.report.title), message]);
+          break;
+        case 'output_written':
+          if (message.image) setImages((all) => [...all, message.image]);
+          break;
+        case 'run_finished':
+          setJob((j) => ({ ...j, state: message.cancelled ? 'cancelled' : message.failed ? 'failed' : 'succeeded' }));
+          setMessage(
+            message.cancelled ? 'Cancelled.' : message.failed ? 'The run failed.' : `Done in ${(message.elapsed_ms / 1000).toFixed(1)} s.`,
+          );
+          break;
+        default:
+      }
+    },
+    [patchNode, setNodes],
+  );
+
   useEffect(
     () =>
       subscribe((message) => {
-        if (message.kind !== 'run' || message.job !== jobRef.current) return;
-        switch (message.event) {
-          case 'run_started':
-            setJob((j) => ({ ...j, state: 'running' }));
-            setNodes((all) => all.map((n) => ({ ...n, data: { ...n.data, status: undefined, progress: undefined } })));
-            break;
-          case 'node_started':
-            patchNode(message.node, () => ({ status: 'running' }));
-            break;
-          case 'node_cached':
-            patchNode(message.node, () => ({ status: 'cached' }));
-            break;
-          case 'progress':
-            patchNode(message.node, () => ({ progress: { step: message.step, total: message.total } }));
-            break;
-          case 'node_finished':
-            patchNode(message.node, () => ({ status: 'done' }));
-            break;
-          case 'node_failed':
-            patchNode(message.node, () => ({ status: 'failed', problems: [{ message: message.error }] }));
-            break;
-          case 'memory':
-            setMemory((all) => [...all.filter((m) => m.node !== message.node || m.report.title !== message.report.title), message]);
-            break;
-          case 'output_written':
-            if (message.image) setImages((all) => [...all, message.image]);
-            break;
-          case 'run_finished':
-            setJob((j) => ({ ...j, state: message.cancelled ? 'cancelled' : message.failed ? 'failed' : 'succeeded' }));
-            setMessage(
-              message.cancelled ? 'Cancelled.' : message.failed ? 'The run failed.' : `Done in ${(message.elapsed_ms / 1000).toFixed(1)} s.`,
-            );
-            break;
-          default:
+        if (message.kind !== 'run') return;
+        if (message.job === jobRef.current) {
+          applyRunEvent(message);
+          return;
         }
+        const events = runEvents.current;
+        if (!events.has(message.job)) events.set(message.job, []);
+        events.get(message.job).push(message);
+        // Keep the events of the latest few jobs only.
+        while (events.size > 4) events.delete(events.keys().next().value);
       }),
-    [patchNode, setNodes],
+    [applyRunEvent],
   );
 
   const setParam = useCallback((id, name, value) => patchNode(id, (d) => ({ params: { ...d.params, [name]: value } })), [patchNode]);
@@ -199,6 +217,8 @@ export function App() {
       jobRef.current = submitted.id;
       setJob({ id: submitted.id, state: 'queued' });
       setMessage(`Job ${submitted.id} queued.`);
+      for (const message of runEvents.current.get(submitted.id) || []) applyRunEvent(message);
+      runEvents.current.delete(submitted.id);
     } catch (error) {
       setMessage(error.message);
     }

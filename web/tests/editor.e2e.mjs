@@ -88,6 +88,7 @@ try {
   });
   await page.waitForSelector('[data-state="succeeded"]');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] .node-done');
+  await page.waitForSelector('.react-flow__node[data-id="ksampler"] [data-progress="3/3"]');
   await page.waitForSelector('[data-panel="memory"]');
   assert.match(await page.locator('[data-panel="memory"]').innerText(), /BlockSwap/);
   await page.screenshot({ path: `${artifacts}/editor-txt2img.png` });
