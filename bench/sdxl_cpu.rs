@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use swapgraph::exec::{Engine, EventSink, RunOptions};
 use swapgraph_model::{ResidentStore, TensorSource};
-use swapgraph_node_api::Registry;
+use swapgraph_node_api::{FileRoots, Registry};
 use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
 
 fn main() {
@@ -90,7 +90,10 @@ fn workflow() -> impl FnMut() -> Duration {
         let engine = Arc::new(Engine::new(registry));
         let plan = swapgraph::prepare("sdxl_txt2img.yaml", &bytes, &[], engine.registry()).unwrap();
         let options = RunOptions {
-            output_dir: output.clone(),
+            files: FileRoots {
+                outputs: output.clone(),
+                ..FileRoots::default()
+            },
             ..RunOptions::default()
         };
         let clock = Instant::now();

@@ -3,7 +3,8 @@
 //! A workflow is a YAML graph of nodes ([`workflow`]); it is checked against the node types of a
 //! [`Registry`](swapgraph_node_api::Registry) ([`validate`]), planned into ordered steps
 //! ([`plan`]) and run with caching, events and cancellation ([`exec`]). The engine never names
-//! a concrete node type: node packs register theirs, and the binary decides which packs exist.
+//! a concrete node type: node packs register theirs, and [`packs`] lists the packs the binary
+//! ships.
 
 // Validation errors carry the names and positions their messages need; they are built once per
 // problem, never on a hot path, so their size does not matter.
@@ -11,6 +12,7 @@
 
 pub mod cli;
 pub mod exec;
+pub mod packs;
 pub mod plan;
 pub mod server;
 pub mod validate;

@@ -7,6 +7,7 @@ mod engine {
     pub mod execution;
     pub mod fixtures;
     pub mod hostile;
+    pub mod loopback;
     pub mod plans;
     pub mod server;
     pub mod validation;

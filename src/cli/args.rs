@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use swapgraph_node_api::DeviceSpec;
+use swapgraph_node_api::{DeviceSpec, FileRoots};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -76,9 +76,8 @@ pub struct RunArgs {
     /// Where models run: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
-    /// Folder for saved outputs (created if missing).
-    #[arg(long, default_value = "output")]
-    pub output_dir: PathBuf,
+    #[command(flatten)]
+    pub folders: FolderArgs,
     /// Run the workflow this many times in one process; later runs reuse cached results of
     /// unchanged nodes (a loaded checkpoint is not loaded again).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -86,6 +85,41 @@ pub struct RunArgs {
     /// How many independent nodes may run at once.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: Option<u16>,
+}
+
+/// The folders a run's files resolve in. A workflow names models and inputs relative to them;
+/// a name that leads out (`..`, an absolute path elsewhere, a symlink out) is refused.
+#[derive(Debug, Args)]
+pub struct FolderArgs {
+    /// Folder that model names (checkpoints, InstantID, ControlNet, face models) resolve in.
+    #[arg(long, default_value = ".")]
+    pub models_dir: PathBuf,
+    /// Folder that input names (images, masks, BlockSwap presets) resolve in.
+    #[arg(long, default_value = ".")]
+    pub input_dir: PathBuf,
+    /// Folder for saved outputs (created if missing).
+    #[arg(long, default_value = "output")]
+    pub output_dir: PathBuf,
+}
+
+impl FolderArgs {
+    /// The folders as the engine takes them, after checking that the models and input folders
+    /// exist. The output folder is created by the first node that writes.
+    ///
+    /// # Errors
+    /// The flag and the problem, for the user.
+    pub fn roots(&self) -> Result<FileRoots, String> {
+        for (flag, dir) in [("--models-dir", &self.models_dir), ("--input-dir", &self.input_dir)] {
+            if !dir.is_dir() {
+                return Err(format!("{flag} {}: not a folder", dir.display()));
+            }
+        }
+        Ok(FileRoots {
+            models: self.models_dir.clone(),
+            inputs: self.input_dir.clone(),
+            outputs: self.output_dir.clone(),
+        })
+    }
 }
 
 /// Arguments of `swapgraph validate`.
@@ -138,9 +172,8 @@ pub struct ServeArgs {
     /// Where jobs run: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
-    /// Folder for saved outputs; the API serves images only from here.
-    #[arg(long, default_value = "output")]
-    pub output_dir: PathBuf,
+    #[command(flatten)]
+    pub folders: FolderArgs,
     /// Folder of workflow files the editor opens and saves.
     #[arg(long, default_value = "workflows")]
     pub workflows_dir: PathBuf,

@@ -19,6 +19,13 @@ pub fn run(args: RunArgs, registry: Registry) -> Exit {
         );
         return Exit::Usage;
     }
+    let files = match args.folders.roots() {
+        Ok(files) => files,
+        Err(problem) => {
+            error!("{problem}");
+            return Exit::Usage;
+        }
+    };
     let plan = match load(&args.workflow, &registry) {
         Ok(plan) => plan,
         Err(exit) => return exit,
@@ -44,7 +51,7 @@ pub fn run(args: RunArgs, registry: Registry) -> Exit {
         for round in 1..=args.repeat {
             let options = RunOptions {
                 device: args.device,
-                output_dir: args.output_dir.clone(),
+                files: files.clone(),
                 cancel: cancel.clone(),
                 parallelism: args.jobs.map_or(RunOptions::default().parallelism, usize::from),
             };

@@ -20,10 +20,17 @@ pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
         error!("--workflows-dir {}: not a folder", args.workflows_dir.display());
         return Exit::Usage;
     }
-    if let Err(e) = std::fs::create_dir_all(&args.output_dir) {
-        error!("--output-dir {}: {e}", args.output_dir.display());
+    if let Err(e) = std::fs::create_dir_all(&args.folders.output_dir) {
+        error!("--output-dir {}: {e}", args.folders.output_dir.display());
         return Exit::Usage;
     }
+    let files = match args.folders.roots() {
+        Ok(files) => files,
+        Err(problem) => {
+            error!("{problem}");
+            return Exit::Usage;
+        }
+    };
     if !args.host.is_loopback() {
         warn!(
             "listening on {}: anyone who can reach it can run workflows and write workflow files",
@@ -39,7 +46,7 @@ pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
     };
     let config = ServerConfig {
         device: args.device,
-        output_dir: args.output_dir,
+        files,
         workflows_dir: args.workflows_dir,
         max_body_bytes: args.max_body_kib * 1024,
     };

@@ -16,12 +16,11 @@ use crate::workflow::NodeId;
 use cache::{OutputCache, Signature};
 use schedule::Schedule;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use swapgraph_node_api::{
-    Args, CancelToken, DeviceSpec, MemoryReport, NodeDescriptor, NodeError, Registry, RunContext, Value,
+    Args, CancelToken, DeviceSpec, FileRoots, MemoryReport, NodeDescriptor, NodeError, Registry, RunContext, Value,
 };
 use tokio::task::JoinSet;
 
@@ -30,8 +29,8 @@ use tokio::task::JoinSet;
 pub struct RunOptions {
     /// Where models execute.
     pub device: DeviceSpec,
-    /// Where output nodes write.
-    pub output_dir: PathBuf,
+    /// The models, input and output folders the workflow's file names resolve in.
+    pub files: FileRoots,
     /// Cancels the run when set. The engine sets it too when a node fails, so that steps
     /// running beside the failed one stop early: give each run its own token.
     pub cancel: CancelToken,
@@ -43,7 +42,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             device: DeviceSpec::Cpu,
-            output_dir: PathBuf::from("output"),
+            files: FileRoots::default(),
             cancel: CancelToken::new(),
             parallelism: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         }
@@ -237,7 +236,7 @@ fn job(
     let ctx = RunContext {
         node_id: Arc::from(step.id.as_str()),
         device: options.device,
-        output_dir: options.output_dir.clone(),
+        files: options.files.clone(),
         workflow: Some(workflow),
         cancel: options.cancel.clone(),
         reporter: Arc::new(events.for_node(step.id.clone())),

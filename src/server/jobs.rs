@@ -6,10 +6,10 @@ use super::events::{Broadcast, ServerEvent};
 use crate::exec::{Engine, Event, EventSink, RunError, RunOptions};
 use crate::plan::Plan;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
-use swapgraph_node_api::{CancelToken, DeviceSpec};
+use swapgraph_node_api::{CancelToken, DeviceSpec, FileRoots};
 use tokio::sync::mpsc;
 
 /// Where a job is in its life.
@@ -79,8 +79,8 @@ pub struct JobQueue {
 pub struct ExecutorOptions {
     /// The device every job runs on.
     pub device: DeviceSpec,
-    /// Where output nodes write.
-    pub output_dir: PathBuf,
+    /// The folders file names resolve in and outputs go to.
+    pub files: FileRoots,
 }
 
 impl JobQueue {
@@ -209,14 +209,14 @@ async fn execute(
         queue.publish_queue();
         let run_options = RunOptions {
             device: options.device,
-            output_dir: options.output_dir.clone(),
+            files: options.files.clone(),
             cancel,
             ..RunOptions::default()
         };
         let (sink, mut run_events) = EventSink::channel();
         let forward = {
             let queue = Arc::clone(&queue);
-            let output_dir = options.output_dir.clone();
+            let output_dir = options.files.outputs.clone();
             tokio::spawn(async move {
                 while let Some(event) = run_events.recv().await {
                     let image = match &event {

@@ -18,6 +18,7 @@ use events::Broadcast;
 use jobs::JobQueue;
 use std::path::PathBuf;
 use std::sync::Arc;
+use swapgraph_node_api::FileRoots;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
@@ -30,8 +31,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 << 20;
 pub struct ServerConfig {
     /// The device jobs run on.
     pub device: swapgraph_node_api::DeviceSpec,
-    /// Where jobs write outputs; `/api/images` serves only files inside it.
-    pub output_dir: PathBuf,
+    /// The folders jobs read models and inputs from and write outputs to; `/api/images` serves
+    /// only files inside the output folder.
+    pub files: FileRoots,
     /// The folder `/api/workflows` reads and writes.
     pub workflows_dir: PathBuf,
     /// Requests with a larger body are refused (413).
@@ -67,14 +69,14 @@ pub fn app(
     let events = Broadcast::default();
     let options = ExecutorOptions {
         device: config.device,
-        output_dir: config.output_dir.clone(),
+        files: config.files.clone(),
     };
     let (jobs, executor) = JobQueue::new(Arc::clone(&engine), options, events.clone());
     let state = Arc::new(State {
         engine,
         jobs,
         events,
-        output_dir: config.output_dir,
+        output_dir: config.files.outputs,
         workflows_dir: config.workflows_dir,
         max_body_bytes: config.max_body_bytes,
     });

@@ -131,8 +131,20 @@ fn blockswap_presets_apply_to_every_blockswap_node() {
         r#"{"enable_blockswap": true, "blockswap_blocks": 3, "blockswap_debug": true}"#,
     )
     .unwrap();
-    let set = format!("BlockSwap.preset={}", preset.display());
     let run = swapgraph(&[
+        "run",
+        "workflows/sdxl_blockswap.yaml",
+        "--output-dir",
+        dir,
+        "--input-dir",
+        dir,
+        "--set-type",
+        "BlockSwap.preset=preset.json",
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+
+    let set = format!("BlockSwap.preset={}", preset.display());
+    let outside = swapgraph(&[
         "run",
         "workflows/sdxl_blockswap.yaml",
         "--output-dir",
@@ -140,13 +152,20 @@ fn blockswap_presets_apply_to_every_blockswap_node() {
         "--set-type",
         &set,
     ]);
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    assert_eq!(outside.status.code(), Some(1));
+    assert!(
+        text(&outside.stderr).contains("preset \"") && text(&outside.stderr).contains("is outside the input folder"),
+        "{}",
+        text(&outside.stderr)
+    );
 
     std::fs::write(&preset, r#"{"blockswap_blocks": 2, "blockswap_upp": true}"#).unwrap();
     let bad = swapgraph(&[
         "run",
         "workflows/sdxl_blockswap.yaml",
         "--output-dir",
+        dir,
+        "--input-dir",
         dir,
         "--blockswap-preset",
         preset.to_str().unwrap(),

@@ -5,10 +5,8 @@
 //! Needs Node.js, `npm ci --prefix web` and Chromium (`CHROMIUM`, default `/usr/bin/chromium`);
 //! `.ci/run` installs them.
 
-use super::fixtures::packs;
+use super::loopback::LoopbackServer;
 use std::path::Path;
-use swapgraph::exec::Engine;
-use swapgraph::server::{serve, ServerConfig};
 
 #[test]
 fn the_editor_builds_runs_saves_and_reloads_a_txt2img_graph_in_chromium() {
@@ -18,20 +16,9 @@ fn the_editor_builds_runs_saves_and_reloads_a_txt2img_graph_in_chromium() {
         "the editor test needs Chromium at {chromium} (apt-get install chromium, or set CHROMIUM) and \
          `npm ci --prefix web`; .ci/run installs both"
     );
-    let (output, workflows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let config = ServerConfig {
-        device: swapgraph_node_api::DeviceSpec::Cpu,
-        output_dir: output.path().to_path_buf(),
-        workflows_dir: workflows.path().to_path_buf(),
-        max_body_bytes: swapgraph::server::DEFAULT_MAX_BODY_BYTES,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(serve(Engine::new(packs()), config, listener, async {
-        let _ = stopped.await;
-    }));
+    let server = runtime.block_on(LoopbackServer::start());
+    let url = format!("http://{}/", server.addr);
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../editor-e2e");
     let status = std::process::Command::new("node")
         .arg("web/tests/editor.e2e.mjs")
@@ -40,9 +27,9 @@ fn the_editor_builds_runs_saves_and_reloads_a_txt2img_graph_in_chromium() {
         .env("ARTIFACTS", &artifacts)
         .status()
         .expect("node runs");
-    let _ = stop.send(());
-    let _ = runtime.block_on(server);
+    let saved = server.workflows.path().join("e2e_txt2img.yaml").is_file();
+    runtime.block_on(server.stop());
     assert!(status.success(), "the editor test failed; see {}", artifacts.display());
     assert!(artifacts.join("editor-txt2img.png").is_file());
-    assert!(workflows.path().join("e2e_txt2img.yaml").is_file());
+    assert!(saved);
 }

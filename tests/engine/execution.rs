@@ -6,12 +6,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use swapgraph::exec::{Engine, Event, RunError, RunOptions, RunSummary};
-use swapgraph_node_api::CancelToken;
+use swapgraph_node_api::{CancelToken, FileRoots};
 
 fn options(parallelism: usize) -> RunOptions {
     RunOptions {
         parallelism,
-        output_dir: std::env::temp_dir().join("swapgraph-tests"),
+        files: FileRoots {
+            outputs: std::env::temp_dir().join("swapgraph-tests"),
+            ..FileRoots::default()
+        },
         ..RunOptions::default()
     }
 }

@@ -53,15 +53,9 @@ fn int(name: &'static str, default: i64) -> ParamSpec {
     )
 }
 
-/// Every pack the binary registers (as `src/main.rs` does).
+/// Every pack the binary registers.
 pub fn packs() -> Registry {
-    let mut registry = Registry::new();
-    swapgraph_utils::register(&mut registry).unwrap();
-    swapgraph_sdxl::register(&mut registry).unwrap();
-    swapgraph_image::register(&mut registry).unwrap();
-    swapgraph_blockswap::register(&mut registry).unwrap();
-    swapgraph_instantid::register(&mut registry).unwrap();
-    registry
+    swapgraph::packs::registry().unwrap()
 }
 
 /// The binary's packs plus the test nodes, all sharing `probe`.

@@ -2,11 +2,13 @@
 //! the job queue with cancels, images and workflow files confined to their folders, body limits.
 
 use super::fixtures::{packs, registry, Probe};
+use super::loopback::LoopbackServer;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use swapgraph::exec::Engine;
 use swapgraph::server::{app, ServerConfig};
+use swapgraph_node_api::FileRoots;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
@@ -20,7 +22,10 @@ fn server(registry: swapgraph_node_api::Registry) -> TestServer {
     let (output, workflows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let config = ServerConfig {
         device: swapgraph_node_api::DeviceSpec::Cpu,
-        output_dir: output.path().to_path_buf(),
+        files: FileRoots {
+            outputs: output.path().to_path_buf(),
+            ..FileRoots::default()
+        },
         workflows_dir: workflows.path().to_path_buf(),
         max_body_bytes: 64 * 1024,
     };
@@ -279,24 +284,8 @@ async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_load_every_request_is_answered_and_every_job_accounted_for() {
-    let (output, workflows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = ServerConfig {
-        device: swapgraph_node_api::DeviceSpec::Cpu,
-        output_dir: output.path().to_path_buf(),
-        workflows_dir: workflows.path().to_path_buf(),
-        max_body_bytes: swapgraph::server::DEFAULT_MAX_BODY_BYTES,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(swapgraph::server::serve(
-        Engine::new(packs()),
-        config,
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = LoopbackServer::start().await;
+    let addr = server.addr;
     let started = std::time::Instant::now();
     let job = std::fs::read_to_string("workflows/sdxl_txt2img.yaml")
         .unwrap()
@@ -346,8 +335,7 @@ async fn under_load_every_request_is_answered_and_every_job_accounted_for() {
         };
         states.push(state);
     }
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
     for (id, state) in ids.iter().zip(&states) {
         let expected = if cancelled.contains(id) {
             "cancelled"

@@ -5,16 +5,26 @@
 use super::fixtures::{packs, run};
 use std::path::{Path, PathBuf};
 use swapgraph::exec::{Engine, Event, RunOptions};
+use swapgraph_node_api::FileRoots;
 
 fn run_workflow(path: &Path, output_dir: &Path) -> Vec<PathBuf> {
     run_text(&path.display().to_string(), &std::fs::read(path).unwrap(), output_dir)
 }
 
 fn run_text(name: &str, bytes: &[u8], output_dir: &Path) -> Vec<PathBuf> {
+    let files = FileRoots {
+        outputs: output_dir.to_path_buf(),
+        ..FileRoots::default()
+    };
+    run_in(name, bytes, files)
+}
+
+/// Runs a workflow whose file names resolve in `files`.
+fn run_in(name: &str, bytes: &[u8], files: FileRoots) -> Vec<PathBuf> {
     let engine = Engine::new(packs());
     let plan = swapgraph::prepare(name, bytes, &[], engine.registry()).unwrap_or_else(|report| panic!("{report}"));
     let options = RunOptions {
-        output_dir: output_dir.to_path_buf(),
+        files,
         ..RunOptions::default()
     };
     let (result, events) = run(&engine, &plan, &options);
@@ -115,15 +125,26 @@ fn instantid_steers_the_image_and_blockswap_of_unet_and_controlnet_keeps_it() {
 fn an_instantid_mask_limits_the_face_to_its_region() {
     let text = std::fs::read_to_string("workflows/instantid_blockswap.yaml").unwrap();
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("workflows/inputs")).unwrap();
+    std::fs::copy(
+        "workflows/inputs/astronaut.png",
+        dir.path().join("workflows/inputs/astronaut.png"),
+    )
+    .unwrap();
     let pixels = |name: &str, text: &str| {
         let out = tempfile::tempdir().unwrap();
-        let written = run_text(name, text.as_bytes(), out.path());
+        let files = FileRoots {
+            inputs: dir.path().to_path_buf(),
+            outputs: out.path().to_path_buf(),
+            ..FileRoots::default()
+        };
+        let written = run_in(name, text.as_bytes(), files);
         image::open(&written[0]).unwrap().to_rgb8().into_raw()
     };
     let with_mask = |name: &str, paint: &dyn Fn(u32) -> u8| {
-        let path = dir.path().join(format!("{name}.png"));
+        let path = format!("{name}.png");
         image::RgbImage::from_fn(96, 64, |x, _| image::Rgb([paint(x), 0, 0]))
-            .save(&path)
+            .save(dir.path().join(&path))
             .unwrap();
         let masked = text
             .replace(
@@ -132,10 +153,7 @@ fn an_instantid_mask_limits_the_face_to_its_region() {
             )
             .replace(
                 "nodes:\n",
-                &format!(
-                    "nodes:\n  region:\n    type: LoadImageMask\n    params: {{ image: {}, channel: red }}\n",
-                    path.display()
-                ),
+                &format!("nodes:\n  region:\n    type: LoadImageMask\n    params: {{ image: {path}, channel: red }}\n"),
             );
         assert!(masked.contains("mask: region.mask"));
         pixels(name, &masked)

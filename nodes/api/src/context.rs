@@ -1,7 +1,7 @@
-//! What a running node can see of the run: device, output folder, cancellation, and a reporter.
+//! What a running node can see of the run: device, file folders, cancellation, and a reporter.
 
-use crate::{CancelToken, DeviceSpec, MemoryReport, NodeError};
-use std::path::{Path, PathBuf};
+use crate::{CancelToken, DeviceSpec, FileRoots, MemoryReport, NodeError};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Receives what a node reports while it runs; the engine turns each call into an event of the
@@ -22,8 +22,8 @@ pub struct RunContext {
     pub node_id: Arc<str>,
     /// Where models execute.
     pub device: DeviceSpec,
-    /// Where output nodes write their files.
-    pub output_dir: PathBuf,
+    /// The models, input and output folders that file names resolve in.
+    pub files: FileRoots,
     /// The workflow being run, as YAML, for outputs that embed it (PNG text chunks).
     pub workflow: Option<Arc<str>>,
     /// Set when the run should stop.

@@ -5,7 +5,6 @@ use crate::plan::{plan, PlanError};
 use crate::preset;
 use crate::report::plan_report;
 use crate::settings::{Granularity, SwapSettings};
-use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, weight_dtype, ModelHandle};
 use swapgraph_node_api::{
@@ -64,7 +63,7 @@ impl BlockSwap {
         .param(ParamSpec::new(
             "preset",
             ParamKind::String { default: Some(""), multiline: false },
-            "Optional preset JSON with the keys enable_blockswap, blockswap_blocks, blockswap_down, blockswap_mid, \
+            "Optional preset JSON file inside the input folder (--input-dir) with the keys enable_blockswap, blockswap_blocks, blockswap_down, blockswap_mid, \
              blockswap_up, blockswap_nonblocking, blockswap_debug; its values override the params.",
         ))
         .output(SocketType::Model, "The model, streaming.");
@@ -99,7 +98,8 @@ impl NodeType for BlockSwap {
         let (enabled, settings) = if preset_path.is_empty() {
             (true, settings)
         } else {
-            let preset = preset::read(Path::new(&*preset_path), settings).map_err(|e| NodeError::msg(e.to_string()))?;
+            let preset = preset::read(&ctx.files.input("preset", &preset_path)?, settings)
+                .map_err(|e| NodeError::msg(e.to_string()))?;
             (preset.enabled, preset.settings)
         };
         let passthrough = vec![Value::Handle(Handle::new(SocketType::Model, Arc::clone(&model)))];

@@ -3,6 +3,7 @@
 
 mod load_image;
 mod load_image_mask;
+mod open;
 mod pixels;
 mod save_image;
 

@@ -1,5 +1,6 @@
 //! `LoadImage`: an image file as an IMAGE.
 
+use crate::open::open_image;
 use crate::pixels::rgb_to_tensor;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Image};
@@ -22,7 +23,7 @@ impl LoadImage {
                     default: None,
                     multiline: false,
                 },
-                "Path of the image file.",
+                "The image file, inside the input folder (--input-dir).",
             ))
             .output(SocketType::Image, "The image, RGB.");
         Self { descriptor }
@@ -35,8 +36,7 @@ impl NodeType for LoadImage {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let path = args.string("image")?;
-        let decoded = image::open(&*path).map_err(|e| NodeError::msg(format!("cannot load image {path}: {e}")))?;
+        let (_, decoded) = open_image(args, ctx)?;
         let device = candle_device(ctx.device)?;
         let pixels = rgb_to_tensor(decoded.to_rgb8(), &device).map_err(|e| NodeError::msg(e.to_string()))?;
         Ok(vec![Value::Handle(Handle::new(

@@ -1,5 +1,6 @@
 //! `LoadImageMask`: one channel of an image file as a MASK.
 
+use crate::open::open_image;
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Mask};
@@ -59,7 +60,7 @@ impl LoadImageMask {
                 default: None,
                 multiline: false,
             },
-            "Path of the image file.",
+            "The image file, inside the input folder (--input-dir).",
         ))
         .param(ParamSpec::new(
             "channel",
@@ -80,17 +81,17 @@ impl NodeType for LoadImageMask {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let path = args.string("image")?;
         let channel = match &*args.string("channel")? {
             "red" => Channel::Red,
             "green" => Channel::Green,
             "blue" => Channel::Blue,
             _ => Channel::Alpha,
         };
-        let decoded = image::open(&*path).map_err(|e| NodeError::msg(format!("cannot load image {path}: {e}")))?;
+        let (path, decoded) = open_image(args, ctx)?;
         if channel == Channel::Alpha && !decoded.color().has_alpha() {
             return Err(NodeError::msg(format!(
-                "{path} has no alpha channel to read the mask from; choose channel red, green or blue"
+                "{} has no alpha channel to read the mask from; choose channel red, green or blue",
+                path.display()
             )));
         }
         let rgba = decoded.to_rgba8();

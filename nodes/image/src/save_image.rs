@@ -61,7 +61,7 @@ impl NodeType for SaveImage {
             ctx.check_cancelled()?;
             let image = images.pixels.get(index).map_err(|e| NodeError::msg(e.to_string()))?;
             let png = encode_png(&image, ctx.workflow.as_deref())?;
-            let path = next_output_path(&ctx.output_dir, &prefix, "png")?;
+            let path = next_output_path(&ctx.files.outputs, &prefix, "png")?;
             write_atomically(&path, &png)?;
             ctx.reporter.output_written(&path);
         }

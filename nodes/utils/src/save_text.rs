@@ -36,7 +36,7 @@ impl NodeType for SaveText {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let path = next_output_path(&ctx.output_dir, &args.string("filename_prefix")?, "txt")?;
+        let path = next_output_path(&ctx.files.outputs, &args.string("filename_prefix")?, "txt")?;
         write_atomically(&path, args.string("text")?.as_bytes())?;
         ctx.reporter.output_written(&path);
         Ok(Vec::new())

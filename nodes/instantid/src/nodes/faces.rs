@@ -40,7 +40,7 @@ impl InstantIdFaceAnalysis {
                 multiline: false,
             },
             "A folder of face models (insightface's antelopev2 or buffalo_l, or MTCNN's three networks with an ArcFace \
-             model), builtin:tiny-face, or a face .json file.",
+             model) inside the models folder (--models-dir), builtin:tiny-face, or a face .json file there.",
         ))
         .output(SocketType::Faceanalysis, "The face analyzer.");
         Self { descriptor }
@@ -52,14 +52,14 @@ impl NodeType for InstantIdFaceAnalysis {
         &self.descriptor
     }
 
-    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let name = args.string("face_models")?;
-        let analyzer: Arc<dyn FaceAnalyzer> = if &*name == TINY_FACE {
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let name = ctx.files.model("face_models", &args.string("face_models")?)?;
+        let analyzer: Arc<dyn FaceAnalyzer> = if name == TINY_FACE {
             Arc::new(TinyFaceAnalyzer::new())
         } else if name.ends_with(".json") {
-            Arc::new(FaceFile::open(Path::new(&*name)).map_err(|e| NodeError::msg(e.to_string()))?)
-        } else if Path::new(&*name).is_dir() {
-            Arc::new(InsightFace::open(Path::new(&*name)).map_err(|e| NodeError::msg(e.to_string()))?)
+            Arc::new(FaceFile::open(Path::new(&name)).map_err(|e| NodeError::msg(e.to_string()))?)
+        } else if Path::new(&name).is_dir() {
+            Arc::new(InsightFace::open(Path::new(&name)).map_err(|e| NodeError::msg(e.to_string()))?)
         } else {
             return Err(NodeError::msg(format!(
                 "face_models \"{name}\" not found: give a folder of insightface models (e.g. antelopev2), \

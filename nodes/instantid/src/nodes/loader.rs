@@ -34,7 +34,7 @@ impl InstantIdModelLoader {
                 default: Some(TINY_INSTANTID),
                 multiline: false,
             },
-            "Path of InstantID's ip-adapter.bin or .safetensors, or builtin:tiny-instantid.",
+            "InstantID's ip-adapter.bin or a .safetensors inside the models folder (--models-dir), or builtin:tiny-instantid.",
         ))
         .output(SocketType::Instantid, "The adapter.");
         Self { descriptor }
@@ -47,13 +47,13 @@ impl NodeType for InstantIdModelLoader {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let name = args.string("instantid_file")?;
+        let name = ctx.files.model("instantid_file", &args.string("instantid_file")?)?;
         let device = candle_device(ctx.device)?;
         let dtype = weight_dtype(&device);
-        let weights = if &*name == TINY_INSTANTID {
+        let weights = if name == TINY_INSTANTID {
             InstantIdWeights::tiny(dtype, &device).map_err(tensor_error)?
         } else {
-            let path = Path::new(&*name);
+            let path = Path::new(&name);
             if !path.is_file() {
                 return Err(NodeError::msg(format!(
                     "InstantID file \"{name}\" not found: give the path of ip-adapter.bin, a .safetensors, or {TINY_INSTANTID}"

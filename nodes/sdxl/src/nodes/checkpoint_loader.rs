@@ -23,7 +23,7 @@ impl CheckpointLoaderSimple {
         .param(ParamSpec::new(
             "ckpt_name",
             ParamKind::String { default: Some(TINY_SDXL), multiline: false },
-            "Path of an SDXL .safetensors file or diffusers folder, or builtin:tiny-sdxl.",
+            "An SDXL .safetensors file or diffusers folder inside the models folder (--models-dir), or builtin:tiny-sdxl.",
         ))
         .output(SocketType::Model, "The UNet.")
         .output(SocketType::Clip, "Both text encoders.")
@@ -39,7 +39,7 @@ impl NodeType for CheckpointLoaderSimple {
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let device = candle_device(ctx.device)?;
-        let loaded = checkpoint::load(&args.string("ckpt_name")?, &device)?;
+        let loaded = checkpoint::load(&ctx.files.model("ckpt_name", &args.string("ckpt_name")?)?, &device)?;
         Ok(vec![
             Value::Handle(Handle::new(SocketType::Model, Arc::new(loaded.model))),
             Value::Handle(Handle::new(SocketType::Clip, loaded.clip)),

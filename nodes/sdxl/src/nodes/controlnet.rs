@@ -30,7 +30,7 @@ impl ControlNetLoader {
                 default: Some(TINY_CONTROLNET),
                 multiline: false,
             },
-            "Path of a ControlNet folder or .safetensors file, or builtin:tiny-controlnet.",
+            "A ControlNet folder or .safetensors file inside the models folder (--models-dir), or builtin:tiny-controlnet.",
         ))
         .output(SocketType::ControlNet, "The ControlNet.");
         Self { descriptor }
@@ -42,8 +42,8 @@ impl NodeType for ControlNetLoader {
         &self.descriptor
     }
 
-    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let model = controlnet::load(&args.string("control_net_name")?)?;
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let model = controlnet::load(&ctx.files.model("control_net_name", &args.string("control_net_name")?)?)?;
         Ok(vec![Value::Handle(Handle::new(
             SocketType::ControlNet,
             Arc::new(model),

@@ -1,0 +1,195 @@
+//! The folders a run reads models and inputs from and writes outputs to, and the confinement of
+//! every file name a workflow gives to them.
+//!
+//! A workflow is a document people share, and the server runs workflows sent over the network.
+//! Neither should be able to make swapgraph read or write files the user did not hand it, so
+//! a loader never opens a name as given: it asks [`FileRoots`] for the file, which resolves the
+//! name inside the right folder and refuses one that leads out of it.
+
+use crate::NodeError;
+use std::path::{Component, Path, PathBuf};
+
+/// Names starting with this are models built into swapgraph, not files.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+/// Where a run's files live: models (checkpoints, adapters, ControlNets, face models), inputs
+/// (images, masks, presets) and outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRoots {
+    /// The folder model names resolve in (`--models-dir`).
+    pub models: PathBuf,
+    /// The folder input names resolve in (`--input-dir`).
+    pub inputs: PathBuf,
+    /// The folder outputs are written to (`--output-dir`).
+    pub outputs: PathBuf,
+}
+
+impl Default for FileRoots {
+    /// Models and inputs relative to the working folder, outputs in `output/`.
+    fn default() -> Self {
+        Self {
+            models: PathBuf::from("."),
+            inputs: PathBuf::from("."),
+            outputs: PathBuf::from("output"),
+        }
+    }
+}
+
+impl FileRoots {
+    /// The model that `param` names: a built-in name as is, or the file or folder inside the
+    /// models folder as a path string.
+    ///
+    /// # Errors
+    /// A message naming the param when the name leads outside the models folder.
+    pub fn model(&self, param: &str, name: &str) -> Result<String, NodeError> {
+        if name.starts_with(BUILTIN_PREFIX) {
+            return Ok(name.to_owned());
+        }
+        let path = confine(&self.models, "models", param, name)?;
+        path.into_os_string()
+            .into_string()
+            .map_err(|path| NodeError::msg(format!("{param}: the path {} is not UTF-8", Path::new(&path).display())))
+    }
+
+    /// The input file that `param` names, inside the input folder.
+    ///
+    /// # Errors
+    /// A message naming the param when the name leads outside the input folder.
+    pub fn input(&self, param: &str, name: &str) -> Result<PathBuf, NodeError> {
+        confine(&self.inputs, "input", param, name)
+    }
+}
+
+/// `name` resolved inside `root`. A relative name is taken from `root`; an absolute name must
+/// already lie in it. Names with `..` are refused outright, and an existing file is followed
+/// through its symlinks and must still be inside `root`. A name that does not exist is returned
+/// joined, for the loader to report as not found.
+fn confine(root: &Path, folder: &str, param: &str, name: &str) -> Result<PathBuf, NodeError> {
+    let flag = if folder == "models" {
+        "--models-dir"
+    } else {
+        "--input-dir"
+    };
+    let outside = |shown: &Path| {
+        NodeError::msg(format!(
+            "{param} \"{name}\" is outside the {folder} folder {}: give a path inside it, or start \
+             swapgraph with {flag} set to the folder that holds the file",
+            shown.display()
+        ))
+    };
+    if name.trim().is_empty() {
+        return Err(NodeError::msg(format!(
+            "{param} is empty: give a file inside the {folder} folder"
+        )));
+    }
+    let given = Path::new(name);
+    if given.components().any(|part| part == Component::ParentDir) {
+        return Err(outside(root));
+    }
+    let canonical_root = root.canonicalize().map_err(|source| NodeError::Io {
+        action: match folder {
+            "models" => "cannot open the models folder (--models-dir)",
+            _ => "cannot open the input folder (--input-dir)",
+        },
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let candidate = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        canonical_root.join(given)
+    };
+    match candidate.canonicalize() {
+        Ok(resolved) if resolved.starts_with(&canonical_root) => Ok(resolved),
+        Ok(_) => Err(outside(&canonical_root)),
+        Err(_) if candidate.starts_with(&canonical_root) || candidate.starts_with(root) => Ok(candidate),
+        Err(_) => Err(outside(&canonical_root)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("swapgraph-files-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("models/sub")).unwrap();
+            std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+            std::fs::write(dir.join("models/sub/a.safetensors"), b"").unwrap();
+            std::fs::write(dir.join("elsewhere/secret"), b"").unwrap();
+            Self(dir)
+        }
+
+        fn roots(&self) -> FileRoots {
+            FileRoots {
+                models: self.0.join("models"),
+                inputs: self.0.join("models"),
+                outputs: self.0.join("out"),
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn resolves_names_inside_the_folder() {
+        let scratch = Scratch::new("inside");
+        let roots = scratch.roots();
+        let inside = scratch.0.join("models/sub/a.safetensors").canonicalize().unwrap();
+        assert_eq!(roots.input("image", "sub/a.safetensors").unwrap(), inside);
+        assert_eq!(roots.input("image", inside.to_str().unwrap()).unwrap(), inside);
+        assert_eq!(
+            roots.model("ckpt_name", "builtin:tiny-sdxl").unwrap(),
+            "builtin:tiny-sdxl"
+        );
+        let missing = roots.input("image", "sub/missing.png").unwrap();
+        assert!(missing.ends_with("models/sub/missing.png"), "{}", missing.display());
+    }
+
+    #[test]
+    fn refuses_names_that_lead_out() {
+        let scratch = Scratch::new("outside");
+        let roots = scratch.roots();
+        let secret = scratch.0.join("elsewhere/secret");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&secret, scratch.0.join("models/link")).unwrap();
+        for bad in [
+            "../elsewhere/secret",
+            "sub/../../elsewhere/secret",
+            secret.to_str().unwrap(),
+            "/etc/passwd",
+            "/nonexistent/file",
+            "link",
+            "",
+        ] {
+            let error = roots.model("ckpt_name", bad).unwrap_err().to_string();
+            assert!(error.starts_with("ckpt_name"), "{bad:?}: {error}");
+        }
+        let error = roots.input("image", "../elsewhere/secret").unwrap_err().to_string();
+        assert!(
+            error.contains("outside the input folder") && error.contains("--input-dir"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_missing_folder_is_named() {
+        let roots = FileRoots {
+            models: PathBuf::from("/nonexistent/models"),
+            ..FileRoots::default()
+        };
+        let error = roots.model("ckpt_name", "a.safetensors").unwrap_err().to_string();
+        assert!(
+            error.contains("--models-dir") && error.contains("/nonexistent/models"),
+            "{error}"
+        );
+    }
+}
