@@ -1,4 +1,5 @@
-//! The REST API under `/api`: node descriptors, validation, jobs, images and workflow files.
+//! The REST API under `/api`: node descriptors, the device, validation, jobs, images and workflow
+//! files.
 //! Every error is JSON `{"error": ...}` (plus the validation report where there is one) with a
 //! status that says whose fault it was.
 
@@ -6,6 +7,8 @@ use super::files::{self, FileError};
 use super::jobs::CancelError;
 use super::State;
 use std::sync::Arc;
+use swapgraph_model::{candle_device, device_info, device_memory};
+use swapgraph_node_api::{DeviceSpec, NodeError};
 use warp::http::StatusCode;
 use warp::reply::{json, with_status, Reply, Response};
 use warp::Filter;
@@ -188,7 +191,22 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
             }
         },
     );
+    let system = api
+        .and(warp::path("system"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state(state))
+        .then(|state: Arc<State>| async move {
+            let device = state.device;
+            match tokio::task::spawn_blocking(move || system_report(device)).await {
+                Ok(Ok(report)) => json(&report).into_response(),
+                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        });
     nodes
+        .or(system)
+        .unify()
         .or(validate)
         .unify()
         .or(submit)
@@ -208,6 +226,23 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
         .or(put_workflow)
         .unify()
         .boxed()
+}
+
+/// The jobs' device and its memory: what the memory pool holds (`allocated`, `reserved`,
+/// `peak_allocated`) and the whole device (`free`, `total`), in bytes; `null` on the CPU.
+fn system_report(device: DeviceSpec) -> Result<serde_json::Value, NodeError> {
+    let candle = candle_device(device)?;
+    let memory = device_memory(&candle).map(|m| {
+        serde_json::json!({
+            "allocated": m.allocated,
+            "reserved": m.reserved,
+            "peak_allocated": m.peak_allocated,
+            "free": m.free,
+            "total": m.total,
+        })
+    });
+    let name = device_info(&candle).map_or_else(|| "CPU".to_string(), |info| info.name);
+    Ok(serde_json::json!({ "device": device.to_string(), "name": name, "memory": memory }))
 }
 
 fn parse_id(text: &str) -> Result<u64, Response> {

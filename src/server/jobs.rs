@@ -51,6 +51,20 @@ pub struct JobInfo {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The last step a node reported done, e.g. the sampler's step 3 of 30.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobProgress>,
+}
+
+/// Step `step` of `total` of node `node` is done.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobProgress {
+    /// The node's id.
+    pub node: String,
+    /// Steps done.
+    pub step: u64,
+    /// Steps in all.
+    pub total: u64,
 }
 
 struct Job {
@@ -119,6 +133,7 @@ impl JobQueue {
                     .map_or(0.0, |d| d.as_secs_f64()),
                 images: Vec::new(),
                 error: None,
+                progress: None,
             };
             jobs.push(Job {
                 info: info.clone(),
@@ -225,6 +240,14 @@ async fn execute(
                     };
                     if let Some(name) = &image {
                         queue.update(id, |info| info.images.push(name.clone()));
+                    }
+                    if let Event::Progress { node, step, total } = &event {
+                        let progress = JobProgress {
+                            node: node.to_string(),
+                            step: *step,
+                            total: *total,
+                        };
+                        queue.update(id, |info| info.progress = Some(progress));
                     }
                     queue.events.send(ServerEvent::Run { job: id, event, image });
                 }

@@ -43,6 +43,7 @@ pub struct ServerConfig {
 /// What every handler shares.
 pub struct State {
     engine: Arc<Engine>,
+    device: swapgraph_node_api::DeviceSpec,
     jobs: Arc<JobQueue>,
     events: Broadcast,
     output_dir: PathBuf,
@@ -74,6 +75,7 @@ pub fn app(
     let (jobs, executor) = JobQueue::new(Arc::clone(&engine), options, events.clone());
     let state = Arc::new(State {
         engine,
+        device: config.device,
         jobs,
         events,
         output_dir: config.files.outputs,

@@ -82,6 +82,17 @@ fn looper(steps: u64) -> String {
 }
 
 #[tokio::test]
+async fn the_system_route_names_the_device_and_its_memory() {
+    let server = server(packs());
+    let (status, system) = call(&server, "GET", "/api/system", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        system,
+        serde_json::json!({ "device": "cpu", "name": "CPU", "memory": null })
+    );
+}
+
+#[tokio::test]
 async fn descriptors_and_validation_reports_are_the_clis() {
     let server = server(packs());
     let (status, nodes) = call(&server, "GET", "/api/nodes", "").await;

@@ -38,4 +38,16 @@ impl Placement for BlockSwapPlacement {
             Ok(Arc::new(store) as Arc<dyn WeightStore>)
         })
     }
+
+    fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64 {
+        let units = model.network.units();
+        plan(units, dtype, &self.settings).map_or_else(
+            |_| units.iter().map(|unit| unit.bytes(dtype)).sum(),
+            |swap_plan| swap_plan.device_bytes(),
+        )
+    }
+
+    fn streams(&self) -> bool {
+        true
+    }
 }

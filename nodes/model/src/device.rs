@@ -30,6 +30,10 @@ pub fn candle_device(spec: DeviceSpec) -> Result<Device, NodeError> {
     }
 }
 
+/// The share of free device memory kept free beyond weights and activations (the memory pool's
+/// fragmentation, cuBLAS workspaces, the VAE decode that follows) when settings are recommended.
+pub const HEADROOM_FRACTION: f64 = 0.10;
+
 /// Device memory as the memory pool and the driver see it, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceMemory {

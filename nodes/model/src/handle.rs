@@ -27,6 +27,14 @@ pub trait Placement: Send + Sync {
     /// # Errors
     /// A weight that cannot be loaded, or a device that cannot hold what the placement needs.
     fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError>;
+
+    /// Bytes of `model`'s weights this placement keeps on the device in `dtype` (resident
+    /// weights plus transfer buffers), for advice when the device runs out of memory.
+    fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64;
+
+    /// Whether weights stream from host memory, so that advice can say to tighten the
+    /// streaming instead of adding it.
+    fn streams(&self) -> bool;
 }
 
 /// Keeps the store a placement built for one model, device and dtype, so later runs of the same
@@ -81,6 +89,14 @@ impl Placement for Resident {
             let store = ResidentStore::load(model.network.units().to_vec(), &model.source, dtype, device)?;
             Ok(Arc::new(store) as Arc<dyn WeightStore>)
         })
+    }
+
+    fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64 {
+        model.network.units().iter().map(|unit| unit.bytes(dtype)).sum()
+    }
+
+    fn streams(&self) -> bool {
+        false
     }
 }
 

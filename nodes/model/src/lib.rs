@@ -17,6 +17,7 @@ mod values;
 
 pub use device::{
     candle_device, device_info, device_memory, reset_peak_memory, weight_dtype, DeviceInfo, DeviceMemory,
+    HEADROOM_FRACTION,
 };
 pub use handle::{ModelHandle, Network, Placement, Resident, StoreCache};
 pub use record::record_params;

@@ -1,10 +1,11 @@
-//! Seeded random weights for the built-in tiny models: the same on every machine and release,
+//! Seeded random weights for the built-in models: the same on every machine and release,
 //! so workflows on built-in models give the same images everywhere.
 
 use candle_core::{DType, Device, Shape, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Seeded weights for each named shape: matrices and kernels ~ N(0, 1/fan_in), norm scales 1,
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 /// changes the others.
 pub fn seeded_tensors(model: &str, params: &[(String, Shape)]) -> candle_core::Result<HashMap<String, Tensor>> {
     params
-        .iter()
+        .par_iter()
         .map(|(name, shape)| {
             let dims = shape.dims();
             let tensor = if dims.len() > 1 {

@@ -2,11 +2,9 @@
 //! from what it measures here (free device memory, activation memory per resolution,
 //! host-to-device bandwidth) instead of a static table.
 
-mod activations;
 mod recommend;
 mod round_trip;
 
-pub use activations::sdxl_step_activations;
 pub use recommend::{recommend, Fit, Recommendation, HEADROOM_FRACTION};
 pub use round_trip::{round_trip, RoundTrip};
 
@@ -16,7 +14,7 @@ use candle_core::Device;
 use swapgraph_model::{device_info, device_memory, record_params, weight_dtype};
 use swapgraph_sdxl::clip::{ClipConfig, ClipTextEncoder};
 use swapgraph_sdxl::device::vae_dtype;
-use swapgraph_sdxl::unet::{UNet, UNetConfig};
+use swapgraph_sdxl::unet::{step_activations, UNet, UNetConfig};
 use swapgraph_sdxl::vae::{Vae, VaeConfig};
 
 /// Resolutions recommendations are made for.
@@ -168,8 +166,8 @@ pub fn diagnose(device: &Device) -> Diagnosis {
 /// Measures activations per resolution and recommends settings for the SDXL UNet.
 fn recommend_all(device: &Device, free: u64, diagnosis: &mut Diagnosis) {
     let dtype = weight_dtype(device);
-    let units = match UNet::new(UNetConfig::sdxl()) {
-        Ok(unet) => unet.units().to_vec(),
+    let unet = match UNet::new(UNetConfig::sdxl()) {
+        Ok(unet) => unet,
         Err(e) => return diagnosis.push("recommendations", Status::Fail, format!("SDXL UNet layout: {e}")),
     };
     let companions = match companion_bytes(dtype, vae_dtype(device)) {
@@ -183,7 +181,8 @@ fn recommend_all(device: &Device, free: u64, diagnosis: &mut Diagnosis) {
         }
     };
     for resolution in RESOLUTIONS {
-        let activations = match sdxl_step_activations(device, dtype, resolution) {
+        let latent = (resolution / 8, resolution / 8);
+        let activations = match step_activations(&unet, device, dtype, latent) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return,
             Err(e) => {
@@ -195,7 +194,7 @@ fn recommend_all(device: &Device, free: u64, diagnosis: &mut Diagnosis) {
                 continue;
             }
         };
-        match recommend(&units, dtype, free, companions, resolution, activations) {
+        match recommend(unet.units(), dtype, free, companions, resolution, activations) {
             Ok(recommendation) => diagnosis.recommendations.push(recommendation),
             Err(e) => diagnosis.push("recommendations", Status::Fail, e.to_string()),
         }

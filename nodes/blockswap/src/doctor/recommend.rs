@@ -6,9 +6,7 @@ use crate::settings::SwapSettings;
 use candle_core::DType;
 use swapgraph_model::UnitSpec;
 
-/// Device memory kept free beyond weights and measured activations (the memory pool's
-/// fragmentation, cuBLAS workspaces, the VAE decode that follows).
-pub const HEADROOM_FRACTION: f64 = 0.10;
+pub use swapgraph_model::HEADROOM_FRACTION;
 
 /// What to use at one resolution.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

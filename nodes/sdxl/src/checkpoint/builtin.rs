@@ -1,6 +1,9 @@
-//! `builtin:tiny-sdxl`: SDXL's architecture at toy widths with seeded random weights, so every
-//! workflow runs on a fresh machine without downloads. Its images are noise; its code path is
-//! the real one.
+//! Built-in checkpoints with seeded random weights, so every workflow runs on a fresh machine
+//! without downloads. Their images are noise; their code path is the real one.
+//!
+//! - `builtin:tiny-sdxl`: SDXL's architecture at toy widths, for tests and the examples.
+//! - `builtin:random-sdxl`: SDXL base at its real size (2.6 B UNet parameters, both text
+//!   encoders, the VAE), for measuring time and memory where the real weights cannot be had.
 
 use super::Checkpoint;
 use crate::clip::{ClipConfig, ClipTextEncoder, ClipTokenizer};
@@ -16,20 +19,52 @@ use swapgraph_node_api::NodeError;
 /// The name workflows use for the built-in tiny SDXL checkpoint.
 pub const TINY_SDXL: &str = "builtin:tiny-sdxl";
 
-/// Builds the tiny checkpoint; the same weights every time.
-pub fn tiny_sdxl(device: &Device) -> Result<Checkpoint, NodeError> {
-    let failed = |e: candle_core::Error| NodeError::msg(format!("{TINY_SDXL}: {e}"));
-    let unet = UNet::new(UNetConfig::tiny()).map_err(failed)?;
+/// The name of the built-in SDXL-size checkpoint with random weights.
+pub const RANDOM_SDXL: &str = "builtin:random-sdxl";
+
+/// The configurations of a built-in checkpoint's networks.
+pub struct BuiltinSizes {
+    unet: UNetConfig,
+    clip_l: ClipConfig,
+    clip_g: ClipConfig,
+    vae: VaeConfig,
+}
+
+impl BuiltinSizes {
+    /// The built-in checkpoint called `name`, if there is one.
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            TINY_SDXL => Some(Self {
+                unet: UNetConfig::tiny(),
+                clip_l: ClipConfig::tiny_l(),
+                clip_g: ClipConfig::tiny_big_g(),
+                vae: VaeConfig::tiny(),
+            }),
+            RANDOM_SDXL => Some(Self {
+                unet: UNetConfig::sdxl(),
+                clip_l: ClipConfig::vit_l(),
+                clip_g: ClipConfig::vit_big_g(),
+                vae: VaeConfig::sdxl(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Builds the built-in checkpoint `name` of `sizes`; the same weights every time.
+pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes, device: &Device) -> Result<Checkpoint, NodeError> {
+    let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
+    let unet = UNet::new(sizes.unet).map_err(failed)?;
     let unet_params: Vec<(String, Shape)> = unet
         .units()
         .iter()
         .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
         .collect();
     let source = TensorSource::from_tensors(
-        format!("{TINY_SDXL} unet"),
+        format!("{name} unet"),
         seeded_tensors("unet", &unet_params).map_err(failed)?,
     );
-    let model = ModelHandle::new(TINY_SDXL, Arc::new(unet), Arc::new(source));
+    let model = ModelHandle::new(name, Arc::new(unet), Arc::new(source));
 
     let encoder = |name: &str, cfg: ClipConfig| -> candle_core::Result<ClipTextEncoder> {
         let params = record_params(|vb| ClipTextEncoder::new(vb, &cfg))?;
@@ -42,11 +77,11 @@ pub fn tiny_sdxl(device: &Device) -> Result<Checkpoint, NodeError> {
     let tokenizer = ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?;
     let clip = TextEncoders {
         tokenizer,
-        clip_l: encoder("clip_l", ClipConfig::tiny_l()).map_err(failed)?,
-        clip_g: encoder("clip_g", ClipConfig::tiny_big_g()).map_err(failed)?,
+        clip_l: encoder("clip_l", sizes.clip_l).map_err(failed)?,
+        clip_g: encoder("clip_g", sizes.clip_g).map_err(failed)?,
         device: device.clone(),
     };
-    let vae_cfg = VaeConfig::tiny();
+    let vae_cfg = sizes.vae;
     let params = record_params(|vb| Vae::new(vb, &vae_cfg)).map_err(failed)?;
     let tensors = seeded_tensors("vae", &params).map_err(failed)?;
     let vae = Vae::new(

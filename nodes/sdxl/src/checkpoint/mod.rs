@@ -5,7 +5,8 @@ mod builtin;
 pub(crate) mod diffusers;
 pub mod single_file;
 
-pub use builtin::TINY_SDXL;
+use builtin::BuiltinSizes;
+pub use builtin::{RANDOM_SDXL, TINY_SDXL};
 
 use crate::conditioning::TextEncoders;
 use crate::vae::Vae;
@@ -25,19 +26,19 @@ pub struct Checkpoint {
     pub vae: Arc<Vae>,
 }
 
-/// Loads `name`: `builtin:tiny-sdxl`, a single-file SDXL checkpoint (`.safetensors` in the
+/// Loads `name`: `builtin:tiny-sdxl`, `builtin:random-sdxl`, a single-file SDXL checkpoint (`.safetensors` in the
 /// original layout, as published on model hubs), or a diffusers SDXL folder.
 ///
 /// # Errors
 /// A message naming the checkpoint and the problem: not found, not SDXL (SD 1.x and 2.x are
 /// recognised and named), a missing or mis-shaped tensor.
 pub fn load(name: &str, device: &Device) -> Result<Checkpoint, NodeError> {
-    if name == TINY_SDXL {
-        return builtin::tiny_sdxl(device);
+    if let Some(sizes) = BuiltinSizes::named(name) {
+        return builtin::seeded_checkpoint(name, &sizes, device);
     }
     if let Some(other) = name.strip_prefix("builtin:") {
         return Err(NodeError::msg(format!(
-            "unknown built-in checkpoint \"builtin:{other}\"; the built-in one is \"{TINY_SDXL}\""
+            "unknown built-in checkpoint \"builtin:{other}\"; the built-in ones are \"{TINY_SDXL}\" and \"{RANDOM_SDXL}\""
         )));
     }
     let path = Path::new(name);

@@ -23,7 +23,7 @@ impl CheckpointLoaderSimple {
         .param(ParamSpec::new(
             "ckpt_name",
             ParamKind::String { default: Some(TINY_SDXL), multiline: false },
-            "An SDXL .safetensors file or diffusers folder inside the models folder (--models-dir), or builtin:tiny-sdxl.",
+            "An SDXL .safetensors file or diffusers folder inside the models folder (--models-dir); builtin:tiny-sdxl (toy size) or builtin:random-sdxl (SDXL size, random weights, for timing).",
         ))
         .output(SocketType::Model, "The UNet.")
         .output(SocketType::Clip, "Both text encoders.")

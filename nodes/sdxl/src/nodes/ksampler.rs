@@ -1,6 +1,7 @@
 //! `KSampler`: denoises latents with the SDXL UNet, a sampler and a schedule.
 
 use super::adapters;
+use super::out_of_memory::UNetOnDevice;
 use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
@@ -111,11 +112,18 @@ impl NodeType for KSampler {
             ))
         })?;
         let device = candle_device(ctx.device)?;
-        let store = model
-            .store(&device, model_dtype(&device))
-            .map_err(|e| NodeError::msg(e.to_string()))?;
         let latent = args.handle::<Latent>("latent_image")?;
         let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
+        let on_device = UNetOnDevice {
+            model: &model,
+            unet,
+            device: &device,
+            dtype: model_dtype(&device),
+            latent: (h, w),
+        };
+        let store = model
+            .store(&device, model_dtype(&device))
+            .map_err(|e| on_device.explain(e.to_string(), "loading the UNet's weights", false))?;
         let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
         let (positive_in, negative_in) = (
             args.handle::<Conditioning>("positive")?,
@@ -166,7 +174,9 @@ impl NodeType for KSampler {
             image_tokens: image_tokens.as_ref(),
         };
         let cancelled = Cell::new(false);
+        let done = Cell::new(0);
         let mut after_step = |step: usize, total: usize| -> candle_core::Result<()> {
+            done.set(step);
             ctx.progress(step as u64, total as u64);
             if ctx.cancel.is_cancelled() {
                 cancelled.set(true);
@@ -177,7 +187,10 @@ impl NodeType for KSampler {
         let samples = match sampler.sample(&mut denoiser, start, &sigmas, &mut noise, &mut after_step) {
             Ok(samples) => samples,
             Err(_) if cancelled.get() => return Err(NodeError::Cancelled),
-            Err(e) => return Err(tensor_error(e)),
+            Err(e) => {
+                let stage = format!("step {} of {steps}", done.get() + 1);
+                return Err(on_device.explain(e.to_string(), &stage, true));
+            }
         };
         if let Some(report) = store.report() {
             ctx.reporter.memory(report);

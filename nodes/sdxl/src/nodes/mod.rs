@@ -6,6 +6,7 @@ mod clip_text_encode;
 mod controlnet;
 mod empty_latent_image;
 mod ksampler;
+mod out_of_memory;
 mod vae_decode;
 mod vae_encode;
 

@@ -4,6 +4,7 @@
 //! Reference: diffusers `models/unets/unet_2d_condition.py`; Podell et al., "SDXL: Improving
 //! Latent Diffusion Models for High-Resolution Image Synthesis" (2023).
 
+mod activations;
 mod attention;
 mod config;
 mod embeddings;
@@ -12,6 +13,7 @@ mod state;
 pub(crate) mod stem;
 mod transformer;
 
+pub use activations::step_activations;
 pub use attention::ExtraTokens;
 pub use config::UNetConfig;
 pub use layout::{layout, Layer, Op, Step};
@@ -80,6 +82,11 @@ impl UNet {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { cfg, steps, units })
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &UNetConfig {
+        &self.cfg
     }
 
     /// The swap units in execution order; unit `i` belongs to step `i`.

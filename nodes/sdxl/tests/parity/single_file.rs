@@ -98,7 +98,7 @@ fn other_checkpoints_are_named() {
         .unwrap()
         .to_string();
     assert!(
-        unknown.contains("the built-in one is \"builtin:tiny-sdxl\""),
+        unknown.contains("the built-in ones are \"builtin:tiny-sdxl\" and \"builtin:random-sdxl\""),
         "{unknown}"
     );
 }

@@ -1,11 +1,11 @@
-//! Activation memory of an SDXL UNet step at a resolution, measured on the device itself: the
+//! Activation memory of a UNet step at a latent size, measured on the device itself: the
 //! real forward pass with every weight a view of one zero buffer, so only activations take
 //! memory and no weights need loading.
 
+use super::{UNet, UNetInput};
 use candle_core::{DType, Device, Result, Tensor};
 use std::collections::HashMap;
 use swapgraph_model::{device_memory, reset_peak_memory, UnitSpec, UnitWeights, WeightStore};
-use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
 
 /// Hands every unit zero weights of the right shapes, all views of one buffer.
 struct ZeroStore {
@@ -49,15 +49,19 @@ impl WeightStore for ZeroStore {
     }
 }
 
-/// Peak activation bytes of one SDXL UNet forward pass with classifier-free guidance (batch 2)
-/// for a `resolution` x `resolution` image, in `dtype` on `device`; `None` where the device does
+/// Peak activation bytes of one forward pass of `unet` with classifier-free guidance (batch 2)
+/// on latents of `latent_h` x `latent_w`, in `dtype` on `device`; `None` where the device does
 /// not report memory.
 ///
 /// # Errors
 /// A device error, out-of-memory included (the activations do not fit).
-pub fn sdxl_step_activations(device: &Device, dtype: DType, resolution: usize) -> Result<Option<u64>> {
-    let cfg = UNetConfig::sdxl();
-    let unet = UNet::new(cfg)?;
+pub fn step_activations(
+    unet: &UNet,
+    device: &Device,
+    dtype: DType,
+    (latent_h, latent_w): (usize, usize),
+) -> Result<Option<u64>> {
+    let cfg = unet.config();
     let largest = unet
         .units()
         .iter()
@@ -70,13 +74,12 @@ pub fn sdxl_step_activations(device: &Device, dtype: DType, resolution: usize) -
         device: device.clone(),
         dtype,
     };
-    let latent = resolution / 8;
-    let sample = Tensor::zeros((2, cfg.in_channels, latent, latent), dtype, device)?;
+    let sample = Tensor::zeros((2, cfg.in_channels, latent_h, latent_w), dtype, device)?;
     let timesteps = Tensor::new(&[500f32, 500.0], device)?;
     let context = Tensor::zeros((2, 77, cfg.cross_attention_dim), dtype, device)?;
     let text_embeds = Tensor::zeros((2, cfg.pooled_text_dim), dtype, device)?;
-    let size = resolution as f32;
-    let time_ids = Tensor::new(&[[size, size, 0.0, 0.0, size, size]; 2], device)?;
+    let (h, w) = ((latent_h * 8) as f32, (latent_w * 8) as f32);
+    let time_ids = Tensor::new(&[[h, w, 0.0, 0.0, h, w]; 2], device)?;
     let input = UNetInput {
         sample: &sample,
         timesteps: &timesteps,

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: the out-of-memory advice and cancelling during sampling, on the
+# SDXL-size built-in model (builtin:random-sdxl) at 1024x1024.
+#  1. Another process holds all but 6 GiB of the card; the resident UNet must fail with an
+#     error that names the budget that fits, and a BlockSwap run with that budget must succeed.
+#  2. A server runs a job to warm its caches, then a 30-step job that is cancelled during
+#     sampling: how long the cancel took, and device memory after it against after the warm job.
+# Expects .gpu/ with the CUDA build of swapgraph (bench/gpu.sh unpacks it). Results under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+for f in .gpu/swapgraph.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
+export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.join(list(nvidia.__path__)[0],"cu13","lib"))'):/usr/local/cuda/lib64
+SIZE="--set ckpt.ckpt_name=builtin:random-sdxl --set latent.width=1024 --set latent.height=1024 --set sample.steps=3"
+
+echo "== out of memory with 6 GiB free"
+python3 - "$OUT/ballast.pid" <<'PY' &
+import os, sys, time, torch
+free, total = torch.cuda.mem_get_info()
+ballast = torch.empty(free - 6 * 2**30, dtype=torch.uint8, device="cuda")
+open(sys.argv[1], "w").write(str(os.getpid()))
+print(f"ballast {ballast.numel() / 2**30:.1f} GiB of {total / 2**30:.1f} GiB; left free {torch.cuda.mem_get_info()[0] / 2**30:.2f} GiB", flush=True)
+time.sleep(600)
+PY
+for _ in $(seq 60); do [ -s "$OUT/ballast.pid" ] && break; sleep 1; done
+timeout 300 .gpu/swapgraph run workflows/sdxl_txt2img.yaml --device cuda:0 --output-dir "$OUT/oom" $SIZE > "$OUT/oom_resident.txt" 2>&1
+echo "resident exit code: $?" | tee -a "$OUT/oom_resident.txt"
+grep -E "ERROR|error" "$OUT/oom_resident.txt" | cut -c1-1500
+BUDGET=$(grep -oE "vram_budget_mb: [0-9]+" "$OUT/oom_resident.txt" | grep -oE "[0-9]+" | head -1)
+echo "suggested budget: ${BUDGET:-none}"
+# The VAE decodes in tiles here: its full-size decode at 1024x1024 in f32 is not part of the advice.
+sed 's/type: VAEDecode$/type: VAEDecodeTiled/' workflows/sdxl_blockswap.yaml > /tmp/sdxl_blockswap_tiled.yaml
+if [ -n "$BUDGET" ]; then
+  /usr/bin/time -v timeout 300 .gpu/swapgraph run /tmp/sdxl_blockswap_tiled.yaml --device cuda:0 --output-dir "$OUT/oom" $SIZE \
+    --set swap.vram_budget_mb=$BUDGET --set swap.debug=true > "$OUT/oom_budget.txt" 2>&1
+  echo "with the suggested budget, exit code: $?" | tee -a "$OUT/oom_budget.txt"
+  grep -E "ERROR|error|memory:|run [0-9]|Elapsed" "$OUT/oom_budget.txt" | cut -c1-600
+fi
+kill "$(cat "$OUT/ballast.pid")"; wait 2>/dev/null
+
+echo "== cancelling during sampling"
+.gpu/swapgraph serve --device cuda:0 --port 8199 --output-dir "$OUT/serve" > "$OUT/serve.txt" 2>&1 &
+SERVER=$!
+python3 - <<'PY' 2>&1 | tee "$OUT/cancel.txt"
+import json, time, urllib.request
+base = "http://127.0.0.1:8199/api"
+def call(method, path, body=None):
+    request = urllib.request.Request(base + path, data=body, method=method)
+    with urllib.request.urlopen(request, timeout=300) as response:
+        return json.load(response)
+for _ in range(120):
+    try:
+        call("GET", "/system"); break
+    except Exception:
+        time.sleep(0.5)
+def workflow(name, steps):
+    text = open(f"workflows/{name}.yaml").read()
+    text = text.replace("builtin:tiny-sdxl", "builtin:random-sdxl").replace("width: 128, height: 128", "width: 1024, height: 1024")
+    text = text.replace("steps: 8", f"steps: {steps}")
+    assert "random-sdxl" in text and "1024" in text and f"steps: {steps}" in text, text
+    return text.encode()
+def wait(job_id, until):
+    while True:
+        job = call("GET", f"/jobs/{job_id}")
+        if until(job):
+            return job
+        time.sleep(0.02)
+ended = lambda job: job["state"] in ("succeeded", "failed", "cancelled")
+for name in ("sdxl_txt2img", "sdxl_blockswap"):
+    warm = call("POST", "/jobs", workflow(name, 2))
+    job = wait(warm["id"], ended)
+    assert job["state"] == "succeeded", job
+    baseline = call("GET", "/system")["memory"]
+    long = call("POST", "/jobs", workflow(name, 30))
+    wait(long["id"], lambda j: (j.get("progress") or {}).get("node") == "sample" and j["progress"]["step"] >= 3)
+    started = time.time()
+    call("DELETE", f"/jobs/{long['id']}")
+    job = wait(long["id"], ended)
+    took = time.time() - started
+    after = call("GET", "/system")["memory"]
+    print(json.dumps({"workflow": name, "state": job["state"], "cancelled_at_step": job["progress"]["step"],
+                      "cancel_seconds": round(took, 3), "allocated_after_warm_job": baseline["allocated"],
+                      "allocated_after_cancel": after["allocated"], "back_to_baseline": after["allocated"] == baseline["allocated"]}))
+    # The step time, to compare the cancel latency with.
+    timed = call("POST", "/jobs", workflow(name, 10))
+    sampled = lambda n: lambda j: (j.get("progress") or {}).get("node") == "sample" and j["progress"]["step"] >= n
+    wait(timed["id"], sampled(1)); first = time.time()
+    wait(timed["id"], sampled(9))
+    print(json.dumps({"workflow": name, "seconds_per_step": round((time.time() - first) / 8, 3)}))
+    wait(timed["id"], ended)
+PY
+kill $SERVER; wait 2>/dev/null
