@@ -101,14 +101,17 @@ impl InstantIdWeights {
         })
     }
 
-    /// The built-in tiny adapter (seeded weights) for the built-in tiny UNet: 512-value face
-    /// embeddings to four tokens.
+    /// A built-in adapter with seeded weights: a Resampler of `resampler_cfg` and projections
+    /// for every cross-attention layer of a UNet of `unet`.
     ///
     /// # Errors
     /// A tensor error (not expected).
-    pub fn tiny(dtype: DType, device: &Device) -> candle_core::Result<Self> {
-        let resampler_cfg = tiny_resampler();
-        let unet = UNetConfig::tiny();
+    pub fn seeded(
+        resampler_cfg: ResamplerConfig,
+        unet: UNetConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
         let resampler_params = record_params(|vb| Resampler::new(vb, &resampler_cfg))?;
         let layer_params = record_params(|vb| IpAdapterLayers::new(vb, &unet))?;
         let resampler = Resampler::new(

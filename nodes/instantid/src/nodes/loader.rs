@@ -1,7 +1,7 @@
 //! `InstantIDModelLoader`: InstantID's adapter file (Resampler and IP-Adapter projections).
 
 use super::tensor_error;
-use crate::weights::{InstantIdModel, InstantIdWeights};
+use crate::weights::{tiny_resampler, InstantIdModel, InstantIdWeights};
 use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, weight_dtype};
@@ -13,6 +13,10 @@ use swapgraph_sdxl::unet::UNetConfig;
 
 /// The name workflows use for the built-in tiny adapter (matches the built-in tiny SDXL).
 pub const TINY_INSTANTID: &str = "builtin:tiny-instantid";
+
+/// The built-in adapter at InstantID's real size with random weights (matches
+/// `builtin:random-sdxl`).
+pub const RANDOM_INSTANTID: &str = "builtin:random-instantid";
 
 /// Loads an InstantID adapter onto the run's device.
 pub struct InstantIdModelLoader {
@@ -26,7 +30,8 @@ impl InstantIdModelLoader {
             "InstantIDModelLoader",
             "InstantID",
             "Loads InstantID's adapter: ip-adapter.bin as published (or a .safetensors with image_proj. and \
-             ip_adapter. keys), for SDXL; builtin:tiny-instantid has random weights for the built-in tiny SDXL.",
+             ip_adapter. keys), for SDXL; builtin:tiny-instantid and builtin:random-instantid have random weights for builtin:tiny-sdxl \
+             and builtin:random-sdxl.",
         )
         .param(ParamSpec::new(
             "instantid_file",
@@ -51,7 +56,10 @@ impl NodeType for InstantIdModelLoader {
         let device = candle_device(ctx.device)?;
         let dtype = weight_dtype(&device);
         let weights = if name == TINY_INSTANTID {
-            InstantIdWeights::tiny(dtype, &device).map_err(tensor_error)?
+            InstantIdWeights::seeded(tiny_resampler(), UNetConfig::tiny(), dtype, &device).map_err(tensor_error)?
+        } else if name == RANDOM_INSTANTID {
+            InstantIdWeights::seeded(ResamplerConfig::instantid(), UNetConfig::sdxl(), dtype, &device)
+                .map_err(tensor_error)?
         } else {
             let path = Path::new(&name);
             if !path.is_file() {

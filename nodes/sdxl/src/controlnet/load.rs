@@ -1,5 +1,5 @@
 //! Loading ControlNets: diffusers folders (`config.json` beside
-//! `diffusion_pytorch_model.safetensors`), single safetensors files, and the built-in tiny one.
+//! `diffusion_pytorch_model.safetensors`), single safetensors files, and the built-in ones.
 
 use super::{ControlNet, ControlNetConfig};
 use crate::checkpoint::diffusers::{open, weights_file};
@@ -11,7 +11,10 @@ use swapgraph_node_api::NodeError;
 /// The name workflows use for the built-in tiny ControlNet (matches the built-in tiny SDXL).
 pub const TINY_CONTROLNET: &str = "builtin:tiny-controlnet";
 
-/// Loads `name`: `builtin:tiny-controlnet`, a diffusers ControlNet folder, or a `.safetensors`
+/// The built-in ControlNet at SDXL's size with random weights (matches `builtin:random-sdxl`).
+pub const RANDOM_CONTROLNET: &str = "builtin:random-controlnet";
+
+/// Loads `name`: `builtin:tiny-controlnet`, `builtin:random-controlnet`, a diffusers ControlNet folder, or a `.safetensors`
 /// file (its configuration from a `config.json` beside it, else SDXL's). Weights stay on the
 /// host until a sampler asks for them.
 ///
@@ -20,15 +23,19 @@ pub const TINY_CONTROLNET: &str = "builtin:tiny-controlnet";
 /// starts) a missing or mis-shaped tensor.
 pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
     let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
-    if name == TINY_CONTROLNET {
-        let controlnet = ControlNet::new(ControlNetConfig::tiny()).map_err(failed)?;
+    let builtin = match name {
+        TINY_CONTROLNET => Some(ControlNetConfig::tiny()),
+        RANDOM_CONTROLNET => Some(ControlNetConfig::sdxl()),
+        _ => None,
+    };
+    if let Some(cfg) = builtin {
+        let controlnet = ControlNet::new(cfg).map_err(failed)?;
         let params: Vec<_> = controlnet
             .units()
             .iter()
             .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
             .collect();
-        let source =
-            TensorSource::from_tensors(TINY_CONTROLNET, seeded_tensors("controlnet", &params).map_err(failed)?);
+        let source = TensorSource::from_tensors(name, seeded_tensors("controlnet", &params).map_err(failed)?);
         return Ok(ModelHandle::new(name, Arc::new(controlnet), Arc::new(source)));
     }
     let path = Path::new(name);

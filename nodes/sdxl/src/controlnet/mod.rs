@@ -14,7 +14,7 @@ mod load;
 
 pub use config::ControlNetConfig;
 pub use hint::HintEmbedding;
-pub use load::{load, TINY_CONTROLNET};
+pub use load::{load, RANDOM_CONTROLNET, TINY_CONTROLNET};
 
 use crate::unet::stem::Stem;
 use crate::unet::{layout, ControlResiduals, State, Step, UNetInput};

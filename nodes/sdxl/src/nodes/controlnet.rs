@@ -22,7 +22,7 @@ impl ControlNetLoader {
             "ControlNetLoader",
             "loaders",
             "Loads an SDXL ControlNet (such as InstantID's IdentityNet): a diffusers folder, a .safetensors file \
-             (with config.json beside it, or SDXL's configuration), or builtin:tiny-controlnet (random weights).",
+             (with config.json beside it, or SDXL's configuration), builtin:tiny-controlnet or builtin:random-controlnet (random weights, toy and SDXL size).",
         )
         .param(ParamSpec::new(
             "control_net_name",
@@ -30,7 +30,7 @@ impl ControlNetLoader {
                 default: Some(TINY_CONTROLNET),
                 multiline: false,
             },
-            "A ControlNet folder or .safetensors file inside the models folder (--models-dir), or builtin:tiny-controlnet.",
+            "A ControlNet folder or .safetensors file inside the models folder (--models-dir), builtin:tiny-controlnet or builtin:random-controlnet.",
         ))
         .output(SocketType::ControlNet, "The ControlNet.");
         Self { descriptor }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: the InstantID workflow end to end at SDXL size (builtin:random-sdxl,
+# builtin:random-instantid, builtin:random-controlnet), 1024x1024, 30 steps, with every weight
+# resident and with BlockSwap streaming the UNet and IdentityNet within a 4 GiB budget each.
+# Reports wall time, sampling time and the process's peak device memory (nvidia-smi, polled).
+# Expects .gpu/ with the CUDA build of swapgraph. Results under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+[ -x .gpu/swapgraph ] || python3 -c "import lzma,os; open('.gpu/swapgraph','wb').write(lzma.open('.gpu/swapgraph.xz').read()); os.chmod('.gpu/swapgraph',0o755)"
+export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.join(list(nvidia.__path__)[0],"cu13","lib"))'):/usr/local/cuda/lib64
+SIZE="--set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
+  --set controlnet.control_net_name=builtin:random-controlnet --set latent.width=1024 --set latent.height=1024 \
+  --set sample.steps=30"
+sed 's/^  swap:$/  swap:\n    enabled: false/' workflows/instantid_blockswap.yaml > /tmp/instantid_resident.yaml
+measure() {
+  local label=$1; shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/smi_$label.txt" &
+  local smi=$!
+  local before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+  local start=$(date +%s.%N)
+  timeout 500 .gpu/swapgraph run "$@" --device cuda:0 --output-dir "$OUT/instantid-$label" $SIZE > "$OUT/instantid_$label.txt" 2>&1
+  local rc=$? end=$(date +%s.%N)
+  kill $smi; wait $smi 2>/dev/null
+  local peak=$(sort -n "$OUT/smi_$label.txt" | tail -1)
+  python3 -c "import json,sys; print(json.dumps({'run': sys.argv[1], 'exit': int(sys.argv[2]), 'wall_s': round(float(sys.argv[4]) - float(sys.argv[3]), 1), 'peak_device_mib_above_idle': int(sys.argv[5]) - int(sys.argv[6])}))" \
+    "$label" "$rc" "$start" "$end" "$peak" "$before" | tee -a "$OUT/instantid.jsonl"
+  grep -E "ERROR|error|sample \(|memory:|run [0-9]" "$OUT/instantid_$label.txt" | cut -c1-700
+}
+measure resident /tmp/instantid_resident.yaml
+measure budget4g workflows/instantid_blockswap.yaml --set swap.vram_budget_mb=4096
