@@ -123,7 +123,7 @@ impl NodeType for KSampler {
         };
         let store = model
             .store(&device, model_dtype(&device))
-            .map_err(|e| on_device.explain(e.to_string(), "loading the UNet's weights", false))?;
+            .map_err(|e| on_device.explain(e.to_string(), "while loading the UNet's weights", false))?;
         let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
         let (positive_in, negative_in) = (
             args.handle::<Conditioning>("positive")?,
@@ -188,7 +188,7 @@ impl NodeType for KSampler {
             Ok(samples) => samples,
             Err(_) if cancelled.get() => return Err(NodeError::Cancelled),
             Err(e) => {
-                let stage = format!("step {} of {steps}", done.get() + 1);
+                let stage = format!("in step {} of {steps}", done.get() + 1);
                 return Err(on_device.explain(e.to_string(), &stage, true));
             }
         };

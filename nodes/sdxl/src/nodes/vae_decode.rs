@@ -1,5 +1,6 @@
 //! `VAEDecode`: latents to images.
 
+use super::out_of_memory::explain_vae_decode;
 use super::tensor_error;
 use crate::device::vae_dtype;
 use crate::vae::{decode_tiled, Vae};
@@ -104,7 +105,10 @@ impl NodeType for VaeDecode {
                 .contiguous()?;
             Ok(Image { pixels })
         };
-        let image = decode().map_err(tensor_error)?;
+        let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
+        let tile_size = tiles.map(|(tile, _)| tile * 8);
+        let image = decode()
+            .map_err(|e| explain_vae_decode(e.to_string(), (w * 8, h * 8), tile_size, latent.samples.device()))?;
         Ok(vec![Value::Handle(Handle::new(SocketType::Image, Arc::new(image)))])
     }
 }
