@@ -1,9 +1,16 @@
-"""PyTorch + diffusers baseline for bench/unet_step.rs: the same SDXL UNet config and input
-shape (random weights, fp16, latents 2x4xNxN with CFG), all weights on the GPU.
+"""PyTorch + diffusers baselines for bench/unet_step.rs: the same SDXL UNet config and input
+shape (random weights, fp16, latents 2x4xNxN with CFG), with the weights placed as users of
+diffusers and of the original BlockSwap place them:
 
-    python bench/diffusers_baseline.py --latent 128 --steps 10
+- `resident`: all on the GPU;
+- `group-block`, `group-leaf`: diffusers' group offloading (`enable_group_offload`, block and
+  leaf level, with CUDA streams: weights in page-locked host memory, prefetched);
+- `block-swap`: the original BlockSwap: every down, mid and up block moved to the GPU before it
+  runs and back after (`Module.to`), the stem and head resident.
 
-Prints one JSON line like the Rust bench.
+    python bench/diffusers_baseline.py --latent 128 --steps 10 --mode group-leaf
+
+Prints one JSON line per mode like the Rust bench.
 """
 
 import argparse
@@ -24,10 +31,34 @@ SDXL = dict(
 )
 
 
+LABELS = {
+    "resident": "diffusers eager (SDPA), all on GPU",
+    "group-block": "diffusers group offload, block level, streams",
+    "group-leaf": "diffusers group offload, leaf level, streams",
+    "block-swap": "original BlockSwap (whole blocks moved with Module.to)",
+}
+
+
+def swap_blocks(unet, device):
+    """The original BlockSwap's placement: each block on the CPU until it runs."""
+
+    def onload(module, args):
+        module.to(device)
+
+    def offload(module, args, output):
+        module.to("cpu")
+
+    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+        block.to("cpu")
+        block.register_forward_pre_hook(onload)
+        block.register_forward_hook(offload)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--latent", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--mode", choices=sorted(LABELS), default="resident")
     args = parser.parse_args()
     device = torch.device("cuda")
     with torch.device("meta"):
@@ -36,6 +67,14 @@ def main():
     with torch.no_grad():
         for p in unet.parameters():
             p.normal_(0, 1.0 / max(p[0].numel(), 1) ** 0.5 if p.dim() > 1 else 0.02)
+    if args.mode.startswith("group-"):
+        unet.to("cpu")
+        unet.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                  offload_type=args.mode.removeprefix("group-") + "_level",
+                                  num_blocks_per_group=1, use_stream=True)
+    elif args.mode == "block-swap":
+        swap_blocks(unet, device)
+    torch.cuda.empty_cache()
     n = args.latent
     sample = torch.randn(2, 4, n, n, device=device, dtype=torch.half)
     t = torch.tensor([500.0, 500.0], device=device)
@@ -53,7 +92,7 @@ def main():
             if step:
                 times.append((time.perf_counter() - start) * 1e3)
     times.sort()
-    print(json.dumps({"baseline": "diffusers eager (SDPA), all on GPU", "latent": n, "median_ms": round(times[len(times) // 2], 1),
+    print(json.dumps({"baseline": LABELS[args.mode], "mode": args.mode, "latent": n, "median_ms": round(times[len(times) // 2], 1),
                       "min_ms": round(times[0], 1), "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}))
 
 

@@ -2,7 +2,9 @@
 # Runs on the GPU machine, in one go: `swapgraph doctor`; the tiny workflows on the GPU resident,
 # with BlockSwap streaming and with synchronous BlockSwap (images must be identical) and on the
 # CPU (f32) for comparison; the SDXL-size UNet step resident and streamed in several
-# configurations; and the PyTorch + diffusers baseline on the same card.
+# configurations; the PyTorch baselines on the same card (diffusers resident, group offloading at
+# block and leaf level, the original whole-block swap); and the table of it all written into a
+# copy of BENCHMARKS.md under $OUT (bench/write_table.py), to be copied back.
 # Expects .gpu/ with the CUDA build of swapgraph, the unet_step bench binary and a diffusers wheel.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +50,10 @@ CONFIGS=${CONFIGS:-none,blocks:3/sync,blocks:3/p1,blocks:3/p2,blocks:3/p4,blocks
 timeout 400 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --configs "$CONFIGS" 2>&1 | tee "$OUT/unet_step.jsonl"
 timeout 200 .gpu/unet_step --device cuda:0 --latent 160 --steps 5 --configs none,blocks:3/p2 2>&1 | tee -a "$OUT/unet_step.jsonl"
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
-PYTHONPATH=/tmp/site timeout 200 python3 bench/diffusers_baseline.py --latent 128 --steps 10 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"
+for mode in resident group-block group-leaf block-swap; do
+  PYTHONPATH=/tmp/site timeout 200 python3 bench/diffusers_baseline.py --latent 128 --steps 10 --mode $mode 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"
+done
+
+echo "== table"
+cp BENCHMARKS.md "$OUT/BENCHMARKS.md"
+python3 bench/write_table.py "$OUT" "$OUT/BENCHMARKS.md" && sed -n '/gpu-step-table:start/,/gpu-step-table:end/p' "$OUT/BENCHMARKS.md"
