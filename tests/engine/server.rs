@@ -189,9 +189,18 @@ async fn queued_and_running_jobs_can_be_cancelled_and_a_failure_stays_in_its_job
 
     let (_, running) = call(&server, "POST", "/api/jobs", &looper(100_000)).await;
     let running = running["id"].as_u64().unwrap();
-    while call(&server, "GET", &format!("/api/jobs/{running}"), "").await.1["state"] != "running" {
+    // The job reports the looping node's progress while it runs.
+    let progress = loop {
+        let (_, job) = call(&server, "GET", &format!("/api/jobs/{running}"), "").await;
+        if job["progress"]["step"].as_u64().unwrap_or(0) >= 1 {
+            break job["progress"].clone();
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    assert_eq!(
+        (progress["node"].as_str(), progress["total"].as_u64()),
+        (Some("s"), Some(100_000))
+    );
     call(&server, "DELETE", &format!("/api/jobs/{running}"), "").await;
     assert_eq!(finished(&server, running).await["state"], "cancelled");
 }
