@@ -45,7 +45,7 @@ impl FileRoots {
         if name.starts_with(BUILTIN_PREFIX) {
             return Ok(name.to_owned());
         }
-        let path = confine(&self.models, "models", param, name)?;
+        let path = confine(Folder::models(&self.models), param, name)?;
         path.into_os_string()
             .into_string()
             .map_err(|path| NodeError::msg(format!("{param}: the path {} is not UTF-8", Path::new(&path).display())))
@@ -56,20 +56,45 @@ impl FileRoots {
     /// # Errors
     /// A message naming the param when the name leads outside the input folder.
     pub fn input(&self, param: &str, name: &str) -> Result<PathBuf, NodeError> {
-        confine(&self.inputs, "input", param, name)
+        confine(Folder::inputs(&self.inputs), param, name)
     }
 }
 
-/// `name` resolved inside `root`. A relative name is taken from `root`; an absolute name must
+/// A folder names resolve in, with what messages call it.
+struct Folder<'a> {
+    root: &'a Path,
+    name: &'static str,
+    flag: &'static str,
+}
+
+impl<'a> Folder<'a> {
+    fn models(root: &'a Path) -> Self {
+        Self {
+            root,
+            name: "models",
+            flag: "--models-dir",
+        }
+    }
+
+    fn inputs(root: &'a Path) -> Self {
+        Self {
+            root,
+            name: "input",
+            flag: "--input-dir",
+        }
+    }
+}
+
+/// `name` resolved inside `folder`'s root. A relative name is taken from `root`; an absolute name must
 /// already lie in it. Names with `..` are refused outright, and an existing file is followed
 /// through its symlinks and must still be inside `root`. A name that does not exist is returned
 /// joined, for the loader to report as not found.
-fn confine(root: &Path, folder: &str, param: &str, name: &str) -> Result<PathBuf, NodeError> {
-    let flag = if folder == "models" {
-        "--models-dir"
-    } else {
-        "--input-dir"
-    };
+fn confine(folder: Folder, param: &str, name: &str) -> Result<PathBuf, NodeError> {
+    let Folder {
+        root,
+        name: folder,
+        flag,
+    } = folder;
     let outside = |shown: &Path| {
         NodeError::msg(format!(
             "{param} \"{name}\" is outside the {folder} folder {}: give a path inside it, or start \
@@ -86,13 +111,11 @@ fn confine(root: &Path, folder: &str, param: &str, name: &str) -> Result<PathBuf
     if given.components().any(|part| part == Component::ParentDir) {
         return Err(outside(root));
     }
-    let canonical_root = root.canonicalize().map_err(|source| NodeError::Io {
-        action: match folder {
-            "models" => "cannot open the models folder (--models-dir)",
-            _ => "cannot open the input folder (--input-dir)",
-        },
-        path: root.to_path_buf(),
-        source,
+    let canonical_root = root.canonicalize().map_err(|e| {
+        NodeError::msg(format!(
+            "cannot open the {folder} folder {} ({flag}): {e}",
+            root.display()
+        ))
     })?;
     let candidate = if given.is_absolute() {
         given.to_path_buf()
