@@ -14,14 +14,48 @@ const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 assert.ok(url, 'SWAPGRAPH_URL is not set');
 mkdirSync(artifacts, { recursive: true });
 
-const browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
-const page = await browser.newPage({ viewport: { width: 2200, height: 1500 } });
-page.setDefaultTimeout(60_000);
-const consoleErrors = [];
-page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
-page.on('pageerror', (e) => consoleErrors.push(String(e)));
+// Containers often give /dev/shm only 64 MB, too little for a renderer drawing a 2200x1500 page;
+// without these flags the renderer can crash ("Target crashed") before the page loads.
+const launchArgs = ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'];
 
-try {
+// A crash of the browser itself says nothing about the editor, so the scenario gets one more
+// try in a fresh browser; any other failure, or a second crash, fails the test.
+const browserCrashed = (error) => /Target crashed|has been closed/.test(String(error));
+
+for (let attempt = 1; ; attempt++) {
+  const browser = await chromium.launch({ executablePath, args: launchArgs });
+  try {
+    await scenario(browser);
+    console.log('editor e2e: ok');
+    break;
+  } catch (error) {
+    if (attempt === 1 && browserCrashed(error)) {
+      console.error(`the browser crashed (${String(error).split('\n')[0]}); trying again in a fresh one`);
+      continue;
+    }
+    console.error(error);
+    process.exitCode = 1;
+    break;
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+async function scenario(browser) {
+  const page = await browser.newPage({ viewport: { width: 2200, height: 1500 } });
+  page.setDefaultTimeout(60_000);
+  const consoleErrors = [];
+  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  try {
+    await steps(page, consoleErrors);
+  } catch (error) {
+    await page.screenshot({ path: `${artifacts}/editor-failure.png` }).catch(() => {});
+    throw error;
+  }
+}
+
+async function steps(page, consoleErrors) {
   await page.goto(url);
   await page.waitForSelector('[data-add="KSampler"]');
 
@@ -114,11 +148,4 @@ try {
   assert.equal(again, saved, 'the graph changed on a save, reload and save');
   assert.match(saved, /ui:\n\s+x: -?\d+\n\s+y: -?\d+/);
   assert.deepEqual(consoleErrors, [], 'the page logged errors');
-  console.log('editor e2e: ok');
-} catch (error) {
-  await page.screenshot({ path: `${artifacts}/editor-failure.png` }).catch(() => {});
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  await browser.close();
 }
