@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod clip;
 pub mod controlnet;
 pub mod ip_adapter;
+pub mod kernels;
 pub mod region;
 pub mod sampling;
 pub mod unet;

@@ -53,13 +53,12 @@ impl RegionMask {
     }
 
     /// The mask over the `height * width` tokens of a transformer, row-major as the tokens are:
-    /// `[1, 1, height * width, 1]`, to weight an attention output in head layout.
+    /// `[1, height * width, 1]`, to weight an attention output in token layout.
     ///
     /// # Errors
     /// A tensor error.
     pub fn token_weights(&self, height: usize, width: usize, device: &Device, dtype: DType) -> Result<Tensor> {
-        self.at(height, width, device, dtype)?
-            .reshape((1, 1, height * width, 1))
+        self.at(height, width, device, dtype)?.reshape((1, height * width, 1))
     }
 }
 
@@ -77,7 +76,7 @@ mod tests {
             .to_vec1::<f32>()?;
         assert_eq!(at, vec![0.0, 1.0, 0.0, 0.5]);
         let tokens = region.token_weights(2, 2, &Device::Cpu, DType::F32)?;
-        assert_eq!(tokens.dims(), &[1, 1, 4, 1]);
+        assert_eq!(tokens.dims(), &[1, 4, 1]);
         Ok(())
     }
 

@@ -1,7 +1,11 @@
 //! Building blocks the UNet and the VAE share.
 
+mod linear;
+mod norm;
 mod resnet;
 mod sampling;
 
+pub use linear::Linear;
+pub use norm::GroupNorm;
 pub use resnet::{ResnetBlock2D, ResnetConfig};
 pub use sampling::{Downsample2D, Upsample2D};

@@ -2,8 +2,10 @@
 //! cross-attention on the text (plus optional extra image tokens, IP-Adapter style), and a GEGLU
 //! feed-forward, each after a LayerNorm and with a residual.
 
+use crate::blocks::Linear;
+use crate::kernels;
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, linear_no_bias, LayerNorm, VarBuilder};
 
 /// Extra key/value tokens for a cross-attention layer: IP-Adapter's decoupled attention adds
 /// `scale * attention(q, k_ip, v_ip)` to the text attention's output, weighted per query token
@@ -16,16 +18,16 @@ pub struct ExtraTokens {
     pub values: Tensor,
     /// Weight of their contribution.
     pub scale: f64,
-    /// Per-query-token weights `[1, 1, n, 1]` (a region mask at this layer's grid), if any.
+    /// Per-query-token weights `[1, n, 1]` (a region mask at this layer's grid), if any.
     pub token_weights: Option<Tensor>,
 }
 
 /// Multi-head attention with separate q/k/v projections (no bias) and an output projection.
 #[derive(Debug)]
 pub struct Attention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
+    to_q: candle_nn::Linear,
+    to_k: candle_nn::Linear,
+    to_v: candle_nn::Linear,
     to_out: Linear,
     heads: usize,
     span: tracing::Span,
@@ -42,34 +44,46 @@ impl Attention {
             to_q: linear_no_bias(dim, dim, vb.pp("to_q"))?,
             to_k: linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
             to_v: linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
-            to_out: linear(dim, dim, vb.pp("to_out.0"))?,
+            to_out: Linear::new(dim, dim, vb.pp("to_out.0"))?,
             heads,
             span: tracing::span!(tracing::Level::TRACE, "attention"),
         })
     }
 
     /// Attends from `xs` (`[b, n, dim]`) to `context` (itself when `None`), adding `extra`
-    /// tokens' attention when given.
+    /// tokens' attention when given, and returns `residual` plus the result.
     ///
     /// # Errors
     /// A tensor error on mismatched shapes.
-    pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>, extra: Option<&ExtraTokens>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        context: Option<&Tensor>,
+        extra: Option<&ExtraTokens>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
         let _enter = self.span.enter();
         let context = context.unwrap_or(xs);
-        let q = self.split_heads(&self.to_q.forward(xs)?)?;
-        let k = self.split_heads(&self.to_k.forward(context)?)?;
-        let v = self.split_heads(&self.to_v.forward(context)?)?;
-        let mut out = scaled_dot_product(&q, &k, &v)?;
+        let q = self.to_q.forward(xs)?;
+        let mut out = self.attend(&q, &self.to_k.forward(context)?, &self.to_v.forward(context)?)?;
         if let Some(extra) = extra {
-            let k = self.split_heads(&extra.keys)?;
-            let v = self.split_heads(&extra.values)?;
-            let mut image = (scaled_dot_product(&q, &k, &v)? * extra.scale)?;
+            let mut image = (self.attend(&q, &extra.keys, &extra.values)? * extra.scale)?;
             if let Some(weights) = &extra.token_weights {
                 image = image.broadcast_mul(&weights.to_dtype(image.dtype())?)?;
             }
             out = (out + image)?;
         }
-        self.to_out.forward(&self.merge_heads(&out)?)
+        self.to_out.forward_add(&out, residual)
+    }
+
+    /// Attention of token-layout queries over keys and values (`[b, n, heads * d]` each), as
+    /// `[b, n, heads * d]`: the fused kernel where it applies, else per head in query blocks.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        if let Some(out) = kernels::attention(q, k, v, self.heads)? {
+            return Ok(out);
+        }
+        let out = scaled_dot_product(&self.split_heads(q)?, &self.split_heads(k)?, &self.split_heads(v)?)?;
+        self.merge_heads(&out)
     }
 
     /// `[b, n, heads * d]` -> `[b, heads, n, d]`.
@@ -137,17 +151,25 @@ impl FeedForward {
     pub fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         let inner = dim * 4;
         Ok(Self {
-            proj: linear(dim, inner * 2, vb.pp("net.0.proj"))?,
-            out: linear(inner, dim, vb.pp("net.2"))?,
+            proj: Linear::new(dim, inner * 2, vb.pp("net.0.proj"))?,
+            out: Linear::new(inner, dim, vb.pp("net.2"))?,
         })
     }
-}
 
-impl Module for FeedForward {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let projected = self.proj.forward(xs)?;
-        let chunks = projected.chunk(2, D::Minus1)?;
-        self.out.forward(&(&chunks[0] * chunks[1].gelu_erf()?)?)
+    /// `residual` plus the feed-forward of `xs`.
+    ///
+    /// # Errors
+    /// A tensor error on mismatched shapes.
+    pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let product = self.proj.product(xs)?;
+        let gated = match kernels::geglu(&product, self.proj.bias())? {
+            Some(gated) => gated,
+            None => {
+                let chunks = product.broadcast_add(self.proj.bias())?.chunk(2, D::Minus1)?;
+                (&chunks[0] * chunks[1].gelu_erf()?)?
+            }
+        };
+        self.out.forward_add(&gated, residual)
     }
 }
 
@@ -186,9 +208,11 @@ impl BasicTransformerBlock {
     /// A tensor error on mismatched shapes.
     pub fn forward(&self, xs: &Tensor, context: &Tensor, extra: Option<&ExtraTokens>) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None, None)? + xs)?;
-        let xs = (self.attn2.forward(&self.norm2.forward(&xs)?, Some(context), extra)? + &xs)?;
-        self.ff.forward(&self.norm3.forward(&xs)?)? + xs
+        let xs = self.attn1.forward(&self.norm1.forward(xs)?, None, None, xs)?;
+        let xs = self
+            .attn2
+            .forward(&self.norm2.forward(&xs)?, Some(context), extra, &xs)?;
+        self.ff.forward_add(&self.norm3.forward(&xs)?, &xs)
     }
 }
 

@@ -3,8 +3,9 @@
 
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::UNetConfig;
+use crate::blocks::GroupNorm;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
 
 /// `conv_in`, `time_embedding` and `add_embedding`.
 #[derive(Debug)]
@@ -83,7 +84,7 @@ impl Head {
         };
         let channels = cfg.block_out_channels[0];
         Ok(Self {
-            norm: group_norm(cfg.norm_groups, channels, 1e-5, vb.pp("conv_norm_out"))?,
+            norm: GroupNorm::new(cfg.norm_groups, channels, 1e-5, vb.pp("conv_norm_out"))?,
             conv_out: conv2d(channels, cfg.out_channels, 3, padded, vb.pp("conv_out"))?,
         })
     }
@@ -91,6 +92,6 @@ impl Head {
 
 impl Module for Head {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.conv_out.forward(&self.norm.forward(xs)?.silu()?)
+        self.conv_out.forward(&self.norm.forward_silu(xs)?)
     }
 }

@@ -1,8 +1,9 @@
 //! The two ends of `Transformer2DModel` around its blocks: GroupNorm and linear projections between
 //! the image layout `[b, c, h, w]` and the token layout `[b, h*w, c]`.
 
+use crate::blocks::{GroupNorm, Linear};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{group_norm, linear, GroupNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// `norm` and `proj_in` of a `Transformer2DModel` with linear projections: the way in. A swap
 /// unit of its own, so the way out need not stay on the device while the blocks run.
@@ -19,8 +20,8 @@ impl TransformerIn {
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, channels: usize, groups: usize) -> Result<Self> {
         Ok(Self {
-            norm: group_norm(groups, channels, 1e-6, vb.pp("norm"))?,
-            proj_in: linear(channels, channels, vb.pp("proj_in"))?,
+            norm: GroupNorm::new(groups, channels, 1e-6, vb.pp("norm"))?,
+            proj_in: Linear::new(channels, channels, vb.pp("proj_in"))?,
         })
     }
 
@@ -48,7 +49,7 @@ impl TransformerOut {
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
         Ok(Self {
-            proj_out: linear(channels, channels, vb.pp("proj_out"))?,
+            proj_out: Linear::new(channels, channels, vb.pp("proj_out"))?,
         })
     }
 

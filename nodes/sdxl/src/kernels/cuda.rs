@@ -1,0 +1,66 @@
+//! What the kernels' candle ops share: which tensors they take and how they launch.
+
+use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
+use candle_core::{CudaStorage, DType, Device, Layout, Result, Tensor};
+use half::f16;
+
+/// Whether `t` is an f16 tensor on a CUDA device, contiguous from a 16-byte aligned start: what
+/// kernels reading eight halves at a time need.
+pub fn packed_f16(t: &Tensor) -> bool {
+    let layout = t.layout();
+    matches!(t.device(), Device::Cuda(_))
+        && t.dtype() == DType::F16
+        && layout.is_contiguous()
+        && layout.start_offset() % 8 == 0
+}
+
+/// Whether all of `tensors` are [`packed_f16`] on the device of the first.
+pub fn all_packed_f16(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| packed_f16(t) && t.device().same_device(tensors[0].device()))
+}
+
+/// The f16 elements of a storage from its layout's start.
+///
+/// # Errors
+/// A storage of another dtype.
+pub fn view<'a>(storage: &'a CudaStorage, layout: &Layout) -> Result<CudaView<'a, f16>> {
+    Ok(storage.as_cuda_slice::<f16>()?.slice(layout.start_offset()..))
+}
+
+/// A launch of 256-thread blocks for a grid-stride loop over `items` items, at most 65 536
+/// blocks (the loop covers the rest).
+pub fn grid_stride(items: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (items.div_ceil(256).clamp(1, 1 << 16) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The largest error of a kernel's output (any device, any dtype) against an f32 reference on
+/// the CPU, relative to the reference's magnitude where that exceeds 1: `|out - ref| / max(1, |ref|)`.
+#[cfg(test)]
+pub fn max_relative_error(output: &Tensor, reference: &Tensor) -> Result<f32> {
+    let output = output.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    let scale = reference.abs()?.maximum(1f32)?;
+    ((output - reference)?.abs()? / scale)?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f32>()
+}
+
+/// `values` rounded through f16, as f32 on the CPU (for the reference) and as f16 on `device`
+/// (for the kernel), so that both see exactly the same inputs.
+#[cfg(test)]
+pub fn rounded_pair(values: &Tensor, device: &Device) -> Result<(Tensor, Tensor)> {
+    let halves = values.to_dtype(DType::F16)?;
+    Ok((halves.to_dtype(DType::F32)?, halves.to_device(device)?))
+}
+
+/// Standard normal values of `shape`, as [`rounded_pair`].
+#[cfg(test)]
+pub fn random_pair(shape: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+    rounded_pair(&Tensor::randn(0f32, 1.0, shape, &Device::Cpu)?, device)
+}

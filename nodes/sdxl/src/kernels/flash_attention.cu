@@ -1,0 +1,189 @@
+// Fused attention forward (flash-attention style) for f16 tensors with head dimension 64.
+//
+// Each block of 4 warps takes 64 query rows of one (batch, head) and walks the keys in tiles
+// of 64: scores, an online softmax and the weighted sum of values stay in registers, so no
+// score matrix ever reaches device memory. Products run on tensor cores (mma.sync m16n8k16,
+// f16 inputs, f32 accumulation); the softmax is in f32.
+//
+// Tensors are read and written in token layout, `[batch, tokens, heads * 64]` with the given
+// strides (in elements), so no transposes are needed around the kernel. Compiled at run time by
+// NVRTC after half.cuh.
+
+#define HEAD_DIM 64
+#define ROWS_PER_BLOCK 64
+#define KEYS_PER_TILE 64
+#define THREADS 128
+#define PAD 8
+#define SMEM_ROW (HEAD_DIM + PAD)
+#define NEG_INF (-__int_as_float(0x7f800000))
+
+__device__ __forceinline__ void mma_16x8x16(float* c, const half2_bits* a, half2_bits b0, half2_bits b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ half2_bits load_half2(const half_bits* p) {
+    return *reinterpret_cast<const half2_bits*>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) flash_attention_f16_d64(
+    const half_bits* __restrict__ q, const half_bits* __restrict__ k, const half_bits* __restrict__ v,
+    half_bits* __restrict__ o, int q_len, int kv_len,
+    long long q_batch_stride, long long q_row_stride,
+    long long k_batch_stride, long long k_row_stride,
+    long long v_batch_stride, long long v_row_stride,
+    long long o_batch_stride, long long o_row_stride,
+    float scale_log2) {
+    __shared__ __align__(16) half_bits keys[KEYS_PER_TILE][SMEM_ROW];
+    __shared__ __align__(16) half_bits values_t[HEAD_DIM][SMEM_ROW];
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32;
+    const int lane = tid % 32;
+    const int group = lane / 4;    // the row (or column) a thread's fragment covers
+    const int in_group = lane % 4; // which pair of columns (or rows)
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int row0 = blockIdx.x * ROWS_PER_BLOCK + warp * 16;
+
+    q += batch * q_batch_stride + head * HEAD_DIM;
+    k += batch * k_batch_stride + head * HEAD_DIM;
+    v += batch * v_batch_stride + head * HEAD_DIM;
+    o += batch * o_batch_stride + head * HEAD_DIM;
+
+    // This warp's 16 query rows as A fragments, one per 16 columns of the head.
+    half2_bits q_frag[4][4];
+    const int row_a = row0 + group;
+    const int row_b = row0 + group + 8;
+    #pragma unroll
+    for (int chunk = 0; chunk < 4; ++chunk) {
+        const int col = chunk * 16 + in_group * 2;
+        q_frag[chunk][0] = row_a < q_len ? load_half2(q + row_a * q_row_stride + col) : 0u;
+        q_frag[chunk][1] = row_b < q_len ? load_half2(q + row_b * q_row_stride + col) : 0u;
+        q_frag[chunk][2] = row_a < q_len ? load_half2(q + row_a * q_row_stride + col + 8) : 0u;
+        q_frag[chunk][3] = row_b < q_len ? load_half2(q + row_b * q_row_stride + col + 8) : 0u;
+    }
+
+    float out[8][4];
+    #pragma unroll
+    for (int n = 0; n < 8; ++n) {
+        out[n][0] = out[n][1] = out[n][2] = out[n][3] = 0.f;
+    }
+    float max_a = NEG_INF, max_b = NEG_INF;
+    float sum_a = 0.f, sum_b = 0.f;
+
+    for (int tile = 0; tile < kv_len; tile += KEYS_PER_TILE) {
+        __syncthreads();
+        // Keys as stored; values transposed, so both products read pairs along their k axis.
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int chunk = tid + i * THREADS;
+            const int key = chunk / 8;
+            const int col = (chunk % 8) * 8;
+            uint4 key_bits = make_uint4(0, 0, 0, 0);
+            uint4 value_bits = make_uint4(0, 0, 0, 0);
+            if (tile + key < kv_len) {
+                key_bits = *reinterpret_cast<const uint4*>(k + (tile + key) * k_row_stride + col);
+                value_bits = *reinterpret_cast<const uint4*>(v + (tile + key) * v_row_stride + col);
+            }
+            *reinterpret_cast<uint4*>(&keys[key][col]) = key_bits;
+            const half_bits* value_halves = reinterpret_cast<const half_bits*>(&value_bits);
+            #pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                values_t[col + j][key] = value_halves[j];
+            }
+        }
+        __syncthreads();
+
+        // Scores for 16 rows x 64 keys: eight 16x8 accumulators.
+        float score[8][4];
+        #pragma unroll
+        for (int n = 0; n < 8; ++n) {
+            score[n][0] = score[n][1] = score[n][2] = score[n][3] = 0.f;
+            #pragma unroll
+            for (int chunk = 0; chunk < 4; ++chunk) {
+                const half_bits* key_row = &keys[n * 8 + group][chunk * 16 + in_group * 2];
+                mma_16x8x16(score[n], q_frag[chunk], load_half2(key_row), load_half2(key_row + 8));
+            }
+        }
+
+        float tile_max_a = NEG_INF, tile_max_b = NEG_INF;
+        #pragma unroll
+        for (int n = 0; n < 8; ++n) {
+            #pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const bool valid = tile + n * 8 + in_group * 2 + j < kv_len;
+                score[n][j] = valid ? score[n][j] * scale_log2 : NEG_INF;
+                score[n][j + 2] = valid ? score[n][j + 2] * scale_log2 : NEG_INF;
+                tile_max_a = fmaxf(tile_max_a, score[n][j]);
+                tile_max_b = fmaxf(tile_max_b, score[n][j + 2]);
+            }
+        }
+        #pragma unroll
+        for (int offset = 1; offset < 4; offset *= 2) {
+            tile_max_a = fmaxf(tile_max_a, __shfl_xor_sync(0xffffffffu, tile_max_a, offset));
+            tile_max_b = fmaxf(tile_max_b, __shfl_xor_sync(0xffffffffu, tile_max_b, offset));
+        }
+        const float new_max_a = fmaxf(max_a, tile_max_a);
+        const float new_max_b = fmaxf(max_b, tile_max_b);
+        const float rescale_a = exp2f(max_a - new_max_a);
+        const float rescale_b = exp2f(max_b - new_max_b);
+        max_a = new_max_a;
+        max_b = new_max_b;
+        sum_a *= rescale_a;
+        sum_b *= rescale_b;
+        #pragma unroll
+        for (int n = 0; n < 8; ++n) {
+            out[n][0] *= rescale_a;
+            out[n][1] *= rescale_a;
+            out[n][2] *= rescale_b;
+            out[n][3] *= rescale_b;
+            #pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                score[n][j] = exp2f(score[n][j] - max_a);
+                score[n][j + 2] = exp2f(score[n][j + 2] - max_b);
+                sum_a += score[n][j];
+                sum_b += score[n][j + 2];
+            }
+        }
+
+        // out += P V: the score accumulators of two adjacent 8-key blocks are exactly the A
+        // fragment of a 16-key slice, so P never leaves registers.
+        #pragma unroll
+        for (int chunk = 0; chunk < 4; ++chunk) {
+            half2_bits p[4];
+            p[0] = pack_half2(score[2 * chunk][0], score[2 * chunk][1]);
+            p[1] = pack_half2(score[2 * chunk][2], score[2 * chunk][3]);
+            p[2] = pack_half2(score[2 * chunk + 1][0], score[2 * chunk + 1][1]);
+            p[3] = pack_half2(score[2 * chunk + 1][2], score[2 * chunk + 1][3]);
+            #pragma unroll
+            for (int n = 0; n < 8; ++n) {
+                const half_bits* value_row = &values_t[n * 8 + group][chunk * 16 + in_group * 2];
+                mma_16x8x16(out[n], p, load_half2(value_row), load_half2(value_row + 8));
+            }
+        }
+    }
+
+    #pragma unroll
+    for (int offset = 1; offset < 4; offset *= 2) {
+        sum_a += __shfl_xor_sync(0xffffffffu, sum_a, offset);
+        sum_b += __shfl_xor_sync(0xffffffffu, sum_b, offset);
+    }
+    const float inverse_a = 1.f / sum_a;
+    const float inverse_b = 1.f / sum_b;
+    #pragma unroll
+    for (int n = 0; n < 8; ++n) {
+        const int col = n * 8 + in_group * 2;
+        if (row_a < q_len) {
+            *reinterpret_cast<half2_bits*>(o + row_a * o_row_stride + col) =
+                pack_half2(out[n][0] * inverse_a, out[n][1] * inverse_a);
+        }
+        if (row_b < q_len) {
+            *reinterpret_cast<half2_bits*>(o + row_b * o_row_stride + col) =
+                pack_half2(out[n][2] * inverse_b, out[n][3] * inverse_b);
+        }
+    }
+}

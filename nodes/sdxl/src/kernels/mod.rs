@@ -1,0 +1,16 @@
+//! The UNet's own CUDA kernels, for the hot paths where candle's generic operations leave speed
+//! on the table. Each is a candle custom op compiled at run time by NVRTC for the device it
+//! runs on, so builds need no extra toolchain step; each entry point answers `None` where its
+//! kernel does not apply (CPU, other dtypes or shapes) and the caller takes the generic path.
+
+mod attention;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod epilogue;
+mod group_norm;
+#[cfg(feature = "cuda")]
+mod nvrtc;
+
+pub use attention::attention;
+pub use epilogue::{bias_add, geglu};
+pub use group_norm::group_norm;
