@@ -37,6 +37,19 @@ fn with_state(state: &Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error 
     warp::any().map(move || Arc::clone(&state))
 }
 
+/// `POST /api/{name}` with a workflow in the body: the state and the body.
+fn post_workflow(
+    state: &Arc<State>,
+    name: &'static str,
+) -> impl Filter<Extract = (Arc<State>, bytes::Bytes), Error = warp::Rejection> + Clone {
+    warp::path("api")
+        .and(warp::path(name))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(with_state(state))
+        .and(body(state))
+}
+
 /// All `/api` routes.
 pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
     let api = warp::path("api");
@@ -49,41 +62,29 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
             let descriptors: Vec<_> = state.engine.registry().descriptors().collect();
             json(&descriptors).into_response()
         });
-    let validate = api
-        .and(warp::path("validate"))
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(with_state(state))
-        .and(body(state))
-        .map(
-            |state: Arc<State>, bytes: bytes::Bytes| match state.prepare("workflow", &bytes) {
-                Ok(plan) => json(&serde_json::json!({ "valid": true, "plan": plan.summary() })).into_response(),
-                Err(report) => json(&serde_json::json!({ "valid": false, "report": report })).into_response(),
-            },
-        );
-    let submit = api
-        .and(warp::path("jobs"))
-        .and(warp::path::end())
-        .and(warp::post())
-        .and(with_state(state))
-        .and(body(state))
-        .map(
-            |state: Arc<State>, bytes: bytes::Bytes| match state.prepare("workflow", &bytes) {
-                Ok(plan) => {
-                    let name = plan.name().unwrap_or("workflow").to_string();
-                    let job = state.jobs.submit(plan, name);
-                    with_status(json(&job), StatusCode::CREATED).into_response()
-                }
-                Err(report) => with_status(
-                    json(&serde_json::json!({
-                        "error": format!("the workflow is invalid: {} problem(s)", report.errors.len()),
-                        "report": report,
-                    })),
-                    StatusCode::BAD_REQUEST,
-                )
-                .into_response(),
-            },
-        );
+    let validate = post_workflow(state, "validate").map(|state: Arc<State>, bytes: bytes::Bytes| {
+        match state.prepare("workflow", &bytes) {
+            Ok(plan) => json(&serde_json::json!({ "valid": true, "plan": plan.summary() })).into_response(),
+            Err(report) => json(&serde_json::json!({ "valid": false, "report": report })).into_response(),
+        }
+    });
+    let submit = post_workflow(state, "jobs").map(|state: Arc<State>, bytes: bytes::Bytes| {
+        match state.prepare("workflow", &bytes) {
+            Ok(plan) => {
+                let name = plan.name().unwrap_or("workflow").to_string();
+                let job = state.jobs.submit(plan, name);
+                with_status(json(&job), StatusCode::CREATED).into_response()
+            }
+            Err(report) => with_status(
+                json(&serde_json::json!({
+                    "error": format!("the workflow is invalid: {} problem(s)", report.errors.len()),
+                    "report": report,
+                })),
+                StatusCode::BAD_REQUEST,
+            )
+            .into_response(),
+        }
+    });
     let list_jobs = api
         .and(warp::path("jobs"))
         .and(warp::path::end())
