@@ -233,4 +233,16 @@ mod tests {
         }
         Ok(())
     }
+
+    #[test]
+    fn geglu_declines_halves_that_are_not_whole_chunks_of_8() -> Result<()> {
+        let gpu = Device::new_cuda(0)?;
+        let (_, x) = random_pair(&[1, 3, 24], &gpu)?;
+        let (_, bias) = random_pair(&[24], &gpu)?;
+        assert!(geglu(&x, &bias)?.is_none(), "halves of 12");
+        let (_, short_bias) = random_pair(&[16], &gpu)?;
+        let (_, x16) = random_pair(&[1, 3, 32], &gpu)?;
+        assert!(geglu(&x16, &short_bias)?.is_none(), "a bias of the wrong width");
+        Ok(())
+    }
 }

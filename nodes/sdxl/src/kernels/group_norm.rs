@@ -149,4 +149,22 @@ mod tests {
         }
         Ok(())
     }
+
+    #[test]
+    fn other_dtypes_and_grids_take_the_generic_path() -> Result<()> {
+        let gpu = Device::new_cuda(0)?;
+        let (_, weight) = random_pair(&[4], &gpu)?;
+        let f32_image = Tensor::zeros((1, 4, 4, 4), candle_core::DType::F32, &gpu)?;
+        assert!(group_norm(&f32_image, &weight, &weight, 2, 1e-5, true)?.is_none());
+        let (_, odd_grid) = random_pair(&[1, 4, 3, 3], &gpu)?;
+        assert!(
+            group_norm(&odd_grid, &weight, &weight, 2, 1e-5, true)?.is_none(),
+            "9 pixels are not whole chunks of 8"
+        );
+        assert!(
+            group_norm(&odd_grid, &weight, &weight, 3, 1e-5, true)?.is_none(),
+            "3 groups do not divide 4 channels"
+        );
+        Ok(())
+    }
 }
