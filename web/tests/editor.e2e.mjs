@@ -138,6 +138,8 @@ async function steps(page, consoleErrors) {
   await page.selectOption('[data-action="open"]', 'e2e_txt2img.yaml');
   await page.waitForSelector('[data-message]:has-text("Loaded e2e_txt2img.yaml")');
   assert.equal(await page.locator('.react-flow__node').count(), 8);
+  // React Flow draws edges only after it has measured the nodes: wait for them, then check.
+  await page.waitForFunction((n) => document.querySelectorAll('.react-flow__edge').length >= n, links.length, { timeout: 15_000 }).catch(() => {});
   assert.equal(await edgeCount(), links.length);
   assert.equal(await param('ksampler', 'steps').inputValue(), '3');
 
