@@ -2,14 +2,17 @@
 # Runs on the GPU machine, in one go: the UNet's CUDA kernels against the CPU f32 reference
 # (the sdxl crate's tests of the CUDA build), the SDXL-size UNet step resident and streamed
 # beside diffusers resident, and a per-kernel Nsight Compute summary of one UNet forward for
-# each unet_step binary in .gpu/ (the current one, and .gpu/before/ when present) for
-# bench/ncu_table.py. Results go under $OUT.
+# the current unet_step binary (and .gpu/before/'s with PROFILE_BEFORE=1) for
+# bench/ncu_table.py; .gpu/before/'s binary, when present, also runs BEFORE_CONFIGS (default
+# `none`) in the same call, and the current one without cuDNN (SWAPGRAPH_CUDNN=off). Results go
+# under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 for f in .gpu/*.xz .gpu/before/*.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
-export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os;print(os.path.join(list(nvidia.__path__)[0],"cu13","lib"))'):/usr/local/cuda/lib64
+# CUDA 13's libraries and cuDNN 9 from PyTorch's wheels.
+export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os,glob;p=list(nvidia.__path__)[0];print(":".join([os.path.join(p,"cu13","lib")]+sorted({os.path.dirname(f) for f in glob.glob(p+"/**/libcudnn.so.9",recursive=True)})))'):/usr/local/cuda/lib64
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 date -u +%F | tee -a "$OUT/card.txt"
 
@@ -35,13 +38,14 @@ PY
 
 echo "== unet step"
 timeout 300 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --configs "${CONFIGS:-none,blocks:3/p1,budget:4096/p2}" 2>&1 | tee "$OUT/unet_step.jsonl"
-[ -x .gpu/before/unet_step ] && timeout 200 .gpu/before/unet_step --device cuda:0 --latent 128 --steps 10 --configs none 2>&1 | sed 's/^{/{"build":"before",/' | tee -a "$OUT/unet_step.jsonl"
+[ -x .gpu/before/unet_step ] && timeout 300 .gpu/before/unet_step --device cuda:0 --latent 128 --steps 10 --configs "${BEFORE_CONFIGS:-none}" 2>&1 | sed 's/^{/{"build":"before",/' | tee -a "$OUT/unet_step.jsonl"
+SWAPGRAPH_CUDNN=off timeout 200 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --configs none 2>&1 | sed 's/^{/{"build":"im2col",/' | tee -a "$OUT/unet_step.jsonl"
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
 PYTHONPATH=/tmp/site timeout 200 python3 bench/diffusers_baseline.py --latent 128 --steps 10 --mode resident 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"
 
 if [ "${PROFILE:-1}" = 1 ]; then
   echo "== per-kernel profile (one warm-up and one measured forward each)"
-  for bin in .gpu/unet_step .gpu/before/unet_step; do
+  for bin in .gpu/unet_step ${PROFILE_BEFORE:+.gpu/before/unet_step}; do
     [ -x "$bin" ] || continue
     name=$(basename "$(dirname "$bin")"); [ "$name" = .gpu ] && name=after
     timeout 400 ncu --metrics gpu__time_duration.sum --csv --print-summary per-kernel \

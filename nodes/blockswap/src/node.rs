@@ -43,12 +43,12 @@ impl BlockSwap {
         .param(ParamSpec::new(
             "granularity",
             ParamKind::Choice { default: Some("unit"), choices: vec!["unit", "block"] },
-            "unit: each resnet and transformer block streams on its own (small buffers); block: whole blocks, as the original BlockSwap.",
+            "unit: each resnet and transformer block streams on its own through a small device ring; block: whole blocks, as the original BlockSwap.",
         ))
         .param(ParamSpec::new(
             "prefetch",
             ParamKind::Int { default: Some(1), min: 0, max: 16 },
-            "Units copied ahead of the one computing (unit granularity).",
+            "Device ring for streamed units, in largest units beyond the one computing; smaller units pack into it and run further ahead (unit granularity).",
         ))
         .param(ParamSpec::new(
             "vram_budget_mb",

@@ -1,30 +1,51 @@
-//! The prefetch schedule of the streaming path, apart from any device: which swapped unit is
-//! copied into which device slot, and when.
+//! The prefetch schedule of the streaming path, apart from any device: where in the device's
+//! transfer ring each swapped unit is copied, and when.
 //!
-//! Swapped units run in a fixed order every forward pass. With `prefetch` = P there are P + 1
-//! slots: the unit computing holds one, the next P swapped units (wrapping into the next pass)
-//! are in flight in the others. A unit asked for out of order (the first pass, or a pass cut
-//! short by cancellation) restarts the schedule from it; copies already issued stay correct
-//! because every copy into a slot waits for the slot's last user to finish.
+//! Swapped units run in a fixed order every forward pass. Their copies are laid end to end in a
+//! ring of device memory, wrapping to its start when a unit does not fit before its end, so small
+//! units pack together and the copies run as far ahead as the ring has room: a copy may go where
+//! every unit it overwrites has been released by the compute stream. With `prefetch` = P the ring
+//! holds P + 1 of the largest units, the room P + 1 fixed slots would take. A unit asked for out
+//! of order (the first pass, or a pass cut short by cancellation) restarts the schedule from it;
+//! copies already issued stay correct because every copy waits for the units it overwrites and
+//! all copies run in order on one stream.
 
 use std::collections::{HashMap, VecDeque};
 
-/// A copy to issue: `unit` into device slot `slot`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A copy to issue: `unit` into the ring at `start`, once the placements in `waits` (the
+/// units it overwrites) are released.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Copy {
     /// The unit whose weights are copied.
     pub unit: usize,
-    /// The device slot they go into.
-    pub slot: usize,
+    /// This copy's placement, which names its events.
+    pub placement: usize,
+    /// Where in the ring it goes, in elements.
+    pub start: usize,
+    /// Placements whose release must precede the copy.
+    pub waits: Vec<usize>,
 }
 
 /// What a unit needs when it is about to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Acquired {
-    /// The slot holding the unit's weights (once its copy has landed).
-    pub slot: usize,
+    /// The unit's placement: its weights are in the ring at `start` once that copy has landed.
+    pub placement: usize,
+    /// Where in the ring its weights are, in elements.
+    pub start: usize,
     /// Copies to issue now, in order; the unit's own copy first when it was not in flight.
     pub copies: Vec<Copy>,
+    /// Placements copied ahead and then skipped by a restart: nothing will compute on them.
+    pub abandoned: Vec<usize>,
+}
+
+/// A stretch of the ring and the placement that last wrote it.
+#[derive(Clone, Copy, Debug)]
+struct Occupant {
+    start: usize,
+    end: usize,
+    placement: usize,
+    released: bool,
 }
 
 /// The schedule's state.
@@ -32,33 +53,42 @@ pub struct Acquired {
 pub struct Pipeline {
     /// Swapped units in execution order.
     order: Vec<usize>,
+    /// Elements of each swapped unit, by position in `order`.
+    sizes: Vec<usize>,
     /// Position of each swapped unit in `order`.
     position: HashMap<usize, usize>,
-    /// Copies issued and not yet acquired, oldest first: (position in `order`, slot).
-    in_flight: VecDeque<(usize, usize)>,
-    slots: usize,
-    /// The slot the next copy goes into.
-    next_slot: usize,
+    /// Elements of the ring.
+    capacity: usize,
+    /// Copies issued and not yet acquired, oldest first: (position in `order`, placement, start).
+    in_flight: VecDeque<(usize, usize, usize)>,
+    /// Who wrote which part of the ring.
+    occupants: Vec<Occupant>,
+    /// Where the next copy goes if it fits before the ring's end.
+    next_start: usize,
+    next_placement: usize,
 }
 
 impl Pipeline {
-    /// A schedule for `order` (the swapped units in execution order) with `prefetch` units in
-    /// flight ahead of the one computing.
-    pub fn new(order: Vec<usize>, prefetch: usize) -> Self {
+    /// A schedule for `order` (the swapped units in execution order, `sizes` elements each) with
+    /// a ring of room for `prefetch + 1` of the largest.
+    pub fn new(order: Vec<usize>, sizes: Vec<usize>, prefetch: usize) -> Self {
         let position = order.iter().enumerate().map(|(p, &unit)| (unit, p)).collect();
-        let slots = prefetch.min(order.len().saturating_sub(1)) + 1;
+        let capacity = sizes.iter().copied().max().unwrap_or(0) * (prefetch + 1);
         Self {
             order,
+            sizes,
             position,
+            capacity,
             in_flight: VecDeque::new(),
-            slots,
-            next_slot: 0,
+            occupants: Vec::new(),
+            next_start: 0,
+            next_placement: 0,
         }
     }
 
-    /// Device slots the schedule uses: prefetch + 1, fewer when fewer units are swapped.
-    pub fn slots(&self) -> usize {
-        self.slots
+    /// Elements of device memory the ring needs.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// `unit` is about to run: where its weights are, and which copies to issue now.
@@ -66,35 +96,108 @@ impl Pipeline {
     pub fn acquire(&mut self, unit: usize) -> Option<Acquired> {
         let position = *self.position.get(&unit)?;
         let mut copies = Vec::new();
-        let slot = match self.in_flight.front() {
-            Some(&(p, slot)) if p == position => {
+        let mut abandoned = Vec::new();
+        let (placement, start) = match self.in_flight.front() {
+            Some(&(p, placement, start)) if p == position => {
                 self.in_flight.pop_front();
-                slot
+                (placement, start)
             }
             _ => {
-                self.in_flight.clear();
-                let slot = self.take_slot();
-                copies.push(Copy { unit, slot });
-                slot
+                abandoned.extend(self.in_flight.drain(..).map(|(_, placement, _)| placement));
+                for occupant in &mut self.occupants {
+                    occupant.released = true;
+                }
+                let copy = self
+                    .place(position)
+                    .expect("a ring with every unit released has room for any unit");
+                let placed = (copy.placement, copy.start);
+                copies.push(copy);
+                placed
             }
         };
-        let mut last = self.in_flight.back().map_or(position, |&(p, _)| p);
-        while self.in_flight.len() + 1 < self.slots {
-            last = (last + 1) % self.order.len();
-            let slot = self.take_slot();
-            self.in_flight.push_back((last, slot));
-            copies.push(Copy {
-                unit: self.order[last],
-                slot,
-            });
+        let mut last = self.in_flight.back().map_or(position, |&(p, _, _)| p);
+        while self.in_flight.len() + 1 < self.order.len() {
+            let next = (last + 1) % self.order.len();
+            let Some(copy) = self.place(next) else {
+                break;
+            };
+            self.in_flight.push_back((next, copy.placement, copy.start));
+            copies.push(copy);
+            last = next;
         }
-        Some(Acquired { slot, copies })
+        Some(Acquired {
+            placement,
+            start,
+            copies,
+            abandoned,
+        })
     }
 
-    fn take_slot(&mut self) -> usize {
-        let slot = self.next_slot;
-        self.next_slot = (self.next_slot + 1) % self.slots;
-        slot
+    /// The compute stream has been given all the work on `placement`'s weights: later copies may
+    /// overwrite them (after that work, by the release event).
+    pub fn release(&mut self, placement: usize) {
+        for occupant in self.occupants.iter_mut().filter(|o| o.placement == placement) {
+            occupant.released = true;
+        }
+    }
+
+    /// Placements whose events may still be waited on: those in flight, computing, or holding
+    /// part of the ring.
+    pub fn live_placements(&self) -> impl Iterator<Item = usize> + '_ {
+        self.occupants.iter().map(|o| o.placement)
+    }
+
+    /// Places the unit at `position` after the last copy, or at the ring's start when it does not
+    /// fit before the end; `None` while a unit it would overwrite is not released.
+    fn place(&mut self, position: usize) -> Option<Copy> {
+        let size = self.sizes[position];
+        let start = if self.next_start + size <= self.capacity {
+            self.next_start
+        } else {
+            0
+        };
+        let end = start + size;
+        let overlaps = |o: &Occupant| o.start < end && start < o.end;
+        if self.occupants.iter().filter(|o| overlaps(o)).any(|o| !o.released) {
+            return None;
+        }
+        let mut waits: Vec<usize> = self
+            .occupants
+            .iter()
+            .filter(|o| overlaps(o))
+            .map(|o| o.placement)
+            .collect();
+        waits.sort_unstable();
+        waits.dedup();
+        let mut remaining = Vec::with_capacity(self.occupants.len() + 2);
+        for occupant in self.occupants.drain(..) {
+            if !overlaps(&occupant) {
+                remaining.push(occupant);
+                continue;
+            }
+            if occupant.start < start {
+                remaining.push(Occupant { end: start, ..occupant });
+            }
+            if occupant.end > end {
+                remaining.push(Occupant { start: end, ..occupant });
+            }
+        }
+        let placement = self.next_placement;
+        self.next_placement += 1;
+        remaining.push(Occupant {
+            start,
+            end,
+            placement,
+            released: false,
+        });
+        self.occupants = remaining;
+        self.next_start = end;
+        Some(Copy {
+            unit: self.order[position],
+            placement,
+            start,
+            waits,
+        })
     }
 }
 
@@ -102,98 +205,115 @@ impl Pipeline {
 mod tests {
     use super::*;
 
-    fn copies(acquired: &Acquired) -> Vec<(usize, usize)> {
-        acquired.copies.iter().map(|c| (c.unit, c.slot)).collect()
+    fn units(copies: &[Copy]) -> Vec<usize> {
+        copies.iter().map(|c| c.unit).collect()
+    }
+
+    /// Runs `passes` passes over `order`, checking that no copy lands on weights still in flight
+    /// or computing; returns every copy issued.
+    fn run(order: &[usize], sizes: &[usize], prefetch: usize, passes: usize) -> Vec<Copy> {
+        let mut pipeline = Pipeline::new(order.to_vec(), sizes.to_vec(), prefetch);
+        // Ring ranges of weights copied and not yet released: placement -> (start, end).
+        let mut held: HashMap<usize, (usize, usize)> = HashMap::new();
+        let size_of = |unit: usize| sizes[order.iter().position(|&u| u == unit).unwrap()];
+        let mut issued = Vec::new();
+        for &unit in order.iter().cycle().take(order.len() * passes) {
+            let acquired = pipeline.acquire(unit).unwrap();
+            for copy in &acquired.copies {
+                let end = copy.start + size_of(copy.unit);
+                assert!(end <= pipeline.capacity(), "copy past the ring's end");
+                for (&other, &(s, e)) in &held {
+                    assert!(
+                        e <= copy.start || end <= s,
+                        "unit {} at {}..{end} overwrites placement {other} at {s}..{e}",
+                        copy.unit,
+                        copy.start
+                    );
+                }
+                held.insert(copy.placement, (copy.start, end));
+            }
+            assert!(held.contains_key(&acquired.placement), "unit {unit} was never copied");
+            pipeline.release(acquired.placement);
+            held.remove(&acquired.placement);
+            issued.extend(acquired.copies);
+        }
+        issued
     }
 
     #[test]
     fn resident_units_need_nothing() {
-        let mut pipeline = Pipeline::new(vec![2, 5, 7], 1);
+        let mut pipeline = Pipeline::new(vec![2, 5, 7], vec![4, 4, 4], 1);
         assert_eq!(pipeline.acquire(3), None);
     }
 
     #[test]
-    fn the_first_unit_is_copied_with_the_next_ones_behind_it() {
-        let mut pipeline = Pipeline::new(vec![2, 5, 7, 9], 2);
+    fn equal_units_behave_as_fixed_slots() {
+        let mut pipeline = Pipeline::new(vec![2, 5, 7, 9], vec![8, 8, 8, 8], 2);
         let first = pipeline.acquire(2).unwrap();
-        assert_eq!(first.slot, 0);
-        assert_eq!(copies(&first), vec![(2, 0), (5, 1), (7, 2)]);
+        assert_eq!(units(&first.copies), vec![2, 5, 7]);
+        assert_eq!(first.copies.iter().map(|c| c.start).collect::<Vec<_>>(), vec![0, 8, 16]);
+        pipeline.release(first.placement);
         let second = pipeline.acquire(5).unwrap();
-        assert_eq!(second.slot, 1);
+        assert_eq!(second.start, 8);
+        assert_eq!(units(&second.copies), vec![9]);
         assert_eq!(
-            copies(&second),
-            vec![(9, 0)],
-            "the next copy reuses the slot the first unit left"
+            second.copies[0].start, 0,
+            "the next copy reuses the room the first unit left"
         );
+        assert_eq!(second.copies[0].waits, vec![first.placement]);
+    }
+
+    #[test]
+    fn small_units_pack_and_run_further_ahead() {
+        // Room for two of the largest (8): the three small units after it fit at once.
+        let order = vec![0, 1, 2, 3, 4];
+        let mut pipeline = Pipeline::new(order, vec![8, 2, 2, 2, 8], 1);
+        let first = pipeline.acquire(0).unwrap();
+        assert_eq!(units(&first.copies), vec![0, 1, 2, 3]);
+        pipeline.release(first.placement);
+        let second = pipeline.acquire(1).unwrap();
+        assert_eq!(units(&second.copies), vec![4], "unit 4 takes the room unit 0 left");
+        assert_eq!(second.copies[0].start, 0);
+        assert_eq!(second.copies[0].waits, vec![first.placement]);
+    }
+
+    #[test]
+    fn no_copy_overwrites_weights_in_flight_or_computing() {
+        let order = vec![0, 3, 4, 8, 9, 11, 12];
+        let sizes = vec![5, 1, 8, 3, 3, 7, 2];
+        for prefetch in 0..5 {
+            let issued = run(&order, &sizes, prefetch, 6);
+            assert!(issued.len() >= order.len() * 6, "every use copied");
+        }
     }
 
     #[test]
     fn prefetch_wraps_into_the_next_pass() {
-        let mut pipeline = Pipeline::new(vec![1, 2, 3], 1);
-        let mut issued = Vec::new();
-        for unit in [1, 2, 3, 1, 2, 3] {
-            let acquired = pipeline.acquire(unit).unwrap();
-            issued.extend(copies(&acquired));
-        }
-        assert_eq!(issued, vec![(1, 0), (2, 1), (3, 0), (1, 1), (2, 0), (3, 1), (1, 0)]);
-    }
-
-    #[test]
-    fn no_copy_overwrites_a_unit_still_waiting_or_computing() {
-        for prefetch in 0..5 {
-            let order = vec![0, 3, 4, 8, 9, 11];
-            let mut pipeline = Pipeline::new(order.clone(), prefetch);
-            // Slots holding copies not yet acquired, with their units.
-            let mut waiting: HashMap<usize, usize> = HashMap::new();
-            for unit in order.iter().cycle().take(40).copied() {
-                let acquired = pipeline.acquire(unit).unwrap();
-                if let Some(own) = acquired.copies.iter().find(|c| c.unit == unit) {
-                    assert_eq!(own.slot, acquired.slot);
-                } else {
-                    assert_eq!(
-                        waiting.remove(&acquired.slot),
-                        Some(unit),
-                        "prefetch {prefetch}: unit {unit} not where it was copied"
-                    );
-                }
-                for copy in acquired.copies.iter().filter(|c| c.unit != unit) {
-                    assert_ne!(
-                        copy.slot, acquired.slot,
-                        "prefetch {prefetch}: copy into the computing unit's slot"
-                    );
-                    assert!(
-                        !waiting.contains_key(&copy.slot),
-                        "prefetch {prefetch}: copy over a waiting unit"
-                    );
-                    waiting.insert(copy.slot, copy.unit);
-                }
-                assert!(waiting.len() <= prefetch);
-            }
-            assert!(pipeline.slots() <= prefetch + 1);
-        }
+        let issued = run(&[1, 2, 3], &[4, 4, 4], 1, 2);
+        assert_eq!(units(&issued), vec![1, 2, 3, 1, 2, 3, 1]);
     }
 
     #[test]
     fn an_out_of_order_unit_restarts_the_schedule() {
-        let mut pipeline = Pipeline::new(vec![1, 2, 3, 4], 1);
-        pipeline.acquire(1).unwrap();
-        pipeline.acquire(2).unwrap();
-        // A cancelled pass: the next pass starts over at unit 1, which is not in flight.
+        let mut pipeline = Pipeline::new(vec![1, 2, 3, 4], vec![4, 4, 4, 4], 1);
+        let first = pipeline.acquire(1).unwrap();
+        pipeline.release(first.placement);
+        let second = pipeline.acquire(2).unwrap();
+        pipeline.release(second.placement);
+        // A cancelled pass: the next pass starts over at unit 1, while unit 3 was in flight.
         let restarted = pipeline.acquire(1).unwrap();
-        assert_eq!(copies(&restarted), vec![(1, restarted.slot), (2, 1 - restarted.slot)]);
+        assert_eq!(units(&restarted.copies), vec![1, 2]);
+        assert_eq!(restarted.abandoned.len(), 1);
+        assert_eq!(restarted.copies[0].placement, restarted.placement);
     }
 
     #[test]
-    fn prefetch_is_capped_by_the_swapped_units() {
-        let mut pipeline = Pipeline::new(vec![4], 8);
-        assert_eq!(pipeline.slots(), 1);
-        let first = pipeline.acquire(4).unwrap();
-        assert_eq!(copies(&first), vec![(4, 0)]);
-        let again = pipeline.acquire(4).unwrap();
-        assert_eq!(
-            copies(&again),
-            vec![(4, 0)],
-            "one slot: each pass copies the unit again"
-        );
+    fn one_swapped_unit_is_copied_every_pass() {
+        let mut pipeline = Pipeline::new(vec![4], vec![6], 8);
+        for _ in 0..3 {
+            let acquired = pipeline.acquire(4).unwrap();
+            assert_eq!(units(&acquired.copies), vec![4]);
+            pipeline.release(acquired.placement);
+        }
     }
 }

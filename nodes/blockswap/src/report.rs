@@ -57,8 +57,8 @@ pub struct RunFigures {
     pub streamed_per_pass: f64,
     /// Page-locked host bytes holding swapped units (streaming path).
     pub pinned_bytes: Option<u64>,
-    /// Device bytes of the transfer slots (streaming path).
-    pub slot_bytes: Option<u64>,
+    /// Device bytes of the transfer ring (streaming path).
+    pub ring_bytes: Option<u64>,
     /// Per-unit timings, per pass.
     pub units: Vec<UnitLine>,
     /// The device's memory, where it reports it.
@@ -95,8 +95,8 @@ pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, figures: &RunFigures
     if let Some(bytes) = figures.pinned_bytes {
         details.push(("page-locked host memory".into(), mib(bytes as f64)));
     }
-    if let Some(bytes) = figures.slot_bytes {
-        details.push(("transfer slots".into(), mib(bytes as f64)));
+    if let Some(bytes) = figures.ring_bytes {
+        details.push(("transfer ring".into(), mib(bytes as f64)));
     }
     details.push(("forward passes".into(), figures.passes.to_string()));
     details.push(("streamed per pass".into(), mib(figures.streamed_per_pass)));

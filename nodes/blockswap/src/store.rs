@@ -5,7 +5,7 @@
 //! compute), which needs nothing beyond candle's device copies and is what runs on the CPU (where
 //! the copy is a no-op), with `non_blocking: false`, and wherever page-locked memory is refused;
 //! and, in the CUDA build, the streaming path ([`crate::streaming`]): side-stream copies from
-//! page-locked memory into recycled device slots, prefetched while earlier units compute.
+//! page-locked memory into a ring of device memory, prefetched while earlier units compute.
 
 use crate::plan::{block_of, SwapPlan};
 use crate::report::{RunFigures, UnitLine};
@@ -302,15 +302,15 @@ impl SwapStore {
                     .collect()
             }
         };
-        let (pinned_bytes, slot_bytes) = match &self.transfers {
+        let (pinned_bytes, ring_bytes) = match &self.transfers {
             Transfers::Synchronous => (None, None),
             #[cfg(feature = "cuda")]
-            Transfers::Streaming(streamer) => (Some(streamer.pinned_bytes()), Some(streamer.slot_bytes())),
+            Transfers::Streaming(streamer) => (Some(streamer.pinned_bytes()), Some(streamer.ring_bytes())),
         };
         RunFigures {
             transfers: self.transfers.describe().to_string(),
             pinned_bytes,
-            slot_bytes,
+            ring_bytes,
             fallback: self.fallback.clone(),
             passes: stats.forward_passes,
             streamed_per_pass: stats.bytes_streamed as f64 / passes,

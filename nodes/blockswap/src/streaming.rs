@@ -1,10 +1,12 @@
 //! The CUDA streaming path: swapped units packed once into page-locked host memory, copied on a
-//! dedicated copy stream into recycled device slots while earlier units compute.
+//! dedicated copy stream into a ring of device memory while earlier units compute.
 //!
-//! Ordering is by events alone, never by synchronising the host: a copy into a slot waits for the
-//! `free` event its last user recorded on the compute stream; the compute stream waits for the
-//! slot's `ready` event before the unit that needs it. [`Pipeline`] decides which unit goes into
-//! which slot and how far ahead. The host copy is the master: nothing is copied back.
+//! Ordering is by events alone, never by synchronising the host: each copy (a placement) has a
+//! `ready` event recorded after it on the copy stream and a `free` event its unit records on the
+//! compute stream when released; a copy waits for the `free` events of the placements it
+//! overwrites, and the compute stream waits for a unit's `ready` event before it runs.
+//! [`Pipeline`] decides where each unit goes in the ring and how far ahead. The host copy is the
+//! master: nothing is copied back.
 
 use crate::pipeline::{Copy, Pipeline};
 use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaEvent, CudaStream, DevicePtr, PinnedHostSlice};
@@ -47,12 +49,12 @@ struct PackedUnit {
     tensors: Vec<(String, usize, Shape)>,
 }
 
-/// A recycled device buffer with the events that order its reuse.
-struct Slot {
-    /// Keeps the allocation alive; unit weights are views into it.
-    buffer: Tensor,
-    address: sys::CUdeviceptr,
+/// The events that order one placement's copy, its use and the copies that overwrite it.
+struct PlacementEvents {
+    /// Recorded on the copy stream after the copy.
     ready: CudaEvent,
+    /// Recorded on the compute stream when the unit is released (on the copy stream when its
+    /// copy was abandoned).
     free: CudaEvent,
 }
 
@@ -76,10 +78,12 @@ pub struct UnitTiming {
 
 struct State {
     pipeline: Pipeline,
-    /// The unit computing and its slot.
+    /// The unit computing and its placement.
     current: Option<(usize, usize)>,
-    /// Timing events of each slot's latest copy (debug only).
-    copy_events: Vec<Option<(CudaEvent, CudaEvent)>>,
+    /// Events of the placements that may still be waited on.
+    events: HashMap<usize, PlacementEvents>,
+    /// Timing events of placements' copies (debug only).
+    copy_events: HashMap<usize, (CudaEvent, CudaEvent)>,
     pending: Vec<PendingTiming>,
     totals: HashMap<usize, UnitTiming>,
 }
@@ -87,7 +91,9 @@ struct State {
 /// Streams swapped units to one CUDA device.
 pub struct Streamer {
     packed: HashMap<usize, PackedUnit>,
-    slots: Vec<Slot>,
+    /// The transfer ring; unit weights are views into it.
+    ring: Tensor,
+    ring_address: sys::CUdeviceptr,
     copy_stream: Arc<CudaStream>,
     compute_stream: Arc<CudaStream>,
     dtype: DType,
@@ -101,8 +107,9 @@ unsafe impl Send for Streamer {}
 unsafe impl Sync for Streamer {}
 
 impl Streamer {
-    /// Packs the swapped units of `units` into page-locked memory and allocates `prefetch + 1`
-    /// device slots on `device`. `timing` records per-unit transfer and wait times.
+    /// Packs the swapped units of `units` into page-locked memory and allocates a transfer ring
+    /// with room for `prefetch + 1` of the largest on `device`. `timing` records per-unit transfer
+    /// and wait times.
     ///
     /// # Errors
     /// [`SetupError::Pinning`] when page-locked memory is refused (the caller falls back to the
@@ -127,30 +134,23 @@ impl Streamer {
         for &index in &order {
             packed.insert(index, pack(&units[index], source, dtype, &context)?);
         }
-        let slot_elems = packed.values().map(|p| p.host.len()).max().unwrap_or(0) / dtype.size_in_bytes();
-        let pipeline = Pipeline::new(order, prefetch);
-        let slots = (0..pipeline.slots())
-            .map(|_| {
-                let buffer = Tensor::zeros(slot_elems.max(1), dtype, device).map_err(device_error)?;
-                let address = device_address(&buffer, &copy_stream).map_err(device_error)?;
-                Ok(Slot {
-                    buffer,
-                    address,
-                    ready: context.new_event(None).map_err(device_error)?,
-                    free: context.new_event(None).map_err(device_error)?,
-                })
-            })
-            .collect::<Result<Vec<_>, SetupError>>()?;
+        let element = dtype.size_in_bytes();
+        let sizes = order.iter().map(|unit| packed[unit].host.len() / element).collect();
+        let pipeline = Pipeline::new(order, sizes, prefetch);
+        let ring = Tensor::zeros(pipeline.capacity().max(1), dtype, device).map_err(device_error)?;
+        let ring_address = device_address(&ring, &copy_stream).map_err(device_error)?;
         let state = State {
             pipeline,
             current: None,
-            copy_events: (0..slots.len()).map(|_| None).collect(),
+            events: HashMap::new(),
+            copy_events: HashMap::new(),
             pending: Vec::new(),
             totals: HashMap::new(),
         };
         Ok(Self {
             packed,
-            slots,
+            ring,
+            ring_address,
             copy_stream,
             compute_stream,
             dtype,
@@ -159,12 +159,9 @@ impl Streamer {
         })
     }
 
-    /// Bytes of the device slots.
-    pub fn slot_bytes(&self) -> u64 {
-        self.slots
-            .iter()
-            .map(|s| (s.buffer.elem_count() * self.dtype.size_in_bytes()) as u64)
-            .sum()
+    /// Bytes of the device's transfer ring.
+    pub fn ring_bytes(&self) -> u64 {
+        (self.ring.elem_count() * self.dtype.size_in_bytes()) as u64
     }
 
     /// Bytes of page-locked host memory holding swapped units.
@@ -179,42 +176,63 @@ impl Streamer {
     /// A driver error, or a unit that is not swapped.
     pub fn acquire(&self, unit: usize) -> candle_core::Result<(UnitWeights, u64)> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((dangling, _)) = state.current {
+            // A unit acquired and never released (its pass failed): release it now.
+            self.release_locked(dangling, &mut state);
+        }
         let acquired = state
             .pipeline
             .acquire(unit)
             .ok_or_else(|| candle_core::Error::Msg(format!("unit {unit} is not streamed")))?;
+        for placement in &acquired.abandoned {
+            // Nothing computes on an abandoned copy; copies that overwrite it follow it on the
+            // copy stream.
+            if let Some(events) = state.events.get(placement) {
+                events.free.record(&self.copy_stream).map_err(driver)?;
+            }
+        }
         let mut copied = 0;
         for copy in &acquired.copies {
             copied += self.issue(copy, &mut state)?;
         }
-        let slot = &self.slots[acquired.slot];
         let before = self
             .timing
             .then(|| self.timing_event(&self.compute_stream))
             .transpose()?;
-        self.compute_stream.wait(&slot.ready).map_err(driver)?;
+        let ready = &state.events[&acquired.placement].ready;
+        self.compute_stream.wait(ready).map_err(driver)?;
         if let Some(before) = before {
             let after = self.timing_event(&self.compute_stream)?;
-            let copy = state.copy_events[acquired.slot].take();
+            let copy = state.copy_events.remove(&acquired.placement);
             state.pending.push(PendingTiming {
                 unit,
                 copy,
                 wait: (before, after),
             });
         }
-        state.current = Some((unit, acquired.slot));
-        Ok((self.views(unit, slot)?, copied))
+        state.current = Some((unit, acquired.placement));
+        let live: std::collections::HashSet<usize> = state.pipeline.live_placements().collect();
+        state.events.retain(|placement, _| live.contains(placement));
+        state.copy_events.retain(|placement, _| live.contains(placement));
+        Ok((self.views(unit, acquired.start)?, copied))
     }
 
-    /// The compute stream is done enqueueing work on `unit`'s weights: its slot may be refilled
-    /// once that work has run.
+    /// The compute stream is done enqueueing work on `unit`'s weights: later copies may
+    /// overwrite them once that work has run.
     pub fn release(&self, unit: usize) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((current, slot)) = state.current {
+        self.release_locked(unit, &mut state);
+    }
+
+    fn release_locked(&self, unit: usize, state: &mut State) {
+        if let Some((current, placement)) = state.current {
             if current == unit {
-                if let Err(e) = self.slots[slot].free.record(&self.compute_stream) {
-                    tracing::warn!("BlockSwap: recording a slot's release failed: {e}");
+                if let Some(events) = state.events.get(&placement) {
+                    if let Err(e) = events.free.record(&self.compute_stream) {
+                        tracing::warn!("BlockSwap: recording a unit's release failed: {e}");
+                    }
                 }
+                state.pipeline.release(placement);
                 state.current = None;
             }
         }
@@ -227,22 +245,32 @@ impl Streamer {
         state.totals.clone()
     }
 
-    /// Copies one unit into its slot on the copy stream after the slot's last user is done.
+    /// Copies one unit into the ring on the copy stream, after the units it overwrites are done.
     fn issue(&self, copy: &Copy, state: &mut State) -> candle_core::Result<u64> {
         let packed = &self.packed[&copy.unit];
-        let slot = &self.slots[copy.slot];
-        self.copy_stream.wait(&slot.free).map_err(driver)?;
+        for placement in &copy.waits {
+            if let Some(events) = state.events.get(placement) {
+                self.copy_stream.wait(&events.free).map_err(driver)?;
+            }
+        }
+        let context = self.copy_stream.context();
+        let events = PlacementEvents {
+            ready: context.new_event(None).map_err(driver)?,
+            free: context.new_event(None).map_err(driver)?,
+        };
         let start = self.timing.then(|| self.timing_event(&self.copy_stream)).transpose()?;
         let host = packed.host.as_slice().map_err(driver)?;
-        self.copy_stream.context().bind_to_thread().map_err(driver)?;
-        // SAFETY: the slot holds at least as many bytes as the largest packed unit; the host
-        // buffer is page-locked and outlives the copy (drop synchronises the copy stream); the
-        // slot's previous user finished before this copy starts (the `free` event).
-        unsafe { result::memcpy_htod_async(slot.address, host, self.copy_stream.cu_stream()) }.map_err(driver)?;
-        slot.ready.record(&self.copy_stream).map_err(driver)?;
+        let target = self.ring_address + (copy.start * self.dtype.size_in_bytes()) as u64;
+        context.bind_to_thread().map_err(driver)?;
+        // SAFETY: the pipeline places the unit inside the ring; the host buffer is page-locked
+        // and outlives the copy (drop synchronises the copy stream); every unit the copy
+        // overwrites has finished with it (the `free` events waited on above).
+        unsafe { result::memcpy_htod_async(target, host, self.copy_stream.cu_stream()) }.map_err(driver)?;
+        events.ready.record(&self.copy_stream).map_err(driver)?;
+        state.events.insert(copy.placement, events);
         if let Some(start) = start {
             let end = self.timing_event(&self.copy_stream)?;
-            state.copy_events[copy.slot] = Some((start, end));
+            state.copy_events.insert(copy.placement, (start, end));
         }
         if state.pending.len() > 4096 {
             harvest(state);
@@ -250,13 +278,16 @@ impl Streamer {
         Ok(host.len() as u64)
     }
 
-    /// The unit's tensors as views into the slot.
-    fn views(&self, unit: usize, slot: &Slot) -> candle_core::Result<UnitWeights> {
+    /// The unit's tensors as views into the ring from `start`.
+    fn views(&self, unit: usize, start: usize) -> candle_core::Result<UnitWeights> {
         let tensors = self.packed[&unit]
             .tensors
             .iter()
             .map(|(name, offset, shape)| {
-                let view = slot.buffer.narrow(0, *offset, shape.elem_count())?.reshape(shape)?;
+                let view = self
+                    .ring
+                    .narrow(0, start + offset, shape.elem_count())?
+                    .reshape(shape)?;
                 Ok((name.clone(), view))
             })
             .collect::<candle_core::Result<HashMap<_, _>>>()?;
@@ -275,7 +306,7 @@ impl Streamer {
 
 impl Drop for Streamer {
     fn drop(&mut self) {
-        // Copies in flight read the page-locked buffers and write the slots.
+        // Copies in flight read the page-locked buffers and write the ring.
         let _ = self.copy_stream.synchronize();
         let _ = self.compute_stream.synchronize();
     }
@@ -297,11 +328,11 @@ fn driver(e: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(format!("BlockSwap streaming: {e}"))
 }
 
-/// The device address of a slot buffer.
+/// The device address of the ring buffer.
 fn device_address(buffer: &Tensor, stream: &CudaStream) -> candle_core::Result<sys::CUdeviceptr> {
     let (storage, _) = buffer.storage_and_layout();
     let Storage::Cuda(cuda) = &*storage else {
-        candle_core::bail!("slot buffer is not on a CUDA device")
+        candle_core::bail!("the ring buffer is not on a CUDA device")
     };
     let address = match buffer.dtype() {
         DType::F16 => cuda.as_cuda_slice::<f16>()?.device_ptr(stream).0,

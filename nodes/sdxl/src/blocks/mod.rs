@@ -1,10 +1,12 @@
 //! Building blocks the UNet and the VAE share.
 
+mod conv;
 mod linear;
 mod norm;
 mod resnet;
 mod sampling;
 
+pub use conv::Conv2d;
 pub use linear::Linear;
 pub use norm::GroupNorm;
 pub use resnet::{ResnetBlock2D, ResnetConfig};

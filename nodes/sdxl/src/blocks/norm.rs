@@ -37,16 +37,31 @@ impl GroupNorm {
     /// # Errors
     /// A tensor error on mismatched shapes.
     pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
-        match kernels::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, true)? {
+        match kernels::group_norm(xs, &self.weight, &self.bias, None, self.groups, self.eps, true)? {
             Some(out) => Ok(out),
             None => self.generic.forward(xs)?.silu(),
+        }
+    }
+
+    /// `silu(GroupNorm(x + shift))` for a per-channel `shift` (`[b, c]`): the resnets' time
+    /// embedding, added inside the fused kernel on CUDA.
+    ///
+    /// # Errors
+    /// A tensor error on mismatched shapes.
+    pub fn forward_silu_shifted(&self, xs: &Tensor, shift: &Tensor) -> Result<Tensor> {
+        match kernels::group_norm(xs, &self.weight, &self.bias, Some(shift), self.groups, self.eps, true)? {
+            Some(out) => Ok(out),
+            None => self
+                .generic
+                .forward(&xs.broadcast_add(&shift.unsqueeze(2)?.unsqueeze(3)?)?)?
+                .silu(),
         }
     }
 }
 
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match kernels::group_norm(xs, &self.weight, &self.bias, self.groups, self.eps, false)? {
+        match kernels::group_norm(xs, &self.weight, &self.bias, None, self.groups, self.eps, false)? {
             Some(out) => Ok(out),
             None => self.generic.forward(xs),
         }

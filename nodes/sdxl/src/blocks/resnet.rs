@@ -2,9 +2,9 @@
 //! time embedding added per channel (UNet only), GroupNorm, SiLU, 3x3 conv, plus a 1x1-conv
 //! shortcut when widths differ.
 
-use super::GroupNorm;
+use super::{Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
 
 /// Channel widths of a resnet block.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -39,30 +39,27 @@ impl ResnetBlock2D {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, cfg: &ResnetConfig) -> Result<Self> {
-        let padded = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let conv_shortcut = if cfg.in_channels == cfg.out_channels {
             None
         } else {
-            Some(conv2d(
+            Some(Conv2d::new(
                 cfg.in_channels,
                 cfg.out_channels,
                 1,
-                Default::default(),
+                0,
+                1,
                 vb.pp("conv_shortcut"),
             )?)
         };
         Ok(Self {
             norm1: GroupNorm::new(cfg.groups, cfg.in_channels, cfg.eps, vb.pp("norm1"))?,
-            conv1: conv2d(cfg.in_channels, cfg.out_channels, 3, padded, vb.pp("conv1"))?,
+            conv1: Conv2d::new(cfg.in_channels, cfg.out_channels, 3, 1, 1, vb.pp("conv1"))?,
             time_emb_proj: match cfg.temb_dim {
                 Some(temb_dim) => Some(linear(temb_dim, cfg.out_channels, vb.pp("time_emb_proj"))?),
                 None => None,
             },
             norm2: GroupNorm::new(cfg.groups, cfg.out_channels, cfg.eps, vb.pp("norm2"))?,
-            conv2: conv2d(cfg.out_channels, cfg.out_channels, 3, padded, vb.pp("conv2"))?,
+            conv2: Conv2d::new(cfg.out_channels, cfg.out_channels, 3, 1, 1, vb.pp("conv2"))?,
             conv_shortcut,
             span: tracing::span!(tracing::Level::TRACE, "resnet"),
         })
@@ -75,16 +72,18 @@ impl ResnetBlock2D {
     /// A tensor error on mismatched shapes.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let mut h = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
-        if let (Some(projection), Some(temb)) = (&self.time_emb_proj, temb) {
-            let t = projection.forward(&temb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
-            h = h.broadcast_add(&t)?;
-        }
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
+        let h = match (&self.time_emb_proj, temb) {
+            (Some(projection), Some(temb)) => {
+                let t = projection.forward(&temb.silu()?)?;
+                self.norm2.forward_silu_shifted(&h, &t)?
+            }
+            _ => self.norm2.forward_silu(&h)?,
+        };
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),
         };
-        shortcut + h
+        self.conv2.forward_add(&h, &shortcut)
     }
 }

@@ -1,8 +1,9 @@
 //! Resolution changes between levels: a strided conv down, nearest-neighbour doubling and a conv
 //! up (diffusers' `Downsample2D` and `Upsample2D` with `use_conv=True`).
 
+use super::Conv2d;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Halves height and width with a 3x3 conv of stride 2.
 #[derive(Debug)]
@@ -17,13 +18,8 @@ impl Downsample2D {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
-        let config = Conv2dConfig {
-            padding: 1,
-            stride: 2,
-            ..Default::default()
-        };
         Ok(Self {
-            conv: conv2d(channels, channels, 3, config, vb.pp("conv"))?,
+            conv: Conv2d::new(channels, channels, 3, 1, 2, vb.pp("conv"))?,
             pad_after: false,
         })
     }
@@ -34,12 +30,8 @@ impl Downsample2D {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn asymmetric(vb: VarBuilder, channels: usize) -> Result<Self> {
-        let config = Conv2dConfig {
-            stride: 2,
-            ..Default::default()
-        };
         Ok(Self {
-            conv: conv2d(channels, channels, 3, config, vb.pp("conv"))?,
+            conv: Conv2d::new(channels, channels, 3, 0, 2, vb.pp("conv"))?,
             pad_after: true,
         })
     }
@@ -67,12 +59,8 @@ impl Upsample2D {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
-        let config = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         Ok(Self {
-            conv: conv2d(channels, channels, 3, config, vb.pp("conv"))?,
+            conv: Conv2d::new(channels, channels, 3, 1, 1, vb.pp("conv"))?,
         })
     }
 

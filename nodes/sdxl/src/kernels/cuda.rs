@@ -1,7 +1,7 @@
 //! What the kernels' candle ops share: which tensors they take and how they launch.
 
 use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
-use candle_core::{CudaStorage, DType, Device, Layout, Result, Tensor};
+use candle_core::{CudaStorage, DType, Device, Layout, Result, Storage, Tensor};
 use half::f16;
 
 /// Whether `t` is an f16 tensor on a CUDA device, contiguous from a 16-byte aligned start: what
@@ -27,6 +27,18 @@ pub fn all_packed_f16(tensors: &[&Tensor]) -> bool {
 /// A storage of another dtype.
 pub fn view<'a>(storage: &'a CudaStorage, layout: &Layout) -> Result<CudaView<'a, f16>> {
     Ok(storage.as_cuda_slice::<f16>()?.slice(layout.start_offset()..))
+}
+
+/// The f16 elements of a tensor an op holds beside its arguments (a residual, a shift), from
+/// its `storage_and_layout()`.
+///
+/// # Errors
+/// A tensor that is not on a CUDA device, or not f16.
+pub fn held_view<'a>(storage: &'a Storage, layout: &Layout) -> Result<CudaView<'a, f16>> {
+    match storage {
+        Storage::Cuda(storage) => view(storage, layout),
+        _ => candle_core::bail!("a tensor a kernel holds is not on the CUDA device"),
+    }
 }
 
 /// A launch of 256-thread blocks for a grid-stride loop over `items` items, at most 65 536

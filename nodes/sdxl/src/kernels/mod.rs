@@ -2,15 +2,20 @@
 //! on the table. Each is a candle custom op compiled at run time by NVRTC for the device it
 //! runs on, so builds need no extra toolchain step; each entry point answers `None` where its
 //! kernel does not apply (CPU, other dtypes or shapes) and the caller takes the generic path.
+//! Convolutions go to cuDNN, loaded at run time when it is on the library path.
 
 mod attention;
+mod convolution;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "cuda")]
+mod cudnn;
 mod epilogue;
 mod group_norm;
 #[cfg(feature = "cuda")]
 mod nvrtc;
 
 pub use attention::attention;
+pub use convolution::conv2d;
 pub use epilogue::{bias_add, geglu};
 pub use group_norm::group_norm;

@@ -3,9 +3,9 @@
 
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::UNetConfig;
-use crate::blocks::GroupNorm;
+use crate::blocks::{Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// `conv_in`, `time_embedding` and `add_embedding`.
 #[derive(Debug)]
@@ -22,13 +22,9 @@ impl Stem {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
-        let padded = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let channels = cfg.block_out_channels[0];
         Ok(Self {
-            conv_in: conv2d(cfg.in_channels, channels, 3, padded, vb.pp("conv_in"))?,
+            conv_in: Conv2d::new(cfg.in_channels, channels, 3, 1, 1, vb.pp("conv_in"))?,
             time_embedding: TimestepEmbedding::new(vb.pp("time_embedding"), channels, cfg.time_embed_dim())?,
             add_embedding: TimestepEmbedding::new(
                 vb.pp("add_embedding"),
@@ -78,14 +74,10 @@ impl Head {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, cfg: &UNetConfig) -> Result<Self> {
-        let padded = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let channels = cfg.block_out_channels[0];
         Ok(Self {
             norm: GroupNorm::new(cfg.norm_groups, channels, 1e-5, vb.pp("conv_norm_out"))?,
-            conv_out: conv2d(channels, cfg.out_channels, 3, padded, vb.pp("conv_out"))?,
+            conv_out: Conv2d::new(channels, cfg.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }
 }
