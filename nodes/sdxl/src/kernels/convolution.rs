@@ -236,6 +236,9 @@ mod cuda {
     /// Runs the convolution on `device`'s stream into `out`.
     fn run_cudnn(device: &CudaDevice, geometry: Geometry, x: u64, w: u64, out: u64) -> Result<()> {
         let api = cudnn::api().ok_or_else(|| candle_core::Error::Msg("cuDNN is not loaded".into()))?;
+        let stream = device.cuda_stream();
+        // cuDNN works on the calling thread's current context: make it this device's.
+        stream.context().bind_to_thread().w()?;
         let mut states = states().lock().unwrap_or_else(PoisonError::into_inner);
         let state = match states.entry(device.id()) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -254,7 +257,6 @@ mod cuda {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => entry.insert(new_plan(api, handle, &geometry)?),
         };
-        let stream = device.cuda_stream();
         // SAFETY: workspace contents are cuDNN's own.
         let mut workspace = unsafe { device.alloc::<u8>(plan.workspace.max(1))? };
         let (workspace_ptr, _guard) = workspace.device_ptr_mut(&stream);
