@@ -288,6 +288,44 @@ mod tests {
     }
 
     #[test]
+    fn passes_cut_short_never_let_a_copy_overwrite_weights_in_use() {
+        let order: Vec<usize> = (0..9).collect();
+        let sizes = vec![3, 9, 1, 4, 4, 2, 8, 1, 6];
+        let size_of = |unit: usize| sizes[unit];
+        for prefetch in 0..4 {
+            let mut pipeline = Pipeline::new(order.clone(), sizes.clone(), prefetch);
+            let mut held: HashMap<usize, (usize, usize)> = HashMap::new();
+            // A fixed pseudo-random walk: each pass stops after 1 to 9 units and the next starts
+            // over at the first unit, as after a cancelled sampler step.
+            let mut seed = 7u64 + prefetch as u64;
+            for _ in 0..40 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let length = 1 + (seed >> 33) as usize % order.len();
+                for &unit in &order[..length] {
+                    let acquired = pipeline.acquire(unit).unwrap();
+                    for placement in &acquired.abandoned {
+                        held.remove(placement);
+                    }
+                    for copy in &acquired.copies {
+                        let end = copy.start + size_of(copy.unit);
+                        assert!(end <= pipeline.capacity());
+                        for &(s, e) in held.values() {
+                            assert!(
+                                e <= copy.start || end <= s,
+                                "prefetch {prefetch}: a copy over weights in use"
+                            );
+                        }
+                        held.insert(copy.placement, (copy.start, end));
+                    }
+                    assert!(held.contains_key(&acquired.placement), "unit {unit} was never copied");
+                    pipeline.release(acquired.placement);
+                    held.remove(&acquired.placement);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn prefetch_wraps_into_the_next_pass() {
         let issued = run(&[1, 2, 3], &[4, 4, 4], 1, 2);
         assert_eq!(units(&issued), vec![1, 2, 3, 1, 2, 3, 1]);
