@@ -205,7 +205,19 @@ mod cuda {
                     candle_core::Error::Msg(format!("cuDNN offers no algorithm for the convolution {geometry:?}"))
                 })?;
             plan.algorithm = usable.algorithm;
-            plan.workspace = usable.memory;
+            // The ranking's figure is an estimate; the size query is what the algorithm will use.
+            api.check(
+                (api.workspace_size)(
+                    handle,
+                    plan.x,
+                    plan.w,
+                    plan.convolution,
+                    plan.y,
+                    plan.algorithm,
+                    &mut plan.workspace,
+                ),
+                "sizing the convolution's workspace",
+            )?;
         }
         Ok(plan)
     }

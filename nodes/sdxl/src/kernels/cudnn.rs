@@ -93,6 +93,17 @@ pub struct Api {
         *mut c_int,
         *mut AlgorithmPerformance,
     ) -> Status,
+    /// `cudnnGetConvolutionForwardWorkspaceSize(handle, x_desc, w_desc, conv_desc, y_desc,
+    /// algorithm, bytes)`.
+    pub workspace_size: unsafe extern "C" fn(
+        Handle,
+        TensorDescriptor,
+        FilterDescriptor,
+        ConvolutionDescriptor,
+        TensorDescriptor,
+        c_int,
+        *mut usize,
+    ) -> Status,
     /// `cudnnConvolutionForward(handle, alpha, x_desc, x, w_desc, w, conv_desc, algorithm,
     /// workspace, workspace_bytes, beta, y_desc, y)`.
     pub forward: unsafe extern "C" fn(
@@ -169,6 +180,7 @@ fn load() -> Result<Api, String> {
             set_math_type: symbol(&library, "cudnnSetConvolutionMathType")?,
             destroy_convolution: symbol(&library, "cudnnDestroyConvolutionDescriptor")?,
             forward_algorithms: symbol(&library, "cudnnGetConvolutionForwardAlgorithm_v7")?,
+            workspace_size: symbol(&library, "cudnnGetConvolutionForwardWorkspaceSize")?,
             forward: symbol(&library, "cudnnConvolutionForward")?,
             _library: library,
         }
