@@ -212,6 +212,6 @@ impl Api {
         }
         // SAFETY: cuDNN returns a static, NUL-terminated string for every status.
         let name = unsafe { CStr::from_ptr((self.error_string)(status)) }.to_string_lossy();
-        candle_core::bail!("cuDNN failed {doing}: {name} ({status})")
+        candle_core::bail!("cuDNN failed {doing}: {name} ({status}); {SWITCH}=off runs convolutions without cuDNN")
     }
 }
