@@ -25,7 +25,7 @@ run() { timeout 150 .gpu/swapgraph run "$@" 2>&1 | grep -E "ERROR|error|run [0-9
 run workflows/sdxl_txt2img.yaml --device cuda:0 --output-dir "$OUT/gpu"
 run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu" --repeat 3
 run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu-sync" --set swap.non_blocking=false
-run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu-preset" --blockswap-preset "$OUT/preset.json"
+run workflows/sdxl_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu-preset" --input-dir "$OUT" --blockswap-preset "$OUT/preset.json"
 run workflows/sdxl_txt2img.yaml --device cpu --output-dir "$OUT/cpu"
 run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir "$OUT/gpu"
 sed 's/^  swap:$/  swap:\n    enabled: false/' workflows/instantid_blockswap.yaml > /tmp/instantid_resident.yaml

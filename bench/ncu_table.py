@@ -13,9 +13,12 @@ import sys
 
 FAMILIES = [
     ("fused attention (swapgraph)", r"flash_attention"),
+    ("convolution bias + residual (swapgraph)", r"channel_bias_add_f16"),
     ("bias + residual add (swapgraph)", r"bias_add_f16"),
     ("GEGLU with bias (swapgraph)", r"geglu_f16"),
     ("GroupNorm + SiLU (swapgraph)", r"group_norm_f16"),
+    ("layout transforms (cuDNN, NCHW <-> NHWC)", r"nchwToNhwc|nhwcToNchw"),
+    ("convolution (cuDNN)", r"fprop|implicit_gemm|cudnn|conv"),
     ("f16 GEMM, tensor cores (cuBLAS)", r"gemm|xmma|cutlass|s16816|h16816|sm90|sm80"),
     ("im2col (convolution as GEMM)", r"im2col"),
     ("softmax", r"softmax"),

@@ -9,7 +9,8 @@
 //! granularity, `debug` per-unit timing (adds event overhead). The random weights are made once
 //! for all configurations. One JSON line per configuration: median and minimum ms per step,
 //! bytes streamed per step, the achieved host-to-device rate, the memory pool's peak during the
-//! steps (CUDA) and, with `debug`, the compute stream's wait for copies per step.
+//! steps (CUDA) and, with `debug`, the compute stream's wait for copies per step, in all and by
+//! block.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -88,6 +89,18 @@ fn main() {
             .as_ref()
             .filter(|_| settings.debug)
             .map(|f| f.units.iter().map(|u| u.wait_ms).sum());
+        let wait_by_block: Option<serde_json::Map<String, serde_json::Value>> =
+            figures.as_ref().filter(|_| settings.debug).map(|f| {
+                let mut by_block: Vec<(String, f64)> = Vec::new();
+                for unit in &f.units {
+                    let block = block_name(&unit.name);
+                    match by_block.iter_mut().find(|(b, _)| *b == block) {
+                        Some((_, ms)) => *ms += unit.wait_ms,
+                        None => by_block.push((block, unit.wait_ms)),
+                    }
+                }
+                by_block.into_iter().map(|(b, ms)| (b, round(ms, 1).into())).collect()
+            });
         println!(
             "{}",
             serde_json::json!({
@@ -100,10 +113,17 @@ fn main() {
                 "streamed_gib_per_step": round(gib(streamed), 3),
                 "achieved_h2d_gb_s": round(streamed / (median * 1e-3) / 1e9, 1),
                 "compute_wait_ms_per_step": wait.map(|w| round(w, 1)),
+                "compute_wait_ms_per_step_by_block": wait_by_block,
                 "peak_device_gib": round(gib(memory.peak_allocated as f64), 3),
             })
         );
     }
+}
+
+/// The block a unit's name belongs to: `down_blocks.2` for `down_blocks.2.attentions.0`.
+fn block_name(unit: &str) -> String {
+    let parts = if unit.starts_with("mid_block") { 1 } else { 2 };
+    unit.split('.').take(parts).collect::<Vec<_>>().join(".")
 }
 
 /// A configuration string as the settings it names; `false` for `none` (resident).

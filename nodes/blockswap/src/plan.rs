@@ -1,9 +1,10 @@
 //! Which units to stream: by the seed's per-section block counts, or to fit a device budget.
 //!
 //! A block is a top-level `down_blocks.N`, `mid_block` or `up_blocks.N`; the stem and head are
-//! always resident. In budget mode, units are swapped in order of how well their transfer hides
-//! behind compute: a unit's weights are used once per spatial position, so units at high
-//! resolution compute longest per byte and go first, larger units before smaller at a level.
+//! always resident. In budget mode, whole resolution levels are swapped from the highest down (a
+//! unit's weights are used once per spatial position, so at high resolution its transfer hides
+//! best behind its compute), and the level that only needs part swapped has its swapped units
+//! spread evenly through it, so resident compute separates their transfers.
 
 use crate::settings::{Granularity, SwapSettings};
 use candle_core::DType;
@@ -154,22 +155,17 @@ fn by_budget(
     budget_mb: u64,
 ) -> Result<Vec<bool>, PlanError> {
     let budget = budget_mb * 1024 * 1024;
-    let mut swapped = vec![false; units.len()];
     let fits = |swapped: &[bool]| summarize(units, dtype, settings, swapped.to_vec()).device_bytes() <= budget;
+    let mut swapped = vec![false; units.len()];
     if fits(&swapped) {
         return Ok(swapped);
     }
-    let mut order: Vec<usize> = (0..units.len()).filter(|&i| block_of(&units[i]).is_some()).collect();
-    order.sort_by_key(|&i| {
-        (
-            resolution_rank(units[i].section),
-            std::cmp::Reverse(units[i].bytes(dtype)),
-            i,
-        )
-    });
-    for i in order {
-        swapped[i] = true;
+    for level in resolution_levels(units) {
+        for &i in &level {
+            swapped[i] = true;
+        }
         if fits(&swapped) {
+            thin_out(&mut swapped, &level, units, dtype, &fits);
             return Ok(swapped);
         }
     }
@@ -185,14 +181,64 @@ fn by_budget(
     })
 }
 
-/// Lower ranks swap first: the highest resolutions (down 0 / up 2 for SDXL) hide transfers best.
-fn resolution_rank(section: Section) -> usize {
-    match section {
-        Section::Down(n) => n,
-        Section::Up(n) => 2usize.saturating_sub(n),
-        Section::Mid => 3,
-        Section::Stem | Section::Head => usize::MAX,
+/// Swappable units grouped by resolution, highest first, each group in execution order.
+///
+/// A unit's weights are used once per spatial position, so at a higher resolution a unit computes
+/// longer per byte and its transfer hides better: whole levels swap from the highest resolution
+/// down. Down block `n` and up block `deepest - n` share a resolution, and the middle block sits
+/// at the deepest one.
+fn resolution_levels(units: &[UnitSpec]) -> Vec<Vec<usize>> {
+    let deepest = units
+        .iter()
+        .filter_map(|u| match u.section {
+            Section::Down(n) => Some(n),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let mut levels: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, unit) in units.iter().enumerate() {
+        let level = match unit.section {
+            Section::Down(n) => n,
+            Section::Mid => deepest,
+            Section::Up(n) => deepest.saturating_sub(n),
+            Section::Stem | Section::Head => continue,
+        };
+        levels.entry(level).or_default().push(i);
     }
+    levels.into_values().collect()
+}
+
+/// Streams as little of `level` (all of it swapped on entry) as still `fits`, spread evenly
+/// through the level's execution order.
+///
+/// Resident units between swapped ones are compute the copy stream can hide the next swapped
+/// unit's transfer behind; the same bytes swapped as one run would leave the compute stream
+/// waiting on the bus. The spread is error diffusion over bytes at a swapped fraction, the
+/// smallest fraction that fits found by bisection (the whole level, fraction 1, fits).
+fn thin_out(swapped: &mut [bool], level: &[usize], units: &[UnitSpec], dtype: DType, fits: &dyn Fn(&[bool]) -> bool) {
+    let spread = |swapped: &mut [bool], fraction: f64| {
+        let mut owed = 0.0;
+        for &i in level {
+            let bytes = units[i].bytes(dtype) as f64;
+            owed += fraction * bytes;
+            swapped[i] = owed >= bytes / 2.0;
+            if swapped[i] {
+                owed -= bytes;
+            }
+        }
+    };
+    let (mut low, mut high) = (0.0, 1.0);
+    for _ in 0..32 {
+        let middle = (low + high) / 2.0;
+        spread(swapped, middle);
+        if fits(swapped) {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    spread(swapped, high);
 }
 
 fn summarize(units: &[UnitSpec], dtype: DType, settings: &SwapSettings, swapped: Vec<bool>) -> SwapPlan {

@@ -100,8 +100,8 @@ pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, figures: &RunFigures
     }
     details.push(("forward passes".into(), figures.passes.to_string()));
     details.push(("streamed per pass".into(), mib(figures.streamed_per_pass)));
-    let transfer: f64 = figures.units.iter().map(|u| u.transfer_ms).sum();
-    let wait: f64 = figures.units.iter().map(|u| u.wait_ms).sum();
+    let transfer = total_ms(&figures.units, |u| u.transfer_ms);
+    let wait = total_ms(&figures.units, |u| u.wait_ms);
     details.push(("transfer per pass".into(), format!("{transfer:.2} ms")));
     details.push(("compute wait per pass".into(), format!("{wait:.2} ms")));
     details.push(("overlap".into(), overlap(transfer, wait)));
@@ -119,6 +119,12 @@ pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, figures: &RunFigures
         ));
     }
     report
+}
+
+/// A per-unit time summed over units; 0 when none streamed (a float `sum` of nothing is -0,
+/// which would print as "-0.00 ms").
+fn total_ms(units: &[UnitLine], ms: fn(&UnitLine) -> f64) -> f64 {
+    units.iter().map(ms).fold(0.0, |total, x| total + x)
 }
 
 /// The share of transfer time hidden behind compute.
@@ -144,5 +150,10 @@ mod tests {
         assert_eq!(overlap(10.0, 2.5), "75%");
         assert_eq!(overlap(10.0, 12.0), "0%");
         assert_eq!(overlap(0.0, 0.0), "-");
+    }
+
+    #[test]
+    fn nothing_streamed_totals_a_plain_zero() {
+        assert_eq!(format!("{:.2}", total_ms(&[], |u| u.transfer_ms)), "0.00");
     }
 }

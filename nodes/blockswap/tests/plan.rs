@@ -214,3 +214,39 @@ fn recommendations_follow_free_memory_and_activations() {
         small.fit
     );
 }
+
+#[test]
+fn a_budget_spreads_the_partly_swapped_level_evenly_through_its_blocks() {
+    use swapgraph_model::Section;
+    let units = sdxl_units();
+    let deepest = [Section::Down(2), Section::Mid, Section::Up(0)];
+    for gib in [2u64, 3, 4] {
+        let settings = SwapSettings {
+            vram_budget_mb: Some(gib * 1024),
+            ..SwapSettings::default()
+        };
+        let fitted = plan(&units, DType::F16, &settings).unwrap();
+        let swapped_share = |sections: &[Section]| {
+            let (mut swapped, mut all) = (0, 0);
+            for (unit, &streams) in units.iter().zip(&fitted.swapped) {
+                if sections.contains(&unit.section) {
+                    all += unit.bytes(DType::F16);
+                    swapped += if streams { unit.bytes(DType::F16) } else { 0 };
+                }
+            }
+            swapped as f64 / all as f64
+        };
+        let level = swapped_share(&deepest);
+        assert!(
+            level > 0.05 && level < 0.95,
+            "{gib} GiB swaps part of the deepest level, not {level}"
+        );
+        for section in deepest {
+            let share = swapped_share(&[section]);
+            assert!(
+                (share - level).abs() < 0.1,
+                "{gib} GiB: {section} has {share:.2} of its bytes swapped against {level:.2} for its level"
+            );
+        }
+    }
+}
