@@ -4,12 +4,14 @@
 # beside diffusers resident, and a per-kernel Nsight Compute summary of one UNet forward for
 # the current unet_step binary (and .gpu/before/'s with PROFILE_BEFORE=1) for
 # bench/ncu_table.py; .gpu/before/'s binary, when present, also runs BEFORE_CONFIGS (default
-# `none`) in the same call, and the current one without cuDNN (SWAPGRAPH_CUDNN=off). Results go
-# under $OUT.
+# `none`) in the same call, and the current one without cuDNN (SWAPGRAPH_CUDNN=off) and without
+# cuBLASLt's epilogues (SWAPGRAPH_CUBLASLT=off). Results go under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
+# Images stay outside $OUT: only the figures come back.
+IMAGES=$(mktemp -d)
 for f in .gpu/*.xz .gpu/before/*.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
 # CUDA 13's libraries and cuDNN 9 from PyTorch's wheels.
 export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os,glob;p=list(nvidia.__path__)[0];print(":".join([os.path.join(p,"cu13","lib")]+sorted({os.path.dirname(f) for f in glob.glob(p+"/**/libcudnn.so.9",recursive=True)})))'):/usr/local/cuda/lib64
@@ -22,10 +24,10 @@ timeout 300 .gpu/sdxl_tests kernels:: 2>&1 | tail -15 | tee "$OUT/kernel_tests.t
 echo "== tiny workflows, GPU f16 against CPU f32"
 for device in cuda:0 cpu; do
   for workflow in sdxl_txt2img instantid_blockswap; do
-    timeout 120 .gpu/swapgraph run workflows/$workflow.yaml --device $device --output-dir "$OUT/${device%%:*}" 2>&1 | grep -E "ERROR|error" | cut -c1-600
+    timeout 120 .gpu/swapgraph run workflows/$workflow.yaml --device $device --output-dir "$IMAGES/${device%%:*}" 2>&1 | grep -E "ERROR|error" | cut -c1-600
   done
 done
-python3 - "$OUT" <<'PY'
+python3 - "$IMAGES" <<'PY'
 import sys, glob
 from PIL import Image
 import numpy as np
@@ -40,6 +42,7 @@ echo "== unet step"
 timeout 300 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --configs "${CONFIGS:-none,blocks:3/p1,budget:4096/p2}" 2>&1 | tee "$OUT/unet_step.jsonl"
 [ -x .gpu/before/unet_step ] && timeout 300 .gpu/before/unet_step --device cuda:0 --latent 128 --steps 10 --configs "${BEFORE_CONFIGS:-none}" 2>&1 | sed 's/^{/{"build":"before",/' | tee -a "$OUT/unet_step.jsonl"
 SWAPGRAPH_CUDNN=off timeout 200 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --configs none 2>&1 | sed 's/^{/{"build":"im2col",/' | tee -a "$OUT/unet_step.jsonl"
+SWAPGRAPH_CUBLASLT=off timeout 200 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --configs none 2>&1 | sed 's/^{/{"build":"bias after the product",/' | tee -a "$OUT/unet_step.jsonl"
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
 PYTHONPATH=/tmp/site timeout 200 python3 bench/diffusers_baseline.py --latent 128 --steps 10 --mode resident 2>&1 | tail -1 | tee -a "$OUT/unet_step.jsonl"
 

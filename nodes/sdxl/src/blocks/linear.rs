@@ -1,5 +1,6 @@
-//! A linear layer whose bias, and a residual when there is one, are added in one fused pass on
-//! CUDA (`kernels::bias_add`) instead of candle's broadcasting adds.
+//! A linear layer whose bias, and a residual when there is one, are added on CUDA in the matrix
+//! product's epilogue (`kernels::linear`, cuBLASLt), or else in one fused pass after it
+//! (`kernels::bias_add`), instead of candle's broadcasting adds.
 
 use crate::kernels;
 use candle_core::{Module, Result, Tensor};
@@ -48,6 +49,9 @@ impl Linear {
     /// # Errors
     /// A tensor error on mismatched shapes.
     pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if let Some(out) = kernels::linear(xs, self.product.weight(), &self.bias, Some(residual))? {
+            return Ok(out);
+        }
         let product = self.product(xs)?;
         match kernels::bias_add(&product, &self.bias, Some(residual))? {
             Some(out) => Ok(out),
@@ -58,6 +62,9 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(out) = kernels::linear(xs, self.product.weight(), &self.bias, None)? {
+            return Ok(out);
+        }
         let product = self.product(xs)?;
         match kernels::bias_add(&product, &self.bias, None)? {
             Some(out) => Ok(out),

@@ -2,7 +2,8 @@
 //! on the table. Each is a candle custom op compiled at run time by NVRTC for the device it
 //! runs on, so builds need no extra toolchain step; each entry point answers `None` where its
 //! kernel does not apply (CPU, other dtypes or shapes) and the caller takes the generic path.
-//! Convolutions go to cuDNN, loaded at run time when it is on the library path.
+//! Convolutions go to cuDNN, loaded at run time when it is on the library path, and linear
+//! layers to cuBLASLt with their bias and residual in the product's epilogue.
 
 mod attention;
 mod convolution;
@@ -11,6 +12,7 @@ mod cuda;
 #[cfg(feature = "cuda")]
 mod cudnn;
 mod epilogue;
+mod gemm;
 mod group_norm;
 #[cfg(feature = "cuda")]
 mod nvrtc;
@@ -18,4 +20,5 @@ mod nvrtc;
 pub use attention::attention;
 pub use convolution::conv2d;
 pub use epilogue::{bias_add, geglu};
+pub use gemm::linear;
 pub use group_norm::group_norm;
