@@ -21,7 +21,7 @@ pub const FORMAT_VERSION: i64 = 1;
 
 /// A workflow document as written, before validation. Every value keeps its position so that
 /// validation can point at it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workflow {
     /// The format version; must be `1`.
@@ -53,7 +53,7 @@ pub struct Workflow {
 }
 
 /// One node of a workflow.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     /// The node type, as `swapgraph nodes` lists them.

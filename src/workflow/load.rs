@@ -1,7 +1,9 @@
 //! Reading workflow text into a [`Workflow`], with bounds for hostile input.
 //!
-//! The file size is checked before anything is read; serde-saphyr's budgets bound nesting depth,
-//! node count and alias expansion, so no input can make parsing take unbounded time or memory.
+//! The file size is checked before anything is read. Files in the plain form take the fast
+//! reader in [`super::plain`]; every other file takes serde-saphyr, whose budgets bound nesting
+//! depth, node count and alias expansion, so no input can make parsing take unbounded time or
+//! memory.
 
 use super::{Position, Workflow};
 use crate::validate::{suggest, ValidationError};
@@ -53,6 +55,14 @@ pub fn parse(bytes: &[u8]) -> Result<Workflow, ValidationError> {
     let text = std::str::from_utf8(bytes).map_err(|e| ValidationError::NotUtf8 {
         at: position_of_byte(bytes, e.valid_up_to()),
     })?;
+    match super::plain::read(text) {
+        Some(workflow) => Ok(workflow),
+        None => parse_general(text),
+    }
+}
+
+/// Parses any YAML text with serde-saphyr.
+pub(super) fn parse_general(text: &str) -> Result<Workflow, ValidationError> {
     serde_saphyr::from_str_with_options::<Workflow>(text, options()).map_err(|error| {
         let at = error
             .location()

@@ -6,6 +6,7 @@ mod entries;
 mod id;
 mod load;
 mod overrides;
+mod plain;
 mod position;
 
 pub use document::{NodeSpec, UiPosition, Workflow, FORMAT_VERSION};

@@ -46,6 +46,18 @@ fn deep_nesting_is_refused() {
 }
 
 #[test]
+fn a_long_line_of_values_is_read_in_linear_time() {
+    let entries = vec!["k: \"é\""; 400_000].join(", ");
+    let yaml = format!("version: 1\nnodes:\n  n:\n    type: SaveText\n    params: {{ {entries} }}\n");
+    let clock = Instant::now();
+    let workflow = swapgraph::workflow::parse(yaml.as_bytes()).unwrap();
+    assert!(clock.elapsed() < Duration::from_secs(2), "took {:?}", clock.elapsed());
+    let (_, node) = &workflow.nodes.0[0];
+    let last = &node.value.params.0.last().unwrap().1;
+    assert_eq!(last.at.to_string(), format!("5:{}", 18 + 8 * 399_999));
+}
+
+#[test]
 fn huge_numbers_and_odd_scalars_are_reported_not_trusted() {
     let yaml = "version: 1\nnodes:\n  n:\n    type: PrimitiveInt\n    params: { value: 1e400 }\n  s:\n    type: SaveText\n    params: { text: .nan }\n";
     let codes = refused_quickly(yaml.as_bytes());

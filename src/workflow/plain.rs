@@ -1,0 +1,710 @@
+//! Workflows in the plain form, read line by line without the general YAML parser.
+//!
+//! Large workflows are written by programs and by the editor in a small corner of YAML: block
+//! mappings indented with spaces, one-line flow mappings (`{ a: 1, b: x }`), one-line plain,
+//! single- and double-quoted scalars, and comments. [`read`] reads exactly that corner, several
+//! times faster than the general parser, and gives up on everything else: anchors, tags,
+//! sequences, block and multi-line scalars, escapes, tabs, null, keys a
+//! workflow does not have, repeated fields, and anything invalid. The general parser then reads
+//! the file and reports its problems, so a file means the same whichever reader took it; the tests
+//! check that both agree on every document the plain reader accepts.
+
+use super::{Entries, Located, NodeSpec, Position, UiPosition, Workflow};
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// Reads `text` if it is written in the plain form; `None` when the general parser must read it.
+pub(super) fn read(text: &str) -> Option<Workflow> {
+    if text.contains(['\t', '\r', '\u{feff}']) {
+        return None;
+    }
+    let mut lines = Lines::new(text);
+    let mut workflow = Workflow {
+        version: None,
+        name: None,
+        description: None,
+        nodes: Entries::default(),
+    };
+    let mut seen = Vec::new();
+    while let Some(line) = lines.next_in_block(0)? {
+        let mut cursor = Cursor::new(&line);
+        let key = cursor.key()?;
+        if seen.contains(&key.value) {
+            return None;
+        }
+        match key.value.as_str() {
+            "version" => workflow.version = Some(cursor.scalar_to_end()?.into_json()?),
+            "name" => workflow.name = Some(cursor.scalar_to_end()?.into_string()?.value),
+            "description" => workflow.description = Some(cursor.scalar_to_end()?.into_string()?.value),
+            "nodes" => workflow.nodes = read_nodes(&mut lines, cursor)?,
+            _ => return None,
+        }
+        seen.push(key.value);
+    }
+    seen.iter().any(|key| key == "nodes").then_some(workflow)
+}
+
+/// The `nodes:` block: one block of fields under each node id.
+fn read_nodes(lines: &mut Lines, mut after_key: Cursor) -> Option<Entries<NodeSpec>> {
+    after_key.end()?;
+    let indent = lines.block_indent(after_key.line.indent)?;
+    let mut nodes = Vec::new();
+    while let Some(line) = lines.next_in_block(indent)? {
+        let mut cursor = Cursor::new(&line);
+        let id = cursor.key()?;
+        cursor.end()?;
+        nodes.push((id, read_node(lines, indent)?));
+    }
+    Some(Entries(nodes))
+}
+
+/// The fields of one node, in the block under its id line (indented `parent_indent`).
+fn read_node(lines: &mut Lines, parent_indent: usize) -> Option<Located<NodeSpec>> {
+    let indent = lines.block_indent(parent_indent)?;
+    let mut at = Position::Unknown;
+    let mut type_name = None;
+    let mut title = None;
+    let mut inputs = None;
+    let mut params = None;
+    let mut ui = None;
+    let mut enabled = None;
+    while let Some(line) = lines.next_in_block(indent)? {
+        let mut cursor = Cursor::new(&line);
+        let key = cursor.key()?;
+        if at == Position::Unknown {
+            at = key.at;
+        }
+        let first = match key.value.as_str() {
+            "type" => type_name.replace(cursor.scalar_to_end()?.into_string()?).is_none(),
+            "title" => title.replace(cursor.scalar_to_end()?.into_string()?.value).is_none(),
+            "inputs" => inputs
+                .replace(read_mapping(lines, cursor, |s| s.into_string())?)
+                .is_none(),
+            "params" => params
+                .replace(read_mapping(lines, cursor, |s| s.into_json())?)
+                .is_none(),
+            "ui" => ui.replace(read_ui(lines, cursor)?).is_none(),
+            "enabled" => enabled.replace(cursor.scalar_to_end()?.into_bool()?).is_none(),
+            _ => return None,
+        };
+        if !first {
+            return None;
+        }
+    }
+    let spec = NodeSpec {
+        type_name: type_name?,
+        title,
+        inputs: inputs.unwrap_or_default(),
+        params: params.unwrap_or_default(),
+        ui,
+        enabled: enabled.unwrap_or(true),
+    };
+    Some(Located::new(spec, at))
+}
+
+/// `ui:` with exactly `x` and `y`, as a flow mapping or a block.
+fn read_ui(lines: &mut Lines, after_key: Cursor) -> Option<UiPosition> {
+    let entries = read_mapping(lines, after_key, |s| s.into_f64())?;
+    match entries.0.as_slice() {
+        [(a, x), (b, y)] if a.value == "x" && b.value == "y" => Some(UiPosition { x: x.value, y: y.value }),
+        [(a, y), (b, x)] if a.value == "y" && b.value == "x" => Some(UiPosition { x: x.value, y: y.value }),
+        _ => None,
+    }
+}
+
+/// A mapping of scalars after `key:`: a one-line flow mapping on the key's line, or a non-empty
+/// block under it. `value` converts each scalar, or gives up.
+fn read_mapping<V>(
+    lines: &mut Lines,
+    mut after_key: Cursor,
+    mut value: impl FnMut(Scalar) -> Option<Located<V>>,
+) -> Option<Entries<V>> {
+    let mut entries = Vec::new();
+    after_key.spaces();
+    if after_key.eat(b'{') {
+        after_key.spaces();
+        if !after_key.eat(b'}') {
+            loop {
+                let key = after_key.key()?;
+                after_key.spaces();
+                entries.push((key, value(after_key.scalar(Context::Flow)?)?));
+                after_key.spaces();
+                if after_key.eat(b'}') {
+                    break;
+                }
+                if !after_key.eat(b',') {
+                    return None;
+                }
+                after_key.spaces();
+            }
+        }
+        after_key.end()?;
+    } else {
+        after_key.end()?;
+        let indent = lines.block_indent(after_key.line.indent)?;
+        while let Some(line) = lines.next_in_block(indent)? {
+            let mut cursor = Cursor::new(&line);
+            let key = cursor.key()?;
+            entries.push((key, value(cursor.scalar_to_end()?)?));
+        }
+    }
+    Some(Entries(entries))
+}
+
+/// One line of the text that holds something: not blank, not only a comment.
+struct Line<'a> {
+    /// 1-based line number.
+    number: u64,
+    /// The whole line, without its line break.
+    text: &'a str,
+    /// Leading spaces.
+    indent: usize,
+}
+
+/// The text's lines that hold something, with one line of lookahead.
+struct Lines<'a> {
+    rest: &'a str,
+    number: u64,
+    peeked: Option<Line<'a>>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            rest: text,
+            number: 0,
+            peeked: None,
+        }
+    }
+
+    /// The next line that holds something, without taking it; `Err` for a comment with
+    /// characters YAML does not allow.
+    fn peek(&mut self) -> Result<Option<&Line<'a>>, ()> {
+        while self.peeked.is_none() && !self.rest.is_empty() {
+            let (text, rest) = self.rest.split_once('\n').unwrap_or((self.rest, ""));
+            self.rest = rest;
+            self.number += 1;
+            let body = text.trim_start_matches(' ');
+            if body.starts_with('#') {
+                if !body.chars().all(printable) {
+                    return Err(());
+                }
+            } else if !body.is_empty() {
+                self.peeked = Some(Line {
+                    number: self.number,
+                    text,
+                    indent: text.len() - body.len(),
+                });
+            }
+        }
+        Ok(self.peeked.as_ref())
+    }
+
+    /// The next line of a block indented `indent`: `Some(None)` where the block ends (a line
+    /// indented less, or the end of the text), `None` for a line indented otherwise.
+    fn next_in_block(&mut self, indent: usize) -> Option<Option<Line<'a>>> {
+        match self.peek().ok()? {
+            Some(line) if line.indent == indent => Some(self.peeked.take()),
+            Some(line) if line.indent > indent => None,
+            _ => Some(None),
+        }
+    }
+
+    /// The indentation of the block that must follow a key line indented `parent`.
+    fn block_indent(&mut self, parent: usize) -> Option<usize> {
+        let indent = self.peek().ok()??.indent;
+        (indent > parent).then_some(indent)
+    }
+}
+
+/// Where a scalar stands, which decides the characters that end it.
+#[derive(Clone, Copy, PartialEq)]
+enum Context {
+    /// The value of a block mapping's key: runs to the end of the line or a comment.
+    Block,
+    /// A value inside `{ }`: also ends at `,` and `}`.
+    Flow,
+}
+
+/// A reading position within one line.
+struct Cursor<'a, 'l> {
+    line: &'l Line<'a>,
+    at: usize,
+    /// Characters before byte `counted.0` of the line, so that columns are counted once per line
+    /// however many values it holds.
+    counted: (usize, usize),
+}
+
+impl<'a, 'l> Cursor<'a, 'l> {
+    fn new(line: &'l Line<'a>) -> Self {
+        Self {
+            line,
+            at: line.indent,
+            counted: (0, 0),
+        }
+    }
+
+    fn rest(&self) -> &'a str {
+        &self.line.text[self.at..]
+    }
+
+    /// The file position of byte `at` of the line; columns count characters.
+    fn position(&mut self, at: usize) -> Position {
+        let (from, chars) = if at >= self.counted.0 { self.counted } else { (0, 0) };
+        let chars = chars + self.line.text[from..at].chars().count();
+        self.counted = (at, chars);
+        Position::Yaml {
+            line: self.line.number,
+            column: chars as u64 + 1,
+        }
+    }
+
+    /// Skips spaces; whether there were any.
+    fn spaces(&mut self) -> bool {
+        let start = self.at;
+        self.at += self.rest().len() - self.rest().trim_start_matches(' ').len();
+        self.at > start
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.rest().as_bytes().first() == Some(&byte);
+        self.at += usize::from(found);
+        found
+    }
+
+    /// The end of the line's content: nothing but spaces, or spaces and a comment.
+    fn end(&mut self) -> Option<()> {
+        let spaced = self.spaces();
+        let rest = self.rest();
+        (rest.is_empty() || spaced && rest.starts_with('#') && rest.chars().all(printable)).then_some(())
+    }
+
+    /// A mapping key, `name:` followed by a space or the end of the line. Keys are plain words
+    /// of letters, digits, `_` and `-` that YAML reads as text.
+    fn key(&mut self) -> Option<Located<String>> {
+        let start = self.at;
+        let length = self
+            .rest()
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+            .count();
+        let word = &self.rest()[..length];
+        self.at += length;
+        if length > MAX_KEY_BYTES || !matches!(classify(word)?, Plain::Text) || !self.eat(b':') {
+            return None;
+        }
+        if !(self.rest().is_empty() || self.rest().starts_with(' ')) {
+            return None;
+        }
+        Some(Located::new(word.to_string(), self.position(start)))
+    }
+
+    /// The value after `key: `, which must end the line.
+    fn scalar_to_end(&mut self) -> Option<Scalar<'a>> {
+        self.spaces();
+        let scalar = self.scalar(Context::Block)?;
+        self.end()?;
+        Some(scalar)
+    }
+
+    /// A one-line scalar in the plain form.
+    fn scalar(&mut self, context: Context) -> Option<Scalar<'a>> {
+        let at = self.position(self.at);
+        let text = match self.rest().as_bytes().first()? {
+            b'"' => self.double_quoted()?,
+            b'\'' => self.single_quoted()?,
+            _ => return Some(Scalar::Plain(self.plain(context)?, at)),
+        };
+        Some(Scalar::Quoted(text, at))
+    }
+
+    /// A plain scalar: a word or words of characters that are never YAML syntax inside one.
+    fn plain(&mut self, context: Context) -> Option<&'a str> {
+        let rest = self.rest().as_bytes();
+        let mut length = 0;
+        while let Some(&byte) = rest.get(length) {
+            let inside = match byte {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b' ' => true,
+                b'_' | b'.' | b'/' | b'-' | b'+' | b'=' | b'(' | b')' | b'~' | b'^' | b';' => true,
+                b',' => context == Context::Block,
+                b':' => rest.get(length + 1).is_some_and(u8::is_ascii_alphanumeric),
+                _ => false,
+            };
+            if !inside {
+                break;
+            }
+            length += 1;
+        }
+        let text = self.rest()[..length].trim_end_matches(' ');
+        self.at += text.len();
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// `"text"` without escapes.
+    fn double_quoted(&mut self) -> Option<Cow<'a, str>> {
+        let body = &self.rest()[1..];
+        let length = body.find(['"', '\\'])?;
+        let text = &body[..length];
+        if body.as_bytes()[length] != b'"' || !text.chars().all(printable) {
+            return None;
+        }
+        self.at += length + 2;
+        Some(Cow::Borrowed(text))
+    }
+
+    /// `'text'`, where `''` stands for one `'`.
+    fn single_quoted(&mut self) -> Option<Cow<'a, str>> {
+        let body = &self.rest()[1..];
+        let mut text = Cow::Borrowed("");
+        let mut from = 0;
+        loop {
+            let quote = from + body[from..].find('\'')?;
+            let piece = &body[from..quote];
+            if !piece.chars().all(printable) {
+                return None;
+            }
+            if body.as_bytes().get(quote + 1) == Some(&b'\'') {
+                text.to_mut().push_str(piece);
+                text.to_mut().push('\'');
+                from = quote + 2;
+            } else {
+                if from == 0 {
+                    text = Cow::Borrowed(piece);
+                } else {
+                    text.to_mut().push_str(piece);
+                }
+                self.at += quote + 2;
+                return Some(text);
+            }
+        }
+    }
+}
+
+/// The longest key read here; YAML caps implicit keys, and no workflow key comes near this.
+const MAX_KEY_BYTES: usize = 128;
+
+/// A character YAML allows in a scalar or comment, excluding the ones some parsers take as line
+/// breaks or a byte-order mark.
+fn printable(c: char) -> bool {
+    !(c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}'))
+}
+
+/// A scalar as written, with its position.
+enum Scalar<'a> {
+    /// Unquoted: its type depends on how it reads.
+    Plain(&'a str, Position),
+    /// Quoted: always text.
+    Quoted(Cow<'a, str>, Position),
+}
+
+impl Scalar<'_> {
+    fn into_string(self) -> Option<Located<String>> {
+        match self {
+            Self::Quoted(text, at) => Some(Located::new(text.into_owned(), at)),
+            Self::Plain(text, at) => match classify(text)? {
+                Plain::Text => Some(Located::new(text.to_string(), at)),
+                _ => None,
+            },
+        }
+    }
+
+    fn into_json(self) -> Option<Located<Value>> {
+        match self {
+            Self::Quoted(text, at) => Some(Located::new(Value::String(text.into_owned()), at)),
+            Self::Plain(text, at) => {
+                let value = match classify(text)? {
+                    Plain::Text => Value::String(text.to_string()),
+                    Plain::Bool(value) => Value::Bool(value),
+                    Plain::Integer(value) => Value::from(value),
+                    Plain::Float(value) => Value::from(value),
+                };
+                Some(Located::new(value, at))
+            }
+        }
+    }
+
+    fn into_f64(self) -> Option<Located<f64>> {
+        match self {
+            Self::Plain(text, at) => match classify(text)? {
+                Plain::Integer(value) => Some(Located::new(value as f64, at)),
+                Plain::Float(value) => Some(Located::new(value, at)),
+                _ => None,
+            },
+            Self::Quoted(..) => None,
+        }
+    }
+
+    fn into_bool(self) -> Option<bool> {
+        match self {
+            Self::Plain(text, _) => match classify(text)? {
+                Plain::Bool(value) => Some(value),
+                _ => None,
+            },
+            Self::Quoted(..) => None,
+        }
+    }
+}
+
+/// What a plain scalar reads as, for the spellings read here.
+enum Plain {
+    Text,
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+}
+
+/// Reads a plain scalar: text starting with a letter, `_` or `/`; `true` and `false`; decimal
+/// integers and fractions without exponent or leading zeros, of at most 15 digits. `None` for
+/// anything else (null, other spellings of the booleans, other numbers), which the general
+/// parser reads. Workflows are read with YAML 1.2 booleans, so `yes`, `no` and `y` are text.
+fn classify(text: &str) -> Option<Plain> {
+    const WORDS: [&str; 3] = ["null", "true", "false"];
+    match text.as_bytes().first()? {
+        b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'/' => match text {
+            "true" => Some(Plain::Bool(true)),
+            "false" => Some(Plain::Bool(false)),
+            _ if WORDS.iter().any(|word| word.eq_ignore_ascii_case(text)) => None,
+            _ => Some(Plain::Text),
+        },
+        b'0'..=b'9' | b'-' => {
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            let (whole, fraction) = match digits.split_once('.') {
+                Some((whole, fraction)) => (whole, Some(fraction)),
+                None => (digits, None),
+            };
+            let decimal = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+            let well_formed = decimal(whole)
+                && (whole == "0" || !whole.starts_with('0'))
+                && fraction.is_none_or(decimal)
+                && whole.len() + fraction.map_or(0, str::len) <= 15;
+            if !well_formed {
+                return None;
+            }
+            match fraction {
+                None => text.parse().ok().map(Plain::Integer),
+                Some(_) => text.parse().ok().map(Plain::Float),
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::load::parse_general;
+    use proptest::prelude::*;
+
+    /// Reads `text` both ways; when the plain reader accepts it, the general parser must read the
+    /// same document.
+    fn agree(text: &str) -> bool {
+        let Some(plain) = read(text) else { return false };
+        match parse_general(text) {
+            Ok(general) => assert_eq!(plain, general, "for:\n{text}"),
+            Err(error) => panic!("plain reader accepted what the general parser refuses ({error}):\n{text}"),
+        }
+        true
+    }
+
+    #[test]
+    fn reads_the_editor_and_generated_forms() {
+        let editor = "version: 1\nname: \"A → B\"\nnodes:\n  ckpt:\n    type: CheckpointLoaderSimple\n    params:\n      ckpt_name: builtin:tiny-sdxl\n    ui:\n      x: 0\n      y: -20.5\n  pos:\n    type: CLIPTextEncode\n    title: 'It''s positive'\n    inputs:\n      clip: ckpt.clip\n    params:\n      text: \"a photo, ünïcode\"\n    enabled: false\n";
+        assert!(agree(editor));
+        let generated = "version: 1\nname: generated\nnodes:\n  n0:\n    type: PrimitiveString\n    params: { value: start }\n  n1:\n    type: StringConcatenate\n    inputs: { string_a: n0.string }\n    params: { string_b: \"1\", delimiter: \" \" }\n    ui: { x: 1, y: 0 }\n";
+        assert!(agree(generated));
+        let commented = "# header\nversion: 1 # format\n\nnodes:\n   a:   # the loader\n      type: X\n      params: {n: 3, f: 0.25, b: true, s: a b:c, q: 'x' }\n    # between\n   b:\n      type: Y\n";
+        assert!(agree(commented));
+    }
+
+    #[test]
+    fn the_shipped_workflows_read_alike() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                agree(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_general_parser() {
+        let node = |rest: &str| format!("version: 1\nnodes:\n  a:\n    type: X\n{rest}");
+        for text in [
+            node("    params: { v: null }\n"),
+            node("    params: { v: ~ }\n"),
+            node("    params: { v: 1e3 }\n"),
+            node("    params: { v: 007 }\n"),
+            node("    params: { v: .5 }\n"),
+            node("    params: { v: 0x10 }\n"),
+            node("    params: { v: \"a\\nb\" }\n"),
+            node("    params: { v: [1, 2] }\n"),
+            node("    params:\n      v: |\n        text\n"),
+            node("    params:\n      v: a\n        continued\n"),
+            node("    params: { v: &x 1 }\n"),
+            node("    params: { v: !!str 1 }\n"),
+            node("    type: Y\n"),
+            node("    colour: red\n"),
+            node("    enabled: True\n"),
+            node("    ui: { x: 1 }\n"),
+            node("    inputs:\n"),
+            node("\tparams: {}\n"),
+            "version: 1\nnodes:\n  3:\n    type: X\n".to_string(),
+            "version: 1\nnodes: {}\n".to_string(),
+            "version: 1\n".to_string(),
+            "version: 1\r\nnodes:\r\n  a:\r\n    type: X\r\n".to_string(),
+            "---\nversion: 1\nnodes:\n  a:\n    type: X\n".to_string(),
+        ] {
+            assert!(read(&text).is_none(), "read:\n{text}");
+        }
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        "[a-z_][a-z0-9_-]{0,6}"
+    }
+
+    fn scalar() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "-?[0-9]{1,4}",
+            2 => "-?[0-9]{1,3}\\.[0-9]{1,3}",
+            1 => "(true|false|True|yes|no|null|Null|~|y|n|inf|nan|NaN|\\.inf|Infinity|e5)",
+            3 => "[a-zA-Z_/][a-zA-Z0-9 _./:,+=();~^-]{0,12}",
+            2 => "\"[ !#-\\[\\]-~é→ü]{0,10}\"",
+            2 => "'([ -&(-~é→ü]|''){0,10}'",
+            1 => "\"[^\"\\\\\\n\\r]{0,4}\"",
+        ]
+    }
+
+    /// One to three `key: value` entries as a flow mapping on the key's line, or as a block
+    /// under it.
+    fn mapping(name: &'static str, entry: BoxedStrategy<(String, String)>) -> impl Strategy<Value = String> {
+        mapping_of(name, proptest::collection::vec(entry, 1..4))
+    }
+
+    fn mapping_of(
+        name: &'static str,
+        entries: impl Strategy<Value = Vec<(String, String)>>,
+    ) -> impl Strategy<Value = String> {
+        (entries, any::<bool>(), 1..4usize).prop_map(move |(entries, flow, indent)| {
+            if flow {
+                let body: Vec<_> = entries.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                format!("{name}: {{ {} }}\n", body.join(", "))
+            } else {
+                let pad = " ".repeat(indent);
+                let body: String = entries.iter().map(|(k, v)| format!("{pad}{k}: {v}\n")).collect();
+                format!("{name}:\n{body}")
+            }
+        })
+    }
+
+    fn node() -> impl Strategy<Value = Vec<String>> {
+        let number = prop_oneof!["-?[0-9]{1,4}", "-?[0-9]{1,3}\\.[0-9]{1,3}"];
+        let text = prop_oneof![6 => "[A-Za-z][A-Za-z0-9_]{0,10}", 1 => scalar()];
+        let link = prop_oneof![6 => "[a-z][a-z0-9_]{0,5}\\.[a-z_]{1,6}", 1 => scalar()];
+        (
+            text.clone(),
+            proptest::option::of(text),
+            proptest::option::of(mapping("inputs", (key(), link).boxed())),
+            proptest::option::of(mapping("params", (key(), scalar()).boxed())),
+            proptest::option::of(mapping_of(
+                "ui",
+                (number.clone(), number, any::<bool>()).prop_map(|(x, y, swap)| {
+                    let entries = [("x".to_string(), x), ("y".to_string(), y)];
+                    if swap {
+                        entries.into_iter().rev().collect()
+                    } else {
+                        entries.to_vec()
+                    }
+                }),
+            )),
+            proptest::option::of(prop_oneof![8 => Just("true"), 8 => Just("false"), 1 => Just("yes")]),
+        )
+            .prop_map(|(type_name, title, inputs, params, ui, enabled)| {
+                let mut fields = vec![format!("type: {type_name}\n")];
+                fields.extend(title.map(|t| format!("title: {t}\n")));
+                fields.extend(inputs);
+                fields.extend(params);
+                fields.extend(ui);
+                fields.extend(enabled.map(|e| format!("enabled: {e}\n")));
+                fields
+            })
+            .prop_shuffle()
+    }
+
+    fn document() -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec((key(), node()), 1..4),
+            1..4usize,
+            1..4usize,
+            proptest::option::of(scalar()),
+            "(| # note|\n|\n  # note\n)",
+        )
+            .prop_map(|(nodes, outer, inner, name, gap)| {
+                let mut text = String::from("version: 1\n");
+                text.extend(name.map(|n| format!("name: {n}\n")));
+                text.push_str("nodes:\n");
+                for (id, fields) in nodes {
+                    text += &format!("{}{id}:{gap}\n", " ".repeat(outer));
+                    for field in fields {
+                        for line in field.lines() {
+                            text += &format!("{}{line}\n", " ".repeat(outer + inner));
+                        }
+                    }
+                }
+                text
+            })
+    }
+
+    /// Up to three edits of characters that mean something in YAML.
+    fn mutated() -> impl Strategy<Value = String> {
+        let edit = (
+            any::<prop::sample::Index>(),
+            0..3u8,
+            prop::sample::select(vec![
+                ' ', ':', '#', '{', '}', ',', '\'', '"', '\n', '-', '&', '*', '!', '|', '>', '?', '[', '\\', '.', '0',
+                'a', 'é', '\t', '\u{85}',
+            ]),
+        );
+        (document(), proptest::collection::vec(edit, 0..4)).prop_map(|(text, edits)| {
+            let mut chars: Vec<char> = text.chars().collect();
+            for (index, kind, c) in edits {
+                let i = index.index(chars.len());
+                match kind {
+                    0 => chars.insert(i, c),
+                    1 => chars[i] = c,
+                    _ => drop(chars.remove(i)),
+                }
+            }
+            chars.into_iter().collect()
+        })
+    }
+
+    /// Runs `agree` on `cases` texts from `strategy`; the share the plain reader took.
+    fn acceptance(strategy: impl Strategy<Value = String>, cases: u32) -> f64 {
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+        let accepted = std::cell::Cell::new(0);
+        runner
+            .run(&strategy, |text| {
+                accepted.set(accepted.get() + usize::from(agree(&text)));
+                Ok(())
+            })
+            .unwrap();
+        let share = accepted.get() as f64 / f64::from(cases);
+        eprintln!("the plain reader took {share:.2}");
+        share
+    }
+
+    #[test]
+    fn agrees_with_the_general_parser() {
+        let share = acceptance(document(), 2000);
+        assert!(share > 0.25, "the plain reader took only {share:.2} of plain documents");
+    }
+
+    #[test]
+    fn agrees_with_the_general_parser_after_edits() {
+        let share = acceptance(mutated(), 4000);
+        assert!(
+            share > 0.05,
+            "the plain reader took only {share:.2} of edited documents"
+        );
+    }
+}
