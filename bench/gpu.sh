@@ -1,24 +1,17 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, in one go: `swapgraph doctor`; the tiny workflows on the GPU resident,
 # with BlockSwap streaming and with synchronous BlockSwap (images must be identical) and on the
-# CPU (f32) for comparison; the SDXL-size UNet step resident and streamed in several
-# configurations; the PyTorch baselines on the same card (diffusers resident, group offloading at
+# CPU (f32) for comparison; the SDXL-size UNet step resident (also profiled by unit, for the
+# budgets' floors, and beside unrelated copies) and streamed in several configurations; the PyTorch baselines on the same card (diffusers resident, group offloading at
 # block and leaf level, the original whole-block swap); and the table of it all written into a
 # copy of BENCHMARKS.md under $OUT (bench/write_table.py), to be copied back.
 # Expects .gpu/ with the CUDA build of swapgraph, the unet_step bench binary and a diffusers wheel.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu-out}
-mkdir -p "$OUT"
-for f in .gpu/*.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
-# CUDA 13's libraries and cuDNN 9 from PyTorch's wheels.
-export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os,glob;p=list(nvidia.__path__)[0];print(":".join([os.path.join(p,"cu13","lib")]+sorted({os.path.dirname(f) for f in glob.glob(p+"/**/libcudnn.so.9",recursive=True)})))'):/usr/local/cuda/lib64
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
-date -u +%F | tee -a "$OUT/card.txt"
+source "$(dirname "$0")/gpu_env.sh"
 
 echo "== doctor"
 timeout 300 .gpu/swapgraph doctor --write-preset "$OUT/preset.json" 2>&1 | tee "$OUT/doctor.txt"
-timeout 300 .gpu/swapgraph doctor --json > "$OUT/doctor.json" 2>/dev/null
+BANDWIDTH=$(pinned_bandwidth)
 
 echo "== workflows"
 run() { timeout 150 .gpu/swapgraph run "$@" 2>&1 | grep -E "ERROR|error|run [0-9]|memory:|sample \(" | cut -c1-900; }
@@ -47,8 +40,9 @@ print("InstantID GPU f16 vs CPU f32, mean absolute pixel difference (0-255): %.2
 PY
 
 echo "== unet step"
-CONFIGS=${CONFIGS:-none,blocks:3/sync,blocks:3/p1,blocks:3/p2,blocks:3/p4,blocks:3/p2/debug,budget:4096/p2,budget:3072/p2,budget:2048/p2}
-timeout 400 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --configs "$CONFIGS" 2>&1 | tee "$OUT/unet_step.jsonl"
+# The profiles first: the budget rows' floors come from their per-unit compute times.
+CONFIGS=${CONFIGS:-none/profile,none/noise/profile,none,none/noise,blocks:3/sync,blocks:3/p1,blocks:3/p2,blocks:3/p4,blocks:3/p2/debug,budget:4096/p2,budget:3072/p2,budget:2048/p2}
+timeout 400 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --bandwidth-gb-s "$BANDWIDTH" --configs "$CONFIGS" 2>&1 | tee "$OUT/unet_step.jsonl"
 timeout 200 .gpu/unet_step --device cuda:0 --latent 160 --steps 5 --configs none,blocks:3/p2 2>&1 | tee -a "$OUT/unet_step.jsonl"
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
 for mode in resident group-block group-leaf block-swap; do

@@ -8,12 +8,7 @@
 # compilation, cuDNN's algorithm choice).
 # Expects .gpu/ with the CUDA build of swapgraph. Results under $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu-out}
-mkdir -p "$OUT"
-[ -x .gpu/swapgraph ] || python3 -c "import lzma,os; open('.gpu/swapgraph','wb').write(lzma.open('.gpu/swapgraph.xz').read()); os.chmod('.gpu/swapgraph',0o755)"
-# CUDA 13's libraries and cuDNN 9 from PyTorch's wheels.
-export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os,glob;p=list(nvidia.__path__)[0];print(":".join([os.path.join(p,"cu13","lib")]+sorted({os.path.dirname(f) for f in glob.glob(p+"/**/libcudnn.so.9",recursive=True)})))'):/usr/local/cuda/lib64
+source "$(dirname "$0")/gpu_env.sh"
 SIZE="--set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
   --set controlnet.control_net_name=builtin:random-controlnet --set latent.width=1024 --set latent.height=1024"
 sed 's/^  swap:$/  swap:\n    enabled: false/' workflows/instantid_blockswap.yaml > /tmp/instantid_resident.yaml

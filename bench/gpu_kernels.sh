@@ -7,16 +7,9 @@
 # `none`) in the same call, and the current one without cuDNN (SWAPGRAPH_CUDNN=off) and without
 # cuBLASLt's epilogues (SWAPGRAPH_CUBLASLT=off). Results go under $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu-out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_env.sh"
 # Images stay outside $OUT: only the figures come back.
 IMAGES=$(mktemp -d)
-for f in .gpu/*.xz .gpu/before/*.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
-# CUDA 13's libraries and cuDNN 9 from PyTorch's wheels.
-export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os,glob;p=list(nvidia.__path__)[0];print(":".join([os.path.join(p,"cu13","lib")]+sorted({os.path.dirname(f) for f in glob.glob(p+"/**/libcudnn.so.9",recursive=True)})))'):/usr/local/cuda/lib64
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
-date -u +%F | tee -a "$OUT/card.txt"
 
 echo "== kernel tests"
 timeout 300 .gpu/sdxl_tests kernels:: 2>&1 | tail -15 | tee "$OUT/kernel_tests.txt"

@@ -6,14 +6,9 @@
 #     run that succeeds.
 #  2. A server runs a job to warm its caches, then a 30-step job that is cancelled during
 #     sampling: how long the cancel took, and device memory after it against after the warm job.
-# Expects .gpu/ with the CUDA build of swapgraph (bench/gpu.sh unpacks it). Results under $OUT.
+# Expects .gpu/ with the CUDA build of swapgraph. Results under $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu-out}
-mkdir -p "$OUT"
-for f in .gpu/swapgraph.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
-# CUDA 13's libraries and cuDNN 9 from PyTorch's wheels.
-export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os,glob;p=list(nvidia.__path__)[0];print(":".join([os.path.join(p,"cu13","lib")]+sorted({os.path.dirname(f) for f in glob.glob(p+"/**/libcudnn.so.9",recursive=True)})))'):/usr/local/cuda/lib64
+source "$(dirname "$0")/gpu_env.sh"
 SIZE="--set ckpt.ckpt_name=builtin:random-sdxl --set latent.width=1024 --set latent.height=1024 --set sample.steps=3"
 
 echo "== out of memory with 6 GiB free"

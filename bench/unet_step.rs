@@ -6,16 +6,31 @@
 //!
 //! Each configuration is a swap choice (`none`, `blocks:N`, `budget:MB`) with optional modifiers:
 //! `pN` prefetch N units, `sync` synchronous copies (`non_blocking: false`), `block` block
-//! granularity, `debug` per-unit timing (adds event overhead). The random weights are made once
-//! for all configurations. One JSON line per configuration: median and minimum ms per step,
-//! bytes streamed per step, the achieved host-to-device rate, the memory pool's peak during the
-//! steps (CUDA) and, with `debug`, the compute stream's wait for copies per step, in all and by
-//! block.
+//! granularity, `debug` per-unit timing (adds event overhead), `profile` time per block (a mark
+//! on the compute stream as each unit starts). The random weights are made once for all
+//! configurations. One JSON line per configuration: median and minimum ms per step, bytes
+//! streamed per step, the achieved host-to-device rate, the memory pool's peak during the steps
+//! (CUDA); with `debug`, the compute stream's wait for copies per step, in all and by block; with
+//! `profile`, the time per step by block (compute, and waits for copies when streamed).
+//!
+//! `noise` (CUDA) keeps the bus busy with unrelated host-to-device copies on a stream of their
+//! own while the steps run: a swap's copies without the swap, to see what copies alone cost the
+//! compute beside them; `noise-sm` makes the same copies with a kernel whose loads and stores
+//! leave the L2 cache first (`NOISE_SM_BLOCKS` blocks of 512 threads, default 16). Their rate is
+//! reported as `noise_gb_s`.
+//!
+//! `none/profile` also measures each unit's compute resident (scaled down to the `none` step when
+//! that has run faster, since the marks add a little): budget configurations after it report
+//! `budget_floor_ms`, the fastest any schedule could run in that budget at the
+//! host-to-device rate given by `--bandwidth-gb-s` ([`swapgraph_blockswap::floor`]). After
+//! `none/noise/profile` they also report `budget_floor_beside_copies_ms`, the same bound with the
+//! compute slowed as copies slow it.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use swapgraph_blockswap::floor::{step_floor_ms, UnitCost};
 use swapgraph_blockswap::store::SwapStore;
 use swapgraph_blockswap::{plan, Granularity, SwapSettings};
 use swapgraph_model::{
@@ -39,6 +54,10 @@ fn main() {
     let latent: usize = value("--latent", "128").parse().expect("--latent N");
     let steps: usize = value("--steps", "10").parse().expect("--steps N");
     let configs = value("--configs", "none");
+    let bandwidth: Option<f64> = args
+        .iter()
+        .any(|a| a == "--bandwidth-gb-s")
+        .then(|| value("--bandwidth-gb-s", "").parse().expect("--bandwidth-gb-s GB/s"));
     let dtype = weight_dtype(&device);
     let cfg = UNetConfig::sdxl();
     let unet = UNet::new(cfg).expect("the SDXL layout");
@@ -50,8 +69,17 @@ fn main() {
     );
     let unet = model.network.as_any().downcast_ref::<UNet>().expect("a UNet");
     let inputs = Inputs::new(&cfg, latent, dtype, &device).expect("inputs");
+    let mut resident_unit_ms: Option<Vec<f64>> = None;
+    let mut loaded_unit_ms: Option<Vec<f64>> = None;
+    let mut resident_step_ms: Option<f64> = None;
+    let mut loaded_step_ms: Option<f64> = None;
     for config in configs.split(',') {
-        let (swapped, settings) = parse_config(config);
+        let Config {
+            swapped,
+            settings,
+            profile,
+            bus_load,
+        } = parse_config(config);
         let swap = swapped.then(|| {
             let swap_plan = plan(&units, dtype, &settings).expect("a swap plan");
             SwapStore::load(units.clone(), &model.source, swap_plan, settings, &device, dtype).expect("a swap store")
@@ -66,41 +94,86 @@ fn main() {
             (None, Some(resident)) => resident,
             (None, None) => unreachable!("one store is built"),
         };
+        #[cfg(feature = "cuda")]
+        let load = bus_load.map(|copier| BusLoad::start(&device, copier));
+        #[cfg(not(feature = "cuda"))]
+        assert!(bus_load.is_none(), "noise needs the CUDA build");
+        let timed = profile.then(|| TimedStore::new(store));
+        let store: &dyn WeightStore = timed.as_ref().map_or(store, |t| t as &dyn WeightStore);
         let mut times = Vec::new();
+        let mut unit_ms = vec![0.0; units.len()];
         reset_peak_memory(&device);
         for step in 0..=steps {
             let clock = Instant::now();
+            let start = Mark::now(&device);
             let out = inputs.run(unet, store);
+            let end = Mark::now(&device);
             device.synchronize().expect("device work to finish");
             let elapsed = clock.elapsed().as_secs_f64() * 1e3;
             drop(out);
+            if let Some(timed) = &timed {
+                let marks = timed.take(start, end);
+                if step > 0 {
+                    for (unit, ms) in marks {
+                        unit_ms[unit] += ms / steps as f64;
+                    }
+                }
+            }
             if step > 0 {
                 times.push(elapsed);
             }
         }
-        let memory = device_memory(&device).unwrap_or_default();
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
-        let gib = |bytes: f64| bytes / (1u64 << 30) as f64;
+        #[cfg(feature = "cuda")]
+        let noise_gb_s = load.map(|load| load.gb_s());
+        #[cfg(not(feature = "cuda"))]
+        let noise_gb_s: Option<f64> = None;
+        // Marks add a little to each unit: the profiles are scaled down to the plain resident step
+        // of the same kind (with or without copies beside it) where one has run and was faster.
+        if !swapped {
+            let (profiled, plain) = if bus_load.is_some() {
+                (&mut loaded_unit_ms, &mut loaded_step_ms)
+            } else {
+                (&mut resident_unit_ms, &mut resident_step_ms)
+            };
+            if profile {
+                *profiled = Some(unit_ms.clone());
+            } else {
+                *plain = Some(median);
+            }
+        }
         let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+        let floor =
+            |compute: &Option<Vec<f64>>, step_ms: Option<f64>| match (settings.vram_budget_mb, compute, bandwidth) {
+                (Some(mb), Some(compute), Some(gb_s)) => {
+                    // Only ever scaled down: a floor must not rise with a slow plain run.
+                    let scale = step_ms.map_or(1.0, |step| (step / compute.iter().sum::<f64>()).min(1.0));
+                    let costs: Vec<UnitCost> = units
+                        .iter()
+                        .zip(compute)
+                        .map(|(unit, &compute_ms)| UnitCost {
+                            compute_ms: compute_ms * scale,
+                            bytes: unit.bytes(dtype),
+                        })
+                        .collect();
+                    Some(round(step_floor_ms(&costs, mb << 20, gb_s * 1e9), 1))
+                }
+                _ => None,
+            };
+        let memory = device_memory(&device).unwrap_or_default();
+        let gib = |bytes: f64| bytes / (1u64 << 30) as f64;
         let figures = swap.as_ref().map(SwapStore::figures);
         let streamed = figures.as_ref().map_or(0.0, |f| f.streamed_per_pass);
         let wait: Option<f64> = figures
             .as_ref()
             .filter(|_| settings.debug)
             .map(|f| f.units.iter().map(|u| u.wait_ms).sum());
-        let wait_by_block: Option<serde_json::Map<String, serde_json::Value>> =
-            figures.as_ref().filter(|_| settings.debug).map(|f| {
-                let mut by_block: Vec<(String, f64)> = Vec::new();
-                for unit in &f.units {
-                    let block = block_name(&unit.name);
-                    match by_block.iter_mut().find(|(b, _)| *b == block) {
-                        Some((_, ms)) => *ms += unit.wait_ms,
-                        None => by_block.push((block, unit.wait_ms)),
-                    }
-                }
-                by_block.into_iter().map(|(b, ms)| (b, round(ms, 1).into())).collect()
-            });
+        let wait_by_block = figures
+            .as_ref()
+            .filter(|_| settings.debug)
+            .map(|f| by_block(f.units.iter().map(|u| (u.name.as_str(), u.wait_ms))));
+        let time_by_block = profile.then(|| by_block(units.iter().zip(&unit_ms).map(|(u, &ms)| (u.name.as_str(), ms))));
         println!(
             "{}",
             serde_json::json!({
@@ -114,9 +187,240 @@ fn main() {
                 "achieved_h2d_gb_s": round(streamed / (median * 1e-3) / 1e9, 1),
                 "compute_wait_ms_per_step": wait.map(|w| round(w, 1)),
                 "compute_wait_ms_per_step_by_block": wait_by_block,
+                "ms_per_step_by_block": time_by_block,
+                "budget_floor_ms": floor(&resident_unit_ms, resident_step_ms),
+                "budget_floor_beside_copies_ms": floor(&loaded_unit_ms, loaded_step_ms),
                 "peak_device_gib": round(gib(memory.peak_allocated as f64), 3),
+                "noise_gb_s": noise_gb_s.map(|r| round(r, 1)),
             })
         );
+    }
+}
+
+/// Milliseconds summed by block, in order of first appearance, to one decimal.
+fn by_block<'a>(units: impl Iterator<Item = (&'a str, f64)>) -> serde_json::Map<String, serde_json::Value> {
+    let mut sums: Vec<(String, f64)> = Vec::new();
+    for (name, ms) in units {
+        let block = block_name(name);
+        match sums.iter_mut().find(|(b, _)| *b == block) {
+            Some((_, sum)) => *sum += ms,
+            None => sums.push((block, ms)),
+        }
+    }
+    sums.into_iter()
+        .map(|(b, ms)| (b, ((ms * 10.0).round() / 10.0).into()))
+        .collect()
+}
+
+/// A point in the device's work: a CUDA event on the compute stream, or the host's clock on the
+/// CPU, where compute is synchronous.
+enum Mark {
+    Host(Instant),
+    #[cfg(feature = "cuda")]
+    Cuda(candle_core::cuda_backend::cudarc::driver::CudaEvent),
+}
+
+impl Mark {
+    fn now(device: &Device) -> Self {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(cuda) = device {
+            use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
+            let stream = cuda.cuda_stream();
+            let event = stream
+                .context()
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .expect("a CUDA event");
+            event.record(&stream).expect("an event recorded");
+            return Self::Cuda(event);
+        }
+        let _ = device;
+        Self::Host(Instant::now())
+    }
+
+    /// Milliseconds from `self` to `later`, once the device has passed both.
+    fn until(&self, later: &Self) -> f64 {
+        match (self, later) {
+            (Self::Host(a), Self::Host(b)) => (*b - *a).as_secs_f64() * 1e3,
+            #[cfg(feature = "cuda")]
+            (Self::Cuda(a), Self::Cuda(b)) => f64::from(a.elapsed_ms(b).expect("event timing")),
+            #[cfg(feature = "cuda")]
+            _ => unreachable!("marks of one device"),
+        }
+    }
+}
+
+/// A store that marks the compute stream as each unit's weights are asked for, so a step's time
+/// splits by unit: from one unit's mark to the next is that unit's compute (and, streamed, the
+/// wait for its copy).
+struct TimedStore<'a> {
+    inner: &'a dyn WeightStore,
+    marks: std::sync::Mutex<Vec<(usize, Mark)>>,
+}
+
+impl<'a> TimedStore<'a> {
+    fn new(inner: &'a dyn WeightStore) -> Self {
+        Self {
+            inner,
+            marks: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Each unit's time in the step between `start` and `end` (the device having passed `end`);
+    /// work before the first unit counts to it.
+    fn take(&self, start: Mark, end: Mark) -> Vec<(usize, f64)> {
+        let marks = std::mem::take(&mut *self.marks.lock().expect("marks"));
+        let (Some((first, first_mark)), Some((last, last_mark))) = (marks.first(), marks.last()) else {
+            return Vec::new();
+        };
+        let mut times = vec![(*first, start.until(first_mark))];
+        for pair in marks.windows(2) {
+            times.push((pair[0].0, pair[0].1.until(&pair[1].1)));
+        }
+        times.push((*last, last_mark.until(&end)));
+        times
+    }
+}
+
+impl WeightStore for TimedStore<'_> {
+    fn units(&self) -> &[swapgraph_model::UnitSpec] {
+        self.inner.units()
+    }
+
+    fn acquire(&self, unit: usize) -> candle_core::Result<swapgraph_model::UnitWeights> {
+        let mark = Mark::now(self.inner.device());
+        self.marks.lock().expect("marks").push((unit, mark));
+        self.inner.acquire(unit)
+    }
+
+    fn release(&self, unit: usize) {
+        self.inner.release(unit);
+    }
+
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+
+    fn dtype(&self) -> DType {
+        self.inner.dtype()
+    }
+}
+
+/// What moves the bytes of `noise`.
+#[derive(Clone, Copy, PartialEq)]
+enum Copier {
+    /// `cuMemcpyHtoDAsync`: the copy engine, as BlockSwap's streaming does.
+    CopyEngine,
+    /// A kernel reading page-locked host memory and writing device memory with evict-first
+    /// (`.cs`) loads and stores, so that the copied lines leave the L2 cache first.
+    Kernel,
+}
+
+/// Host-to-device copies of 256 MiB from page-locked memory, two queued at all times on a stream
+/// of their own, until dropped; the host sleeps between polls, so no thread spins in the driver
+/// beside the steps.
+#[cfg(feature = "cuda")]
+struct BusLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    copies: Arc<std::sync::atomic::AtomicU64>,
+    started: Instant,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "cuda")]
+const NOISE_BYTES: usize = 256 << 20;
+
+#[cfg(feature = "cuda")]
+const STREAM_COPY: &str = r#"
+extern "C" __global__ void stream_copy(const uint4* src, uint4* dst, unsigned long long n) {
+    unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        unsigned int x, y, z, w;
+        asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(x), "=r"(y), "=r"(z), "=r"(w) : "l"(src + i));
+        asm volatile("st.global.cs.v4.u32 [%0], {%1,%2,%3,%4};" :: "l"(dst + i), "r"(x), "r"(y), "r"(z), "r"(w) : "memory");
+    }
+}
+"#;
+
+#[cfg(feature = "cuda")]
+impl BusLoad {
+    fn start(device: &Device, copier: Copier) -> Self {
+        use candle_core::cuda_backend::cudarc::driver::{result, CudaEvent, DevicePtr, LaunchConfig, PushKernelArg};
+        let Device::Cuda(cuda) = device else {
+            panic!("noise needs a CUDA device")
+        };
+        let context = cuda.cuda_stream().context().clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let copies = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stopped, done) = (stop.clone(), copies.clone());
+        let blocks: u32 = std::env::var("NOISE_SM_BLOCKS").map_or(16, |b| b.parse().expect("NOISE_SM_BLOCKS: a count"));
+        let thread = std::thread::spawn(move || {
+            let stream = context.new_stream().expect("a copy stream");
+            // SAFETY: the buffers' contents are never read; they only give the copies a size.
+            let host = unsafe { context.alloc_pinned::<u8>(NOISE_BYTES) }.expect("page-locked memory");
+            let target = unsafe { stream.alloc::<u8>(NOISE_BYTES) }.expect("device memory");
+            let host = host.as_slice().expect("page-locked memory");
+            let (address, _guard) = target.device_ptr(&stream);
+            let kernel = (copier == Copier::Kernel).then(|| {
+                let ptx = candle_core::cuda_backend::cudarc::nvrtc::compile_ptx(STREAM_COPY).expect("the copy kernel");
+                let module = context.load_module(ptx).expect("the copy kernel");
+                module.load_function("stream_copy").expect("the copy kernel")
+            });
+            let copy = |event: &CudaEvent| {
+                match &kernel {
+                    // SAFETY: both buffers outlive the copies (the stream is synchronised below).
+                    None => unsafe { result::memcpy_htod_async(address, host, stream.cu_stream()) }.expect("a copy"),
+                    Some(function) => {
+                        let (source, vectors) = (host.as_ptr() as u64, (NOISE_BYTES / 16) as u64);
+                        let config = LaunchConfig {
+                            grid_dim: (blocks, 1, 1),
+                            block_dim: (512, 1, 1),
+                            shared_mem_bytes: 0,
+                        };
+                        let mut launch = stream.launch_builder(function);
+                        launch.arg(&source).arg(&address).arg(&vectors);
+                        // SAFETY: page-locked memory is mapped at its host address; both
+                        // buffers hold `vectors` 16-byte vectors.
+                        unsafe { launch.launch(config) }.expect("a copy kernel");
+                    }
+                }
+                event.record(&stream).expect("an event recorded");
+            };
+            let queued = [(); 2].map(|()| context.new_event(None).expect("an event"));
+            queued.iter().for_each(copy);
+            for turn in [0, 1].into_iter().cycle() {
+                while !queued[turn].try_is_complete().expect("an event query") {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                copy(&queued[turn]);
+            }
+            stream.synchronize().expect("the copies to finish");
+        });
+        Self {
+            stop,
+            copies,
+            started: Instant::now(),
+            thread: Some(thread),
+        }
+    }
+
+    /// The copies' rate so far, in GB/s.
+    fn gb_s(&self) -> f64 {
+        let bytes = self.copies.load(std::sync::atomic::Ordering::Relaxed) as f64 * NOISE_BYTES as f64;
+        bytes / self.started.elapsed().as_secs_f64() / 1e9
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Drop for BusLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the copy thread");
+        }
     }
 }
 
@@ -126,8 +430,21 @@ fn block_name(unit: &str) -> String {
     unit.split('.').take(parts).collect::<Vec<_>>().join(".")
 }
 
-/// A configuration string as the settings it names; `false` for `none` (resident).
-fn parse_config(config: &str) -> (bool, SwapSettings) {
+/// What a configuration string names.
+struct Config {
+    /// `false` for `none` (resident).
+    swapped: bool,
+    settings: SwapSettings,
+    /// Time each unit.
+    profile: bool,
+    /// Copy unrelated data to the device throughout, and how.
+    bus_load: Option<Copier>,
+}
+
+/// A configuration string as the settings it names.
+fn parse_config(config: &str) -> Config {
+    let mut profile = false;
+    let mut bus_load = None;
     let mut parts = config.split('/');
     let mut settings = SwapSettings {
         non_blocking: true,
@@ -148,16 +465,24 @@ fn parse_config(config: &str) -> (bool, SwapSettings) {
         match modifier {
             "sync" => settings.non_blocking = false,
             "debug" => settings.debug = true,
+            "profile" => profile = true,
+            "noise" => bus_load = Some(Copier::CopyEngine),
+            "noise-sm" => bus_load = Some(Copier::Kernel),
             "block" => settings.granularity = Granularity::Block,
             p => {
                 settings.prefetch = p
                     .trim_start_matches('p')
                     .parse()
-                    .expect("a modifier: pN, sync, debug, block")
+                    .expect("a modifier: pN, sync, debug, block, profile, noise, noise-sm")
             }
         }
     }
-    (swapped, settings)
+    Config {
+        swapped,
+        settings,
+        profile,
+        bus_load,
+    }
 }
 
 /// Seeded random weights, N(0, 1/fan_in), for every tensor of `units`.

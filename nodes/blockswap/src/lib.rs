@@ -6,6 +6,7 @@
 //! placement ([`placement`]). The SDXL UNet, and any model exposing units, works unchanged.
 
 pub mod doctor;
+pub mod floor;
 mod node;
 pub mod pipeline;
 pub mod placement;
