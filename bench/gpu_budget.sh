@@ -4,7 +4,9 @@
 # at the bandwidth `swapgraph doctor` measures (unet_step's `budget_floor_ms`); each budget then
 # runs plain, profiled by block and with the compute stream's waits (`debug`). The resident step
 # also runs beside unrelated full-rate host-to-device copies (`none/noise`): what copies alone
-# cost the compute beside them. Results in $OUT/budget.jsonl.
+# cost the compute beside them. Budgets after `none/profile` and `none/noise/profile` report
+# their schedule replayed on the profiled compute, plain and slowed by the copies it overlaps,
+# and the best replay at any prefetch depth. Results in $OUT/budget.jsonl.
 # Expects .gpu/ with the CUDA build of swapgraph and the unet_step bench binary.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"

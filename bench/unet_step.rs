@@ -11,28 +11,36 @@
 //! configurations. One JSON line per configuration: median and minimum ms per step, bytes
 //! streamed per step, the achieved host-to-device rate, the memory pool's peak during the steps
 //! (CUDA); with `debug`, the compute stream's wait for copies per step, in all and by block; with
-//! `profile`, the time per step by block (compute, and waits for copies when streamed).
+//! `profile`, the time per step by block and by unit (compute, and waits for copies when
+//! streamed).
 //!
 //! `noise` (CUDA) keeps the bus busy with unrelated host-to-device copies on a stream of their
 //! own while the steps run: a swap's copies without the swap, to see what copies alone cost the
 //! compute beside them; `noise-sm` makes the same copies with a kernel whose loads and stores
-//! leave the L2 cache first (`NOISE_SM_BLOCKS` blocks of 512 threads, default 16). Their rate is
-//! reported as `noise_gb_s`.
+//! leave the L2 cache first (`NOISE_SM_BLOCKS` blocks of 512 threads, default 16). Each copy is
+//! `NOISE_MIB` MiB (default 256), queued again `NOISE_GAP_US` microseconds after it finishes
+//! (default at once). Their rate is reported as `noise_gb_s`.
 //!
 //! `none/profile` also measures each unit's compute resident (scaled down to the `none` step when
 //! that has run faster, since the marks add a little): budget configurations after it report
 //! `budget_floor_ms`, the fastest any schedule could run in that budget at the
 //! host-to-device rate given by `--bandwidth-gb-s` ([`swapgraph_blockswap::floor`]). After
 //! `none/noise/profile` they also report `budget_floor_beside_copies_ms`, the same bound with the
-//! compute slowed as copies slow it.
+//! compute slowed as copies slow it. Streamed configurations after `none/profile` also report
+//! `schedule_replay_ms`: their own schedule replayed on the resident compute at that rate
+//! ([`swapgraph_blockswap::simulate`]), what the step would take if copies cost the compute
+//! nothing; after `none/noise/profile` too, `schedule_replay_beside_copies_ms` charges each unit
+//! for the copies it overlaps, and budgets report `best_prefetch_replay_beside_copies`, the
+//! fastest replay of the same budget at any prefetch depth up to 12.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use swapgraph_blockswap::floor::{step_floor_ms, UnitCost};
+use swapgraph_blockswap::simulate::Replay;
 use swapgraph_blockswap::store::SwapStore;
-use swapgraph_blockswap::{plan, Granularity, SwapSettings};
+use swapgraph_blockswap::{plan, Granularity, SwapPlan, SwapSettings};
 use swapgraph_model::{
     candle_device, device_memory, reset_peak_memory, weight_dtype, ModelHandle, ResidentStore, TensorSource,
     WeightStore,
@@ -80,8 +88,8 @@ fn main() {
             profile,
             bus_load,
         } = parse_config(config);
-        let swap = swapped.then(|| {
-            let swap_plan = plan(&units, dtype, &settings).expect("a swap plan");
+        let swap_plan = swapped.then(|| plan(&units, dtype, &settings).expect("a swap plan"));
+        let swap = swap_plan.clone().map(|swap_plan| {
             SwapStore::load(units.clone(), &model.source, swap_plan, settings, &device, dtype).expect("a swap store")
         });
         // Built here rather than through the model's placement, which would keep it cached on
@@ -144,23 +152,60 @@ fn main() {
             }
         }
         let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
-        let floor =
-            |compute: &Option<Vec<f64>>, step_ms: Option<f64>| match (settings.vram_budget_mb, compute, bandwidth) {
-                (Some(mb), Some(compute), Some(gb_s)) => {
-                    // Only ever scaled down: a floor must not rise with a slow plain run.
-                    let scale = step_ms.map_or(1.0, |step| (step / compute.iter().sum::<f64>()).min(1.0));
-                    let costs: Vec<UnitCost> = units
-                        .iter()
-                        .zip(compute)
-                        .map(|(unit, &compute_ms)| UnitCost {
-                            compute_ms: compute_ms * scale,
-                            bytes: unit.bytes(dtype),
-                        })
-                        .collect();
-                    Some(round(step_floor_ms(&costs, mb << 20, gb_s * 1e9), 1))
-                }
-                _ => None,
+        // Each unit's resident compute and bytes. Only ever scaled down: a bound must not rise
+        // with a slow plain run.
+        let costs = |compute: &Option<Vec<f64>>, step_ms: Option<f64>| {
+            compute.as_ref().map(|compute| {
+                let scale = step_ms.map_or(1.0, |step| (step / compute.iter().sum::<f64>()).min(1.0));
+                units
+                    .iter()
+                    .zip(compute)
+                    .map(|(unit, &compute_ms)| UnitCost {
+                        compute_ms: compute_ms * scale,
+                        bytes: unit.bytes(dtype),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let floor = |compute: &Option<Vec<f64>>, step_ms: Option<f64>| match (settings.vram_budget_mb, bandwidth) {
+            (Some(mb), Some(gb_s)) => {
+                costs(compute, step_ms).map(|costs| round(step_floor_ms(&costs, mb << 20, gb_s * 1e9), 1))
+            }
+            _ => None,
+        };
+        // The schedule replayed on the resident compute: as it is, and with the compute slowed by
+        // the copies it overlaps (after `none/noise/profile`).
+        let streaming = settings.non_blocking && settings.granularity == Granularity::Unit;
+        let resident_costs = costs(&resident_unit_ms, resident_step_ms);
+        let beside_copies: Option<Vec<f64>> =
+            costs(&loaded_unit_ms, loaded_step_ms).map(|c| c.iter().map(|u| u.compute_ms).collect());
+        let replay = |swap_plan: &SwapPlan, slowed: bool| -> Option<f64> {
+            let (costs, gb_s) = (resident_costs.as_ref()?, bandwidth?);
+            let replay = Replay::new(costs, gb_s * 1e9);
+            let replay = match (slowed, &beside_copies) {
+                (false, _) => replay,
+                (true, Some(beside)) => replay.slowed_by_copies(beside),
+                (true, None) => return None,
             };
+            Some(round(replay.pass_ms(&swap_plan.swapped, swap_plan.buffer_bytes), 1))
+        };
+        let replayed = swap_plan.as_ref().filter(|_| streaming).and_then(|p| replay(p, false));
+        let replayed_beside_copies = swap_plan.as_ref().filter(|_| streaming).and_then(|p| replay(p, true));
+        // The same budget at every prefetch depth up to 12, replayed beside copies: the best of
+        // them and its depth.
+        let best_prefetch = settings
+            .vram_budget_mb
+            .filter(|_| streaming)
+            .and_then(|_| {
+                (0..=12)
+                    .filter_map(|prefetch| {
+                        let deeper = SwapSettings { prefetch, ..settings };
+                        let deeper_plan = plan(&units, dtype, &deeper).ok()?;
+                        Some((replay(&deeper_plan, true)?, prefetch))
+                    })
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+            })
+            .map(|(ms, prefetch)| serde_json::json!({ "prefetch": prefetch, "ms": ms }));
         let memory = device_memory(&device).unwrap_or_default();
         let gib = |bytes: f64| bytes / (1u64 << 30) as f64;
         let figures = swap.as_ref().map(SwapStore::figures);
@@ -188,7 +233,15 @@ fn main() {
                 "compute_wait_ms_per_step": wait.map(|w| round(w, 1)),
                 "compute_wait_ms_per_step_by_block": wait_by_block,
                 "ms_per_step_by_block": time_by_block,
+                "by_unit": profile.then(|| units.iter().zip(&unit_ms).map(|(unit, &ms)| serde_json::json!({
+                    "unit": unit.name,
+                    "bytes": unit.bytes(dtype),
+                    "ms_per_step": round(ms, 3),
+                })).collect::<Vec<_>>()),
                 "budget_floor_ms": floor(&resident_unit_ms, resident_step_ms),
+                "schedule_replay_ms": replayed,
+                "schedule_replay_beside_copies_ms": replayed_beside_copies,
+                "best_prefetch_replay_beside_copies": best_prefetch,
                 "budget_floor_beside_copies_ms": floor(&loaded_unit_ms, loaded_step_ms),
                 "peak_device_gib": round(gib(memory.peak_allocated as f64), 3),
                 "noise_gb_s": noise_gb_s.map(|r| round(r, 1)),
@@ -310,24 +363,40 @@ impl WeightStore for TimedStore<'_> {
 enum Copier {
     /// `cuMemcpyHtoDAsync`: the copy engine, as BlockSwap's streaming does.
     CopyEngine,
+    /// `cuMemHostRegister` on host memory the kernel backs with 2 MiB pages (transparent huge
+    /// pages): the same copies from memory of fewer, larger pages.
+    HugePages,
     /// A kernel reading page-locked host memory and writing device memory with evict-first
     /// (`.cs`) loads and stores, so that the copied lines leave the L2 cache first.
     Kernel,
 }
 
-/// Host-to-device copies of 256 MiB from page-locked memory, two queued at all times on a stream
-/// of their own, until dropped; the host sleeps between polls, so no thread spins in the driver
-/// beside the steps.
+/// Host-to-device copies of [`noise_bytes`] from page-locked memory, two queued on a stream of
+/// their own (each queued again [`noise_gap`] after it finishes), until dropped; the host sleeps
+/// between polls, so no thread spins in the driver beside the steps.
 #[cfg(feature = "cuda")]
 struct BusLoad {
     stop: Arc<std::sync::atomic::AtomicBool>,
     copies: Arc<std::sync::atomic::AtomicU64>,
     started: Instant,
+    bytes: usize,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Bytes of each `noise` copy: `NOISE_MIB` MiB, default 256.
 #[cfg(feature = "cuda")]
-const NOISE_BYTES: usize = 256 << 20;
+fn noise_bytes() -> usize {
+    std::env::var("NOISE_MIB").map_or(256, |m| m.parse().expect("NOISE_MIB: a size in MiB")) << 20
+}
+
+/// A pause before each `noise` copy is queued again, `NOISE_GAP_US` microseconds (default none):
+/// a lower copy rate in the same pattern.
+#[cfg(feature = "cuda")]
+fn noise_gap() -> std::time::Duration {
+    std::time::Duration::from_micros(
+        std::env::var("NOISE_GAP_US").map_or(0, |g| g.parse().expect("NOISE_GAP_US: microseconds")),
+    )
+}
 
 #[cfg(feature = "cuda")]
 const STREAM_COPY: &str = r#"
@@ -352,13 +421,23 @@ impl BusLoad {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let copies = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (stopped, done) = (stop.clone(), copies.clone());
+        let (bytes, gap) = (noise_bytes(), noise_gap());
         let blocks: u32 = std::env::var("NOISE_SM_BLOCKS").map_or(16, |b| b.parse().expect("NOISE_SM_BLOCKS: a count"));
         let thread = std::thread::spawn(move || {
             let stream = context.new_stream().expect("a copy stream");
             // SAFETY: the buffers' contents are never read; they only give the copies a size.
-            let host = unsafe { context.alloc_pinned::<u8>(NOISE_BYTES) }.expect("page-locked memory");
-            let target = unsafe { stream.alloc::<u8>(NOISE_BYTES) }.expect("device memory");
-            let host = host.as_slice().expect("page-locked memory");
+            let pinned = (copier != Copier::HugePages)
+                .then(|| unsafe { context.alloc_pinned::<u8>(bytes) }.expect("page-locked memory"));
+            let registered = (copier == Copier::HugePages).then(|| {
+                context.bind_to_thread().expect("the context");
+                HugePages::register(bytes)
+            });
+            let target = unsafe { stream.alloc::<u8>(bytes) }.expect("device memory");
+            let host = match (&pinned, &registered) {
+                (Some(pinned), _) => pinned.as_slice().expect("page-locked memory"),
+                (None, Some(registered)) => registered.as_slice(),
+                (None, None) => unreachable!("one host buffer is made"),
+            };
             let (address, _guard) = target.device_ptr(&stream);
             let kernel = (copier == Copier::Kernel).then(|| {
                 let ptx = candle_core::cuda_backend::cudarc::nvrtc::compile_ptx(STREAM_COPY).expect("the copy kernel");
@@ -370,7 +449,7 @@ impl BusLoad {
                     // SAFETY: both buffers outlive the copies (the stream is synchronised below).
                     None => unsafe { result::memcpy_htod_async(address, host, stream.cu_stream()) }.expect("a copy"),
                     Some(function) => {
-                        let (source, vectors) = (host.as_ptr() as u64, (NOISE_BYTES / 16) as u64);
+                        let (source, vectors) = (host.as_ptr() as u64, (bytes / 16) as u64);
                         let config = LaunchConfig {
                             grid_dim: (blocks, 1, 1),
                             block_dim: (512, 1, 1),
@@ -395,6 +474,7 @@ impl BusLoad {
                 if stopped.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
+                std::thread::sleep(gap);
                 copy(&queued[turn]);
             }
             stream.synchronize().expect("the copies to finish");
@@ -403,14 +483,68 @@ impl BusLoad {
             stop,
             copies,
             started: Instant::now(),
+            bytes,
             thread: Some(thread),
         }
     }
 
     /// The copies' rate so far, in GB/s.
     fn gb_s(&self) -> f64 {
-        let bytes = self.copies.load(std::sync::atomic::Ordering::Relaxed) as f64 * NOISE_BYTES as f64;
+        let bytes = self.copies.load(std::sync::atomic::Ordering::Relaxed) as f64 * self.bytes as f64;
         bytes / self.started.elapsed().as_secs_f64() / 1e9
+    }
+}
+
+/// Host memory on 2 MiB pages where the kernel grants them, page-locked and mapped for the
+/// device with `cuMemHostRegister`; unregistered and freed when dropped.
+#[cfg(feature = "cuda")]
+struct HugePages {
+    pointer: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+#[cfg(feature = "cuda")]
+impl HugePages {
+    const PAGE: usize = 2 << 20;
+
+    fn register(bytes: usize) -> Self {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let layout =
+            std::alloc::Layout::from_size_align(bytes.next_multiple_of(Self::PAGE), Self::PAGE).expect("a layout");
+        // SAFETY: the layout has a non-zero size; the memory is written before it is registered.
+        let pointer = unsafe { std::alloc::alloc(layout) };
+        assert!(!pointer.is_null(), "host memory for the copies");
+        unsafe {
+            libc::madvise(pointer.cast(), layout.size(), libc::MADV_HUGEPAGE);
+            std::ptr::write_bytes(pointer, 0, layout.size());
+            let registered = sys::cuMemHostRegister_v2(pointer.cast(), layout.size(), 0);
+            assert_eq!(registered, sys::CUresult::CUDA_SUCCESS, "cuMemHostRegister");
+        }
+        let huge = std::fs::read_to_string("/proc/self/smaps_rollup")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("AnonHugePages")).map(str::to_string));
+        eprintln!(
+            "noise-huge: {bytes} bytes registered; process {}",
+            huge.unwrap_or_default()
+        );
+        Self { pointer, layout }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: the allocation holds `layout.size()` initialised bytes until dropped.
+        unsafe { std::slice::from_raw_parts(self.pointer, self.layout.size()) }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        // SAFETY: registered and allocated in `register` with this layout; no copy is in flight
+        // (the stream is synchronised before the buffer goes).
+        unsafe {
+            candle_core::cuda_backend::cudarc::driver::sys::cuMemHostUnregister(self.pointer.cast());
+            std::alloc::dealloc(self.pointer, self.layout);
+        }
     }
 }
 
@@ -468,12 +602,13 @@ fn parse_config(config: &str) -> Config {
             "profile" => profile = true,
             "noise" => bus_load = Some(Copier::CopyEngine),
             "noise-sm" => bus_load = Some(Copier::Kernel),
+            "noise-huge" => bus_load = Some(Copier::HugePages),
             "block" => settings.granularity = Granularity::Block,
             p => {
                 settings.prefetch = p
                     .trim_start_matches('p')
                     .parse()
-                    .expect("a modifier: pN, sync, debug, block, profile, noise, noise-sm")
+                    .expect("a modifier: pN, sync, debug, block, profile, noise, noise-sm, noise-huge")
             }
         }
     }

@@ -6,6 +6,7 @@
 # Then build with: CUDA_HOME=DEST/cuda PATH=DEST/cuda/bin:$PATH CUDA_COMPUTE_CAP=90 cargo build --release --features cuda
 # CUDA 13.0 exactly: PTX from a newer nvcc is refused by the GPU machine's driver (580).
 set -euo pipefail
+mkdir -p "${1:-.}"
 DEST="$(cd "${1:-.}" && pwd)"
 cd "$DEST"
 python3 -m venv cudavenv

@@ -15,6 +15,7 @@ pub mod preset;
 pub mod probe;
 pub mod report;
 pub mod settings;
+pub mod simulate;
 pub mod store;
 #[cfg(feature = "cuda")]
 mod streaming;

@@ -72,8 +72,15 @@ impl Pipeline {
     /// A schedule for `order` (the swapped units in execution order, `sizes` elements each) with
     /// a ring of room for `prefetch + 1` of the largest.
     pub fn new(order: Vec<usize>, sizes: Vec<usize>, prefetch: usize) -> Self {
-        let position = order.iter().enumerate().map(|(p, &unit)| (unit, p)).collect();
         let capacity = sizes.iter().copied().max().unwrap_or(0) * (prefetch + 1);
+        Self::with_capacity(order, sizes, capacity)
+    }
+
+    /// A schedule for `order` (`sizes` elements each) with a ring of `capacity` elements, at
+    /// least the largest unit.
+    pub fn with_capacity(order: Vec<usize>, sizes: Vec<usize>, capacity: usize) -> Self {
+        let position = order.iter().enumerate().map(|(p, &unit)| (unit, p)).collect();
+        let capacity = capacity.max(sizes.iter().copied().max().unwrap_or(0));
         Self {
             order,
             sizes,
