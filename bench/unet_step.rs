@@ -10,9 +10,10 @@
 //! on the compute stream as each unit starts). The random weights are made once for all
 //! configurations. One JSON line per configuration: median and minimum ms per step, bytes
 //! streamed per step, the achieved host-to-device rate, the memory pool's peak during the steps
-//! (CUDA); with `debug`, the compute stream's wait for copies per step, in all and by block; with
-//! `profile`, the time per step by block and by unit (compute, and waits for copies when
-//! streamed).
+//! (CUDA), and for a streamed configuration whether its output is bit for bit the first resident
+//! configuration's; with `debug`, the compute stream's wait for copies per step, in all and by
+//! block; with `profile`, the time per step by block and by unit (compute, and waits for copies
+//! when streamed).
 //!
 //! `noise` (CUDA) keeps the bus busy with unrelated host-to-device copies on a stream of their
 //! own while the steps run: a swap's copies without the swap, to see what copies alone cost the
@@ -77,6 +78,7 @@ fn main() {
     );
     let unet = model.network.as_any().downcast_ref::<UNet>().expect("a UNet");
     let inputs = Inputs::new(&cfg, latent, dtype, &device).expect("inputs");
+    let mut resident_output: Option<Vec<f32>> = None;
     let mut resident_unit_ms: Option<Vec<f64>> = None;
     let mut loaded_unit_ms: Option<Vec<f64>> = None;
     let mut resident_step_ms: Option<f64> = None;
@@ -110,6 +112,7 @@ fn main() {
         let store: &dyn WeightStore = timed.as_ref().map_or(store, |t| t as &dyn WeightStore);
         let mut times = Vec::new();
         let mut unit_ms = vec![0.0; units.len()];
+        let mut last_output = None;
         reset_peak_memory(&device);
         for step in 0..=steps {
             let clock = Instant::now();
@@ -118,7 +121,7 @@ fn main() {
             let end = Mark::now(&device);
             device.synchronize().expect("device work to finish");
             let elapsed = clock.elapsed().as_secs_f64() * 1e3;
-            drop(out);
+            last_output = Some(out);
             if let Some(timed) = &timed {
                 let marks = timed.take(start, end);
                 if step > 0 {
@@ -131,6 +134,18 @@ fn main() {
                 times.push(elapsed);
             }
         }
+        // The last step's output, to hold a streamed configuration's to the resident one's.
+        let output: Vec<f32> = last_output
+            .expect("at least one step")
+            .to_dtype(DType::F32)
+            .and_then(|o| o.flatten_all()?.to_vec1())
+            .expect("the step's output");
+        if !swapped && resident_output.is_none() {
+            resident_output = Some(output.clone());
+        }
+        let identical_to_resident = swapped
+            .then(|| resident_output.as_ref().map(|resident| *resident == output))
+            .flatten();
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         #[cfg(feature = "cuda")]
@@ -244,6 +259,7 @@ fn main() {
                 "best_prefetch_replay_beside_copies": best_prefetch,
                 "budget_floor_beside_copies_ms": floor(&loaded_unit_ms, loaded_step_ms),
                 "peak_device_gib": round(gib(memory.peak_allocated as f64), 3),
+                "identical_to_resident": identical_to_resident,
                 "noise_gb_s": noise_gb_s.map(|r| round(r, 1)),
             })
         );
