@@ -64,6 +64,7 @@ fn unet_step(cfg: &UNetConfig, latent: usize) -> impl FnMut() -> Duration {
             sample: &sample,
             timesteps: &timesteps,
             context: &context,
+            projected: None,
             text_embeds: &pooled,
             time_ids: &ids,
             control: None,

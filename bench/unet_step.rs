@@ -11,9 +11,10 @@
 //! configurations. One JSON line per configuration: median and minimum ms per step, bytes
 //! streamed per step, the achieved host-to-device rate, the memory pool's peak during the steps
 //! (CUDA), and for a streamed configuration whether its output is bit for bit the first resident
-//! configuration's; with `debug`, the compute stream's wait for copies per step, in all and by
-//! block; with `profile`, the time per step by block and by unit (compute, and waits for copies
-//! when streamed).
+//! configuration's. The text's keys and values are projected once before the steps, as a sampler
+//! does (`context_projection_ms`), so the steps run without those weights. With `debug`, the
+//! compute stream's wait for copies per step, in all and by block; with `profile`, the time per
+//! step by block and by unit (compute, and waits for copies when streamed).
 //!
 //! `noise` (CUDA) keeps the bus busy with unrelated host-to-device copies on a stream of their
 //! own while the steps run: a swap's copies without the swap, to see what copies alone cost the
@@ -47,7 +48,7 @@ use swapgraph_model::{
     WeightStore,
 };
 use swapgraph_node_api::DeviceSpec;
-use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
+use swapgraph_sdxl::unet::{ProjectedContext, UNet, UNetConfig, UNetInput};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -71,6 +72,8 @@ fn main() {
     let cfg = UNetConfig::sdxl();
     let unet = UNet::new(cfg).expect("the SDXL layout");
     let units = unet.units().to_vec();
+    // The pass's units come first, then the context projections, run once before the steps.
+    let pass_units = units.iter().take_while(|u| u.section.in_every_pass()).count();
     let model = ModelHandle::new(
         "random SDXL UNet",
         Arc::new(unet),
@@ -108,6 +111,14 @@ fn main() {
         let load = bus_load.map(|copier| BusLoad::start(&device, copier));
         #[cfg(not(feature = "cuda"))]
         assert!(bus_load.is_none(), "noise needs the CUDA build");
+        // The conditioning's keys and values, projected once as a sampler does: the steps run on
+        // them, the projection's weights stay out of every step.
+        let clock = Instant::now();
+        let projected = unet
+            .project_context(store, &inputs.context)
+            .expect("the context projected");
+        device.synchronize().expect("the projection to finish");
+        let projection_ms = clock.elapsed().as_secs_f64() * 1e3;
         let timed = profile.then(|| TimedStore::new(store));
         let store: &dyn WeightStore = timed.as_ref().map_or(store, |t| t as &dyn WeightStore);
         let mut times = Vec::new();
@@ -117,7 +128,7 @@ fn main() {
         for step in 0..=steps {
             let clock = Instant::now();
             let start = Mark::now(&device);
-            let out = inputs.run(unet, store);
+            let out = inputs.run(unet, store, &projected);
             let end = Mark::now(&device);
             device.synchronize().expect("device work to finish");
             let elapsed = clock.elapsed().as_secs_f64() * 1e3;
@@ -172,7 +183,7 @@ fn main() {
         let costs = |compute: &Option<Vec<f64>>, step_ms: Option<f64>| {
             compute.as_ref().map(|compute| {
                 let scale = step_ms.map_or(1.0, |step| (step / compute.iter().sum::<f64>()).min(1.0));
-                units
+                units[..pass_units]
                     .iter()
                     .zip(compute)
                     .map(|(unit, &compute_ms)| UnitCost {
@@ -202,7 +213,10 @@ fn main() {
                 (true, Some(beside)) => replay.slowed_by_copies(beside),
                 (true, None) => return None,
             };
-            Some(round(replay.pass_ms(&swap_plan.swapped, swap_plan.buffer_bytes), 1))
+            Some(round(
+                replay.pass_ms(&swap_plan.swapped[..pass_units], swap_plan.buffer_bytes),
+                1,
+            ))
         };
         let replayed = swap_plan.as_ref().filter(|_| streaming).and_then(|p| replay(p, false));
         let replayed_beside_copies = swap_plan.as_ref().filter(|_| streaming).and_then(|p| replay(p, true));
@@ -242,13 +256,14 @@ fn main() {
                 "latent": latent,
                 "dtype": format!("{dtype:?}"),
                 "median_ms": round(median, 1),
+                "context_projection_ms": round(projection_ms, 1),
                 "min_ms": round(times[0], 1),
                 "streamed_gib_per_step": round(gib(streamed), 3),
                 "achieved_h2d_gb_s": round(streamed / (median * 1e-3) / 1e9, 1),
                 "compute_wait_ms_per_step": wait.map(|w| round(w, 1)),
                 "compute_wait_ms_per_step_by_block": wait_by_block,
                 "ms_per_step_by_block": time_by_block,
-                "by_unit": profile.then(|| units.iter().zip(&unit_ms).map(|(unit, &ms)| serde_json::json!({
+                "by_unit": profile.then(|| units[..pass_units].iter().zip(&unit_ms).map(|(unit, &ms)| serde_json::json!({
                     "unit": unit.name,
                     "bytes": unit.bytes(dtype),
                     "ms_per_step": round(ms, 3),
@@ -674,11 +689,12 @@ impl Inputs {
         })
     }
 
-    fn run(&self, unet: &UNet, store: &dyn WeightStore) -> Tensor {
+    fn run(&self, unet: &UNet, store: &dyn WeightStore, projected: &ProjectedContext) -> Tensor {
         let input = UNetInput {
             sample: &self.sample,
             timesteps: &self.timesteps,
             context: &self.context,
+            projected: Some(projected),
             text_embeds: &self.pooled,
             time_ids: &self.ids,
             control: None,

@@ -27,7 +27,9 @@ impl BlockSwap {
             "BlockSwap",
             "model",
             "Keeps part of the UNet's weights in host memory and streams them to the device as the model runs, \
-             so SDXL fits small GPUs. Bypass or remove the node to keep every weight on the device.",
+             so SDXL fits small GPUs. The text's cross-attention keys and values are projected once per sampling \
+             run, so those weights stay in host memory and out of every step. Bypass or remove the node to keep \
+             every weight on the device.",
         )
         .input("model", SocketType::Model, "The model to stream.")
         .param(ParamSpec::new(
@@ -146,7 +148,7 @@ fn plan_for_node(model: &ModelHandle, settings: &SwapSettings, ctx: &RunContext)
         "{}: BlockSwap streams {} of {} units ({}), {} of weights stay on the device",
         ctx.node_id,
         swap_plan.swapped_units(),
-        swap_plan.swapped.len(),
+        swap_plan.pass_units,
         swap_plan.swapped_blocks.join(", "),
         crate::report::mib(swap_plan.device_bytes() as f64)
     );

@@ -5,6 +5,10 @@
 //! unit's weights are used once per spatial position, so at high resolution its transfer hides
 //! best behind its compute), and the level that only needs part swapped has its swapped units
 //! spread evenly through it, so resident compute separates their transfers.
+//!
+//! The context projections ([`Section::Context`]) run once per conditioning, not in every pass:
+//! they stay on the host under any plan and are copied in when the conditioning is projected,
+//! outside the budget and the transfer ring.
 
 use crate::settings::{Granularity, SwapSettings};
 use candle_core::DType;
@@ -57,6 +61,10 @@ pub struct SwapPlan {
     pub streamed_bytes: u64,
     /// Bytes of the device buffers that receive streamed weights.
     pub buffer_bytes: u64,
+    /// Bytes of the context projections, held on the host and copied in once per conditioning.
+    pub context_bytes: u64,
+    /// Units that run in every pass (all but the context projections).
+    pub pass_units: usize,
 }
 
 impl SwapPlan {
@@ -74,7 +82,7 @@ impl SwapPlan {
 /// The block a unit belongs to (`down_blocks.1`), or `None` for the stem and head.
 pub fn block_of(unit: &UnitSpec) -> Option<String> {
     match unit.section {
-        Section::Stem | Section::Head => None,
+        Section::Stem | Section::Head | Section::Context => None,
         Section::Down(n) => Some(format!("down_blocks.{n}")),
         Section::Mid => Some("mid_block".to_string()),
         Section::Up(n) => Some(format!("up_blocks.{n}")),
@@ -202,7 +210,7 @@ fn resolution_levels(units: &[UnitSpec]) -> Vec<Vec<usize>> {
             Section::Down(n) => n,
             Section::Mid => deepest,
             Section::Up(n) => deepest.saturating_sub(n),
-            Section::Stem | Section::Head => continue,
+            Section::Stem | Section::Head | Section::Context => continue,
         };
         levels.entry(level).or_default().push(i);
     }
@@ -244,10 +252,17 @@ fn thin_out(swapped: &mut [bool], level: &[usize], units: &[UnitSpec], dtype: DT
 fn summarize(units: &[UnitSpec], dtype: DType, settings: &SwapSettings, swapped: Vec<bool>) -> SwapPlan {
     let mut resident_bytes = 0;
     let mut streamed_bytes = 0;
+    let mut context_bytes = 0;
+    let mut pass_units = 0;
     let mut largest_unit = 0;
     let mut per_block: BTreeMap<String, u64> = BTreeMap::new();
     for (unit, &streams) in units.iter().zip(&swapped) {
         let bytes = unit.bytes(dtype);
+        if !unit.section.in_every_pass() {
+            context_bytes += bytes;
+            continue;
+        }
+        pass_units += 1;
         if streams {
             streamed_bytes += bytes;
             largest_unit = largest_unit.max(bytes);
@@ -268,5 +283,7 @@ fn summarize(units: &[UnitSpec], dtype: DType, settings: &SwapSettings, swapped:
         resident_bytes,
         streamed_bytes,
         buffer_bytes,
+        context_bytes,
+        pass_units,
     }
 }

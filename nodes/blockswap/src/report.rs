@@ -21,12 +21,19 @@ pub fn plan_report(plan: &SwapPlan, settings: &SwapSettings) -> MemoryReport {
             ),
             (
                 "units swapped".into(),
-                format!("{} of {}", plan.swapped_units(), plan.swapped.len()),
+                format!("{} of {}", plan.swapped_units(), plan.pass_units),
             ),
             ("offloaded memory".into(), mib(plan.streamed_bytes as f64)),
             ("main memory".into(), mib(plan.resident_bytes as f64)),
             ("transfer buffers".into(), mib(plan.buffer_bytes as f64)),
             ("device weights".into(), mib(plan.device_bytes() as f64)),
+            (
+                "context projections".into(),
+                format!(
+                    "{} on the host, copied in once per conditioning",
+                    mib(plan.context_bytes as f64)
+                ),
+            ),
             ("granularity".into(), granularity),
         ],
         ..MemoryReport::default()

@@ -94,13 +94,15 @@ impl SwapStore {
                 if swapped && streamed {
                     return Ok(Home::Streamed);
                 }
-                let on = if swapped { &Device::Cpu } else { device };
+                // Context projections run once per conditioning: they wait on the host.
+                let on_host = swapped || !unit.section.in_every_pass();
+                let on = if on_host { &Device::Cpu } else { device };
                 let tensors = unit
                     .tensors
                     .iter()
                     .map(|(name, shape)| Ok((name.clone(), source.load(&unit.key(name), shape, dtype, on)?)))
                     .collect::<std::result::Result<HashMap<_, _>, SourceError>>()?;
-                Ok(if swapped {
+                Ok(if on_host {
                     Home::Host(tensors)
                 } else {
                     Home::Resident(UnitWeights::new(tensors))
@@ -168,14 +170,19 @@ impl SwapStore {
         ))
     }
 
-    /// Copies a host unit to the device, counting bytes and time.
-    fn fetch(&self, unit: usize, tensors: &HashMap<String, Tensor>) -> Result<UnitWeights> {
-        let started = Instant::now();
+    /// A host unit's tensors on the device.
+    fn copy_in(&self, tensors: &HashMap<String, Tensor>) -> Result<UnitWeights> {
         let copied = tensors
             .iter()
             .map(|(name, tensor)| Ok((name.clone(), tensor.to_device(&self.device)?)))
             .collect::<Result<HashMap<_, _>>>()?;
-        let weights = UnitWeights::new(copied);
+        Ok(UnitWeights::new(copied))
+    }
+
+    /// Copies a host unit of the pass to the device, counting bytes and time.
+    fn fetch(&self, unit: usize, tensors: &HashMap<String, Tensor>) -> Result<UnitWeights> {
+        let started = Instant::now();
+        let weights = self.copy_in(tensors)?;
         let elapsed = started.elapsed();
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         stats.bytes_streamed += weights.bytes();
@@ -229,6 +236,13 @@ impl WeightStore for SwapStore {
         if unit == 0 {
             self.stats.lock().unwrap_or_else(PoisonError::into_inner).forward_passes += 1;
         }
+        if self.units.get(unit).is_some_and(|u| !u.section.in_every_pass()) {
+            // A context projection, once per conditioning: outside the pass's figures.
+            return match self.homes.get(unit) {
+                Some(Home::Host(tensors)) => self.copy_in(tensors),
+                _ => candle_core::bail!("no context projection unit {unit}"),
+            };
+        }
         match self.homes.get(unit) {
             Some(Home::Resident(weights)) => Ok(weights.clone()),
             Some(Home::Streamed) => self.acquire_streamed(unit),
@@ -245,7 +259,7 @@ impl WeightStore for SwapStore {
         if let Transfers::Streaming(streamer) = &self.transfers {
             streamer.release(unit);
         }
-        if unit + 1 == self.units.len() {
+        if unit + 1 == self.plan.pass_units {
             *self.current_block.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }

@@ -18,17 +18,55 @@ fn the_sdxl_unet_has_the_expected_units_and_size() {
     let units = sdxl_units();
     let parameters: usize = units.iter().map(UnitSpec::parameter_count).sum();
     assert_eq!(parameters, 2_567_463_684, "SDXL base UNet parameter count");
+    let (pass, context): (Vec<&UnitSpec>, Vec<&UnitSpec>) = units.iter().partition(|u| u.section.in_every_pass());
     assert_eq!(
-        units.iter().filter(|u| u.name.contains("transformer_blocks")).count(),
+        pass.iter().filter(|u| u.name.contains("transformer_blocks")).count(),
         70
     );
+    // Each transformer block's text keys and values (attn2.to_k, attn2.to_v from 2048 wide):
+    // 10 blocks 640 wide, 60 blocks 1280 wide.
+    assert_eq!(context.len(), 70);
+    assert!(context
+        .iter()
+        .all(|u| u.name.ends_with(".attn2") && u.tensors.len() == 2));
+    let context_parameters: usize = context.iter().map(|u| u.parameter_count()).sum();
+    assert_eq!(context_parameters, 2 * 2048 * (10 * 640 + 60 * 1280));
     let everything = SwapSettings {
         blocks_to_swap: 0,
         ..SwapSettings::default()
     };
     let resident = plan(&units, DType::F16, &everything).unwrap();
     assert_eq!(resident.swapped_units(), 0);
-    assert_eq!(resident.resident_bytes, 2 * parameters as u64);
+    assert_eq!(resident.pass_units, pass.len());
+    assert_eq!(resident.resident_bytes, 2 * (parameters - context_parameters) as u64);
+    assert_eq!(resident.context_bytes, 2 * context_parameters as u64);
+}
+
+#[test]
+fn context_projections_stay_on_the_host_outside_the_budget() {
+    let units = sdxl_units();
+    for settings in [
+        SwapSettings::default(),
+        SwapSettings {
+            vram_budget_mb: Some(3072),
+            ..SwapSettings::default()
+        },
+    ] {
+        let swap_plan = plan(&units, DType::F16, &settings).unwrap();
+        let pass_bytes: u64 = units
+            .iter()
+            .filter(|u| u.section.in_every_pass())
+            .map(|u| u.bytes(DType::F16))
+            .sum();
+        assert_eq!(swap_plan.resident_bytes + swap_plan.streamed_bytes, pass_bytes);
+        for (unit, &streams) in units.iter().zip(&swap_plan.swapped) {
+            assert!(
+                unit.section.in_every_pass() || !streams,
+                "{} streams in every pass",
+                unit.name
+            );
+        }
+    }
 }
 
 #[test]
@@ -220,9 +258,9 @@ fn a_budget_spreads_the_partly_swapped_level_evenly_through_its_blocks() {
     use swapgraph_model::Section;
     let units = sdxl_units();
     let deepest = [Section::Down(2), Section::Mid, Section::Up(0)];
-    for gib in [2u64, 3, 4] {
+    for budget_mb in [2048u64, 3072, 3584] {
         let settings = SwapSettings {
-            vram_budget_mb: Some(gib * 1024),
+            vram_budget_mb: Some(budget_mb),
             ..SwapSettings::default()
         };
         let fitted = plan(&units, DType::F16, &settings).unwrap();
@@ -239,13 +277,13 @@ fn a_budget_spreads_the_partly_swapped_level_evenly_through_its_blocks() {
         let level = swapped_share(&deepest);
         assert!(
             level > 0.05 && level < 0.95,
-            "{gib} GiB swaps part of the deepest level, not {level}"
+            "{budget_mb} MiB swaps part of the deepest level, not {level}"
         );
         for section in deepest {
             let share = swapped_share(&[section]);
             assert!(
                 (share - level).abs() < 0.1,
-                "{gib} GiB: {section} has {share:.2} of its bytes swapped against {level:.2} for its level"
+                "{budget_mb} MiB: {section} has {share:.2} of its bytes swapped against {level:.2} for its level"
             );
         }
     }

@@ -80,6 +80,7 @@ fn tiny_unet_with(cases: &HashMap<String, Tensor>, extra: &swapgraph_sdxl::unet:
             sample: &cases["sample"],
             timesteps: &cases["timesteps"],
             context: &cases["context"],
+            projected: None,
             text_embeds: &cases["text_embeds"],
             time_ids: &cases["time_ids"],
             control: None,

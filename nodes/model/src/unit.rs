@@ -16,6 +16,16 @@ pub enum Section {
     Up(usize),
     /// Always-resident output layers (final norm and conv).
     Head,
+    /// Projections of the conditioning (the cross-attention layers' keys and values of the
+    /// text): used once per conditioning, when a sampler projects it, not in every pass.
+    Context,
+}
+
+impl Section {
+    /// Whether the section's units run in every forward pass (all but [`Section::Context`]).
+    pub fn in_every_pass(self) -> bool {
+        self != Self::Context
+    }
 }
 
 impl fmt::Display for Section {
@@ -26,6 +36,7 @@ impl fmt::Display for Section {
             Self::Mid => f.write_str("mid_block"),
             Self::Up(n) => write!(f, "up_blocks.{n}"),
             Self::Head => f.write_str("head"),
+            Self::Context => f.write_str("context projections"),
         }
     }
 }

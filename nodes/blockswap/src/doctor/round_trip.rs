@@ -124,6 +124,7 @@ impl Inputs {
             sample: &self.sample,
             timesteps: &self.timesteps,
             context: &self.context,
+            projected: None,
             text_embeds: &self.text_embeds,
             time_ids: &self.time_ids,
             control: None,

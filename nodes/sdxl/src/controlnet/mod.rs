@@ -17,7 +17,9 @@ pub use hint::HintEmbedding;
 pub use load::{load, RANDOM_CONTROLNET, TINY_CONTROLNET};
 
 use crate::unet::stem::Stem;
-use crate::unet::{layout, ControlResiduals, State, Step, UNetInput};
+use crate::unet::{
+    context_steps, given_or_projected, layout, project, ControlResiduals, ProjectedContext, State, Step, UNetInput,
+};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, VarBuilder};
 use swapgraph_model::{record_params, Network, Section, UnitSpec, WeightStore};
@@ -70,6 +72,8 @@ impl Outputs {
 pub struct ControlNet {
     cfg: ControlNetConfig,
     steps: Vec<ControlStep>,
+    /// Its transformer blocks' context projections, run once per conditioning.
+    context_steps: Vec<Step>,
     units: Vec<UnitSpec>,
     skip_channels: Vec<usize>,
 }
@@ -85,25 +89,30 @@ impl ControlNet {
             .filter(|step| matches!(step.section, Section::Down(_) | Section::Mid))
             .collect();
         let skip_channels = skip_channels(&cfg, &body);
+        let context_steps = context_steps(&body);
         let mut steps = vec![ControlStep::Stem];
         steps.extend(body.into_iter().map(ControlStep::Body));
         steps.push(ControlStep::Outputs);
         let mut net = Self {
             cfg,
             steps,
+            context_steps,
             units: Vec::new(),
             skip_channels,
         };
+        let context = net.context_steps.iter().cloned().map(ControlStep::Body);
         net.units = net
             .steps
             .iter()
+            .cloned()
+            .chain(context)
             .map(|step| {
-                let (name, section) = match step {
+                let (name, section) = match &step {
                     ControlStep::Stem => (String::new(), Section::Stem),
                     ControlStep::Body(step) => (step.name.clone(), step.section),
                     ControlStep::Outputs => (String::new(), Section::Head),
                 };
-                let tensors = record_params(|vb| net.build(step, vb).map(drop))?;
+                let tensors = record_params(|vb| net.build(&step, vb).map(drop))?;
                 Ok(UnitSpec { name, section, tensors })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -115,9 +124,18 @@ impl ControlNet {
         &self.cfg
     }
 
+    /// Every cross-attention layer's keys and values of `context`, for passes that attend to it.
+    ///
+    /// # Errors
+    /// A tensor error on a context of the wrong width, or a store error.
+    pub fn project_context(&self, store: &dyn WeightStore, context: &Tensor) -> Result<ProjectedContext> {
+        project(&self.context_steps, self.steps.len(), store, &self.cfg.unet, context)
+    }
+
     /// Residuals for the UNet from the noisy latents and conditioning in `input` (its
-    /// `context` is what the ControlNet attends to: the text, or InstantID's face tokens) and
-    /// the `hint` image (`[b, 3, 8h, 8w]`, values 0..1), scaled by `scale`.
+    /// `context` is what the ControlNet attends to: the text, or InstantID's face tokens, and
+    /// `projected`, when given, this ControlNet's projection of it) and the `hint` image
+    /// (`[b, 3, 8h, 8w]`, values 0..1), scaled by `scale`.
     ///
     /// # Errors
     /// A tensor error on mismatched inputs, or a store error.
@@ -129,30 +147,43 @@ impl ControlNet {
         scale: f64,
     ) -> Result<ControlResiduals> {
         let dtype = store.dtype();
+        let mut projected_here = None;
+        let context = given_or_projected(input.projected, &mut projected_here, || {
+            self.project_context(store, input.context)
+        })?;
+        let pass = Pass {
+            input,
+            context,
+            hint,
+            scale,
+        };
         let mut state = State::new(input.sample);
         let mut residuals = None;
         for (index, step) in self.steps.iter().enumerate() {
             let weights = store.acquire(index)?;
             let vb = weights.var_builder(dtype, store.device());
-            let result = self.run(step, vb, &mut state, input, hint, scale, &mut residuals);
+            let result = self.run(step, vb, &mut state, &pass, &mut residuals);
             store.release(index);
             result?;
         }
         residuals.ok_or_else(|| candle_core::Error::Msg("ControlNet produced no residuals".into()))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         step: &ControlStep,
         vb: VarBuilder,
         state: &mut State,
-        input: &UNetInput,
-        hint: &Tensor,
-        scale: f64,
+        pass: &Pass,
         residuals: &mut Option<ControlResiduals>,
     ) -> Result<()> {
         let dtype = vb.dtype();
+        let Pass {
+            input,
+            context,
+            hint,
+            scale,
+        } = *pass;
         match (step, self.build(step, vb)?) {
             (ControlStep::Stem, Built::Stem(stem, embedding)) => {
                 state.emb =
@@ -161,7 +192,7 @@ impl ControlNet {
                 state.x = (stem.conv_in(&input.sample.to_dtype(dtype)?)? + hint)?;
                 state.skips.push(state.x.clone());
             }
-            (ControlStep::Body(step), Built::Body(layer)) => state.apply(&layer, &step.op, input, dtype)?,
+            (ControlStep::Body(step), Built::Body(layer)) => state.apply(&layer, &step.op, input, context, dtype)?,
             (ControlStep::Outputs, Built::Outputs(outputs)) => {
                 let down = state
                     .skips
@@ -193,6 +224,14 @@ impl ControlNet {
             ControlStep::Outputs => Built::Outputs(Outputs::new(vb, &self.skip_channels, unet.block_out_channels[2])?),
         })
     }
+}
+
+/// What one pass of the ControlNet runs on.
+struct Pass<'a> {
+    input: &'a UNetInput<'a>,
+    context: &'a ProjectedContext,
+    hint: &'a Tensor,
+    scale: f64,
 }
 
 /// A step's layers.

@@ -5,6 +5,7 @@ use super::tensor_error;
 use crate::conditioning::Conditioning;
 use crate::controlnet::ControlNet;
 use crate::sampling::{ControlGuidance, ImageTokenGuidance};
+use crate::unet::ContextCache;
 use candle_core::{DType, Device};
 use std::sync::Arc;
 use swapgraph_model::Placement;
@@ -71,6 +72,7 @@ pub fn control_guidance<'a>(
         contexts: (context(negative)?, context(positive)?),
         percent: (hint.start_percent, hint.end_percent),
         region: hint.region.clone(),
+        context_cache: ContextCache::default(),
     }))
 }
 

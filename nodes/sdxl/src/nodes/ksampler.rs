@@ -6,7 +6,7 @@ use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
 use crate::sampling::{DiscreteSchedule, GuidedDenoiser, Sampler, Scheduler, SeededNoise, TextConditioning};
-use crate::unet::UNet;
+use crate::unet::{ContextCache, UNet};
 use candle_core::DType;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -172,6 +172,7 @@ impl NodeType for KSampler {
             cfg: args.float("cfg")?,
             control: control.as_ref(),
             image_tokens: image_tokens.as_ref(),
+            context_cache: ContextCache::default(),
         };
         let cancelled = Cell::new(false);
         let done = Cell::new(0);

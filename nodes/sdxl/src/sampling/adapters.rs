@@ -5,7 +5,7 @@ use super::schedule::DiscreteSchedule;
 use crate::controlnet::ControlNet;
 use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
-use crate::unet::{ControlResiduals, ExtraTokens, UNetInput};
+use crate::unet::{ContextCache, ControlResiduals, ExtraTokens, UNetInput};
 use candle_core::{Device, Result, Tensor};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -53,6 +53,9 @@ pub struct ControlGuidance<'a> {
     pub percent: (f64, f64),
     /// Where its residuals act, if limited to a region.
     pub region: Option<RegionMask>,
+    /// Its projection of the contexts, made at the first step it acts in and reused after
+    /// (start with an empty one).
+    pub context_cache: ContextCache,
 }
 
 impl ControlGuidance<'_> {
@@ -99,8 +102,12 @@ impl ControlGuidance<'_> {
             hint.upsample_nearest2d(h * factor, w * factor)?
         };
         let hint = Tensor::cat(&vec![&hint; rows], 0)?;
+        let projected = self.context_cache.get_or_project((guided, rows), || {
+            self.controlnet.project_context(self.store.as_ref(), &context)
+        })?;
         let control_input = UNetInput {
             context: &context,
+            projected: Some(&projected),
             control: None,
             extra_tokens: None,
             ..*input

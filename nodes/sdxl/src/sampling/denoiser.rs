@@ -4,7 +4,7 @@
 use super::adapters::{ControlGuidance, ImageTokenGuidance};
 use super::samplers::Denoiser;
 use super::schedule::DiscreteSchedule;
-use crate::unet::{UNet, UNetInput};
+use crate::unet::{ContextCache, UNet, UNetInput};
 use candle_core::{DType, Result, Tensor};
 use swapgraph_model::WeightStore;
 
@@ -38,6 +38,9 @@ pub struct GuidedDenoiser<'a> {
     pub control: Option<&'a ControlGuidance<'a>>,
     /// IP-Adapter image tokens, if attached.
     pub image_tokens: Option<&'a ImageTokenGuidance>,
+    /// The conditioning's keys and values, projected at the first step and reused after (start
+    /// with an empty one).
+    pub context_cache: ContextCache,
 }
 
 impl GuidedDenoiser<'_> {
@@ -88,10 +91,14 @@ impl Denoiser for GuidedDenoiser<'_> {
         };
         let (context, pooled, time_ids) = (expand(&context)?, expand(&pooled)?, expand(&time_ids)?);
         let timesteps = Tensor::full(t as f32, n, x.device())?;
+        let projected = self
+            .context_cache
+            .get_or_project((guided, n), || self.unet.project_context(self.store, &context))?;
         let mut unet_input = UNetInput {
             sample: &input,
             timesteps: &timesteps,
             context: &context,
+            projected: Some(&projected),
             text_embeds: &pooled,
             time_ids: &time_ids,
             control: None,

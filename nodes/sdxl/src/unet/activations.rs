@@ -84,6 +84,7 @@ pub fn step_activations(
         sample: &sample,
         timesteps: &timesteps,
         context: &context,
+        projected: None,
         text_embeds: &text_embeds,
         time_ids: &time_ids,
         control: None,

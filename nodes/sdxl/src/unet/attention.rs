@@ -22,35 +22,79 @@ pub struct ExtraTokens {
     pub token_weights: Option<Tensor>,
 }
 
-/// Multi-head attention with separate q/k/v projections (no bias) and an output projection.
+/// The keys and values one cross-attention layer attends to, projected from the conditioning:
+/// `[b, n, inner]` each.
+#[derive(Clone, Debug)]
+pub struct ContextKeys {
+    /// Keys.
+    pub keys: Tensor,
+    /// Values.
+    pub values: Tensor,
+}
+
+/// `to_k` and `to_v`: tokens to keys and values. In a cross-attention layer a swap unit of its
+/// own, run once per conditioning rather than in every step, since the text stays the same
+/// through a sampling run; in self-attention part of the layer.
+#[derive(Debug)]
+pub struct ContextProjection {
+    to_k: candle_nn::Linear,
+    to_v: candle_nn::Linear,
+}
+
+impl ContextProjection {
+    /// Loads `to_k` and `to_v` from `context_dim`-wide tokens to `dim`-wide keys and values.
+    ///
+    /// # Errors
+    /// A missing or mis-shaped weight.
+    pub fn new(vb: VarBuilder, context_dim: usize, dim: usize) -> Result<Self> {
+        Ok(Self {
+            to_k: linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
+            to_v: linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
+        })
+    }
+
+    /// Keys and values of `tokens` (`[b, n, context_dim]`).
+    ///
+    /// # Errors
+    /// A tensor error on mismatched shapes.
+    pub fn forward(&self, tokens: &Tensor) -> Result<ContextKeys> {
+        Ok(ContextKeys {
+            keys: self.to_k.forward(tokens)?,
+            values: self.to_v.forward(tokens)?,
+        })
+    }
+}
+
+/// Multi-head attention from queries (`to_q`, no bias) to given keys and values, with an output
+/// projection: the cross-attention layer, whose keys and values come projected.
 #[derive(Debug)]
 pub struct Attention {
     to_q: candle_nn::Linear,
-    to_k: candle_nn::Linear,
-    to_v: candle_nn::Linear,
     to_out: Linear,
     heads: usize,
     span: tracing::Span,
 }
 
 impl Attention {
-    /// Loads `to_q`, `to_k`, `to_v` and `to_out.0` for `dim`-wide queries over `context_dim`-wide
-    /// keys and values.
+    /// Loads `to_q` and `to_out.0` for `dim`-wide queries.
     ///
     /// # Errors
     /// A missing or mis-shaped weight.
-    pub fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+    pub fn new(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
+        let to_q = linear_no_bias(dim, dim, vb.pp("to_q"))?;
+        Self::with_query(vb, to_q, dim, heads)
+    }
+
+    fn with_query(vb: VarBuilder, to_q: candle_nn::Linear, dim: usize, heads: usize) -> Result<Self> {
         Ok(Self {
-            to_q: linear_no_bias(dim, dim, vb.pp("to_q"))?,
-            to_k: linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
-            to_v: linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
+            to_q,
             to_out: Linear::new(dim, dim, vb.pp("to_out.0"))?,
             heads,
             span: tracing::span!(tracing::Level::TRACE, "attention"),
         })
     }
 
-    /// Attends from `xs` (`[b, n, dim]`) to `context` (itself when `None`), adding `extra`
+    /// Attends from `xs` (`[b, n, dim]`) to `context`'s keys and values, adding `extra`
     /// tokens' attention when given, and returns `residual` plus the result.
     ///
     /// # Errors
@@ -58,14 +102,13 @@ impl Attention {
     pub fn forward(
         &self,
         xs: &Tensor,
-        context: Option<&Tensor>,
+        context: &ContextKeys,
         extra: Option<&ExtraTokens>,
         residual: &Tensor,
     ) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let context = context.unwrap_or(xs);
         let q = self.to_q.forward(xs)?;
-        let mut out = self.attend(&q, &self.to_k.forward(context)?, &self.to_v.forward(context)?)?;
+        let mut out = self.attend(&q, &context.keys, &context.values)?;
         if let Some(extra) = extra {
             let mut image = (self.attend(&q, &extra.keys, &extra.values)? * extra.scale)?;
             if let Some(weights) = &extra.token_weights {
@@ -98,6 +141,37 @@ impl Attention {
     fn merge_heads(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, heads, n, d) = xs.dims4()?;
         xs.transpose(1, 2)?.reshape((b, n, heads * d))
+    }
+}
+
+/// Self-attention: [`Attention`] over the tokens' own keys and values.
+#[derive(Debug)]
+pub struct SelfAttention {
+    attention: Attention,
+    projection: ContextProjection,
+}
+
+impl SelfAttention {
+    /// Loads `to_q`, `to_k`, `to_v` and `to_out.0` for `dim`-wide tokens.
+    ///
+    /// # Errors
+    /// A missing or mis-shaped weight.
+    pub fn new(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
+        let to_q = linear_no_bias(dim, dim, vb.pp("to_q"))?;
+        let projection = ContextProjection::new(vb.clone(), dim, dim)?;
+        Ok(Self {
+            attention: Attention::with_query(vb, to_q, dim, heads)?,
+            projection,
+        })
+    }
+
+    /// `residual` plus the attention of `xs` (`[b, n, dim]`) to itself.
+    ///
+    /// # Errors
+    /// A tensor error on mismatched shapes.
+    pub fn forward(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let own = self.projection.forward(xs)?;
+        self.attention.forward(xs, &own, None, residual)
     }
 }
 
@@ -177,7 +251,7 @@ impl FeedForward {
 #[derive(Debug)]
 pub struct BasicTransformerBlock {
     norm1: LayerNorm,
-    attn1: Attention,
+    attn1: SelfAttention,
     norm2: LayerNorm,
     attn2: Attention,
     norm3: LayerNorm,
@@ -186,32 +260,32 @@ pub struct BasicTransformerBlock {
 }
 
 impl BasicTransformerBlock {
-    /// Loads a block of width `dim` attending to `context_dim`-wide text with `heads` heads.
+    /// Loads a block of width `dim` with `heads` heads. The cross-attention's keys and values
+    /// (`attn2.to_k`, `attn2.to_v`) are not part of it: see [`ContextProjection`].
     ///
     /// # Errors
     /// A missing or mis-shaped weight.
-    pub fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+    pub fn new(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
         Ok(Self {
             norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
-            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads)?,
+            attn1: SelfAttention::new(vb.pp("attn1"), dim, heads)?,
             norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
-            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads)?,
+            attn2: Attention::new(vb.pp("attn2"), dim, heads)?,
             norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
             ff: FeedForward::new(vb.pp("ff"), dim)?,
             span: tracing::span!(tracing::Level::TRACE, "transformer-block"),
         })
     }
 
-    /// Applies the block to tokens `xs` (`[b, n, dim]`) with text `context`.
+    /// Applies the block to tokens `xs` (`[b, n, dim]`), cross-attending to `context`'s keys
+    /// and values.
     ///
     /// # Errors
     /// A tensor error on mismatched shapes.
-    pub fn forward(&self, xs: &Tensor, context: &Tensor, extra: Option<&ExtraTokens>) -> Result<Tensor> {
+    pub fn forward(&self, xs: &Tensor, context: &ContextKeys, extra: Option<&ExtraTokens>) -> Result<Tensor> {
         let _enter = self.span.enter();
-        let xs = self.attn1.forward(&self.norm1.forward(xs)?, None, None, xs)?;
-        let xs = self
-            .attn2
-            .forward(&self.norm2.forward(&xs)?, Some(context), extra, &xs)?;
+        let xs = self.attn1.forward(&self.norm1.forward(xs)?, xs)?;
+        let xs = self.attn2.forward(&self.norm2.forward(&xs)?, context, extra, &xs)?;
         self.ff.forward_add(&self.norm3.forward(&xs)?, &xs)
     }
 }

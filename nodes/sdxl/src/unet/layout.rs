@@ -2,8 +2,10 @@
 //!
 //! Walking the list with a stack of skip connections is the whole forward pass, so the unit
 //! order a weight store sees is the order the forward pass asks for units, by construction.
+//! The cross-attention layers' key and value projections of the conditioning are steps of a
+//! second list ([`context_steps`]), run once per conditioning instead of in every pass.
 
-use super::attention::BasicTransformerBlock;
+use super::attention::{BasicTransformerBlock, ContextProjection};
 use super::stem::{Head, Stem};
 use super::transformer::{TransformerIn, TransformerOut};
 use super::UNetConfig;
@@ -40,6 +42,9 @@ pub enum Op {
     Upsample { channels: usize },
     /// Final norm and conv.
     Head,
+    /// Projects the conditioning to cross-attention layer `layer`'s keys and values
+    /// (`channels` wide).
+    ContextProjection { channels: usize, layer: usize },
 }
 
 /// One step: the key prefix of its weights, its section and what it does.
@@ -72,6 +77,8 @@ pub enum Layer {
     Upsample(Upsample2D),
     /// See [`Op::Head`].
     Head(Head),
+    /// See [`Op::ContextProjection`].
+    ContextProjection(ContextProjection),
 }
 
 impl Op {
@@ -84,16 +91,14 @@ impl Op {
             Op::Stem => Layer::Stem(Stem::new(vb, cfg)?),
             Op::Resnet { cfg: resnet, .. } => Layer::Resnet(ResnetBlock2D::new(vb, &resnet)?),
             Op::TransformerIn { channels } => Layer::TransformerIn(TransformerIn::new(vb, channels, cfg.norm_groups)?),
-            Op::Block { channels, heads, .. } => Layer::Block(BasicTransformerBlock::new(
-                vb,
-                channels,
-                cfg.cross_attention_dim,
-                heads,
-            )?),
+            Op::Block { channels, heads, .. } => Layer::Block(BasicTransformerBlock::new(vb, channels, heads)?),
             Op::TransformerOut { channels, .. } => Layer::TransformerOut(TransformerOut::new(vb, channels)?),
             Op::Downsample { channels } => Layer::Downsample(Downsample2D::new(vb, channels)?),
             Op::Upsample { channels } => Layer::Upsample(Upsample2D::new(vb, channels)?),
             Op::Head => Layer::Head(Head::new(vb, cfg)?),
+            Op::ContextProjection { channels, .. } => {
+                Layer::ContextProjection(ContextProjection::new(vb, cfg.cross_attention_dim, channels)?)
+            }
         })
     }
 }
@@ -247,4 +252,20 @@ pub fn layout(cfg: &UNetConfig) -> Vec<Step> {
     }
     b.push(String::new(), Section::Head, Op::Head);
     b.steps
+}
+
+/// The context projection steps of `steps`' transformer blocks, in layer order: each block's
+/// `attn2.to_k` and `attn2.to_v`.
+pub fn context_steps(steps: &[Step]) -> Vec<Step> {
+    steps
+        .iter()
+        .filter_map(|step| match step.op {
+            Op::Block { channels, layer, .. } => Some(Step {
+                name: format!("{}.attn2", step.name),
+                section: Section::Context,
+                op: Op::ContextProjection { channels, layer },
+            }),
+            _ => None,
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@
 mod activations;
 mod attention;
 mod config;
+mod context;
 mod embeddings;
 mod layout;
 mod state;
@@ -14,9 +15,11 @@ pub(crate) mod stem;
 mod transformer;
 
 pub use activations::step_activations;
-pub use attention::ExtraTokens;
+pub use attention::{ContextKeys, ExtraTokens};
 pub use config::UNetConfig;
-pub use layout::{layout, Layer, Op, Step};
+pub(crate) use context::{given_or_projected, project};
+pub use context::{ContextCache, ProjectedContext};
+pub use layout::{context_steps, layout, Layer, Op, Step};
 
 use candle_core::{Result, Tensor};
 pub(crate) use state::State;
@@ -44,6 +47,9 @@ pub struct UNetInput<'a> {
     pub timesteps: &'a Tensor,
     /// Text conditioning `[b, n, cross_attention_dim]`.
     pub context: &'a Tensor,
+    /// `context` already projected ([`UNet::project_context`]); `None` projects it in the pass.
+    /// Samplers project once per run: the projection's weights then stay out of every step.
+    pub projected: Option<&'a ProjectedContext>,
     /// Pooled text embedding `[b, pooled_text_dim]`.
     pub text_embeds: &'a Tensor,
     /// Original size, crop offset and target size `[b, 6]`.
@@ -60,6 +66,7 @@ pub struct UNetInput<'a> {
 pub struct UNet {
     cfg: UNetConfig,
     steps: Vec<Step>,
+    context_steps: Vec<Step>,
     units: Vec<UnitSpec>,
 }
 
@@ -70,8 +77,10 @@ impl UNet {
     /// A tensor error from recording (not expected for valid configurations).
     pub fn new(cfg: UNetConfig) -> Result<Self> {
         let steps = layout(&cfg);
+        let context_steps = context_steps(&steps);
         let units = steps
             .iter()
+            .chain(&context_steps)
             .map(|step| {
                 let tensors = record_params(|vb| step.op.build(vb, &cfg))?;
                 Ok(UnitSpec {
@@ -81,7 +90,12 @@ impl UNet {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { cfg, steps, units })
+        Ok(Self {
+            cfg,
+            steps,
+            context_steps,
+            units,
+        })
     }
 
     /// The configuration it was built from.
@@ -89,9 +103,19 @@ impl UNet {
         &self.cfg
     }
 
-    /// The swap units in execution order; unit `i` belongs to step `i`.
+    /// The swap units: the pass's in execution order (unit `i` belongs to step `i`), then the
+    /// context projections' ([`Section::Context`]) in layer order.
     pub fn units(&self) -> &[UnitSpec] {
         &self.units
+    }
+
+    /// Every cross-attention layer's keys and values of `context` (`[b, n,
+    /// cross_attention_dim]`), for passes with that context.
+    ///
+    /// # Errors
+    /// A tensor error on a context of the wrong width, or a store error.
+    pub fn project_context(&self, store: &dyn WeightStore, context: &Tensor) -> Result<ProjectedContext> {
+        project(&self.context_steps, self.steps.len(), store, &self.cfg, context)
     }
 
     /// Predicts the noise in `input.sample`, fetching each unit's weights from `store` right
@@ -100,6 +124,10 @@ impl UNet {
     /// # Errors
     /// A tensor error on mismatched inputs, or a store error.
     pub fn forward(&self, store: &dyn WeightStore, input: &UNetInput) -> Result<Tensor> {
+        let mut projected_here = None;
+        let context = given_or_projected(input.projected, &mut projected_here, || {
+            self.project_context(store, input.context)
+        })?;
         let mut state = State::new(input.sample);
         let dtype = store.dtype();
         let mut residuals_applied = (false, false);
@@ -116,7 +144,7 @@ impl UNet {
             }
             let weights = store.acquire(index)?;
             let layer = step.op.build(weights.var_builder(dtype, store.device()), &self.cfg)?;
-            let result = state.apply(&layer, &step.op, input, dtype);
+            let result = state.apply(&layer, &step.op, input, context, dtype);
             store.release(index);
             result?;
         }

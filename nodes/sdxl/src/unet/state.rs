@@ -1,7 +1,7 @@
 //! The state a UNet's forward pass threads through its steps.
 
 use super::layout::{Layer, Op};
-use super::UNetInput;
+use super::{ProjectedContext, UNetInput};
 use candle_core::{DType, Module, Result, Tensor};
 
 /// What flows between steps: the feature map, the time embedding, the tokens inside a
@@ -24,8 +24,15 @@ impl State {
         }
     }
 
-    /// Runs one step's layer on the state.
-    pub(crate) fn apply(&mut self, layer: &Layer, op: &Op, input: &UNetInput, dtype: DType) -> Result<()> {
+    /// Runs one step's layer on the state, cross-attending to `context`.
+    pub(crate) fn apply(
+        &mut self,
+        layer: &Layer,
+        op: &Op,
+        input: &UNetInput,
+        context: &ProjectedContext,
+        dtype: DType,
+    ) -> Result<()> {
         match (layer, op) {
             (Layer::Stem(stem), _) => {
                 let text_embeds = input.text_embeds.to_dtype(dtype)?;
@@ -61,12 +68,11 @@ impl State {
                     Some(provider) => provider(*layer, (self.x.dim(2)?, self.x.dim(3)?))?,
                     None => None,
                 };
-                let context = input.context.to_dtype(dtype)?;
                 let tokens = self
                     .tokens
                     .take()
                     .ok_or_else(|| candle_core::Error::Msg("no tokens".into()))?;
-                self.tokens = Some(block.forward(&tokens, &context, extra.as_ref())?);
+                self.tokens = Some(block.forward(&tokens, context.layer(*layer)?, extra.as_ref())?);
             }
             (Layer::TransformerOut(way_out), Op::TransformerOut { push_skip, .. }) => {
                 let tokens = self

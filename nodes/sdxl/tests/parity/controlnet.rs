@@ -33,6 +33,7 @@ fn residuals_match_diffusers() {
         sample: &cases["sample"],
         timesteps: &cases["timesteps"],
         context: &cases["context"],
+        projected: None,
         text_embeds: &cases["text_embeds"],
         time_ids: &cases["time_ids"],
         control: None,

@@ -5,7 +5,7 @@ use crate::{assert_close, fixture, load_cases};
 use candle_core::{DType, Device, Result, Tensor};
 use swapgraph_model::{ResidentStore, TensorSource};
 use swapgraph_sdxl::sampling::{DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning};
-use swapgraph_sdxl::unet::{UNet, UNetConfig};
+use swapgraph_sdxl::unet::{ContextCache, UNet, UNetConfig};
 
 #[test]
 fn schedules_match_diffusers() {
@@ -74,6 +74,7 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
             cfg: 5.0,
             control: None,
             image_tokens: None,
+            context_cache: ContextCache::default(),
         };
         let mut noise = Replay((0..4).map(|i| cases[&format!("sample.noise.{i}")].clone()).collect());
         let start = (&cases["sample.initial"] * sigmas[0]).unwrap();

@@ -29,6 +29,7 @@ fn the_original_layout_loads_to_the_same_numbers() {
         sample: get("sample"),
         timesteps: get("timesteps"),
         context: get("context"),
+        projected: None,
         text_embeds: get("text_embeds"),
         time_ids: get("time_ids"),
         control: None,

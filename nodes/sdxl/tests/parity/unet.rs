@@ -29,6 +29,7 @@ fn input<'a>(
         sample: get("sample"),
         timesteps: get("timesteps"),
         context: get("context"),
+        projected: None,
         text_embeds: get("text_embeds"),
         time_ids: get("time_ids"),
         control,
@@ -44,6 +45,32 @@ fn matches_diffusers() {
         let out = unet.forward(&store, &input(&cases, name, None)).unwrap();
         assert_close(name, &out, &cases[&format!("{name}.out")]);
     }
+}
+
+#[test]
+fn a_context_projected_once_gives_the_pass_it_would_project_itself() {
+    let (unet, store) = tiny();
+    let cases = load_cases("unet_cases.safetensors");
+    let itself = unet.forward(&store, &input(&cases, "square", None)).unwrap();
+    let projected = unet.project_context(&store, &cases["square.context"]).unwrap();
+    let given = UNetInput {
+        projected: Some(&projected),
+        ..input(&cases, "square", None)
+    };
+    let once = unet.forward(&store, &given).unwrap();
+    let values = |t: candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(values(itself) == values(once), "outputs differ");
+}
+
+#[test]
+fn a_context_of_the_wrong_width_or_a_layer_past_the_projection_is_an_error() {
+    let (unet, store) = tiny();
+    let cases = load_cases("unet_cases.safetensors");
+    let narrow = cases["square.context"].narrow(2, 0, 8).unwrap();
+    assert!(unet.project_context(&store, &narrow).is_err());
+    let projected = unet.project_context(&store, &cases["square.context"]).unwrap();
+    let error = projected.layer(1000).unwrap_err().to_string();
+    assert!(error.contains("layer 1000 was asked for"), "{error}");
 }
 
 #[test]
