@@ -91,11 +91,12 @@ impl SwapStore {
             .iter()
             .zip(&plan.swapped)
             .map(|(unit, &swapped)| {
-                if swapped && streamed {
+                // Context projections run once per conditioning: they wait on the host, packed
+                // with the streamed units when streaming.
+                let on_host = swapped || !unit.section.in_every_pass();
+                if on_host && streamed {
                     return Ok(Home::Streamed);
                 }
-                // Context projections run once per conditioning: they wait on the host.
-                let on_host = swapped || !unit.section.in_every_pass();
                 let on = if on_host { &Device::Cpu } else { device };
                 let tensors = unit
                     .tensors
@@ -238,8 +239,10 @@ impl WeightStore for SwapStore {
         }
         if self.units.get(unit).is_some_and(|u| !u.section.in_every_pass()) {
             // A context projection, once per conditioning: outside the pass's figures.
-            return match self.homes.get(unit) {
-                Some(Home::Host(tensors)) => self.copy_in(tensors),
+            return match (self.homes.get(unit), &self.transfers) {
+                (Some(Home::Host(tensors)), _) => self.copy_in(tensors),
+                #[cfg(feature = "cuda")]
+                (Some(Home::Streamed), Transfers::Streaming(streamer)) => streamer.copy_outside_ring(unit),
                 _ => candle_core::bail!("no context projection unit {unit}"),
             };
         }

@@ -7,6 +7,10 @@
 //! overwrites, and the compute stream waits for a unit's `ready` event before it runs.
 //! [`Pipeline`] decides where each unit goes in the ring and how far ahead. The host copy is the
 //! master: nothing is copied back.
+//!
+//! Units that run once per conditioning rather than in every pass (the context projections) are
+//! packed too but stay out of the ring: each use copies them on the compute stream into device
+//! memory of their own, freed when the weights are dropped.
 
 use crate::pipeline::{Copy, Pipeline};
 use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaEvent, CudaStream, DevicePtr, PinnedHostSlice};
@@ -130,8 +134,9 @@ impl Streamer {
         let context = compute_stream.context().clone();
         let copy_stream = context.new_stream().map_err(device_error)?;
         let order: Vec<usize> = (0..units.len()).filter(|&i| swapped[i]).collect();
+        let once = (0..units.len()).filter(|&i| !units[i].section.in_every_pass());
         let mut packed = HashMap::new();
-        for &index in &order {
+        for index in order.iter().copied().chain(once) {
             packed.insert(index, pack(&units[index], source, dtype, &context)?);
         }
         let element = dtype.size_in_bytes();
@@ -164,9 +169,31 @@ impl Streamer {
         (self.ring.elem_count() * self.dtype.size_in_bytes()) as u64
     }
 
-    /// Bytes of page-locked host memory holding swapped units.
+    /// Bytes of page-locked host memory holding swapped units and the context projections.
     pub fn pinned_bytes(&self) -> u64 {
         self.packed.values().map(|p| p.host.len() as u64).sum()
+    }
+
+    /// The weights of `unit`, a context projection, copied on the compute stream into device
+    /// memory of their own (the compute that reads them follows the copy on the stream; the
+    /// memory goes when the weights are dropped).
+    ///
+    /// # Errors
+    /// A driver error, or a unit that was not packed.
+    pub fn copy_outside_ring(&self, unit: usize) -> candle_core::Result<UnitWeights> {
+        let packed = self
+            .packed
+            .get(&unit)
+            .ok_or_else(|| candle_core::Error::Msg(format!("unit {unit} has no page-locked copy")))?;
+        let element = self.dtype.size_in_bytes();
+        let buffer = Tensor::zeros(packed.host.len() / element, self.dtype, self.ring.device())?;
+        let target = device_address(&buffer, &self.compute_stream)?;
+        let host = packed.host.as_slice().map_err(driver)?;
+        self.compute_stream.context().bind_to_thread().map_err(driver)?;
+        // SAFETY: the buffer holds the whole packed unit; the page-locked host memory lives as
+        // long as the streamer, whose drop synchronises the compute stream.
+        unsafe { result::memcpy_htod_async(target, host, self.compute_stream.cu_stream()) }.map_err(driver)?;
+        views(&buffer, &packed.tensors, 0)
     }
 
     /// The weights of swapped unit `unit`, once its copy has landed (the compute stream waits;
@@ -214,7 +241,7 @@ impl Streamer {
         let live: std::collections::HashSet<usize> = state.pipeline.live_placements().collect();
         state.events.retain(|placement, _| live.contains(placement));
         state.copy_events.retain(|placement, _| live.contains(placement));
-        Ok((self.views(unit, acquired.start)?, copied))
+        Ok((views(&self.ring, &self.packed[&unit].tensors, acquired.start)?, copied))
     }
 
     /// The compute stream is done enqueueing work on `unit`'s weights: later copies may
@@ -278,22 +305,6 @@ impl Streamer {
         Ok(host.len() as u64)
     }
 
-    /// The unit's tensors as views into the ring from `start`.
-    fn views(&self, unit: usize, start: usize) -> candle_core::Result<UnitWeights> {
-        let tensors = self.packed[&unit]
-            .tensors
-            .iter()
-            .map(|(name, offset, shape)| {
-                let view = self
-                    .ring
-                    .narrow(0, start + offset, shape.elem_count())?
-                    .reshape(shape)?;
-                Ok((name.clone(), view))
-            })
-            .collect::<candle_core::Result<HashMap<_, _>>>()?;
-        Ok(UnitWeights::new(tensors))
-    }
-
     fn timing_event(&self, stream: &CudaStream) -> candle_core::Result<CudaEvent> {
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         stream
@@ -328,7 +339,19 @@ fn driver(e: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(format!("BlockSwap streaming: {e}"))
 }
 
-/// The device address of the ring buffer.
+/// A packed unit's `tensors` as views into `buffer` from element `start`.
+fn views(buffer: &Tensor, tensors: &[(String, usize, Shape)], start: usize) -> candle_core::Result<UnitWeights> {
+    let tensors = tensors
+        .iter()
+        .map(|(name, offset, shape)| {
+            let view = buffer.narrow(0, start + offset, shape.elem_count())?.reshape(shape)?;
+            Ok((name.clone(), view))
+        })
+        .collect::<candle_core::Result<HashMap<_, _>>>()?;
+    Ok(UnitWeights::new(tensors))
+}
+
+/// The device address of a buffer (the ring, or a unit's own).
 fn device_address(buffer: &Tensor, stream: &CudaStream) -> candle_core::Result<sys::CUdeviceptr> {
     let (storage, _) = buffer.storage_and_layout();
     let Storage::Cuda(cuda) = &*storage else {

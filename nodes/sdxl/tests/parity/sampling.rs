@@ -3,7 +3,8 @@
 
 use crate::{assert_close, fixture, load_cases};
 use candle_core::{DType, Device, Result, Tensor};
-use swapgraph_model::{ResidentStore, TensorSource};
+use std::sync::Mutex;
+use swapgraph_model::{ResidentStore, TensorSource, UnitSpec, UnitWeights, WeightStore};
 use swapgraph_sdxl::sampling::{DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning};
 use swapgraph_sdxl::unet::{ContextCache, UNet, UNetConfig};
 
@@ -38,6 +39,31 @@ impl NoiseSource for Replay {
     }
 }
 
+/// A store that counts how often each unit is acquired.
+struct Counting<'a> {
+    inner: &'a dyn WeightStore,
+    acquired: Mutex<Vec<usize>>,
+}
+
+impl WeightStore for Counting<'_> {
+    fn units(&self) -> &[UnitSpec] {
+        self.inner.units()
+    }
+    fn acquire(&self, unit: usize) -> Result<UnitWeights> {
+        self.acquired.lock().unwrap()[unit] += 1;
+        self.inner.acquire(unit)
+    }
+    fn release(&self, unit: usize) {
+        self.inner.release(unit);
+    }
+    fn device(&self) -> &Device {
+        self.inner.device()
+    }
+    fn dtype(&self) -> DType {
+        self.inner.dtype()
+    }
+}
+
 #[test]
 fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
     let cases = load_cases("sampling_cases.safetensors");
@@ -65,9 +91,13 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
         ("dpmpp_2m", "dpmpp_2m"),
         ("dpmpp_2m_sde", "dpmpp_2m_sde"),
     ] {
+        let counting = Counting {
+            inner: &store,
+            acquired: Mutex::new(vec![0; unet.units().len()]),
+        };
         let mut denoiser = GuidedDenoiser {
             unet: &unet,
-            store: &store,
+            store: &counting,
             schedule: &schedule,
             positive: &positive,
             negative: &negative,
@@ -88,5 +118,17 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
             .unwrap();
         assert_close(name, &out, &cases[&format!("sample.{reference}")]);
         assert_eq!(steps, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+        // Every pass ran, and the conditioning was projected once for all of them.
+        let acquired = counting.acquired.into_inner().unwrap();
+        let (pass, context): (Vec<_>, Vec<_>) = unet
+            .units()
+            .iter()
+            .zip(acquired)
+            .partition(|(unit, _)| unit.section.in_every_pass());
+        assert!(pass.iter().all(|(_, n)| *n >= 4), "{name}: a unit missed a pass");
+        assert!(
+            !context.is_empty() && context.iter().all(|(_, n)| *n == 1),
+            "{name}: {context:?}"
+        );
     }
 }
