@@ -40,6 +40,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use swapgraph_blockswap::floor::{step_floor_ms, UnitCost};
+use swapgraph_blockswap::pipeline::tensor_pieces;
 use swapgraph_blockswap::simulate::Replay;
 use swapgraph_blockswap::store::SwapStore;
 use swapgraph_blockswap::{plan, Granularity, SwapPlan, SwapSettings};
@@ -74,6 +75,17 @@ fn main() {
     let units = unet.units().to_vec();
     // The pass's units come first, then the context projections, run once before the steps.
     let pass_units = units.iter().take_while(|u| u.section.in_every_pass()).count();
+    // Each unit's pieces in bytes, as the streaming path copies them, for the replays.
+    let element = dtype.size_in_bytes() as u64;
+    let unit_pieces: Vec<Vec<u64>> = units[..pass_units]
+        .iter()
+        .map(|unit| {
+            tensor_pieces(unit, dtype)
+                .into_iter()
+                .map(|n| n as u64 * element)
+                .collect()
+        })
+        .collect();
     let model = ModelHandle::new(
         "random SDXL UNet",
         Arc::new(unet),
@@ -207,7 +219,7 @@ fn main() {
             costs(&loaded_unit_ms, loaded_step_ms).map(|c| c.iter().map(|u| u.compute_ms).collect());
         let replay = |swap_plan: &SwapPlan, slowed: bool| -> Option<f64> {
             let (costs, gb_s) = (resident_costs.as_ref()?, bandwidth?);
-            let replay = Replay::new(costs, gb_s * 1e9);
+            let replay = Replay::new(costs, gb_s * 1e9).in_pieces(&unit_pieces);
             let replay = match (slowed, &beside_copies) {
                 (false, _) => replay,
                 (true, Some(beside)) => replay.slowed_by_copies(beside),

@@ -45,13 +45,14 @@ impl BlockSwap {
         .param(ParamSpec::new(
             "granularity",
             ParamKind::Choice { default: Some("unit"), choices: vec!["unit", "block"] },
-            "unit: each resnet and transformer block streams on its own through a small device ring; block: whole blocks, as the original BlockSwap.",
+            "unit: each resnet and transformer block streams on its own through a small device ring; block: whole blocks, as the original BlockSwap, with room for the largest swapped block.",
         ))
         .param(ParamSpec::new(
             "prefetch",
             ParamKind::Int { default: Some(1), min: 0, max: 16 },
             "Device ring for streamed units, in largest units beyond the one computing; smaller units pack into it and run further ahead (unit granularity). \
-             A bigger ring copies more while the high-resolution blocks compute: 4-6 brings a full SDXL swap near the bus's limit.",
+             A bigger ring copies more while the high-resolution blocks compute: 4-6 brings a full SDXL swap near the bus's limit. \
+             With vram_budget_mb this is the least the ring gets: it takes whatever the budget leaves after the resident weights.",
         ))
         .param(ParamSpec::new(
             "vram_budget_mb",

@@ -1,38 +1,116 @@
 //! The prefetch schedule of the streaming path, apart from any device: where in the device's
 //! transfer ring each swapped unit is copied, and when.
 //!
-//! Swapped units run in a fixed order every forward pass. Their copies are laid end to end in a
-//! ring of device memory, wrapping to its start when a unit does not fit before its end, so small
-//! units pack together and the copies run as far ahead as the ring has room: a copy may go where
-//! every unit it overwrites has been released by the compute stream. With `prefetch` = P the ring
-//! holds P + 1 of the largest units, the room P + 1 fixed slots would take. A unit asked for out
-//! of order (the first pass, or a pass cut short by cancellation) restarts the schedule from it;
-//! copies already issued stay correct because every copy waits for the units it overwrites and
-//! all copies run in order on one stream.
+//! Swapped units run in a fixed order every forward pass. A unit is copied as its pieces, its
+//! tensors in the order they lie in host memory, laid end to end in a ring of device memory; a
+//! piece that does not fit before the ring's end goes to its start, so the ring's end is not left
+//! empty and small units pack together. Copies run as far ahead as the ring has room: a unit is
+//! placed once every unit under it has been released by the compute stream, and each piece waits
+//! only for the units under that piece, so the bus fills the room of a finished unit while the
+//! one after it still computes. The plan sizes the ring ([`crate::SwapPlan::buffer_bytes`]). A
+//! unit asked for out of order (the first pass, or a
+//! pass cut short by cancellation) restarts the schedule from it; copies already issued stay
+//! correct because every piece waits for the units it overwrites and all copies run in order on
+//! one stream.
 
+use candle_core::DType;
 use std::collections::{HashMap, VecDeque};
+use swapgraph_model::UnitSpec;
 
-/// A copy to issue: `unit` into the ring at `start`, once the placements in `waits` (the
-/// units it overwrites) are released.
+/// Tensor starts inside a packed unit and in the ring are aligned to this many bytes (what cuBLAS
+/// and vector loads want).
+pub const ALIGN_BYTES: usize = 256;
+
+/// The pieces of `unit` in `dtype`: each tensor's elements, rounded up to [`ALIGN_BYTES`], in the
+/// order they are packed in host memory.
+pub fn tensor_pieces(unit: &UnitSpec, dtype: DType) -> Vec<usize> {
+    let align = (ALIGN_BYTES / dtype.size_in_bytes()).max(1);
+    unit.tensors
+        .iter()
+        .map(|(_, shape)| shape.elem_count().div_ceil(align) * align)
+        .collect()
+}
+
+/// One piece of a copy: where in the ring it goes, and the placements it overwrites.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PieceCopy {
+    /// Where in the ring the piece goes, in elements.
+    pub start: usize,
+    /// Placements whose release must precede this piece's copy.
+    pub waits: Vec<usize>,
+}
+
+/// A copy to issue: `unit`'s pieces into the ring, in order, each once the placements under it
+/// are released.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Copy {
     /// The unit whose weights are copied.
     pub unit: usize,
     /// This copy's placement, which names its events.
     pub placement: usize,
-    /// Where in the ring it goes, in elements.
+    /// One per piece of the unit, in order.
+    pub pieces: Vec<PieceCopy>,
+}
+
+impl Copy {
+    /// Every placement some piece waits for, in order of first need.
+    pub fn waits(&self) -> Vec<usize> {
+        let mut all: Vec<usize> = Vec::new();
+        for placement in self.pieces.iter().flat_map(|piece| &piece.waits) {
+            if !all.contains(placement) {
+                all.push(*placement);
+            }
+        }
+        all
+    }
+
+    /// The copy as transfers, given the unit's piece `sizes`: a piece joins the transfer before
+    /// it when it follows it in the ring and waits for nothing new. Each transfer lists only the
+    /// placements no earlier transfer of the copy waited for.
+    pub fn transfers(&self, sizes: &[usize]) -> Vec<Transfer> {
+        let mut transfers: Vec<Transfer> = Vec::new();
+        let mut waited: Vec<usize> = Vec::new();
+        let mut offset = 0;
+        for (piece, &size) in self.pieces.iter().zip(sizes) {
+            let new: Vec<usize> = piece.waits.iter().copied().filter(|w| !waited.contains(w)).collect();
+            waited.extend(&new);
+            match transfers.last_mut() {
+                Some(last) if last.start + last.length == piece.start && new.is_empty() => last.length += size,
+                _ => transfers.push(Transfer {
+                    offset,
+                    start: piece.start,
+                    length: size,
+                    waits: new,
+                }),
+            }
+            offset += size;
+        }
+        transfers
+    }
+}
+
+/// One host-to-device transfer of a copy: pieces that lie end to end in host memory and in the
+/// ring, after the placements it waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// Where it starts in the packed unit, in elements.
+    pub offset: usize,
+    /// Where it goes in the ring, in elements.
     pub start: usize,
-    /// Placements whose release must precede the copy.
+    /// Elements it moves.
+    pub length: usize,
+    /// Placements whose release must precede it (and that no earlier transfer of the copy waited
+    /// for).
     pub waits: Vec<usize>,
 }
 
 /// What a unit needs when it is about to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Acquired {
-    /// The unit's placement: its weights are in the ring at `start` once that copy has landed.
+    /// The unit's placement: its weights are in the ring at `starts` once that copy has landed.
     pub placement: usize,
-    /// Where in the ring its weights are, in elements.
-    pub start: usize,
+    /// Where in the ring each of its pieces is, in elements.
+    pub starts: Vec<usize>,
     /// Copies to issue now, in order; the unit's own copy first when it was not in flight.
     pub copies: Vec<Copy>,
     /// Placements copied ahead and then skipped by a restart: nothing will compute on them.
@@ -48,44 +126,51 @@ struct Occupant {
     released: bool,
 }
 
+impl Occupant {
+    fn overlaps(&self, start: usize, end: usize) -> bool {
+        self.start < end && start < self.end
+    }
+}
+
+/// A unit in flight: its position in `order`, its placement and where its pieces are.
+#[derive(Debug)]
+struct InFlight {
+    position: usize,
+    placement: usize,
+    starts: Vec<usize>,
+}
+
 /// The schedule's state.
 #[derive(Debug)]
 pub struct Pipeline {
     /// Swapped units in execution order.
     order: Vec<usize>,
-    /// Elements of each swapped unit, by position in `order`.
-    sizes: Vec<usize>,
+    /// Elements of each piece of each swapped unit, by position in `order`.
+    pieces: Vec<Vec<usize>>,
     /// Position of each swapped unit in `order`.
     position: HashMap<usize, usize>,
     /// Elements of the ring.
     capacity: usize,
-    /// Copies issued and not yet acquired, oldest first: (position in `order`, placement, start).
-    in_flight: VecDeque<(usize, usize, usize)>,
+    /// Copies issued and not yet acquired, oldest first.
+    in_flight: VecDeque<InFlight>,
     /// Who wrote which part of the ring.
     occupants: Vec<Occupant>,
-    /// Where the next copy goes if it fits before the ring's end.
+    /// Where the next piece goes if it fits before the ring's end.
     next_start: usize,
     next_placement: usize,
 }
 
 impl Pipeline {
-    /// A schedule for `order` (the swapped units in execution order, `sizes` elements each) with
-    /// a ring of room for `prefetch + 1` of the largest.
-    pub fn new(order: Vec<usize>, sizes: Vec<usize>, prefetch: usize) -> Self {
-        let capacity = sizes.iter().copied().max().unwrap_or(0) * (prefetch + 1);
-        Self::with_capacity(order, sizes, capacity)
-    }
-
-    /// A schedule for `order` (`sizes` elements each) with a ring of `capacity` elements, at
-    /// least the largest unit.
-    pub fn with_capacity(order: Vec<usize>, sizes: Vec<usize>, capacity: usize) -> Self {
+    /// A schedule for `order` (the swapped units in execution order, made of `pieces` of so many
+    /// elements each) with a ring of `capacity` elements, at least the largest unit.
+    pub fn new(order: Vec<usize>, pieces: Vec<Vec<usize>>, capacity: usize) -> Self {
         let position = order.iter().enumerate().map(|(p, &unit)| (unit, p)).collect();
-        let capacity = capacity.max(sizes.iter().copied().max().unwrap_or(0));
+        let largest = pieces.iter().map(|p| p.iter().sum()).max().unwrap_or(0);
         Self {
             order,
-            sizes,
+            pieces,
             position,
-            capacity,
+            capacity: capacity.max(largest),
             in_flight: VecDeque::new(),
             occupants: Vec::new(),
             next_start: 0,
@@ -104,37 +189,41 @@ impl Pipeline {
         let position = *self.position.get(&unit)?;
         let mut copies = Vec::new();
         let mut abandoned = Vec::new();
-        let (placement, start) = match self.in_flight.front() {
-            Some(&(p, placement, start)) if p == position => {
-                self.in_flight.pop_front();
-                (placement, start)
+        let (placement, starts) = match self.in_flight.front() {
+            Some(next) if next.position == position => {
+                let next = self.in_flight.pop_front()?;
+                (next.placement, next.starts)
             }
             _ => {
-                abandoned.extend(self.in_flight.drain(..).map(|(_, placement, _)| placement));
+                abandoned.extend(self.in_flight.drain(..).map(|f| f.placement));
                 for occupant in &mut self.occupants {
                     occupant.released = true;
                 }
                 let copy = self
                     .place(position)
                     .expect("a ring with every unit released has room for any unit");
-                let placed = (copy.placement, copy.start);
+                let placed = (copy.placement, copy.pieces.iter().map(|p| p.start).collect());
                 copies.push(copy);
                 placed
             }
         };
-        let mut last = self.in_flight.back().map_or(position, |&(p, _, _)| p);
+        let mut last = self.in_flight.back().map_or(position, |f| f.position);
         while self.in_flight.len() + 1 < self.order.len() {
             let next = (last + 1) % self.order.len();
             let Some(copy) = self.place(next) else {
                 break;
             };
-            self.in_flight.push_back((next, copy.placement, copy.start));
+            self.in_flight.push_back(InFlight {
+                position: next,
+                placement: copy.placement,
+                starts: copy.pieces.iter().map(|p| p.start).collect(),
+            });
             copies.push(copy);
             last = next;
         }
         Some(Acquired {
             placement,
-            start,
+            starts,
             copies,
             abandoned,
         })
@@ -154,31 +243,98 @@ impl Pipeline {
         self.occupants.iter().map(|o| o.placement)
     }
 
-    /// Places the unit at `position` after the last copy, or at the ring's start when it does not
-    /// fit before the end; `None` while a unit it would overwrite is not released.
+    /// Places the unit at `position` ([`Self::lay_out`]); `None` while a unit it would overwrite
+    /// is not released.
     fn place(&mut self, position: usize) -> Option<Copy> {
-        let size = self.sizes[position];
-        let start = if self.next_start + size <= self.capacity {
-            self.next_start
-        } else {
-            0
-        };
-        let end = start + size;
-        let overlaps = |o: &Occupant| o.start < end && start < o.end;
-        if self.occupants.iter().filter(|o| overlaps(o)).any(|o| !o.released) {
+        let ranges: Vec<(usize, usize)> = self
+            .lay_out(position)
+            .into_iter()
+            .zip(&self.pieces[position])
+            .map(|(start, &size)| (start, start + size))
+            .collect();
+        let held = |o: &Occupant| !o.released && ranges.iter().any(|&(start, end)| o.overlaps(start, end));
+        if self.occupants.iter().any(held) {
             return None;
         }
-        let mut waits: Vec<usize> = self
+        let pieces = ranges
+            .iter()
+            .map(|&(start, end)| PieceCopy {
+                start,
+                waits: self.placements_under(start, end),
+            })
+            .collect();
+        let placement = self.next_placement;
+        self.next_placement += 1;
+        for &(start, end) in &ranges {
+            self.vacate(start, end);
+        }
+        for (start, end) in contiguous_runs(&ranges) {
+            self.occupants.push(Occupant {
+                start,
+                end,
+                placement,
+                released: false,
+            });
+        }
+        if let Some(&(_, end)) = ranges.last() {
+            self.next_start = end;
+        }
+        Some(Copy {
+            unit: self.order[position],
+            placement,
+            pieces,
+        })
+    }
+
+    /// Where the pieces of the unit at `position` go: end to end from where the last copy ended,
+    /// a piece that does not fit before the ring's end going to its start; all from the ring's
+    /// start when wrapping would lay the unit over its own first piece.
+    fn lay_out(&self, position: usize) -> Vec<usize> {
+        let sizes = &self.pieces[position];
+        let from = |mut at: usize| -> Vec<usize> {
+            sizes
+                .iter()
+                .map(|&size| {
+                    if at + size > self.capacity {
+                        at = 0;
+                    }
+                    let start = at;
+                    at += size;
+                    start
+                })
+                .collect()
+        };
+        let starts = from(self.next_start);
+        let first = starts.first().copied().unwrap_or(0);
+        let over_itself = starts
+            .iter()
+            .zip(sizes)
+            .any(|(&start, &size)| start < first && start + size > first);
+        if over_itself {
+            from(0)
+        } else {
+            starts
+        }
+    }
+
+    /// The placements holding any of `start..end`, in order.
+    fn placements_under(&self, start: usize, end: usize) -> Vec<usize> {
+        let mut under: Vec<usize> = self
             .occupants
             .iter()
-            .filter(|o| overlaps(o))
+            .filter(|o| o.overlaps(start, end))
             .map(|o| o.placement)
             .collect();
-        waits.sort_unstable();
-        waits.dedup();
+        under.sort_unstable();
+        under.dedup();
+        under
+    }
+
+    /// Forgets who held `start..end`, keeping the parts of occupants outside it.
+    fn vacate(&mut self, start: usize, end: usize) {
         let mut remaining = Vec::with_capacity(self.occupants.len() + 2);
         for occupant in self.occupants.drain(..) {
-            if !overlaps(&occupant) {
+            if !occupant.overlaps(start, end) {
                 remaining.push(occupant);
                 continue;
             }
@@ -189,23 +345,20 @@ impl Pipeline {
                 remaining.push(Occupant { start: end, ..occupant });
             }
         }
-        let placement = self.next_placement;
-        self.next_placement += 1;
-        remaining.push(Occupant {
-            start,
-            end,
-            placement,
-            released: false,
-        });
         self.occupants = remaining;
-        self.next_start = end;
-        Some(Copy {
-            unit: self.order[position],
-            placement,
-            start,
-            waits,
-        })
     }
+}
+
+/// `ranges` (in order, not overlapping) with neighbours that touch joined.
+fn contiguous_runs(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+    for &(start, end) in ranges {
+        match runs.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => runs.push((start, end)),
+        }
+    }
+    runs
 }
 
 #[cfg(test)]
@@ -216,80 +369,206 @@ mod tests {
         copies.iter().map(|c| c.unit).collect()
     }
 
-    /// Runs `passes` passes over `order`, checking that no copy lands on weights still in flight
-    /// or computing; returns every copy issued.
-    fn run(order: &[usize], sizes: &[usize], prefetch: usize, passes: usize) -> Vec<Copy> {
-        let mut pipeline = Pipeline::new(order.to_vec(), sizes.to_vec(), prefetch);
-        // Ring ranges of weights copied and not yet released: placement -> (start, end).
-        let mut held: HashMap<usize, (usize, usize)> = HashMap::new();
-        let size_of = |unit: usize| sizes[order.iter().position(|&u| u == unit).unwrap()];
+    fn starts(copy: &Copy) -> Vec<usize> {
+        copy.pieces.iter().map(|p| p.start).collect()
+    }
+
+    /// A schedule with a ring of room for `prefetch + 1` of the largest units.
+    fn with_prefetch(order: Vec<usize>, pieces: Vec<Vec<usize>>, prefetch: usize) -> Pipeline {
+        let largest = pieces.iter().map(|p| p.iter().sum::<usize>()).max().unwrap_or(0);
+        Pipeline::new(order, pieces, largest * (prefetch + 1))
+    }
+
+    /// Units of one piece each.
+    fn whole(sizes: &[usize]) -> Vec<Vec<usize>> {
+        sizes.iter().map(|&size| vec![size]).collect()
+    }
+
+    /// Runs `passes` passes over `order`, checking that no piece lands outside the ring or on
+    /// weights still in flight or computing; returns every copy issued.
+    fn run(order: &[usize], pieces: &[Vec<usize>], prefetch: usize, passes: usize) -> Vec<Copy> {
+        let mut pipeline = with_prefetch(order.to_vec(), pieces.to_vec(), prefetch);
+        let mut held = Held::default();
         let mut issued = Vec::new();
         for &unit in order.iter().cycle().take(order.len() * passes) {
             let acquired = pipeline.acquire(unit).unwrap();
             for copy in &acquired.copies {
-                let end = copy.start + size_of(copy.unit);
-                assert!(end <= pipeline.capacity(), "copy past the ring's end");
-                for (&other, &(s, e)) in &held {
-                    assert!(
-                        e <= copy.start || end <= s,
-                        "unit {} at {}..{end} overwrites placement {other} at {s}..{e}",
-                        copy.unit,
-                        copy.start
-                    );
-                }
-                held.insert(copy.placement, (copy.start, end));
+                held.copy(
+                    copy,
+                    &pieces[order.iter().position(|&u| u == copy.unit).unwrap()],
+                    pipeline.capacity(),
+                );
             }
-            assert!(held.contains_key(&acquired.placement), "unit {unit} was never copied");
+            assert!(held.0.contains_key(&acquired.placement), "unit {unit} was never copied");
             pipeline.release(acquired.placement);
-            held.remove(&acquired.placement);
+            held.0.remove(&acquired.placement);
             issued.extend(acquired.copies);
         }
         issued
     }
 
+    /// Ring ranges of weights copied and not yet released, by placement.
+    #[derive(Default)]
+    struct Held(HashMap<usize, Vec<(usize, usize)>>);
+
+    impl Held {
+        fn copy(&mut self, copy: &Copy, sizes: &[usize], capacity: usize) {
+            assert_eq!(copy.pieces.len(), sizes.len(), "one copy per piece");
+            let ranges: Vec<(usize, usize)> = copy
+                .pieces
+                .iter()
+                .zip(sizes)
+                .map(|(p, &n)| (p.start, p.start + n))
+                .collect();
+            for (i, &(s, e)) in ranges.iter().enumerate() {
+                assert!(e <= capacity, "a piece past the ring's end");
+                for &(s2, e2) in &ranges[..i] {
+                    assert!(e2 <= s || e <= s2, "unit {} overlaps itself", copy.unit);
+                }
+                for (&other, theirs) in &self.0 {
+                    for &(s2, e2) in theirs {
+                        assert!(
+                            e2 <= s || e <= s2,
+                            "unit {} at {s}..{e} overwrites placement {other}",
+                            copy.unit
+                        );
+                    }
+                }
+            }
+            self.0.insert(copy.placement, ranges);
+        }
+    }
+
     #[test]
     fn resident_units_need_nothing() {
-        let mut pipeline = Pipeline::new(vec![2, 5, 7], vec![4, 4, 4], 1);
+        let mut pipeline = with_prefetch(vec![2, 5, 7], whole(&[4, 4, 4]), 1);
         assert_eq!(pipeline.acquire(3), None);
     }
 
     #[test]
     fn equal_units_behave_as_fixed_slots() {
-        let mut pipeline = Pipeline::new(vec![2, 5, 7, 9], vec![8, 8, 8, 8], 2);
+        let mut pipeline = with_prefetch(vec![2, 5, 7, 9], whole(&[8, 8, 8, 8]), 2);
         let first = pipeline.acquire(2).unwrap();
         assert_eq!(units(&first.copies), vec![2, 5, 7]);
-        assert_eq!(first.copies.iter().map(|c| c.start).collect::<Vec<_>>(), vec![0, 8, 16]);
+        assert_eq!(
+            first.copies.iter().map(|c| c.pieces[0].start).collect::<Vec<_>>(),
+            vec![0, 8, 16]
+        );
         pipeline.release(first.placement);
         let second = pipeline.acquire(5).unwrap();
-        assert_eq!(second.start, 8);
+        assert_eq!(second.starts, vec![8]);
         assert_eq!(units(&second.copies), vec![9]);
         assert_eq!(
-            second.copies[0].start, 0,
+            starts(&second.copies[0]),
+            vec![0],
             "the next copy reuses the room the first unit left"
         );
-        assert_eq!(second.copies[0].waits, vec![first.placement]);
+        assert_eq!(second.copies[0].waits(), vec![first.placement]);
     }
 
     #[test]
     fn small_units_pack_and_run_further_ahead() {
         // Room for two of the largest (8): the three small units after it fit at once.
-        let order = vec![0, 1, 2, 3, 4];
-        let mut pipeline = Pipeline::new(order, vec![8, 2, 2, 2, 8], 1);
+        let mut pipeline = with_prefetch(vec![0, 1, 2, 3, 4], whole(&[8, 2, 2, 2, 8]), 1);
         let first = pipeline.acquire(0).unwrap();
         assert_eq!(units(&first.copies), vec![0, 1, 2, 3]);
         pipeline.release(first.placement);
         let second = pipeline.acquire(1).unwrap();
         assert_eq!(units(&second.copies), vec![4], "unit 4 takes the room unit 0 left");
-        assert_eq!(second.copies[0].start, 0);
-        assert_eq!(second.copies[0].waits, vec![first.placement]);
+        assert_eq!(starts(&second.copies[0]), vec![0]);
+        assert_eq!(second.copies[0].waits(), vec![first.placement]);
+    }
+
+    #[test]
+    fn a_piece_past_the_ring_end_goes_to_its_start_and_waits_only_for_what_is_under_it() {
+        // Ring of 10. Unit 2's first piece fits at 8..9; its second (3) goes to 0..3, over unit 0.
+        let mut pipeline = Pipeline::new(vec![0, 1, 2], vec![vec![4], vec![4], vec![1, 3]], 10);
+        let first = pipeline.acquire(0).unwrap();
+        assert_eq!(
+            units(&first.copies),
+            vec![0, 1],
+            "unit 2 waits until unit 0 is released"
+        );
+        pipeline.release(first.placement);
+        let second = pipeline.acquire(1).unwrap();
+        let copy = &second.copies[0];
+        assert_eq!((copy.unit, starts(copy)), (2, vec![8, 0]));
+        assert_eq!(copy.pieces[0].waits, Vec::<usize>::new(), "the ring's end held nothing");
+        assert_eq!(copy.pieces[1].waits, vec![first.placement]);
+    }
+
+    #[test]
+    fn pieces_that_follow_each_other_and_wait_for_nothing_new_go_as_one_transfer() {
+        let copy = Copy {
+            unit: 3,
+            placement: 9,
+            pieces: vec![
+                PieceCopy {
+                    start: 6,
+                    waits: vec![1],
+                },
+                PieceCopy {
+                    start: 8,
+                    waits: vec![1],
+                },
+                PieceCopy {
+                    start: 9,
+                    waits: vec![1, 2],
+                },
+                PieceCopy {
+                    start: 0,
+                    waits: vec![],
+                },
+                PieceCopy {
+                    start: 2,
+                    waits: vec![4],
+                },
+            ],
+        };
+        let transfers = copy.transfers(&[2, 1, 1, 2, 3]);
+        let summary: Vec<_> = transfers
+            .iter()
+            .map(|t| (t.offset, t.start, t.length, t.waits.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0, 6, 3, vec![1]),
+                (3, 9, 1, vec![2]),
+                (4, 0, 2, vec![]),
+                (6, 2, 3, vec![4])
+            ],
+            "split where a piece waits for a new placement and where the ring wraps"
+        );
+    }
+
+    #[test]
+    fn a_unit_never_wraps_over_itself() {
+        // Ring of 10 with unit 0 at 0..5: unit 1's pieces from 5 would be 5..7 and 0..6, over its
+        // own first piece, so they go from the start.
+        let mut pipeline = Pipeline::new(vec![0, 1], vec![vec![5], vec![2, 6]], 10);
+        let first = pipeline.acquire(0).unwrap();
+        assert_eq!(units(&first.copies), vec![0]);
+        pipeline.release(first.placement);
+        let second = pipeline.acquire(1).unwrap();
+        assert_eq!(second.starts, vec![0, 2]);
+        assert_eq!(second.copies[0].waits(), vec![first.placement]);
     }
 
     #[test]
     fn no_copy_overwrites_weights_in_flight_or_computing() {
         let order = vec![0, 3, 4, 8, 9, 11, 12];
-        let sizes = vec![5, 1, 8, 3, 3, 7, 2];
+        let pieces = vec![
+            vec![2, 3],
+            vec![1],
+            vec![4, 4],
+            vec![3],
+            vec![1, 1, 1],
+            vec![7],
+            vec![2],
+        ];
         for prefetch in 0..5 {
-            let issued = run(&order, &sizes, prefetch, 6);
+            let issued = run(&order, &pieces, prefetch, 6);
             assert!(issued.len() >= order.len() * 6, "every use copied");
         }
     }
@@ -297,11 +576,20 @@ mod tests {
     #[test]
     fn passes_cut_short_never_let_a_copy_overwrite_weights_in_use() {
         let order: Vec<usize> = (0..9).collect();
-        let sizes = vec![3, 9, 1, 4, 4, 2, 8, 1, 6];
-        let size_of = |unit: usize| sizes[unit];
+        let pieces = vec![
+            vec![3],
+            vec![4, 5],
+            vec![1],
+            vec![2, 2],
+            vec![4],
+            vec![1, 1],
+            vec![3, 5],
+            vec![1],
+            vec![6],
+        ];
         for prefetch in 0..4 {
-            let mut pipeline = Pipeline::new(order.clone(), sizes.clone(), prefetch);
-            let mut held: HashMap<usize, (usize, usize)> = HashMap::new();
+            let mut pipeline = with_prefetch(order.clone(), pieces.clone(), prefetch);
+            let mut held = Held::default();
             // A fixed pseudo-random walk: each pass stops after 1 to 9 units and the next starts
             // over at the first unit, as after a cancelled sampler step.
             let mut seed = 7u64 + prefetch as u64;
@@ -311,22 +599,14 @@ mod tests {
                 for &unit in &order[..length] {
                     let acquired = pipeline.acquire(unit).unwrap();
                     for placement in &acquired.abandoned {
-                        held.remove(placement);
+                        held.0.remove(placement);
                     }
                     for copy in &acquired.copies {
-                        let end = copy.start + size_of(copy.unit);
-                        assert!(end <= pipeline.capacity());
-                        for &(s, e) in held.values() {
-                            assert!(
-                                e <= copy.start || end <= s,
-                                "prefetch {prefetch}: a copy over weights in use"
-                            );
-                        }
-                        held.insert(copy.placement, (copy.start, end));
+                        held.copy(copy, &pieces[copy.unit], pipeline.capacity());
                     }
-                    assert!(held.contains_key(&acquired.placement), "unit {unit} was never copied");
+                    assert!(held.0.contains_key(&acquired.placement), "unit {unit} was never copied");
                     pipeline.release(acquired.placement);
-                    held.remove(&acquired.placement);
+                    held.0.remove(&acquired.placement);
                 }
             }
         }
@@ -334,13 +614,13 @@ mod tests {
 
     #[test]
     fn prefetch_wraps_into_the_next_pass() {
-        let issued = run(&[1, 2, 3], &[4, 4, 4], 1, 2);
+        let issued = run(&[1, 2, 3], &whole(&[4, 4, 4]), 1, 2);
         assert_eq!(units(&issued), vec![1, 2, 3, 1, 2, 3, 1]);
     }
 
     #[test]
     fn an_out_of_order_unit_restarts_the_schedule() {
-        let mut pipeline = Pipeline::new(vec![1, 2, 3, 4], vec![4, 4, 4, 4], 1);
+        let mut pipeline = with_prefetch(vec![1, 2, 3, 4], whole(&[4, 4, 4, 4]), 1);
         let first = pipeline.acquire(1).unwrap();
         pipeline.release(first.placement);
         let second = pipeline.acquire(2).unwrap();
@@ -354,7 +634,7 @@ mod tests {
 
     #[test]
     fn one_swapped_unit_is_copied_every_pass() {
-        let mut pipeline = Pipeline::new(vec![4], vec![6], 8);
+        let mut pipeline = with_prefetch(vec![4], whole(&[6]), 8);
         for _ in 0..3 {
             let acquired = pipeline.acquire(4).unwrap();
             assert_eq!(units(&acquired.copies), vec![4]);

@@ -94,11 +94,18 @@ pub fn block_of(unit: &UnitSpec) -> Option<String> {
 /// # Errors
 /// [`PlanError`] for a block count beyond a section's blocks or an impossible budget.
 pub fn plan(units: &[UnitSpec], dtype: DType, settings: &SwapSettings) -> Result<SwapPlan, PlanError> {
-    let swapped = match settings.vram_budget_mb {
-        Some(budget) => by_budget(units, dtype, settings, budget)?,
-        None => by_blocks(units, dtype, settings)?,
+    let Some(budget_mb) = settings.vram_budget_mb else {
+        return Ok(summarize(units, dtype, settings, by_blocks(units, dtype, settings)?));
     };
-    Ok(summarize(units, dtype, settings, swapped))
+    let mut plan = summarize(units, dtype, settings, by_budget(units, dtype, settings, budget_mb)?);
+    // The ring takes what the budget leaves: more room to copy ahead while resident and
+    // high-resolution units compute, at no cost in device memory the budget did not allow.
+    if settings.granularity == Granularity::Unit && plan.swapped_units() > 0 {
+        plan.buffer_bytes = plan
+            .buffer_bytes
+            .max((budget_mb << 20).saturating_sub(plan.resident_bytes));
+    }
+    Ok(plan)
 }
 
 fn block_bytes(units: &[UnitSpec], dtype: DType) -> BTreeMap<String, (Section, u64)> {

@@ -2,9 +2,10 @@
 //! ([`Pipeline`]) replayed against each unit's compute time and a bus of one bandwidth.
 //!
 //! The replay follows the CUDA path's ordering exactly. The host runs ahead of the device, so
-//! copies are issued as [`Pipeline::acquire`] hands them out and each starts on the copy stream
-//! once the copy before it has finished and the units it overwrites have finished computing; a
-//! streamed unit computes once its own copy has landed and the unit before it has finished.
+//! copies are issued as [`Pipeline::acquire`] hands them out, transfer by transfer
+//! ([`crate::pipeline::Copy::transfers`]); each starts on the copy stream once the one before it
+//! has finished and the units under it have finished computing; a streamed unit computes once its own copy has landed and the unit before it has
+//! finished.
 //! Passes repeat, so the first ones fill the ring and a later pass gives the steady state.
 //!
 //! Copies slow the compute beside them (on an H200 about a tenth for the deep blocks while the
@@ -27,6 +28,8 @@ const SETTLING_ROUNDS: usize = 6;
 /// A model's units and the bus between host and device, for replaying schedules on them.
 pub struct Replay<'a> {
     units: &'a [UnitCost],
+    /// Each unit's pieces in bytes, as the CUDA path copies them; one piece per unit if not given.
+    pieces: Option<&'a [Vec<u64>]>,
     /// Each unit's compute time while copies run throughout, if measured.
     beside_copies_ms: Option<&'a [f64]>,
     bytes_per_second: f64,
@@ -38,8 +41,20 @@ impl<'a> Replay<'a> {
     pub fn new(units: &'a [UnitCost], bytes_per_second: f64) -> Self {
         Self {
             units,
+            pieces: None,
             beside_copies_ms: None,
             bytes_per_second,
+        }
+    }
+
+    /// Copies each unit as `pieces` (bytes, one list per unit, in copy order), as the CUDA path
+    /// copies a unit's tensors ([`crate::pipeline::tensor_pieces`]), so a piece waits only for the
+    /// units under it.
+    pub fn in_pieces(self, pieces: &'a [Vec<u64>]) -> Self {
+        assert_eq!(pieces.len(), self.units.len(), "one list of pieces per unit");
+        Self {
+            pieces: Some(pieces),
+            ..self
         }
     }
 
@@ -74,8 +89,17 @@ impl<'a> Replay<'a> {
 
     fn replay(&self, swapped: &[bool], ring_bytes: u64, durations: &[f64]) -> ReplayedPass {
         let order: Vec<usize> = (0..self.units.len()).filter(|&i| swapped[i]).collect();
-        let sizes = order.iter().map(|&i| self.units[i].bytes as usize).collect();
-        let mut pipeline = Pipeline::with_capacity(order, sizes, ring_bytes as usize);
+        let pieces: Vec<Vec<usize>> = (0..self.units.len())
+            .map(|i| match self.pieces {
+                Some(pieces) => pieces[i].iter().map(|&bytes| bytes as usize).collect(),
+                None => vec![self.units[i].bytes as usize],
+            })
+            .collect();
+        let mut pipeline = Pipeline::new(
+            order.clone(),
+            order.iter().map(|&i| pieces[i].clone()).collect(),
+            ring_bytes as usize,
+        );
         let mut device = Device::default();
         let mut pass_start = 0.0;
         let mut computing = vec![(0.0, 0.0); self.units.len()];
@@ -85,10 +109,12 @@ impl<'a> Replay<'a> {
                 let start = if swapped[index] {
                     let acquired = pipeline.acquire(index).expect("every swapped unit is in the schedule");
                     for copy in &acquired.copies {
-                        let overwritten = copy.waits.iter().map(|w| device.released[w]).fold(0.0, f64::max);
-                        let start = device.copy_done.max(overwritten);
-                        device.copy_done = start + self.units[copy.unit].bytes as f64 / self.bytes_per_second * 1e3;
-                        device.copying.push((start, device.copy_done));
+                        for transfer in copy.transfers(&pieces[copy.unit]) {
+                            let overwritten = transfer.waits.iter().map(|w| device.released[w]).fold(0.0, f64::max);
+                            let start = device.copy_done.max(overwritten);
+                            device.copy_done = start + transfer.length as f64 / self.bytes_per_second * 1e3;
+                            device.copying.push((start, device.copy_done));
+                        }
                         device.landed.insert(copy.placement, device.copy_done);
                     }
                     let start = device.compute_done.max(device.landed[&acquired.placement]);
@@ -217,6 +243,23 @@ mod tests {
     }
 
     #[test]
+    fn a_piece_waits_only_for_the_unit_under_it() {
+        // A ring of 2 MB; unit 0 (1 MB, 3 ms) and unit 1 (2 MB, 1 ms) alternate. Copied whole,
+        // unit 1 fills the ring and every copy waits for the unit before it to finish:
+        // 1 + 3 + 2 + 1 ms, nothing overlapping. In two 1 MB pieces, the piece over the room unit
+        // 0 does not hold copies while unit 0 computes: unit 0's copy (1 ms, after unit 1), its
+        // compute (3 ms, beside the first piece of the next unit 1), the second piece (1 ms),
+        // unit 1's compute (1 ms).
+        let units = [unit(3.0, 1_000_000), unit(1.0, 2_000_000)];
+        let swapped = [true, true];
+        let whole = Replay::new(&units, GB).pass_ms(&swapped, 2_000_000);
+        assert!(close(whole, 7.0), "{whole}");
+        let pieces = [vec![1_000_000], vec![1_000_000, 1_000_000]];
+        let in_pieces = Replay::new(&units, GB).in_pieces(&pieces).pass_ms(&swapped, 2_000_000);
+        assert!(close(in_pieces, 6.0), "{in_pieces}");
+    }
+
+    #[test]
     fn never_beats_the_floor_of_any_schedule() {
         let units: Vec<UnitCost> = (0..12)
             .map(|i| unit(0.5 + (i % 4) as f64, 1_000_000 * (1 + (i * 7 % 5) as u64)))
@@ -228,10 +271,24 @@ mod tests {
             .filter(|(_, s)| !**s)
             .map(|(u, _)| u.bytes)
             .sum();
+        // The same units copied in two or three pieces.
+        let pieces: Vec<Vec<u64>> = units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let parts = 2 + i as u64 % 2;
+                let mut pieces = vec![u.bytes / parts; parts as usize];
+                pieces[0] += u.bytes % parts;
+                pieces
+            })
+            .collect();
         for ring in [5_000_000, 8_000_000, 20_000_000] {
-            let pass = Replay::new(&units, GB).pass_ms(&swapped, ring);
             let floor = crate::floor::step_floor_ms(&units, resident + ring, GB);
-            assert!(pass >= floor - 1e-9, "ring {ring}: {pass} under the floor {floor}");
+            let whole = Replay::new(&units, GB).pass_ms(&swapped, ring);
+            let in_pieces = Replay::new(&units, GB).in_pieces(&pieces).pass_ms(&swapped, ring);
+            for pass in [whole, in_pieces] {
+                assert!(pass >= floor - 1e-9, "ring {ring}: {pass} under the floor {floor}");
+            }
         }
     }
 }

@@ -151,7 +151,7 @@ impl SwapStore {
                 source,
                 device,
                 dtype,
-                settings.prefetch,
+                plan.buffer_bytes,
                 settings.debug,
             ) {
                 Ok(streamer) => Ok((Transfers::Streaming(Box::new(streamer)), None)),

@@ -3,26 +3,23 @@
 //!
 //! Ordering is by events alone, never by synchronising the host: each copy (a placement) has a
 //! `ready` event recorded after it on the copy stream and a `free` event its unit records on the
-//! compute stream when released; a copy waits for the `free` events of the placements it
-//! overwrites, and the compute stream waits for a unit's `ready` event before it runs.
-//! [`Pipeline`] decides where each unit goes in the ring and how far ahead. The host copy is the
-//! master: nothing is copied back.
+//! compute stream when released; each piece of a copy waits for the `free` events of the
+//! placements under it, and the compute stream waits for a unit's `ready` event before it runs.
+//! [`Pipeline`] decides where each tensor goes in the ring and how far ahead; pieces that lie end
+//! to end in the ring and wait for nothing new go as one transfer. The host copy is the master:
+//! nothing is copied back.
 //!
 //! Units that run once per conditioning rather than in every pass (the context projections) are
 //! packed too but stay out of the ring: each use copies them on the compute stream into device
 //! memory of their own, freed when the weights are dropped.
 
-use crate::pipeline::{Copy, Pipeline};
+use crate::pipeline::{tensor_pieces, Copy, Pipeline, Transfer};
 use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaEvent, CudaStream, DevicePtr, PinnedHostSlice};
 use candle_core::{DType, Device, Shape, Storage, Tensor};
 use half::{bf16, f16};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use swapgraph_model::{SourceError, TensorSource, UnitSpec, UnitWeights};
-
-/// Tensor starts inside a packed unit are aligned to this many bytes (what cuBLAS and vector
-/// loads want).
-const ALIGN_BYTES: usize = 256;
 
 /// Why the streaming path could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +44,21 @@ fn device_error(e: impl std::fmt::Display) -> SetupError {
     SetupError::Device(e.to_string())
 }
 
-/// One swapped unit in page-locked memory, and where each tensor starts in it (in elements).
+/// One swapped unit in page-locked memory: its tensors end to end as [`tensor_pieces`] lays
+/// them out, each with its start and piece length in elements.
 struct PackedUnit {
     host: PinnedHostSlice<u8>,
-    tensors: Vec<(String, usize, Shape)>,
+    tensors: Vec<PackedTensor>,
+}
+
+/// Where one tensor lies in a packed unit.
+struct PackedTensor {
+    name: String,
+    shape: Shape,
+    /// Start in the packed unit, in elements.
+    offset: usize,
+    /// Elements of its piece, the tensor rounded up to the alignment.
+    piece: usize,
 }
 
 /// The events that order one placement's copy, its use and the copies that overwrite it.
@@ -112,8 +120,8 @@ unsafe impl Sync for Streamer {}
 
 impl Streamer {
     /// Packs the swapped units of `units` into page-locked memory and allocates a transfer ring
-    /// with room for `prefetch + 1` of the largest on `device`. `timing` records per-unit transfer
-    /// and wait times.
+    /// of `ring_bytes` (at least the largest unit) on `device`. `timing` records per-unit
+    /// transfer and wait times.
     ///
     /// # Errors
     /// [`SetupError::Pinning`] when page-locked memory is refused (the caller falls back to the
@@ -124,7 +132,7 @@ impl Streamer {
         source: &TensorSource,
         device: &Device,
         dtype: DType,
-        prefetch: usize,
+        ring_bytes: u64,
         timing: bool,
     ) -> Result<Self, SetupError> {
         let Device::Cuda(cuda) = device else {
@@ -139,9 +147,12 @@ impl Streamer {
         for index in order.iter().copied().chain(once) {
             packed.insert(index, pack(&units[index], source, dtype, &context)?);
         }
-        let element = dtype.size_in_bytes();
-        let sizes = order.iter().map(|unit| packed[unit].host.len() / element).collect();
-        let pipeline = Pipeline::new(order, sizes, prefetch);
+        let pieces = order
+            .iter()
+            .map(|unit| packed[unit].tensors.iter().map(|t| t.piece).collect())
+            .collect();
+        let ring_elements = ring_bytes as usize / dtype.size_in_bytes();
+        let pipeline = Pipeline::new(order, pieces, ring_elements);
         let ring = Tensor::zeros(pipeline.capacity().max(1), dtype, device).map_err(device_error)?;
         let ring_address = device_address(&ring, &copy_stream).map_err(device_error)?;
         let state = State {
@@ -193,7 +204,8 @@ impl Streamer {
         // SAFETY: the buffer holds the whole packed unit; the page-locked host memory lives as
         // long as the streamer, whose drop synchronises the compute stream.
         unsafe { result::memcpy_htod_async(target, host, self.compute_stream.cu_stream()) }.map_err(driver)?;
-        views(&buffer, &packed.tensors, 0)
+        let offsets: Vec<usize> = packed.tensors.iter().map(|t| t.offset).collect();
+        views(&buffer, &packed.tensors, &offsets)
     }
 
     /// The weights of swapped unit `unit`, once its copy has landed (the compute stream waits;
@@ -241,7 +253,10 @@ impl Streamer {
         let live: std::collections::HashSet<usize> = state.pipeline.live_placements().collect();
         state.events.retain(|placement, _| live.contains(placement));
         state.copy_events.retain(|placement, _| live.contains(placement));
-        Ok((views(&self.ring, &self.packed[&unit].tensors, acquired.start)?, copied))
+        Ok((
+            views(&self.ring, &self.packed[&unit].tensors, &acquired.starts)?,
+            copied,
+        ))
     }
 
     /// The compute stream is done enqueueing work on `unit`'s weights: later copies may
@@ -272,14 +287,10 @@ impl Streamer {
         state.totals.clone()
     }
 
-    /// Copies one unit into the ring on the copy stream, after the units it overwrites are done.
+    /// Copies one unit into the ring on the copy stream, transfer by transfer
+    /// ([`Copy::transfers`]), each after the units under it are done.
     fn issue(&self, copy: &Copy, state: &mut State) -> candle_core::Result<u64> {
         let packed = &self.packed[&copy.unit];
-        for placement in &copy.waits {
-            if let Some(events) = state.events.get(placement) {
-                self.copy_stream.wait(&events.free).map_err(driver)?;
-            }
-        }
         let context = self.copy_stream.context();
         let events = PlacementEvents {
             ready: context.new_event(None).map_err(driver)?,
@@ -287,12 +298,16 @@ impl Streamer {
         };
         let start = self.timing.then(|| self.timing_event(&self.copy_stream)).transpose()?;
         let host = packed.host.as_slice().map_err(driver)?;
-        let target = self.ring_address + (copy.start * self.dtype.size_in_bytes()) as u64;
-        context.bind_to_thread().map_err(driver)?;
-        // SAFETY: the pipeline places the unit inside the ring; the host buffer is page-locked
-        // and outlives the copy (drop synchronises the copy stream); every unit the copy
-        // overwrites has finished with it (the `free` events waited on above).
-        unsafe { result::memcpy_htod_async(target, host, self.copy_stream.cu_stream()) }.map_err(driver)?;
+        let element = self.dtype.size_in_bytes();
+        let sizes: Vec<usize> = packed.tensors.iter().map(|t| t.piece).collect();
+        for transfer in copy.transfers(&sizes) {
+            for placement in &transfer.waits {
+                if let Some(events) = state.events.get(placement) {
+                    self.copy_stream.wait(&events.free).map_err(driver)?;
+                }
+            }
+            self.transfer(host, &transfer, element)?;
+        }
         events.ready.record(&self.copy_stream).map_err(driver)?;
         state.events.insert(copy.placement, events);
         if let Some(start) = start {
@@ -303,6 +318,17 @@ impl Streamer {
             harvest(state);
         }
         Ok(host.len() as u64)
+    }
+
+    /// One host-to-device transfer on the copy stream, from the packed unit `host` into the ring.
+    fn transfer(&self, host: &[u8], transfer: &Transfer, element: usize) -> candle_core::Result<()> {
+        let source = &host[transfer.offset * element..(transfer.offset + transfer.length) * element];
+        let target = self.ring_address + (transfer.start * element) as u64;
+        self.copy_stream.context().bind_to_thread().map_err(driver)?;
+        // SAFETY: the pipeline places every piece inside the ring; the host buffer is page-locked
+        // and outlives the copy (drop synchronises the copy stream); every unit the transfer
+        // overwrites has finished with it (the `free` events waited on before it).
+        unsafe { result::memcpy_htod_async(target, source, self.copy_stream.cu_stream()) }.map_err(driver)
     }
 
     fn timing_event(&self, stream: &CudaStream) -> candle_core::Result<CudaEvent> {
@@ -339,13 +365,16 @@ fn driver(e: impl std::fmt::Display) -> candle_core::Error {
     candle_core::Error::Msg(format!("BlockSwap streaming: {e}"))
 }
 
-/// A packed unit's `tensors` as views into `buffer` from element `start`.
-fn views(buffer: &Tensor, tensors: &[(String, usize, Shape)], start: usize) -> candle_core::Result<UnitWeights> {
+/// A packed unit's `tensors` as views into `buffer`, each from its element in `starts`.
+fn views(buffer: &Tensor, tensors: &[PackedTensor], starts: &[usize]) -> candle_core::Result<UnitWeights> {
     let tensors = tensors
         .iter()
-        .map(|(name, offset, shape)| {
-            let view = buffer.narrow(0, start + offset, shape.elem_count())?.reshape(shape)?;
-            Ok((name.clone(), view))
+        .zip(starts)
+        .map(|(tensor, &start)| {
+            let view = buffer
+                .narrow(0, start, tensor.shape.elem_count())?
+                .reshape(&tensor.shape)?;
+            Ok((tensor.name.clone(), view))
         })
         .collect::<candle_core::Result<HashMap<_, _>>>()?;
     Ok(UnitWeights::new(tensors))
@@ -374,12 +403,16 @@ fn pack(
     context: &Arc<candle_core::cuda_backend::cudarc::driver::CudaContext>,
 ) -> Result<PackedUnit, SetupError> {
     let element = dtype.size_in_bytes();
-    let align = ALIGN_BYTES / element;
     let mut layout = Vec::with_capacity(unit.tensors.len());
     let mut elements = 0;
-    for (name, shape) in &unit.tensors {
-        layout.push((name.clone(), elements, shape.clone()));
-        elements += shape.elem_count().div_ceil(align) * align;
+    for ((name, shape), piece) in unit.tensors.iter().zip(tensor_pieces(unit, dtype)) {
+        layout.push(PackedTensor {
+            name: name.clone(),
+            shape: shape.clone(),
+            offset: elements,
+            piece,
+        });
+        elements += piece;
     }
     let bytes = elements * element;
     // SAFETY: every byte is written below before the buffer is read.
@@ -389,11 +422,11 @@ fn pack(
     })?;
     let buffer = host.as_mut_slice().map_err(device_error)?;
     buffer.fill(0);
-    for (name, offset, shape) in &layout {
-        let tensor = source.load(&unit.key(name), shape, dtype, &Device::Cpu)?;
-        let start = offset * element;
-        let target = &mut buffer[start..start + shape.elem_count() * element];
-        write_bytes(&tensor, target).map_err(device_error)?;
+    for tensor in &layout {
+        let loaded = source.load(&unit.key(&tensor.name), &tensor.shape, dtype, &Device::Cpu)?;
+        let start = tensor.offset * element;
+        let target = &mut buffer[start..start + tensor.shape.elem_count() * element];
+        write_bytes(&loaded, target).map_err(device_error)?;
     }
     Ok(PackedUnit { host, tensors: layout })
 }
