@@ -7,11 +7,11 @@
 //! empty and small units pack together. Copies run as far ahead as the ring has room: a unit is
 //! placed once every unit under it has been released by the compute stream, and each piece waits
 //! only for the units under that piece, so the bus fills the room of a finished unit while the
-//! one after it still computes. The plan sizes the ring ([`crate::SwapPlan::buffer_bytes`]). A
-//! unit asked for out of order (the first pass, or a
-//! pass cut short by cancellation) restarts the schedule from it; copies already issued stay
-//! correct because every piece waits for the units it overwrites and all copies run in order on
-//! one stream.
+//! one after it still computes. The plan sizes the ring ([`crate::SwapPlan::buffer_bytes`]).
+//!
+//! A unit asked for out of order (the first pass, or a pass cut short by cancellation) restarts
+//! the schedule from it; copies already issued stay correct because every piece waits for the
+//! units it overwrites and all copies run in order on one stream.
 
 use candle_core::DType;
 use std::collections::{HashMap, VecDeque};
@@ -53,17 +53,6 @@ pub struct Copy {
 }
 
 impl Copy {
-    /// Every placement some piece waits for, in order of first need.
-    pub fn waits(&self) -> Vec<usize> {
-        let mut all: Vec<usize> = Vec::new();
-        for placement in self.pieces.iter().flat_map(|piece| &piece.waits) {
-            if !all.contains(placement) {
-                all.push(*placement);
-            }
-        }
-        all
-    }
-
     /// The copy as transfers, given the unit's piece `sizes`: a piece joins the transfer before
     /// it when it follows it in the ring and waits for nothing new. Each transfer lists only the
     /// placements no earlier transfer of the copy waited for.
@@ -369,6 +358,14 @@ mod tests {
         copies.iter().map(|c| c.unit).collect()
     }
 
+    /// Every placement some piece of `copy` waits for, in order of first need.
+    fn waits(copy: &Copy) -> Vec<usize> {
+        copy.transfers(&vec![1; copy.pieces.len()])
+            .into_iter()
+            .flat_map(|t| t.waits)
+            .collect()
+    }
+
     fn starts(copy: &Copy) -> Vec<usize> {
         copy.pieces.iter().map(|p| p.start).collect()
     }
@@ -463,7 +460,7 @@ mod tests {
             vec![0],
             "the next copy reuses the room the first unit left"
         );
-        assert_eq!(second.copies[0].waits(), vec![first.placement]);
+        assert_eq!(waits(&second.copies[0]), vec![first.placement]);
     }
 
     #[test]
@@ -476,7 +473,7 @@ mod tests {
         let second = pipeline.acquire(1).unwrap();
         assert_eq!(units(&second.copies), vec![4], "unit 4 takes the room unit 0 left");
         assert_eq!(starts(&second.copies[0]), vec![0]);
-        assert_eq!(second.copies[0].waits(), vec![first.placement]);
+        assert_eq!(waits(&second.copies[0]), vec![first.placement]);
     }
 
     #[test]
@@ -552,7 +549,7 @@ mod tests {
         pipeline.release(first.placement);
         let second = pipeline.acquire(1).unwrap();
         assert_eq!(second.starts, vec![0, 2]);
-        assert_eq!(second.copies[0].waits(), vec![first.placement]);
+        assert_eq!(waits(&second.copies[0]), vec![first.placement]);
     }
 
     #[test]
