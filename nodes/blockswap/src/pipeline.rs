@@ -437,6 +437,24 @@ mod tests {
     }
 
     #[test]
+    fn every_piece_starts_on_the_alignment() {
+        use candle_core::Shape;
+        use swapgraph_model::Section;
+        let unit = UnitSpec {
+            name: "mid_block.resnets.0".into(),
+            section: Section::Mid,
+            tensors: vec![
+                ("norm.bias".into(), Shape::from((1,))),
+                ("conv.bias".into(), Shape::from((128,))),
+                ("conv.weight".into(), Shape::from((129,))),
+            ],
+        };
+        // 256 bytes: 128 f16 elements, 64 f32 elements.
+        assert_eq!(tensor_pieces(&unit, DType::F16), vec![128, 128, 256]);
+        assert_eq!(tensor_pieces(&unit, DType::F32), vec![64, 128, 192]);
+    }
+
+    #[test]
     fn resident_units_need_nothing() {
         let mut pipeline = with_prefetch(vec![2, 5, 7], whole(&[4, 4, 4]), 1);
         assert_eq!(pipeline.acquire(3), None);
