@@ -57,7 +57,7 @@ impl BlockSwap {
         .param(ParamSpec::new(
             "vram_budget_mb",
             ParamKind::Int { default: Some(0), min: 0, max: 1 << 30 },
-            "Device memory for weights in MiB; when above 0 it decides what is swapped, overriding the block counts: high-resolution units first, \
+            "Device memory for weights in MiB; when above 0 it decides what is swapped, overriding the block counts: high-resolution units first (the stem and head with them), \
              then units spread evenly through the deep blocks so their transfers hide behind the resident ones.",
         ))
         .param(ParamSpec::new(

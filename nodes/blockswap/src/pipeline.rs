@@ -5,9 +5,9 @@
 //! tensors in the order they lie in host memory, laid end to end in a ring of device memory; a
 //! piece that does not fit before the ring's end goes to its start, so the ring's end is not left
 //! empty and small units pack together. Copies run as far ahead as the ring has room: a unit is
-//! placed once every unit under it has been released by the compute stream, and each piece waits
-//! only for the units under that piece, so the bus fills the room of a finished unit while the
-//! one after it still computes. The plan sizes the ring ([`crate::SwapPlan::buffer_bytes`]).
+//! placed once every unit under it has been released by the compute stream, and each part of a
+//! piece waits only for the unit under that part, so the bus fills the room of a finished unit
+//! while the one after it still computes. The plan sizes the ring ([`crate::SwapPlan::buffer_bytes`]).
 //!
 //! A unit asked for out of order (the first pass, or a pass cut short by cancellation) restarts
 //! the schedule from it; copies already issued stay correct because every piece waits for the
@@ -36,8 +36,18 @@ pub fn tensor_pieces(unit: &UnitSpec, dtype: DType) -> Vec<usize> {
 pub struct PieceCopy {
     /// Where in the ring the piece goes, in elements.
     pub start: usize,
-    /// Placements whose release must precede this piece's copy.
-    pub waits: Vec<usize>,
+    /// The placements under the piece, in ring order: each must be released before the part of
+    /// the piece over it is copied.
+    pub overwrites: Vec<Overwrite>,
+}
+
+/// A placement under a piece, and where in the ring the part of the piece over it begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Overwrite {
+    /// The ring element, inside the piece, from which the piece lies over `placement`.
+    pub from: usize,
+    /// The placement overwritten.
+    pub placement: usize,
 }
 
 /// A copy to issue: `unit`'s pieces into the ring, in order, each once the placements under it
@@ -53,24 +63,41 @@ pub struct Copy {
 }
 
 impl Copy {
-    /// The copy as transfers, given the unit's piece `sizes`: a piece joins the transfer before
-    /// it when it follows it in the ring and waits for nothing new. Each transfer lists only the
-    /// placements no earlier transfer of the copy waited for.
+    /// The copy as transfers, given the unit's piece `sizes`. A transfer starts wherever a piece
+    /// comes to a placement no earlier transfer waited for, so the part of a tensor over a unit
+    /// that has finished is copied while the unit under the rest still computes; otherwise a
+    /// stretch joins the transfer before it when it follows it in the ring. Each transfer lists
+    /// only the placements no earlier transfer of the copy waited for.
     pub fn transfers(&self, sizes: &[usize]) -> Vec<Transfer> {
         let mut transfers: Vec<Transfer> = Vec::new();
         let mut waited: Vec<usize> = Vec::new();
         let mut offset = 0;
         for (piece, &size) in self.pieces.iter().zip(sizes) {
-            let new: Vec<usize> = piece.waits.iter().copied().filter(|w| !waited.contains(w)).collect();
-            waited.extend(&new);
-            match transfers.last_mut() {
-                Some(last) if last.start + last.length == piece.start && new.is_empty() => last.length += size,
-                _ => transfers.push(Transfer {
-                    offset,
-                    start: piece.start,
-                    length: size,
-                    waits: new,
-                }),
+            // Where the piece's stretches begin in the ring, and what each newly waits for.
+            let mut stretches: Vec<(usize, Vec<usize>)> = vec![(piece.start, Vec::new())];
+            for overwrite in &piece.overwrites {
+                if waited.contains(&overwrite.placement) {
+                    continue;
+                }
+                waited.push(overwrite.placement);
+                match stretches.last_mut() {
+                    Some((from, waits)) if *from == overwrite.from => waits.push(overwrite.placement),
+                    _ => stretches.push((overwrite.from, vec![overwrite.placement])),
+                }
+            }
+            let end = piece.start + size;
+            let ends = stretches.iter().skip(1).map(|(from, _)| *from).chain([end]);
+            for ((from, waits), to) in stretches.iter().zip(ends) {
+                let length = to - from;
+                match transfers.last_mut() {
+                    Some(last) if last.start + last.length == *from && waits.is_empty() => last.length += length,
+                    _ => transfers.push(Transfer {
+                        offset: offset + (from - piece.start),
+                        start: *from,
+                        length,
+                        waits: waits.clone(),
+                    }),
+                }
             }
             offset += size;
         }
@@ -78,8 +105,8 @@ impl Copy {
     }
 }
 
-/// One host-to-device transfer of a copy: pieces that lie end to end in host memory and in the
-/// ring, after the placements it waits for.
+/// One host-to-device transfer of a copy: pieces, or parts of one, that lie end to end in host
+/// memory and in the ring, after the placements it waits for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
     /// Where it starts in the packed unit, in elements.
@@ -249,7 +276,7 @@ impl Pipeline {
             .iter()
             .map(|&(start, end)| PieceCopy {
                 start,
-                waits: self.placements_under(start, end),
+                overwrites: self.placements_under(start, end),
             })
             .collect();
         let placement = self.next_placement;
@@ -306,16 +333,19 @@ impl Pipeline {
         }
     }
 
-    /// The placements holding any of `start..end`, in order.
-    fn placements_under(&self, start: usize, end: usize) -> Vec<usize> {
-        let mut under: Vec<usize> = self
+    /// The placements holding any of `start..end`, in ring order, each from where it begins
+    /// inside that range.
+    fn placements_under(&self, start: usize, end: usize) -> Vec<Overwrite> {
+        let mut under: Vec<Overwrite> = self
             .occupants
             .iter()
             .filter(|o| o.overlaps(start, end))
-            .map(|o| o.placement)
+            .map(|o| Overwrite {
+                from: o.start.max(start),
+                placement: o.placement,
+            })
             .collect();
-        under.sort_unstable();
-        under.dedup();
+        under.sort_unstable_by_key(|o| (o.from, o.placement));
         under
     }
 
@@ -360,9 +390,20 @@ mod tests {
 
     /// Every placement some piece of `copy` waits for, in order of first need.
     fn waits(copy: &Copy) -> Vec<usize> {
-        copy.transfers(&vec![1; copy.pieces.len()])
+        let mut placements: Vec<usize> = Vec::new();
+        for overwrite in copy.pieces.iter().flat_map(|p| &p.overwrites) {
+            if !placements.contains(&overwrite.placement) {
+                placements.push(overwrite.placement);
+            }
+        }
+        placements
+    }
+
+    /// Each transfer as (offset, start, length, waits).
+    fn summary(transfers: Vec<Transfer>) -> Vec<(usize, usize, usize, Vec<usize>)> {
+        transfers
             .into_iter()
-            .flat_map(|t| t.waits)
+            .map(|t| (t.offset, t.start, t.length, t.waits))
             .collect()
     }
 
@@ -432,6 +473,17 @@ mod tests {
                     }
                 }
             }
+            // The transfers move every element once, in host order, to its place in its piece.
+            let ring_of: Vec<usize> = ranges.iter().flat_map(|&(s, e)| s..e).collect();
+            let mut moved = 0;
+            for transfer in copy.transfers(sizes) {
+                assert_eq!(transfer.offset, moved, "transfers follow each other in host memory");
+                for k in 0..transfer.length {
+                    assert_eq!(ring_of[transfer.offset + k], transfer.start + k);
+                }
+                moved += transfer.length;
+            }
+            assert_eq!(moved, ring_of.len());
             self.0.insert(copy.placement, ranges);
         }
     }
@@ -508,45 +560,36 @@ mod tests {
         let second = pipeline.acquire(1).unwrap();
         let copy = &second.copies[0];
         assert_eq!((copy.unit, starts(copy)), (2, vec![8, 0]));
-        assert_eq!(copy.pieces[0].waits, Vec::<usize>::new(), "the ring's end held nothing");
-        assert_eq!(copy.pieces[1].waits, vec![first.placement]);
+        assert_eq!(copy.pieces[0].overwrites, vec![], "the ring's end held nothing");
+        assert_eq!(
+            copy.pieces[1].overwrites,
+            vec![Overwrite {
+                from: 0,
+                placement: first.placement
+            }]
+        );
+    }
+
+    fn over(from: usize, placement: usize) -> Overwrite {
+        Overwrite { from, placement }
     }
 
     #[test]
     fn pieces_that_follow_each_other_and_wait_for_nothing_new_go_as_one_transfer() {
+        let piece = |start, overwrites| PieceCopy { start, overwrites };
         let copy = Copy {
             unit: 3,
             placement: 9,
             pieces: vec![
-                PieceCopy {
-                    start: 6,
-                    waits: vec![1],
-                },
-                PieceCopy {
-                    start: 8,
-                    waits: vec![1],
-                },
-                PieceCopy {
-                    start: 9,
-                    waits: vec![1, 2],
-                },
-                PieceCopy {
-                    start: 0,
-                    waits: vec![],
-                },
-                PieceCopy {
-                    start: 2,
-                    waits: vec![4],
-                },
+                piece(6, vec![over(6, 1)]),
+                piece(8, vec![over(8, 1)]),
+                piece(9, vec![over(9, 1), over(9, 2)]),
+                piece(0, vec![]),
+                piece(2, vec![over(2, 4)]),
             ],
         };
-        let transfers = copy.transfers(&[2, 1, 1, 2, 3]);
-        let summary: Vec<_> = transfers
-            .iter()
-            .map(|t| (t.offset, t.start, t.length, t.waits.clone()))
-            .collect();
         assert_eq!(
-            summary,
+            summary(copy.transfers(&[2, 1, 1, 2, 3])),
             vec![
                 (0, 6, 3, vec![1]),
                 (3, 9, 1, vec![2]),
@@ -554,6 +597,62 @@ mod tests {
                 (6, 2, 3, vec![4])
             ],
             "split where a piece waits for a new placement and where the ring wraps"
+        );
+    }
+
+    #[test]
+    fn a_piece_over_several_placements_is_copied_a_placement_at_a_time() {
+        // One piece of 10 at 4..14: free room, then placements 1 (from 6) and 2 (from 9). The
+        // part over placement 1 need not wait for placement 2, nor the free room for either.
+        let copy = Copy {
+            unit: 0,
+            placement: 5,
+            pieces: vec![
+                PieceCopy {
+                    start: 4,
+                    overwrites: vec![over(6, 1), over(9, 2)],
+                },
+                PieceCopy {
+                    start: 14,
+                    overwrites: vec![over(14, 2), over(15, 3)],
+                },
+            ],
+        };
+        assert_eq!(
+            summary(copy.transfers(&[10, 3])),
+            vec![
+                (0, 4, 2, vec![]),
+                (2, 6, 3, vec![1]),
+                (5, 9, 6, vec![2]),
+                (11, 15, 2, vec![3])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_piece_over_two_units_waits_for_each_only_where_it_lies_over_it() {
+        // Ring of 12: units of 3, 3 and 6 fill it; unit 3, one piece of 6, then goes over the
+        // first two once they are released.
+        let mut pipeline = Pipeline::new(vec![0, 1, 2, 3], whole(&[3, 3, 6, 6]), 12);
+        let first = pipeline.acquire(0).unwrap();
+        assert_eq!(units(&first.copies), vec![0, 1, 2]);
+        pipeline.release(first.placement);
+        let second = pipeline.acquire(1).unwrap();
+        assert!(
+            second.copies.is_empty(),
+            "unit 3 would overwrite unit 1, still computing"
+        );
+        pipeline.release(second.placement);
+        let third = pipeline.acquire(2).unwrap();
+        let copy = &third.copies[0];
+        assert_eq!((copy.unit, starts(copy)), (3, vec![0]));
+        assert_eq!(
+            copy.pieces[0].overwrites,
+            vec![over(0, first.placement), over(3, second.placement)]
+        );
+        assert_eq!(
+            summary(copy.transfers(&[6])),
+            vec![(0, 0, 3, vec![first.placement]), (3, 3, 3, vec![second.placement])]
         );
     }
 

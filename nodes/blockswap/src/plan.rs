@@ -1,9 +1,10 @@
 //! Which units to stream: by the seed's per-section block counts, or to fit a device budget.
 //!
-//! A block is a top-level `down_blocks.N`, `mid_block` or `up_blocks.N`; the stem and head are
-//! always resident. In budget mode, whole resolution levels are swapped from the highest down (a
-//! unit's weights are used once per spatial position, so at high resolution its transfer hides
-//! best behind its compute), and the level that only needs part swapped has its swapped units
+//! A block is a top-level `down_blocks.N`, `mid_block` or `up_blocks.N`. Block counts swap
+//! blocks and keep the stem and head resident. In budget mode, whole resolution levels are
+//! swapped from the highest down (a unit's weights are used once per spatial position, so at
+//! high resolution its transfer hides best behind its compute), the stem and head with the
+//! highest level they run at, and the level that only needs part swapped has its swapped units
 //! spread evenly through it, so resident compute separates their transfers.
 //!
 //! The context projections ([`Section::Context`]) run once per conditioning, not in every pass:
@@ -29,7 +30,7 @@ pub enum PlanError {
         section: &'static str,
     },
     /// Even with everything swappable swapped, the weights exceed the budget.
-    #[error("vram_budget_mb {budget_mb} MiB is too small: this model needs at least {minimum_mb} MiB of device memory for weights (stem, head and {buffers} transfer buffers); raise the budget to {minimum_mb} or more")]
+    #[error("vram_budget_mb {budget_mb} MiB is too small: this model needs at least {minimum_mb} MiB of device memory for weights (everything streamed through {buffers} transfer buffers); raise the budget to {minimum_mb} or more")]
     BudgetTooSmall {
         /// The budget given.
         budget_mb: u64,
@@ -201,7 +202,9 @@ fn by_budget(
 /// A unit's weights are used once per spatial position, so at a higher resolution a unit computes
 /// longer per byte and its transfer hides better: whole levels swap from the highest resolution
 /// down. Down block `n` and up block `deepest - n` share a resolution, and the middle block sits
-/// at the deepest one.
+/// at the deepest one. The stem and head run at the highest: streamed, their few weights cross
+/// the bus while the highest level computes and leave their room to the deep blocks, whose
+/// copies the bus is short of time for.
 fn resolution_levels(units: &[UnitSpec]) -> Vec<Vec<usize>> {
     let deepest = units
         .iter()
@@ -217,7 +220,8 @@ fn resolution_levels(units: &[UnitSpec]) -> Vec<Vec<usize>> {
             Section::Down(n) => n,
             Section::Mid => deepest,
             Section::Up(n) => deepest.saturating_sub(n),
-            Section::Stem | Section::Head | Section::Context => continue,
+            Section::Stem | Section::Head => 0,
+            Section::Context => continue,
         };
         levels.entry(level).or_default().push(i);
     }

@@ -197,6 +197,39 @@ fn budgets_decide_what_streams_and_impossible_budgets_name_the_minimum() {
     }
 }
 
+#[test]
+fn budgets_stream_the_stem_and_head_with_the_highest_level_and_block_counts_keep_them() {
+    use swapgraph_model::Section;
+    let units = sdxl_units();
+    let ends = |swapped: &[bool]| -> Vec<bool> {
+        units
+            .iter()
+            .zip(swapped)
+            .filter(|(unit, _)| matches!(unit.section, Section::Stem | Section::Head))
+            .map(|(_, &streams)| streams)
+            .collect()
+    };
+    for budget_mb in [2048u64, 3072] {
+        let settings = SwapSettings {
+            vram_budget_mb: Some(budget_mb),
+            ..SwapSettings::default()
+        };
+        let fitted = plan(&units, DType::F16, &settings).unwrap();
+        let highest_level = units
+            .iter()
+            .zip(&fitted.swapped)
+            .filter(|(unit, _)| matches!(unit.section, Section::Down(0) | Section::Up(2)));
+        assert!(highest_level.clone().count() > 0);
+        assert!(highest_level.into_iter().all(|(_, &streams)| streams));
+        assert_eq!(ends(&fitted.swapped), [true, true], "{budget_mb} MiB");
+    }
+    let all = SwapSettings {
+        blocks_to_swap: 3,
+        ..SwapSettings::default()
+    };
+    assert_eq!(ends(&plan(&units, DType::F16, &all).unwrap().swapped), [false, false]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 

@@ -5,11 +5,11 @@
 use crate::unet::{step_activations, UNet};
 use candle_core::{DType, Device};
 use std::fmt;
-use swapgraph_model::{device_memory, ModelHandle, Section, HEADROOM_FRACTION};
+use swapgraph_model::{device_memory, ModelHandle, HEADROOM_FRACTION};
 use swapgraph_node_api::NodeError;
 
-/// Units whose transfer buffers BlockSwap's smallest setting needs beside the stem and head
-/// (the one computing and, with the default prefetch of 2, two in flight).
+/// Units whose transfer buffers BlockSwap's smallest budget needs, with every unit streamed (the
+/// one computing and, with the default prefetch of 2, two in flight).
 const MINIMUM_BUFFERS: u64 = 3;
 
 /// Device memory the memory pool reserves around a step's activations beyond the activations
@@ -148,11 +148,6 @@ impl UNetOnDevice<'_> {
         let held = if weights_loaded { weight_bytes } else { 0 };
         let units = self.unet.units();
         let largest = units.iter().map(|unit| unit.bytes(dtype)).max().unwrap_or(0);
-        let stem_and_head: u64 = units
-            .iter()
-            .filter(|unit| matches!(unit.section, Section::Stem | Section::Head))
-            .map(|unit| unit.bytes(dtype))
-            .sum();
         let shortfall = Shortfall {
             stage: stage.to_owned(),
             size: (self.latent.1 * 8, self.latent.0 * 8),
@@ -161,7 +156,7 @@ impl UNetOnDevice<'_> {
             activation_bytes: self.estimate_activations(),
             usable_bytes: memory.free + memory.reserved.saturating_sub(memory.allocated) + held,
             total_bytes: memory.total,
-            minimum_weight_bytes: stem_and_head + MINIMUM_BUFFERS * largest,
+            minimum_weight_bytes: MINIMUM_BUFFERS * largest,
         };
         tracing::debug!("{error}");
         NodeError::msg(shortfall.to_string())
