@@ -34,6 +34,10 @@
 //! nothing; after `none/noise/profile` too, `schedule_replay_beside_copies_ms` charges each unit
 //! for the copies it overlaps, and budgets report `best_prefetch_replay_beside_copies`, the
 //! fastest replay of the same budget at any prefetch depth up to 12.
+//!
+//! Each configuration also reports `pinned_gb_s_this_process` (CUDA): the page-locked
+//! host-to-device rate measured in this process after its steps, the way `swapgraph doctor`
+//! measures it, to hold beside the rate the floors take.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -41,6 +45,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use swapgraph_blockswap::floor::{step_floor_ms, UnitCost};
 use swapgraph_blockswap::pipeline::tensor_pieces;
+use swapgraph_blockswap::probe::probe_transfers;
 use swapgraph_blockswap::simulate::Replay;
 use swapgraph_blockswap::store::SwapStore;
 use swapgraph_blockswap::{plan, Granularity, SwapPlan, SwapSettings};
@@ -50,6 +55,9 @@ use swapgraph_model::{
 };
 use swapgraph_node_api::DeviceSpec;
 use swapgraph_sdxl::unet::{ProjectedContext, UNet, UNetConfig, UNetInput};
+
+/// Bytes of each copy timed for `pinned_gb_s_this_process`, the size `swapgraph doctor` times.
+const PROCESS_PROBE_BYTES: usize = 256 << 20;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -248,6 +256,12 @@ fn main() {
             })
             .map(|(ms, prefetch)| serde_json::json!({ "prefetch": prefetch, "ms": ms }));
         let memory = device_memory(&device).unwrap_or_default();
+        // The page-locked rate this process gets, measured after its steps: the floors take the
+        // best of three `swapgraph doctor` processes, and page-locked memory in one process may
+        // copy slower than in another.
+        let process_gb_s = probe_transfers(&device, PROCESS_PROBE_BYTES)
+            .ok()
+            .and_then(|probe| probe.pinned_gb_s.ok());
         let gib = |bytes: f64| bytes / (1u64 << 30) as f64;
         let figures = swap.as_ref().map(SwapStore::figures);
         let streamed = figures.as_ref().map_or(0.0, |f| f.streamed_per_pass);
@@ -288,6 +302,7 @@ fn main() {
                 "peak_device_gib": round(gib(memory.peak_allocated as f64), 3),
                 "identical_to_resident": identical_to_resident,
                 "noise_gb_s": noise_gb_s.map(|r| round(r, 1)),
+                "pinned_gb_s_this_process": process_gb_s.map(|r| round(r, 1)),
             })
         );
     }
