@@ -35,9 +35,12 @@
 //! for the copies it overlaps, and budgets report `best_prefetch_replay_beside_copies`, the
 //! fastest replay of the same budget at any prefetch depth up to 12.
 //!
-//! Each configuration also reports `pinned_gb_s_this_process` (CUDA): the page-locked
-//! host-to-device rate measured in this process after its steps, the way `swapgraph doctor`
-//! measures it, to hold beside the rate the floors take.
+//! Each configuration also reports `host_queue_ms`, the median time the host took to queue a step's
+//! work before waiting for the device (close to `median_ms`, the host rather than the device sets
+//! the pace, and copies are queued no earlier than the host gets to them), and
+//! `pinned_gb_s_this_process` (CUDA): the page-locked host-to-device rate measured in this process
+//! after its steps, the way `swapgraph doctor` measures it, to hold beside the rate the floors
+//! take.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -142,6 +145,7 @@ fn main() {
         let timed = profile.then(|| TimedStore::new(store));
         let store: &dyn WeightStore = timed.as_ref().map_or(store, |t| t as &dyn WeightStore);
         let mut times = Vec::new();
+        let mut queued_times = Vec::new();
         let mut unit_ms = vec![0.0; units.len()];
         let mut last_output = None;
         reset_peak_memory(&device);
@@ -150,6 +154,7 @@ fn main() {
             let start = Mark::now(&device);
             let out = inputs.run(unet, store, &projected);
             let end = Mark::now(&device);
+            let queued = clock.elapsed().as_secs_f64() * 1e3;
             device.synchronize().expect("device work to finish");
             let elapsed = clock.elapsed().as_secs_f64() * 1e3;
             last_output = Some(out);
@@ -163,6 +168,7 @@ fn main() {
             }
             if step > 0 {
                 times.push(elapsed);
+                queued_times.push(queued);
             }
         }
         // The last step's output, to hold a streamed configuration's to the resident one's.
@@ -179,6 +185,8 @@ fn main() {
             .flatten();
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
+        queued_times.sort_by(f64::total_cmp);
+        let queued_median = queued_times[queued_times.len() / 2];
         #[cfg(feature = "cuda")]
         let noise_gb_s = load.map(|load| load.gb_s());
         #[cfg(not(feature = "cuda"))]
@@ -284,6 +292,7 @@ fn main() {
                 "median_ms": round(median, 1),
                 "context_projection_ms": round(projection_ms, 1),
                 "min_ms": round(times[0], 1),
+                "host_queue_ms": round(queued_median, 1),
                 "streamed_gib_per_step": round(gib(streamed), 3),
                 "achieved_h2d_gb_s": round(streamed / (median * 1e-3) / 1e9, 1),
                 "compute_wait_ms_per_step": wait.map(|w| round(w, 1)),
