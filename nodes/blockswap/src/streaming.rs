@@ -3,10 +3,10 @@
 //!
 //! Ordering is by events alone, never by synchronising the host: each copy (a placement) has a
 //! `ready` event recorded after it on the copy stream and a `free` event its unit records on the
-//! compute stream when released; each piece of a copy waits for the `free` events of the
-//! placements under it, and the compute stream waits for a unit's `ready` event before it runs.
-//! [`Pipeline`] decides where each tensor goes in the ring and how far ahead; pieces that lie end
-//! to end in the ring and wait for nothing new go as one transfer. The host copy is the master:
+//! compute stream when released; each part of a copy waits for the `free` event of the
+//! placement under it, and the compute stream waits for a unit's `ready` event before it runs.
+//! [`Pipeline`] decides where each tensor goes in the ring and how far ahead; stretches that lie
+//! end to end in the ring and wait for nothing new go as one transfer. The host copy is the master:
 //! nothing is copied back.
 //!
 //! Units that run once per conditioning rather than in every pass (the context projections) are
