@@ -7,7 +7,8 @@
 //! empty and small units pack together. Copies run as far ahead as the ring has room: a unit is
 //! placed once every unit under it has been released by the compute stream, and each part of a
 //! piece waits only for the unit under that part, so the bus fills the room of a finished unit
-//! while the one after it still computes. The plan sizes the ring ([`crate::SwapPlan::buffer_bytes`]).
+//! while the one after it still computes. The plan sizes the ring
+//! ([`crate::SwapPlan::buffer_bytes`]).
 //!
 //! A unit asked for out of order (the first pass, or a pass cut short by cancellation) restarts
 //! the schedule from it; copies already issued stay correct because every piece waits for the
@@ -399,6 +400,11 @@ mod tests {
         placements
     }
 
+    /// The part of a piece from ring element `from` lies over `placement`.
+    fn over(from: usize, placement: usize) -> Overwrite {
+        Overwrite { from, placement }
+    }
+
     /// Each transfer as (offset, start, length, waits).
     fn summary(transfers: Vec<Transfer>) -> Vec<(usize, usize, usize, Vec<usize>)> {
         transfers
@@ -561,17 +567,7 @@ mod tests {
         let copy = &second.copies[0];
         assert_eq!((copy.unit, starts(copy)), (2, vec![8, 0]));
         assert_eq!(copy.pieces[0].overwrites, vec![], "the ring's end held nothing");
-        assert_eq!(
-            copy.pieces[1].overwrites,
-            vec![Overwrite {
-                from: 0,
-                placement: first.placement
-            }]
-        );
-    }
-
-    fn over(from: usize, placement: usize) -> Overwrite {
-        Overwrite { from, placement }
+        assert_eq!(copy.pieces[1].overwrites, vec![over(0, first.placement)]);
     }
 
     #[test]

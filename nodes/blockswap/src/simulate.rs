@@ -4,8 +4,9 @@
 //! The replay follows the CUDA path's ordering exactly. The host runs ahead of the device, so
 //! copies are issued as [`Pipeline::acquire`] hands them out, transfer by transfer
 //! ([`crate::pipeline::Copy::transfers`]); each starts on the copy stream once the one before it
-//! has finished and the units under it have finished computing; a streamed unit computes once
-//! its own copy has landed and the unit before it has finished. Passes repeat, so the first ones fill the ring and a later pass gives the steady state.
+//! has finished and the units under it have finished computing; a streamed unit computes once its
+//! own copy has landed and the unit before it has finished. Passes repeat, so the first ones fill
+//! the ring and a later pass gives the steady state.
 //!
 //! Copies slow the compute beside them (on an H200 about a tenth for the deep blocks while the
 //! bus is busy). Given each unit's compute time measured beside copies that never stop, the

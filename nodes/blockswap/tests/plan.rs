@@ -183,7 +183,13 @@ fn budgets_decide_what_streams_and_impossible_budgets_name_the_minimum() {
         ..SwapSettings::default()
     };
     match plan(&units, DType::F16, &tiny) {
-        Err(PlanError::BudgetTooSmall { minimum_mb, .. }) => {
+        Err(error @ PlanError::BudgetTooSmall { minimum_mb, .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.starts_with("vram_budget_mb 64 MiB is too small")
+                    && message.ends_with(&format!("raise the budget to {minimum_mb} or more")),
+                "{message}"
+            );
             let at_minimum = SwapSettings {
                 vram_budget_mb: Some(minimum_mb),
                 ..SwapSettings::default()
