@@ -36,8 +36,8 @@
 //! fastest replay of the same budget at any prefetch depth up to 12.
 //!
 //! Each configuration also reports `host_queue_ms`, the median time the host took to queue a step's
-//! work before waiting for the device (close to `median_ms`, the host rather than the device sets
-//! the pace, and copies are queued no earlier than the host gets to them), and
+//! work before waiting for the device (when it comes close to `median_ms`, the host rather than the
+//! device sets the pace, and copies are queued no earlier than the host gets to them), and
 //! `pinned_gb_s_this_process` (CUDA): the page-locked host-to-device rate measured in this process
 //! after its steps, the way `swapgraph doctor` measures it, to hold beside the rate the floors
 //! take.
