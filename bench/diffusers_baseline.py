@@ -10,12 +10,13 @@ diffusers and of the original BlockSwap place them:
 
     python bench/diffusers_baseline.py --latent 128 --steps 10 --mode group-leaf
 
-Prints one JSON line per mode like the Rust bench.
+As in the Rust bench, the timed steps are queued back to back after a warm-up step and each is
+timed on the device between events (`--synchronize-steps` waits for each before queueing the
+next). Prints one JSON line per mode like the Rust bench.
 """
 
 import argparse
 import json
-import time
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -59,6 +60,8 @@ def main():
     parser.add_argument("--latent", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--mode", choices=sorted(LABELS), default="resident")
+    parser.add_argument("--synchronize-steps", action="store_true",
+                        help="wait for each step to finish before queueing the next")
     args = parser.parse_args()
     device = torch.device("cuda")
     with torch.device("meta"):
@@ -82,15 +85,20 @@ def main():
     added = {"text_embeds": torch.randn(2, 1280, device=device, dtype=torch.half),
              "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * 2, device=device, dtype=torch.half)}
     torch.cuda.reset_peak_memory_stats()
-    times = []
     with torch.no_grad():
-        for step in range(args.steps + 1):
-            torch.cuda.synchronize()
-            start = time.perf_counter()
+        unet(sample, t, context, added_cond_kwargs=added)  # warm-up
+        torch.cuda.synchronize()
+        marks = []
+        for _ in range(args.steps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
             unet(sample, t, context, added_cond_kwargs=added)
-            torch.cuda.synchronize()
-            if step:
-                times.append((time.perf_counter() - start) * 1e3)
+            end.record()
+            if args.synchronize_steps:
+                torch.cuda.synchronize()
+            marks.append((start, end))
+        torch.cuda.synchronize()
+    times = [start.elapsed_time(end) for start, end in marks]
     times.sort()
     print(json.dumps({"baseline": LABELS[args.mode], "mode": args.mode, "latent": n, "median_ms": round(times[len(times) // 2], 1),
                       "min_ms": round(times[0], 1), "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}))

@@ -8,13 +8,23 @@
 //! `pN` prefetch N units, `sync` synchronous copies (`non_blocking: false`), `block` block
 //! granularity, `debug` per-unit timing (adds event overhead), `profile` time per block (a mark
 //! on the compute stream as each unit starts). The random weights are made once for all
-//! configurations. One JSON line per configuration: median and minimum ms per step, bytes
-//! streamed per step, the achieved host-to-device rate, the memory pool's peak during the steps
-//! (CUDA), and for a streamed configuration whether its output is bit for bit the first resident
+//! configurations.
+//!
+//! After a warm-up step, the timed steps are queued back to back, as the sampler queues them, and
+//! each is timed on the device between marks at its start and end; the host is ahead of the
+//! device after the first step's start. `--synchronize-steps` waits for each step to finish
+//! before queueing the next: the device then waits for the host at each step's start, where the
+//! host's pace varies between processes.
+//!
+//! One JSON line per configuration: median and minimum ms per step, bytes streamed per step, the
+//! achieved host-to-device rate, the memory pool's peak from the warm-up step on (CUDA), and for
+//! a streamed configuration whether its output is bit for bit the first resident
 //! configuration's. The text's keys and values are projected once before the steps, as a sampler
 //! does (`context_projection_ms`), so the steps run without those weights. With `debug`, the
 //! compute stream's wait for copies per step, in all and by block; with `profile`, the time per
-//! step by block and by unit (compute, and waits for copies when streamed).
+//! step by block and by unit (compute, and waits for copies when streamed), and by unit how far
+//! the host was ahead of the device as it queued the unit (`host_lead_ms`; the least of them is
+//! `host_lead_min_ms`: near zero, the device waited for the host there).
 //!
 //! `noise` (CUDA) keeps the bus busy with unrelated host-to-device copies on a stream of their
 //! own while the steps run: a swap's copies without the swap, to see what copies alone cost the
@@ -36,8 +46,8 @@
 //! fastest replay of the same budget at any prefetch depth up to 12.
 //!
 //! Each configuration also reports `host_queue_ms`, the median time the host took to queue a step's
-//! work before waiting for the device (when it comes close to `median_ms`, the host rather than the
-//! device sets the pace, and copies are queued no earlier than the host gets to them), and
+//! work (when it comes close to `median_ms`, the host rather than the device sets the pace, and
+//! copies are queued no earlier than the host gets to them), and
 //! `pinned_gb_s_this_process` (CUDA): the page-locked host-to-device rate measured in this process
 //! after its steps, the way `swapgraph doctor` measures it, to hold beside the rate the floors
 //! take.
@@ -76,6 +86,7 @@ fn main() {
     let latent: usize = value("--latent", "128").parse().expect("--latent N");
     let steps: usize = value("--steps", "10").parse().expect("--steps N");
     let configs = value("--configs", "none");
+    let synchronize_steps = args.iter().any(|a| a == "--synchronize-steps");
     let bandwidth: Option<f64> = args
         .iter()
         .any(|a| a == "--bandwidth-gb-s")
@@ -144,31 +155,42 @@ fn main() {
         let projection_ms = clock.elapsed().as_secs_f64() * 1e3;
         let timed = profile.then(|| TimedStore::new(store));
         let store: &dyn WeightStore = timed.as_ref().map_or(store, |t| t as &dyn WeightStore);
+        let mut unit_ms = vec![0.0; units.len()];
+        let mut unit_lead_ms = vec![0.0; units.len()];
+        // A warm-up step, then the timed steps queued as a sampler queues them: back to back, or
+        // each after the last has finished with `--synchronize-steps`. The peak counts the warm-up.
+        reset_peak_memory(&device);
+        inputs.run(unet, store, &projected);
+        device.synchronize().expect("the warm-up step to finish");
+        if let Some(timed) = &timed {
+            timed.drain();
+        }
+        let run_queued = Instant::now();
+        let run_start = Mark::now(&device);
+        let mut bounds = Vec::new();
+        let mut step_marks = Vec::new();
+        let mut last_output = None;
+        for _ in 0..steps {
+            let queued = Instant::now();
+            let start = Mark::now(&device);
+            last_output = Some(inputs.run(unet, store, &projected));
+            let end = Mark::now(&device);
+            let queue_ms = queued.elapsed().as_secs_f64() * 1e3;
+            if synchronize_steps {
+                device.synchronize().expect("the step to finish");
+            }
+            step_marks.push(timed.as_ref().map(TimedStore::drain).unwrap_or_default());
+            bounds.push((start, end, queue_ms));
+        }
+        device.synchronize().expect("the steps to finish");
         let mut times = Vec::new();
         let mut queued_times = Vec::new();
-        let mut unit_ms = vec![0.0; units.len()];
-        let mut last_output = None;
-        reset_peak_memory(&device);
-        for step in 0..=steps {
-            let clock = Instant::now();
-            let start = Mark::now(&device);
-            let out = inputs.run(unet, store, &projected);
-            let end = Mark::now(&device);
-            let queued = clock.elapsed().as_secs_f64() * 1e3;
-            device.synchronize().expect("device work to finish");
-            let elapsed = clock.elapsed().as_secs_f64() * 1e3;
-            last_output = Some(out);
-            if let Some(timed) = &timed {
-                let marks = timed.take(start, end);
-                if step > 0 {
-                    for (unit, ms) in marks {
-                        unit_ms[unit] += ms / steps as f64;
-                    }
-                }
-            }
-            if step > 0 {
-                times.push(elapsed);
-                queued_times.push(queued);
+        for ((start, end, queue_ms), marks) in bounds.iter().zip(step_marks) {
+            times.push(start.until(end));
+            queued_times.push(*queue_ms);
+            for UnitMark { unit, ms, lead_ms } in unit_marks(marks, start, end, (&run_start, run_queued)) {
+                unit_ms[unit] += ms / steps as f64;
+                unit_lead_ms[unit] += lead_ms / steps as f64;
             }
         }
         // The last step's output, to hold a streamed configuration's to the resident one's.
@@ -298,11 +320,13 @@ fn main() {
                 "compute_wait_ms_per_step": wait.map(|w| round(w, 1)),
                 "compute_wait_ms_per_step_by_block": wait_by_block,
                 "ms_per_step_by_block": time_by_block,
-                "by_unit": profile.then(|| units[..pass_units].iter().zip(&unit_ms).map(|(unit, &ms)| serde_json::json!({
+                "by_unit": profile.then(|| units[..pass_units].iter().zip(&unit_ms).enumerate().map(|(i, (unit, &ms))| serde_json::json!({
                     "unit": unit.name,
                     "bytes": unit.bytes(dtype),
                     "ms_per_step": round(ms, 3),
+                    "host_lead_ms": round(unit_lead_ms[i], 3),
                 })).collect::<Vec<_>>()),
+                "host_lead_min_ms": profile.then(|| round(unit_lead_ms[..pass_units].iter().copied().fold(f64::INFINITY, f64::min), 3)),
                 "budget_floor_ms": floor(&resident_unit_ms, resident_step_ms),
                 "schedule_replay_ms": replayed,
                 "schedule_replay_beside_copies_ms": replayed_beside_copies,
@@ -371,10 +395,21 @@ impl Mark {
 
 /// A store that marks the compute stream as each unit's weights are asked for, so a step's time
 /// splits by unit: from one unit's mark to the next is that unit's compute (and, streamed, the
-/// wait for its copy).
+/// wait for its copy). Each mark also keeps the host's clock as it was queued.
 struct TimedStore<'a> {
     inner: &'a dyn WeightStore,
-    marks: std::sync::Mutex<Vec<(usize, Mark)>>,
+    marks: std::sync::Mutex<Vec<(usize, Mark, Instant)>>,
+}
+
+/// One unit's share of a step.
+struct UnitMark {
+    unit: usize,
+    /// From the unit's mark to the next one on the device.
+    ms: f64,
+    /// How far the host was ahead of the device as it queued the unit's mark: the time the mark
+    /// waited on the stream. Near zero, the device had run out of queued work there and waited
+    /// for the host.
+    lead_ms: f64,
 }
 
 impl<'a> TimedStore<'a> {
@@ -385,20 +420,33 @@ impl<'a> TimedStore<'a> {
         }
     }
 
-    /// Each unit's time in the step between `start` and `end` (the device having passed `end`);
-    /// work before the first unit counts to it.
-    fn take(&self, start: Mark, end: Mark) -> Vec<(usize, f64)> {
-        let marks = std::mem::take(&mut *self.marks.lock().expect("marks"));
-        let (Some((first, first_mark)), Some((last, last_mark))) = (marks.first(), marks.last()) else {
-            return Vec::new();
-        };
-        let mut times = vec![(*first, start.until(first_mark))];
-        for pair in marks.windows(2) {
-            times.push((pair[0].0, pair[0].1.until(&pair[1].1)));
-        }
-        times.push((*last, last_mark.until(&end)));
-        times
+    /// The marks queued since the last call.
+    fn drain(&self) -> Vec<(usize, Mark, Instant)> {
+        std::mem::take(&mut *self.marks.lock().expect("marks"))
     }
+}
+
+/// Each unit's time in a step between `start` and `end` (the device having passed `end`), and
+/// the host's lead as it queued the unit. The run's first mark was queued with the device idle,
+/// so it ran at once: a mark's lead is its time after that mark on the device less its time
+/// after it on the host's clock. Work before the first unit counts to it.
+fn unit_marks(
+    marks: Vec<(usize, Mark, Instant)>,
+    start: &Mark,
+    end: &Mark,
+    (run_start, run_queued): (&Mark, Instant),
+) -> Vec<UnitMark> {
+    let nexts = marks.iter().skip(1).map(|(_, mark, _)| mark).chain([end]);
+    marks
+        .iter()
+        .zip(nexts)
+        .enumerate()
+        .map(|(i, ((unit, mark, at), next))| UnitMark {
+            unit: *unit,
+            ms: if i == 0 { start.until(next) } else { mark.until(next) },
+            lead_ms: run_start.until(mark) - (*at - run_queued).as_secs_f64() * 1e3,
+        })
+        .collect()
 }
 
 impl WeightStore for TimedStore<'_> {
@@ -408,7 +456,7 @@ impl WeightStore for TimedStore<'_> {
 
     fn acquire(&self, unit: usize) -> candle_core::Result<swapgraph_model::UnitWeights> {
         let mark = Mark::now(self.inner.device());
-        self.marks.lock().expect("marks").push((unit, mark));
+        self.marks.lock().expect("marks").push((unit, mark, Instant::now()));
         self.inner.acquire(unit)
     }
 
