@@ -42,7 +42,7 @@ PY
 echo "== unet step"
 # The profiles first: the budget rows' floors come from their per-unit compute times.
 CONFIGS=${CONFIGS:-none/profile,none/noise/profile,none,none/noise,blocks:3/sync,blocks:3/p1,blocks:3/p2,blocks:3/p4,blocks:3/p2/debug,budget:4096/p2,budget:3072/p2,budget:2048/p2}
-timeout 400 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --bandwidth-gb-s "$BANDWIDTH" --configs "$CONFIGS" 2>&1 | tee "$OUT/unet_step.jsonl"
+timeout 400 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --bandwidth-gb-s "$BANDWIDTH" --configs "$CONFIGS" 2>&1 | tee "$OUT/unet_step.jsonl"
 timeout 200 .gpu/unet_step --device cuda:0 --latent 160 --steps 5 --configs none,blocks:3/p2 2>&1 | tee -a "$OUT/unet_step.jsonl"
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
 for mode in resident group-block group-leaf block-swap; do

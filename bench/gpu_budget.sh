@@ -13,4 +13,4 @@ source "$(dirname "$0")/gpu_env.sh"
 BANDWIDTH=$(pinned_bandwidth)
 echo "page-locked host-to-device: $BANDWIDTH GB/s"
 CONFIGS=${CONFIGS:-none/profile,none,none/noise,none/noise/profile,budget:4096/p2,budget:3072/p2,budget:3072/p2/profile,budget:3072/p2/debug,budget:3072/p4,budget:2048/p2,budget:2048/p2/profile}
-timeout 500 .gpu/unet_step --device cuda:0 --latent 128 --steps 8 --bandwidth-gb-s "$BANDWIDTH" --configs "$CONFIGS" 2>&1 | tee "$OUT/budget.jsonl"
+timeout 500 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --bandwidth-gb-s "$BANDWIDTH" --configs "$CONFIGS" 2>&1 | tee "$OUT/budget.jsonl"
