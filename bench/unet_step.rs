@@ -45,12 +45,13 @@
 //! for the copies it overlaps, and budgets report `best_prefetch_replay_beside_copies`, the
 //! fastest replay of the same budget at any prefetch depth up to 12.
 //!
-//! Each configuration also reports `host_queue_ms`, the median time the host took to queue a step's
-//! work (when it comes close to `median_ms`, the host rather than the device sets the pace, and
-//! copies are queued no earlier than the host gets to them), and
-//! `pinned_gb_s_this_process` (CUDA): the page-locked host-to-device rate measured in this process
-//! after its steps, the way `swapgraph doctor` measures it, to hold beside the rate the floors
-//! take.
+//! Each configuration also reports `host_queue_ms`, the median time the host took to queue a
+//! step's work. Back to back it equals the step, since the driver's queue holds the host a
+//! bounded way ahead (`host_lead_ms` tells whether the device ever waits for the host); with
+//! `--synchronize-steps`, when it comes close to `median_ms` the host rather than the device sets
+//! the pace. With CUDA, `pinned_gb_s_this_process` is the page-locked host-to-device rate
+//! measured in this process after its steps, the way `swapgraph doctor` measures it, to hold
+//! beside the rate the floors take.
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
