@@ -82,10 +82,28 @@ fn main() {
             .cloned()
             .unwrap_or_else(|| default.to_string())
     };
+    // A mistyped flag would otherwise leave its default in place without a word.
+    const VALUED: [&str; 5] = ["--device", "--latent", "--steps", "--configs", "--bandwidth-gb-s"];
+    const SWITCHES: [&str; 2] = ["--synchronize-steps", "--bench"]; // `cargo bench` passes `--bench`
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        if VALUED.contains(&arg.as_str()) {
+            rest.next();
+        } else if !SWITCHES.contains(&arg.as_str()) {
+            eprintln!(
+                "unet_step: unknown argument `{arg}`; the flags are {VALUED:?} (each with a value) and {SWITCHES:?}"
+            );
+            std::process::exit(2);
+        }
+    }
     let spec: DeviceSpec = value("--device", "cpu").parse().expect("--device cpu|cuda:N");
     let device = candle_device(spec).expect("the device");
     let latent: usize = value("--latent", "128").parse().expect("--latent N");
     let steps: usize = value("--steps", "10").parse().expect("--steps N");
+    if steps == 0 {
+        eprintln!("unet_step: --steps must be at least 1: the medians need a timed step");
+        std::process::exit(2);
+    }
     let configs = value("--configs", "none");
     let synchronize_steps = args.iter().any(|a| a == "--synchronize-steps");
     let bandwidth: Option<f64> = args
