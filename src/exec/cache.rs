@@ -4,7 +4,8 @@
 //! A step's signature hashes its type, version and literal params with the signatures of the
 //! steps it reads from, so node ids never matter and a change anywhere upstream changes every
 //! signature below it. Steps that opt out of caching get a signature unique to the run, which
-//! makes everything downstream of them recompute too.
+//! makes everything downstream of them recompute too. A step that reads files adds their identity
+//! (see `file_identity`), so a file changed on disk is read again.
 
 use crate::plan::Plan;
 use std::collections::hash_map::DefaultHasher;
@@ -16,16 +17,33 @@ use swapgraph_node_api::Value;
 /// A step's input signature.
 pub type Signature = u64;
 
-/// The signature of each step of `plan`, in step order; `run_id` salts steps that opt out.
-pub fn signatures(plan: &Plan, run_id: u64) -> Vec<Signature> {
-    let mut signatures: Vec<Signature> = Vec::with_capacity(plan.steps.len());
-    for step in &plan.steps {
+/// The signatures of one run's steps, computed as each step becomes ready: a step's signature
+/// needs its producers' and the identity of the files it reads, which may be named by a linked
+/// value known only once its producer ran.
+pub struct Signatures {
+    run_id: u64,
+    signed: Vec<Option<Signature>>,
+}
+
+impl Signatures {
+    /// No step signed yet; `run_id` salts the steps that opt out of caching.
+    pub fn new(plan: &Plan, run_id: u64) -> Self {
+        Self {
+            run_id,
+            signed: vec![None; plan.steps.len()],
+        }
+    }
+
+    /// Signs step `index` of `plan`, whose producers are all signed, with `files_read`, the
+    /// identity of the files it reads.
+    pub fn sign(&mut self, plan: &Plan, index: usize, files_read: u64) -> Signature {
+        let step = &plan.steps[index];
         let descriptor = step.node_type.descriptor();
         let mut hasher = DefaultHasher::new();
         descriptor.type_name.hash(&mut hasher);
         descriptor.version.hash(&mut hasher);
         if !descriptor.cacheable {
-            run_id.hash(&mut hasher);
+            self.run_id.hash(&mut hasher);
         }
         let mut literals: Vec<_> = step.literals.iter().collect();
         literals.sort_by_key(|(name, _)| *name);
@@ -37,12 +55,29 @@ pub fn signatures(plan: &Plan, run_id: u64) -> Vec<Signature> {
         inputs.sort_by_key(|input| input.arg);
         for input in inputs {
             input.arg.hash(&mut hasher);
-            signatures[input.step].hash(&mut hasher);
+            self.signed[input.step]
+                .expect("producers are signed before their consumers")
+                .hash(&mut hasher);
             input.output.hash(&mut hasher);
         }
-        signatures.push(hasher.finish());
+        files_read.hash(&mut hasher);
+        let signature = hasher.finish();
+        self.signed[index] = Some(signature);
+        signature
     }
-    signatures
+
+    /// The signature of step `index`, once signed.
+    pub fn get(&self, index: usize) -> Option<Signature> {
+        self.signed[index]
+    }
+
+    /// Each signed step's index and signature.
+    pub fn signed(&self) -> impl Iterator<Item = (usize, Signature)> + '_ {
+        self.signed
+            .iter()
+            .enumerate()
+            .filter_map(|(index, signature)| signature.map(|s| (index, s)))
+    }
 }
 
 fn hash_literal(value: &Value, hasher: &mut DefaultHasher) {

@@ -7,13 +7,14 @@
 
 mod cache;
 mod events;
+mod file_identity;
 mod schedule;
 
 pub use events::{Event, EventSink, NodeEvents};
 
 use crate::plan::{Plan, Step};
 use crate::workflow::NodeId;
-use cache::{OutputCache, Signature};
+use cache::{OutputCache, Signatures};
 use schedule::Schedule;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,7 +110,7 @@ impl Engine {
     /// `options.cancel` was set before all steps finished.
     pub async fn run(&self, plan: &Plan, options: &RunOptions, events: &EventSink) -> Result<RunSummary, RunError> {
         let started = Instant::now();
-        let signatures = cache::signatures(plan, self.runs.fetch_add(1, Ordering::Relaxed));
+        let mut signatures = Signatures::new(plan, self.runs.fetch_add(1, Ordering::Relaxed));
         let mut schedule = Schedule::new(plan);
         let mut running = JoinSet::new();
         let mut summary = RunSummary::default();
@@ -124,7 +125,9 @@ impl Engine {
                 };
                 let step = &plan.steps[index];
                 let descriptor = step.node_type.descriptor();
-                match self.cache.get(signatures[index]).filter(|_| descriptor.cacheable) {
+                let files_read = file_identity::files_read(plan, index, &schedule, &options.files);
+                let signature = signatures.sign(plan, index, files_read);
+                match self.cache.get(signature).filter(|_| descriptor.cacheable) {
                     Some(outputs) => {
                         events.send(Event::NodeCached {
                             node: step.id.clone(),
@@ -159,7 +162,8 @@ impl Engine {
                     });
                     summary.executed += 1;
                     let outputs: Arc<[Value]> = outputs.into();
-                    self.cache.insert(signatures[index], Arc::clone(&outputs));
+                    let signature = signatures.get(index).expect("a step is signed before it runs");
+                    self.cache.insert(signature, Arc::clone(&outputs));
                     schedule.complete(index, outputs);
                 }
                 // Stopped by the cancellation: not a failure of its own.
@@ -203,12 +207,11 @@ impl Engine {
     }
 
     /// Drops cached results this run did not use (ComfyUI's default cache policy).
-    fn keep_used_results(&self, signatures: &[Signature], schedule: &Schedule) {
-        let used: Vec<Signature> = signatures
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| schedule.is_done(*i))
-            .map(|(_, s)| *s)
+    fn keep_used_results(&self, signatures: &Signatures, schedule: &Schedule) {
+        let used: Vec<_> = signatures
+            .signed()
+            .filter(|(index, _)| schedule.is_done(*index))
+            .map(|(_, signature)| signature)
             .collect();
         self.cache.retain_only(&used);
     }

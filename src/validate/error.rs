@@ -88,7 +88,7 @@ pub enum ValidationError {
         socket: SocketType,
         at: Position,
     },
-    /// A literal of the wrong type, out of range, or not among the choices.
+    /// A literal of the wrong type, out of range, not among the choices, or refused by its param's rule.
     #[error("Param \"{param}\" of node \"{node}\": {problem}{}", did_you_mean(suggestion))]
     InvalidParam {
         node: String,
@@ -235,6 +235,10 @@ impl ValidationError {
                 problem: ParamProblem::UnknownChoice { .. },
                 ..
             } => "param-choice",
+            Self::InvalidParam {
+                problem: ParamProblem::Refused { .. },
+                ..
+            } => "param-refused",
             Self::MalformedLink { .. } => "malformed-link",
             Self::LinkToUnknownNode { .. } => "link-to-unknown-node",
             Self::LinkToUnknownOutput { .. } => "link-to-unknown-output",

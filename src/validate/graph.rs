@@ -6,14 +6,13 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::DiGraph;
 use swapgraph_node_api::Registry;
 
-/// Reports every cycle (naming all its nodes) and a workflow without an enabled output node.
-pub fn check(nodes: &[NodeDraft], registry: &Registry, errors: &mut Vec<ValidationError>) {
-    let mut graph = DiGraph::<usize, ()>::with_capacity(nodes.len(), nodes.len());
+/// Reports every cycle (naming all its nodes) that `edges` (producer, consumer) close, and a
+/// workflow without an enabled output node.
+pub fn check(nodes: &[NodeDraft], edges: &[(usize, usize)], registry: &Registry, errors: &mut Vec<ValidationError>) {
+    let mut graph = DiGraph::<usize, ()>::with_capacity(nodes.len(), edges.len());
     let indices: Vec<_> = (0..nodes.len()).map(|i| graph.add_node(i)).collect();
-    for (target, node) in nodes.iter().enumerate() {
-        for link in &node.links {
-            graph.add_edge(indices[link.source], indices[target], ());
-        }
+    for &(source, target) in edges {
+        graph.update_edge(indices[source], indices[target], ());
     }
     for component in tarjan_scc(&graph) {
         let looped = component.len() > 1 || graph.contains_edge(component[0], component[0]);

@@ -6,8 +6,15 @@ use super::{suggest, CheckedLink, ValidationError};
 use std::collections::HashMap;
 use swapgraph_node_api::SocketType;
 
-/// Resolves every well-formed link of every node, moving it from `pending` to `links`.
-pub fn resolve(nodes: &mut [NodeDraft], ids: &HashMap<String, usize>, errors: &mut Vec<ValidationError>) {
+/// Resolves every well-formed link of every node, moving it from `pending` to `links`. Returns
+/// each link that reaches an existing node as a `(producer, consumer)` pair, whether or not its
+/// output and type are right, so the graph pass finds cycles whatever else is wrong with them.
+pub fn resolve(
+    nodes: &mut [NodeDraft],
+    ids: &HashMap<String, usize>,
+    errors: &mut Vec<ValidationError>,
+) -> Vec<(usize, usize)> {
+    let mut edges = Vec::new();
     let declared: Vec<Vec<SocketType>> = nodes
         .iter()
         .map(|n| n.pending.iter().map(|p| p.socket).collect())
@@ -26,6 +33,7 @@ pub fn resolve(nodes: &mut [NodeDraft], ids: &HashMap<String, usize>, errors: &m
                 });
                 continue;
             };
+            edges.push((source, index));
             // A producer of unknown type was reported already; its outputs cannot be checked.
             let Some(descriptor) = nodes[source].descriptor() else {
                 continue;
@@ -74,4 +82,5 @@ pub fn resolve(nodes: &mut [NodeDraft], ids: &HashMap<String, usize>, errors: &m
             });
         }
     }
+    edges
 }

@@ -521,7 +521,12 @@ mod tests {
         for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/workflows")).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
-                agree(&std::fs::read_to_string(&path).unwrap());
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    agree(&text),
+                    "the plain reader left {} to the general parser",
+                    path.display()
+                );
             }
         }
     }

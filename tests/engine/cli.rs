@@ -66,6 +66,50 @@ fn run_writes_outputs_and_applies_overrides() {
 }
 
 #[test]
+fn processes_saving_together_keep_every_output() {
+    let out = scratch("swapgraph-cli-race");
+    let dir = out.path().to_str().unwrap();
+    let processes = 8;
+    let runs: Vec<_> = (0..processes)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+                .args(["run", "workflows/prompt_log.yaml", "--output-dir", dir])
+                .args(["--set", &format!("style.value=run {i}")])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut printed: Vec<String> = Vec::new();
+    for run in runs {
+        let output = run.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        printed.push(text(&output.stdout).trim().to_string());
+    }
+    let mut styles: Vec<String> = printed
+        .iter()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .rsplit(", ")
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    styles.sort();
+    let expected: Vec<String> = (0..processes).map(|i| format!("run {i}")).collect();
+    assert_eq!(styles, expected, "each process's file holds its own text");
+    let files = std::fs::read_dir(out.path().join("prompts")).unwrap().count();
+    assert_eq!(
+        files, processes,
+        "one file per process, nothing overwritten or left over"
+    );
+}
+
+#[test]
 fn exit_codes_tell_failures_apart() {
     let invalid = swapgraph(&["run", "tests/cases/invalid/many-problems.yaml"]);
     assert_eq!(invalid.status.code(), Some(3));

@@ -3,7 +3,7 @@
 //! `target/editor-e2e/`.
 //!
 //! Needs Node.js, `npm ci --prefix web` and Chromium (`CHROMIUM`, default `/usr/bin/chromium`);
-//! `.ci/run` installs them.
+//! `scripts/test.sh` installs them when they are missing.
 
 use super::loopback::LoopbackServer;
 use std::path::Path;
@@ -14,7 +14,7 @@ fn the_editor_builds_runs_saves_and_reloads_a_txt2img_graph_in_chromium() {
     assert!(
         Path::new(&chromium).exists() && Path::new("web/node_modules/playwright-core").exists(),
         "the editor test needs Chromium at {chromium} (apt-get install chromium, or set CHROMIUM) and \
-         `npm ci --prefix web`; .ci/run installs both"
+         `npm ci --prefix web`; scripts/test.sh installs both"
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(LoopbackServer::start());

@@ -77,6 +77,65 @@ nodes:
     assert_eq!(result.unwrap(), RunSummary { executed: 1, cached: 2 });
 }
 
+/// The nodes a run computed rather than took from the cache.
+fn started(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::NodeStarted { node, .. } => Some(node.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_file_changed_on_disk_is_read_again() {
+    let inputs = tempfile::tempdir().unwrap();
+    let outputs = tempfile::tempdir().unwrap();
+    let face = inputs.path().join("face.png");
+    let paint = |rgb: [u8; 3]| image::RgbImage::from_pixel(4, 4, image::Rgb(rgb)).save(&face).unwrap();
+    let saved_red = |run: usize| {
+        let saved = outputs.path().join(format!("seen/linked_{run:05}.png"));
+        image::open(saved).unwrap().to_rgb8().get_pixel(0, 0).0[0]
+    };
+    let workflow = r#"
+version: 1
+nodes:
+  literal: { type: LoadImage, params: { image: face.png } }
+  name: { type: PrimitiveString, params: { value: face.png } }
+  linked: { type: LoadImage, inputs: { image: name.string } }
+  show: { type: PreviewImage, inputs: { images: literal.image } }
+  save: { type: SaveImage, inputs: { images: linked.image }, params: { filename_prefix: seen/linked } }
+"#;
+    let engine = Engine::new(registry(&Arc::new(Probe::default())));
+    let plan = plan(workflow, engine.registry());
+    let options = RunOptions {
+        files: FileRoots {
+            inputs: inputs.path().to_path_buf(),
+            outputs: outputs.path().to_path_buf(),
+            ..FileRoots::default()
+        },
+        ..options(2)
+    };
+    paint([200, 0, 0]);
+    let (result, _) = run(&engine, &plan, &options);
+    result.unwrap();
+    let (result, events) = run(&engine, &plan, &options);
+    result.unwrap();
+    assert_eq!(started(&events), ["show", "save"], "unchanged: both loaders cached");
+    paint([10, 0, 0]);
+    let (result, events) = run(&engine, &plan, &options);
+    result.unwrap();
+    let mut rerun = started(&events);
+    rerun.sort();
+    assert_eq!(
+        rerun,
+        ["linked", "literal", "save", "show"],
+        "the changed file is read again"
+    );
+    assert_eq!((saved_red(2), saved_red(3)), (200, 10));
+}
+
 fn two_branches(ms: u64) -> String {
     format!(
         r#"

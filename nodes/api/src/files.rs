@@ -6,7 +6,7 @@
 //! a loader never opens a name as given: it asks [`FileRoots`] for the file, which resolves the
 //! name inside the right folder and refuses one that leads out of it.
 
-use crate::NodeError;
+use crate::{FileFolder, NodeError};
 use std::path::{Component, Path, PathBuf};
 
 /// Names starting with this are models built into swapgraph, not files.
@@ -57,6 +57,21 @@ impl FileRoots {
     /// A message naming the param when the name leads outside the input folder.
     pub fn input(&self, param: &str, name: &str) -> Result<PathBuf, NodeError> {
         confine(Folder::inputs(&self.inputs), param, name)
+    }
+
+    /// The file or folder that `param`'s value `name` names in `folder`, as the node reading it
+    /// will resolve it; `None` when the name is no file (empty, or a built-in model).
+    ///
+    /// # Errors
+    /// A message naming the param when the name leads outside the folder.
+    pub fn locate(&self, folder: FileFolder, param: &str, name: &str) -> Result<Option<PathBuf>, NodeError> {
+        if name.is_empty() || name.starts_with(BUILTIN_PREFIX) {
+            return Ok(None);
+        }
+        match folder {
+            FileFolder::Models => confine(Folder::models(&self.models), param, name).map(Some),
+            FileFolder::Inputs => confine(Folder::inputs(&self.inputs), param, name).map(Some),
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub use error::NodeError;
 pub use files::{FileRoots, BUILTIN_PREFIX};
 pub use memory::MemoryReport;
 pub use node::NodeType;
-pub use param::{ParamKind, ParamProblem, ParamSpec};
+pub use param::{FileFolder, ParamKind, ParamProblem, ParamSpec, TextRule};
 pub use registry::{Registry, RegistryError};
 pub use socket::SocketType;
 pub use value::{Handle, Value};

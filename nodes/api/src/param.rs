@@ -17,6 +17,28 @@ pub struct ParamSpec {
     pub kind: ParamKind,
     /// One sentence for users: what it changes.
     pub description: &'static str,
+    /// The folder the value names a file or folder in, when it does: the engine then keys the
+    /// node's cached result on that file's identity too, so a file changed on disk is read again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads: Option<FileFolder>,
+    /// A check of a text value beyond its type (a file name prefix that must stay inside the
+    /// output folder, say), run on literals by validation and on linked values before the node runs.
+    #[serde(skip)]
+    pub rule: Option<TextRule>,
+}
+
+/// A check of a text param's value: `Err` says what is wrong with it, for a message that names
+/// the param.
+pub type TextRule = fn(&str) -> Result<(), String>;
+
+/// The folders of [`crate::FileRoots`] a param's value can name a file in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFolder {
+    /// The models folder (`--models-dir`).
+    Models,
+    /// The input folder (`--input-dir`).
+    Inputs,
 }
 
 /// The type of a parameter, with its default (`None`: the parameter is required) and bounds.
@@ -91,6 +113,12 @@ pub enum ParamProblem {
         /// The accepted names.
         choices: Vec<&'static str>,
     },
+    /// A value its param's [`TextRule`] refuses.
+    #[error("{reason}")]
+    Refused {
+        /// What is wrong with the value.
+        reason: String,
+    },
 }
 
 fn quoted_list(items: &[&str]) -> String {
@@ -108,7 +136,22 @@ impl ParamSpec {
             name,
             kind,
             description,
+            reads: None,
+            rule: None,
         }
+    }
+
+    /// Declares that the value names a file or folder in `folder`, whose identity then belongs to
+    /// the node's cache key (ComfyUI's `IS_CHANGED`).
+    pub fn reads_file(mut self, folder: FileFolder) -> Self {
+        self.reads = Some(folder);
+        self
+    }
+
+    /// Adds a check that text values must pass.
+    pub fn rule(mut self, rule: TextRule) -> Self {
+        self.rule = Some(rule);
+        self
     }
 
     /// The socket type a link feeding this parameter must carry.
@@ -179,9 +222,14 @@ impl ParamSpec {
                     choices: choices.clone(),
                 })
             }
+            (ParamKind::String { .. } | ParamKind::Choice { .. }, Value::String(text)) => {
+                match self.rule.map(|rule| rule(text)) {
+                    Some(Err(reason)) => Err(ParamProblem::Refused { reason }),
+                    _ => Ok(value),
+                }
+            }
             (ParamKind::Int { .. }, Value::Int(_))
             | (ParamKind::Float { .. }, Value::Float(_))
-            | (ParamKind::String { .. } | ParamKind::Choice { .. }, Value::String(_))
             | (ParamKind::Boolean { .. }, Value::Boolean(_)) => Ok(value),
             _ => Err(ParamProblem::WrongType {
                 expected: self.expected(),

@@ -8,7 +8,7 @@ use crate::settings::{Granularity, SwapSettings};
 use std::sync::Arc;
 use swapgraph_model::{candle_device, weight_dtype, ModelHandle};
 use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 
 /// Streams a model's weights between host and device memory while it runs.
@@ -70,7 +70,8 @@ impl BlockSwap {
             ParamKind::String { default: Some(""), multiline: false },
             "Optional preset JSON file inside the input folder (--input-dir) with the keys enable_blockswap, blockswap_blocks, blockswap_down, blockswap_mid, \
              blockswap_up, blockswap_nonblocking, blockswap_debug; its values override the params.",
-        ))
+        )
+        .reads_file(FileFolder::Inputs))
         .output(SocketType::Model, "The model, streaming.");
         Self { descriptor }
     }

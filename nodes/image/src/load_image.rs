@@ -1,12 +1,10 @@
 //! `LoadImage`: an image file as an IMAGE.
 
-use crate::open::open_image;
+use crate::open::{image_param, open_image};
 use crate::pixels::rgb_to_tensor;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Image};
-use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, RunContext, SocketType, Value};
 
 /// Reads a PNG, JPEG or WebP file; alpha is dropped.
 pub struct LoadImage {
@@ -17,14 +15,7 @@ impl LoadImage {
     /// The node type.
     pub fn new() -> Self {
         let descriptor = NodeDescriptor::new("LoadImage", "image", "Loads a PNG, JPEG or WebP image.")
-            .param(ParamSpec::new(
-                "image",
-                ParamKind::String {
-                    default: None,
-                    multiline: false,
-                },
-                "The image file, inside the input folder (--input-dir).",
-            ))
+            .param(image_param())
             .output(SocketType::Image, "The image, RGB.");
         Self { descriptor }
     }

@@ -1,6 +1,6 @@
 //! `LoadImageMask`: one channel of an image file as a MASK.
 
-use crate::open::open_image;
+use crate::open::{image_param, open_image};
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Mask};
@@ -54,14 +54,7 @@ impl LoadImageMask {
             "Loads one channel of an image as a mask: red, green or blue as they are (white = 1), or alpha inverted \
              (transparent = 1).",
         )
-        .param(ParamSpec::new(
-            "image",
-            ParamKind::String {
-                default: None,
-                multiline: false,
-            },
-            "The image file, inside the input folder (--input-dir).",
-        ))
+        .param(image_param())
         .param(ParamSpec::new(
             "channel",
             ParamKind::Choice {

@@ -1,8 +1,22 @@
-//! Opening the image file a loader's `image` param names, inside the input folder.
+//! The image file a loader's `image` param names, inside the input folder: its declaration and
+//! opening it.
 
 use image::DynamicImage;
 use std::path::PathBuf;
-use swapgraph_node_api::{Args, NodeError, RunContext};
+use swapgraph_node_api::{Args, FileFolder, NodeError, ParamKind, ParamSpec, RunContext};
+
+/// The `image` param of the loaders: a file in the input folder, read again when it changes.
+pub fn image_param() -> ParamSpec {
+    ParamSpec::new(
+        "image",
+        ParamKind::String {
+            default: None,
+            multiline: false,
+        },
+        "The image file, inside the input folder (--input-dir).",
+    )
+    .reads_file(FileFolder::Inputs)
+}
 
 /// The decoded image the `image` param names, with its resolved path for messages.
 ///

@@ -2,7 +2,7 @@
 
 use crate::pixels::encode_png;
 use swapgraph_model::Image;
-use swapgraph_node_api::output::{filename_prefix_param, next_output_path, write_atomically};
+use swapgraph_node_api::output::{filename_prefix_param, save_output};
 use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, RunContext, SocketType, Value};
 
 /// Writes each image of a batch as `{prefix}_NNNNN.png`, the workflow embedded.
@@ -61,8 +61,7 @@ impl NodeType for SaveImage {
             ctx.check_cancelled()?;
             let image = images.pixels.get(index).map_err(|e| NodeError::msg(e.to_string()))?;
             let png = encode_png(&image, ctx.workflow.as_deref())?;
-            let path = next_output_path(&ctx.files.outputs, &prefix, "png")?;
-            write_atomically(&path, &png)?;
+            let path = save_output(&ctx.files.outputs, &prefix, "png", &png)?;
             ctx.reporter.output_written(&path);
         }
         Ok(Vec::new())

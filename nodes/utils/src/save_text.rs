@@ -1,6 +1,6 @@
 //! `SaveText`: writes a string to a numbered text file in the output folder.
 
-use swapgraph_node_api::output::{filename_prefix_param, next_output_path, write_atomically};
+use swapgraph_node_api::output::{filename_prefix_param, save_output};
 use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, Value};
 
 /// An output node that saves its `text` as `{filename_prefix}_NNNNN.txt`.
@@ -36,8 +36,13 @@ impl NodeType for SaveText {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let path = next_output_path(&ctx.files.outputs, &args.string("filename_prefix")?, "txt")?;
-        write_atomically(&path, args.string("text")?.as_bytes())?;
+        let text = args.string("text")?;
+        let path = save_output(
+            &ctx.files.outputs,
+            &args.string("filename_prefix")?,
+            "txt",
+            text.as_bytes(),
+        )?;
         ctx.reporter.output_written(&path);
         Ok(Vec::new())
     }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Image};
 use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 
 /// The FACEANALYSIS value: an analyzer behind a shared pointer.
@@ -41,7 +41,8 @@ impl InstantIdFaceAnalysis {
             },
             "A folder of face models (insightface's antelopev2 or buffalo_l, or MTCNN's three networks with an ArcFace \
              model) inside the models folder (--models-dir), builtin:tiny-face, or a face .json file there.",
-        ))
+        )
+        .reads_file(FileFolder::Models))
         .output(SocketType::Faceanalysis, "The face analyzer.");
         Self { descriptor }
     }

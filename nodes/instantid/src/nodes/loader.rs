@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, weight_dtype};
 use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 use swapgraph_sdxl::ip_adapter::ResamplerConfig;
 use swapgraph_sdxl::unet::UNetConfig;
@@ -40,7 +40,8 @@ impl InstantIdModelLoader {
                 multiline: false,
             },
             "InstantID's ip-adapter.bin or a .safetensors inside the models folder (--models-dir), or builtin:tiny-instantid.",
-        ))
+        )
+        .reads_file(FileFolder::Models))
         .output(SocketType::Instantid, "The adapter.");
         Self { descriptor }
     }

@@ -4,7 +4,7 @@ use crate::checkpoint::{self, TINY_SDXL};
 use crate::device::candle_device;
 use std::sync::Arc;
 use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 
 /// Loads a checkpoint; the UNet's weights stay on the host until a sampler runs.
@@ -24,7 +24,8 @@ impl CheckpointLoaderSimple {
             "ckpt_name",
             ParamKind::String { default: Some(TINY_SDXL), multiline: false },
             "An SDXL .safetensors file or diffusers folder inside the models folder (--models-dir); builtin:tiny-sdxl (toy size) or builtin:random-sdxl (SDXL size, random weights, for timing).",
-        ))
+        )
+        .reads_file(FileFolder::Models))
         .output(SocketType::Model, "The UNet.")
         .output(SocketType::Clip, "Both text encoders.")
         .output(SocketType::Vae, "The VAE.");

@@ -7,7 +7,7 @@ use crate::controlnet::{self, TINY_CONTROLNET};
 use std::sync::Arc;
 use swapgraph_model::{Image, ModelHandle};
 use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
 
 /// Loads a ControlNet; its weights stay on the host until a sampler runs it.
@@ -31,7 +31,8 @@ impl ControlNetLoader {
                 multiline: false,
             },
             "A ControlNet folder or .safetensors file inside the models folder (--models-dir), builtin:tiny-controlnet or builtin:random-controlnet.",
-        ))
+        )
+        .reads_file(FileFolder::Models))
         .output(SocketType::ControlNet, "The ControlNet.");
         Self { descriptor }
     }

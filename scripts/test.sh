@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every test of the workspace, on a fresh machine too: installs what the editor's browser test
+# needs when it is missing (Node.js, Debian's Chromium, the editor's npm packages), then runs
+# `cargo test --workspace` with any arguments given.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v node >/dev/null || packages+=(nodejs npm)
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || packages+=(chromium)
+if ((${#packages[@]})); then
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo)
+  echo "installing ${packages[*]} for the editor's browser test" >&2
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" apt-get install -y -qq "${packages[@]}"
+fi
+
+# npm records what it installed in node_modules/.package-lock.json; reinstall when the lock
+# file is newer.
+installed=web/node_modules/.package-lock.json
+if [ ! -f "$installed" ] || [ web/package-lock.json -nt "$installed" ]; then
+  npm ci --prefix web --no-audit --no-fund
+fi
+
+cargo test --workspace "$@"
