@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use swapgraph_node_api::{DeviceSpec, FileRoots};
+use swapgraph_node_api::{DeviceSpec, FileRoots, VramBudget};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -76,6 +76,11 @@ pub struct RunArgs {
     /// Where models run: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// How much device memory the run may use, in MiB, or auto: what the device has free, less
+    /// a margin. Models leave the device when others need the room, BlockSwap streams more and
+    /// the VAE decodes in tiles to stay within it.
+    #[arg(long, default_value = "auto", value_name = "auto|MiB")]
+    pub vram_budget: VramBudget,
     #[command(flatten)]
     pub folders: FolderArgs,
     /// Run the workflow this many times in one process; later runs reuse cached results of
@@ -172,6 +177,11 @@ pub struct ServeArgs {
     /// Where jobs run: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+    /// How much device memory each job may use, in MiB, or auto: what the device has free, less
+    /// a margin. Models leave the device when others need the room, BlockSwap streams more and
+    /// the VAE decodes in tiles to stay within it.
+    #[arg(long, default_value = "auto", value_name = "auto|MiB")]
+    pub vram_budget: VramBudget,
     #[command(flatten)]
     pub folders: FolderArgs,
     /// Folder of workflow files the editor opens and saves.

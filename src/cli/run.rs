@@ -51,6 +51,7 @@ pub fn run(args: RunArgs, registry: Registry) -> Exit {
         for round in 1..=args.repeat {
             let options = RunOptions {
                 device: args.device,
+                vram_budget: args.vram_budget,
                 files: files.clone(),
                 cancel: cancel.clone(),
                 parallelism: args.jobs.map_or(RunOptions::default().parallelism, usize::from),

@@ -46,6 +46,7 @@ pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
     };
     let config = ServerConfig {
         device: args.device,
+        vram_budget: args.vram_budget,
         files,
         workflows_dir: args.workflows_dir,
         max_body_bytes: args.max_body_kib * 1024,

@@ -3,7 +3,8 @@
 //! honouring cancellation.
 //!
 //! Scheduling follows ComfyUI's execution list: a ready set of steps whose producers are done,
-//! taken lowest plan index first, with a count of unfinished producers per waiting step.
+//! taken lowest plan index first, with a count of unfinished producers per waiting step. Steps
+//! whose nodes use the device run one at a time; others run beside them.
 
 mod cache;
 mod events;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use swapgraph_node_api::{
     Args, CancelToken, DeviceSpec, FileRoots, MemoryReport, NodeDescriptor, NodeError, Registry, RunContext, Value,
+    VramBudget,
 };
 use tokio::task::JoinSet;
 
@@ -30,6 +32,8 @@ use tokio::task::JoinSet;
 pub struct RunOptions {
     /// Where models execute.
     pub device: DeviceSpec,
+    /// How much of the device's memory the run may use.
+    pub vram_budget: VramBudget,
     /// The models, input and output folders the workflow's file names resolve in.
     pub files: FileRoots,
     /// Cancels the run when set. The engine sets it too when a node fails, so that steps
@@ -43,6 +47,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             device: DeviceSpec::Cpu,
+            vram_budget: VramBudget::Auto,
             files: FileRoots::default(),
             cancel: CancelToken::new(),
             parallelism: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
@@ -115,12 +120,14 @@ impl Engine {
         let mut running = JoinSet::new();
         let mut summary = RunSummary::default();
         let mut failure: Option<RunError> = None;
+        let uses_device = |index: usize| plan.steps[index].node_type.descriptor().uses_device;
+        let mut device_busy = false;
         events.send(Event::RunStarted {
             steps: plan.steps.len(),
         });
         loop {
             while running.len() < options.parallelism.max(1) && failure.is_none() && !options.cancel.is_cancelled() {
-                let Some(index) = schedule.next_ready() else {
+                let Some(index) = schedule.next_ready(|index| !(device_busy && uses_device(index))) else {
                     break;
                 };
                 let step = &plan.steps[index];
@@ -141,6 +148,7 @@ impl Engine {
                             node: step.id.clone(),
                             node_type: descriptor.type_name,
                         });
+                        device_busy |= uses_device(index);
                         let job = job(index, plan, &schedule, options, events);
                         running.spawn_blocking(job);
                     }
@@ -150,6 +158,7 @@ impl Engine {
                 break;
             };
             let (index, outcome, elapsed) = joined.expect("step workers catch their panics and are never aborted");
+            device_busy &= !uses_device(index);
             let step = &plan.steps[index];
             let node_type = step.node_type.descriptor().type_name;
             match outcome.and_then(|outputs| check_outputs(step, outputs)) {
@@ -239,6 +248,7 @@ fn job(
     let ctx = RunContext {
         node_id: Arc::from(step.id.as_str()),
         device: options.device,
+        vram_budget: options.vram_budget,
         files: options.files.clone(),
         workflow: Some(workflow),
         cancel: options.cancel.clone(),

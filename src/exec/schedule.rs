@@ -35,9 +35,12 @@ impl Schedule {
         }
     }
 
-    /// The ready step with the lowest plan index, removed from the ready set.
-    pub fn next_ready(&mut self) -> Option<usize> {
-        self.ready.pop_first()
+    /// The ready step with the lowest plan index that `allowed` accepts, removed from the ready
+    /// set.
+    pub fn next_ready(&mut self, allowed: impl Fn(usize) -> bool) -> Option<usize> {
+        let step = self.ready.iter().copied().find(|&step| allowed(step))?;
+        self.ready.remove(&step);
+        Some(step)
     }
 
     /// Output `output` of finished step `step`.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
-use swapgraph_node_api::{CancelToken, DeviceSpec, FileRoots};
+use swapgraph_node_api::{CancelToken, DeviceSpec, FileRoots, VramBudget};
 use tokio::sync::mpsc;
 
 /// Where a job is in its life.
@@ -93,6 +93,8 @@ pub struct JobQueue {
 pub struct ExecutorOptions {
     /// The device every job runs on.
     pub device: DeviceSpec,
+    /// How much of the device's memory each job may use.
+    pub vram_budget: VramBudget,
     /// The folders file names resolve in and outputs go to.
     pub files: FileRoots,
 }
@@ -224,6 +226,7 @@ async fn execute(
         queue.publish_queue();
         let run_options = RunOptions {
             device: options.device,
+            vram_budget: options.vram_budget,
             files: options.files.clone(),
             cancel,
             ..RunOptions::default()

@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 << 20;
 pub struct ServerConfig {
     /// The device jobs run on.
     pub device: swapgraph_node_api::DeviceSpec,
+    /// How much of the device's memory each job may use.
+    pub vram_budget: swapgraph_node_api::VramBudget,
     /// The folders jobs read models and inputs from and write outputs to; `/api/images` serves
     /// only files inside the output folder.
     pub files: FileRoots,
@@ -70,6 +72,7 @@ pub fn app(
     let events = Broadcast::default();
     let options = ExecutorOptions {
         device: config.device,
+        vram_budget: config.vram_budget,
         files: config.files.clone(),
     };
     let (jobs, executor) = JobQueue::new(Arc::clone(&engine), options, events.clone());

@@ -137,14 +137,19 @@ nodes:
 }
 
 fn two_branches(ms: u64) -> String {
+    two_branches_of(ms, "TestSleep", "TestSleep")
+}
+
+/// Two independent branches sleeping `ms` in nodes of types `a` and `b`.
+fn two_branches_of(ms: u64, a: &str, b: &str) -> String {
     format!(
         r#"
 version: 1
 nodes:
   a: {{ type: TestCount, params: {{ start: 1 }} }}
   b: {{ type: TestCount, params: {{ start: 2 }} }}
-  sleep_a: {{ type: TestSleep, inputs: {{ value: a.int }}, params: {{ ms: {ms} }} }}
-  sleep_b: {{ type: TestSleep, inputs: {{ value: b.int }}, params: {{ ms: {ms} }} }}
+  sleep_a: {{ type: {a}, inputs: {{ value: a.int }}, params: {{ ms: {ms} }} }}
+  sleep_b: {{ type: {b}, inputs: {{ value: b.int }}, params: {{ ms: {ms} }} }}
   sink_a: {{ type: TestSink, inputs: {{ value: sleep_a.int }} }}
   sink_b: {{ type: TestSink, inputs: {{ value: sleep_b.int }} }}
 "#
@@ -168,6 +173,27 @@ fn independent_branches_run_concurrently_up_to_the_limit() {
             expected,
             "parallelism {parallelism}"
         );
+    }
+}
+
+#[test]
+fn nodes_that_use_the_device_run_one_at_a_time_beside_others() {
+    for (a, b, overlap) in [
+        ("TestDeviceSleep", "TestDeviceSleep", false),
+        ("TestDeviceSleep", "TestSleep", true),
+    ] {
+        let engine = Engine::new(registry(&Arc::new(Probe::default())));
+        let workflow = two_branches_of(100, a, b);
+        let (result, events) = run(&engine, &plan(&workflow, engine.registry()), &options(4));
+        result.unwrap();
+        let position = |wanted: &dyn Fn(&Event) -> bool| events.iter().position(wanted).unwrap();
+        let first_finished =
+            position(&|e| matches!(e, Event::NodeFinished { node, .. } if node.as_str().starts_with("sleep")));
+        let second_started = events
+            .iter()
+            .rposition(|e| matches!(e, Event::NodeStarted { node, .. } if node.as_str().starts_with("sleep")))
+            .unwrap();
+        assert_eq!(second_started < first_finished, overlap, "{a} beside {b}: {events:?}");
     }
 }
 

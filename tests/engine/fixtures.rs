@@ -106,6 +106,21 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
     );
     add(
         NodeDescriptor::new(
+            "TestDeviceSleep",
+            "test",
+            "sleeps on the device, then outputs its input",
+        )
+        .input("value", SocketType::Int, "")
+        .param(int("ms", 50))
+        .uses_device()
+        .output(SocketType::Int, ""),
+        Box::new(|args, _, _| {
+            std::thread::sleep(Duration::from_millis(args.int("ms")? as u64));
+            Ok(vec![args.value("value")?.clone()])
+        }),
+    );
+    add(
+        NodeDescriptor::new(
             "TestLoop",
             "test",
             "counts to steps, one ms a step, checking cancellation",

@@ -28,6 +28,7 @@ impl LoopbackServer {
         let addr = listener.local_addr().unwrap();
         let config = ServerConfig {
             device: DeviceSpec::Cpu,
+            vram_budget: swapgraph_node_api::VramBudget::Auto,
             files: FileRoots {
                 outputs: output.path().to_path_buf(),
                 ..FileRoots::default()

@@ -22,6 +22,7 @@ fn server(registry: swapgraph_node_api::Registry) -> TestServer {
     let (output, workflows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let config = ServerConfig {
         device: swapgraph_node_api::DeviceSpec::Cpu,
+        vram_budget: swapgraph_node_api::VramBudget::Auto,
         files: FileRoots {
             outputs: output.path().to_path_buf(),
             ..FileRoots::default()

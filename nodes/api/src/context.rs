@@ -1,6 +1,6 @@
 //! What a running node can see of the run: device, file folders, cancellation, and a reporter.
 
-use crate::{CancelToken, DeviceSpec, FileRoots, MemoryReport, NodeError};
+use crate::{CancelToken, DeviceSpec, FileRoots, MemoryReport, NodeError, VramBudget};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,6 +22,8 @@ pub struct RunContext {
     pub node_id: Arc<str>,
     /// Where models execute.
     pub device: DeviceSpec,
+    /// How much of the device's memory the run may use.
+    pub vram_budget: VramBudget,
     /// The models, input and output folders that file names resolve in.
     pub files: FileRoots,
     /// The workflow being run, as YAML, for outputs that embed it (PNG text chunks).

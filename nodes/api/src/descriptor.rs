@@ -28,6 +28,10 @@ pub struct NodeDescriptor {
     /// Whether the result may be reused when type, parameters and upstream are unchanged.
     /// Output nodes and nodes with side effects opt out.
     pub cacheable: bool,
+    /// Whether the node computes on the run's device (GPU): the engine runs such nodes one at a
+    /// time, so that each has the device memory the run's budget leaves.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub uses_device: bool,
 }
 
 /// An input socket of a node type.
@@ -67,6 +71,7 @@ impl NodeDescriptor {
             outputs: Vec::new(),
             is_output: false,
             cacheable: true,
+            uses_device: false,
         }
     }
 
@@ -123,6 +128,12 @@ impl NodeDescriptor {
     pub fn output_node(mut self) -> Self {
         self.is_output = true;
         self.cacheable = false;
+        self
+    }
+
+    /// Marks the node as computing on the run's device.
+    pub fn uses_device(mut self) -> Self {
+        self.uses_device = true;
         self
     }
 

@@ -52,9 +52,67 @@ impl From<DeviceSpec> for String {
     }
 }
 
+/// How much device memory a run may use (`--vram-budget`): every model's weights and every
+/// node's working memory together. Models leave the device, least recently used first, and
+/// BlockSwap streams more, to stay within it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub enum VramBudget {
+    /// What the device has free when a node asks, plus what the run already holds, less a margin
+    /// for the driver and the memory pool's fragmentation.
+    #[default]
+    Auto,
+    /// This many mebibytes (never more than the device has).
+    Mebibytes(u64),
+}
+
+/// A budget that is neither `auto` nor a whole number of MiB.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid VRAM budget \"{0}\": expected auto or a whole number of MiB above 0, such as 6144")]
+pub struct VramBudgetParseError(pub String);
+
+impl FromStr for VramBudget {
+    type Err = VramBudgetParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            _ => match text.parse::<u64>() {
+                Ok(mib) if mib > 0 => Ok(Self::Mebibytes(mib)),
+                _ => Err(VramBudgetParseError(text.to_string())),
+            },
+        }
+    }
+}
+
+impl fmt::Display for VramBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Mebibytes(mib) => write!(f, "{mib}"),
+        }
+    }
+}
+
+impl From<VramBudget> for String {
+    fn from(budget: VramBudget) -> Self {
+        budget.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_and_prints_budgets() {
+        assert_eq!("auto".parse(), Ok(VramBudget::Auto));
+        assert_eq!("6144".parse(), Ok(VramBudget::Mebibytes(6144)));
+        assert_eq!(VramBudget::Mebibytes(4096).to_string(), "4096");
+        for bad in ["0", "-1", "4GiB", "", "Auto"] {
+            assert!(bad.parse::<VramBudget>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_and_prints_device_names() {

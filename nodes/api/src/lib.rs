@@ -26,7 +26,7 @@ pub use args::Args;
 pub use cancel::CancelToken;
 pub use context::{NodeReporter, RunContext};
 pub use descriptor::{InputSpec, NodeDescriptor, OutputSpec};
-pub use device::{DeviceParseError, DeviceSpec};
+pub use device::{DeviceParseError, DeviceSpec, VramBudget, VramBudgetParseError};
 pub use error::NodeError;
 pub use files::{FileRoots, BUILTIN_PREFIX};
 pub use memory::MemoryReport;

@@ -6,7 +6,7 @@ use crate::settings::SwapSettings;
 use crate::store::SwapStore;
 use candle_core::{DType, Device};
 use std::sync::Arc;
-use swapgraph_model::{ModelHandle, Placement, SourceError, StoreCache, WeightStore};
+use swapgraph_model::{ModelHandle, Placement, ResidentId, Room, SourceError, StoreCache, UnitSpec, WeightStore};
 
 /// Streams the units a plan picks; the store is kept per model, device and dtype, so later runs
 /// reuse the host copies.
@@ -25,17 +25,59 @@ impl BlockSwapPlacement {
     }
 }
 
+impl BlockSwapPlacement {
+    /// The settings to plan with when `room` bytes are left for the weights: a budget of the
+    /// node's own never exceeds the room, and without one the per-section plan is kept when it
+    /// fits, else the room becomes the budget (in whole [`ROOM_STEP_MB`] steps, so that a room a
+    /// little different from the last run's reuses its store).
+    fn fitted(&self, units: &[UnitSpec], dtype: DType, room: Option<u64>) -> SwapSettings {
+        let Some(room) = room else {
+            return self.settings;
+        };
+        let room_mb = (room >> 20) / ROOM_STEP_MB * ROOM_STEP_MB;
+        let budget = match self.settings.vram_budget_mb {
+            Some(own) => own.min(room_mb),
+            None => match plan(units, dtype, &self.settings) {
+                Ok(own_plan) if own_plan.device_bytes() <= room => return self.settings,
+                _ => room_mb,
+            },
+        };
+        SwapSettings {
+            vram_budget_mb: Some(budget),
+            ..self.settings
+        }
+    }
+}
+
+/// The steps, in MiB, a room is rounded down to when it becomes a budget.
+pub const ROOM_STEP_MB: u64 = 128;
+
 impl Placement for BlockSwapPlacement {
-    fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
-        self.cache.get_or_build(model, device, dtype, || {
+    fn store(
+        &self,
+        model: &ModelHandle,
+        device: &Device,
+        dtype: DType,
+        room: &Room,
+    ) -> Result<Arc<dyn WeightStore>, SourceError> {
+        self.cache.get_or_build(model, device, dtype, room, || {
             let units = model.network.units().to_vec();
-            let swap_plan = plan(&units, dtype, &self.settings).map_err(|e| SourceError::Tensor {
+            let settings = self.fitted(&units, dtype, room.bytes);
+            if settings.vram_budget_mb != self.settings.vram_budget_mb {
+                tracing::info!(
+                    "BlockSwap: the run's device budget leaves {} MiB for the weights of {}; streaming to fit",
+                    settings.vram_budget_mb.unwrap_or_default(),
+                    model.name
+                );
+            }
+            let swap_plan = plan(&units, dtype, &settings).map_err(|e| SourceError::Tensor {
                 source_name: model.name.clone(),
                 key: String::new(),
                 message: e.to_string(),
             })?;
-            let store = SwapStore::load(units, &model.source, swap_plan, self.settings, device, dtype)?;
-            Ok(Arc::new(store) as Arc<dyn WeightStore>)
+            let bytes = swap_plan.device_bytes();
+            let store = SwapStore::load(units, &model.source, swap_plan, settings, device, dtype)?;
+            Ok((Arc::new(store) as Arc<dyn WeightStore>, bytes))
         })
     }
 
@@ -49,5 +91,62 @@ impl Placement for BlockSwapPlacement {
 
     fn streams(&self) -> bool {
         true
+    }
+
+    fn resident(&self) -> Option<ResidentId> {
+        self.cache.resident()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swapgraph_model::{Section, UnitSpec};
+
+    fn units() -> Vec<UnitSpec> {
+        let unit = |name: &str, section, mib: usize| UnitSpec {
+            name: name.to_string(),
+            section,
+            tensors: vec![("weight".to_string(), (mib << 19).into())],
+        };
+        vec![
+            unit("stem", Section::Stem, 1),
+            unit("down_blocks.0.resnets.0", Section::Down(0), 64),
+            unit("mid_block.resnets.0", Section::Mid, 512),
+            unit("up_blocks.0.resnets.0", Section::Up(0), 1024),
+            unit("head", Section::Head, 1),
+        ]
+    }
+
+    #[test]
+    fn the_room_caps_the_budget_and_replaces_a_plan_that_does_not_fit() {
+        let placement = BlockSwapPlacement::new(SwapSettings {
+            blocks_to_swap: 0,
+            ..SwapSettings::default()
+        });
+        let units = units();
+        let mib = |m: u64| Some(m << 20);
+        assert_eq!(placement.fitted(&units, DType::F16, None).vram_budget_mb, None);
+        assert_eq!(
+            placement.fitted(&units, DType::F16, mib(4096)).vram_budget_mb,
+            None,
+            "everything resident fits in 4 GiB: the node's own plan stays"
+        );
+        assert_eq!(
+            placement.fitted(&units, DType::F16, mib(1000)).vram_budget_mb,
+            Some(896)
+        );
+        let budgeted = BlockSwapPlacement::new(SwapSettings {
+            vram_budget_mb: Some(1500),
+            ..SwapSettings::default()
+        });
+        assert_eq!(
+            budgeted.fitted(&units, DType::F16, mib(4096)).vram_budget_mb,
+            Some(1500)
+        );
+        assert_eq!(
+            budgeted.fitted(&units, DType::F16, mib(1200)).vram_budget_mb,
+            Some(1152)
+        );
     }
 }

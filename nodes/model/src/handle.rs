@@ -4,10 +4,12 @@
 //! adapters) return a new handle sharing the same network and weights, so the cached upstream
 //! model stays as it was. Weights reach the device only when a sampler asks for a store.
 
-use crate::{ResidentStore, SourceError, TensorSource, UnitSpec, WeightStore};
+use crate::{
+    DeviceMemoryManager, DeviceSlot, Fill, ResidentId, ResidentStore, SourceError, TensorSource, UnitSpec, WeightStore,
+};
 use candle_core::{DType, Device};
 use std::any::Any;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 /// A network whose forward pass takes its weights from a [`WeightStore`]: the SDXL UNet, a
 /// ControlNet.
@@ -20,37 +22,58 @@ pub trait Network: Send + Sync {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// The device memory a placement may build its store in: the run's manager (none on the CPU),
+/// which the store registers with, and the bytes left for this model's weights.
+#[derive(Clone, Default)]
+pub struct Room {
+    /// The device's memory manager.
+    pub manager: Option<Arc<DeviceMemoryManager>>,
+    /// Bytes the model's weights may take; `None`: as many as the placement wants.
+    pub bytes: Option<u64>,
+}
+
 /// Decides where a model's weights live while it runs and builds the store that hands them out.
 pub trait Placement: Send + Sync {
-    /// The store for `model`'s weights on `device` in `dtype`.
+    /// The store for `model`'s weights on `device` in `dtype`, within `room` where the
+    /// placement can fit itself to it (BlockSwap streams more in less room).
     ///
     /// # Errors
     /// A weight that cannot be loaded, or a device that cannot hold what the placement needs.
-    fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError>;
+    fn store(
+        &self,
+        model: &ModelHandle,
+        device: &Device,
+        dtype: DType,
+        room: &Room,
+    ) -> Result<Arc<dyn WeightStore>, SourceError>;
 
     /// Bytes of `model`'s weights this placement keeps on the device in `dtype` (resident
-    /// weights plus transfer buffers), for advice when the device runs out of memory.
+    /// weights plus transfer buffers) when room is no concern.
     fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64;
 
     /// Whether weights stream from host memory, so that advice can say to tighten the
     /// streaming instead of adding it.
     fn streams(&self) -> bool;
+
+    /// The store this placement keeps on the device, as its memory manager knows it.
+    fn resident(&self) -> Option<ResidentId>;
 }
 
 /// Keeps the store a placement built for one model, device and dtype, so later runs of the same
-/// model reuse it instead of loading the weights again.
+/// model reuse it instead of loading the weights again; the device's memory manager may drop it
+/// between runs when another model needs the room.
 #[derive(Default)]
 pub struct StoreCache {
-    loaded: Mutex<Option<CachedStore>>,
+    slot: Arc<DeviceSlot<StoreKey, dyn WeightStore>>,
 }
 
-/// A store with the model (its network's address and name), device (as its debug location) and
-/// dtype it was built for.
-type CachedStore = (String, DType, Arc<dyn WeightStore>);
+/// What a cached store was built for: the model (its network's address and name) and device
+/// (as its debug location), the dtype, and the store's device bytes.
+type StoreKey = (String, DType, u64);
 
 impl StoreCache {
-    /// The cached store for `model` on `device` in `dtype`, or the one `build` makes (then
-    /// cached).
+    /// The cached store for `model` on `device` in `dtype` when it fits `room`, or the one
+    /// `build` makes with its device bytes (then cached, and registered with `room`'s manager).
     ///
     /// # Errors
     /// Whatever `build` returns.
@@ -59,21 +82,28 @@ impl StoreCache {
         model: &ModelHandle,
         device: &Device,
         dtype: DType,
-        build: impl FnOnce() -> Result<Arc<dyn WeightStore>, E>,
+        room: &Room,
+        build: impl FnOnce() -> Result<(Arc<dyn WeightStore>, u64), E>,
     ) -> Result<Arc<dyn WeightStore>, E> {
         let network = Arc::as_ptr(&model.network).cast::<()>() as usize;
         let key = format!("{network:x} {} {:?}", model.name, device.location());
-        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((k, d, store)) = loaded.as_ref() {
-            if *k == key && *d == dtype {
-                return Ok(Arc::clone(store));
-            }
-        }
-        // Drop the old store before building the next, so two never hold device memory at once.
-        *loaded = None;
-        let store = build()?;
-        *loaded = Some((key, dtype, Arc::clone(&store)));
-        Ok(store)
+        let fill = Fill {
+            name: format!("{} ({})", model.network.kind(), model.name),
+            manager: room.manager.as_ref(),
+            room_for: None,
+        };
+        self.slot.get_or_fill(
+            |(made_for, made_in, bytes)| {
+                *made_for == key && *made_in == dtype && room.bytes.is_none_or(|room| *bytes <= room)
+            },
+            fill,
+            || build().map(|(store, bytes)| ((key.clone(), dtype, bytes), store, bytes)),
+        )
+    }
+
+    /// The cached store's registration with the memory manager.
+    pub fn resident(&self) -> Option<ResidentId> {
+        self.slot.resident()
     }
 }
 
@@ -84,10 +114,21 @@ pub struct Resident {
 }
 
 impl Placement for Resident {
-    fn store(&self, model: &ModelHandle, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
-        self.cache.get_or_build(model, device, dtype, || {
+    fn store(
+        &self,
+        model: &ModelHandle,
+        device: &Device,
+        dtype: DType,
+        room: &Room,
+    ) -> Result<Arc<dyn WeightStore>, SourceError> {
+        // Every weight goes to the device whatever the room: the cached store is always reused.
+        let unbounded = Room {
+            bytes: None,
+            ..room.clone()
+        };
+        self.cache.get_or_build(model, device, dtype, &unbounded, || {
             let store = ResidentStore::load(model.network.units().to_vec(), &model.source, dtype, device)?;
-            Ok(Arc::new(store) as Arc<dyn WeightStore>)
+            Ok((Arc::new(store) as Arc<dyn WeightStore>, self.device_bytes(model, dtype)))
         })
     }
 
@@ -97,6 +138,10 @@ impl Placement for Resident {
 
     fn streams(&self) -> bool {
         false
+    }
+
+    fn resident(&self) -> Option<ResidentId> {
+        self.cache.resident()
     }
 }
 
@@ -144,11 +189,11 @@ impl ModelHandle {
         }
     }
 
-    /// The store the model runs from on `device`.
+    /// The store the model runs from on `device`, within `room`.
     ///
     /// # Errors
     /// See [`Placement::store`].
-    pub fn store(&self, device: &Device, dtype: DType) -> Result<Arc<dyn WeightStore>, SourceError> {
-        self.placement.store(self, device, dtype)
+    pub fn store(&self, device: &Device, dtype: DType, room: &Room) -> Result<Arc<dyn WeightStore>, SourceError> {
+        self.placement.store(self, device, dtype, room)
     }
 }

@@ -8,6 +8,7 @@
 
 mod device;
 mod handle;
+mod memory;
 mod record;
 mod seeded;
 mod source;
@@ -19,7 +20,8 @@ pub use device::{
     candle_device, device_info, device_memory, reset_peak_memory, weight_dtype, DeviceInfo, DeviceMemory,
     HEADROOM_FRACTION,
 };
-pub use handle::{ModelHandle, Network, Placement, Resident, StoreCache};
+pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};
+pub use memory::{budget_bytes, memory_manager, DeviceMemoryManager, DeviceSlot, Evict, Fill, OnDevice, ResidentId};
 pub use record::record_params;
 pub use seeded::seeded_tensors;
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};

@@ -1,11 +1,13 @@
 //! The CONDITIONING value and the text encoders that make it.
 
-use crate::clip::{ClipOutput, ClipTextEncoder, ClipTokenizer, END_OF_TEXT};
+use crate::clip::{ClipConfig, ClipOutput, ClipTextEncoder, ClipTokenizer, END_OF_TEXT};
+use crate::device::model_dtype;
 use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
 use candle_core::{Device, Result, Tensor};
 use std::sync::Arc;
-use swapgraph_model::ModelHandle;
+use swapgraph_model::{record_params, ModelHandle, OnDevice, TensorSource};
+use swapgraph_node_api::VramBudget;
 
 /// SDXL's size conditioning: original size, crop offset and target size, as pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -106,31 +108,71 @@ impl Conditioning {
     }
 }
 
-/// SDXL's two text encoders with the CLIP tokenizer: the CLIP value.
-pub struct TextEncoders {
-    /// The tokenizer both encoders share.
-    pub tokenizer: ClipTokenizer,
+/// CLIP ViT-L and OpenCLIP bigG, on one device together.
+pub struct EncoderPair {
     /// CLIP ViT-L.
     pub clip_l: ClipTextEncoder,
     /// OpenCLIP ViT-bigG with projection.
     pub clip_g: ClipTextEncoder,
-    /// Where they run.
-    pub device: Device,
+}
+
+impl EncoderPair {
+    /// Both encoders, their masters in `l` and `g` (sources with their configurations), built on
+    /// a device when a prompt is encoded there and dropped from it when another model needs the
+    /// room.
+    ///
+    /// # Errors
+    /// A configuration whose parameters cannot be listed.
+    pub fn on_demand(
+        name: &str,
+        (source_l, cfg_l): (Arc<TensorSource>, ClipConfig),
+        (source_g, cfg_g): (Arc<TensorSource>, ClipConfig),
+    ) -> Result<OnDevice<Self>> {
+        let parameters = |cfg: ClipConfig| -> Result<usize> {
+            let params = record_params(|vb| ClipTextEncoder::new(vb, &cfg))?;
+            Ok(params.iter().map(|(_, shape)| shape.elem_count()).sum())
+        };
+        let bytes = (parameters(cfg_l)? + parameters(cfg_g)?) as u64 * 2;
+        Ok(OnDevice::new(
+            format!("text encoders ({name})"),
+            bytes,
+            move |device: &Device| {
+                let dtype = model_dtype(device);
+                Ok(Self {
+                    clip_l: ClipTextEncoder::new(source_l.var_builder(dtype, device), &cfg_l)?,
+                    clip_g: ClipTextEncoder::new(source_g.var_builder(dtype, device), &cfg_g)?,
+                })
+            },
+        ))
+    }
+}
+
+/// SDXL's two text encoders with the CLIP tokenizer: the CLIP value.
+pub struct TextEncoders {
+    /// The tokenizer both encoders share.
+    pub tokenizer: ClipTokenizer,
+    /// Both encoders, on a device while they encode.
+    pub encoders: OnDevice<EncoderPair>,
 }
 
 impl TextEncoders {
-    /// Encodes `text_l` with CLIP-L and `text_g` with bigG, in 77-token windows (ComfyUI's
-    /// chunking for long prompts), concatenating the penultimate hidden states of both.
+    /// Encodes `text_l` with CLIP-L and `text_g` with bigG on `device` (within the run's
+    /// `budget`), in 77-token windows (ComfyUI's chunking for long prompts), concatenating the
+    /// penultimate hidden states of both.
     ///
     /// # Errors
-    /// A tensor error.
-    pub fn encode(&self, text_l: &str, text_g: &str) -> Result<Conditioning> {
+    /// A tensor error, or the encoders not fitting on the device.
+    pub fn encode(&self, device: &Device, budget: VramBudget, text_l: &str, text_g: &str) -> Result<Conditioning> {
+        let encoders = self.encoders.get(device, budget)?;
         // CLIP-L pads with end-of-text, bigG with "!" (id 0), as SDXL's two tokenizers do.
         let windows_l = self.tokenizer.windows(text_l, END_OF_TEXT);
         let windows_g = self.tokenizer.windows(text_g, 0);
         let count = windows_l.len().max(windows_g.len());
         let mut contexts = Vec::with_capacity(count);
         let mut pooled = None;
+        let run = |encoder: &ClipTextEncoder, window: &[u32]| -> Result<ClipOutput> {
+            encoder.forward(&Tensor::new(window, device)?.unsqueeze(0)?)
+        };
         for i in 0..count {
             // The shorter prompt's windows repeat its last window's padding: an empty window.
             let l = windows_l
@@ -141,8 +183,8 @@ impl TextEncoders {
                 .get(i)
                 .copied()
                 .unwrap_or_else(|| self.tokenizer.windows("", 0)[0]);
-            let out_l = self.run(&self.clip_l, &l)?;
-            let out_g = self.run(&self.clip_g, &g)?;
+            let out_l = run(&encoders.clip_l, &l)?;
+            let out_g = run(&encoders.clip_g, &g)?;
             contexts.push(Tensor::cat(&[&out_l.penultimate, &out_g.penultimate], 2)?);
             if pooled.is_none() {
                 pooled = Some(out_g.pooled);
@@ -150,9 +192,5 @@ impl TextEncoders {
         }
         let pooled = pooled.ok_or_else(|| candle_core::Error::Msg("no text window".into()))?;
         Ok(Conditioning::text(Tensor::cat(&contexts, 1)?, pooled, None))
-    }
-
-    fn run(&self, encoder: &ClipTextEncoder, window: &[u32]) -> Result<ClipOutput> {
-        encoder.forward(&Tensor::new(window, &self.device)?.unsqueeze(0)?)
     }
 }

@@ -7,6 +7,7 @@ use crate::settings::SwapSettings;
 use crate::store::SwapStore;
 use candle_core::{DType, Device, Tensor};
 use swapgraph_model::{device_memory, weight_dtype, ResidentStore, WeightStore};
+use swapgraph_node_api::VramBudget;
 use swapgraph_sdxl::checkpoint::{load, TINY_SDXL};
 use swapgraph_sdxl::unet::{UNet, UNetInput};
 
@@ -28,7 +29,7 @@ pub struct RoundTrip {
 /// A message naming the step that failed.
 pub fn round_trip(device: &Device) -> Result<RoundTrip, String> {
     let dtype = weight_dtype(device);
-    let checkpoint = load(TINY_SDXL, device).map_err(|e| e.to_string())?;
+    let checkpoint = load(TINY_SDXL, device, VramBudget::Auto).map_err(|e| e.to_string())?;
     let model = checkpoint.model;
     let unet = model
         .network

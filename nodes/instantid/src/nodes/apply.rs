@@ -50,6 +50,7 @@ fn float(name: &'static str, default: f64, max: f64, description: &'static str) 
 impl ApplyInstantId {
     fn base(name: &'static str, description: &'static str) -> NodeDescriptor {
         NodeDescriptor::new(name, "InstantID", description)
+        .uses_device()
             .input("instantid", SocketType::Instantid, "InstantID's adapter.")
             .input("insightface", SocketType::Faceanalysis, "The face analyzer.")
             .input(

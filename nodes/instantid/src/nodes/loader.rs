@@ -33,6 +33,7 @@ impl InstantIdModelLoader {
              ip_adapter. keys), for SDXL; builtin:tiny-instantid and builtin:random-instantid have random weights for builtin:tiny-sdxl \
              and builtin:random-sdxl.",
         )
+        .uses_device()
         .param(ParamSpec::new(
             "instantid_file",
             ParamKind::String {

@@ -7,11 +7,10 @@
 
 use super::Checkpoint;
 use crate::clip::{ClipConfig, ClipTextEncoder, ClipTokenizer};
-use crate::conditioning::TextEncoders;
-use crate::device::{model_dtype, vae_dtype};
+use crate::conditioning::{EncoderPair, TextEncoders};
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
-use candle_core::{Device, Shape};
+use candle_core::Shape;
 use std::sync::Arc;
 use swapgraph_model::{record_params, seeded_tensors, ModelHandle, TensorSource};
 use swapgraph_node_api::NodeError;
@@ -51,8 +50,8 @@ impl BuiltinSizes {
     }
 }
 
-/// Builds the built-in checkpoint `name` of `sizes`; the same weights every time.
-pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes, device: &Device) -> Result<Checkpoint, NodeError> {
+/// Builds the built-in checkpoint `name` of `sizes` on the host; the same weights every time.
+pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes) -> Result<Checkpoint, NodeError> {
     let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
     let unet = UNet::new(sizes.unet).map_err(failed)?;
     let unet_params: Vec<(String, Shape)> = unet
@@ -66,29 +65,25 @@ pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes, device: &Device) -> R
     );
     let model = ModelHandle::new(name, Arc::new(unet), Arc::new(source));
 
-    let encoder = |name: &str, cfg: ClipConfig| -> candle_core::Result<ClipTextEncoder> {
-        let params = record_params(|vb| ClipTextEncoder::new(vb, &cfg))?;
-        let tensors = seeded_tensors(name, &params)?;
-        ClipTextEncoder::new(
-            candle_nn::VarBuilder::from_tensors(tensors, model_dtype(device), device),
-            &cfg,
-        )
+    let seeded = |part: &str, params: Vec<(String, Shape)>| -> candle_core::Result<Arc<TensorSource>> {
+        let tensors = seeded_tensors(part, &params)?;
+        Ok(Arc::new(TensorSource::from_tensors(format!("{name} {part}"), tensors)))
     };
-    let tokenizer = ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?;
+    let encoder = |part: &str, cfg: ClipConfig| -> candle_core::Result<(Arc<TensorSource>, ClipConfig)> {
+        Ok((seeded(part, record_params(|vb| ClipTextEncoder::new(vb, &cfg))?)?, cfg))
+    };
     let clip = TextEncoders {
-        tokenizer,
-        clip_l: encoder("clip_l", sizes.clip_l).map_err(failed)?,
-        clip_g: encoder("clip_g", sizes.clip_g).map_err(failed)?,
-        device: device.clone(),
+        tokenizer: ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?,
+        encoders: EncoderPair::on_demand(
+            name,
+            encoder("clip_l", sizes.clip_l).map_err(failed)?,
+            encoder("clip_g", sizes.clip_g).map_err(failed)?,
+        )
+        .map_err(failed)?,
     };
     let vae_cfg = sizes.vae;
-    let params = record_params(|vb| Vae::new(vb, &vae_cfg)).map_err(failed)?;
-    let tensors = seeded_tensors("vae", &params).map_err(failed)?;
-    let vae = Vae::new(
-        candle_nn::VarBuilder::from_tensors(tensors, vae_dtype(device), device),
-        &vae_cfg,
-    )
-    .map_err(failed)?;
+    let vae_source = seeded("vae", record_params(|vb| Vae::new(vb, &vae_cfg)).map_err(failed)?).map_err(failed)?;
+    let vae = Vae::on_demand(name, vae_source, vae_cfg).map_err(failed)?;
     Ok(Checkpoint {
         model,
         clip: Arc::new(clip),

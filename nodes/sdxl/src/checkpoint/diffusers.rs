@@ -2,38 +2,41 @@
 //! what a single checkpoint file holds.
 
 use super::Checkpoint;
-use crate::clip::{ClipConfig, ClipTextEncoder, ClipTokenizer};
-use crate::conditioning::TextEncoders;
-use crate::device::{model_dtype, vae_dtype};
+use crate::clip::{ClipConfig, ClipTokenizer};
+use crate::conditioning::{EncoderPair, TextEncoders};
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
-use candle_core::Device;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use swapgraph_model::{ModelHandle, SourceKey, TensorSource};
 use swapgraph_node_api::NodeError;
 
-/// Loads a diffusers SDXL folder.
-pub fn load_folder(folder: &Path, device: &Device) -> Result<Checkpoint, NodeError> {
+/// Loads a diffusers SDXL folder, its weights still on the host.
+pub fn load_folder(folder: &Path) -> Result<Checkpoint, NodeError> {
     check_unet_config(folder)?;
-    let failed = |e: candle_core::Error| NodeError::msg(format!("{}: {e}", folder.display()));
+    let name = folder.display().to_string();
+    let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
     let unet_source = open(&weights_file(folder, "unet", "diffusion_pytorch_model")?)?;
     let unet = UNet::new(UNetConfig::sdxl()).map_err(failed)?;
-    let model = ModelHandle::new(folder.display().to_string(), Arc::new(unet), Arc::new(unet_source));
+    let model = ModelHandle::new(name.clone(), Arc::new(unet), Arc::new(unet_source));
 
-    let encoder = |part: &str, cfg: ClipConfig| -> Result<ClipTextEncoder, NodeError> {
-        let source = Arc::new(with_text_model_prefix(open(&weights_file(folder, part, "model")?)?));
-        ClipTextEncoder::new(source.var_builder(model_dtype(device), device), &cfg).map_err(failed)
+    let encoder = |part: &str| -> Result<Arc<TensorSource>, NodeError> {
+        Ok(Arc::new(with_text_model_prefix(open(&weights_file(
+            folder, part, "model",
+        )?)?)))
     };
     let clip = TextEncoders {
         tokenizer: tokenizer(folder)?,
-        clip_l: encoder("text_encoder", ClipConfig::vit_l())?,
-        clip_g: encoder("text_encoder_2", ClipConfig::vit_big_g())?,
-        device: device.clone(),
+        encoders: EncoderPair::on_demand(
+            &name,
+            (encoder("text_encoder")?, ClipConfig::vit_l()),
+            (encoder("text_encoder_2")?, ClipConfig::vit_big_g()),
+        )
+        .map_err(failed)?,
     };
     let vae_source = Arc::new(open(&weights_file(folder, "vae", "diffusion_pytorch_model")?)?);
-    let vae = Vae::new(vae_source.var_builder(vae_dtype(device), device), &VaeConfig::sdxl()).map_err(failed)?;
+    let vae = Vae::on_demand(&name, vae_source, VaeConfig::sdxl()).map_err(failed)?;
     Ok(Checkpoint {
         model,
         clip: Arc::new(clip),
@@ -99,12 +102,12 @@ fn not_sdxl(what: &Path, found: &str) -> NodeError {
 }
 
 /// Loads a single checkpoint file: SDXL in the original layout, or names what else it holds.
-pub fn load_single_file(path: &Path, device: &Device) -> Result<Checkpoint, NodeError> {
+pub fn load_single_file(path: &Path) -> Result<Checkpoint, NodeError> {
     let source = open(path)?;
     let keys: HashSet<String> = source.keys().into_iter().collect();
     let has = |prefix: &str| keys.iter().any(|k| k.starts_with(prefix));
     if has("conditioner.embedders.1.model.") && has("model.diffusion_model.") {
-        super::single_file::load(path, device)
+        super::single_file::load(path)
     } else if has("cond_stage_model.transformer.") {
         Err(not_sdxl(path, "Stable Diffusion 1.x"))
     } else if has("cond_stage_model.model.") {

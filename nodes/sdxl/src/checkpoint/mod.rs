@@ -9,21 +9,36 @@ use builtin::BuiltinSizes;
 pub use builtin::{RANDOM_SDXL, TINY_SDXL};
 
 use crate::conditioning::TextEncoders;
-use crate::vae::Vae;
+use crate::vae::VaeModel;
 use candle_core::Device;
 use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::ModelHandle;
-use swapgraph_node_api::NodeError;
+use swapgraph_node_api::{NodeError, VramBudget};
 
 /// What `CheckpointLoaderSimple` outputs.
 pub struct Checkpoint {
     /// The UNet, its weights still on the host.
     pub model: ModelHandle,
-    /// Both text encoders, on the run's device.
+    /// Both text encoders, on the run's device until another model needs the room.
     pub clip: Arc<TextEncoders>,
-    /// The VAE, on the run's device.
-    pub vae: Arc<Vae>,
+    /// The VAE, on the run's device until another model needs the room.
+    pub vae: Arc<VaeModel>,
+}
+
+impl Checkpoint {
+    /// Places the text encoders and the VAE on `device` within `budget`, so that a missing or
+    /// mis-shaped weight is reported when the checkpoint loads rather than when it is first
+    /// used.
+    ///
+    /// # Errors
+    /// A message naming the checkpoint and the problem.
+    fn placed(self, name: &str, device: &Device, budget: VramBudget) -> Result<Self, NodeError> {
+        let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
+        self.clip.encoders.get(device, budget).map_err(failed)?;
+        self.vae.get(device, budget).map_err(failed)?;
+        Ok(self)
+    }
 }
 
 /// Loads `name`: `builtin:tiny-sdxl`, `builtin:random-sdxl`, a single-file SDXL checkpoint (`.safetensors` in the
@@ -32,10 +47,17 @@ pub struct Checkpoint {
 /// # Errors
 /// A message naming the checkpoint and the problem: not found, not SDXL (SD 1.x and 2.x are
 /// recognised and named), a missing or mis-shaped tensor.
-pub fn load(name: &str, device: &Device) -> Result<Checkpoint, NodeError> {
-    if let Some(sizes) = BuiltinSizes::named(name) {
-        return builtin::seeded_checkpoint(name, &sizes, device);
-    }
+pub fn load(name: &str, device: &Device, budget: VramBudget) -> Result<Checkpoint, NodeError> {
+    let checkpoint = if let Some(sizes) = BuiltinSizes::named(name) {
+        builtin::seeded_checkpoint(name, &sizes)?
+    } else {
+        load_file(name)?
+    };
+    checkpoint.placed(name, device, budget)
+}
+
+/// A checkpoint file or folder, its weights still on the host.
+fn load_file(name: &str) -> Result<Checkpoint, NodeError> {
     if let Some(other) = name.strip_prefix("builtin:") {
         return Err(NodeError::msg(format!(
             "unknown built-in checkpoint \"builtin:{other}\"; the built-in ones are \"{TINY_SDXL}\" and \"{RANDOM_SDXL}\""
@@ -43,9 +65,9 @@ pub fn load(name: &str, device: &Device) -> Result<Checkpoint, NodeError> {
     }
     let path = Path::new(name);
     if path.is_dir() {
-        diffusers::load_folder(path, device)
+        diffusers::load_folder(path)
     } else if path.is_file() {
-        diffusers::load_single_file(path, device)
+        diffusers::load_single_file(path)
     } else {
         Err(NodeError::msg(format!(
             "checkpoint \"{name}\" not found: give an SDXL .safetensors file, a diffusers SDXL folder (with unet/, text_encoder/, text_encoder_2/, vae/) or \"{TINY_SDXL}\""

@@ -8,42 +8,42 @@
 
 use super::diffusers::open;
 use super::Checkpoint;
-use crate::clip::{ClipConfig, ClipTextEncoder, ClipTokenizer};
-use crate::conditioning::TextEncoders;
-use crate::device::{model_dtype, vae_dtype};
+use crate::clip::{ClipConfig, ClipTokenizer};
+use crate::conditioning::{EncoderPair, TextEncoders};
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
-use candle_core::Device;
 use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{ModelHandle, Part, SourceKey, TensorSource};
 use swapgraph_node_api::NodeError;
 
-/// Loads every model of an original-layout SDXL file of the given sizes.
-pub fn load_with(path: &Path, device: &Device, sizes: &Sizes) -> Result<Checkpoint, NodeError> {
-    let failed = |e: candle_core::Error| NodeError::msg(format!("{}: {e}", path.display()));
+/// Every model of an original-layout SDXL file of the given sizes, their weights still in the
+/// memory-mapped file.
+///
+/// # Errors
+/// A message naming the file when it cannot be opened or a configuration is invalid.
+pub fn load_with(path: &Path, sizes: &Sizes) -> Result<Checkpoint, NodeError> {
+    let name = path.display().to_string();
+    let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
     let unet_cfg = sizes.unet;
     let unet_source = open(path)?.with_key_map(Arc::new(move |key: &str| {
         unet_key(key, &unet_cfg).map(SourceKey::whole)
     }));
     let unet = UNet::new(sizes.unet).map_err(failed)?;
-    let model = ModelHandle::new(path.display().to_string(), Arc::new(unet), Arc::new(unet_source));
+    let model = ModelHandle::new(name.clone(), Arc::new(unet), Arc::new(unet_source));
 
     let clip_l = Arc::new(open(path)?.with_key_map(Arc::new(|key: &str| {
         Some(SourceKey::whole(format!("conditioner.embedders.0.transformer.{key}")))
     })));
     let clip_g = Arc::new(open(path)?.with_key_map(Arc::new(clip_g_key)));
-    let dtype = model_dtype(device);
     let clip = TextEncoders {
         tokenizer: ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?,
-        clip_l: ClipTextEncoder::new(clip_l.var_builder(dtype, device), &sizes.clip_l).map_err(failed)?,
-        clip_g: ClipTextEncoder::new(clip_g.var_builder(dtype, device), &sizes.clip_g).map_err(failed)?,
-        device: device.clone(),
+        encoders: EncoderPair::on_demand(&name, (clip_l, sizes.clip_l), (clip_g, sizes.clip_g)).map_err(failed)?,
     };
     let levels = sizes.vae.block_out_channels.len();
     let vae_source: Arc<TensorSource> =
         Arc::new(open(path)?.with_key_map(Arc::new(move |key: &str| vae_key(key, levels))));
-    let vae = Vae::new(vae_source.var_builder(vae_dtype(device), device), &sizes.vae).map_err(failed)?;
+    let vae = Vae::on_demand(&name, vae_source, sizes.vae).map_err(failed)?;
     Ok(Checkpoint {
         model,
         clip: Arc::new(clip),
@@ -64,14 +64,14 @@ pub struct Sizes {
 }
 
 /// Loads an SDXL base file.
-pub fn load(path: &Path, device: &Device) -> Result<Checkpoint, NodeError> {
+pub fn load(path: &Path) -> Result<Checkpoint, NodeError> {
     let sizes = Sizes {
         unet: UNetConfig::sdxl(),
         clip_l: ClipConfig::vit_l(),
         clip_g: ClipConfig::vit_big_g(),
         vae: VaeConfig::sdxl(),
     };
-    load_with(path, device, &sizes)
+    load_with(path, &sizes)
 }
 
 /// Renames the start of `rest` by the first matching `(diffusers, original)` pair.

@@ -8,12 +8,27 @@ use crate::sampling::{ControlGuidance, ImageTokenGuidance};
 use crate::unet::ContextCache;
 use candle_core::{DType, Device};
 use std::sync::Arc;
-use swapgraph_model::Placement;
+use swapgraph_model::{ModelHandle, Placement, Room};
 use swapgraph_node_api::NodeError;
 
+/// The ControlNet model the conditionings carry, placed as it will run: `companion` (from the
+/// sampled model, e.g. BlockSwap with `target: controlnet`) decides where its weights live, when
+/// given.
+pub fn placed_controlnet(
+    positive: &Conditioning,
+    negative: &Conditioning,
+    companion: Option<&Arc<dyn Placement>>,
+) -> Option<ModelHandle> {
+    let hint = positive.control.as_ref().or(negative.control.as_ref())?;
+    Some(match companion {
+        Some(placement) => hint.controlnet.with_placement(Arc::clone(placement)),
+        None => hint.controlnet.clone(),
+    })
+}
+
 /// The ControlNet the conditionings carry (the positive side's settings and region win), with each
-/// side's context: its own override, else its text. `companion` (from the sampled model, e.g.
-/// BlockSwap with `target: controlnet`) decides where its weights live, when given.
+/// side's context: its own override, else its text; its weights placed as [`placed_controlnet`]
+/// says, within `room`.
 ///
 /// # Errors
 /// Different ControlNets on the two sides, a ControlNet model that is not one, or a store
@@ -22,10 +37,13 @@ pub fn control_guidance<'a>(
     positive: &'a Conditioning,
     negative: &'a Conditioning,
     companion: Option<&Arc<dyn Placement>>,
-    device: &Device,
-    dtype: DType,
+    (device, dtype): (&Device, DType),
+    room: &Room,
 ) -> Result<Option<ControlGuidance<'a>>, NodeError> {
-    let Some(hint) = positive.control.as_ref().or(negative.control.as_ref()) else {
+    let (Some(hint), Some(placed)) = (
+        positive.control.as_ref().or(negative.control.as_ref()),
+        placed_controlnet(positive, negative, companion),
+    ) else {
         return Ok(None);
     };
     if let (Some(a), Some(b)) = (&positive.control, &negative.control) {
@@ -47,11 +65,9 @@ pub fn control_guidance<'a>(
                 hint.controlnet.network.kind()
             ))
         })?;
-    let placed = match companion {
-        Some(placement) => hint.controlnet.with_placement(Arc::clone(placement)),
-        None => hint.controlnet.clone(),
-    };
-    let store = placed.store(device, dtype).map_err(|e| NodeError::msg(e.to_string()))?;
+    let store = placed
+        .store(device, dtype, room)
+        .map_err(|e| NodeError::msg(e.to_string()))?;
     let context = |side: &Conditioning| -> Result<Option<candle_core::Tensor>, NodeError> {
         side.control
             .as_ref()

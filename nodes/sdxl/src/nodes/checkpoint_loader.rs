@@ -20,6 +20,7 @@ impl CheckpointLoaderSimple {
             "loaders",
             "Loads an SDXL checkpoint: a single .safetensors file (original layout), a diffusers folder, or builtin:tiny-sdxl (random weights, for trying workflows).",
         )
+        .uses_device()
         .param(ParamSpec::new(
             "ckpt_name",
             ParamKind::String { default: Some(TINY_SDXL), multiline: false },
@@ -40,7 +41,11 @@ impl NodeType for CheckpointLoaderSimple {
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let device = candle_device(ctx.device)?;
-        let loaded = checkpoint::load(&ctx.files.model("ckpt_name", &args.string("ckpt_name")?)?, &device)?;
+        let loaded = checkpoint::load(
+            &ctx.files.model("ckpt_name", &args.string("ckpt_name")?)?,
+            &device,
+            ctx.vram_budget,
+        )?;
         Ok(vec![
             Value::Handle(Handle::new(SocketType::Model, Arc::new(loaded.model))),
             Value::Handle(Handle::new(SocketType::Clip, loaded.clip)),

@@ -2,6 +2,7 @@
 
 use super::tensor_error;
 use crate::conditioning::{SizeIds, TextEncoders};
+use crate::device::candle_device;
 use std::sync::Arc;
 use swapgraph_node_api::{
     Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
@@ -47,6 +48,7 @@ impl ClipTextEncode {
             "conditioning",
             "Encodes a prompt with both SDXL text encoders.",
         )
+        .uses_device()
         .input("clip", SocketType::Clip, "The text encoders.")
         .param(prompt(
             "text",
@@ -62,11 +64,12 @@ impl NodeType for ClipTextEncode {
         &self.descriptor
     }
 
-    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let text = args.string("text")?;
+        let device = candle_device(ctx.device)?;
         let encoded = args
             .handle::<TextEncoders>("clip")?
-            .encode(&text, &text)
+            .encode(&device, ctx.vram_budget, &text, &text)
             .map_err(tensor_error)?;
         Ok(conditioning(encoded))
     }
@@ -85,6 +88,7 @@ impl ClipTextEncodeSdxl {
             "conditioning",
             "Encodes a prompt per SDXL text encoder, with the original size, crop and target size SDXL is conditioned on.",
         )
+        .uses_device()
         .input("clip", SocketType::Clip, "The text encoders.")
         .param(size("width", 1024, "Original image width."))
         .param(size("height", 1024, "Original image height."))
@@ -104,10 +108,16 @@ impl NodeType for ClipTextEncodeSdxl {
         &self.descriptor
     }
 
-    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let clip = args.handle::<TextEncoders>("clip")?;
+        let device = candle_device(ctx.device)?;
         let mut encoded = clip
-            .encode(&args.string("text_l")?, &args.string("text_g")?)
+            .encode(
+                &device,
+                ctx.vram_budget,
+                &args.string("text_l")?,
+                &args.string("text_g")?,
+            )
             .map_err(tensor_error)?;
         let pair =
             |w: &str, h: &str| -> Result<(f64, f64), NodeError> { Ok((args.int(w)? as f64, args.int(h)? as f64)) };

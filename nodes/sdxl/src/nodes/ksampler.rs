@@ -2,6 +2,7 @@
 
 use super::adapters;
 use super::out_of_memory::UNetOnDevice;
+use super::sampler_room::sampler_rooms;
 use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
@@ -28,6 +29,7 @@ impl KSampler {
             "sampling",
             "Denoises latents with the model, guided by the positive and negative conditioning.",
         )
+        .uses_device()
         .input(
             "model",
             SocketType::Model,
@@ -121,14 +123,17 @@ impl NodeType for KSampler {
             dtype: model_dtype(&device),
             latent: (h, w),
         };
-        let store = model
-            .store(&device, model_dtype(&device))
-            .map_err(|e| on_device.explain(e.to_string(), "while loading the UNet's weights", false))?;
-        let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
         let (positive_in, negative_in) = (
             args.handle::<Conditioning>("positive")?,
             args.handle::<Conditioning>("negative")?,
         );
+        let companion = model.companion_placement.as_ref();
+        let controlnet = adapters::placed_controlnet(&positive_in, &negative_in, companion);
+        let rooms = sampler_rooms(&on_device, controlnet.as_ref(), ctx.vram_budget);
+        let store = model
+            .store(&device, model_dtype(&device), &rooms.unet)
+            .map_err(|e| on_device.explain(e.to_string(), "while loading the UNet's weights", false))?;
+        let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
         let side = |c: &Conditioning| -> Result<TextConditioning, NodeError> {
             let ids = c.size.unwrap_or(image_size).tensor(&device).map_err(tensor_error)?;
             Ok(TextConditioning {
@@ -141,9 +146,9 @@ impl NodeType for KSampler {
         let control = adapters::control_guidance(
             &positive_in,
             &negative_in,
-            model.companion_placement.as_ref(),
-            &device,
-            model_dtype(&device),
+            companion,
+            (&device, model_dtype(&device)),
+            &rooms.controlnet,
         )?;
         let image_tokens = adapters::image_token_guidance(&positive_in, &negative_in)?;
 

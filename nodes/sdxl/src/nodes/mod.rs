@@ -7,6 +7,7 @@ mod controlnet;
 mod empty_latent_image;
 mod ksampler;
 mod out_of_memory;
+mod sampler_room;
 mod vae_decode;
 mod vae_encode;
 

@@ -24,6 +24,11 @@ const POOL_OVERHEAD: f64 = 1.0;
 /// area (attention is computed in bounded blocks).
 const PROBE_SIDES: [usize; 2] = [16, 32];
 
+/// `activations` with the memory the pool reserves around them.
+fn with_pool_overhead(activations: u64) -> u64 {
+    (activations as f64 * (1.0 + POOL_OVERHEAD)) as u64
+}
+
 /// Whether a device error is the device running out of memory.
 pub fn is_out_of_memory(error: &str) -> bool {
     error.contains("CUDA_ERROR_OUT_OF_MEMORY") || error.contains("out of memory")
@@ -55,8 +60,7 @@ impl Shortfall {
     /// Device memory a step takes beside the weights: the activations and what the memory
     /// pool reserves around them.
     fn step_bytes(&self) -> Option<u64> {
-        self.activation_bytes
-            .map(|activations| (activations as f64 * (1.0 + POOL_OVERHEAD)) as u64)
+        self.activation_bytes.map(with_pool_overhead)
     }
 
     /// The `vram_budget_mb` that fits beside a step with headroom, if any does.
@@ -160,6 +164,12 @@ impl UNetOnDevice<'_> {
         };
         tracing::debug!("{error}");
         NodeError::msg(shortfall.to_string())
+    }
+
+    /// Device memory a step takes beside the weights: its activations, measured, and what the
+    /// memory pool reserves around them; `None` when they cannot be measured (the CPU).
+    pub fn step_bytes(&self) -> Option<u64> {
+        self.estimate_activations().map(with_pool_overhead)
     }
 
     /// A step's activations at the real latent size, extrapolated from measurements at two

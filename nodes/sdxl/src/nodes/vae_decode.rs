@@ -1,12 +1,12 @@
-//! `VAEDecode`: latents to images.
+//! `VAEDecode` and `VAEDecodeTiled`: latents to images.
 
 use super::out_of_memory::explain_vae_decode;
 use super::tensor_error;
-use crate::device::vae_dtype;
-use crate::vae::{decode_tiled, Vae};
-use candle_core::DType;
+use crate::device::{candle_device, vae_dtype};
+use crate::vae::{decode_tiled, DecodeCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
+use candle_core::{DType, Device};
 use std::sync::Arc;
-use swapgraph_model::{Image, Latent};
+use swapgraph_model::{memory_manager, Image, Latent};
 use swapgraph_node_api::{
     Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
@@ -20,10 +20,16 @@ pub struct VaeDecode {
 impl VaeDecode {
     /// `VAEDecode`.
     pub fn new() -> Self {
-        let descriptor = NodeDescriptor::new("VAEDecode", "latent", "Turns latents into images.")
-            .input("samples", SocketType::Latent, "The latents.")
-            .input("vae", SocketType::Vae, "The VAE.")
-            .output(SocketType::Image, "The images.");
+        let descriptor = NodeDescriptor::new(
+            "VAEDecode",
+            "latent",
+            "Turns latents into images: in one piece when that fits in the device memory the run has left, \
+             else in the largest overlapping tiles that do, blended so that seams do not show.",
+        )
+        .uses_device()
+        .input("samples", SocketType::Latent, "The latents.")
+        .input("vae", SocketType::Vae, "The VAE.")
+        .output(SocketType::Image, "The images.");
         Self {
             descriptor,
             tiled: false,
@@ -46,8 +52,9 @@ impl VaeDecode {
         let descriptor = NodeDescriptor::new(
             "VAEDecodeTiled",
             "latent",
-            "Turns latents into images tile by tile, for images too large to decode at once.",
+            "Turns latents into images tile by tile, in tiles of a size you choose.",
         )
+        .uses_device()
         .input("samples", SocketType::Latent, "The latents.")
         .input("vae", SocketType::Vae, "The VAE.")
         .param(pixels(
@@ -68,6 +75,60 @@ impl VaeDecode {
             tiled: true,
         }
     }
+
+    /// The tiles `VAEDecodeTiled` was given, in latent pixels.
+    fn given_tiles(args: &Args) -> Result<(usize, usize), NodeError> {
+        let (tile, overlap) = (args.int("tile_size")?, args.int("overlap")?);
+        if overlap >= tile {
+            return Err(NodeError::msg(format!(
+                "overlap {overlap} must be smaller than tile_size {tile}"
+            )));
+        }
+        Ok((tile as usize / 8, overlap as usize / 8))
+    }
+}
+
+/// How `VAEDecode` splits a `latent` (height, width) on `device`: measured and planned against the
+/// room the run's budget leaves, after other models left the device to make it; whole on the CPU.
+fn fitted_tiles(
+    vae: &Vae,
+    device: &Device,
+    ctx: &RunContext,
+    latent: (usize, usize),
+) -> Result<Option<(usize, usize)>, NodeError> {
+    let (Some(cost), Some(manager)) = (
+        DecodeCost::measure(vae, device, vae_dtype(device)).map_err(tensor_error)?,
+        memory_manager(device, ctx.vram_budget),
+    ) else {
+        return Ok(None);
+    };
+    let (h, w) = latent;
+    let room = manager.make_room(cost.bytes(h, w), &[]);
+    let gib = |bytes: u64| format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30));
+    match cost.plan(latent, room) {
+        Ok(DecodePlan::Whole) => Ok(None),
+        Ok(DecodePlan::Tiles(tile)) => {
+            tracing::info!(
+                "{}: decoding {}x{} in tiles of {} pixels: the whole image needs {} and the run's budget leaves {}",
+                ctx.node_id,
+                w * 8,
+                h * 8,
+                tile * 8,
+                gib(cost.bytes(h, w)),
+                gib(room)
+            );
+            Ok(Some((tile, TILE_OVERLAP)))
+        }
+        Err(least) => Err(NodeError::msg(format!(
+            "cannot decode {}x{}: even in tiles of {} pixels the VAE needs {} beside its weights, and the run's \
+             device budget leaves {}; raise --vram-budget, or free device memory held by other processes",
+            w * 8,
+            h * 8,
+            MIN_TILE * 8,
+            gib(least),
+            gib(room)
+        ))),
+    }
 }
 
 impl NodeType for VaeDecode {
@@ -75,25 +136,21 @@ impl NodeType for VaeDecode {
         &self.descriptor
     }
 
-    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let vae = args.handle::<Vae>("vae")?;
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let latent = args.handle::<Latent>("samples")?;
+        let device = candle_device(ctx.device)?;
+        let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
+        let size = (w * 8, h * 8);
+        let vae = args
+            .handle::<VaeModel>("vae")?
+            .get(&device, ctx.vram_budget)
+            .map_err(|e| explain_vae_decode(e.to_string(), size, None, &device))?;
         let tiles = match self.tiled {
-            true => {
-                let (tile, overlap) = (args.int("tile_size")? as usize / 8, args.int("overlap")? as usize / 8);
-                if overlap >= tile {
-                    return Err(NodeError::msg(format!(
-                        "overlap {} must be smaller than tile_size {}",
-                        args.int("overlap")?,
-                        args.int("tile_size")?
-                    )));
-                }
-                Some((tile, overlap))
-            }
-            false => None,
+            true => Some(Self::given_tiles(args)?),
+            false => fitted_tiles(&vae, &device, ctx, (h, w))?,
         };
         let decode = || -> candle_core::Result<Image> {
-            let latents = latent.samples.to_dtype(vae_dtype(latent.samples.device()))?;
+            let latents = latent.samples.to_device(&device)?.to_dtype(vae_dtype(&device))?;
             let images = match tiles {
                 Some((tile, overlap)) => decode_tiled(&vae, &latents, tile, overlap)?,
                 None => vae.decode(&latents)?,
@@ -105,10 +162,8 @@ impl NodeType for VaeDecode {
                 .contiguous()?;
             Ok(Image { pixels })
         };
-        let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
         let tile_size = tiles.map(|(tile, _)| tile * 8);
-        let image = decode()
-            .map_err(|e| explain_vae_decode(e.to_string(), (w * 8, h * 8), tile_size, latent.samples.device()))?;
+        let image = decode().map_err(|e| explain_vae_decode(e.to_string(), size, tile_size, &device))?;
         Ok(vec![Value::Handle(Handle::new(SocketType::Image, Arc::new(image)))])
     }
 }

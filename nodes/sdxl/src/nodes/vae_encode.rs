@@ -1,8 +1,8 @@
 //! `VAEEncode`: images to latents, for img2img.
 
 use super::tensor_error;
-use crate::device::vae_dtype;
-use crate::vae::Vae;
+use crate::device::{candle_device, vae_dtype};
+use crate::vae::VaeModel;
 use candle_core::DType;
 use std::sync::Arc;
 use swapgraph_model::{Image, Latent};
@@ -21,6 +21,7 @@ impl VaeEncode {
             "latent",
             "Turns images into latents, e.g. to start img2img.",
         )
+        .uses_device()
         .input(
             "pixels",
             SocketType::Image,
@@ -37,8 +38,11 @@ impl NodeType for VaeEncode {
         &self.descriptor
     }
 
-    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let vae = args.handle::<Vae>("vae")?;
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let vae = args
+            .handle::<VaeModel>("vae")?
+            .get(&candle_device(ctx.device)?, ctx.vram_budget)
+            .map_err(tensor_error)?;
         let image = args.handle::<Image>("pixels")?;
         let (_, h, w, _) = image.pixels.dims4().map_err(tensor_error)?;
         if h < 8 || w < 8 {

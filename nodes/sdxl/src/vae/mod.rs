@@ -6,14 +6,22 @@
 mod attention;
 mod coder;
 mod config;
+mod fit;
 mod tiled;
 
 pub use config::VaeConfig;
+pub use fit::{DecodeCost, DecodePlan, MIN_TILE, TILE_OVERLAP};
 pub use tiled::decode_tiled;
 
-use candle_core::{Module, Result, Tensor};
+use crate::device::vae_dtype;
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, VarBuilder};
 use coder::{Decoder, Encoder};
+use std::sync::Arc;
+use swapgraph_model::{record_params, OnDevice, TensorSource};
+
+/// The VAE value: its master on the host, on a device while it encodes or decodes.
+pub type VaeModel = OnDevice<Vae>;
 
 /// An `AutoencoderKL` with its quantisation convolutions.
 #[derive(Debug)]
@@ -39,6 +47,26 @@ impl Vae {
             post_quant_conv: conv2d(latent, latent, 1, Default::default(), vb.pp("post_quant_conv"))?,
             cfg: *cfg,
         })
+    }
+
+    /// The VAE whose master is `source`, built on a device when it is used there and dropped
+    /// from it when another model needs the room.
+    ///
+    /// # Errors
+    /// A configuration whose parameters cannot be listed.
+    pub fn on_demand(name: &str, source: Arc<TensorSource>, cfg: VaeConfig) -> Result<VaeModel> {
+        let params = record_params(|vb| Self::new(vb, &cfg))?;
+        let elements: usize = params.iter().map(|(_, shape)| shape.elem_count()).sum();
+        // The VAE runs in f32 on every device (see `vae_dtype`).
+        let bytes = elements as u64 * 4;
+        Ok(OnDevice::new(format!("VAE ({name})"), bytes, move |device: &Device| {
+            Self::new(source.var_builder(vae_dtype(device), device), &cfg)
+        }))
+    }
+
+    /// Channels of the latents it decodes.
+    pub fn latent_channels(&self) -> usize {
+        self.cfg.latent_channels
     }
 
     /// The mean of the latent distribution of `images` (`[b, 3, H, W]` in -1..1), scaled by the

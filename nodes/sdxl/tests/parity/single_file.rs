@@ -5,6 +5,8 @@
 use crate::{assert_close, fixture, fixture_clip, load_cases};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
+use swapgraph_model::Room;
+use swapgraph_node_api::VramBudget;
 use swapgraph_sdxl::checkpoint::single_file::{load_with, Sizes};
 use swapgraph_sdxl::clip::Activation;
 use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
@@ -18,11 +20,14 @@ fn the_original_layout_loads_to_the_same_numbers() {
         clip_g: fixture_clip(Activation::Gelu, Some(16)),
         vae: VaeConfig::tiny(),
     };
-    let checkpoint = load_with(&fixture("sdxl_tiny_single_file.safetensors"), &Device::Cpu, &sizes).unwrap();
+    let checkpoint = load_with(&fixture("sdxl_tiny_single_file.safetensors"), &sizes).unwrap();
 
     let unet_cases = load_cases("unet_cases.safetensors");
     let unet = checkpoint.model.network.as_any().downcast_ref::<UNet>().unwrap();
-    let store = checkpoint.model.store(&Device::Cpu, DType::F32).unwrap();
+    let store = checkpoint
+        .model
+        .store(&Device::Cpu, DType::F32, &Room::default())
+        .unwrap();
     assert_eq!(store.units().len(), unet.units().len());
     let get = |key: &str| &unet_cases[&format!("square.{key}")];
     let input = UNetInput {
@@ -39,21 +44,23 @@ fn the_original_layout_loads_to_the_same_numbers() {
 
     let clip_cases = load_cases("clip_cases.safetensors");
     let ids = clip_cases["ids"].to_dtype(DType::U32).unwrap();
-    let g = checkpoint.clip.clip_g.forward(&ids).unwrap();
+    let encoders = checkpoint.clip.encoders.get(&Device::Cpu, VramBudget::Auto).unwrap();
+    let g = encoders.clip_g.forward(&ids).unwrap();
     assert_close("clip g penultimate", &g.penultimate, &clip_cases["g.penultimate"]);
     assert_close("clip g pooled", &g.pooled, &clip_cases["g.pooled"]);
-    let l = checkpoint.clip.clip_l.forward(&ids).unwrap();
+    let l = encoders.clip_l.forward(&ids).unwrap();
     assert_close("clip l penultimate", &l.penultimate, &clip_cases["l.penultimate"]);
 
     let vae_cases = load_cases("vae_cases.safetensors");
+    let vae = checkpoint.vae.get(&Device::Cpu, VramBudget::Auto).unwrap();
     assert_close(
         "vae decode",
-        &checkpoint.vae.decode(&vae_cases["latents"]).unwrap(),
+        &vae.decode(&vae_cases["latents"]).unwrap(),
         &vae_cases["decoded"],
     );
     assert_close(
         "vae encode",
-        &checkpoint.vae.encode(&vae_cases["image"]).unwrap(),
+        &vae.encode(&vae_cases["image"]).unwrap(),
         &vae_cases["encoded"],
     );
 }
@@ -83,18 +90,18 @@ fn other_checkpoints_are_named() {
     ];
     for (keys, expected) in cases {
         let file = file_with(&keys);
-        let error = swapgraph_sdxl::checkpoint::load(file.path().to_str().unwrap(), &Device::Cpu)
+        let error = swapgraph_sdxl::checkpoint::load(file.path().to_str().unwrap(), &Device::Cpu, VramBudget::Auto)
             .err()
             .unwrap()
             .to_string();
         assert!(error.contains(expected), "{error}");
     }
-    let missing = swapgraph_sdxl::checkpoint::load("/no/such/model.safetensors", &Device::Cpu)
+    let missing = swapgraph_sdxl::checkpoint::load("/no/such/model.safetensors", &Device::Cpu, VramBudget::Auto)
         .err()
         .unwrap()
         .to_string();
     assert!(missing.contains("not found"), "{missing}");
-    let unknown = swapgraph_sdxl::checkpoint::load("builtin:huge-sdxl", &Device::Cpu)
+    let unknown = swapgraph_sdxl::checkpoint::load("builtin:huge-sdxl", &Device::Cpu, VramBudget::Auto)
         .err()
         .unwrap()
         .to_string();

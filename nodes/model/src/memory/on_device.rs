@@ -1,0 +1,86 @@
+//! A model part (text encoders, a VAE) whose master stays on the host: its device copy is built
+//! when a node asks for it and dropped when the device needs the room, so a text encoder that
+//! has encoded the prompt does not sit beside the UNet while it samples.
+
+use super::memory_manager;
+use super::slot::{DeviceSlot, Fill};
+use candle_core::{Device, DeviceLocation, Result};
+use std::sync::Arc;
+use swapgraph_node_api::VramBudget;
+
+/// Builds the part on a device from its host master.
+type Build<T> = Box<dyn Fn(&Device) -> Result<T> + Send + Sync>;
+
+/// A part with its device copy, if it has one.
+pub struct OnDevice<T> {
+    name: String,
+    bytes: u64,
+    build: Build<T>,
+    slot: Arc<DeviceSlot<DeviceLocation, T>>,
+}
+
+impl<T: Send + Sync + 'static> OnDevice<T> {
+    /// A part named `name` (for logs) that takes `bytes` on a device, built there by `build`.
+    pub fn new(
+        name: impl Into<String>,
+        bytes: u64,
+        build: impl Fn(&Device) -> Result<T> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            bytes,
+            build: Box::new(build),
+            slot: Arc::default(),
+        }
+    }
+
+    /// The bytes the part takes on a device.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The part on `device`: the copy already there, or one built after making room for it
+    /// within `budget`. While the caller holds it, it stays on the device.
+    ///
+    /// # Errors
+    /// Whatever building it on the device returns (out of memory among them).
+    pub fn get(&self, device: &Device, budget: VramBudget) -> Result<Arc<T>> {
+        let location = device.location();
+        let manager = memory_manager(device, budget);
+        let fill = Fill {
+            name: self.name.clone(),
+            manager: manager.as_ref(),
+            room_for: Some(self.bytes),
+        };
+        self.slot.get_or_fill(
+            |made_for| *made_for == location,
+            fill,
+            || Ok((location, Arc::new((self.build)(device)?), self.bytes)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Evict;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn builds_once_per_device_and_again_after_eviction() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&builds);
+        let part = OnDevice::new("encoder", 10, move |_: &Device| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(7u32)
+        });
+        let first = part.get(&Device::Cpu, VramBudget::Auto).unwrap();
+        assert_eq!(*part.get(&Device::Cpu, VramBudget::Auto).unwrap(), 7);
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "the copy is reused");
+        assert!(!part.slot.evict(), "in use while a caller holds it");
+        drop(first);
+        assert!(part.slot.evict());
+        part.get(&Device::Cpu, VramBudget::Auto).unwrap();
+        assert_eq!(builds.load(Ordering::SeqCst), 2, "built again after leaving");
+    }
+}
