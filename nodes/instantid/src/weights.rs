@@ -129,6 +129,24 @@ impl InstantIdWeights {
     }
 }
 
+impl InstantIdWeights {
+    /// Bytes the adapter's weights take on a device in `dtype`, for a Resampler shaped
+    /// `resampler_cfg` and a UNet shaped `unet`, so that room can be made before they load.
+    ///
+    /// # Errors
+    /// A configuration whose parameters cannot be listed.
+    pub fn device_bytes(resampler_cfg: &ResamplerConfig, unet: &UNetConfig, dtype: DType) -> candle_core::Result<u64> {
+        let resampler_params = record_params(|vb| Resampler::new(vb, resampler_cfg))?;
+        let layer_params = record_params(|vb| IpAdapterLayers::new(vb, unet))?;
+        let elements: usize = resampler_params
+            .iter()
+            .chain(&layer_params)
+            .map(|(_, shape)| shape.elem_count())
+            .sum();
+        Ok((elements * dtype.size_in_bytes()) as u64)
+    }
+}
+
 /// The built-in adapter's Resampler: the tiny one, taking real 512-value face embeddings.
 pub fn tiny_resampler() -> ResamplerConfig {
     ResamplerConfig {

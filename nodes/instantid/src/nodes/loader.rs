@@ -4,7 +4,7 @@ use super::tensor_error;
 use crate::weights::{tiny_resampler, InstantIdModel, InstantIdWeights};
 use std::path::Path;
 use std::sync::Arc;
-use swapgraph_model::{candle_device, weight_dtype};
+use swapgraph_model::{candle_device, memory_manager, weight_dtype};
 use swapgraph_node_api::{
     Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
@@ -57,6 +57,18 @@ impl NodeType for InstantIdModelLoader {
         let name = ctx.files.model("instantid_file", &args.string("instantid_file")?)?;
         let device = candle_device(ctx.device)?;
         let dtype = weight_dtype(&device);
+        // The adapter stays on the device while the model it patches is in use: make its room
+        // first, sending idle models away.
+        if let Some(manager) = memory_manager(&device, ctx.vram_budget) {
+            let (resampler, unet) = match name.as_str() {
+                TINY_INSTANTID => (tiny_resampler(), UNetConfig::tiny()),
+                _ => (ResamplerConfig::instantid(), UNetConfig::sdxl()),
+            };
+            manager.make_room(
+                InstantIdWeights::device_bytes(&resampler, &unet, dtype).map_err(tensor_error)?,
+                &[],
+            );
+        }
         let weights = if name == TINY_INSTANTID {
             InstantIdWeights::seeded(tiny_resampler(), UNetConfig::tiny(), dtype, &device).map_err(tensor_error)?
         } else if name == RANDOM_INSTANTID {

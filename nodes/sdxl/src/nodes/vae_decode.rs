@@ -88,13 +88,13 @@ impl VaeDecode {
     }
 }
 
-/// How `VAEDecode` splits a `latent` (height, width) on `device`: measured and planned against the
+/// How `VAEDecode` splits a `latent` (batch, height, width) on `device`: measured and planned against the
 /// room the run's budget leaves, after other models left the device to make it; whole on the CPU.
 fn fitted_tiles(
     vae: &Vae,
     device: &Device,
     ctx: &RunContext,
-    latent: (usize, usize),
+    latent: (usize, usize, usize),
 ) -> Result<Option<(usize, usize)>, NodeError> {
     let (Some(cost), Some(manager)) = (
         DecodeCost::measure(vae, device, vae_dtype(device)).map_err(tensor_error)?,
@@ -102,8 +102,8 @@ fn fitted_tiles(
     ) else {
         return Ok(None);
     };
-    let (h, w) = latent;
-    let room = manager.make_room(cost.bytes(h, w), &[]);
+    let (_, h, w) = latent;
+    let room = manager.make_room(cost.bytes(latent), &[]);
     let gib = |bytes: u64| format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30));
     match cost.plan(latent, room) {
         Ok(DecodePlan::Whole) => Ok(None),
@@ -114,7 +114,7 @@ fn fitted_tiles(
                 w * 8,
                 h * 8,
                 tile * 8,
-                gib(cost.bytes(h, w)),
+                gib(cost.bytes(latent)),
                 gib(room)
             );
             Ok(Some((tile, TILE_OVERLAP)))
@@ -139,7 +139,7 @@ impl NodeType for VaeDecode {
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let latent = args.handle::<Latent>("samples")?;
         let device = candle_device(ctx.device)?;
-        let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
+        let (batch, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
         let size = (w * 8, h * 8);
         let vae = args
             .handle::<VaeModel>("vae")?
@@ -147,7 +147,7 @@ impl NodeType for VaeDecode {
             .map_err(|e| explain_vae_decode(e.to_string(), size, None, &device))?;
         let tiles = match self.tiled {
             true => Some(Self::given_tiles(args)?),
-            false => fitted_tiles(&vae, &device, ctx, (h, w))?,
+            false => fitted_tiles(&vae, &device, ctx, (batch, h, w))?,
         };
         let decode = || -> candle_core::Result<Image> {
             let latents = latent.samples.to_device(&device)?.to_dtype(vae_dtype(&device))?;

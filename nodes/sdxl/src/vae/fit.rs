@@ -40,6 +40,8 @@ impl DecodeCost {
     /// # Errors
     /// A tensor error while decoding the probes.
     pub fn measure(vae: &Vae, device: &Device, dtype: DType) -> Result<Option<Self>> {
+        // A first decode allocates what every later one reuses (library workspaces).
+        drop(vae.decode(&Tensor::zeros((1, vae.latent_channels(), 8, 8), dtype, device)?)?);
         let mut peaks = [0f64; 2];
         for (peak, side) in peaks.iter_mut().zip(PROBE_SIDES) {
             let latents = Tensor::zeros((1, vae.latent_channels(), side, side), dtype, device)?;
@@ -59,28 +61,32 @@ impl DecodeCost {
         }))
     }
 
-    /// Bytes decoding a `height` by `width` latent takes, with the memory pool's slack
+    /// Bytes decoding `batch` latents of `height` by `width` takes, with the memory pool's slack
     /// around them (as much again, as for the UNet's activations).
-    pub fn bytes(&self, height: usize, width: usize) -> u64 {
-        (2.0 * (self.base + self.per_latent_pixel * (height * width) as f64)) as u64
+    pub fn bytes(&self, (batch, height, width): (usize, usize, usize)) -> u64 {
+        (2.0 * (self.base + self.per_latent_pixel * (batch * height * width) as f64)) as u64
     }
 
-    /// Whole when a `height` by `width` latent decodes in `room` bytes, else the largest tile
-    /// (a multiple of 8 latent pixels, at least [`MIN_TILE`]) that does.
+    /// Whole when `batch` latents of `height` by `width` decode in `room` bytes, else the
+    /// largest tile (a multiple of 8 latent pixels, at least [`MIN_TILE`]) that does.
     ///
     /// # Errors
-    /// The least room that decodes it (in [`MIN_TILE`] tiles) when even those do not fit.
-    pub fn plan(&self, (height, width): (usize, usize), room: u64) -> std::result::Result<DecodePlan, u64> {
-        if self.bytes(height, width) <= room {
+    /// The least room that decodes them (in [`MIN_TILE`] tiles) when even those do not fit.
+    pub fn plan(
+        &self,
+        (batch, height, width): (usize, usize, usize),
+        room: u64,
+    ) -> std::result::Result<DecodePlan, u64> {
+        if self.bytes((batch, height, width)) <= room {
             return Ok(DecodePlan::Whole);
         }
         let eighths = height.max(width).div_ceil(8);
         (MIN_TILE / 8..eighths)
             .rev()
             .map(|eighth| eighth * 8)
-            .find(|&tile| self.bytes(tile, tile) <= room)
+            .find(|&tile| self.bytes((batch, tile, tile)) <= room)
             .map(DecodePlan::Tiles)
-            .ok_or_else(|| self.bytes(MIN_TILE, MIN_TILE))
+            .ok_or_else(|| self.bytes((batch, MIN_TILE, MIN_TILE)))
     }
 }
 
@@ -97,11 +103,23 @@ mod tests {
             per_latent_pixel: 64.0 * 11.5 * 1024.0,
         };
         const GIB: u64 = 1 << 30;
-        assert_eq!(cost.plan((128, 128), 40 * GIB), Ok(DecodePlan::Whole));
-        let Ok(DecodePlan::Tiles(tile)) = cost.plan((128, 128), 3 * GIB) else {
+        assert_eq!(cost.plan((1, 128, 128), 40 * GIB), Ok(DecodePlan::Whole));
+        assert_ne!(
+            cost.plan((2, 128, 128), 40 * GIB),
+            Ok(DecodePlan::Whole),
+            "a batch takes more"
+        );
+        let Ok(DecodePlan::Tiles(tile)) = cost.plan((1, 128, 128), 3 * GIB) else {
             panic!("3 GiB should decode in tiles");
         };
-        assert!(tile % 8 == 0 && cost.bytes(tile, tile) <= 3 * GIB && cost.bytes(tile + 8, tile + 8) > 3 * GIB);
-        assert_eq!(cost.plan((128, 128), 100 << 20), Err(cost.bytes(MIN_TILE, MIN_TILE)));
+        assert!(tile % 8 == 0 && cost.bytes((1, tile, tile)) <= 3 * GIB);
+        assert!(
+            cost.bytes((1, tile + 8, tile + 8)) > 3 * GIB,
+            "the largest tile that fits"
+        );
+        assert_eq!(
+            cost.plan((1, 128, 128), 100 << 20),
+            Err(cost.bytes((1, MIN_TILE, MIN_TILE)))
+        );
     }
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: the main job (workflows/instantid_blockswap.yaml) at SDXL size,
+# 1024x1024 and 30 steps, with default settings, on a card of which another process holds all
+# but N GiB (N = 8, 6, 4, 3), and once with the whole card. The models are the built-in ones at
+# real size with random weights (builtin:random-sdxl, -instantid, -controlnet).
+# Reports per run: exit code, wall time, sampling time, the device's peak beside the holder
+# (nvidia-smi, polled every 200 ms), the host's peak resident memory, the decode's plan, and
+# whether the image equals the whole-card one. Expects .gpu/ with the CUDA build. Results
+# under $OUT (small_card.jsonl, one log per run).
+set -uo pipefail
+source "$(dirname "$0")/gpu_env.sh"
+SIZE="--set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
+  --set controlnet.control_net_name=builtin:random-controlnet --set latent.width=1024 --set latent.height=1024 \
+  --set sample.steps=30"
+
+# Holds all but $1 GiB of the card until killed; writes $2 once it does.
+hold() {
+  python3 - "$1" "$2" <<'PY' &
+import sys, time, torch
+free, _ = torch.cuda.mem_get_info()
+held = torch.empty(max(free - int(float(sys.argv[1]) * 2**30), 0), dtype=torch.uint8, device="cuda")
+open(sys.argv[2], "w").write(str(held.numel()))
+time.sleep(3600)
+PY
+}
+
+measure() {
+  local label=$1 free_gib=$2 holder=""
+  rm -f /tmp/held
+  if [ "$free_gib" != whole ]; then
+    hold "$free_gib" /tmp/held
+    holder=$!
+    for _ in $(seq 600); do [ -s /tmp/held ] && break; sleep 0.1; done
+  fi
+  local before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/smi_$label.txt" &
+  local smi=$!
+  RUST_LOG=info python3 - "$OUT/small_$label.txt" "$OUT/run_$label.json" .gpu/swapgraph run workflows/instantid_blockswap.yaml \
+    --device cuda:0 --output-dir "/tmp/small-$label" $SIZE <<'PY'
+import json, resource, subprocess, sys, time
+start = time.time()
+with open(sys.argv[1], "w") as log:
+    code = subprocess.run(sys.argv[3:], stdout=log, stderr=subprocess.STDOUT, timeout=400).returncode
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+json.dump({"exit": code, "wall_s": round(time.time() - start, 1), "host_peak_gib": round(peak / 2**30, 2)}, open(sys.argv[2], "w"))
+PY
+  kill $smi; wait $smi 2>/dev/null
+  [ -n "$holder" ] && { kill $holder; wait $holder 2>/dev/null; }
+  python3 - "$label" "$free_gib" "$OUT" "$before" <<'PY' | tee -a "$OUT/small_card.jsonl"
+import glob, json, re, sys
+import numpy as np
+from PIL import Image
+label, free_gib, out, before = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+row = {"run": label, "free_gib": free_gib, **json.load(open(f"{out}/run_{label}.json"))}
+peak = max(int(line) for line in open(f"{out}/smi_{label}.txt") if line.strip())
+row["device_peak_gib"] = round((peak - before) / 1024, 2)
+text = open(f"{out}/small_{label}.txt").read()
+found = re.search(r"sample \(KSampler\) finished in ([0-9.]+) ms", text)
+if found:
+    row["sampling_s"] = round(float(found.group(1)) / 1000, 2)
+    row["per_step_ms_with_one_off"] = round(float(found.group(1)) / 30, 1)
+tiles = re.search(r"decoding \d+x\d+ in tiles of (\d+) pixels", text)
+row["decode"] = f"tiles of {tiles.group(1)}" if tiles else "whole"
+row["streaming"] = re.findall(r"leaves (\d+) MiB for the weights of (\S+)", text)
+images = sorted(glob.glob(f"/tmp/small-{label}/instantid/*.png"))
+if images:
+    image = np.asarray(Image.open(images[0])).astype(np.int32)
+    if label == "whole":
+        np.save("/tmp/whole.npy", image)
+    else:
+        whole = np.load("/tmp/whole.npy")
+        row["mean_abs_diff_vs_whole"] = round(float(np.abs(image - whole).mean()), 3)
+        row["max_abs_diff_vs_whole"] = int(np.abs(image - whole).max())
+errors = [l for l in text.splitlines() if "ERROR" in l or "failed" in l]
+if errors:
+    row["error"] = errors[-1][-600:]
+print(json.dumps(row))
+PY
+}
+
+measure whole whole
+for gib in 8 6 4 3; do measure "free${gib}g" "$gib"; done
+grep -hE "left the device|tiles of|streaming to fit|sampling in" "$OUT"/small_free*.txt | sort | uniq -c | head -40
