@@ -115,11 +115,11 @@ impl InstantIdWeights {
         let resampler_params = record_params(|vb| Resampler::new(vb, &resampler_cfg))?;
         let layer_params = record_params(|vb| IpAdapterLayers::new(vb, &unet))?;
         let resampler = Resampler::new(
-            VarBuilder::from_tensors(seeded_tensors("image_proj", &resampler_params)?, dtype, device),
+            VarBuilder::from_tensors(seeded_tensors("image_proj", &resampler_params, dtype)?, dtype, device),
             &resampler_cfg,
         )?;
         let layers = IpAdapterLayers::new(
-            VarBuilder::from_tensors(seeded_tensors("ip_adapter", &layer_params)?, dtype, device),
+            VarBuilder::from_tensors(seeded_tensors("ip_adapter", &layer_params, dtype)?, dtype, device),
             &unet,
         )?;
         Ok(Self {

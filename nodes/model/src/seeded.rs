@@ -8,10 +8,15 @@ use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-/// Seeded weights for each named shape: matrices and kernels ~ N(0, 1/fan_in), norm scales 1,
-/// biases 0. Each tensor's seed comes from its model and name, so adding a tensor elsewhere never
-/// changes the others.
-pub fn seeded_tensors(model: &str, params: &[(String, Shape)]) -> candle_core::Result<HashMap<String, Tensor>> {
+/// Seeded weights for each named shape, kept in `dtype`: matrices and kernels ~ N(0, 1/fan_in),
+/// norm scales 1, biases 0. Each tensor's seed comes from its model and name, so adding a tensor
+/// elsewhere never changes the others. Each tensor is drawn in f32 and converted on its own, so
+/// a model kept in f16 never exists whole in f32.
+pub fn seeded_tensors(
+    model: &str,
+    params: &[(String, Shape)],
+    dtype: DType,
+) -> candle_core::Result<HashMap<String, Tensor>> {
     params
         .par_iter()
         .map(|(name, shape)| {
@@ -33,7 +38,7 @@ pub fn seeded_tensors(model: &str, params: &[(String, Shape)]) -> candle_core::R
             } else {
                 Tensor::zeros(dims, DType::F32, &Device::Cpu)?
             };
-            Ok((name.clone(), tensor))
+            Ok((name.clone(), tensor.to_dtype(dtype)?))
         })
         .collect()
 }

@@ -10,7 +10,7 @@ use crate::clip::{ClipConfig, ClipTextEncoder, ClipTokenizer};
 use crate::conditioning::{EncoderPair, TextEncoders};
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
-use candle_core::Shape;
+use candle_core::{DType, Shape};
 use std::sync::Arc;
 use swapgraph_model::{record_params, seeded_tensors, ModelHandle, TensorSource};
 use swapgraph_node_api::NodeError;
@@ -21,8 +21,11 @@ pub const TINY_SDXL: &str = "builtin:tiny-sdxl";
 /// The name of the built-in SDXL-size checkpoint with random weights.
 pub const RANDOM_SDXL: &str = "builtin:random-sdxl";
 
-/// The configurations of a built-in checkpoint's networks.
+/// The configurations of a built-in checkpoint's networks, and the dtype its host master is kept
+/// in: f32 for the tiny model (CPU runs use its exact values), f16 for the SDXL-size one (the
+/// dtype it runs in on a GPU, at half the host memory).
 pub struct BuiltinSizes {
+    master: DType,
     unet: UNetConfig,
     clip_l: ClipConfig,
     clip_g: ClipConfig,
@@ -34,12 +37,14 @@ impl BuiltinSizes {
     pub fn named(name: &str) -> Option<Self> {
         match name {
             TINY_SDXL => Some(Self {
+                master: DType::F32,
                 unet: UNetConfig::tiny(),
                 clip_l: ClipConfig::tiny_l(),
                 clip_g: ClipConfig::tiny_big_g(),
                 vae: VaeConfig::tiny(),
             }),
             RANDOM_SDXL => Some(Self {
+                master: DType::F16,
                 unet: UNetConfig::sdxl(),
                 clip_l: ClipConfig::vit_l(),
                 clip_g: ClipConfig::vit_big_g(),
@@ -61,12 +66,12 @@ pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes) -> Result<Checkpoint,
         .collect();
     let source = TensorSource::from_tensors(
         format!("{name} unet"),
-        seeded_tensors("unet", &unet_params).map_err(failed)?,
+        seeded_tensors("unet", &unet_params, sizes.master).map_err(failed)?,
     );
     let model = ModelHandle::new(name, Arc::new(unet), Arc::new(source));
 
     let seeded = |part: &str, params: Vec<(String, Shape)>| -> candle_core::Result<Arc<TensorSource>> {
-        let tensors = seeded_tensors(part, &params)?;
+        let tensors = seeded_tensors(part, &params, sizes.master)?;
         Ok(Arc::new(TensorSource::from_tensors(format!("{name} {part}"), tensors)))
     };
     let encoder = |part: &str, cfg: ClipConfig| -> candle_core::Result<(Arc<TensorSource>, ClipConfig)> {

@@ -3,6 +3,7 @@
 
 use super::{ControlNet, ControlNetConfig};
 use crate::checkpoint::diffusers::{open, weights_file};
+use candle_core::DType;
 use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{seeded_tensors, ModelHandle, Network, TensorSource};
@@ -23,19 +24,21 @@ pub const RANDOM_CONTROLNET: &str = "builtin:random-controlnet";
 /// starts) a missing or mis-shaped tensor.
 pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
     let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
+    // The tiny model's master is f32, so CPU runs use its exact values; the SDXL-size one is kept
+    // in f16, the dtype it runs in on a GPU, at half the host memory.
     let builtin = match name {
-        TINY_CONTROLNET => Some(ControlNetConfig::tiny()),
-        RANDOM_CONTROLNET => Some(ControlNetConfig::sdxl()),
+        TINY_CONTROLNET => Some((ControlNetConfig::tiny(), DType::F32)),
+        RANDOM_CONTROLNET => Some((ControlNetConfig::sdxl(), DType::F16)),
         _ => None,
     };
-    if let Some(cfg) = builtin {
+    if let Some((cfg, master)) = builtin {
         let controlnet = ControlNet::new(cfg).map_err(failed)?;
         let params: Vec<_> = controlnet
             .units()
             .iter()
             .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
             .collect();
-        let source = TensorSource::from_tensors(name, seeded_tensors("controlnet", &params).map_err(failed)?);
+        let source = TensorSource::from_tensors(name, seeded_tensors("controlnet", &params, master).map_err(failed)?);
         return Ok(ModelHandle::new(name, Arc::new(controlnet), Arc::new(source)));
     }
     let path = Path::new(name);
