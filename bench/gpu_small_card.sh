@@ -78,6 +78,11 @@ print(json.dumps(row))
 PY
 }
 
+echo "== the tiny main job on the GPU"
+RUST_LOG=info timeout 120 .gpu/swapgraph run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir /tmp/tiny 2>&1 \
+  | grep -E "ERROR|error|finished|left the device|tiles|streaming" | cut -c1-300 | tail -20
+
+echo "== the main job at SDXL size"
 measure whole whole
 for gib in 8 6 4 3; do measure "free${gib}g" "$gib"; done
 grep -hE "left the device|tiles of|streaming to fit|sampling in" "$OUT"/small_free*.txt | sort | uniq -c | head -40

@@ -1,7 +1,7 @@
 //! BlockSwap as a model placement: the MODEL handle BlockSwap returns builds a [`SwapStore`]
 //! where the upstream handle would build a resident one.
 
-use crate::plan::plan;
+use crate::plan::{plan, PlanError};
 use crate::settings::SwapSettings;
 use crate::store::SwapStore;
 use candle_core::{DType, Device};
@@ -63,17 +63,28 @@ impl Placement for BlockSwapPlacement {
         self.cache.get_or_build(model, device, dtype, room, || {
             let units = model.network.units().to_vec();
             let settings = self.fitted(&units, dtype, room.bytes);
-            if settings.vram_budget_mb != self.settings.vram_budget_mb {
+            let fitted = settings.vram_budget_mb != self.settings.vram_budget_mb;
+            if fitted {
                 tracing::info!(
                     "BlockSwap: the run's device budget leaves {} MiB for the weights of {}; streaming to fit",
                     settings.vram_budget_mb.unwrap_or_default(),
                     model.name
                 );
             }
-            let swap_plan = plan(&units, dtype, &settings).map_err(|e| SourceError::Tensor {
-                source_name: model.name.clone(),
-                key: String::new(),
-                message: e.to_string(),
+            let swap_plan = plan(&units, dtype, &settings).map_err(|e| match e {
+                PlanError::BudgetTooSmall {
+                    budget_mb, minimum_mb, ..
+                } if fitted => SourceError::Device(format!(
+                    "the run's device budget leaves {budget_mb} MiB for the weights of {} beside the sampler's \
+                     activations, and streaming them needs at least {minimum_mb} MiB: raise --vram-budget, lower \
+                     the resolution, or free device memory held by other processes",
+                    model.name
+                )),
+                other => SourceError::Tensor {
+                    source_name: model.name.clone(),
+                    key: String::new(),
+                    message: other.to_string(),
+                },
             })?;
             let bytes = swap_plan.device_bytes();
             let store = SwapStore::load(units, &model.source, swap_plan, settings, device, dtype)?;
