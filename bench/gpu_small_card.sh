@@ -6,9 +6,11 @@
 # Reports per run: exit code, wall time, sampling time, the device's peak beside the holder
 # (nvidia-smi, polled every 200 ms), the host's peak resident memory, the decode's plan, and
 # whether the image equals the whole-card one. Expects .gpu/ with the CUDA build. Results
-# under $OUT (small_card.jsonl, one log per run).
+# under $OUT: small_card.jsonl, and logs.txt with each run's log (backtraces left out).
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
+LOGS=/tmp/small-card-logs
+mkdir -p "$LOGS"
 SIZE="--set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
   --set controlnet.control_net_name=builtin:random-controlnet --set latent.width=1024 --set latent.height=1024 \
   --set sample.steps=30"
@@ -33,9 +35,9 @@ measure() {
     for _ in $(seq 600); do [ -s /tmp/held ] && break; sleep 0.1; done
   fi
   local before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/smi_$label.txt" &
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$LOGS/smi_$label.txt" &
   local smi=$!
-  RUST_LOG=info python3 - "$OUT/small_$label.txt" "$OUT/run_$label.json" .gpu/swapgraph run workflows/instantid_blockswap.yaml \
+  RUST_LOG=info python3 - "$LOGS/small_$label.txt" "$LOGS/run_$label.json" .gpu/swapgraph run workflows/instantid_blockswap.yaml \
     --device cuda:0 --output-dir "/tmp/small-$label" $SIZE <<'PY'
 import json, resource, subprocess, sys, time
 start = time.time()
@@ -46,7 +48,7 @@ json.dump({"exit": code, "wall_s": round(time.time() - start, 1), "host_peak_gib
 PY
   kill $smi; wait $smi 2>/dev/null
   [ -n "$holder" ] && { kill $holder; wait $holder 2>/dev/null; }
-  python3 - "$label" "$free_gib" "$OUT" "$before" <<'PY' | tee -a "$OUT/small_card.jsonl"
+  python3 - "$label" "$free_gib" "$LOGS" "$before" <<'PY' | tee -a "$OUT/small_card.jsonl"
 import glob, json, re, sys
 import numpy as np
 from PIL import Image
@@ -85,4 +87,5 @@ RUST_LOG=info timeout 120 .gpu/swapgraph run workflows/instantid_blockswap.yaml 
 echo "== the main job at SDXL size"
 measure whole whole
 for gib in 8 6 4 3; do measure "free${gib}g" "$gib"; done
-grep -hE "left the device|tiles of|streaming to fit|sampling in" "$OUT"/small_free*.txt | sort | uniq -c | head -40
+for log in "$LOGS"/small_*.txt; do echo "== $log"; grep -v "^ *[0-9]*: <unknown>" "$log" | cut -c1-400; done > "$OUT/logs.txt"
+grep -hE "left the device|tiles of|streaming to fit|sampling within|sampling peaked|ERROR" "$OUT/logs.txt" | cut -c1-300 | sort | uniq -c | head -40

@@ -108,89 +108,90 @@ impl Conditioning {
     }
 }
 
-/// CLIP ViT-L and OpenCLIP bigG, on one device together.
-pub struct EncoderPair {
-    /// CLIP ViT-L.
-    pub clip_l: ClipTextEncoder,
-    /// OpenCLIP ViT-bigG with projection.
-    pub clip_g: ClipTextEncoder,
+/// A text encoder whose master is `source`, built on a device when a prompt is encoded there and
+/// dropped from it when another model needs the room.
+///
+/// # Errors
+/// A configuration whose parameters cannot be listed.
+pub fn encoder_on_demand(name: &str, source: Arc<TensorSource>, cfg: ClipConfig) -> Result<OnDevice<ClipTextEncoder>> {
+    let params = record_params(|vb| ClipTextEncoder::new(vb, &cfg))?;
+    let elements: usize = params.iter().map(|(_, shape)| shape.elem_count()).sum();
+    // Text encoders run in f16 on a GPU (`model_dtype`).
+    Ok(OnDevice::new(name, elements as u64 * 2, move |device: &Device| {
+        ClipTextEncoder::new(source.var_builder(model_dtype(device), device), &cfg)
+    }))
 }
 
-impl EncoderPair {
-    /// Both encoders, their masters in `l` and `g` (sources with their configurations), built on
-    /// a device when a prompt is encoded there and dropped from it when another model needs the
-    /// room.
-    ///
-    /// # Errors
-    /// A configuration whose parameters cannot be listed.
-    pub fn on_demand(
-        name: &str,
-        (source_l, cfg_l): (Arc<TensorSource>, ClipConfig),
-        (source_g, cfg_g): (Arc<TensorSource>, ClipConfig),
-    ) -> Result<OnDevice<Self>> {
-        let parameters = |cfg: ClipConfig| -> Result<usize> {
-            let params = record_params(|vb| ClipTextEncoder::new(vb, &cfg))?;
-            Ok(params.iter().map(|(_, shape)| shape.elem_count()).sum())
-        };
-        let bytes = (parameters(cfg_l)? + parameters(cfg_g)?) as u64 * 2;
-        Ok(OnDevice::new(
-            format!("text encoders ({name})"),
-            bytes,
-            move |device: &Device| {
-                let dtype = model_dtype(device);
-                Ok(Self {
-                    clip_l: ClipTextEncoder::new(source_l.var_builder(dtype, device), &cfg_l)?,
-                    clip_g: ClipTextEncoder::new(source_g.var_builder(dtype, device), &cfg_g)?,
-                })
-            },
-        ))
-    }
-}
-
-/// SDXL's two text encoders with the CLIP tokenizer: the CLIP value.
+/// SDXL's two text encoders with the CLIP tokenizer: the CLIP value. Each comes to the device
+/// on its own while it encodes, so only the larger (bigG, 1.3 GiB in f16) must fit at once.
 pub struct TextEncoders {
     /// The tokenizer both encoders share.
     pub tokenizer: ClipTokenizer,
-    /// Both encoders, on a device while they encode.
-    pub encoders: OnDevice<EncoderPair>,
+    /// CLIP ViT-L.
+    pub clip_l: OnDevice<ClipTextEncoder>,
+    /// OpenCLIP ViT-bigG with projection.
+    pub clip_g: OnDevice<ClipTextEncoder>,
 }
 
 impl TextEncoders {
+    /// Both encoders of checkpoint `name`, from their masters `l` and `g` (sources with their
+    /// configurations).
+    ///
+    /// # Errors
+    /// A configuration whose parameters cannot be listed.
+    pub fn new(
+        name: &str,
+        tokenizer: ClipTokenizer,
+        (source_l, cfg_l): (Arc<TensorSource>, ClipConfig),
+        (source_g, cfg_g): (Arc<TensorSource>, ClipConfig),
+    ) -> Result<Self> {
+        Ok(Self {
+            tokenizer,
+            clip_l: encoder_on_demand(&format!("CLIP ViT-L ({name})"), source_l, cfg_l)?,
+            clip_g: encoder_on_demand(&format!("OpenCLIP bigG ({name})"), source_g, cfg_g)?,
+        })
+    }
+
     /// Encodes `text_l` with CLIP-L and `text_g` with bigG on `device` (within the run's
     /// `budget`), in 77-token windows (ComfyUI's chunking for long prompts), concatenating the
     /// penultimate hidden states of both.
     ///
     /// # Errors
-    /// A tensor error, or the encoders not fitting on the device.
+    /// A tensor error, or an encoder not fitting on the device.
     pub fn encode(&self, device: &Device, budget: VramBudget, text_l: &str, text_g: &str) -> Result<Conditioning> {
-        let encoders = self.encoders.get(device, budget)?;
         // CLIP-L pads with end-of-text, bigG with "!" (id 0), as SDXL's two tokenizers do.
-        let windows_l = self.tokenizer.windows(text_l, END_OF_TEXT);
-        let windows_g = self.tokenizer.windows(text_g, 0);
+        let mut windows_l = self.tokenizer.windows(text_l, END_OF_TEXT);
+        let mut windows_g = self.tokenizer.windows(text_g, 0);
+        // The shorter prompt's windows repeat its last window's padding: an empty window.
         let count = windows_l.len().max(windows_g.len());
-        let mut contexts = Vec::with_capacity(count);
-        let mut pooled = None;
-        let run = |encoder: &ClipTextEncoder, window: &[u32]| -> Result<ClipOutput> {
-            encoder.forward(&Tensor::new(window, device)?.unsqueeze(0)?)
-        };
-        for i in 0..count {
-            // The shorter prompt's windows repeat its last window's padding: an empty window.
-            let l = windows_l
-                .get(i)
-                .copied()
-                .unwrap_or_else(|| self.tokenizer.windows("", END_OF_TEXT)[0]);
-            let g = windows_g
-                .get(i)
-                .copied()
-                .unwrap_or_else(|| self.tokenizer.windows("", 0)[0]);
-            let out_l = run(&encoders.clip_l, &l)?;
-            let out_g = run(&encoders.clip_g, &g)?;
-            contexts.push(Tensor::cat(&[&out_l.penultimate, &out_g.penultimate], 2)?);
-            if pooled.is_none() {
-                pooled = Some(out_g.pooled);
-            }
-        }
-        let pooled = pooled.ok_or_else(|| candle_core::Error::Msg("no text window".into()))?;
+        windows_l.resize(count, self.tokenizer.windows("", END_OF_TEXT)[0]);
+        windows_g.resize(count, self.tokenizer.windows("", 0)[0]);
+        let outputs_l = Self::run(&self.clip_l, device, budget, &windows_l)?;
+        let outputs_g = Self::run(&self.clip_g, device, budget, &windows_g)?;
+        let contexts = outputs_l
+            .iter()
+            .zip(&outputs_g)
+            .map(|(l, g)| Tensor::cat(&[&l.penultimate, &g.penultimate], 2))
+            .collect::<Result<Vec<_>>>()?;
+        let pooled = outputs_g
+            .into_iter()
+            .next()
+            .ok_or_else(|| candle_core::Error::Msg("no text window".into()))?
+            .pooled;
         Ok(Conditioning::text(Tensor::cat(&contexts, 1)?, pooled, None))
+    }
+
+    /// `encoder`'s outputs for each window, the encoder on the device only meanwhile.
+    fn run(
+        encoder: &OnDevice<ClipTextEncoder>,
+        device: &Device,
+        budget: VramBudget,
+        windows: &[[u32; 77]],
+    ) -> Result<Vec<ClipOutput>> {
+        let encoder = encoder.get(device, budget)?;
+        windows
+            .iter()
+            .map(|window| encoder.forward(&Tensor::new(window, device)?.unsqueeze(0)?))
+            .collect()
     }
 }

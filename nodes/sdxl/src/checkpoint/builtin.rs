@@ -7,7 +7,7 @@
 
 use super::Checkpoint;
 use crate::clip::{ClipConfig, ClipTextEncoder, ClipTokenizer};
-use crate::conditioning::{EncoderPair, TextEncoders};
+use crate::conditioning::TextEncoders;
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
 use candle_core::{DType, Shape};
@@ -77,15 +77,13 @@ pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes) -> Result<Checkpoint,
     let encoder = |part: &str, cfg: ClipConfig| -> candle_core::Result<(Arc<TensorSource>, ClipConfig)> {
         Ok((seeded(part, record_params(|vb| ClipTextEncoder::new(vb, &cfg))?)?, cfg))
     };
-    let clip = TextEncoders {
-        tokenizer: ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?,
-        encoders: EncoderPair::on_demand(
-            name,
-            encoder("clip_l", sizes.clip_l).map_err(failed)?,
-            encoder("clip_g", sizes.clip_g).map_err(failed)?,
-        )
-        .map_err(failed)?,
-    };
+    let clip = TextEncoders::new(
+        name,
+        ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?,
+        encoder("clip_l", sizes.clip_l).map_err(failed)?,
+        encoder("clip_g", sizes.clip_g).map_err(failed)?,
+    )
+    .map_err(failed)?;
     let vae_cfg = sizes.vae;
     let vae_source = seeded("vae", record_params(|vb| Vae::new(vb, &vae_cfg)).map_err(failed)?).map_err(failed)?;
     let vae = Vae::on_demand(name, vae_source, vae_cfg).map_err(failed)?;

@@ -3,7 +3,7 @@
 
 use super::Checkpoint;
 use crate::clip::{ClipConfig, ClipTokenizer};
-use crate::conditioning::{EncoderPair, TextEncoders};
+use crate::conditioning::TextEncoders;
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
 use std::collections::HashSet;
@@ -26,15 +26,13 @@ pub fn load_folder(folder: &Path) -> Result<Checkpoint, NodeError> {
             folder, part, "model",
         )?)?)))
     };
-    let clip = TextEncoders {
-        tokenizer: tokenizer(folder)?,
-        encoders: EncoderPair::on_demand(
-            &name,
-            (encoder("text_encoder")?, ClipConfig::vit_l()),
-            (encoder("text_encoder_2")?, ClipConfig::vit_big_g()),
-        )
-        .map_err(failed)?,
-    };
+    let clip = TextEncoders::new(
+        &name,
+        tokenizer(folder)?,
+        (encoder("text_encoder")?, ClipConfig::vit_l()),
+        (encoder("text_encoder_2")?, ClipConfig::vit_big_g()),
+    )
+    .map_err(failed)?;
     let vae_source = Arc::new(open(&weights_file(folder, "vae", "diffusion_pytorch_model")?)?);
     let vae = Vae::on_demand(&name, vae_source, VaeConfig::sdxl()).map_err(failed)?;
     Ok(Checkpoint {

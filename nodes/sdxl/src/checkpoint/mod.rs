@@ -35,7 +35,8 @@ impl Checkpoint {
     /// A message naming the checkpoint and the problem.
     fn placed(self, name: &str, device: &Device, budget: VramBudget) -> Result<Self, NodeError> {
         let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
-        self.clip.encoders.get(device, budget).map_err(failed)?;
+        self.clip.clip_l.get(device, budget).map_err(failed)?;
+        self.clip.clip_g.get(device, budget).map_err(failed)?;
         self.vae.get(device, budget).map_err(failed)?;
         Ok(self)
     }

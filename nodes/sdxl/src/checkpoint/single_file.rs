@@ -9,7 +9,7 @@
 use super::diffusers::open;
 use super::Checkpoint;
 use crate::clip::{ClipConfig, ClipTokenizer};
-use crate::conditioning::{EncoderPair, TextEncoders};
+use crate::conditioning::TextEncoders;
 use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
 use std::path::Path;
@@ -36,10 +36,8 @@ pub fn load_with(path: &Path, sizes: &Sizes) -> Result<Checkpoint, NodeError> {
         Some(SourceKey::whole(format!("conditioner.embedders.0.transformer.{key}")))
     })));
     let clip_g = Arc::new(open(path)?.with_key_map(Arc::new(clip_g_key)));
-    let clip = TextEncoders {
-        tokenizer: ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?,
-        encoders: EncoderPair::on_demand(&name, (clip_l, sizes.clip_l), (clip_g, sizes.clip_g)).map_err(failed)?,
-    };
+    let tokenizer = ClipTokenizer::standard().map_err(|e| NodeError::msg(e.to_string()))?;
+    let clip = TextEncoders::new(&name, tokenizer, (clip_l, sizes.clip_l), (clip_g, sizes.clip_g)).map_err(failed)?;
     let levels = sizes.vae.block_out_channels.len();
     let vae_source: Arc<TensorSource> =
         Arc::new(open(path)?.with_key_map(Arc::new(move |key: &str| vae_key(key, levels))));

@@ -1,12 +1,25 @@
 //! `CLIPTextEncode` and `CLIPTextEncodeSDXL`: prompts to CONDITIONING.
 
-use super::tensor_error;
+use super::out_of_memory::is_out_of_memory;
 use crate::conditioning::{SizeIds, TextEncoders};
 use crate::device::candle_device;
 use std::sync::Arc;
 use swapgraph_node_api::{
     Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
+
+/// An encoding failure as a node failure; running out of device memory says what to do.
+fn encode_error(error: candle_core::Error) -> NodeError {
+    let message = error.to_string();
+    if !is_out_of_memory(&message) {
+        return NodeError::msg(message);
+    }
+    NodeError::msg(format!(
+        "out of device memory encoding the prompt: each text encoder comes to the device on its own (OpenCLIP \
+         bigG takes 1.3 GiB in f16), and even with every other model sent away it did not fit beside what the \
+         run holds; raise --vram-budget or free device memory held by other processes ({message})"
+    ))
+}
 
 fn prompt(name: &'static str, description: &'static str) -> ParamSpec {
     ParamSpec::new(
@@ -70,7 +83,7 @@ impl NodeType for ClipTextEncode {
         let encoded = args
             .handle::<TextEncoders>("clip")?
             .encode(&device, ctx.vram_budget, &text, &text)
-            .map_err(tensor_error)?;
+            .map_err(encode_error)?;
         Ok(conditioning(encoded))
     }
 }
@@ -118,7 +131,7 @@ impl NodeType for ClipTextEncodeSdxl {
                 &args.string("text_l")?,
                 &args.string("text_g")?,
             )
-            .map_err(tensor_error)?;
+            .map_err(encode_error)?;
         let pair =
             |w: &str, h: &str| -> Result<(f64, f64), NodeError> { Ok((args.int(w)? as f64, args.int(h)? as f64)) };
         encoded.size = Some(SizeIds {

@@ -11,7 +11,7 @@ use crate::unet::{ContextCache, UNet};
 use candle_core::DType;
 use std::cell::Cell;
 use std::sync::Arc;
-use swapgraph_model::{Latent, ModelHandle};
+use swapgraph_model::{device_memory, reset_peak_memory, Latent, ModelHandle};
 use swapgraph_node_api::{
     Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
 };
@@ -190,6 +190,7 @@ impl NodeType for KSampler {
             }
             Ok(())
         };
+        reset_peak_memory(&device);
         let samples = match sampler.sample(&mut denoiser, start, &sigmas, &mut noise, &mut after_step) {
             Ok(samples) => samples,
             Err(_) if cancelled.get() => return Err(NodeError::Cancelled),
@@ -198,6 +199,13 @@ impl NodeType for KSampler {
                 return Err(on_device.explain(e.to_string(), &stage, true));
             }
         };
+        if let Some(memory) = device_memory(&device) {
+            tracing::info!(
+                "{}: sampling peaked at {} MiB allocated on the device",
+                ctx.node_id,
+                memory.peak_allocated >> 20
+            );
+        }
         if let Some(report) = store.report() {
             ctx.reporter.memory(report);
         }

@@ -44,11 +44,22 @@ fn the_original_layout_loads_to_the_same_numbers() {
 
     let clip_cases = load_cases("clip_cases.safetensors");
     let ids = clip_cases["ids"].to_dtype(DType::U32).unwrap();
-    let encoders = checkpoint.clip.encoders.get(&Device::Cpu, VramBudget::Auto).unwrap();
-    let g = encoders.clip_g.forward(&ids).unwrap();
+    let g = checkpoint
+        .clip
+        .clip_g
+        .get(&Device::Cpu, VramBudget::Auto)
+        .unwrap()
+        .forward(&ids)
+        .unwrap();
     assert_close("clip g penultimate", &g.penultimate, &clip_cases["g.penultimate"]);
     assert_close("clip g pooled", &g.pooled, &clip_cases["g.pooled"]);
-    let l = encoders.clip_l.forward(&ids).unwrap();
+    let l = checkpoint
+        .clip
+        .clip_l
+        .get(&Device::Cpu, VramBudget::Auto)
+        .unwrap()
+        .forward(&ids)
+        .unwrap();
     assert_close("clip l penultimate", &l.penultimate, &clip_cases["l.penultimate"]);
 
     let vae_cases = load_cases("vae_cases.safetensors");

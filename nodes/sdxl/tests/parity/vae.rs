@@ -44,7 +44,11 @@ fn tiled_decoding_covers_the_image_and_is_exact_with_one_tile() {
 fn the_smallest_automatic_tiles_stay_close_to_the_whole_decode() {
     use swapgraph_sdxl::vae::{decode_tiled, MIN_TILE, TILE_OVERLAP};
     let vae = Vae::new(weights("vae_tiny.safetensors"), &VaeConfig::tiny()).unwrap();
-    let latents = candle_core::Tensor::randn(0f32, 1.0, (1, 4, 56, 56), &candle_core::Device::Cpu).unwrap();
+    // Fixed latents, so the figure is the same on every run: smooth waves with some fine detail.
+    let values: Vec<f32> = (0..4 * 56 * 56)
+        .map(|i| ((i as f32) * 0.37).sin() + ((i as f32) * 0.011).cos())
+        .collect();
+    let latents = candle_core::Tensor::from_vec(values, (1, 4, 56, 56), &candle_core::Device::Cpu).unwrap();
     let levels = |images: candle_core::Tensor| ((images + 1.0).unwrap() * 127.5).unwrap().clamp(0.0, 255.0).unwrap();
     let whole = levels(vae.decode(&latents).unwrap());
     let tiled = levels(decode_tiled(&vae, &latents, MIN_TILE, TILE_OVERLAP).unwrap());
@@ -52,5 +56,5 @@ fn the_smallest_automatic_tiles_stay_close_to_the_whole_decode() {
     let mean = difference.mean_all().unwrap().to_scalar::<f32>().unwrap();
     let max = difference.max_all().unwrap().to_scalar::<f32>().unwrap();
     eprintln!("tiles of {MIN_TILE} overlapping by {TILE_OVERLAP}: mean {mean:.3}, max {max:.1} levels");
-    assert!(mean < 1.5 && max < 40.0, "mean {mean:.3}, max {max:.1}");
+    assert!(mean < 1.2 && max < 24.0, "mean {mean:.3}, max {max:.1}");
 }
