@@ -4,9 +4,8 @@
 //! adapters) return a new handle sharing the same network and weights, so the cached upstream
 //! model stays as it was. Weights reach the device only when a sampler asks for a store.
 
-use crate::{
-    DeviceMemoryManager, DeviceSlot, Fill, ResidentId, ResidentStore, SourceError, TensorSource, UnitSpec, WeightStore,
-};
+use crate::memory::{DeviceSlot, Fill};
+use crate::{DeviceMemoryManager, ResidentId, ResidentStore, SourceError, TensorSource, UnitSpec, WeightStore};
 use candle_core::{DType, Device};
 use std::any::Any;
 use std::sync::Arc;

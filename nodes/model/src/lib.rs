@@ -21,7 +21,7 @@ pub use device::{
     HEADROOM_FRACTION,
 };
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};
-pub use memory::{budget_bytes, memory_manager, DeviceMemoryManager, DeviceSlot, Evict, Fill, OnDevice, ResidentId};
+pub use memory::{memory_manager, DeviceMemoryManager, Evict, OnDevice, ResidentId};
 pub use record::record_params;
 pub use seeded::seeded_tensors;
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};

@@ -113,7 +113,7 @@ impl Conditioning {
 ///
 /// # Errors
 /// A configuration whose parameters cannot be listed.
-pub fn encoder_on_demand(name: &str, source: Arc<TensorSource>, cfg: ClipConfig) -> Result<OnDevice<ClipTextEncoder>> {
+fn encoder_on_demand(name: &str, source: Arc<TensorSource>, cfg: ClipConfig) -> Result<OnDevice<ClipTextEncoder>> {
     let params = record_params(|vb| ClipTextEncoder::new(vb, &cfg))?;
     let elements: usize = params.iter().map(|(_, shape)| shape.elem_count()).sum();
     // Text encoders run in f16 on a GPU (`model_dtype`).

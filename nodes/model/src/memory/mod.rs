@@ -12,7 +12,7 @@ mod slot;
 
 pub use manager::{DeviceMemoryManager, Evict, ResidentId};
 pub use on_device::OnDevice;
-pub use slot::{DeviceSlot, Fill};
+pub(crate) use slot::{DeviceSlot, Fill};
 
 use crate::device_memory;
 use candle_core::Device;
@@ -49,7 +49,7 @@ pub fn memory_manager(device: &Device, budget: VramBudget) -> Option<Arc<DeviceM
 }
 
 /// The bytes a run may use under `budget` on a device that offers `offered` bytes.
-pub fn budget_bytes(budget: VramBudget, offered: u64) -> u64 {
+fn budget_bytes(budget: VramBudget, offered: u64) -> u64 {
     let margin = ((offered as f64 * MARGIN_FRACTION) as u64).max(MIN_MARGIN);
     let auto = offered.saturating_sub(margin);
     match budget {
