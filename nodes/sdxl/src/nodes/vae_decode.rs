@@ -1,6 +1,6 @@
 //! `VAEDecode` and `VAEDecodeTiled`: latents to images.
 
-use super::out_of_memory::explain_vae_decode;
+use super::out_of_memory::{explain_vae_decode, is_out_of_memory};
 use super::tensor_error;
 use crate::device::{candle_device, vae_dtype};
 use crate::vae::{decode_tiled, DecodeCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
@@ -96,13 +96,24 @@ fn fitted_tiles(
     ctx: &RunContext,
     latent: (usize, usize, usize),
 ) -> Result<Option<(usize, usize)>, NodeError> {
-    let (Some(cost), Some(manager)) = (
-        DecodeCost::measure(vae, device, vae_dtype(device)).map_err(tensor_error)?,
-        memory_manager(device, ctx.vram_budget),
-    ) else {
+    let Some(manager) = memory_manager(device, ctx.vram_budget) else {
         return Ok(None);
     };
     let (_, h, w) = latent;
+    let measure = || DecodeCost::measure(vae, device, vae_dtype(device));
+    // The probes are small decodes; when even they do not fit beside the idle models, those leave.
+    let measured = match measure() {
+        Err(e) if is_out_of_memory(&e.to_string()) => {
+            manager.make_room(u64::MAX, &[]);
+            measure()
+        }
+        other => other,
+    };
+    let Some(cost) =
+        measured.map_err(|e| explain_vae_decode(e.to_string(), (w * 8, h * 8), Some(MIN_TILE * 8), device))?
+    else {
+        return Ok(None);
+    };
     let room = manager.make_room(cost.bytes(latent), &[]);
     let gib = |bytes: u64| format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30));
     match cost.plan(latent, room) {
