@@ -37,7 +37,7 @@ fn tiled_decoding_covers_the_image_and_is_exact_with_one_tile() {
     );
 }
 
-/// The seam the automatic tiles leave: the smallest tile (32 latent pixels, 256 image pixels)
+/// The seam the automatic tiles leave: the smallest tile (16 latent pixels, 128 image pixels)
 /// overlapping by 8, against the one-piece decode, in levels of 0-255 after the decode's
 /// mapping to pixels. GroupNorm's statistics are per tile, so tiles never match exactly.
 #[test]
@@ -56,5 +56,5 @@ fn the_smallest_automatic_tiles_stay_close_to_the_whole_decode() {
     let mean = difference.mean_all().unwrap().to_scalar::<f32>().unwrap();
     let max = difference.max_all().unwrap().to_scalar::<f32>().unwrap();
     eprintln!("tiles of {MIN_TILE} overlapping by {TILE_OVERLAP}: mean {mean:.3}, max {max:.1} levels");
-    assert!(mean < 1.2 && max < 24.0, "mean {mean:.3}, max {max:.1}");
+    assert!(mean < 3.8 && max < 40.0, "mean {mean:.3}, max {max:.1}");
 }
