@@ -1,19 +1,48 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the main job (workflows/instantid_blockswap.yaml) at SDXL size,
 # 1024x1024 and 30 steps, with default settings, on a card of which another process holds all
-# but N GiB (N = 8, 6, 4, 3), and once with the whole card. The models are the built-in ones at
-# real size with random weights (builtin:random-sdxl, -instantid, -controlnet).
+# but N GiB (N = 8, 6, 4, 3), and once with the whole card. The models are loaded from files in
+# their published formats, written first at real size with random weights (a single-file SDXL
+# checkpoint, a diffusers ControlNet folder, InstantID's ip-adapter.bin): the weights of the
+# built-in random models, so one more whole-card run on the built-ins must give the same image.
 # Reports per run: exit code, wall time, sampling time, the device's peak beside the holder
 # (nvidia-smi, polled every 200 ms), the host's peak resident memory, the decode's plan, and
-# whether the image equals the whole-card one. Expects .gpu/ with the CUDA build. Results
-# under $OUT: small_card.jsonl, and logs.txt with each run's log (backtraces left out).
+# whether the image equals the whole-card one. Expects .gpu/ with the CUDA build of swapgraph and
+# of the write_models bench (`cargo bench --features cuda --bench write_models --no-run`).
+# Results under $OUT: small_card.jsonl, and logs.txt with each run's log (backtraces left out).
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 LOGS=/tmp/small-card-logs
-mkdir -p "$LOGS"
-SIZE="--set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
-  --set controlnet.control_net_name=builtin:random-controlnet --set latent.width=1024 --set latent.height=1024 \
-  --set sample.steps=30"
+MODELS=/tmp/small-card-models
+mkdir -p "$LOGS" "$MODELS"
+
+echo "== writing the models"
+SECONDS=0
+.gpu/write_models "$MODELS" || exit 1
+python3 - "$MODELS" <<'PY' || exit 1
+# InstantID publishes its adapter as a PyTorch file: rewrite the safetensors file as one.
+import json, struct, sys
+import numpy as np, torch
+folder = sys.argv[1]
+with open(f"{folder}/ip-adapter.safetensors", "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    data = f.read()
+state = {"image_proj": {}, "ip_adapter": {}}
+for name, entry in header.items():
+    if name == "__metadata__":
+        continue
+    part, key = name.split(".", 1)
+    begin, end = entry["data_offsets"]
+    values = np.frombuffer(data[begin:end], dtype=np.float16).reshape(entry["shape"])
+    state[part][key] = torch.from_numpy(values.copy())
+torch.save(state, f"{folder}/ip-adapter.bin")
+PY
+echo "written in ${SECONDS} s:"; du -sh "$MODELS"/*
+FILES="--models-dir $MODELS --set ckpt.ckpt_name=sd_xl_random.safetensors --set instantid.instantid_file=ip-adapter.bin \
+  --set controlnet.control_net_name=ControlNetModel"
+BUILTINS="--set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
+  --set controlnet.control_net_name=builtin:random-controlnet"
+SIZE="--set latent.width=1024 --set latent.height=1024 --set sample.steps=30"
 
 # Holds all but $1 GiB of the card until killed; writes $2 once it does.
 hold() {
@@ -27,7 +56,7 @@ PY
 }
 
 measure() {
-  local label=$1 free_gib=$2 holder=""
+  local label=$1 free_gib=$2 models=$3 holder=""
   rm -f /tmp/held
   if [ "$free_gib" != whole ]; then
     hold "$free_gib" /tmp/held
@@ -38,7 +67,7 @@ measure() {
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$LOGS/smi_$label.txt" &
   local smi=$!
   RUST_LOG=info python3 - "$LOGS/small_$label.txt" "$LOGS/run_$label.json" .gpu/swapgraph run workflows/instantid_blockswap.yaml \
-    --device cuda:0 --output-dir "/tmp/small-$label" $SIZE <<'PY'
+    --device cuda:0 --output-dir "/tmp/small-$label" $models $SIZE <<'PY'
 import json, resource, subprocess, sys, time
 start = time.time()
 with open(sys.argv[1], "w") as log:
@@ -85,7 +114,8 @@ RUST_LOG=info timeout 120 .gpu/swapgraph run workflows/instantid_blockswap.yaml 
   | grep -E "ERROR|error|finished|left the device|tiles|streaming" | cut -c1-300 | tail -20
 
 echo "== the main job at SDXL size"
-measure whole whole
-for gib in 8 6 4 3; do measure "free${gib}g" "$gib"; done
+measure whole whole "$FILES"
+for gib in 8 6 4 3; do measure "free${gib}g" "$gib" "$FILES"; done
+measure builtins whole "$BUILTINS"
 for log in "$LOGS"/small_*.txt; do echo "== $log"; grep -v "^ *[0-9]*: <unknown>" "$log" | cut -c1-400; done > "$OUT/logs.txt"
 grep -hE "left the device|tiles of|streaming to fit|sampling within|sampling peaked|ERROR" "$OUT/logs.txt" | cut -c1-300 | sort | uniq -c | head -40

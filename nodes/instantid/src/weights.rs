@@ -5,7 +5,7 @@
 //! its pickle is interpreted for tensor locations only, never executed) or from safetensors with
 //! `image_proj.` and `ip_adapter.` key prefixes.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
 use std::path::Path;
@@ -112,8 +112,7 @@ impl InstantIdWeights {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Self> {
-        let resampler_params = record_params(|vb| Resampler::new(vb, &resampler_cfg))?;
-        let layer_params = record_params(|vb| IpAdapterLayers::new(vb, &unet))?;
+        let (resampler_params, layer_params) = Self::params(&resampler_cfg, &unet)?;
         let resampler = Resampler::new(
             VarBuilder::from_tensors(seeded_tensors("image_proj", &resampler_params, dtype)?, dtype, device),
             &resampler_cfg,
@@ -136,14 +135,32 @@ impl InstantIdWeights {
     /// # Errors
     /// A configuration whose parameters cannot be listed.
     pub fn device_bytes(resampler_cfg: &ResamplerConfig, unet: &UNetConfig, dtype: DType) -> candle_core::Result<u64> {
-        let resampler_params = record_params(|vb| Resampler::new(vb, resampler_cfg))?;
-        let layer_params = record_params(|vb| IpAdapterLayers::new(vb, unet))?;
+        let (resampler_params, layer_params) = Self::params(resampler_cfg, unet)?;
         let elements: usize = resampler_params
             .iter()
             .chain(&layer_params)
             .map(|(_, shape)| shape.elem_count())
             .sum();
         Ok((elements * dtype.size_in_bytes()) as u64)
+    }
+}
+
+impl InstantIdWeights {
+    /// The names and shapes of the adapter's tensors, as an `ip-adapter` file keys them under
+    /// `image_proj` (a Resampler shaped `resampler_cfg`) and `ip_adapter` (the projections of a
+    /// UNet shaped `unet`).
+    ///
+    /// # Errors
+    /// A configuration whose parameters cannot be listed.
+    #[allow(clippy::type_complexity)]
+    pub fn params(
+        resampler_cfg: &ResamplerConfig,
+        unet: &UNetConfig,
+    ) -> candle_core::Result<(Vec<(String, Shape)>, Vec<(String, Shape)>)> {
+        Ok((
+            record_params(|vb| Resampler::new(vb, resampler_cfg))?,
+            record_params(|vb| IpAdapterLayers::new(vb, unet))?,
+        ))
     }
 }
 

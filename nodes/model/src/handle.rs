@@ -151,7 +151,7 @@ pub struct ModelHandle {
     pub name: String,
     /// The network.
     pub network: Arc<dyn Network>,
-    /// The weights on the host (memory-mapped file or built-in tensors).
+    /// Where the weights are read from (files, or a built-in model's seeded weights).
     pub source: Arc<TensorSource>,
     /// Where the weights live while the model runs.
     pub placement: Arc<dyn Placement>,

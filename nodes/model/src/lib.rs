@@ -10,6 +10,7 @@ mod device;
 mod handle;
 mod memory;
 mod record;
+mod safetensors_file;
 mod seeded;
 mod source;
 mod store;
@@ -23,7 +24,7 @@ pub use device::{
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};
 pub use memory::{memory_manager, DeviceMemoryManager, Evict, OnDevice, ResidentId};
 pub use record::record_params;
-pub use seeded::seeded_tensors;
+pub use seeded::{seeded_tensor, seeded_tensors};
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};
 pub use unit::{Section, UnitSpec};

@@ -1,7 +1,8 @@
-//! Where weights come from: memory-mapped safetensors files (with a key map for other layouts)
-//! or tensors made in memory (the built-in tiny models).
+//! Where weights come from: safetensors files (with a key map for other layouts), tensors made
+//! in memory, or the built-in models' seeded weights, drawn whenever they are read.
 
-use candle_core::safetensors::MmapedSafetensors;
+use crate::safetensors_file::SafetensorsFiles;
+use crate::seeded::seeded_tensor;
 use candle_core::{DType, Device, Shape, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -96,8 +97,15 @@ impl SourceKey {
 pub type KeyMap = Arc<dyn Fn(&str) -> Option<SourceKey> + Send + Sync>;
 
 enum Backing {
-    Files(MmapedSafetensors),
+    Files(SafetensorsFiles),
     Memory(HashMap<String, Tensor>),
+    /// Seeded weights of the named model, each drawn when read, so that the host holds no
+    /// copy of them beside the one a store keeps.
+    Seeded {
+        model: String,
+        shapes: HashMap<String, Shape>,
+        dtype: DType,
+    },
 }
 
 /// A set of named tensors that models load their weights from.
@@ -108,17 +116,14 @@ pub struct TensorSource {
 }
 
 impl TensorSource {
-    /// Memory-maps safetensors files.
+    /// Opens safetensors files, reading their headers; tensors are read when loaded.
     ///
     /// # Errors
-    /// [`SourceError::Unreadable`] naming the first file that cannot be mapped or parsed.
+    /// [`SourceError::Unreadable`] naming the first file that cannot be opened or whose header
+    /// is broken.
     pub fn open(paths: &[&Path]) -> Result<Self, SourceError> {
-        // SAFETY: the files are mapped read-only; like every mmap user we rely on them not being
-        // truncated while mapped, which would be an outside actor's doing.
-        let files = unsafe { MmapedSafetensors::multi(paths) }.map_err(|e| SourceError::Unreadable {
-            path: paths.first().map(|p| p.to_path_buf()).unwrap_or_default(),
-            message: e.to_string(),
-        })?;
+        let files =
+            SafetensorsFiles::open(paths).map_err(|(path, message)| SourceError::Unreadable { path, message })?;
         let name = paths
             .iter()
             .map(|p| p.display().to_string())
@@ -140,6 +145,25 @@ impl TensorSource {
         }
     }
 
+    /// The seeded weights of `model` (see [`crate::seeded_tensor`]) for `params`, in `dtype`:
+    /// nothing is drawn until a tensor is loaded, and every load draws the same values.
+    pub fn seeded(
+        name: impl Into<String>,
+        model: impl Into<String>,
+        params: Vec<(String, Shape)>,
+        dtype: DType,
+    ) -> Self {
+        Self {
+            backing: Backing::Seeded {
+                model: model.into(),
+                shapes: params.into_iter().collect(),
+                dtype,
+            },
+            name: name.into(),
+            key_map: None,
+        }
+    }
+
     /// Reads keys through `key_map` (a model's key -> the source's key).
     pub fn with_key_map(mut self, key_map: KeyMap) -> Self {
         self.key_map = Some(key_map);
@@ -149,8 +173,9 @@ impl TensorSource {
     /// Every key the source holds, in its own naming.
     pub fn keys(&self) -> Vec<String> {
         match &self.backing {
-            Backing::Files(files) => files.tensors().into_iter().map(|(name, _)| name).collect(),
+            Backing::Files(files) => files.names().cloned().collect(),
             Backing::Memory(tensors) => tensors.keys().cloned().collect(),
+            Backing::Seeded { shapes, .. } => shapes.keys().cloned().collect(),
         }
     }
 
@@ -160,8 +185,9 @@ impl TensorSource {
             return false;
         };
         match &self.backing {
-            Backing::Files(files) => files.get(&key).is_ok(),
+            Backing::Files(files) => files.shape(&key).is_some(),
             Backing::Memory(tensors) => tensors.contains_key(&key),
+            Backing::Seeded { shapes, .. } => shapes.contains_key(&key),
         }
     }
 
@@ -191,17 +217,25 @@ impl TensorSource {
         };
         let stored = match &self.backing {
             Backing::Files(files) => {
-                let view = files.get(&source_key).map_err(|_| missing(source_key.clone()))?;
+                let stored = files.shape(&source_key).ok_or_else(|| missing(source_key.clone()))?;
                 // Check the size before reading: a lying file must not make us read gigabytes.
-                if part == Part::Whole && view.shape() != shape.dims() {
-                    return Err(self.shape_error(&source_key, shape, view.shape()));
+                if part == Part::Whole && stored != shape.dims() {
+                    return Err(self.shape_error(&source_key, shape, stored));
                 }
-                files.load(&source_key, &Device::Cpu).map_err(failed)?
+                files.read(&source_key).map_err(|message| SourceError::Tensor {
+                    source_name: self.name.clone(),
+                    key: source_key.clone(),
+                    message,
+                })?
             }
             Backing::Memory(tensors) => tensors
                 .get(&source_key)
                 .ok_or_else(|| missing(source_key.clone()))?
                 .clone(),
+            Backing::Seeded { model, shapes, dtype } => {
+                let stored = shapes.get(&source_key).ok_or_else(|| missing(source_key.clone()))?;
+                seeded_tensor(model, &source_key, stored, *dtype).map_err(failed)?
+            }
         };
         let tensor = match part {
             Part::Whole => stored,

@@ -12,7 +12,7 @@ use crate::unet::{UNet, UNetConfig};
 use crate::vae::{Vae, VaeConfig};
 use candle_core::{DType, Shape};
 use std::sync::Arc;
-use swapgraph_model::{record_params, seeded_tensors, ModelHandle, TensorSource};
+use swapgraph_model::{record_params, ModelHandle, TensorSource};
 use swapgraph_node_api::NodeError;
 
 /// The name workflows use for the built-in tiny SDXL checkpoint.
@@ -21,7 +21,7 @@ pub const TINY_SDXL: &str = "builtin:tiny-sdxl";
 /// The name of the built-in SDXL-size checkpoint with random weights.
 pub const RANDOM_SDXL: &str = "builtin:random-sdxl";
 
-/// The configurations of a built-in checkpoint's networks, and the dtype its host master is kept
+/// The configurations of a built-in checkpoint's networks, and the dtype its weights are drawn
 /// in: f32 for the tiny model (CPU runs use its exact values), f16 for the SDXL-size one (the
 /// dtype it runs in on a GPU, at half the host memory).
 pub struct BuiltinSizes {
@@ -55,7 +55,8 @@ impl BuiltinSizes {
     }
 }
 
-/// Builds the built-in checkpoint `name` of `sizes` on the host; the same weights every time.
+/// Builds the built-in checkpoint `name` of `sizes`; its weights are drawn when a model reads
+/// them, the same every time.
 pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes) -> Result<Checkpoint, NodeError> {
     let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
     let unet = UNet::new(sizes.unet).map_err(failed)?;
@@ -64,18 +65,17 @@ pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes) -> Result<Checkpoint,
         .iter()
         .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
         .collect();
-    let source = TensorSource::from_tensors(
-        format!("{name} unet"),
-        seeded_tensors("unet", &unet_params, sizes.master).map_err(failed)?,
-    );
-    let model = ModelHandle::new(name, Arc::new(unet), Arc::new(source));
-
-    let seeded = |part: &str, params: Vec<(String, Shape)>| -> candle_core::Result<Arc<TensorSource>> {
-        let tensors = seeded_tensors(part, &params, sizes.master)?;
-        Ok(Arc::new(TensorSource::from_tensors(format!("{name} {part}"), tensors)))
+    let seeded = |part: &str, params: Vec<(String, Shape)>| {
+        Arc::new(TensorSource::seeded(
+            format!("{name} {part}"),
+            part,
+            params,
+            sizes.master,
+        ))
     };
+    let model = ModelHandle::new(name, Arc::new(unet), seeded("unet", unet_params));
     let encoder = |part: &str, cfg: ClipConfig| -> candle_core::Result<(Arc<TensorSource>, ClipConfig)> {
-        Ok((seeded(part, record_params(|vb| ClipTextEncoder::new(vb, &cfg))?)?, cfg))
+        Ok((seeded(part, record_params(|vb| ClipTextEncoder::new(vb, &cfg))?), cfg))
     };
     let clip = TextEncoders::new(
         name,
@@ -85,7 +85,7 @@ pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes) -> Result<Checkpoint,
     )
     .map_err(failed)?;
     let vae_cfg = sizes.vae;
-    let vae_source = seeded("vae", record_params(|vb| Vae::new(vb, &vae_cfg)).map_err(failed)?).map_err(failed)?;
+    let vae_source = seeded("vae", record_params(|vb| Vae::new(vb, &vae_cfg)).map_err(failed)?);
     let vae = Vae::on_demand(name, vae_source, vae_cfg).map_err(failed)?;
     Ok(Checkpoint {
         model,

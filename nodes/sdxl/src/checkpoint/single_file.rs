@@ -18,7 +18,7 @@ use swapgraph_model::{ModelHandle, Part, SourceKey, TensorSource};
 use swapgraph_node_api::NodeError;
 
 /// Every model of an original-layout SDXL file of the given sizes, their weights still in the
-/// memory-mapped file.
+/// file, read when a model comes to a device.
 ///
 /// # Errors
 /// A message naming the file when it cannot be opened or a configuration is invalid.

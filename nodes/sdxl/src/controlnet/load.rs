@@ -6,7 +6,7 @@ use crate::checkpoint::diffusers::{open, weights_file};
 use candle_core::DType;
 use std::path::Path;
 use std::sync::Arc;
-use swapgraph_model::{seeded_tensors, ModelHandle, Network, TensorSource};
+use swapgraph_model::{ModelHandle, Network, TensorSource};
 use swapgraph_node_api::NodeError;
 
 /// The name workflows use for the built-in tiny ControlNet (matches the built-in tiny SDXL).
@@ -24,8 +24,8 @@ pub const RANDOM_CONTROLNET: &str = "builtin:random-controlnet";
 /// starts) a missing or mis-shaped tensor.
 pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
     let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
-    // The tiny model's master is f32, so CPU runs use its exact values; the SDXL-size one is kept
-    // in f16, the dtype it runs in on a GPU, at half the host memory.
+    // The tiny model's weights are drawn in f32, so CPU runs use their exact values; the
+    // SDXL-size one's in f16, the dtype it runs in on a GPU, at half the host memory.
     let builtin = match name {
         TINY_CONTROLNET => Some((ControlNetConfig::tiny(), DType::F32)),
         RANDOM_CONTROLNET => Some((ControlNetConfig::sdxl(), DType::F16)),
@@ -38,7 +38,7 @@ pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
             .iter()
             .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
             .collect();
-        let source = TensorSource::from_tensors(name, seeded_tensors("controlnet", &params, master).map_err(failed)?);
+        let source = TensorSource::seeded(name, "controlnet", params, master);
         return Ok(ModelHandle::new(name, Arc::new(controlnet), Arc::new(source)));
     }
     let path = Path::new(name);
