@@ -62,7 +62,12 @@ fn describe(d: &NodeDescriptor) -> String {
 }
 
 fn describe_param(param: &ParamSpec) -> String {
-    let default = |value: Option<String>| value.map_or_else(|| "required".to_string(), |v| format!("default {v}"));
+    let unset = if param.optional {
+        "optional, left out: off"
+    } else {
+        "required"
+    };
+    let default = |value: Option<String>| value.map_or_else(|| unset.to_string(), |v| format!("default {v}"));
     match &param.kind {
         ParamKind::Int { default: d, min, max } => format!("INT {min}..={max}, {}", default(d.map(|v| v.to_string()))),
         ParamKind::Float { default: d, min, max } => {

@@ -111,6 +111,10 @@ fn check_fields(
             continue;
         };
         given_literals.insert(param.name);
+        if param.optional && literal.value.is_null() {
+            // `null` says "off" outright, as leaving the param out does.
+            continue;
+        }
         match param.accept_literal(&literal.value) {
             Ok(value) => draft.literals.push((param.name, value)),
             Err(problem) => errors.push(ValidationError::InvalidParam {
@@ -192,6 +196,7 @@ fn check_fields(
     {
         match param.default_value() {
             Some(value) => draft.literals.push((param.name, value)),
+            None if param.optional => {}
             None => errors.push(ValidationError::MissingParam {
                 node: node.clone(),
                 type_name: type_name.clone(),

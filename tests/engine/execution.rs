@@ -32,6 +32,39 @@ nodes:
 }
 
 #[test]
+fn an_optional_param_is_off_when_left_out_or_null_and_never_zero() {
+    let engine = Engine::new(registry(&Arc::new(Probe::default())));
+    let workflow = |times: &str| {
+        format!(
+            r#"
+version: 1
+nodes:
+  start: {{ type: TestCount, params: {{ start: 3001 {times} }} }}
+  sink: {{ type: TestSink, inputs: {{ value: start.int }} }}
+"#
+        )
+    };
+    for (times, expected) in [("", 3001), (", times: null", 3001), (", times: 3", 9003)] {
+        let (result, _) = run(&engine, &plan(&workflow(times), engine.registry()), &options(1));
+        result.unwrap();
+        assert!(
+            SINK.lock().unwrap().contains(&expected),
+            "{times:?} should give {expected}"
+        );
+    }
+    let report = swapgraph::prepare("zero.yaml", workflow(", times: 0").as_bytes(), &[], engine.registry())
+        .err()
+        .expect("0 is not a way to say off");
+    assert_eq!(report.codes(), ["param-range"]);
+    assert!(
+        report
+            .to_string()
+            .contains("leave the param out (or give null) to turn it off"),
+        "{report}"
+    );
+}
+
+#[test]
 fn unchanged_nodes_come_from_the_cache_and_changes_flow_downstream() {
     let probe = Arc::new(Probe::default());
     let engine = Engine::new(registry(&probe));

@@ -71,27 +71,44 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
             .unwrap();
     };
     add(
-        NodeDescriptor::new("TestCount", "test", "start (+ after) or start * after")
-            .optional_input("after", SocketType::Int, "")
-            .param(int("start", 0))
-            .param(ParamSpec::new(
-                "mode",
-                ParamKind::Choice {
-                    default: Some("add"),
-                    choices: vec!["add", "multiply"],
+        NodeDescriptor::new(
+            "TestCount",
+            "test",
+            "start (+ after) or start * after, times `times` if given",
+        )
+        .optional_input("after", SocketType::Int, "")
+        .param(int("start", 0))
+        .param(ParamSpec::new(
+            "mode",
+            ParamKind::Choice {
+                default: Some("add"),
+                choices: vec!["add", "multiply"],
+            },
+            "",
+        ))
+        .param(
+            ParamSpec::new(
+                "times",
+                ParamKind::Int {
+                    default: None,
+                    min: 1,
+                    max: 100,
                 },
                 "",
-            ))
-            .output(SocketType::Int, ""),
+            )
+            .optional(),
+        )
+        .output(SocketType::Int, ""),
         Box::new(|args, _, _| {
-            let start = args.int("start")?;
-            let after = args.get("after").map(|_| args.int("after")).transpose()?.unwrap_or(0);
-            let result = if &*args.string("mode")? == "add" {
+            let start = args.param::<i64>("start")?;
+            let after = args.param::<Option<i64>>("after")?.unwrap_or(0);
+            let result = if &*args.param::<Arc<str>>("mode")? == "add" {
                 start + after
             } else {
                 start * after
             };
-            Ok(vec![Value::Int(result)])
+            let times = args.param::<Option<i64>>("times")?.unwrap_or(1);
+            Ok(vec![Value::Int(result * times)])
         }),
     );
     add(
@@ -100,7 +117,7 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
             .param(int("ms", 50))
             .output(SocketType::Int, ""),
         Box::new(|args, _, _| {
-            std::thread::sleep(Duration::from_millis(args.int("ms")? as u64));
+            std::thread::sleep(Duration::from_millis(args.param::<u64>("ms")?));
             Ok(vec![args.value("value")?.clone()])
         }),
     );
@@ -115,7 +132,7 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
         .uses_device()
         .output(SocketType::Int, ""),
         Box::new(|args, _, _| {
-            std::thread::sleep(Duration::from_millis(args.int("ms")? as u64));
+            std::thread::sleep(Duration::from_millis(args.param::<u64>("ms")?));
             Ok(vec![args.value("value")?.clone()])
         }),
     );
@@ -129,7 +146,7 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
         .param(int("steps", 10))
         .output(SocketType::Int, ""),
         Box::new(|args, ctx, _| {
-            let steps = args.int("steps")? as u64;
+            let steps = args.param::<u64>("steps")?;
             for step in 1..=steps {
                 ctx.check_cancelled()?;
                 std::thread::sleep(Duration::from_millis(1));
@@ -161,7 +178,7 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
             .input("value", SocketType::Int, "")
             .output_node(),
         Box::new(|args, _, _| {
-            SINK.lock().unwrap().push(args.int("value")?);
+            SINK.lock().unwrap().push(args.param::<i64>("value")?);
             Ok(vec![])
         }),
     );

@@ -7,7 +7,10 @@ import { EditorContext } from './context.js';
 
 function ParamWidget({ nodeId, spec, value, onChange }) {
   const id = `${nodeId}-${spec.name}`;
-  const common = { id, 'data-param': spec.name, title: spec.description, className: 'nodrag' };
+  // An optional param left empty is left out of the workflow: it is off.
+  const placeholder = spec.optional ? 'off' : undefined;
+  const common = { id, 'data-param': spec.name, title: spec.description, className: 'nodrag', placeholder };
+  const text = (e) => onChange(spec.optional && e.target.value === '' ? undefined : e.target.value);
   switch (spec.type) {
     case 'int':
     case 'float':
@@ -42,9 +45,9 @@ function ParamWidget({ nodeId, spec, value, onChange }) {
       );
     default:
       return spec.multiline ? (
-        <textarea {...common} rows={3} value={value ?? ''} onChange={(e) => onChange(e.target.value)} />
+        <textarea {...common} rows={3} value={value ?? ''} onChange={text} />
       ) : (
-        <input {...common} type="text" value={value ?? ''} onChange={(e) => onChange(e.target.value)} />
+        <input {...common} type="text" value={value ?? ''} onChange={text} />
       );
   }
 }

@@ -1,6 +1,6 @@
 //! The arguments a node receives: its linked inputs and its parameters, by name.
 
-use crate::{NodeError, SocketType, Value};
+use crate::{NodeError, ParamType, Value};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -30,48 +30,13 @@ impl Args {
         self.get(name).ok_or_else(|| argument(name, "missing".to_string()))
     }
 
-    /// The `INT` argument named `name`.
+    /// The param named `name` as its declared type (see [`crate::Params`]); an optional
+    /// param left out reads as `None`.
     ///
     /// # Errors
-    /// [`NodeError::Argument`] when it is absent or of another type.
-    pub fn int(&self, name: &str) -> Result<i64, NodeError> {
-        match self.value(name)? {
-            Value::Int(v) => Ok(*v),
-            other => Err(mismatch(name, SocketType::Int, other)),
-        }
-    }
-
-    /// The `FLOAT` argument named `name`.
-    ///
-    /// # Errors
-    /// [`NodeError::Argument`] when it is absent or of another type.
-    pub fn float(&self, name: &str) -> Result<f64, NodeError> {
-        match self.value(name)? {
-            Value::Float(v) => Ok(*v),
-            other => Err(mismatch(name, SocketType::Float, other)),
-        }
-    }
-
-    /// The `STRING` argument named `name`.
-    ///
-    /// # Errors
-    /// [`NodeError::Argument`] when it is absent or of another type.
-    pub fn string(&self, name: &str) -> Result<Arc<str>, NodeError> {
-        match self.value(name)? {
-            Value::String(v) => Ok(Arc::clone(v)),
-            other => Err(mismatch(name, SocketType::String, other)),
-        }
-    }
-
-    /// The `BOOLEAN` argument named `name`.
-    ///
-    /// # Errors
-    /// [`NodeError::Argument`] when it is absent or of another type.
-    pub fn boolean(&self, name: &str) -> Result<bool, NodeError> {
-        match self.value(name)? {
-            Value::Boolean(v) => Ok(*v),
-            other => Err(mismatch(name, SocketType::Boolean, other)),
-        }
+    /// [`NodeError::Argument`] when it is absent but required, or holds another type.
+    pub fn param<T: ParamType>(&self, name: &str) -> Result<T, NodeError> {
+        T::read(self.get(name)).map_err(|problem| argument(name, problem))
     }
 
     /// The handle argument named `name`, as the pack's own type `T`.
@@ -112,14 +77,10 @@ fn argument(name: &str, problem: String) -> NodeError {
     }
 }
 
-fn mismatch(name: &str, expected: SocketType, found: &Value) -> NodeError {
-    argument(name, format!("expected {expected}, found {}", found.socket_type()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Handle;
+    use crate::{Handle, SocketType};
 
     #[test]
     fn typed_getters_name_the_argument_on_mismatch() {
@@ -128,14 +89,18 @@ mod tests {
             ("text", Value::string("hi")),
             ("latent", Value::Handle(Handle::new(SocketType::Latent, Arc::new(7u8)))),
         ]);
-        assert_eq!(args.int("steps").unwrap(), 3);
-        assert_eq!(&*args.string("text").unwrap(), "hi");
+        assert_eq!(args.param::<i64>("steps").unwrap(), 3);
+        assert_eq!(&*args.param::<Arc<str>>("text").unwrap(), "hi");
         assert_eq!(*args.handle::<u8>("latent").unwrap(), 7);
         assert_eq!(
-            args.float("steps").unwrap_err().to_string(),
-            "argument \"steps\": expected FLOAT, found INT"
+            args.param::<bool>("steps").unwrap_err().to_string(),
+            "argument \"steps\": expected BOOLEAN, found INT"
         );
         assert!(args.handle::<u16>("latent").is_err());
-        assert_eq!(args.int("seed").unwrap_err().to_string(), "argument \"seed\": missing");
+        assert_eq!(
+            args.param::<i64>("seed").unwrap_err().to_string(),
+            "argument \"seed\": missing"
+        );
+        assert_eq!(args.param::<Option<i64>>("seed").unwrap(), None);
     }
 }

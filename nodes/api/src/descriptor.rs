@@ -109,6 +109,12 @@ impl NodeDescriptor {
         self
     }
 
+    /// Adds every param `P` declares, in its order (see [`crate::Params`]).
+    pub fn params<P: crate::Params>(mut self) -> Self {
+        self.params.extend(P::specs());
+        self
+    }
+
     /// Adds an output named after its socket type (`MODEL` -> `model`), as ComfyUI names them.
     pub fn output(self, socket: SocketType, description: &'static str) -> Self {
         self.named_output(socket.output_name(), socket, description)

@@ -5,7 +5,11 @@
 //! plans and runs graphs of [`NodeType`]s it finds in a [`Registry`]; a pack implements
 //! [`NodeType`] and adds its types to the registry in its `register` function. A node type is
 //! described once, by its [`NodeDescriptor`]; validation, the CLI's node listing and the editor's
-//! palette all read that one descriptor.
+//! palette all read that one descriptor. Its params are declared once, as a struct deriving
+//! [`Params`], and read back as that struct.
+
+// The derives name this crate by its path, which must resolve inside it too.
+extern crate self as swapgraph_node_api;
 
 mod args;
 mod cancel;
@@ -20,6 +24,7 @@ pub mod output;
 mod param;
 mod registry;
 mod socket;
+mod typed;
 mod value;
 
 pub use args::Args;
@@ -34,4 +39,5 @@ pub use node::NodeType;
 pub use param::{FileFolder, ParamKind, ParamProblem, ParamSpec, TextRule};
 pub use registry::{Registry, RegistryError};
 pub use socket::SocketType;
+pub use typed::{Choice, Declared, ParamType, Params};
 pub use value::{Handle, Value};

@@ -8,25 +8,22 @@
 //! under a temporary name of its own and then linked to the first free number in one step that
 //! fails, rather than replaces, when another save took that number first.
 
-use crate::{NodeError, ParamKind, ParamSpec};
+use crate::{NodeError, Params};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// The largest counter tried before giving up on finding a free file name.
 const MAX_COUNTER: u32 = 99_999;
 
-/// The `filename_prefix` param every saving node declares, read by [`save_output`]. Validation
-/// refuses a literal prefix that leaves the output folder, as the save would.
-pub fn filename_prefix_param() -> ParamSpec {
-    ParamSpec::new(
-        "filename_prefix",
-        ParamKind::String {
-            default: Some("swapgraph"),
-            multiline: false,
-        },
-        "File name before the number; may start with sub-folders inside the output folder.",
-    )
-    .rule(check_prefix)
+/// The `filename_prefix` param every saving node declares (`.params::<FilenamePrefix>()`, or
+/// `#[param(flatten)]` among other params), passed to [`save_output`]. Validation refuses a
+/// literal prefix that leaves the output folder, as the save would.
+#[derive(Params)]
+pub struct FilenamePrefix {
+    /// File name before the number; may start with sub-folders inside the output folder.
+    #[param(default = "swapgraph", rule = check_prefix)]
+    pub filename_prefix: Arc<str>,
 }
 
 /// Checks that `prefix` is a relative name that stays inside the output folder.

@@ -25,6 +25,10 @@ pub struct ParamSpec {
     /// output folder, say), run on literals by validation and on linked values before the node runs.
     #[serde(skip)]
     pub rule: Option<TextRule>,
+    /// Whether the param may be left out (or given as `null`): it is then off, which no value
+    /// of its kind could say.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// A check of a text param's value: `Err` says what is wrong with it, for a message that names
@@ -96,7 +100,7 @@ pub enum ParamProblem {
         found: String,
     },
     /// A number outside the parameter's range.
-    #[error("{value} is outside the range {min} to {max}")]
+    #[error("{value} is outside the range {min} to {max}{}", if *.optional { "; leave the param out (or give null) to turn it off" } else { "" })]
     OutOfRange {
         /// The value given.
         value: String,
@@ -104,6 +108,8 @@ pub enum ParamProblem {
         min: String,
         /// The largest accepted value.
         max: String,
+        /// Whether the param is optional, so that leaving it out is what turns it off.
+        optional: bool,
     },
     /// A name that is not among the choices.
     #[error("\"{value}\" is not one of {}", quoted_list(choices))]
@@ -138,7 +144,14 @@ impl ParamSpec {
             description,
             reads: None,
             rule: None,
+            optional: false,
         }
+    }
+
+    /// Declares that the param may be left out, meaning off.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
     }
 
     /// Declares that the value names a file or folder in `folder`, whose identity then belongs to
@@ -209,12 +222,14 @@ impl ParamSpec {
     /// A [`ParamProblem`] describing the first thing wrong with the value.
     pub fn accept(&self, value: Value) -> Result<Value, ParamProblem> {
         match (&self.kind, &value) {
-            (ParamKind::Int { min, max, .. }, Value::Int(v)) if v < min || v > max => Err(out_of_range(v, min, max)),
+            (ParamKind::Int { min, max, .. }, Value::Int(v)) if v < min || v > max => {
+                Err(self.out_of_range(v, min, max))
+            }
             (ParamKind::Float { min, max, .. }, Value::Int(v)) => self
                 .accept(Value::Float(*v as f64))
-                .map_err(|_| out_of_range(v, min, max)),
+                .map_err(|_| self.out_of_range(v, min, max)),
             (ParamKind::Float { min, max, .. }, Value::Float(v)) if v < min || v > max => {
-                Err(out_of_range(v, min, max))
+                Err(self.out_of_range(v, min, max))
             }
             (ParamKind::Choice { choices, .. }, Value::String(s)) if !choices.contains(&&**s) => {
                 Err(ParamProblem::UnknownChoice {
@@ -238,6 +253,15 @@ impl ParamSpec {
         }
     }
 
+    fn out_of_range(&self, value: impl fmt::Display, min: impl fmt::Display, max: impl fmt::Display) -> ParamProblem {
+        ParamProblem::OutOfRange {
+            value: value.to_string(),
+            min: min.to_string(),
+            max: max.to_string(),
+            optional: self.optional,
+        }
+    }
+
     fn wrong_type(&self, literal: &serde_json::Value) -> ParamProblem {
         ParamProblem::WrongType {
             expected: self.expected(),
@@ -253,14 +277,6 @@ impl ParamSpec {
             ParamKind::Boolean { .. } => "true or false",
             ParamKind::Choice { .. } => "one of the choices, as a string",
         }
-    }
-}
-
-fn out_of_range(value: impl fmt::Display, min: impl fmt::Display, max: impl fmt::Display) -> ParamProblem {
-    ParamProblem::OutOfRange {
-        value: value.to_string(),
-        min: min.to_string(),
-        max: max.to_string(),
     }
 }
 

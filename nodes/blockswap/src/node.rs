@@ -8,7 +8,7 @@ use crate::settings::{Granularity, SwapSettings};
 use std::sync::Arc;
 use swapgraph_model::{candle_device, weight_dtype, ModelHandle};
 use swapgraph_node_api::{
-    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value,
 };
 
 /// Streams a model's weights between host and device memory while it runs.
@@ -16,8 +16,63 @@ pub struct BlockSwap {
     descriptor: NodeDescriptor,
 }
 
-fn flag(name: &'static str, default: bool, description: &'static str) -> ParamSpec {
-    ParamSpec::new(name, ParamKind::Boolean { default: Some(default) }, description)
+/// What streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Choice)]
+enum Target {
+    /// The UNet.
+    Unet,
+    /// The ControlNet the conditioning carries.
+    Controlnet,
+    /// Both.
+    Both,
+}
+
+/// BlockSwap's params: the original node's controls, then how weights move, a budget, the
+/// target and a preset.
+#[derive(Params)]
+struct BlockSwapParams {
+    /// Blocks to swap in each enabled section, largest first (SDXL has 3 down, 1 middle, 3 up blocks).
+    #[param(default = 2, max = 8)]
+    blocks_to_swap: usize,
+    /// Swap down blocks.
+    #[param(default = true)]
+    swap_down: bool,
+    /// Swap the middle block.
+    #[param(default = true)]
+    swap_mid: bool,
+    /// Swap up blocks.
+    #[param(default = true)]
+    swap_up: bool,
+    /// Copy on a side stream from page-locked memory while the previous unit computes.
+    #[param(default = true)]
+    non_blocking: bool,
+    /// Report the memory summary and per-unit transfer times.
+    #[param(default = false)]
+    debug: bool,
+    /// unit: each resnet and transformer block streams on its own through a small device ring; block: whole
+    /// blocks, as the original BlockSwap, with room for the largest swapped block.
+    #[param(default = Granularity::Unit)]
+    granularity: Granularity,
+    /// Device ring for streamed units, in largest units beyond the one computing; smaller units pack into it
+    /// and run further ahead (unit granularity). A bigger ring copies more while the high-resolution blocks
+    /// compute: 4-6 brings a full SDXL swap near the bus's limit. With vram_budget_mb this is the least the
+    /// ring gets: it takes whatever the budget leaves after the resident weights.
+    #[param(default = 1, max = 16)]
+    prefetch: usize,
+    /// Device memory for weights in MiB; when given it decides what is swapped, overriding the block counts:
+    /// high-resolution units first (the stem and head with them), then units spread evenly through the deep
+    /// blocks so their transfers hide behind the resident ones. Left out, the block counts decide, within
+    /// what the run's budget leaves at the sampler.
+    #[param(min = 1, max = 1 << 30)]
+    vram_budget_mb: Option<u64>,
+    /// What streams: the UNet, the ControlNet the conditioning carries (InstantID's IdentityNet), or both.
+    #[param(default = Target::Unet)]
+    target: Target,
+    /// A preset JSON file inside the input folder (--input-dir) with the keys enable_blockswap,
+    /// blockswap_blocks, blockswap_down, blockswap_mid, blockswap_up, blockswap_nonblocking,
+    /// blockswap_debug; its values override the params. Left out, none.
+    #[param(reads = Inputs)]
+    preset: Option<Arc<str>>,
 }
 
 impl BlockSwap {
@@ -32,46 +87,7 @@ impl BlockSwap {
              every weight on the device.",
         )
         .input("model", SocketType::Model, "The model to stream.")
-        .param(ParamSpec::new(
-            "blocks_to_swap",
-            ParamKind::Int { default: Some(2), min: 0, max: 8 },
-            "Blocks to swap in each enabled section, largest first (SDXL has 3 down, 1 middle, 3 up blocks).",
-        ))
-        .param(flag("swap_down", true, "Swap down blocks."))
-        .param(flag("swap_mid", true, "Swap the middle block."))
-        .param(flag("swap_up", true, "Swap up blocks."))
-        .param(flag("non_blocking", true, "Copy on a side stream from page-locked memory while the previous unit computes."))
-        .param(flag("debug", false, "Report the memory summary and per-unit transfer times."))
-        .param(ParamSpec::new(
-            "granularity",
-            ParamKind::Choice { default: Some("unit"), choices: vec!["unit", "block"] },
-            "unit: each resnet and transformer block streams on its own through a small device ring; block: whole blocks, as the original BlockSwap, with room for the largest swapped block.",
-        ))
-        .param(ParamSpec::new(
-            "prefetch",
-            ParamKind::Int { default: Some(1), min: 0, max: 16 },
-            "Device ring for streamed units, in largest units beyond the one computing; smaller units pack into it and run further ahead (unit granularity). \
-             A bigger ring copies more while the high-resolution blocks compute: 4-6 brings a full SDXL swap near the bus's limit. \
-             With vram_budget_mb this is the least the ring gets: it takes whatever the budget leaves after the resident weights.",
-        ))
-        .param(ParamSpec::new(
-            "vram_budget_mb",
-            ParamKind::Int { default: Some(0), min: 0, max: 1 << 30 },
-            "Device memory for weights in MiB; when above 0 it decides what is swapped, overriding the block counts: high-resolution units first (the stem and head with them), \
-             then units spread evenly through the deep blocks so their transfers hide behind the resident ones.",
-        ))
-        .param(ParamSpec::new(
-            "target",
-            ParamKind::Choice { default: Some("unet"), choices: vec!["unet", "controlnet", "both"] },
-            "What streams: the UNet, the ControlNet the conditioning carries (InstantID's IdentityNet), or both.",
-        ))
-        .param(ParamSpec::new(
-            "preset",
-            ParamKind::String { default: Some(""), multiline: false },
-            "Optional preset JSON file inside the input folder (--input-dir) with the keys enable_blockswap, blockswap_blocks, blockswap_down, blockswap_mid, \
-             blockswap_up, blockswap_nonblocking, blockswap_debug; its values override the params.",
-        )
-        .reads_file(FileFolder::Inputs))
+        .params::<BlockSwapParams>()
         .output(SocketType::Model, "The model, streaming.");
         Self { descriptor }
     }
@@ -84,29 +100,25 @@ impl NodeType for BlockSwap {
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let model = args.handle::<ModelHandle>("model")?;
-        let budget = args.int("vram_budget_mb")?;
+        let params = BlockSwapParams::from_args(args)?;
         let settings = SwapSettings {
-            blocks_to_swap: args.int("blocks_to_swap")? as usize,
-            swap_down: args.boolean("swap_down")?,
-            swap_mid: args.boolean("swap_mid")?,
-            swap_up: args.boolean("swap_up")?,
-            non_blocking: args.boolean("non_blocking")?,
-            granularity: if &*args.string("granularity")? == "block" {
-                Granularity::Block
-            } else {
-                Granularity::Unit
-            },
-            prefetch: args.int("prefetch")? as usize,
-            vram_budget_mb: (budget > 0).then_some(budget as u64),
-            debug: args.boolean("debug")?,
+            blocks_to_swap: params.blocks_to_swap,
+            swap_down: params.swap_down,
+            swap_mid: params.swap_mid,
+            swap_up: params.swap_up,
+            non_blocking: params.non_blocking,
+            granularity: params.granularity,
+            prefetch: params.prefetch,
+            vram_budget_mb: params.vram_budget_mb,
+            debug: params.debug,
         };
-        let preset_path = args.string("preset")?;
-        let (enabled, settings) = if preset_path.is_empty() {
-            (true, settings)
-        } else {
-            let preset = preset::read(&ctx.files.input("preset", &preset_path)?, settings)
-                .map_err(|e| NodeError::msg(e.to_string()))?;
-            (preset.enabled, preset.settings)
+        let (enabled, settings) = match &params.preset {
+            None => (true, settings),
+            Some(path) => {
+                let preset = preset::read(&ctx.files.input("preset", path)?, settings)
+                    .map_err(|e| NodeError::msg(e.to_string()))?;
+                (preset.enabled, preset.settings)
+            }
         };
         let passthrough = vec![Value::Handle(Handle::new(SocketType::Model, Arc::clone(&model)))];
         if !enabled {
@@ -116,13 +128,12 @@ impl NodeType for BlockSwap {
             );
             return Ok(passthrough);
         }
-        let target = args.string("target")?;
         let mut streaming = (*model).clone();
-        if &*target != "controlnet" {
+        if params.target != Target::Controlnet {
             plan_for_node(&model, &settings, ctx)?;
             streaming = streaming.with_placement(Arc::new(BlockSwapPlacement::new(settings)));
         }
-        if &*target != "unet" {
+        if params.target != Target::Unet {
             tracing::info!(
                 "{}: BlockSwap streams the ControlNet the conditioning carries; its plan is made when sampling starts",
                 ctx.node_id

@@ -1,14 +1,14 @@
 //! What a user asks of BlockSwap: the seed's controls plus granularity, prefetch and a budget.
 
 /// How swapped weights move.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, swapgraph_node_api::Choice)]
 pub enum Granularity {
-    /// A swapped block's units all arrive before the block runs (the seed's behaviour); the
-    /// device needs room for the largest swapped block.
-    Block,
     /// Each unit (resnet, transformer block, resampler) arrives just before it runs, the next
     /// `prefetch` units in flight; the device needs room for `prefetch + 1` units.
     Unit,
+    /// A swapped block's units all arrive before the block runs (the seed's behaviour); the
+    /// device needs room for the largest swapped block.
+    Block,
 }
 
 /// BlockSwap's settings.

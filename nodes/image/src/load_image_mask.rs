@@ -1,15 +1,25 @@
 //! `LoadImageMask`: one channel of an image file as a MASK.
 
-use crate::open::{image_param, open_image};
+use crate::open::ImageFile;
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Mask};
 use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value,
 };
 
+/// The image and the channel the mask is read from.
+#[derive(Params)]
+struct MaskSource {
+    #[param(flatten)]
+    file: ImageFile,
+    /// Which channel holds the mask.
+    #[param(default = Channel::Alpha)]
+    channel: Channel,
+}
+
 /// The channel a mask is read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Choice)]
 enum Channel {
     Alpha,
     Red,
@@ -54,15 +64,7 @@ impl LoadImageMask {
             "Loads one channel of an image as a mask: red, green or blue as they are (white = 1), or alpha inverted \
              (transparent = 1).",
         )
-        .param(image_param())
-        .param(ParamSpec::new(
-            "channel",
-            ParamKind::Choice {
-                default: Some("alpha"),
-                choices: vec!["alpha", "red", "green", "blue"],
-            },
-            "Which channel holds the mask.",
-        ))
+        .params::<MaskSource>()
         .output(SocketType::Mask, "The mask, values 0..1.");
         Self { descriptor }
     }
@@ -74,13 +76,8 @@ impl NodeType for LoadImageMask {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let channel = match &*args.string("channel")? {
-            "red" => Channel::Red,
-            "green" => Channel::Green,
-            "blue" => Channel::Blue,
-            _ => Channel::Alpha,
-        };
-        let (path, decoded) = open_image(args, ctx)?;
+        let MaskSource { file, channel } = MaskSource::from_args(args)?;
+        let (path, decoded) = file.open(ctx)?;
         if channel == Channel::Alpha && !decoded.color().has_alpha() {
             return Err(NodeError::msg(format!(
                 "{} has no alpha channel to read the mask from; choose channel red, green or blue",

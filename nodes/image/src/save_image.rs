@@ -2,8 +2,8 @@
 
 use crate::pixels::encode_png;
 use swapgraph_model::Image;
-use swapgraph_node_api::output::{filename_prefix_param, save_output};
-use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, RunContext, SocketType, Value};
+use swapgraph_node_api::output::{save_output, FilenamePrefix};
+use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 
 /// Writes each image of a batch as `{prefix}_NNNNN.png`, the workflow embedded.
 pub struct SaveImage {
@@ -21,7 +21,7 @@ impl SaveImage {
             "Saves images as PNG files in the output folder, with the workflow embedded so they can be run again.",
         )
         .input("images", SocketType::Image, "The images to save.")
-        .param(filename_prefix_param())
+        .params::<FilenamePrefix>()
         .output_node();
         Self {
             descriptor,
@@ -54,7 +54,7 @@ impl NodeType for SaveImage {
         let images = args.handle::<Image>("images")?;
         let prefix = match self.preview_folder {
             Some(folder) => folder.to_string(),
-            None => args.string("filename_prefix")?.to_string(),
+            None => FilenamePrefix::from_args(args)?.filename_prefix.to_string(),
         };
         let batch = images.pixels.dim(0).map_err(|e| NodeError::msg(e.to_string()))?;
         for index in 0..batch {

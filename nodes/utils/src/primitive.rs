@@ -1,65 +1,93 @@
 //! Primitive value nodes: a literal made into an output, so one value can feed many nodes.
 
-use swapgraph_node_api::{
-    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use std::sync::Arc;
+use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 
 /// The bounds of `PrimitiveFloat`: far beyond any parameter, short enough to read.
 const FLOAT_LIMIT: f64 = 1e18;
+
+/// A primitive node's one param, `value`, and the output value it makes.
+trait PrimitiveValue: Params {
+    /// The output's socket type.
+    const SOCKET: SocketType;
+    /// The param as the output value.
+    fn into_value(self) -> Value;
+}
+
+/// `PrimitiveInt`'s param.
+#[derive(Params)]
+struct IntValue {
+    /// The value to output.
+    value: i64,
+}
+
+/// `PrimitiveFloat`'s param.
+#[derive(Params)]
+struct FloatValue {
+    /// The value to output.
+    #[param(min = -FLOAT_LIMIT, max = FLOAT_LIMIT)]
+    value: f64,
+}
+
+/// `PrimitiveString`'s param.
+#[derive(Params)]
+struct StringValue {
+    /// The value to output.
+    #[param(multiline)]
+    value: Arc<str>,
+}
+
+/// `PrimitiveBoolean`'s param.
+#[derive(Params)]
+struct BooleanValue {
+    /// The value to output.
+    value: bool,
+}
+
+/// Each param struct's socket type and value variant.
+macro_rules! primitive_value {
+    ($($params:ident => $variant:ident),*) => {$(
+        impl PrimitiveValue for $params {
+            const SOCKET: SocketType = SocketType::$variant;
+            fn into_value(self) -> Value {
+                Value::$variant(self.value)
+            }
+        }
+    )*};
+}
+
+primitive_value!(IntValue => Int, FloatValue => Float, StringValue => String, BooleanValue => Boolean);
 
 /// `PrimitiveInt`, `PrimitiveFloat`, `PrimitiveString` and `PrimitiveBoolean`: one parameter
 /// `value`, one output of the same type.
 pub struct Primitive {
     descriptor: NodeDescriptor,
+    read: fn(&Args) -> Result<Value, NodeError>,
 }
 
 impl Primitive {
     /// The four primitive node types.
     pub fn all() -> [Primitive; 4] {
         [
-            Self::new(
-                "PrimitiveInt",
-                ParamKind::Int {
-                    default: None,
-                    min: i64::MIN,
-                    max: i64::MAX,
-                },
-                SocketType::Int,
-            ),
-            Self::new(
-                "PrimitiveFloat",
-                ParamKind::Float {
-                    default: None,
-                    min: -FLOAT_LIMIT,
-                    max: FLOAT_LIMIT,
-                },
-                SocketType::Float,
-            ),
-            Self::new(
-                "PrimitiveString",
-                ParamKind::String {
-                    default: None,
-                    multiline: true,
-                },
-                SocketType::String,
-            ),
-            Self::new(
-                "PrimitiveBoolean",
-                ParamKind::Boolean { default: None },
-                SocketType::Boolean,
-            ),
+            Self::new::<IntValue>("PrimitiveInt"),
+            Self::new::<FloatValue>("PrimitiveFloat"),
+            Self::new::<StringValue>("PrimitiveString"),
+            Self::new::<BooleanValue>("PrimitiveBoolean"),
         ]
     }
 
-    fn new(type_name: &'static str, kind: ParamKind, socket: SocketType) -> Self {
+    fn new<P: PrimitiveValue>(type_name: &'static str) -> Self {
         let descriptor = NodeDescriptor::new(
             type_name,
             "utils/primitive",
             "Holds one literal value so that several nodes can share it through links.",
         )
-        .param(ParamSpec::new("value", kind, "The value to output."))
-        .output(socket, "The value.");
-        Self { descriptor }
+        .params::<P>()
+        .output(P::SOCKET, "The value.");
+        Self {
+            descriptor,
+            read: |args| Ok(P::from_args(args)?.into_value()),
+        }
     }
 }
 
@@ -69,6 +97,6 @@ impl NodeType for Primitive {
     }
 
     fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        Ok(vec![args.value("value")?.clone()])
+        Ok(vec![(self.read)(args)?])
     }
 }

@@ -1,7 +1,18 @@
 //! `SaveText`: writes a string to a numbered text file in the output folder.
 
-use swapgraph_node_api::output::{filename_prefix_param, save_output};
-use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, Value};
+use std::sync::Arc;
+use swapgraph_node_api::output::{save_output, FilenamePrefix};
+use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, Params, RunContext, Value};
+
+/// The text and where it goes.
+#[derive(Params)]
+struct SaveTextParams {
+    /// The text to save; usually linked from another node.
+    #[param(multiline)]
+    text: Arc<str>,
+    #[param(flatten)]
+    prefix: FilenamePrefix,
+}
 
 /// An output node that saves its `text` as `{filename_prefix}_NNNNN.txt`.
 pub struct SaveText {
@@ -16,15 +27,7 @@ impl SaveText {
             "utils/text",
             "Saves text (a prompt, a log line) to a numbered .txt file in the output folder.",
         )
-        .param(ParamSpec::new(
-            "text",
-            ParamKind::String {
-                default: None,
-                multiline: true,
-            },
-            "The text to save; usually linked from another node.",
-        ))
-        .param(filename_prefix_param())
+        .params::<SaveTextParams>()
         .output_node();
         Self { descriptor }
     }
@@ -36,13 +39,8 @@ impl NodeType for SaveText {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let text = args.string("text")?;
-        let path = save_output(
-            &ctx.files.outputs,
-            &args.string("filename_prefix")?,
-            "txt",
-            text.as_bytes(),
-        )?;
+        let SaveTextParams { text, prefix } = SaveTextParams::from_args(args)?;
+        let path = save_output(&ctx.files.outputs, &prefix.filename_prefix, "txt", text.as_bytes())?;
         ctx.reporter.output_written(&path);
         Ok(Vec::new())
     }

@@ -1,8 +1,21 @@
 //! `StringConcatenate`: joins two strings with a delimiter, as ComfyUI's node of that name.
 
-use swapgraph_node_api::{
-    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use std::sync::Arc;
+use swapgraph_node_api::{Args, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
+
+/// The two strings and what goes between them.
+#[derive(Params)]
+struct Strings {
+    /// The first string.
+    #[param(multiline)]
+    string_a: Arc<str>,
+    /// The second string.
+    #[param(multiline)]
+    string_b: Arc<str>,
+    /// Put between the two strings.
+    #[param(default = "")]
+    delimiter: Arc<str>,
+}
 
 /// Joins `string_a`, `delimiter` and `string_b`.
 pub struct StringConcatenate {
@@ -12,25 +25,12 @@ pub struct StringConcatenate {
 impl StringConcatenate {
     /// The node type.
     pub fn new() -> Self {
-        let text = |default| ParamKind::String {
-            default,
-            multiline: true,
-        };
         let descriptor = NodeDescriptor::new(
             "StringConcatenate",
             "utils/text",
             "Joins two strings with a delimiter between them, e.g. a subject and a style.",
         )
-        .param(ParamSpec::new("string_a", text(None), "The first string."))
-        .param(ParamSpec::new("string_b", text(None), "The second string."))
-        .param(ParamSpec::new(
-            "delimiter",
-            ParamKind::String {
-                default: Some(""),
-                multiline: false,
-            },
-            "Put between the two strings.",
-        ))
+        .params::<Strings>()
         .output(SocketType::String, "string_a + delimiter + string_b.");
         Self { descriptor }
     }
@@ -42,12 +42,12 @@ impl NodeType for StringConcatenate {
     }
 
     fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let joined = format!(
-            "{}{}{}",
-            args.string("string_a")?,
-            args.string("delimiter")?,
-            args.string("string_b")?
-        );
+        let Strings {
+            string_a,
+            string_b,
+            delimiter,
+        } = Strings::from_args(args)?;
+        let joined = format!("{string_a}{delimiter}{string_b}");
         Ok(vec![Value::string(joined)])
     }
 }

@@ -12,17 +12,18 @@ use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Image, Mask, ModelHandle};
 use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
+    Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value,
 };
 use swapgraph_sdxl::conditioning::{Conditioning, ControlHint, ImagePrompt};
 use swapgraph_sdxl::region::RegionMask;
 
 /// How the embeddings of several reference images become one set of tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Choice)]
 enum Combine {
     /// The mean embedding.
     Average,
     /// The mean after scaling each embedding dimension by its norm across images.
+    #[choice(name = "norm average")]
     NormAverage,
     /// Every image's tokens, one after another.
     Concat,
@@ -35,16 +36,54 @@ pub struct ApplyInstantId {
     advanced: bool,
 }
 
-fn float(name: &'static str, default: f64, max: f64, description: &'static str) -> ParamSpec {
-    ParamSpec::new(
-        name,
-        ParamKind::Float {
-            default: Some(default),
-            min: 0.0,
-            max,
-        },
-        description,
-    )
+/// `ApplyInstantID`'s params: one weight for both paths.
+#[derive(Params)]
+struct SimpleParams {
+    /// Strength of both the face tokens and IdentityNet.
+    #[param(default = 0.8, min = 0.0, max = 5.0)]
+    weight: f64,
+    /// Where in the schedule it starts (0 = first step).
+    #[param(default = 0.0, min = 0.0, max = 1.0)]
+    start_at: f64,
+    /// Where in the schedule it ends (1 = last step).
+    #[param(default = 1.0, min = 0.0, max = 1.0)]
+    end_at: f64,
+}
+
+/// `ApplyInstantIDAdvanced`'s params, which the simple node's become.
+#[derive(Params)]
+struct AdvancedParams {
+    /// Strength of the face tokens in the UNet's cross-attention.
+    #[param(default = 0.8, min = 0.0, max = 3.0)]
+    ip_weight: f64,
+    /// Strength of IdentityNet.
+    #[param(default = 0.8, min = 0.0, max = 10.0)]
+    cn_strength: f64,
+    /// Where in the schedule it starts (0 = first step).
+    #[param(default = 0.0, min = 0.0, max = 1.0)]
+    start_at: f64,
+    /// Where in the schedule it ends (1 = last step).
+    #[param(default = 1.0, min = 0.0, max = 1.0)]
+    end_at: f64,
+    /// Uniform noise of this size replaces the zero embedding on the negative side (seeded by the face).
+    #[param(default = 0.0, min = 0.0, max = 1.0)]
+    noise: f64,
+    /// How several reference images combine: mean embedding, mean of norm-scaled embeddings, or all tokens.
+    #[param(default = Combine::Average)]
+    combine_embeds: Combine,
+}
+
+impl From<SimpleParams> for AdvancedParams {
+    fn from(simple: SimpleParams) -> Self {
+        Self {
+            ip_weight: simple.weight,
+            cn_strength: simple.weight,
+            start_at: simple.start_at,
+            end_at: simple.end_at,
+            noise: 0.0,
+            combine_embeds: Combine::Average,
+        }
+    }
 }
 
 impl ApplyInstantId {
@@ -82,9 +121,7 @@ impl ApplyInstantId {
             "Conditions generation on the identity of the face in the reference image: its embedding steers the UNet's \
              cross-attention and, with its keypoints, IdentityNet.",
         )
-        .param(float("weight", 0.8, 5.0, "Strength of both the face tokens and IdentityNet."))
-        .param(float("start_at", 0.0, 1.0, "Where in the schedule it starts (0 = first step)."))
-        .param(float("end_at", 1.0, 1.0, "Where in the schedule it ends (1 = last step)."));
+        .params::<SimpleParams>();
         Self::finish(descriptor, false)
     }
 
@@ -96,39 +133,7 @@ impl ApplyInstantId {
             "ApplyInstantID with separate strengths for the face tokens and IdentityNet, noise for the negative side, \
              and a choice of how several reference images combine.",
         )
-        .param(float(
-            "ip_weight",
-            0.8,
-            3.0,
-            "Strength of the face tokens in the UNet's cross-attention.",
-        ))
-        .param(float("cn_strength", 0.8, 10.0, "Strength of IdentityNet."))
-        .param(float(
-            "start_at",
-            0.0,
-            1.0,
-            "Where in the schedule it starts (0 = first step).",
-        ))
-        .param(float(
-            "end_at",
-            1.0,
-            1.0,
-            "Where in the schedule it ends (1 = last step).",
-        ))
-        .param(float(
-            "noise",
-            0.0,
-            1.0,
-            "Uniform noise of this size replaces the zero embedding on the negative side (seeded by the face).",
-        ))
-        .param(ParamSpec::new(
-            "combine_embeds",
-            ParamKind::Choice {
-                default: Some("average"),
-                choices: vec!["average", "norm average", "concat"],
-            },
-            "How several reference images combine: mean embedding, mean of norm-scaled embeddings, or all tokens.",
-        ));
+        .params::<AdvancedParams>();
         Self::finish(descriptor, true)
     }
 
@@ -158,23 +163,11 @@ impl NodeType for ApplyInstantId {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let (ip_weight, cn_strength, noise, combine) = if self.advanced {
-            let combine = match &*args.string("combine_embeds")? {
-                "norm average" => Combine::NormAverage,
-                "concat" => Combine::Concat,
-                _ => Combine::Average,
-            };
-            (
-                args.float("ip_weight")?,
-                args.float("cn_strength")?,
-                args.float("noise")?,
-                combine,
-            )
+        let params = if self.advanced {
+            AdvancedParams::from_args(args)?
         } else {
-            let weight = args.float("weight")?;
-            (weight, weight, 0.0, Combine::Average)
+            SimpleParams::from_args(args)?.into()
         };
-        let percent = (args.float("start_at")?, args.float("end_at")?);
         let adapter = args.handle::<InstantIdModel>("instantid")?;
         let analyzer = args.handle::<Analyzer>("insightface")?;
         let image = args.handle::<Image>("image")?;
@@ -196,7 +189,8 @@ impl NodeType for ApplyInstantId {
             faces.push((reference, face));
         }
         let embeddings: Vec<Vec<f32>> = faces.iter().map(|(_, f)| f.embedding.clone()).collect();
-        let (positive_tokens, negative_tokens) = tokens(&adapter, &embeddings, combine, noise, &device)?;
+        let (positive_tokens, negative_tokens) =
+            tokens(&adapter, &embeddings, params.combine_embeds, params.noise, &device)?;
 
         let kps_image = match args.optional_handle::<Image>("image_kps")? {
             Some(pose) => {
@@ -222,18 +216,18 @@ impl NodeType for ApplyInstantId {
             conditioning.control = Some(Arc::new(ControlHint {
                 controlnet: controlnet.clone(),
                 hint: kps_image.clone(),
-                strength: cn_strength,
-                start_percent: percent.0,
-                end_percent: percent.1,
+                strength: params.cn_strength,
+                start_percent: params.start_at,
+                end_percent: params.end_at,
                 context: Some(tokens.clone()),
                 region: region.clone(),
             }));
             conditioning.image_prompt = Some(Arc::new(ImagePrompt {
                 layers: Arc::clone(&adapter.weights.layers),
                 tokens: tokens.clone(),
-                weight: ip_weight,
-                start_percent: percent.0,
-                end_percent: percent.1,
+                weight: params.ip_weight,
+                start_percent: params.start_at,
+                end_percent: params.end_at,
                 region: region.clone(),
             }));
             Ok(Value::Handle(Handle::new(

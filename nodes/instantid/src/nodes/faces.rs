@@ -11,9 +11,7 @@ use candle_core::{Device, Tensor};
 use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Image};
-use swapgraph_node_api::{
-    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 
 /// The FACEANALYSIS value: an analyzer behind a shared pointer.
 pub struct Analyzer(pub Arc<dyn FaceAnalyzer>);
@@ -21,6 +19,15 @@ pub struct Analyzer(pub Arc<dyn FaceAnalyzer>);
 /// Chooses how faces are found.
 pub struct InstantIdFaceAnalysis {
     descriptor: NodeDescriptor,
+}
+
+/// The face models to load.
+#[derive(Params)]
+struct FaceModels {
+    /// A folder of face models (insightface's antelopev2 or buffalo_l, or MTCNN's three networks with an ArcFace
+    /// model) inside the models folder (--models-dir), builtin:tiny-face, or a face .json file there.
+    #[param(default = TINY_FACE, reads = Models)]
+    face_models: Arc<str>,
 }
 
 impl InstantIdFaceAnalysis {
@@ -33,16 +40,7 @@ impl InstantIdFaceAnalysis {
              and ArcFace ONNX files), builtin:tiny-face (a stand-in with random weights for the built-in models), or a \
              face file (.json with a 512-value embedding and five keypoints) that skips analysis.",
         )
-        .param(ParamSpec::new(
-            "face_models",
-            ParamKind::String {
-                default: Some(TINY_FACE),
-                multiline: false,
-            },
-            "A folder of face models (insightface's antelopev2 or buffalo_l, or MTCNN's three networks with an ArcFace \
-             model) inside the models folder (--models-dir), builtin:tiny-face, or a face .json file there.",
-        )
-        .reads_file(FileFolder::Models))
+        .params::<FaceModels>()
         .output(SocketType::Faceanalysis, "The face analyzer.");
         Self { descriptor }
     }
@@ -54,7 +52,9 @@ impl NodeType for InstantIdFaceAnalysis {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let name = ctx.files.model("face_models", &args.string("face_models")?)?;
+        let name = ctx
+            .files
+            .model("face_models", &FaceModels::from_args(args)?.face_models)?;
         let analyzer: Arc<dyn FaceAnalyzer> = if name == TINY_FACE {
             Arc::new(TinyFaceAnalyzer::new())
         } else if name.ends_with(".json") {

@@ -5,9 +5,7 @@ use crate::weights::{tiny_resampler, InstantIdModel, InstantIdWeights};
 use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, memory_manager, weight_dtype};
-use swapgraph_node_api::{
-    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 use swapgraph_sdxl::ip_adapter::ResamplerConfig;
 use swapgraph_sdxl::unet::UNetConfig;
 
@@ -23,6 +21,14 @@ pub struct InstantIdModelLoader {
     descriptor: NodeDescriptor,
 }
 
+/// The adapter to load.
+#[derive(Params)]
+struct AdapterFile {
+    /// InstantID's ip-adapter.bin or a .safetensors inside the models folder (--models-dir), or builtin:tiny-instantid.
+    #[param(default = TINY_INSTANTID, reads = Models)]
+    instantid_file: Arc<str>,
+}
+
 impl InstantIdModelLoader {
     /// The node type.
     pub fn new() -> Self {
@@ -34,15 +40,7 @@ impl InstantIdModelLoader {
              and builtin:random-sdxl.",
         )
         .uses_device()
-        .param(ParamSpec::new(
-            "instantid_file",
-            ParamKind::String {
-                default: Some(TINY_INSTANTID),
-                multiline: false,
-            },
-            "InstantID's ip-adapter.bin or a .safetensors inside the models folder (--models-dir), or builtin:tiny-instantid.",
-        )
-        .reads_file(FileFolder::Models))
+        .params::<AdapterFile>()
         .output(SocketType::Instantid, "The adapter.");
         Self { descriptor }
     }
@@ -54,7 +52,9 @@ impl NodeType for InstantIdModelLoader {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let name = ctx.files.model("instantid_file", &args.string("instantid_file")?)?;
+        let name = ctx
+            .files
+            .model("instantid_file", &AdapterFile::from_args(args)?.instantid_file)?;
         let device = candle_device(ctx.device)?;
         let dtype = weight_dtype(&device);
         // The adapter stays on the device while the model it patches is in use: make its room

@@ -3,13 +3,19 @@
 use crate::checkpoint::{self, TINY_SDXL};
 use crate::device::candle_device;
 use std::sync::Arc;
-use swapgraph_node_api::{
-    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 
 /// Loads a checkpoint; the UNet's weights stay on the host until a sampler runs.
 pub struct CheckpointLoaderSimple {
     descriptor: NodeDescriptor,
+}
+
+/// The checkpoint to load.
+#[derive(Params)]
+struct CheckpointFile {
+    /// An SDXL .safetensors file or diffusers folder inside the models folder (--models-dir); builtin:tiny-sdxl (toy size) or builtin:random-sdxl (SDXL size, random weights, for timing).
+    #[param(default = TINY_SDXL, reads = Models)]
+    ckpt_name: Arc<str>,
 }
 
 impl CheckpointLoaderSimple {
@@ -21,12 +27,7 @@ impl CheckpointLoaderSimple {
             "Loads an SDXL checkpoint: a single .safetensors file (original layout), a diffusers folder, or builtin:tiny-sdxl (random weights, for trying workflows).",
         )
         .uses_device()
-        .param(ParamSpec::new(
-            "ckpt_name",
-            ParamKind::String { default: Some(TINY_SDXL), multiline: false },
-            "An SDXL .safetensors file or diffusers folder inside the models folder (--models-dir); builtin:tiny-sdxl (toy size) or builtin:random-sdxl (SDXL size, random weights, for timing).",
-        )
-        .reads_file(FileFolder::Models))
+        .params::<CheckpointFile>()
         .output(SocketType::Model, "The UNet.")
         .output(SocketType::Clip, "Both text encoders.")
         .output(SocketType::Vae, "The VAE.");
@@ -42,7 +43,8 @@ impl NodeType for CheckpointLoaderSimple {
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let device = candle_device(ctx.device)?;
         let loaded = checkpoint::load(
-            &ctx.files.model("ckpt_name", &args.string("ckpt_name")?)?,
+            &ctx.files
+                .model("ckpt_name", &CheckpointFile::from_args(args)?.ckpt_name)?,
             &device,
             ctx.vram_budget,
         )?;

@@ -4,9 +4,7 @@ use super::out_of_memory::is_out_of_memory;
 use crate::conditioning::{SizeIds, TextEncoders};
 use crate::device::candle_device;
 use std::sync::Arc;
-use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 
 /// An encoding failure as a node failure; running out of device memory says what to do.
 fn encode_error(error: candle_core::Error) -> NodeError {
@@ -21,27 +19,41 @@ fn encode_error(error: candle_core::Error) -> NodeError {
     ))
 }
 
-fn prompt(name: &'static str, description: &'static str) -> ParamSpec {
-    ParamSpec::new(
-        name,
-        ParamKind::String {
-            default: None,
-            multiline: true,
-        },
-        description,
-    )
+/// `CLIPTextEncode`'s one prompt.
+#[derive(Params)]
+struct Prompt {
+    /// The prompt; longer prompts are encoded in 77-token windows.
+    #[param(multiline)]
+    text: Arc<str>,
 }
 
-fn size(name: &'static str, default: i64, description: &'static str) -> ParamSpec {
-    ParamSpec::new(
-        name,
-        ParamKind::Int {
-            default: Some(default),
-            min: 0,
-            max: 16384,
-        },
-        description,
-    )
+/// `CLIPTextEncodeSDXL`'s sizes and prompts.
+#[derive(Params)]
+struct SdxlPrompt {
+    /// Original image width.
+    #[param(default = 1024, max = 16384)]
+    width: u32,
+    /// Original image height.
+    #[param(default = 1024, max = 16384)]
+    height: u32,
+    /// Crop offset from the left.
+    #[param(default = 0, max = 16384)]
+    crop_w: u32,
+    /// Crop offset from the top.
+    #[param(default = 0, max = 16384)]
+    crop_h: u32,
+    /// Target width.
+    #[param(default = 1024, max = 16384)]
+    target_width: u32,
+    /// Target height.
+    #[param(default = 1024, max = 16384)]
+    target_height: u32,
+    /// Prompt for OpenCLIP bigG.
+    #[param(multiline)]
+    text_g: Arc<str>,
+    /// Prompt for CLIP ViT-L.
+    #[param(multiline)]
+    text_l: Arc<str>,
 }
 
 fn conditioning(value: crate::conditioning::Conditioning) -> Vec<Value> {
@@ -63,10 +75,7 @@ impl ClipTextEncode {
         )
         .uses_device()
         .input("clip", SocketType::Clip, "The text encoders.")
-        .param(prompt(
-            "text",
-            "The prompt; longer prompts are encoded in 77-token windows.",
-        ))
+        .params::<Prompt>()
         .output(SocketType::Conditioning, "The encoded prompt.");
         Self { descriptor }
     }
@@ -78,7 +87,7 @@ impl NodeType for ClipTextEncode {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let text = args.string("text")?;
+        let text = Prompt::from_args(args)?.text;
         let device = candle_device(ctx.device)?;
         let encoded = args
             .handle::<TextEncoders>("clip")?
@@ -103,14 +112,7 @@ impl ClipTextEncodeSdxl {
         )
         .uses_device()
         .input("clip", SocketType::Clip, "The text encoders.")
-        .param(size("width", 1024, "Original image width."))
-        .param(size("height", 1024, "Original image height."))
-        .param(size("crop_w", 0, "Crop offset from the left."))
-        .param(size("crop_h", 0, "Crop offset from the top."))
-        .param(size("target_width", 1024, "Target width."))
-        .param(size("target_height", 1024, "Target height."))
-        .param(prompt("text_g", "Prompt for OpenCLIP bigG."))
-        .param(prompt("text_l", "Prompt for CLIP ViT-L."))
+        .params::<SdxlPrompt>()
         .output(SocketType::Conditioning, "The encoded prompt.");
         Self { descriptor }
     }
@@ -122,22 +124,17 @@ impl NodeType for ClipTextEncodeSdxl {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let p = SdxlPrompt::from_args(args)?;
         let clip = args.handle::<TextEncoders>("clip")?;
         let device = candle_device(ctx.device)?;
         let mut encoded = clip
-            .encode(
-                &device,
-                ctx.vram_budget,
-                &args.string("text_l")?,
-                &args.string("text_g")?,
-            )
+            .encode(&device, ctx.vram_budget, &p.text_l, &p.text_g)
             .map_err(encode_error)?;
-        let pair =
-            |w: &str, h: &str| -> Result<(f64, f64), NodeError> { Ok((args.int(w)? as f64, args.int(h)? as f64)) };
+        let pair = |w: u32, h: u32| (f64::from(w), f64::from(h));
         encoded.size = Some(SizeIds {
-            original: pair("width", "height")?,
-            crop: pair("crop_w", "crop_h")?,
-            target: pair("target_width", "target_height")?,
+            original: pair(p.width, p.height),
+            crop: pair(p.crop_w, p.crop_h),
+            target: pair(p.target_width, p.target_height),
         });
         Ok(conditioning(encoded))
     }

@@ -6,13 +6,19 @@ use crate::conditioning::{Conditioning, ControlHint};
 use crate::controlnet::{self, TINY_CONTROLNET};
 use std::sync::Arc;
 use swapgraph_model::{Image, ModelHandle};
-use swapgraph_node_api::{
-    Args, FileFolder, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 
 /// Loads a ControlNet; its weights stay on the host until a sampler runs it.
 pub struct ControlNetLoader {
     descriptor: NodeDescriptor,
+}
+
+/// The ControlNet to load.
+#[derive(Params)]
+struct ControlNetFile {
+    /// A ControlNet folder or .safetensors file inside the models folder (--models-dir), builtin:tiny-controlnet or builtin:random-controlnet.
+    #[param(default = TINY_CONTROLNET, reads = Models)]
+    control_net_name: Arc<str>,
 }
 
 impl ControlNetLoader {
@@ -24,15 +30,7 @@ impl ControlNetLoader {
             "Loads an SDXL ControlNet (such as InstantID's IdentityNet): a diffusers folder, a .safetensors file \
              (with config.json beside it, or SDXL's configuration), builtin:tiny-controlnet or builtin:random-controlnet (random weights, toy and SDXL size).",
         )
-        .param(ParamSpec::new(
-            "control_net_name",
-            ParamKind::String {
-                default: Some(TINY_CONTROLNET),
-                multiline: false,
-            },
-            "A ControlNet folder or .safetensors file inside the models folder (--models-dir), builtin:tiny-controlnet or builtin:random-controlnet.",
-        )
-        .reads_file(FileFolder::Models))
+        .params::<ControlNetFile>()
         .output(SocketType::ControlNet, "The ControlNet.");
         Self { descriptor }
     }
@@ -44,7 +42,8 @@ impl NodeType for ControlNetLoader {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let model = controlnet::load(&ctx.files.model("control_net_name", &args.string("control_net_name")?)?)?;
+        let name = ControlNetFile::from_args(args)?.control_net_name;
+        let model = controlnet::load(&ctx.files.model("control_net_name", &name)?)?;
         Ok(vec![Value::Handle(Handle::new(
             SocketType::ControlNet,
             Arc::new(model),
@@ -57,17 +56,18 @@ pub struct ControlNetApplyAdvanced {
     descriptor: NodeDescriptor,
 }
 
-/// A fraction-of-the-schedule param.
-pub fn percent(name: &'static str, default: f64, description: &'static str) -> ParamSpec {
-    ParamSpec::new(
-        name,
-        ParamKind::Float {
-            default: Some(default),
-            min: 0.0,
-            max: 1.0,
-        },
-        description,
-    )
+/// How strongly and over which part of the schedule a ControlNet steers.
+#[derive(Params)]
+struct ControlStrength {
+    /// Scale of the ControlNet's residuals.
+    #[param(default = 1.0, min = 0.0, max = 10.0)]
+    strength: f64,
+    /// Where in the schedule it starts (0 = first step).
+    #[param(default = 0.0, min = 0.0, max = 1.0)]
+    start_percent: f64,
+    /// Where in the schedule it ends (1 = last step).
+    #[param(default = 1.0, min = 0.0, max = 1.0)]
+    end_percent: f64,
 }
 
 impl ControlNetApplyAdvanced {
@@ -82,17 +82,7 @@ impl ControlNetApplyAdvanced {
         .input("negative", SocketType::Conditioning, "The negative conditioning.")
         .input("control_net", SocketType::ControlNet, "The ControlNet.")
         .input("image", SocketType::Image, "The hint image (its first image is used).")
-        .param(ParamSpec::new(
-            "strength",
-            ParamKind::Float {
-                default: Some(1.0),
-                min: 0.0,
-                max: 10.0,
-            },
-            "Scale of the ControlNet's residuals.",
-        ))
-        .param(percent("start_percent", 0.0, "Where in the schedule it starts (0 = first step)."))
-        .param(percent("end_percent", 1.0, "Where in the schedule it ends (1 = last step)."))
+        .params::<ControlStrength>()
         .named_output("positive", SocketType::Conditioning, "The positive conditioning, with the ControlNet.")
         .named_output("negative", SocketType::Conditioning, "The negative conditioning, with the ControlNet.");
         Self { descriptor }
@@ -106,12 +96,13 @@ impl NodeType for ControlNetApplyAdvanced {
 
     fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let image = args.handle::<Image>("image")?;
+        let steer = ControlStrength::from_args(args)?;
         let hint = Arc::new(ControlHint {
             controlnet: (*args.handle::<ModelHandle>("control_net")?).clone(),
             hint: hint_tensor(&image)?,
-            strength: args.float("strength")?,
-            start_percent: args.float("start_percent")?,
-            end_percent: args.float("end_percent")?,
+            strength: steer.strength,
+            start_percent: steer.start_percent,
+            end_percent: steer.end_percent,
             context: None,
             region: None,
         });

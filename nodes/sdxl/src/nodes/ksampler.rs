@@ -12,9 +12,30 @@ use candle_core::DType;
 use std::cell::Cell;
 use std::sync::Arc;
 use swapgraph_model::{device_memory, reset_peak_memory, Latent, ModelHandle};
-use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
+
+/// KSampler's params, as ComfyUI names them.
+#[derive(Params)]
+struct KSamplerParams {
+    /// Seeds the noise: a seed gives the same starting noise on every machine and device.
+    #[param(default = 0)]
+    seed: u64,
+    /// Sampling steps.
+    #[param(default = 20, min = 1, max = 10_000)]
+    steps: usize,
+    /// Classifier-free guidance scale; 1 skips the negative prompt.
+    #[param(default = 8.0, min = 0.0, max = 100.0)]
+    cfg: f64,
+    /// The sampling algorithm.
+    #[param(default = Sampler::Euler)]
+    sampler_name: Sampler,
+    /// How steps are spread over noise levels.
+    #[param(default = Scheduler::Normal)]
+    scheduler: Scheduler,
+    /// How much of the schedule to run; below 1 keeps part of the input latents (img2img).
+    #[param(default = 1.0, min = 0.0, max = 1.0)]
+    denoise: f64,
+}
 
 /// Samples latents from noise (or partly noised latents, for `denoise` below 1).
 pub struct KSampler {
@@ -42,58 +63,7 @@ impl KSampler {
             SocketType::Latent,
             "Empty latents, or encoded images for img2img.",
         )
-        .param(ParamSpec::new(
-            "seed",
-            ParamKind::Int {
-                default: Some(0),
-                min: 0,
-                max: i64::MAX,
-            },
-            "Seeds the noise: a seed gives the same starting noise on every machine and device.",
-        ))
-        .param(ParamSpec::new(
-            "steps",
-            ParamKind::Int {
-                default: Some(20),
-                min: 1,
-                max: 10_000,
-            },
-            "Sampling steps.",
-        ))
-        .param(ParamSpec::new(
-            "cfg",
-            ParamKind::Float {
-                default: Some(8.0),
-                min: 0.0,
-                max: 100.0,
-            },
-            "Classifier-free guidance scale; 1 skips the negative prompt.",
-        ))
-        .param(ParamSpec::new(
-            "sampler_name",
-            ParamKind::Choice {
-                default: Some("euler"),
-                choices: Sampler::NAMES.to_vec(),
-            },
-            "The sampling algorithm.",
-        ))
-        .param(ParamSpec::new(
-            "scheduler",
-            ParamKind::Choice {
-                default: Some("normal"),
-                choices: Scheduler::NAMES.to_vec(),
-            },
-            "How steps are spread over noise levels.",
-        ))
-        .param(ParamSpec::new(
-            "denoise",
-            ParamKind::Float {
-                default: Some(1.0),
-                min: 0.0,
-                max: 1.0,
-            },
-            "How much of the schedule to run; below 1 keeps part of the input latents (img2img).",
-        ))
+        .params::<KSamplerParams>()
         .output(SocketType::Latent, "The denoised latents.");
         Self { descriptor }
     }
@@ -105,6 +75,7 @@ impl NodeType for KSampler {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let params = KSamplerParams::from_args(args)?;
         let model = args.handle::<ModelHandle>("model")?;
         let unet = model.network.as_any().downcast_ref::<UNet>().ok_or_else(|| {
             NodeError::msg(format!(
@@ -153,16 +124,8 @@ impl NodeType for KSampler {
         let image_tokens = adapters::image_token_guidance(&positive_in, &negative_in)?;
 
         let schedule = DiscreteSchedule::sdxl();
-        let steps = args.int("steps")? as usize;
-        let sigmas = denoise_sigmas(
-            &schedule,
-            Scheduler::from_name(&args.string("scheduler")?),
-            steps,
-            args.float("denoise")?,
-        )?;
-        let sampler = Sampler::from_name(&args.string("sampler_name")?)
-            .ok_or_else(|| NodeError::msg("unknown sampler (validation should have caught this)"))?;
-        let mut noise = SeededNoise::new(args.int("seed")? as u64);
+        let sigmas = denoise_sigmas(&schedule, params.scheduler, params.steps, params.denoise)?;
+        let mut noise = SeededNoise::new(params.seed);
         let start_noise = noise.tensor(latent.samples.dims(), &device).map_err(tensor_error)?;
         let start = (latent.samples.to_dtype(DType::F32).map_err(tensor_error)?
             + (start_noise * sigmas[0]).map_err(tensor_error)?)
@@ -174,7 +137,7 @@ impl NodeType for KSampler {
             schedule: &schedule,
             positive: &positive,
             negative: &negative,
-            cfg: args.float("cfg")?,
+            cfg: params.cfg,
             control: control.as_ref(),
             image_tokens: image_tokens.as_ref(),
             context_cache: ContextCache::default(),
@@ -191,11 +154,14 @@ impl NodeType for KSampler {
             Ok(())
         };
         reset_peak_memory(&device);
-        let samples = match sampler.sample(&mut denoiser, start, &sigmas, &mut noise, &mut after_step) {
+        let samples = match params
+            .sampler_name
+            .sample(&mut denoiser, start, &sigmas, &mut noise, &mut after_step)
+        {
             Ok(samples) => samples,
             Err(_) if cancelled.get() => return Err(NodeError::Cancelled),
             Err(e) => {
-                let stage = format!("in step {} of {steps}", done.get() + 1);
+                let stage = format!("in step {} of {}", done.get() + 1, params.steps);
                 return Err(on_device.explain(e.to_string(), &stage, true));
             }
         };
@@ -224,12 +190,10 @@ impl NodeType for KSampler {
 /// (ComfyUI's rule), so img2img starts part-way down.
 fn denoise_sigmas(
     schedule: &DiscreteSchedule,
-    scheduler: Option<Scheduler>,
+    scheduler: Scheduler,
     steps: usize,
     denoise: f64,
 ) -> Result<Vec<f64>, NodeError> {
-    let scheduler =
-        scheduler.ok_or_else(|| NodeError::msg("unknown scheduler (validation should have caught this)"))?;
     if denoise <= 0.0 {
         return Err(NodeError::msg(
             "denoise 0 leaves nothing to sample; use a value above 0",

@@ -7,14 +7,23 @@ use crate::vae::{decode_tiled, DecodeCost, DecodePlan, Vae, VaeModel, MIN_TILE, 
 use candle_core::{DType, Device};
 use std::sync::Arc;
 use swapgraph_model::{memory_manager, Image, Latent};
-use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 
 /// Decodes latents with the VAE (in f32: SDXL's VAE overflows in f16), whole or in tiles.
 pub struct VaeDecode {
     descriptor: NodeDescriptor,
     tiled: bool,
+}
+
+/// `VAEDecodeTiled`'s tiles.
+#[derive(Params)]
+struct Tiles {
+    /// Tile width and height in pixels (a multiple of 8).
+    #[param(default = 512, min = 64, max = 4096)]
+    tile_size: usize,
+    /// Overlap between tiles in pixels, blended smoothly.
+    #[param(default = 64, max = 4096)]
+    overlap: usize,
 }
 
 impl VaeDecode {
@@ -38,17 +47,6 @@ impl VaeDecode {
 
     /// `VAEDecodeTiled`.
     pub fn tiled() -> Self {
-        let pixels = |name, default, min, description| {
-            ParamSpec::new(
-                name,
-                ParamKind::Int {
-                    default: Some(default),
-                    min,
-                    max: 4096,
-                },
-                description,
-            )
-        };
         let descriptor = NodeDescriptor::new(
             "VAEDecodeTiled",
             "latent",
@@ -57,18 +55,7 @@ impl VaeDecode {
         .uses_device()
         .input("samples", SocketType::Latent, "The latents.")
         .input("vae", SocketType::Vae, "The VAE.")
-        .param(pixels(
-            "tile_size",
-            512,
-            64,
-            "Tile width and height in pixels (a multiple of 8).",
-        ))
-        .param(pixels(
-            "overlap",
-            64,
-            0,
-            "Overlap between tiles in pixels, blended smoothly.",
-        ))
+        .params::<Tiles>()
         .output(SocketType::Image, "The images.");
         Self {
             descriptor,
@@ -78,13 +65,13 @@ impl VaeDecode {
 
     /// The tiles `VAEDecodeTiled` was given, in latent pixels.
     fn given_tiles(args: &Args) -> Result<(usize, usize), NodeError> {
-        let (tile, overlap) = (args.int("tile_size")?, args.int("overlap")?);
-        if overlap >= tile {
+        let Tiles { tile_size, overlap } = Tiles::from_args(args)?;
+        if overlap >= tile_size {
             return Err(NodeError::msg(format!(
-                "overlap {overlap} must be smaller than tile_size {tile}"
+                "overlap {overlap} must be smaller than tile_size {tile_size}"
             )));
         }
-        Ok((tile as usize / 8, overlap as usize / 8))
+        Ok((tile_size / 8, overlap / 8))
     }
 }
 

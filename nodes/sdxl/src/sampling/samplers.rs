@@ -25,37 +25,24 @@ pub trait NoiseSource {
     fn noise_like(&mut self, like: &Tensor) -> Result<Tensor>;
 }
 
-/// A sampling algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A sampling algorithm, named in workflows as in ComfyUI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, swapgraph_node_api::Choice)]
 pub enum Sampler {
     /// Euler's method on the probability-flow ODE.
     Euler,
     /// Euler steps to a lower sigma, then fresh noise back up (eta 1).
     EulerAncestral,
     /// DPM-Solver++(2M): second-order multistep.
+    #[choice(name = "dpmpp_2m")]
     Dpmpp2m,
     /// DPM-Solver++(2M) SDE, midpoint variant, eta 1.
+    #[choice(name = "dpmpp_2m_sde")]
     Dpmpp2mSde,
     /// DDIM, which for epsilon models in sigma space is the Euler step (as in ComfyUI).
     Ddim,
 }
 
 impl Sampler {
-    /// The sampler names workflows use, as in ComfyUI.
-    pub const NAMES: [&'static str; 5] = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "ddim"];
-
-    /// The sampler called `name`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "euler" => Some(Self::Euler),
-            "euler_ancestral" => Some(Self::EulerAncestral),
-            "dpmpp_2m" => Some(Self::Dpmpp2m),
-            "dpmpp_2m_sde" => Some(Self::Dpmpp2mSde),
-            "ddim" => Some(Self::Ddim),
-            _ => None,
-        }
-    }
-
     /// Walks `x` (noise at `sigmas[0]`, plus the latent for img2img) down `sigmas`, calling
     /// `after_step(i, n)` after each of the `n` steps (progress, cancellation).
     ///

@@ -9,8 +9,8 @@
 /// Timesteps of the training schedule.
 pub const TRAINING_STEPS: usize = 1000;
 
-/// How sampling steps are spread over the noise levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How sampling steps are spread over the noise levels, named in workflows as in ComfyUI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, swapgraph_node_api::Choice)]
 pub enum Scheduler {
     /// Evenly spaced timesteps.
     Normal,
@@ -18,21 +18,6 @@ pub enum Scheduler {
     Karras,
     /// Evenly spaced in log sigma.
     Exponential,
-}
-
-impl Scheduler {
-    /// The scheduler names workflows use, as in ComfyUI.
-    pub const NAMES: [&'static str; 3] = ["normal", "karras", "exponential"];
-
-    /// The scheduler called `name`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "normal" => Some(Self::Normal),
-            "karras" => Some(Self::Karras),
-            "exponential" => Some(Self::Exponential),
-            _ => None,
-        }
-    }
 }
 
 /// SDXL's discrete noise schedule: the sigma of each training timestep.

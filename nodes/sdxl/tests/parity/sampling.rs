@@ -5,6 +5,7 @@ use crate::{assert_close, fixture, load_cases};
 use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Mutex;
 use swapgraph_model::{ResidentStore, TensorSource, UnitSpec, UnitWeights, WeightStore};
+use swapgraph_node_api::Choice;
 use swapgraph_sdxl::sampling::{DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning};
 use swapgraph_sdxl::unet::{ContextCache, UNet, UNetConfig};
 
