@@ -46,7 +46,7 @@ fn registry() -> Registry {
     let mut registry = Registry::new();
     swapgraph_utils::register(&mut registry).unwrap();
     let discard = NodeDescriptor::new("Discard", "bench", "drops its input")
-        .input("text", SocketType::String, "")
+        .input("text", SocketType::STRING, "")
         .output_node();
     registry.register(Discard(discard)).unwrap();
     registry

@@ -62,6 +62,15 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
             let descriptors: Vec<_> = state.engine.registry().descriptors().collect();
             json(&descriptors).into_response()
         });
+    let sockets = api
+        .and(warp::path("sockets"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: Arc<State>| {
+            let sockets: Vec<_> = state.engine.registry().sockets().collect();
+            json(&sockets).into_response()
+        });
     let validate = post_workflow(state, "validate").map(|state: Arc<State>, bytes: bytes::Bytes| {
         match state.prepare("workflow", &bytes) {
             Ok(plan) => json(&serde_json::json!({ "valid": true, "plan": plan.summary() })).into_response(),
@@ -206,6 +215,8 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
             }
         });
     nodes
+        .or(sockets)
+        .unify()
         .or(system)
         .unify()
         .or(validate)

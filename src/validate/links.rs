@@ -4,7 +4,7 @@
 use super::node::NodeDraft;
 use super::{suggest, CheckedLink, ValidationError};
 use std::collections::HashMap;
-use swapgraph_node_api::SocketType;
+use swapgraph_node_api::{Registry, SocketType};
 
 /// Resolves every well-formed link of every node, moving it from `pending` to `links`. Returns
 /// each link that reaches an existing node as a `(producer, consumer)` pair, whether or not its
@@ -12,6 +12,7 @@ use swapgraph_node_api::SocketType;
 pub fn resolve(
     nodes: &mut [NodeDraft],
     ids: &HashMap<String, usize>,
+    registry: &Registry,
     errors: &mut Vec<ValidationError>,
 ) -> Vec<(usize, usize)> {
     let mut edges = Vec::new();
@@ -52,7 +53,7 @@ pub fn resolve(
                 });
                 continue;
             };
-            if spec.socket != pending.socket {
+            if !registry.accepts(pending.socket, spec.socket) {
                 errors.push(ValidationError::SocketTypeMismatch {
                     node,
                     input,

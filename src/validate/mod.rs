@@ -64,7 +64,7 @@ pub fn validate(workflow: &Workflow, registry: &Registry) -> Result<ValidGraph, 
     let mut errors = Vec::new();
     let ids = document::check(workflow, &mut errors);
     let mut nodes = node::check_all(workflow, registry, &mut errors);
-    let edges = links::resolve(&mut nodes, &ids, &mut errors);
+    let edges = links::resolve(&mut nodes, &ids, registry, &mut errors);
     graph::check(&nodes, &edges, registry, &mut errors);
     if !errors.is_empty() {
         return Err(errors);

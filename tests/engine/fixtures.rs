@@ -6,8 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use swapgraph::exec::{Engine, Event, EventSink, RunError, RunOptions, RunSummary};
 use swapgraph_node_api::{
-    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, Registry, RunContext, SocketType, Value,
+    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, Registry, RunContext, SocketSpec, SocketType,
+    Value,
 };
+
+/// A test pack's own socket type, which takes whole and real numbers as they are.
+pub const NUMBER: SocketType = SocketType::new("NUMBER", "number");
 
 /// Counts how often test nodes ran and how many ran at once.
 #[derive(Default)]
@@ -61,6 +65,12 @@ pub fn packs() -> Registry {
 /// The binary's packs plus the test nodes, all sharing `probe`.
 pub fn registry(probe: &Arc<Probe>) -> Registry {
     let mut registry = packs();
+    registry
+        .register_socket(
+            SocketSpec::new(NUMBER, "#000000", "A number of either kind.")
+                .accepting(&[SocketType::INT, SocketType::FLOAT]),
+        )
+        .unwrap();
     let mut add = |descriptor: NodeDescriptor, run: Box<RunFn>| {
         registry
             .register(TestNode {
@@ -76,7 +86,7 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
             "test",
             "start (+ after) or start * after, times `times` if given",
         )
-        .optional_input("after", SocketType::Int, "")
+        .optional_input("after", SocketType::INT, "")
         .param(int("start", 0))
         .param(ParamSpec::new(
             "mode",
@@ -98,7 +108,7 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
             )
             .optional(),
         )
-        .output(SocketType::Int, ""),
+        .output(SocketType::INT, ""),
         Box::new(|args, _, _| {
             let start = args.param::<i64>("start")?;
             let after = args.param::<Option<i64>>("after")?.unwrap_or(0);
@@ -113,9 +123,9 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
     );
     add(
         NodeDescriptor::new("TestSleep", "test", "sleeps, then outputs its input")
-            .input("value", SocketType::Int, "")
+            .input("value", SocketType::INT, "")
             .param(int("ms", 50))
-            .output(SocketType::Int, ""),
+            .output(SocketType::INT, ""),
         Box::new(|args, _, _| {
             std::thread::sleep(Duration::from_millis(args.param::<u64>("ms")?));
             Ok(vec![args.value("value")?.clone()])
@@ -127,10 +137,10 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
             "test",
             "sleeps on the device, then outputs its input",
         )
-        .input("value", SocketType::Int, "")
+        .input("value", SocketType::INT, "")
         .param(int("ms", 50))
         .uses_device()
-        .output(SocketType::Int, ""),
+        .output(SocketType::INT, ""),
         Box::new(|args, _, _| {
             std::thread::sleep(Duration::from_millis(args.param::<u64>("ms")?));
             Ok(vec![args.value("value")?.clone()])
@@ -142,9 +152,9 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
             "test",
             "counts to steps, one ms a step, checking cancellation",
         )
-        .input("value", SocketType::Int, "")
+        .input("value", SocketType::INT, "")
         .param(int("steps", 10))
-        .output(SocketType::Int, ""),
+        .output(SocketType::INT, ""),
         Box::new(|args, ctx, _| {
             let steps = args.param::<u64>("steps")?;
             for step in 1..=steps {
@@ -157,30 +167,36 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
     );
     add(
         NodeDescriptor::new("TestFail", "test", "always fails")
-            .input("value", SocketType::Int, "")
-            .output(SocketType::Int, ""),
+            .input("value", SocketType::INT, "")
+            .output(SocketType::INT, ""),
         Box::new(|_, _, _| Err(NodeError::msg("the test node failed on purpose"))),
     );
     add(
         NodeDescriptor::new("TestPanic", "test", "always panics")
-            .input("value", SocketType::Int, "")
-            .output(SocketType::Int, ""),
+            .input("value", SocketType::INT, "")
+            .output(SocketType::INT, ""),
         Box::new(|_, _, _| panic!("boom")),
     );
     add(
         NodeDescriptor::new("TestWrongOutputs", "test", "returns a STRING where it declares an INT")
-            .input("value", SocketType::Int, "")
-            .output(SocketType::Int, ""),
+            .input("value", SocketType::INT, "")
+            .output(SocketType::INT, ""),
         Box::new(|_, _, _| Ok(vec![Value::string("not a number")])),
     );
     add(
         NodeDescriptor::new("TestSink", "test", "an output node that records its input")
-            .input("value", SocketType::Int, "")
+            .input("value", SocketType::INT, "")
             .output_node(),
         Box::new(|args, _, _| {
             SINK.lock().unwrap().push(args.param::<i64>("value")?);
             Ok(vec![])
         }),
+    );
+    add(
+        NodeDescriptor::new("TestNumberSink", "test", "an output node taking any number")
+            .input("value", NUMBER, "")
+            .output_node(),
+        Box::new(|_, _, _| Ok(vec![])),
     );
     registry
 }

@@ -106,6 +106,16 @@ async fn descriptors_and_validation_reports_are_the_clis() {
         .collect();
     assert!(names.contains(&"KSampler") && names.contains(&"BlockSwap"));
     assert_eq!(names.len(), packs().descriptors().count());
+    let (status, sockets) = call(&server, "GET", "/api/sockets", "").await;
+    assert_eq!(status, 200);
+    let control_net = sockets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "CONTROL_NET")
+        .expect("the SDXL pack registers CONTROL_NET");
+    assert!(control_net["colour"].as_str().unwrap().starts_with('#'));
+    assert_eq!(sockets.as_array().unwrap().len(), packs().sockets().count());
 
     let valid = std::fs::read_to_string("workflows/sdxl_blockswap.yaml").unwrap();
     let (status, report) = call(&server, "POST", "/api/validate", &valid).await;

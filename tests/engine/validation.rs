@@ -28,6 +28,24 @@ fn each_broken_workflow_reports_its_problems() {
 }
 
 #[test]
+fn a_pack_socket_type_takes_the_types_it_accepts_and_no_others() {
+    let registry = registry(&Arc::new(Probe::default()));
+    let workflow = |source: &str| {
+        format!(
+            "version: 1\nnodes:\n  count: {{ type: TestCount, params: {{ start: 1 }} }}\n  \
+             text: {{ type: PrimitiveString, params: {{ value: a }} }}\n  \
+             sink: {{ type: TestNumberSink, inputs: {{ value: {source} }} }}\n"
+        )
+    };
+    swapgraph::prepare("int.yaml", workflow("count.int").as_bytes(), &[], &registry)
+        .unwrap_or_else(|report| panic!("NUMBER accepts INT: {report}"));
+    let report = swapgraph::prepare("string.yaml", workflow("text.string").as_bytes(), &[], &registry)
+        .err()
+        .expect("NUMBER does not accept STRING");
+    assert_eq!(report.codes(), ["socket-type-mismatch"]);
+}
+
+#[test]
 fn reports_serialize_with_code_node_field_and_position() {
     let registry = registry(&Arc::new(Probe::default()));
     let bytes = std::fs::read("tests/cases/invalid/many-problems.yaml").unwrap();

@@ -71,6 +71,8 @@ function MemoryPanel({ reports }) {
 
 export function App() {
   const [descriptors, setDescriptors] = useState([]);
+  // Socket types by name: their colours and the other types each one takes.
+  const [sockets, setSockets] = useState({});
   const [nodes, setNodes, onNodesChange] = useNodesState([]);
   const [edges, setEdges, onEdgesChange] = useEdgesState([]);
   const [meta, setMeta] = useState({ name: undefined, description: undefined });
@@ -90,6 +92,7 @@ export function App() {
       descriptorsRef.current = list;
       setDescriptors(list);
     });
+    api.sockets().then((list) => setSockets(Object.fromEntries(list.map((s) => [s.name, s]))));
     refreshSaved().catch(() => {});
   }, [refreshSaved]);
 
@@ -177,9 +180,10 @@ export function App() {
     (c) => {
       const from = socketOf(nodeById(c.source), c.sourceHandle, 'source');
       const to = socketOf(nodeById(c.target), c.targetHandle, 'target');
-      return !!from && from === to && c.source !== c.target;
+      const accepted = from === to || !!sockets[to]?.accepts.includes(from);
+      return !!from && accepted && c.source !== c.target;
     },
-    [nodeById],
+    [nodeById, sockets],
   );
 
   const onConnect = useCallback(
@@ -261,7 +265,7 @@ export function App() {
   };
 
   return (
-    <EditorContext.Provider value={{ setParam }}>
+    <EditorContext.Provider value={{ setParam, sockets }}>
       <div className="editor">
         <header className="toolbar">
           <strong>swapgraph</strong>

@@ -54,7 +54,8 @@ function ParamWidget({ nodeId, spec, value, onChange }) {
 
 /** The custom node type `socket`. */
 export function SocketNode({ id, data }) {
-  const { setParam } = useContext(EditorContext);
+  const { setParam, sockets } = useContext(EditorContext);
+  const colour = (socket) => ({ background: sockets?.[socket]?.colour });
   const descriptor = data.descriptor;
   const problems = data.problems || [];
   const fieldProblem = (field) => problems.find((p) => p.field === field)?.message;
@@ -93,6 +94,7 @@ export function SocketNode({ id, data }) {
                 position={Position.Left}
                 id={input.name}
                 className={`socket socket-${input.socket}`}
+                style={colour(input.socket)}
                 data-socket={input.socket}
               />
               <span className={input.optional ? 'optional' : ''}>
@@ -113,6 +115,7 @@ export function SocketNode({ id, data }) {
                 position={Position.Right}
                 id={output.name}
                 className={`socket socket-${output.socket}`}
+                style={colour(output.socket)}
                 data-socket={output.socket}
               />
             </div>

@@ -23,6 +23,7 @@ async function request(method, path, body, contentType = 'application/json') {
 
 export const api = {
   nodes: () => request('GET', '/api/nodes'),
+  sockets: () => request('GET', '/api/sockets'),
   validate: (yaml) => request('POST', '/api/validate', yaml, 'application/yaml'),
   submit: (yaml) => request('POST', '/api/jobs', yaml, 'application/yaml'),
   cancel: (id) => request('DELETE', `/api/jobs/${id}`),

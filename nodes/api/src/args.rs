@@ -87,7 +87,7 @@ mod tests {
         let args = Args::new(vec![
             ("steps", Value::Int(3)),
             ("text", Value::string("hi")),
-            ("latent", Value::Handle(Handle::new(SocketType::Latent, Arc::new(7u8)))),
+            ("latent", Value::Handle(Handle::new(SocketType::LATENT, Arc::new(7u8)))),
         ]);
         assert_eq!(args.param::<i64>("steps").unwrap(), 3);
         assert_eq!(&*args.param::<Arc<str>>("text").unwrap(), "hi");

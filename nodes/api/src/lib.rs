@@ -38,6 +38,6 @@ pub use memory::MemoryReport;
 pub use node::NodeType;
 pub use param::{FileFolder, ParamKind, ParamProblem, ParamSpec, TextRule};
 pub use registry::{Registry, RegistryError};
-pub use socket::SocketType;
+pub use socket::{SocketSpec, SocketType};
 pub use typed::{Choice, Declared, ParamType, Params};
 pub use value::{Handle, Value};

@@ -170,10 +170,10 @@ impl ParamSpec {
     /// The socket type a link feeding this parameter must carry.
     pub fn socket_type(&self) -> SocketType {
         match self.kind {
-            ParamKind::Int { .. } => SocketType::Int,
-            ParamKind::Float { .. } => SocketType::Float,
-            ParamKind::String { .. } | ParamKind::Choice { .. } => SocketType::String,
-            ParamKind::Boolean { .. } => SocketType::Boolean,
+            ParamKind::Int { .. } => SocketType::INT,
+            ParamKind::Float { .. } => SocketType::FLOAT,
+            ParamKind::String { .. } | ParamKind::Choice { .. } => SocketType::STRING,
+            ParamKind::Boolean { .. } => SocketType::BOOLEAN,
         }
     }
 
@@ -361,7 +361,7 @@ mod tests {
             sampler.accept_literal(&json!("eular")).unwrap_err().to_string(),
             "\"eular\" is not one of \"euler\", \"ddim\""
         );
-        assert_eq!(sampler.socket_type(), SocketType::String);
+        assert_eq!(sampler.socket_type(), SocketType::STRING);
     }
 
     #[test]

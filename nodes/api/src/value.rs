@@ -27,10 +27,10 @@ impl Value {
     /// The socket type this value belongs to.
     pub fn socket_type(&self) -> SocketType {
         match self {
-            Self::Int(_) => SocketType::Int,
-            Self::Float(_) => SocketType::Float,
-            Self::String(_) => SocketType::String,
-            Self::Boolean(_) => SocketType::Boolean,
+            Self::Int(_) => SocketType::INT,
+            Self::Float(_) => SocketType::FLOAT,
+            Self::String(_) => SocketType::STRING,
+            Self::Boolean(_) => SocketType::BOOLEAN,
             Self::Handle(handle) => handle.socket_type(),
         }
     }
@@ -86,9 +86,9 @@ mod tests {
 
     #[test]
     fn handles_share_and_downcast_to_their_own_type_only() {
-        let handle = Handle::new(SocketType::Latent, Arc::new(vec![1.0f32, 2.0]));
+        let handle = Handle::new(SocketType::LATENT, Arc::new(vec![1.0f32, 2.0]));
         let value = Value::Handle(handle.clone());
-        assert_eq!(value.socket_type(), SocketType::Latent);
+        assert_eq!(value.socket_type(), SocketType::LATENT);
         assert_eq!(*handle.downcast::<Vec<f32>>().unwrap(), vec![1.0, 2.0]);
         assert!(handle.downcast::<String>().is_none());
     }

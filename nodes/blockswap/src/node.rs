@@ -86,9 +86,9 @@ impl BlockSwap {
              run, so those weights stay in host memory and out of every step. Bypass or remove the node to keep \
              every weight on the device.",
         )
-        .input("model", SocketType::Model, "The model to stream.")
+        .input("model", SocketType::MODEL, "The model to stream.")
         .params::<BlockSwapParams>()
-        .output(SocketType::Model, "The model, streaming.");
+        .output(SocketType::MODEL, "The model, streaming.");
         Self { descriptor }
     }
 }
@@ -120,7 +120,7 @@ impl NodeType for BlockSwap {
                 (preset.enabled, preset.settings)
             }
         };
-        let passthrough = vec![Value::Handle(Handle::new(SocketType::Model, Arc::clone(&model)))];
+        let passthrough = vec![Value::Handle(Handle::new(SocketType::MODEL, Arc::clone(&model)))];
         if !enabled {
             tracing::info!(
                 "{}: BlockSwap disabled by its preset; the model stays resident",
@@ -140,7 +140,7 @@ impl NodeType for BlockSwap {
             );
             streaming = streaming.with_companion_placement(Arc::new(BlockSwapPlacement::new(settings)));
         }
-        Ok(vec![Value::Handle(Handle::new(SocketType::Model, Arc::new(streaming)))])
+        Ok(vec![Value::Handle(Handle::new(SocketType::MODEL, Arc::new(streaming)))])
     }
 }
 

@@ -16,7 +16,7 @@ impl LoadImage {
     pub fn new() -> Self {
         let descriptor = NodeDescriptor::new("LoadImage", "image", "Loads a PNG, JPEG or WebP image.")
             .params::<ImageFile>()
-            .output(SocketType::Image, "The image, RGB.");
+            .output(SocketType::IMAGE, "The image, RGB.");
         Self { descriptor }
     }
 }
@@ -31,7 +31,7 @@ impl NodeType for LoadImage {
         let device = candle_device(ctx.device)?;
         let pixels = rgb_to_tensor(decoded.to_rgb8(), &device).map_err(|e| NodeError::msg(e.to_string()))?;
         Ok(vec![Value::Handle(Handle::new(
-            SocketType::Image,
+            SocketType::IMAGE,
             Arc::new(Image { pixels }),
         ))])
     }

@@ -65,7 +65,7 @@ impl LoadImageMask {
              (transparent = 1).",
         )
         .params::<MaskSource>()
-        .output(SocketType::Mask, "The mask, values 0..1.");
+        .output(SocketType::MASK, "The mask, values 0..1.");
         Self { descriptor }
     }
 }
@@ -95,7 +95,7 @@ impl NodeType for LoadImageMask {
             .and_then(|t| t.to_device(&device))
             .map_err(|e| NodeError::msg(e.to_string()))?;
         Ok(vec![Value::Handle(Handle::new(
-            SocketType::Mask,
+            SocketType::MASK,
             Arc::new(Mask { values }),
         ))])
     }

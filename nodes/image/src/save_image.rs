@@ -20,7 +20,7 @@ impl SaveImage {
             "image",
             "Saves images as PNG files in the output folder, with the workflow embedded so they can be run again.",
         )
-        .input("images", SocketType::Image, "The images to save.")
+        .input("images", SocketType::IMAGE, "The images to save.")
         .params::<FilenamePrefix>()
         .output_node();
         Self {
@@ -36,7 +36,7 @@ impl SaveImage {
             "image",
             "Writes images to the output folder's previews/ sub-folder for a quick look.",
         )
-        .input("images", SocketType::Image, "The images to show.")
+        .input("images", SocketType::IMAGE, "The images to show.")
         .output_node();
         Self {
             descriptor,

@@ -46,9 +46,9 @@ struct BooleanValue {
 
 /// Each param struct's socket type and value variant.
 macro_rules! primitive_value {
-    ($($params:ident => $variant:ident),*) => {$(
+    ($($params:ident => $variant:ident, $socket:ident);*) => {$(
         impl PrimitiveValue for $params {
-            const SOCKET: SocketType = SocketType::$variant;
+            const SOCKET: SocketType = SocketType::$socket;
             fn into_value(self) -> Value {
                 Value::$variant(self.value)
             }
@@ -56,7 +56,12 @@ macro_rules! primitive_value {
     )*};
 }
 
-primitive_value!(IntValue => Int, FloatValue => Float, StringValue => String, BooleanValue => Boolean);
+primitive_value!(
+    IntValue => Int, INT;
+    FloatValue => Float, FLOAT;
+    StringValue => String, STRING;
+    BooleanValue => Boolean, BOOLEAN
+);
 
 /// `PrimitiveInt`, `PrimitiveFloat`, `PrimitiveString` and `PrimitiveBoolean`: one parameter
 /// `value`, one output of the same type.

@@ -31,7 +31,7 @@ impl StringConcatenate {
             "Joins two strings with a delimiter between them, e.g. a subject and a style.",
         )
         .params::<Strings>()
-        .output(SocketType::String, "string_a + delimiter + string_b.");
+        .output(SocketType::STRING, "string_a + delimiter + string_b.");
         Self { descriptor }
     }
 }

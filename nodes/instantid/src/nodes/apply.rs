@@ -3,7 +3,7 @@
 //! attached to both conditionings), as ComfyUI_InstantID does.
 
 use super::faces::{keypoint_image, Analyzer};
-use super::tensor_error;
+use super::{tensor_error, FACEANALYSIS, INSTANTID};
 use crate::face::{largest_face, RgbImage};
 use crate::weights::InstantIdModel;
 use candle_core::{Device, Tensor};
@@ -15,6 +15,7 @@ use swapgraph_node_api::{
     Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value,
 };
 use swapgraph_sdxl::conditioning::{Conditioning, ControlHint, ImagePrompt};
+use swapgraph_sdxl::controlnet::CONTROL_NET;
 use swapgraph_sdxl::region::RegionMask;
 
 /// How the embeddings of several reference images become one set of tokens.
@@ -90,25 +91,25 @@ impl ApplyInstantId {
     fn base(name: &'static str, description: &'static str) -> NodeDescriptor {
         NodeDescriptor::new(name, "InstantID", description)
         .uses_device()
-            .input("instantid", SocketType::Instantid, "InstantID's adapter.")
-            .input("insightface", SocketType::Faceanalysis, "The face analyzer.")
+            .input("instantid", INSTANTID, "InstantID's adapter.")
+            .input("insightface", FACEANALYSIS, "The face analyzer.")
             .input(
                 "control_net",
-                SocketType::ControlNet,
+                CONTROL_NET,
                 "IdentityNet, InstantID's ControlNet.",
             )
-            .input("image", SocketType::Image, "Reference photo(s) of the face.")
-            .input("model", SocketType::Model, "The model to sample with.")
-            .input("positive", SocketType::Conditioning, "The positive conditioning.")
-            .input("negative", SocketType::Conditioning, "The negative conditioning.")
+            .input("image", SocketType::IMAGE, "Reference photo(s) of the face.")
+            .input("model", SocketType::MODEL, "The model to sample with.")
+            .input("positive", SocketType::CONDITIONING, "The positive conditioning.")
+            .input("negative", SocketType::CONDITIONING, "The negative conditioning.")
             .optional_input(
                 "image_kps",
-                SocketType::Image,
+                SocketType::IMAGE,
                 "An image whose face gives the keypoints (pose) instead of the reference's.",
             )
             .optional_input(
                 "mask",
-                SocketType::Mask,
+                SocketType::MASK,
                 "Where the face goes: the face tokens and IdentityNet act only inside the mask (stretched to the image); \
                  outside it the text conditioning works alone.",
             )
@@ -140,17 +141,17 @@ impl ApplyInstantId {
     fn finish(descriptor: NodeDescriptor, advanced: bool) -> Self {
         let descriptor = descriptor
             .output(
-                SocketType::Model,
+                SocketType::MODEL,
                 "The model (unchanged; the conditionings carry InstantID).",
             )
             .named_output(
                 "positive",
-                SocketType::Conditioning,
+                SocketType::CONDITIONING,
                 "The positive conditioning with InstantID.",
             )
             .named_output(
                 "negative",
-                SocketType::Conditioning,
+                SocketType::CONDITIONING,
                 "The negative conditioning with InstantID.",
             );
         Self { descriptor, advanced }
@@ -231,13 +232,13 @@ impl NodeType for ApplyInstantId {
                 region: region.clone(),
             }));
             Ok(Value::Handle(Handle::new(
-                SocketType::Conditioning,
+                SocketType::CONDITIONING,
                 Arc::new(conditioning),
             )))
         };
         let model = args.handle::<ModelHandle>("model")?;
         Ok(vec![
-            Value::Handle(Handle::new(SocketType::Model, model)),
+            Value::Handle(Handle::new(SocketType::MODEL, model)),
             side("positive", &positive_tokens)?,
             side("negative", &negative_tokens)?,
         ])

@@ -1,7 +1,7 @@
 //! `InstantIDFaceAnalysis` and `FaceKeypointsPreprocessor`: a face analyzer, and the keypoint
 //! image of the largest face in an image.
 
-use super::tensor_error;
+use super::{tensor_error, FACEANALYSIS};
 use crate::face::file::FaceFile;
 use crate::face::insightface::InsightFace;
 use crate::face::tiny::{TinyFaceAnalyzer, TINY_FACE};
@@ -41,7 +41,7 @@ impl InstantIdFaceAnalysis {
              face file (.json with a 512-value embedding and five keypoints) that skips analysis.",
         )
         .params::<FaceModels>()
-        .output(SocketType::Faceanalysis, "The face analyzer.");
+        .output(FACEANALYSIS, "The face analyzer.");
         Self { descriptor }
     }
 }
@@ -68,7 +68,7 @@ impl NodeType for InstantIdFaceAnalysis {
             )));
         };
         Ok(vec![Value::Handle(Handle::new(
-            SocketType::Faceanalysis,
+            FACEANALYSIS,
             Arc::new(Analyzer(analyzer)),
         ))])
     }
@@ -87,9 +87,9 @@ impl FaceKeypointsPreprocessor {
             "InstantID",
             "Draws the keypoint image (eyes, nose, mouth corners) of the largest face in the first image, as IdentityNet reads it.",
         )
-        .input("faceanalysis", SocketType::Faceanalysis, "The face analyzer.")
-        .input("image", SocketType::Image, "The image with a face.")
-        .output(SocketType::Image, "The keypoint image, the size of the input.");
+        .input("faceanalysis", FACEANALYSIS, "The face analyzer.")
+        .input("image", SocketType::IMAGE, "The image with a face.")
+        .output(SocketType::IMAGE, "The keypoint image, the size of the input.");
         Self { descriptor }
     }
 }
@@ -110,7 +110,7 @@ impl NodeType for FaceKeypointsPreprocessor {
             .permute((0, 2, 3, 1))
             .map_err(tensor_error)?;
         Ok(vec![Value::Handle(Handle::new(
-            SocketType::Image,
+            SocketType::IMAGE,
             Arc::new(Image { pixels }),
         ))])
     }

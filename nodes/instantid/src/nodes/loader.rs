@@ -1,11 +1,11 @@
 //! `InstantIDModelLoader`: InstantID's adapter file (Resampler and IP-Adapter projections).
 
-use super::tensor_error;
+use super::{tensor_error, INSTANTID};
 use crate::weights::{tiny_resampler, InstantIdModel, InstantIdWeights};
 use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, memory_manager, weight_dtype};
-use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, Value};
 use swapgraph_sdxl::ip_adapter::ResamplerConfig;
 use swapgraph_sdxl::unet::UNetConfig;
 
@@ -41,7 +41,7 @@ impl InstantIdModelLoader {
         )
         .uses_device()
         .params::<AdapterFile>()
-        .output(SocketType::Instantid, "The adapter.");
+        .output(INSTANTID, "The adapter.");
         Self { descriptor }
     }
 }
@@ -88,6 +88,6 @@ impl NodeType for InstantIdModelLoader {
             name: name.to_string(),
             weights,
         };
-        Ok(vec![Value::Handle(Handle::new(SocketType::Instantid, Arc::new(model)))])
+        Ok(vec![Value::Handle(Handle::new(INSTANTID, Arc::new(model)))])
     }
 }

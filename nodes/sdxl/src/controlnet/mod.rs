@@ -13,6 +13,11 @@ mod hint;
 mod load;
 
 pub use config::ControlNetConfig;
+
+/// The socket type of a ControlNet, which this pack registers; packs that take ControlNets
+/// (InstantID) use it too.
+pub const CONTROL_NET: swapgraph_node_api::SocketType =
+    swapgraph_node_api::SocketType::new("CONTROL_NET", "control_net");
 pub use hint::HintEmbedding;
 pub use load::{load, RANDOM_CONTROLNET, TINY_CONTROLNET};
 

@@ -28,9 +28,9 @@ impl CheckpointLoaderSimple {
         )
         .uses_device()
         .params::<CheckpointFile>()
-        .output(SocketType::Model, "The UNet.")
-        .output(SocketType::Clip, "Both text encoders.")
-        .output(SocketType::Vae, "The VAE.");
+        .output(SocketType::MODEL, "The UNet.")
+        .output(SocketType::CLIP, "Both text encoders.")
+        .output(SocketType::VAE, "The VAE.");
         Self { descriptor }
     }
 }
@@ -49,9 +49,9 @@ impl NodeType for CheckpointLoaderSimple {
             ctx.vram_budget,
         )?;
         Ok(vec![
-            Value::Handle(Handle::new(SocketType::Model, Arc::new(loaded.model))),
-            Value::Handle(Handle::new(SocketType::Clip, loaded.clip)),
-            Value::Handle(Handle::new(SocketType::Vae, loaded.vae)),
+            Value::Handle(Handle::new(SocketType::MODEL, Arc::new(loaded.model))),
+            Value::Handle(Handle::new(SocketType::CLIP, loaded.clip)),
+            Value::Handle(Handle::new(SocketType::VAE, loaded.vae)),
         ])
     }
 }

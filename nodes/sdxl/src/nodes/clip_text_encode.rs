@@ -57,7 +57,7 @@ struct SdxlPrompt {
 }
 
 fn conditioning(value: crate::conditioning::Conditioning) -> Vec<Value> {
-    vec![Value::Handle(Handle::new(SocketType::Conditioning, Arc::new(value)))]
+    vec![Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(value)))]
 }
 
 /// One prompt for both encoders; size conditioning follows the generated image.
@@ -74,9 +74,9 @@ impl ClipTextEncode {
             "Encodes a prompt with both SDXL text encoders.",
         )
         .uses_device()
-        .input("clip", SocketType::Clip, "The text encoders.")
+        .input("clip", SocketType::CLIP, "The text encoders.")
         .params::<Prompt>()
-        .output(SocketType::Conditioning, "The encoded prompt.");
+        .output(SocketType::CONDITIONING, "The encoded prompt.");
         Self { descriptor }
     }
 }
@@ -111,9 +111,9 @@ impl ClipTextEncodeSdxl {
             "Encodes a prompt per SDXL text encoder, with the original size, crop and target size SDXL is conditioned on.",
         )
         .uses_device()
-        .input("clip", SocketType::Clip, "The text encoders.")
+        .input("clip", SocketType::CLIP, "The text encoders.")
         .params::<SdxlPrompt>()
-        .output(SocketType::Conditioning, "The encoded prompt.");
+        .output(SocketType::CONDITIONING, "The encoded prompt.");
         Self { descriptor }
     }
 }

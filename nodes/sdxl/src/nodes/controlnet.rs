@@ -3,7 +3,7 @@
 
 use super::tensor_error;
 use crate::conditioning::{Conditioning, ControlHint};
-use crate::controlnet::{self, TINY_CONTROLNET};
+use crate::controlnet::{self, CONTROL_NET, TINY_CONTROLNET};
 use std::sync::Arc;
 use swapgraph_model::{Image, ModelHandle};
 use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
@@ -31,7 +31,7 @@ impl ControlNetLoader {
              (with config.json beside it, or SDXL's configuration), builtin:tiny-controlnet or builtin:random-controlnet (random weights, toy and SDXL size).",
         )
         .params::<ControlNetFile>()
-        .output(SocketType::ControlNet, "The ControlNet.");
+        .output(CONTROL_NET, "The ControlNet.");
         Self { descriptor }
     }
 }
@@ -44,10 +44,7 @@ impl NodeType for ControlNetLoader {
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let name = ControlNetFile::from_args(args)?.control_net_name;
         let model = controlnet::load(&ctx.files.model("control_net_name", &name)?)?;
-        Ok(vec![Value::Handle(Handle::new(
-            SocketType::ControlNet,
-            Arc::new(model),
-        ))])
+        Ok(vec![Value::Handle(Handle::new(CONTROL_NET, Arc::new(model)))])
     }
 }
 
@@ -78,13 +75,13 @@ impl ControlNetApplyAdvanced {
             "conditioning",
             "Steers sampling with a ControlNet and a hint image (resized to the image being generated) over part of the schedule.",
         )
-        .input("positive", SocketType::Conditioning, "The positive conditioning.")
-        .input("negative", SocketType::Conditioning, "The negative conditioning.")
-        .input("control_net", SocketType::ControlNet, "The ControlNet.")
-        .input("image", SocketType::Image, "The hint image (its first image is used).")
+        .input("positive", SocketType::CONDITIONING, "The positive conditioning.")
+        .input("negative", SocketType::CONDITIONING, "The negative conditioning.")
+        .input("control_net", CONTROL_NET, "The ControlNet.")
+        .input("image", SocketType::IMAGE, "The hint image (its first image is used).")
         .params::<ControlStrength>()
-        .named_output("positive", SocketType::Conditioning, "The positive conditioning, with the ControlNet.")
-        .named_output("negative", SocketType::Conditioning, "The negative conditioning, with the ControlNet.");
+        .named_output("positive", SocketType::CONDITIONING, "The positive conditioning, with the ControlNet.")
+        .named_output("negative", SocketType::CONDITIONING, "The negative conditioning, with the ControlNet.");
         Self { descriptor }
     }
 }
@@ -110,7 +107,7 @@ impl NodeType for ControlNetApplyAdvanced {
             let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();
             conditioning.control = Some(Arc::clone(&hint));
             Ok(Value::Handle(Handle::new(
-                SocketType::Conditioning,
+                SocketType::CONDITIONING,
                 Arc::new(conditioning),
             )))
         };

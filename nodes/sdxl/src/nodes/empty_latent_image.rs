@@ -21,7 +21,7 @@ impl EmptyLatentImage {
             "Starts text-to-image generation from empty latents.",
         )
         .params::<LatentSize>()
-        .output(SocketType::Latent, "The empty latents.");
+        .output(SocketType::LATENT, "The empty latents.");
         Self { descriptor }
     }
 }
@@ -51,7 +51,7 @@ impl NodeType for EmptyLatentImage {
         let shape = (size.batch_size, 4, size.height / 8, size.width / 8);
         let samples = Tensor::zeros(shape, DType::F32, &device).map_err(tensor_error)?;
         Ok(vec![Value::Handle(Handle::new(
-            SocketType::Latent,
+            SocketType::LATENT,
             Arc::new(Latent { samples }),
         ))])
     }

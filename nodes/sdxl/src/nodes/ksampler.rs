@@ -53,18 +53,18 @@ impl KSampler {
         .uses_device()
         .input(
             "model",
-            SocketType::Model,
+            SocketType::MODEL,
             "The diffusion model (possibly through BlockSwap).",
         )
-        .input("positive", SocketType::Conditioning, "What the image should show.")
-        .input("negative", SocketType::Conditioning, "What it should not show.")
+        .input("positive", SocketType::CONDITIONING, "What the image should show.")
+        .input("negative", SocketType::CONDITIONING, "What it should not show.")
         .input(
             "latent_image",
-            SocketType::Latent,
+            SocketType::LATENT,
             "Empty latents, or encoded images for img2img.",
         )
         .params::<KSamplerParams>()
-        .output(SocketType::Latent, "The denoised latents.");
+        .output(SocketType::LATENT, "The denoised latents.");
         Self { descriptor }
     }
 }
@@ -180,7 +180,7 @@ impl NodeType for KSampler {
             ctx.reporter.memory(report);
         }
         Ok(vec![Value::Handle(Handle::new(
-            SocketType::Latent,
+            SocketType::LATENT,
             Arc::new(Latent { samples }),
         ))])
     }

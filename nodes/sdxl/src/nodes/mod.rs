@@ -11,13 +11,19 @@ mod sampler_room;
 mod vae_decode;
 mod vae_encode;
 
-use swapgraph_node_api::{NodeError, Registry, RegistryError};
+use crate::controlnet::CONTROL_NET;
+use swapgraph_node_api::{NodeError, Registry, RegistryError, SocketSpec};
 
 /// Adds the SDXL nodes to `registry`.
 ///
 /// # Errors
 /// [`RegistryError`] when a name is taken.
 pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+    registry.register_socket(SocketSpec::new(
+        CONTROL_NET,
+        "#00d78d",
+        "A ControlNet, such as InstantID's IdentityNet.",
+    ))?;
     registry.register(checkpoint_loader::CheckpointLoaderSimple::new())?;
     registry.register(clip_text_encode::ClipTextEncode::new())?;
     registry.register(clip_text_encode::ClipTextEncodeSdxl::new())?;

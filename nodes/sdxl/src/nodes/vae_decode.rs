@@ -36,9 +36,9 @@ impl VaeDecode {
              else in the largest overlapping tiles that do, blended so that seams do not show.",
         )
         .uses_device()
-        .input("samples", SocketType::Latent, "The latents.")
-        .input("vae", SocketType::Vae, "The VAE.")
-        .output(SocketType::Image, "The images.");
+        .input("samples", SocketType::LATENT, "The latents.")
+        .input("vae", SocketType::VAE, "The VAE.")
+        .output(SocketType::IMAGE, "The images.");
         Self {
             descriptor,
             tiled: false,
@@ -53,10 +53,10 @@ impl VaeDecode {
             "Turns latents into images tile by tile, in tiles of a size you choose.",
         )
         .uses_device()
-        .input("samples", SocketType::Latent, "The latents.")
-        .input("vae", SocketType::Vae, "The VAE.")
+        .input("samples", SocketType::LATENT, "The latents.")
+        .input("vae", SocketType::VAE, "The VAE.")
         .params::<Tiles>()
-        .output(SocketType::Image, "The images.");
+        .output(SocketType::IMAGE, "The images.");
         Self {
             descriptor,
             tiled: true,
@@ -162,6 +162,6 @@ impl NodeType for VaeDecode {
         };
         let tile_size = tiles.map(|(tile, _)| tile * 8);
         let image = decode().map_err(|e| explain_vae_decode(e.to_string(), size, tile_size, &device))?;
-        Ok(vec![Value::Handle(Handle::new(SocketType::Image, Arc::new(image)))])
+        Ok(vec![Value::Handle(Handle::new(SocketType::IMAGE, Arc::new(image)))])
     }
 }

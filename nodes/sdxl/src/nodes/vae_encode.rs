@@ -24,11 +24,11 @@ impl VaeEncode {
         .uses_device()
         .input(
             "pixels",
-            SocketType::Image,
+            SocketType::IMAGE,
             "The images; cropped to multiples of 8 pixels.",
         )
-        .input("vae", SocketType::Vae, "The VAE.")
-        .output(SocketType::Latent, "The latents.");
+        .input("vae", SocketType::VAE, "The VAE.")
+        .output(SocketType::LATENT, "The latents.");
         Self { descriptor }
     }
 }
@@ -58,6 +58,6 @@ impl NodeType for VaeEncode {
             })
         };
         let latent = encode().map_err(tensor_error)?;
-        Ok(vec![Value::Handle(Handle::new(SocketType::Latent, Arc::new(latent)))])
+        Ok(vec![Value::Handle(Handle::new(SocketType::LATENT, Arc::new(latent)))])
     }
 }
