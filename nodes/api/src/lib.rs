@@ -34,7 +34,7 @@ pub use descriptor::{InputSpec, NodeDescriptor, OutputSpec};
 pub use device::{DeviceParseError, DeviceSpec, VramBudget, VramBudgetParseError};
 pub use error::NodeError;
 pub use files::{FileRoots, BUILTIN_PREFIX};
-pub use memory::MemoryReport;
+pub use memory::{host_available_bytes, MemoryReport};
 pub use node::NodeType;
 pub use param::{FileFolder, ParamKind, ParamProblem, ParamSpec, TextRule};
 pub use registry::{Registry, RegistryError};

@@ -29,6 +29,19 @@ pub struct MemoryReport {
     pub details: Vec<(String, String)>,
 }
 
+/// Host memory the system could give this process without swapping (Linux: `MemAvailable` of
+/// `/proc/meminfo`), or `None` where the platform does not tell.
+pub fn host_available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
+    line.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|kib| kib * 1024)
+}
+
 impl MemoryReport {
     /// This process's resident and peak resident host memory, where the platform tells (Linux:
     /// `/proc/self/status`); figures it cannot read are left out.

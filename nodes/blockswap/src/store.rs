@@ -6,16 +6,26 @@
 //! the copy is a no-op), with `non_blocking: false`, and wherever page-locked memory is refused;
 //! and, in the CUDA build, the streaming path ([`crate::streaming`]): side-stream copies from
 //! page-locked memory into a ring of device memory, prefetched while earlier units compute.
+//!
+//! Both keep a host copy of the swapped units. When the host has less memory available than
+//! those copies need, the swapped units are instead read from the model's source (its files,
+//! through the operating system's page cache) on every use: slower, said in the log and the
+//! report, and the process is not killed for want of memory.
 
 use crate::plan::{block_of, SwapPlan};
 use crate::report::{RunFigures, UnitLine};
 use crate::settings::{Granularity, SwapSettings};
 use candle_core::{DType, Device, Result, Tensor};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use swapgraph_model::{device_memory, SourceError, TensorSource, UnitSpec, UnitWeights, WeightStore};
-use swapgraph_node_api::MemoryReport;
+use swapgraph_node_api::{host_available_bytes, MemoryReport};
+
+/// Host memory left to the rest of the process (activations on the CPU, images, the models'
+/// other parts) when deciding whether the swapped units' host copies fit.
+const HOST_MARGIN: u64 = 2 << 30;
 
 /// Where one unit's weights live.
 enum Home {
@@ -25,6 +35,8 @@ enum Home {
     Host(HashMap<String, Tensor>),
     /// In the streamer's page-locked memory (streaming path).
     Streamed,
+    /// In the model's source only, read on every use (host memory too short for a copy).
+    Source,
 }
 
 /// How swapped units reach the device.
@@ -59,6 +71,8 @@ struct Stats {
 pub struct SwapStore {
     units: Vec<UnitSpec>,
     homes: Vec<Home>,
+    /// Where [`Home::Source`] units are read from.
+    source: Arc<TensorSource>,
     plan: SwapPlan,
     settings: SwapSettings,
     transfers: Transfers,
@@ -73,29 +87,64 @@ pub struct SwapStore {
 
 impl SwapStore {
     /// Loads resident units onto `device`, and swapped units into page-locked memory (CUDA,
-    /// `non_blocking`) or host tensors (otherwise).
+    /// `non_blocking`) or host tensors (otherwise), or leaves them in `source` when the host's
+    /// available memory cannot hold them.
     ///
     /// # Errors
     /// A missing or mis-shaped tensor in `source`, or a device that refuses the transfer buffers.
     pub fn load(
         units: Vec<UnitSpec>,
-        source: &TensorSource,
+        source: &Arc<TensorSource>,
         plan: SwapPlan,
         settings: SwapSettings,
         device: &Device,
         dtype: DType,
     ) -> std::result::Result<Self, SourceError> {
-        let (transfers, fallback) = Self::transfers(&units, source, &plan, &settings, device, dtype)?;
+        let host_room = host_available_bytes().map(|available| available.saturating_sub(HOST_MARGIN));
+        Self::load_within(units, source, plan, settings, (device, dtype), host_room)
+    }
+
+    /// [`SwapStore::load`] with `host_room` bytes of host memory for the swapped units' copies
+    /// (`None`: as much as they need).
+    pub(crate) fn load_within(
+        units: Vec<UnitSpec>,
+        source: &Arc<TensorSource>,
+        plan: SwapPlan,
+        settings: SwapSettings,
+        (device, dtype): (&Device, DType),
+        host_room: Option<u64>,
+    ) -> std::result::Result<Self, SourceError> {
+        let on_host = |index: usize| plan.swapped[index] || !units[index].section.in_every_pass();
+        let host_bytes: u64 = (0..units.len())
+            .filter(|&i| on_host(i))
+            .map(|i| units[i].bytes(dtype))
+            .sum();
+        let short_of_host = host_room.is_some_and(|room| host_bytes > room);
+        let (transfers, fallback) = if short_of_host {
+            let reason = format!(
+                "{} of swapped weights would need host memory and {} is available; reading them from the model's \
+                 files on every use instead (slower)",
+                crate::report::mib(host_bytes as f64),
+                crate::report::mib(host_room.unwrap_or_default() as f64)
+            );
+            tracing::warn!("BlockSwap: {reason}");
+            (Transfers::Synchronous, Some(reason))
+        } else {
+            Self::transfers(&units, source, &plan, &settings, device, dtype)?
+        };
         let streamed = !matches!(transfers, Transfers::Synchronous);
         let homes = units
             .iter()
-            .zip(&plan.swapped)
-            .map(|(unit, &swapped)| {
+            .enumerate()
+            .map(|(index, unit)| {
                 // Context projections run once per conditioning: they wait on the host, packed
                 // with the streamed units when streaming.
-                let on_host = swapped || !unit.section.in_every_pass();
+                let on_host = on_host(index);
                 if on_host && streamed {
                     return Ok(Home::Streamed);
+                }
+                if on_host && short_of_host {
+                    return Ok(Home::Source);
                 }
                 let on = if on_host { &Device::Cpu } else { device };
                 let tensors = unit
@@ -117,6 +166,7 @@ impl SwapStore {
         Ok(Self {
             units,
             homes,
+            source: Arc::clone(source),
             plan,
             settings,
             transfers,
@@ -171,19 +221,35 @@ impl SwapStore {
         ))
     }
 
-    /// A host unit's tensors on the device.
-    fn copy_in(&self, tensors: &HashMap<String, Tensor>) -> Result<UnitWeights> {
-        let copied = tensors
-            .iter()
-            .map(|(name, tensor)| Ok((name.clone(), tensor.to_device(&self.device)?)))
-            .collect::<Result<HashMap<_, _>>>()?;
+    /// A host or source unit's tensors on the device.
+    fn bring_in(&self, unit: usize) -> Result<UnitWeights> {
+        let copied = match &self.homes[unit] {
+            Home::Host(tensors) => tensors
+                .iter()
+                .map(|(name, tensor)| Ok((name.clone(), tensor.to_device(&self.device)?)))
+                .collect::<Result<HashMap<_, _>>>()?,
+            Home::Source => {
+                let spec = &self.units[unit];
+                spec.tensors
+                    .iter()
+                    .map(|(name, shape)| {
+                        let tensor = self
+                            .source
+                            .load(&spec.key(name), shape, self.dtype, &self.device)
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                        Ok((name.clone(), tensor))
+                    })
+                    .collect::<Result<HashMap<_, _>>>()?
+            }
+            Home::Resident(_) | Home::Streamed => candle_core::bail!("unit {unit} has no host copy"),
+        };
         Ok(UnitWeights::new(copied))
     }
 
-    /// Copies a host unit of the pass to the device, counting bytes and time.
-    fn fetch(&self, unit: usize, tensors: &HashMap<String, Tensor>) -> Result<UnitWeights> {
+    /// Brings a host or source unit of the pass to the device, counting bytes and time.
+    fn fetch(&self, unit: usize) -> Result<UnitWeights> {
         let started = Instant::now();
-        let weights = self.copy_in(tensors)?;
+        let weights = self.bring_in(unit)?;
         let elapsed = started.elapsed();
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         stats.bytes_streamed += weights.bytes();
@@ -200,8 +266,9 @@ impl SwapStore {
             *current = None; // the previous block leaves the device before the next arrives
             let mut loaded = HashMap::new();
             for (index, home) in self.homes.iter().enumerate() {
-                if let (Home::Host(tensors), true) = (home, block_of(&self.units[index]).as_deref() == Some(&block)) {
-                    loaded.insert(index, self.fetch(index, tensors)?);
+                let in_block = block_of(&self.units[index]).as_deref() == Some(&block);
+                if in_block && matches!(home, Home::Host(_) | Home::Source) {
+                    loaded.insert(index, self.fetch(index)?);
                 }
             }
             *current = Some((block, loaded));
@@ -240,7 +307,7 @@ impl WeightStore for SwapStore {
         if self.units.get(unit).is_some_and(|u| !u.section.in_every_pass()) {
             // A context projection, once per conditioning: outside the pass's figures.
             return match (self.homes.get(unit), &self.transfers) {
-                (Some(Home::Host(tensors)), _) => self.copy_in(tensors),
+                (Some(Home::Host(_) | Home::Source), _) => self.bring_in(unit),
                 #[cfg(feature = "cuda")]
                 (Some(Home::Streamed), Transfers::Streaming(streamer)) => streamer.copy_outside_ring(unit),
                 _ => candle_core::bail!("no context projection unit {unit}"),
@@ -249,8 +316,8 @@ impl WeightStore for SwapStore {
         match self.homes.get(unit) {
             Some(Home::Resident(weights)) => Ok(weights.clone()),
             Some(Home::Streamed) => self.acquire_streamed(unit),
-            Some(Home::Host(tensors)) => match self.settings.granularity {
-                Granularity::Unit => self.fetch(unit, tensors),
+            Some(Home::Host(_) | Home::Source) => match self.settings.granularity {
+                Granularity::Unit => self.fetch(unit),
                 Granularity::Block => self.acquire_in_block(unit),
             },
             None => candle_core::bail!("no unit {unit}"),
@@ -333,6 +400,85 @@ impl SwapStore {
             streamed_per_pass: stats.bytes_streamed as f64 / passes,
             units,
             device: device_memory(&self.device),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+    use swapgraph_model::ResidentStore;
+    use swapgraph_sdxl::unet::{UNet, UNetConfig};
+
+    fn tiny_model() -> (Vec<UnitSpec>, Arc<TensorSource>) {
+        let units = UNet::new(UNetConfig::tiny()).unwrap().units().to_vec();
+        let params = units
+            .iter()
+            .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
+            .collect();
+        (
+            units,
+            Arc::new(TensorSource::seeded("tiny", "unet", params, DType::F32)),
+        )
+    }
+
+    fn store(host_room: Option<u64>, granularity: Granularity) -> SwapStore {
+        let (units, source) = tiny_model();
+        let settings = SwapSettings {
+            granularity,
+            ..SwapSettings::default()
+        };
+        let swap_plan = plan(&units, DType::F32, &settings).unwrap();
+        SwapStore::load_within(
+            units,
+            &source,
+            swap_plan,
+            settings,
+            (&Device::Cpu, DType::F32),
+            host_room,
+        )
+        .unwrap()
+    }
+
+    fn same_weights(a: &UnitWeights, b: &UnitWeights, unit: &UnitSpec) {
+        for (name, shape) in &unit.tensors {
+            let get = |w: &UnitWeights| {
+                w.var_builder(DType::F32, &Device::Cpu)
+                    .get(shape.clone(), name)
+                    .unwrap()
+            };
+            let difference = (get(a) - get(b)).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(difference.to_scalar::<f32>().unwrap(), 0.0, "{} {name}", unit.name);
+        }
+    }
+
+    #[test]
+    fn with_too_little_host_memory_swapped_units_are_read_from_the_source_on_every_use() {
+        let (units, source) = tiny_model();
+        let resident = ResidentStore::load(units.clone(), &source, DType::F32, &Device::Cpu).unwrap();
+        for granularity in [Granularity::Unit, Granularity::Block] {
+            let kept = store(None, granularity);
+            let short = store(Some(0), granularity);
+            assert!(kept.homes.iter().any(|h| matches!(h, Home::Host(_))));
+            assert!(!short.homes.iter().any(|h| matches!(h, Home::Host(_))));
+            assert!(short.homes.iter().any(|h| matches!(h, Home::Source)));
+            assert!(kept.fallback.is_none());
+            let reason = short.fallback.clone().unwrap();
+            assert!(
+                reason.contains("reading them from the model's files on every use"),
+                "{reason}"
+            );
+            for pass in 0..2 {
+                for (index, unit) in units.iter().enumerate() {
+                    let expected = resident.acquire(index).unwrap();
+                    for store in [&kept, &short] {
+                        same_weights(&store.acquire(index).unwrap(), &expected, unit);
+                        store.release(index);
+                    }
+                }
+                assert!(short.figures().streamed_per_pass > 0.0, "pass {pass}");
+            }
         }
     }
 }
