@@ -1,46 +1,15 @@
 //! swapgraph: a node-graph workflow engine for diffusion models.
 //!
-//! A workflow is a YAML graph of nodes ([`workflow`]); it is checked against the node types of a
-//! [`Registry`](swapgraph_node_api::Registry) ([`validate`]), planned into ordered steps
-//! ([`plan`]) and run with caching, events and cancellation ([`exec`]). The engine never names
-//! a concrete node type: node packs register theirs, and [`packs`] lists the packs the binary
-//! ships.
+//! The binary around the engine ([`swapgraph_engine`], re-exported here): the command line
+//! ([`cli`]), the server with the browser editor ([`server`]), and the list of node packs it ships
+//! ([`packs`]). The engine never names a node type; the packs register theirs.
 
-// Validation errors carry the names and positions their messages need; they are built once per
-// problem, never on a hot path, so their size does not matter.
+// Validation errors and HTTP responses travel in `Err` once per failure, never on a hot path, so
+// their size does not matter.
 #![allow(clippy::result_large_err)]
 
 pub mod cli;
-pub mod exec;
 pub mod packs;
-pub mod plan;
 pub mod server;
-pub mod validate;
-pub mod workflow;
 
-use plan::Plan;
-use swapgraph_node_api::Registry;
-use validate::ValidationReport;
-use workflow::Override;
-
-/// Parses, applies overrides to, validates and plans workflow text: everything before running.
-///
-/// # Errors
-/// A [`ValidationReport`] with every problem found, named after `source`.
-pub fn prepare(
-    source: &str,
-    bytes: &[u8],
-    overrides: &[Override],
-    registry: &Registry,
-) -> Result<Plan, ValidationReport> {
-    let mut document = workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
-    let mut errors = workflow::apply_overrides(&mut document, overrides);
-    match validate::validate(&document, registry) {
-        Ok(graph) if errors.is_empty() => Ok(Plan::new(graph, document)),
-        Ok(_) => Err(ValidationReport::new(source, errors)),
-        Err(found) => {
-            errors.extend(found);
-            Err(ValidationReport::new(source, errors))
-        }
-    }
-}
+pub use swapgraph_engine::{exec, plan, prepare, validate, workflow};

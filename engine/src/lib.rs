@@ -1,0 +1,42 @@
+//! The engine of swapgraph: a workflow is a YAML graph of nodes ([`workflow`]); it is checked
+//! against the node types of a [`Registry`] ([`validate`]), planned into ordered steps ([`plan`])
+//! and run with caching, events and cancellation ([`exec`]).
+//!
+//! The engine depends on the node API alone: it never names a node type, a socket type a pack
+//! defines, or a pack. The binary registers the packs it ships.
+
+// Validation errors carry the names and positions their messages need; they are built once per
+// problem, never on a hot path, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod exec;
+pub mod plan;
+pub mod validate;
+pub mod workflow;
+
+use plan::Plan;
+use swapgraph_node_api::Registry;
+use validate::ValidationReport;
+use workflow::Override;
+
+/// Parses, applies overrides to, validates and plans workflow text: everything before running.
+///
+/// # Errors
+/// A [`ValidationReport`] with every problem found, named after `source`.
+pub fn prepare(
+    source: &str,
+    bytes: &[u8],
+    overrides: &[Override],
+    registry: &Registry,
+) -> Result<Plan, ValidationReport> {
+    let mut document = workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
+    let mut errors = workflow::apply_overrides(&mut document, overrides);
+    match validate::validate(&document, registry) {
+        Ok(graph) if errors.is_empty() => Ok(Plan::new(graph, document)),
+        Ok(_) => Err(ValidationReport::new(source, errors)),
+        Err(found) => {
+            errors.extend(found);
+            Err(ValidationReport::new(source, errors))
+        }
+    }
+}
