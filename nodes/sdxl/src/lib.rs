@@ -13,6 +13,7 @@ pub mod vae;
 
 pub mod checkpoint;
 pub mod conditioning;
+mod config_json;
 pub mod device;
 mod nodes;
 

@@ -5,6 +5,7 @@
 mod parity {
     pub mod clip;
     pub mod controlnet;
+    pub mod folder;
     pub mod sampling;
     pub mod single_file;
     pub mod unet;

@@ -12,34 +12,46 @@ use std::sync::Arc;
 use swapgraph_model::{ModelHandle, SourceKey, TensorSource};
 use swapgraph_node_api::NodeError;
 
-/// Loads a diffusers SDXL folder, its weights still on the host.
+/// Loads a diffusers SDXL folder, each model built from its own `config.json` (SDXL base, or a
+/// model of its shape at other sizes), its weights still in the files.
 pub fn load_folder(folder: &Path) -> Result<Checkpoint, NodeError> {
     check_unet_config(folder)?;
     let name = folder.display().to_string();
     let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
+    let unet_cfg = part_config(folder, "unet", UNetConfig::from_diffusers_json)?;
     let unet_source = open(&weights_file(folder, "unet", "diffusion_pytorch_model")?)?;
-    let unet = UNet::new(UNetConfig::sdxl()).map_err(failed)?;
+    let unet = UNet::new(unet_cfg).map_err(failed)?;
     let model = ModelHandle::new(name.clone(), Arc::new(unet), Arc::new(unet_source));
 
-    let encoder = |part: &str| -> Result<Arc<TensorSource>, NodeError> {
-        Ok(Arc::new(with_text_model_prefix(open(&weights_file(
-            folder, part, "model",
-        )?)?)))
+    let encoder = |part: &str| -> Result<(Arc<TensorSource>, ClipConfig), NodeError> {
+        let source = with_text_model_prefix(open(&weights_file(folder, part, "model")?)?);
+        Ok((
+            Arc::new(source),
+            part_config(folder, part, ClipConfig::from_transformers_json)?,
+        ))
     };
     let clip = TextEncoders::new(
         &name,
         tokenizer(folder)?,
-        (encoder("text_encoder")?, ClipConfig::vit_l()),
-        (encoder("text_encoder_2")?, ClipConfig::vit_big_g()),
+        encoder("text_encoder")?,
+        encoder("text_encoder_2")?,
     )
     .map_err(failed)?;
+    let vae_cfg = part_config(folder, "vae", VaeConfig::from_diffusers_json)?;
     let vae_source = Arc::new(open(&weights_file(folder, "vae", "diffusion_pytorch_model")?)?);
-    let vae = Vae::on_demand(&name, vae_source, VaeConfig::sdxl()).map_err(failed)?;
+    let vae = Vae::on_demand(&name, vae_source, vae_cfg).map_err(failed)?;
     Ok(Checkpoint {
         model,
         clip: Arc::new(clip),
         vae: Arc::new(vae),
     })
+}
+
+/// `part/config.json` of `folder`, read by `parse`.
+fn part_config<T>(folder: &Path, part: &str, parse: fn(&str) -> Result<T, String>) -> Result<T, NodeError> {
+    let path = folder.join(part).join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| NodeError::msg(format!("{}: {e}", path.display())))?;
+    parse(&text).map_err(|e| NodeError::msg(format!("{}: {e}", path.display())))
 }
 
 /// The folder's own tokenizer (`tokenizer/vocab.json` and `tokenizer/merges.txt`), or the
@@ -75,7 +87,8 @@ pub(crate) fn weights_file(folder: &Path, part: &str, stem: &str) -> Result<Path
         })
 }
 
-/// Checks `unet/config.json` describes SDXL, naming SD 1.x and 2.x when it does not.
+/// Checks `unet/config.json` describes a UNet of SDXL's family, naming SD 1.x and 2.x when it
+/// does not.
 fn check_unet_config(folder: &Path) -> Result<(), NodeError> {
     let path = folder.join("unet").join("config.json");
     let text = std::fs::read_to_string(&path)
@@ -85,7 +98,8 @@ fn check_unet_config(folder: &Path) -> Result<(), NodeError> {
     let cross_attention = config["cross_attention_dim"].as_u64();
     let text_time = config["addition_embed_type"].as_str() == Some("text_time");
     match (cross_attention, text_time) {
-        (Some(2048), true) => Ok(()),
+        // SDXL's text-time conditioning: its sizes are read from the config next.
+        (_, true) => Ok(()),
         (Some(768), _) => Err(not_sdxl(folder, "Stable Diffusion 1.x")),
         (Some(1024), false) => Err(not_sdxl(folder, "Stable Diffusion 2.x")),
         _ => Err(not_sdxl(folder, "an unknown UNet")),

@@ -1,5 +1,7 @@
 //! Sizes of the CLIP text encoders SDXL uses.
 
+use crate::config_json::ConfigJson;
+
 /// The feed-forward activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -84,5 +86,67 @@ impl ClipConfig {
             projection_dim: Some(32),
             ..Self::vit_big_g()
         }
+    }
+}
+
+impl ClipConfig {
+    /// Reads transformers' `config.json` of a `CLIPTextModel` (no projection) or
+    /// `CLIPTextModelWithProjection`. Older configs carry the placeholder 2 as the end-of-text
+    /// token, for which transformers takes the highest token id, the vocabulary's last: so does
+    /// this.
+    ///
+    /// # Errors
+    /// A message naming the field that is missing or malformed, or an activation other than
+    /// CLIP's two.
+    pub fn from_transformers_json(text: &str) -> Result<Self, String> {
+        let json = ConfigJson::parse(text)?;
+        let activation = match json.text("hidden_act").unwrap_or("quick_gelu") {
+            "quick_gelu" => Activation::QuickGelu,
+            "gelu" => Activation::Gelu,
+            other => return Err(format!("hidden_act \"{other}\" is not one CLIP text encoders use")),
+        };
+        let projects = json
+            .texts("architectures")
+            .is_ok_and(|names| names.iter().any(|n| n == "CLIPTextModelWithProjection"));
+        let vocab_size = json.number("vocab_size")?;
+        let eos_token_id = match json.number_or("eos_token_id", 2)? {
+            2 => vocab_size.saturating_sub(1),
+            id => id,
+        };
+        Ok(Self {
+            vocab_size,
+            hidden_size: json.number("hidden_size")?,
+            intermediate_size: json.number("intermediate_size")?,
+            layers: json.number("num_hidden_layers")?,
+            heads: json.number("num_attention_heads")?,
+            max_positions: json.number_or("max_position_embeddings", 77)?,
+            activation,
+            projection_dim: if projects {
+                Some(json.number("projection_dim")?)
+            } else {
+                None
+            },
+            eos_token_id: u32::try_from(eos_token_id)
+                .map_err(|_| format!("eos_token_id {eos_token_id} is too large"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sdxl_encoders_read_from_their_configs() {
+        let l = r#"{"architectures": ["CLIPTextModel"], "hidden_act": "quick_gelu", "hidden_size": 768,
+            "intermediate_size": 3072, "max_position_embeddings": 77, "num_attention_heads": 12,
+            "num_hidden_layers": 12, "projection_dim": 768, "vocab_size": 49408, "eos_token_id": 2}"#;
+        let g = r#"{"architectures": ["CLIPTextModelWithProjection"], "hidden_act": "gelu", "hidden_size": 1280,
+            "intermediate_size": 5120, "max_position_embeddings": 77, "num_attention_heads": 20,
+            "num_hidden_layers": 32, "projection_dim": 1280, "vocab_size": 49408}"#;
+        assert_eq!(ClipConfig::from_transformers_json(l), Ok(ClipConfig::vit_l()));
+        assert_eq!(ClipConfig::from_transformers_json(g), Ok(ClipConfig::vit_big_g()));
+        let relu = l.replace("quick_gelu", "relu");
+        assert!(ClipConfig::from_transformers_json(&relu).unwrap_err().contains("relu"));
     }
 }

@@ -1,5 +1,7 @@
 //! The SDXL UNet's shape, as diffusers' `UNet2DConditionModel` config describes it.
 
+use crate::config_json::ConfigJson;
+
 /// Sizes of an SDXL-architecture UNet: three resolution levels, text-time added conditioning,
 /// linear projections in the transformers. `sdxl()` is the real model, `tiny()` the built-in one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,5 +80,147 @@ impl UNetConfig {
 impl Default for UNetConfig {
     fn default() -> Self {
         Self::sdxl()
+    }
+}
+
+impl UNetConfig {
+    /// Reads diffusers' `unet/config.json` of a `UNet2DConditionModel`: SDXL base and any UNet of
+    /// its shape with other sizes (widths, transformer depths, head widths, conditioning widths).
+    ///
+    /// # Errors
+    /// A message naming the field that is missing, malformed, or describes a shape this UNet
+    /// does not have.
+    pub fn from_diffusers_json(text: &str) -> Result<Self, String> {
+        Self::from_config(&ConfigJson::parse(text)?, true)
+    }
+
+    /// The UNet `json` describes; `up_path` checks the decoder half too (a ControlNet has none).
+    pub(crate) fn from_config(json: &ConfigJson, up_path: bool) -> Result<Self, String> {
+        if json.text("addition_embed_type") != Some("text_time") {
+            return Err("addition_embed_type is not \"text_time\": not an SDXL UNet".into());
+        }
+        let channels = json.numbers("block_out_channels")?;
+        let [c0, c1, c2] = channels[..] else {
+            return Err(format!("block_out_channels {channels:?}: SDXL UNets have three levels"));
+        };
+        let down_types = json.texts("down_block_types")?;
+        let attention: Vec<bool> = down_types
+            .iter()
+            .map(|t| match t.as_str() {
+                "CrossAttnDownBlock2D" => Ok(true),
+                "DownBlock2D" => Ok(false),
+                other => Err(format!("down block type \"{other}\" is not one an SDXL UNet has")),
+            })
+            .collect::<Result<_, _>>()?;
+        if attention.len() != 3 {
+            return Err(format!("down_block_types has {} blocks for 3 levels", attention.len()));
+        }
+        let depths = json.per_level("transformer_layers_per_block", 3, 1)?;
+        let transformer_layers = [0, 1, 2].map(|level| if attention[level] { depths[level] } else { 0 });
+        if up_path {
+            check_up_path(json, &down_types)?;
+        }
+        if let Some(mid) = json.text("mid_block_type").filter(|t| *t != "UNetMidBlock2DCrossAttn") {
+            return Err(format!(
+                "mid_block_type \"{mid}\" is not supported: SDXL's middle block has attention"
+            ));
+        }
+        if json.get("use_linear_projection").and_then(|v| v.as_bool()) == Some(false) {
+            return Err("use_linear_projection is false: convolutional attention projections are not supported".into());
+        }
+        let heads_field = if json.get("num_attention_heads").is_some() {
+            "num_attention_heads"
+        } else {
+            "attention_head_dim"
+        };
+        let heads = json.per_level(heads_field, 3, 8)?;
+        let head_dims: Vec<usize> = (0..3)
+            .filter(|&level| attention[level] || level == 2)
+            .map(|level| match heads[level] {
+                0 => Err(format!("\"{heads_field}\" is 0")),
+                n if channels[level] % n != 0 => Err(format!(
+                    "{} channels of level {level} do not split into {n} heads",
+                    channels[level]
+                )),
+                n => Ok(channels[level] / n),
+            })
+            .collect::<Result<_, _>>()?;
+        if head_dims.windows(2).any(|w| w[0] != w[1]) {
+            return Err(format!(
+                "heads of different widths per level ({head_dims:?} channels) are not supported"
+            ));
+        }
+        let time_embed = json.number("addition_time_embed_dim")?;
+        let pooled_text_dim = json
+            .number("projection_class_embeddings_input_dim")?
+            .checked_sub(6 * time_embed)
+            .ok_or("projection_class_embeddings_input_dim is smaller than the six time ids")?;
+        let in_channels = json.number_or("in_channels", 4)?;
+        Ok(Self {
+            in_channels,
+            out_channels: if up_path {
+                json.number_or("out_channels", 4)?
+            } else {
+                in_channels
+            },
+            block_out_channels: [c0, c1, c2],
+            transformer_layers,
+            mid_transformer_layers: depths[2],
+            layers_per_block: json.number_or("layers_per_block", 2)?,
+            head_dim: head_dims[0],
+            norm_groups: json.number_or("norm_num_groups", 32)?,
+            cross_attention_dim: json.number("cross_attention_dim")?,
+            addition_time_embed_dim: time_embed,
+            pooled_text_dim,
+        })
+    }
+}
+
+/// Checks that the up path mirrors the down path with the same depths, as this UNet builds it.
+fn check_up_path(json: &ConfigJson, down_types: &[String]) -> Result<(), String> {
+    let expected: Vec<String> = down_types.iter().rev().map(|t| t.replace("Down", "Up")).collect();
+    let up_types = json.texts("up_block_types")?;
+    if up_types != expected {
+        return Err(format!(
+            "up_block_types {up_types:?} do not mirror the down blocks ({expected:?})"
+        ));
+    }
+    if json.get("reverse_transformer_layers_per_block").is_some() {
+        return Err(
+            "reverse_transformer_layers_per_block: up blocks with depths of their own are not supported".into(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdxl_base_config_reads_as_sdxl() {
+        let sdxl = r#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+            "attention_head_dim": [5, 10, 20], "block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
+            "projection_class_embeddings_input_dim": 2816, "transformer_layers_per_block": [1, 2, 10],
+            "use_linear_projection": true, "num_attention_heads": null}"#;
+        assert_eq!(UNetConfig::from_diffusers_json(sdxl), Ok(UNetConfig::sdxl()));
+        let sd15 = sdxl.replace("\"text_time\"", "null");
+        assert!(UNetConfig::from_diffusers_json(&sd15)
+            .unwrap_err()
+            .contains("not an SDXL UNet"));
+        let uneven = sdxl.replace("[5, 10, 20]", "[5, 10, 10]");
+        assert!(UNetConfig::from_diffusers_json(&uneven)
+            .unwrap_err()
+            .contains("different widths"));
+        let reversed = sdxl.replace(
+            "\"num_attention_heads\": null",
+            "\"reverse_transformer_layers_per_block\": [[1], [2], [10]]",
+        );
+        assert!(UNetConfig::from_diffusers_json(&reversed)
+            .unwrap_err()
+            .contains("reverse_transformer_layers_per_block"));
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use swapgraph_model::Room;
 use swapgraph_node_api::VramBudget;
 use swapgraph_sdxl::checkpoint::single_file::{load_with, Sizes};
+use swapgraph_sdxl::checkpoint::Checkpoint;
 use swapgraph_sdxl::clip::Activation;
 use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
 use swapgraph_sdxl::vae::VaeConfig;
@@ -21,7 +22,12 @@ fn the_original_layout_loads_to_the_same_numbers() {
         vae: VaeConfig::tiny(),
     };
     let checkpoint = load_with(&fixture("sdxl_tiny_single_file.safetensors"), &sizes).unwrap();
+    matches_the_fixtures(&checkpoint);
+}
 
+/// Asserts that every model of `checkpoint` (the tiny models, however stored) gives the
+/// fixtures' numbers.
+pub fn matches_the_fixtures(checkpoint: &Checkpoint) {
     let unet_cases = load_cases("unet_cases.safetensors");
     let unet = checkpoint.model.network.as_any().downcast_ref::<UNet>().unwrap();
     let store = checkpoint

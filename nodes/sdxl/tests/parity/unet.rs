@@ -1,5 +1,5 @@
-//! The UNet against diffusers' `UNet2DConditionModel`, with and without ControlNet residuals,
-//! on a square and an odd-sized latent.
+//! The UNet against diffusers' `UNet2DConditionModel`, built from the config.json diffusers
+//! wrote for it, with and without ControlNet residuals, on a square and an odd-sized latent.
 
 use crate::{assert_close, assert_units_cover, fixture, load_cases};
 use candle_core::{DType, Device};
@@ -7,7 +7,10 @@ use swapgraph_model::{ResidentStore, TensorSource};
 use swapgraph_sdxl::unet::{ControlResiduals, UNet, UNetConfig, UNetInput};
 
 fn tiny() -> (UNet, ResidentStore) {
-    let unet = UNet::new(UNetConfig::tiny()).unwrap();
+    let text = std::fs::read_to_string(fixture("unet_tiny_config.json")).unwrap();
+    let cfg = UNetConfig::from_diffusers_json(&text).unwrap();
+    assert_eq!(cfg, UNetConfig::tiny(), "config.json reads as the built-in tiny config");
+    let unet = UNet::new(cfg).unwrap();
     let source = TensorSource::open(&[&fixture("unet_tiny.safetensors")]).unwrap();
     let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
     (unet, store)
