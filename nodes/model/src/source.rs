@@ -179,6 +179,16 @@ impl TensorSource {
         }
     }
 
+    /// The shape of the tensor stored under `key`, in the source's own naming, read without
+    /// loading it.
+    pub fn stored_shape(&self, key: &str) -> Option<Vec<usize>> {
+        match &self.backing {
+            Backing::Files(files) => files.shape(key).map(<[usize]>::to_vec),
+            Backing::Memory(tensors) => tensors.get(key).map(|t| t.dims().to_vec()),
+            Backing::Seeded { shapes, .. } => shapes.get(key).map(|s| s.dims().to_vec()),
+        }
+    }
+
     /// Whether the source holds the model key `key`.
     pub fn contains(&self, key: &str) -> bool {
         let Some(SourceKey { key, .. }) = self.source_key(key) else {

@@ -3,6 +3,7 @@
 
 mod builtin;
 pub(crate) mod diffusers;
+mod shapes;
 pub mod single_file;
 
 use builtin::BuiltinSizes;

@@ -7,6 +7,7 @@
 //! converters.
 
 use super::diffusers::open;
+use super::shapes::sizes_from_shapes;
 use super::Checkpoint;
 use crate::clip::{ClipConfig, ClipTokenizer};
 use crate::conditioning::TextEncoders;
@@ -50,6 +51,7 @@ pub fn load_with(path: &Path, sizes: &Sizes) -> Result<Checkpoint, NodeError> {
 }
 
 /// The sizes of the models in a file.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sizes {
     /// The UNet.
     pub unet: UNetConfig,
@@ -61,14 +63,12 @@ pub struct Sizes {
     pub vae: VaeConfig,
 }
 
-/// Loads an SDXL base file.
+/// Loads an SDXL file, its models' sizes read from its tensors' shapes.
+///
+/// # Errors
+/// A message naming the file when it cannot be opened or holds models of another shape.
 pub fn load(path: &Path) -> Result<Checkpoint, NodeError> {
-    let sizes = Sizes {
-        unet: UNetConfig::sdxl(),
-        clip_l: ClipConfig::vit_l(),
-        clip_g: ClipConfig::vit_big_g(),
-        vae: VaeConfig::sdxl(),
-    };
+    let sizes = sizes_from_shapes(&open(path)?).map_err(|e| NodeError::msg(format!("{}: {e}", path.display())))?;
     load_with(path, &sizes)
 }
 
