@@ -115,7 +115,7 @@ fn main() {
     let unet = UNet::new(cfg).expect("the SDXL layout");
     let units = unet.units().to_vec();
     // The pass's units come first, then the context projections, run once before the steps.
-    let pass_units = units.iter().take_while(|u| u.section.in_every_pass()).count();
+    let pass_units = units.iter().take_while(|u| u.group.every_pass).count();
     // Each unit's pieces in bytes, as the streaming path copies them, for the replays.
     let element = dtype.size_in_bytes() as u64;
     let unit_pieces: Vec<Vec<u64>> = units[..pass_units]

@@ -497,10 +497,10 @@ mod tests {
     #[test]
     fn every_piece_starts_on_the_alignment() {
         use candle_core::Shape;
-        use swapgraph_model::Section;
+        use swapgraph_model::UnitGroup;
         let unit = UnitSpec {
             name: "mid_block.resnets.0".into(),
-            section: Section::Mid,
+            group: UnitGroup::in_block("mid_block", "mid", 2),
             tensors: vec![
                 ("norm.bias".into(), Shape::from((1,))),
                 ("conv.bias".into(), Shape::from((128,))),

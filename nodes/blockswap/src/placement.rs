@@ -1,7 +1,7 @@
 //! BlockSwap as a model placement: the MODEL handle BlockSwap returns builds a [`SwapStore`]
 //! where the upstream handle would build a resident one.
 
-use crate::plan::{plan, PlanError};
+use crate::plan::{minimum_device_bytes, plan, PlanError};
 use crate::settings::SwapSettings;
 use crate::store::SwapStore;
 use candle_core::{DType, Device};
@@ -104,6 +104,10 @@ impl Placement for BlockSwapPlacement {
         true
     }
 
+    fn streaming_minimum_bytes(&self, model: &ModelHandle, dtype: DType) -> Option<u64> {
+        Some(minimum_device_bytes(model.network.units(), dtype, &self.settings))
+    }
+
     fn resident(&self) -> Option<ResidentId> {
         self.cache.resident()
     }
@@ -112,20 +116,28 @@ impl Placement for BlockSwapPlacement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use swapgraph_model::{Section, UnitSpec};
+    use swapgraph_model::{UnitGroup, UnitSpec};
 
     fn units() -> Vec<UnitSpec> {
-        let unit = |name: &str, section, mib: usize| UnitSpec {
+        let unit = |name: &str, group, mib: usize| UnitSpec {
             name: name.to_string(),
-            section,
+            group,
             tensors: vec![("weight".to_string(), (mib << 19).into())],
         };
         vec![
-            unit("stem", Section::Stem, 1),
-            unit("down_blocks.0.resnets.0", Section::Down(0), 64),
-            unit("mid_block.resnets.0", Section::Mid, 512),
-            unit("up_blocks.0.resnets.0", Section::Up(0), 1024),
-            unit("head", Section::Head, 1),
+            unit("stem", UnitGroup::outside_blocks(0), 1),
+            unit(
+                "down_blocks.0.resnets.0",
+                UnitGroup::in_block("down_blocks.0", "down", 0),
+                64,
+            ),
+            unit("mid_block.resnets.0", UnitGroup::in_block("mid_block", "mid", 0), 512),
+            unit(
+                "up_blocks.0.resnets.0",
+                UnitGroup::in_block("up_blocks.0", "up", 0),
+                1024,
+            ),
+            unit("head", UnitGroup::outside_blocks(0), 1),
         ]
     }
 
@@ -159,5 +171,26 @@ mod tests {
             budgeted.fitted(&units, DType::F16, mib(1200)).vram_budget_mb,
             Some(1152)
         );
+    }
+
+    #[test]
+    fn the_smallest_streaming_setting_is_the_ring_for_the_largest_unit() {
+        let units = units();
+        let largest = 1024u64 << 20; // the up block's unit, in f16
+        for prefetch in [0, 1, 4] {
+            let settings = SwapSettings {
+                prefetch,
+                ..SwapSettings::default()
+            };
+            assert_eq!(
+                minimum_device_bytes(&units, DType::F16, &settings),
+                (prefetch as u64 + 1) * largest
+            );
+        }
+        let whole_blocks = SwapSettings {
+            granularity: crate::settings::Granularity::Block,
+            ..SwapSettings::default()
+        };
+        assert_eq!(minimum_device_bytes(&units, DType::F16, &whole_blocks), largest);
     }
 }

@@ -1,20 +1,21 @@
-//! Which units to stream: by the seed's per-section block counts, or to fit a device budget.
+//! Which units to stream: by the seed's per-section block counts, or to fit a device budget,
+//! from what the network says of each unit ([`swapgraph_model::UnitGroup`]) and nothing else.
 //!
-//! A block is a top-level `down_blocks.N`, `mid_block` or `up_blocks.N`. Block counts swap
-//! blocks and keep the stem and head resident. In budget mode, whole resolution levels are
-//! swapped from the highest down (a unit's weights are used once per spatial position, so at
-//! high resolution its transfer hides best behind its compute), the stem and head with the
-//! highest level they run at, and the level that only needs part swapped has its swapped units
-//! spread evenly through it, so resident compute separates their transfers.
+//! Blocks are the network's (SDXL: `down_blocks.N`, `mid_block`, `up_blocks.N`; a plain stack:
+//! its transformer blocks). Block counts swap blocks and keep units outside blocks resident. In
+//! budget mode, whole ranks are swapped from the lowest up (in a UNet the highest resolution: a
+//! unit's weights are used once per spatial position, so there its transfer hides best behind its
+//! compute), and the rank that only needs part swapped has its swapped units spread evenly
+//! through it, so resident compute separates their transfers.
 //!
-//! The context projections ([`Section::Context`]) run once per conditioning, not in every pass:
-//! they stay on the host under any plan and are copied in when the conditioning is projected,
-//! outside the budget and the transfer ring.
+//! Units used once per conditioning (the context projections) run outside the passes: they stay
+//! on the host under any plan and are copied in when the conditioning is projected, outside the
+//! budget and the transfer ring.
 
 use crate::settings::{Granularity, SwapSettings};
 use candle_core::DType;
-use std::collections::BTreeMap;
-use swapgraph_model::{Section, UnitSpec};
+use std::collections::{BTreeMap, BTreeSet};
+use swapgraph_model::UnitSpec;
 
 /// Why a plan cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,14 +81,10 @@ impl SwapPlan {
     }
 }
 
-/// The block a unit belongs to (`down_blocks.1`), or `None` for the stem and head.
+/// The block a unit belongs to (`down_blocks.1`), or `None` outside blocks and for weights
+/// used once per conditioning.
 pub fn block_of(unit: &UnitSpec) -> Option<String> {
-    match unit.section {
-        Section::Stem | Section::Head | Section::Context => None,
-        Section::Down(n) => Some(format!("down_blocks.{n}")),
-        Section::Mid => Some("mid_block".to_string()),
-        Section::Up(n) => Some(format!("up_blocks.{n}")),
-    }
+    unit.group.block.clone().filter(|_| unit.group.every_pass)
 }
 
 /// Plans `units` (in `dtype`) under `settings`.
@@ -109,31 +106,37 @@ pub fn plan(units: &[UnitSpec], dtype: DType, settings: &SwapSettings) -> Result
     Ok(plan)
 }
 
-fn block_bytes(units: &[UnitSpec], dtype: DType) -> BTreeMap<String, (Section, u64)> {
+/// Each block's section, bytes and first unit (its place in execution order).
+fn block_bytes(units: &[UnitSpec], dtype: DType) -> BTreeMap<String, (Option<&'static str>, u64, usize)> {
     let mut blocks = BTreeMap::new();
-    for unit in units {
+    for (index, unit) in units.iter().enumerate() {
         if let Some(block) = block_of(unit) {
-            blocks.entry(block).or_insert((unit.section, 0)).1 += unit.bytes(dtype);
+            blocks.entry(block).or_insert((unit.group.section, 0, index)).1 += unit.bytes(dtype);
         }
     }
     blocks
 }
 
-/// Whether a section belongs to one of the seed's three section switches.
-type InSection = fn(&Section) -> bool;
+/// Whether the seed's switches enable `section`: `swap_down`, `swap_mid` and `swap_up` name
+/// SDXL's sections; a network's other sections have no switch and are always enabled.
+fn section_enabled(section: Option<&str>, settings: &SwapSettings) -> bool {
+    match section {
+        Some("down") => settings.swap_down,
+        Some("mid") => settings.swap_mid,
+        Some("up") => settings.swap_up,
+        _ => true,
+    }
+}
 
 fn by_blocks(units: &[UnitSpec], dtype: DType, settings: &SwapSettings) -> Result<Vec<bool>, PlanError> {
     let blocks = block_bytes(units, dtype);
-    let sections: [(bool, InSection); 3] = [
-        (settings.swap_down, |s| matches!(s, Section::Down(_))),
-        (settings.swap_mid, |s| matches!(s, Section::Mid)),
-        (settings.swap_up, |s| matches!(s, Section::Up(_))),
-    ];
+    let sections: BTreeSet<Option<&'static str>> = blocks.values().map(|(section, ..)| *section).collect();
     // A count applies to every enabled section, taking all of a section with fewer blocks (the
     // single middle block); it may not exceed the largest section.
+    let members = |section: Option<&'static str>| blocks.iter().filter(move |(_, (s, ..))| *s == section);
     let largest = sections
         .iter()
-        .map(|(_, belongs)| blocks.values().filter(|(section, _)| belongs(section)).count())
+        .map(|&section| members(section).count())
         .max()
         .unwrap_or(0);
     if settings.blocks_to_swap > largest {
@@ -144,18 +147,16 @@ fn by_blocks(units: &[UnitSpec], dtype: DType, settings: &SwapSettings) -> Resul
         });
     }
     let mut chosen = Vec::new();
-    for (_, belongs) in sections.into_iter().filter(|(enabled, _)| *enabled) {
-        let mut members: Vec<(&String, u64)> = blocks
-            .iter()
-            .filter(|(_, (section, _))| belongs(section))
-            .map(|(b, (_, bytes))| (b, *bytes))
+    for section in sections.into_iter().filter(|&s| section_enabled(s, settings)) {
+        let mut largest_first: Vec<(&String, u64, usize)> = members(section)
+            .map(|(b, (_, bytes, first))| (b, *bytes, *first))
             .collect();
-        members.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        largest_first.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
         chosen.extend(
-            members
+            largest_first
                 .into_iter()
                 .take(settings.blocks_to_swap)
-                .map(|(b, _)| b.clone()),
+                .map(|(b, ..)| b.clone()),
         );
     }
     Ok(units
@@ -185,45 +186,36 @@ fn by_budget(
             return Ok(swapped);
         }
     }
-    let everything = summarize(units, dtype, settings, swapped);
     let buffers = match settings.granularity {
         Granularity::Unit => settings.prefetch + 1,
         Granularity::Block => 1,
     };
     Err(PlanError::BudgetTooSmall {
         budget_mb,
-        minimum_mb: everything.device_bytes().div_ceil(1024 * 1024),
+        minimum_mb: minimum_device_bytes(units, dtype, settings).div_ceil(1024 * 1024),
         buffers,
     })
 }
 
-/// Swappable units grouped by resolution, highest first, each group in execution order.
+/// The least device memory `units` take in `dtype` under `settings`' granularity and prefetch:
+/// everything streamed, the transfer buffers alone on the device.
+pub fn minimum_device_bytes(units: &[UnitSpec], dtype: DType, settings: &SwapSettings) -> u64 {
+    summarize(units, dtype, settings, vec![true; units.len()]).device_bytes()
+}
+
+/// Swappable units grouped by the rank their network gives them, lowest first (in a UNet, the
+/// highest resolution), each group in execution order.
 ///
-/// A unit's weights are used once per spatial position, so at a higher resolution a unit computes
-/// longer per byte and its transfer hides better: whole levels swap from the highest resolution
-/// down. Down block `n` and up block `deepest - n` share a resolution, and the middle block sits
-/// at the deepest one. The stem and head run at the highest: streamed, their few weights cross
-/// the bus while the highest level computes and leave their room to the deep blocks, whose
-/// copies the bus is short of time for.
+/// A unit's weights are used once per token or spatial position, so where it computes longer
+/// per byte its transfer hides better: whole ranks swap from the lowest up. In SDXL, down block
+/// `n` and up block `deepest - n` share a resolution and the middle block sits at the deepest;
+/// the stem and head run at the highest: streamed, their few weights cross the bus while the
+/// highest level computes and leave their room to the deep blocks, whose copies the bus is short
+/// of time for. A plain stack of equal blocks is one rank, spread evenly.
 fn resolution_levels(units: &[UnitSpec]) -> Vec<Vec<usize>> {
-    let deepest = units
-        .iter()
-        .filter_map(|u| match u.section {
-            Section::Down(n) => Some(n),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
     let mut levels: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, unit) in units.iter().enumerate() {
-        let level = match unit.section {
-            Section::Down(n) => n,
-            Section::Mid => deepest,
-            Section::Up(n) => deepest.saturating_sub(n),
-            Section::Stem | Section::Head => 0,
-            Section::Context => continue,
-        };
-        levels.entry(level).or_default().push(i);
+    for (i, unit) in units.iter().enumerate().filter(|(_, u)| u.group.every_pass) {
+        levels.entry(unit.group.rank).or_default().push(i);
     }
     levels.into_values().collect()
 }
@@ -269,7 +261,7 @@ fn summarize(units: &[UnitSpec], dtype: DType, settings: &SwapSettings, swapped:
     let mut per_block: BTreeMap<String, u64> = BTreeMap::new();
     for (unit, &streams) in units.iter().zip(&swapped) {
         let bytes = unit.bytes(dtype);
-        if !unit.section.in_every_pass() {
+        if !unit.group.every_pass {
             context_bytes += bytes;
             continue;
         }

@@ -114,7 +114,7 @@ impl SwapStore {
         (device, dtype): (&Device, DType),
         host_room: Option<u64>,
     ) -> std::result::Result<Self, SourceError> {
-        let on_host = |index: usize| plan.swapped[index] || !units[index].section.in_every_pass();
+        let on_host = |index: usize| plan.swapped[index] || !units[index].group.every_pass;
         let host_bytes: u64 = (0..units.len())
             .filter(|&i| on_host(i))
             .map(|i| units[i].bytes(dtype))
@@ -304,7 +304,7 @@ impl WeightStore for SwapStore {
         if unit == 0 {
             self.stats.lock().unwrap_or_else(PoisonError::into_inner).forward_passes += 1;
         }
-        if self.units.get(unit).is_some_and(|u| !u.section.in_every_pass()) {
+        if self.units.get(unit).is_some_and(|u| !u.group.every_pass) {
             // A context projection, once per conditioning: outside the pass's figures.
             return match (self.homes.get(unit), &self.transfers) {
                 (Some(Home::Host(_) | Home::Source), _) => self.bring_in(unit),

@@ -142,7 +142,7 @@ impl Streamer {
         let context = compute_stream.context().clone();
         let copy_stream = context.new_stream().map_err(device_error)?;
         let order: Vec<usize> = (0..units.len()).filter(|&i| swapped[i]).collect();
-        let once = (0..units.len()).filter(|&i| !units[i].section.in_every_pass());
+        let once = (0..units.len()).filter(|&i| !units[i].group.every_pass);
         let mut packed = HashMap::new();
         for index in order.iter().copied().chain(once) {
             packed.insert(index, pack(&units[index], source, dtype, &context)?);

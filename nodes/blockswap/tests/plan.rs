@@ -1,10 +1,11 @@
 //! Swap plans for the real-size SDXL UNet (its unit list costs no memory to build): which blocks
-//! each setting swaps, the bytes that stay and stream, and budgets.
+//! each setting swaps, the bytes that stay and stream, and budgets; and for a network of another
+//! shape, a plain stack of equal transformer blocks as DiT models have, planned by the same code.
 
 use candle_core::DType;
 use proptest::prelude::*;
 use swapgraph_blockswap::{plan, Granularity, PlanError, SwapSettings};
-use swapgraph_model::UnitSpec;
+use swapgraph_model::{UnitGroup, UnitSpec};
 use swapgraph_sdxl::unet::{UNet, UNetConfig};
 
 fn sdxl_units() -> Vec<UnitSpec> {
@@ -18,7 +19,7 @@ fn the_sdxl_unet_has_the_expected_units_and_size() {
     let units = sdxl_units();
     let parameters: usize = units.iter().map(UnitSpec::parameter_count).sum();
     assert_eq!(parameters, 2_567_463_684, "SDXL base UNet parameter count");
-    let (pass, context): (Vec<&UnitSpec>, Vec<&UnitSpec>) = units.iter().partition(|u| u.section.in_every_pass());
+    let (pass, context): (Vec<&UnitSpec>, Vec<&UnitSpec>) = units.iter().partition(|u| u.group.every_pass);
     assert_eq!(
         pass.iter().filter(|u| u.name.contains("transformer_blocks")).count(),
         70
@@ -55,16 +56,12 @@ fn context_projections_stay_on_the_host_outside_the_budget() {
         let swap_plan = plan(&units, DType::F16, &settings).unwrap();
         let pass_bytes: u64 = units
             .iter()
-            .filter(|u| u.section.in_every_pass())
+            .filter(|u| u.group.every_pass)
             .map(|u| u.bytes(DType::F16))
             .sum();
         assert_eq!(swap_plan.resident_bytes + swap_plan.streamed_bytes, pass_bytes);
         for (unit, &streams) in units.iter().zip(&swap_plan.swapped) {
-            assert!(
-                unit.section.in_every_pass() || !streams,
-                "{} streams in every pass",
-                unit.name
-            );
+            assert!(unit.group.every_pass || !streams, "{} streams in every pass", unit.name);
         }
     }
 }
@@ -205,13 +202,13 @@ fn budgets_decide_what_streams_and_impossible_budgets_name_the_minimum() {
 
 #[test]
 fn budgets_stream_the_stem_and_head_with_the_highest_level_and_block_counts_keep_them() {
-    use swapgraph_model::Section;
     let units = sdxl_units();
+    let in_block = |unit: &UnitSpec, blocks: &[&str]| unit.group.block.as_deref().is_some_and(|b| blocks.contains(&b));
     let ends = |swapped: &[bool]| -> Vec<bool> {
         units
             .iter()
             .zip(swapped)
-            .filter(|(unit, _)| matches!(unit.section, Section::Stem | Section::Head))
+            .filter(|(unit, _)| unit.group.block.is_none() && unit.group.every_pass)
             .map(|(_, &streams)| streams)
             .collect()
     };
@@ -224,7 +221,7 @@ fn budgets_stream_the_stem_and_head_with_the_highest_level_and_block_counts_keep
         let highest_level = units
             .iter()
             .zip(&fitted.swapped)
-            .filter(|(unit, _)| matches!(unit.section, Section::Down(0) | Section::Up(2)));
+            .filter(|(unit, _)| in_block(unit, &["down_blocks.0", "up_blocks.2"]));
         assert!(highest_level.clone().count() > 0);
         assert!(highest_level.into_iter().all(|(_, &streams)| streams));
         assert_eq!(ends(&fitted.swapped), [true, true], "{budget_mb} MiB");
@@ -306,19 +303,18 @@ fn recommendations_follow_free_memory_and_activations() {
 
 #[test]
 fn a_budget_spreads_the_partly_swapped_level_evenly_through_its_blocks() {
-    use swapgraph_model::Section;
     let units = sdxl_units();
-    let deepest = [Section::Down(2), Section::Mid, Section::Up(0)];
+    let deepest = ["down_blocks.2", "mid_block", "up_blocks.0"];
     for budget_mb in [2048u64, 3072, 3584] {
         let settings = SwapSettings {
             vram_budget_mb: Some(budget_mb),
             ..SwapSettings::default()
         };
         let fitted = plan(&units, DType::F16, &settings).unwrap();
-        let swapped_share = |sections: &[Section]| {
+        let swapped_share = |blocks: &[&str]| {
             let (mut swapped, mut all) = (0, 0);
             for (unit, &streams) in units.iter().zip(&fitted.swapped) {
-                if sections.contains(&unit.section) {
+                if unit.group.block.as_deref().is_some_and(|b| blocks.contains(&b)) {
                     all += unit.bytes(DType::F16);
                     swapped += if streams { unit.bytes(DType::F16) } else { 0 };
                 }
@@ -338,4 +334,82 @@ fn a_budget_spreads_the_partly_swapped_level_evenly_through_its_blocks() {
             );
         }
     }
+}
+
+/// A DiT-like network: a patch-embedding stem, 28 transformer blocks of two units each
+/// (attention, feed-forward), a head; every block at one rank, in a section with no switch.
+fn plain_stack() -> Vec<UnitSpec> {
+    let unit = |name: String, group: UnitGroup, mib: usize| UnitSpec {
+        name,
+        group,
+        tensors: vec![("weight".to_string(), (mib << 19).into())],
+    };
+    let mut units = vec![unit("patch_embed".into(), UnitGroup::outside_blocks(0), 4)];
+    for block in 0..28 {
+        for (part, mib) in [("attn", 40), ("ff", 80)] {
+            let group = UnitGroup::in_block(format!("transformer_blocks.{block}"), "blocks", 0);
+            units.push(unit(format!("transformer_blocks.{block}.{part}"), group, mib));
+        }
+    }
+    units.push(unit("proj_out".into(), UnitGroup::outside_blocks(0), 4));
+    units
+}
+
+#[test]
+fn a_plain_stack_of_blocks_is_planned_by_the_same_code() {
+    let units = plain_stack();
+    // Block counts: its section has no switch of the seed's, so it is always enabled, and the
+    // first of its equal blocks go.
+    let counted = plan(
+        &units,
+        DType::F16,
+        &SwapSettings {
+            blocks_to_swap: 5,
+            swap_down: false,
+            swap_mid: false,
+            swap_up: false,
+            ..SwapSettings::default()
+        },
+    )
+    .unwrap();
+    let expected: Vec<String> = (0..5).map(|b| format!("transformer_blocks.{b}")).collect();
+    assert_eq!(counted.swapped_blocks, expected);
+    assert!(
+        !counted.swapped[0] && !counted.swapped[units.len() - 1],
+        "stem and head stay"
+    );
+
+    // A budget of about half the weights streams about half the blocks' units, spread through
+    // the stack so that resident compute separates the transfers.
+    let total: u64 = units.iter().map(|u| u.bytes(DType::F16)).sum();
+    let settings = SwapSettings {
+        vram_budget_mb: Some(total / 2 / MIB),
+        ..SwapSettings::default()
+    };
+    let fitted = plan(&units, DType::F16, &settings).unwrap();
+    assert!(fitted.device_bytes() <= total / 2);
+    let share = fitted.streamed_bytes as f64 / total as f64;
+    assert!(share > 0.4 && share < 0.7, "streams {share} of the weights");
+    let longest_run = fitted
+        .swapped
+        .split(|streams| !streams)
+        .map(<[bool]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest_run <= 3, "swapped units run {longest_run} in a row");
+
+    // The smallest budget that works is the placement's own: the ring for the largest unit.
+    let error = plan(
+        &units,
+        DType::F16,
+        &SwapSettings {
+            vram_budget_mb: Some(1),
+            ..SwapSettings::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, PlanError::BudgetTooSmall { minimum_mb, .. } if minimum_mb >= 80),
+        "{error}"
+    );
 }

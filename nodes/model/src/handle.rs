@@ -54,6 +54,12 @@ pub trait Placement: Send + Sync {
     /// streaming instead of adding it.
     fn streams(&self) -> bool;
 
+    /// The least device memory `model`'s weights can take in `dtype` with everything this
+    /// placement can stream streamed, for placements that stream; `None` for those that do not.
+    fn streaming_minimum_bytes(&self, _model: &ModelHandle, _dtype: DType) -> Option<u64> {
+        None
+    }
+
     /// The store this placement keeps on the device, as its memory manager knows it.
     fn resident(&self) -> Option<ResidentId>;
 }

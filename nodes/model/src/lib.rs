@@ -27,5 +27,5 @@ pub use record::record_params;
 pub use seeded::{seeded_tensor, seeded_tensors};
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{ResidentStore, UnitWeights, WeightStore};
-pub use unit::{Section, UnitSpec};
+pub use unit::{UnitGroup, UnitSpec};
 pub use values::{Image, Latent, Mask};

@@ -22,12 +22,13 @@ pub use hint::HintEmbedding;
 pub use load::{load, RANDOM_CONTROLNET, TINY_CONTROLNET};
 
 use crate::unet::stem::Stem;
+use crate::unet::Section;
 use crate::unet::{
     context_steps, given_or_projected, layout, project, ControlResiduals, ProjectedContext, State, Step, UNetInput,
 };
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{conv2d, Conv2d, VarBuilder};
-use swapgraph_model::{record_params, Network, Section, UnitSpec, WeightStore};
+use swapgraph_model::{record_params, Network, UnitSpec, WeightStore};
 
 /// What a ControlNet step does.
 #[derive(Clone, Debug)]
@@ -94,6 +95,7 @@ impl ControlNet {
             .filter(|step| matches!(step.section, Section::Down(_) | Section::Mid))
             .collect();
         let skip_channels = skip_channels(&cfg, &body);
+        let levels = cfg.unet.block_out_channels.len();
         let context_steps = context_steps(&body);
         let mut steps = vec![ControlStep::Stem];
         steps.extend(body.into_iter().map(ControlStep::Body));
@@ -118,7 +120,11 @@ impl ControlNet {
                     ControlStep::Outputs => (String::new(), Section::Head),
                 };
                 let tensors = record_params(|vb| net.build(&step, vb).map(drop))?;
-                Ok(UnitSpec { name, section, tensors })
+                Ok(UnitSpec {
+                    name,
+                    group: section.group(levels),
+                    tensors,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(net)

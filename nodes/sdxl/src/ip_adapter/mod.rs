@@ -9,10 +9,10 @@ mod resampler;
 
 pub use resampler::{Resampler, ResamplerConfig};
 
+use crate::unet::Section;
 use crate::unet::{layout, ExtraTokens, Op, UNetConfig};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear_no_bias, Linear, VarBuilder};
-use swapgraph_model::Section;
 
 /// The per-layer key and value projections of the image tokens, in the UNet's execution order
 /// of cross-attention layers (down, middle, up).

@@ -8,10 +8,6 @@ use std::fmt;
 use swapgraph_model::{device_memory, ModelHandle, HEADROOM_FRACTION};
 use swapgraph_node_api::NodeError;
 
-/// Units whose transfer buffers BlockSwap's smallest budget needs, with every unit streamed (the
-/// one computing and, with the default prefetch of 2, two in flight).
-const MINIMUM_BUFFERS: u64 = 3;
-
 /// Device memory the memory pool reserves around a step's activations beyond the activations
 /// themselves, as a multiple of them: blocks of many sizes fragment it. Measured on an H200
 /// with 6 GiB free at 1024x1024: 0.78 GiB of activations peaked at 4.52 GiB allocated and
@@ -52,7 +48,9 @@ pub struct Shortfall {
     pub usable_bytes: u64,
     /// The device's total memory.
     pub total_bytes: u64,
-    /// Bytes of weights BlockSwap's smallest setting keeps on the device.
+    /// Bytes of weights the smallest streaming setting keeps on the device: the placement's own
+    /// figure when it streams, else at least the largest unit, which any streaming needs room
+    /// for.
     pub minimum_weight_bytes: u64,
 }
 
@@ -160,7 +158,7 @@ impl UNetOnDevice<'_> {
             activation_bytes: self.estimate_activations(),
             usable_bytes: memory.free + memory.reserved.saturating_sub(memory.allocated) + held,
             total_bytes: memory.total,
-            minimum_weight_bytes: MINIMUM_BUFFERS * largest,
+            minimum_weight_bytes: model.placement.streaming_minimum_bytes(model, dtype).unwrap_or(largest),
         };
         tracing::debug!("{error}");
         NodeError::msg(shortfall.to_string())

@@ -8,11 +8,11 @@
 use super::attention::{BasicTransformerBlock, ContextProjection};
 use super::stem::{Head, Stem};
 use super::transformer::{TransformerIn, TransformerOut};
+use super::Section;
 use super::UNetConfig;
 use crate::blocks::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
 use candle_core::Result;
 use candle_nn::VarBuilder;
-use swapgraph_model::Section;
 
 /// What a step does.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -10,6 +10,7 @@ mod config;
 mod context;
 mod embeddings;
 mod layout;
+mod section;
 mod state;
 pub(crate) mod stem;
 mod transformer;
@@ -20,10 +21,11 @@ pub use config::UNetConfig;
 pub(crate) use context::{given_or_projected, project};
 pub use context::{ContextCache, ProjectedContext};
 pub use layout::{context_steps, layout, Layer, Op, Step};
+pub use section::Section;
 
 use candle_core::{Result, Tensor};
 pub(crate) use state::State;
-use swapgraph_model::{record_params, Network, Section, UnitSpec, WeightStore};
+use swapgraph_model::{record_params, Network, UnitSpec, WeightStore};
 
 /// Residuals a ControlNet adds to the UNet: one per skip connection of the down path (in push
 /// order), and one after the middle block.
@@ -85,7 +87,7 @@ impl UNet {
                 let tensors = record_params(|vb| step.op.build(vb, &cfg))?;
                 Ok(UnitSpec {
                     name: step.name.clone(),
-                    section: step.section,
+                    group: step.section.group(cfg.block_out_channels.len()),
                     tensors,
                 })
             })

@@ -125,7 +125,7 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
             .units()
             .iter()
             .zip(acquired)
-            .partition(|(unit, _)| unit.section.in_every_pass());
+            .partition(|(unit, _)| unit.group.every_pass);
         assert!(pass.iter().all(|(_, n)| *n >= 4), "{name}: a unit missed a pass");
         assert!(
             !context.is_empty() && context.iter().all(|(_, n)| *n == 1),
