@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match swapgraph::packs::registry() {
-        Ok(registry) => swapgraph::cli::main(registry),
+    let packs = swapgraph::packs::packs();
+    match swapgraph::packs::registry_of(&packs) {
+        Ok(registry) => swapgraph::cli::main(registry, &packs),
         Err(error) => {
             eprintln!("error: node packs conflict: {error}");
             ExitCode::FAILURE

@@ -38,13 +38,20 @@ pub enum Command {
     Validate(ValidateArgs),
     /// List the node types this build knows, with inputs, params and outputs.
     Nodes(NodesArgs),
-    /// Check that BlockSwap works on this machine (device, driver, page-locked memory,
-    /// host-to-device bandwidth, a streamed round trip) and recommend settings for SDXL at
-    /// 1024x1024 and 1280x1280 from what it measures here. Exits 1 when a check fails.
-    Doctor(DoctorArgs),
     /// Serve the browser editor and the HTTP API (jobs run one at a time on one device; loaded
     /// models stay cached between jobs). Listens on loopback unless told otherwise.
     Serve(ServeArgs),
+}
+
+impl Command {
+    /// The `--set-type` overrides of a command that runs or checks a workflow.
+    pub fn set_type(&mut self) -> Option<&mut Vec<String>> {
+        match self {
+            Self::Run(args) => Some(&mut args.workflow.set_type),
+            Self::Validate(args) => Some(&mut args.workflow.set_type),
+            Self::Nodes(_) | Self::Serve(_) => None,
+        }
+    }
 }
 
 /// The workflow file and its overrides.
@@ -58,14 +65,9 @@ pub struct WorkflowArgs {
     pub set: Vec<String>,
     /// Override a param on every node of a type: Type.param=value, e.g.
     /// --set-type BlockSwap.preset=low_vram.json applies a BlockSwap preset file to all BlockSwap
-    /// nodes. Repeatable; applied after --set.
+    /// nodes. Repeatable; applied after --set, and before the packs' flags below.
     #[arg(long = "set-type", value_name = "TYPE.PARAM=VALUE")]
     pub set_type: Vec<String>,
-    /// A BlockSwap preset file (JSON with the keys enable_blockswap, blockswap_blocks,
-    /// blockswap_down, blockswap_mid, blockswap_up, blockswap_nonblocking, blockswap_debug)
-    /// for every BlockSwap node; the same as --set-type BlockSwap.preset=FILE.
-    #[arg(long, value_name = "FILE")]
-    pub blockswap_preset: Option<PathBuf>,
 }
 
 /// Arguments of `swapgraph run`.
@@ -135,24 +137,6 @@ pub struct ValidateArgs {
     /// Print the plan or the problems as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The device `doctor` checks unless told: the first GPU in the CUDA build, else the CPU.
-const DOCTOR_DEVICE: &str = if cfg!(feature = "cuda") { "cuda:0" } else { "cpu" };
-
-/// Arguments of `swapgraph doctor`.
-#[derive(Debug, Args)]
-pub struct DoctorArgs {
-    /// The device to check: cpu, cuda or cuda:N.
-    #[arg(long, default_value = DOCTOR_DEVICE)]
-    pub device: DeviceSpec,
-    /// Print the checks and recommendations as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Write the 1024x1024 recommendation as a BlockSwap preset file (the keys
-    /// enable_blockswap, blockswap_blocks, ...), for `run --blockswap-preset`.
-    #[arg(long, value_name = "FILE")]
-    pub write_preset: Option<PathBuf>,
 }
 
 /// Arguments of `swapgraph nodes`.

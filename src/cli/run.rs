@@ -146,15 +146,9 @@ fn load_quietly(args: &WorkflowArgs, registry: &Registry) -> Result<Plan, Failur
     let bytes = read_bytes(&args.workflow).map_err(|e| Failure::Unreadable(e.to_string()))?;
     type Parse = fn(&str, usize) -> Result<Override, ValidationError>;
     let by_node = args.set.iter().map(|text| (text, Override::parse as Parse));
-    // A JSON string is a YAML string too, so any path survives the override's value parsing.
-    let preset = args.blockswap_preset.as_ref().map(|path| {
-        let quoted = serde_json::Value::String(path.display().to_string());
-        format!("BlockSwap.preset={quoted}")
-    });
     let by_type = args
         .set_type
         .iter()
-        .chain(preset.as_ref())
         .map(|text| (text, Override::parse_for_type as Parse));
     let (overrides, mut errors): (Vec<_>, Vec<_>) = by_node
         .chain(by_type)

@@ -23,12 +23,28 @@ mod streaming;
 pub use plan::{plan, PlanError, SwapPlan};
 pub use settings::{Granularity, SwapSettings};
 
-use swapgraph_node_api::{Registry, RegistryError};
+use swapgraph_node_api::{Pack, Registry, RegistryError, TypeFlag};
+
+/// The BlockSwap pack: the `BlockSwap` node, `--blockswap-preset` on `run` and `validate`, and
+/// `swapgraph doctor`.
+pub fn pack() -> Pack {
+    Pack::new("BlockSwap", register)
+        .type_flag(TypeFlag {
+            flag: "blockswap-preset",
+            value_name: "FILE",
+            node_type: "BlockSwap",
+            param: "preset",
+            help: "A BlockSwap preset file (JSON with the keys enable_blockswap, blockswap_blocks, blockswap_down, \
+                   blockswap_mid, blockswap_up, blockswap_nonblocking, blockswap_debug) for every BlockSwap node; \
+                   the same as --set-type BlockSwap.preset=FILE.",
+        })
+        .command(doctor::DOCTOR)
+}
 
 /// Adds the `BlockSwap` node to `registry`.
 ///
 /// # Errors
 /// [`RegistryError`] when the name is taken.
-pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
+fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(node::BlockSwap::new())
 }

@@ -2,9 +2,11 @@
 //! from what it measures here (free device memory, activation memory per resolution,
 //! host-to-device bandwidth) instead of a static table.
 
+mod command;
 mod recommend;
 mod round_trip;
 
+pub use command::DOCTOR;
 pub use recommend::{recommend, Fit, Recommendation, HEADROOM_FRACTION};
 pub use round_trip::{round_trip, RoundTrip};
 

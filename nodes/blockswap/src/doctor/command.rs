@@ -1,20 +1,73 @@
-//! `swapgraph doctor`: BlockSwap's setup check, with settings recommended from measurements.
+//! `swapgraph doctor`, the command the BlockSwap pack adds: the setup check, with settings
+//! recommended from measurements.
 
-use super::args::DoctorArgs;
-use super::Exit;
-use swapgraph_blockswap::doctor::{diagnose, Diagnosis, Fit, Recommendation, Status};
-use swapgraph_blockswap::preset;
-use swapgraph_blockswap::SwapSettings;
+use super::{diagnose, Diagnosis, Fit, Recommendation, Status};
+use crate::preset;
+use crate::SwapSettings;
+use clap::Parser;
+use std::path::PathBuf;
 use swapgraph_model::candle_device;
+use swapgraph_node_api::{DeviceSpec, PackCommand};
+
+/// The device `doctor` checks unless told: the first GPU in the CUDA build, else the CPU.
+const DOCTOR_DEVICE: &str = if cfg!(feature = "cuda") { "cuda:0" } else { "cpu" };
+
+/// Exit code when a check fails or the device cannot be used.
+const FAILED: u8 = 1;
+
+/// Exit code of a command-line usage error.
+const USAGE: u8 = 2;
+
+/// `swapgraph doctor`.
+pub const DOCTOR: PackCommand = PackCommand {
+    name: "doctor",
+    about: "Check that BlockSwap works on this machine (device, driver, page-locked memory, host-to-device \
+            bandwidth, a streamed round trip) and recommend settings for SDXL at 1024x1024 and 1280x1280 from \
+            what it measures here. Exits 1 when a check fails",
+    run,
+};
+
+/// Check that BlockSwap works on this machine (device, driver, page-locked memory,
+/// host-to-device bandwidth, a streamed round trip) and recommend settings for SDXL at 1024x1024
+/// and 1280x1280 from what it measures here. Exits 1 when a check fails.
+#[derive(Debug, Parser)]
+#[command(name = "swapgraph doctor")]
+struct DoctorArgs {
+    /// The device to check: cpu, cuda or cuda:N.
+    #[arg(long, default_value = DOCTOR_DEVICE)]
+    device: DeviceSpec,
+    /// Print the checks and recommendations as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Write the 1024x1024 recommendation as a BlockSwap preset file (the keys
+    /// enable_blockswap, blockswap_blocks, ...), for `run --blockswap-preset`.
+    #[arg(long, value_name = "FILE")]
+    write_preset: Option<PathBuf>,
+}
+
+/// Parses `args` (those after `doctor`) and runs the command.
+fn run(args: &[String]) -> u8 {
+    let parsed =
+        DoctorArgs::try_parse_from(std::iter::once("swapgraph doctor".to_string()).chain(args.iter().cloned()));
+    match parsed {
+        Ok(args) => doctor(args),
+        Err(error) => {
+            let code = if error.use_stderr() { USAGE } else { 0 };
+            // Printing help or a usage error only fails when the terminal is gone.
+            let _ = error.print();
+            code
+        }
+    }
+}
 
 /// Runs the checks on the chosen device, prints them (text or JSON) and optionally writes the
 /// 1024x1024 recommendation as a preset file.
-pub fn doctor(args: DoctorArgs) -> Exit {
+fn doctor(args: DoctorArgs) -> u8 {
     let device = match candle_device(args.device) {
         Ok(device) => device,
         Err(e) => {
             eprintln!("FAIL  device: {e}");
-            return Exit::RuntimeFailure;
+            return FAILED;
         }
     };
     let diagnosis = diagnose(&device);
@@ -29,12 +82,12 @@ pub fn doctor(args: DoctorArgs) -> Exit {
                 "error: no recommendation to write to {}: nothing was measured on this device",
                 path.display()
             );
-            return Exit::RuntimeFailure;
+            return FAILED;
         };
         let (enabled, settings) = preset_for(first);
         if let Err(e) = std::fs::write(path, preset::to_json(enabled, &settings) + "\n") {
             eprintln!("error: cannot write {}: {e}", path.display());
-            return Exit::RuntimeFailure;
+            return FAILED;
         }
         eprintln!(
             "wrote the {0}x{0} recommendation to {1}",
@@ -43,9 +96,9 @@ pub fn doctor(args: DoctorArgs) -> Exit {
         );
     }
     if diagnosis.healthy() {
-        Exit::Success
+        0
     } else {
-        Exit::RuntimeFailure
+        FAILED
     }
 }
 
