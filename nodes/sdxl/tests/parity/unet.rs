@@ -87,3 +87,38 @@ fn matches_diffusers_with_controlnet_residuals() {
     let out = unet.forward(&store, &input(&cases, "square", Some(&control))).unwrap();
     assert_close("control", &out, &cases["control.out"]);
 }
+
+/// A UNet of SDXL's shape that differs from the tiny one in every size its config can vary
+/// (latent channels in and out, widths, resnets per block, which levels attend and how deeply,
+/// head width, GroupNorm groups, text, time-id and pooled widths), built from the config.json
+/// diffusers wrote for it.
+#[test]
+fn a_unet_of_other_sizes_is_built_from_its_config_and_matches_diffusers() {
+    let text = std::fs::read_to_string(fixture("unet_other_config.json")).unwrap();
+    let cfg = UNetConfig::from_diffusers_json(&text).unwrap();
+    let tiny = UNetConfig::tiny();
+    let differs = [
+        cfg.in_channels != tiny.in_channels,
+        cfg.out_channels != tiny.out_channels,
+        cfg.block_out_channels
+            .iter()
+            .zip(tiny.block_out_channels)
+            .all(|(a, b)| *a != b),
+        cfg.transformer_layers != tiny.transformer_layers,
+        cfg.mid_transformer_layers != tiny.mid_transformer_layers,
+        cfg.layers_per_block != tiny.layers_per_block,
+        cfg.head_dim != tiny.head_dim,
+        cfg.norm_groups != tiny.norm_groups,
+        cfg.cross_attention_dim != tiny.cross_attention_dim,
+        cfg.addition_time_embed_dim != tiny.addition_time_embed_dim,
+        cfg.pooled_text_dim != tiny.pooled_text_dim,
+    ];
+    assert!(differs.iter().all(|d| *d), "{cfg:?} shares a size with the tiny UNet");
+    let unet = UNet::new(cfg).unwrap();
+    assert_units_cover(unet.units(), "unet_other.safetensors");
+    let source = TensorSource::open(&[&fixture("unet_other.safetensors")]).unwrap();
+    let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+    let cases = load_cases("unet_other_cases.safetensors");
+    let out = unet.forward(&store, &input(&cases, "other", None)).unwrap();
+    assert_close("other sizes", &out, &cases["other.out"]);
+}
