@@ -5,7 +5,8 @@
 # their published formats, written first at real size with random weights (a single-file SDXL
 # checkpoint, a diffusers ControlNet folder, InstantID's ip-adapter.bin): the weights of the
 # built-in random models, so one more whole-card run on the built-ins must give the same image.
-# Reports per run: exit code, wall time, sampling time, the device's peak beside the holder
+# Reports per run: exit code, wall time, sampling time (and, from the sampler's log, the time
+# until its weights were ready, its first step and its later steps' time each), the device's peak beside the holder
 # (nvidia-smi, polled every 200 ms), the host's peak resident memory, the decode's plan, and
 # whether the image equals the whole-card one. Expects .gpu/ with the CUDA build of swapgraph and
 # of the write_models bench (`cargo bench --features cuda --bench write_models --no-run`).
@@ -90,6 +91,11 @@ found = re.search(r"sample \(KSampler\) finished in ([0-9.]+) ms", text)
 if found:
     row["sampling_s"] = round(float(found.group(1)) / 1000, 2)
     row["per_step_ms_with_one_off"] = round(float(found.group(1)) / 30, 1)
+timed = re.search(r"UNet weights ready in (\d+) ms(?:, ControlNet weights in (\d+) ms)?, first step (\d+) ms.*?then ([0-9.]+) ms per step", text)
+if timed:
+    row["weights_ready_ms"] = int(timed.group(1)) + int(timed.group(2) or 0)
+    row["first_step_ms"] = int(timed.group(3))
+    row["per_step_ms"] = float(timed.group(4))
 tiles = re.search(r"decoding \d+x\d+ in tiles of (\d+) pixels", text)
 row["decode"] = f"tiles of {tiles.group(1)}" if tiles else "whole"
 row["streaming"] = re.findall(r"leaves (\d+) MiB for the weights of (\S+)", text)

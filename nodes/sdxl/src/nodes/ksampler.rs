@@ -3,14 +3,16 @@
 use super::adapters;
 use super::out_of_memory::UNetOnDevice;
 use super::sampler_room::sampler_rooms;
+use super::sampling_times::{SamplingTimes, StepClock};
 use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
 use crate::sampling::{DiscreteSchedule, GuidedDenoiser, Sampler, Scheduler, SeededNoise, TextConditioning};
 use crate::unet::{ContextCache, UNet};
 use candle_core::DType;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
+use std::time::Instant;
 use swapgraph_model::{device_memory, reset_peak_memory, Latent, ModelHandle};
 use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
 
@@ -101,9 +103,13 @@ impl NodeType for KSampler {
         let companion = model.companion_placement.as_ref();
         let controlnet = adapters::placed_controlnet(&positive_in, &negative_in, companion);
         let rooms = sampler_rooms(&on_device, controlnet.as_ref(), ctx.vram_budget);
+        // Times are taken with the device synchronised, so queued work counts where it ran.
+        let started = Instant::now();
         let store = model
             .store(&device, model_dtype(&device), &rooms.unet)
             .map_err(|e| on_device.explain(e.to_string(), "while loading the UNet's weights", false))?;
+        device.synchronize().map_err(tensor_error)?;
+        let unet_weights = started.elapsed();
         let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
         let side = |c: &Conditioning| -> Result<TextConditioning, NodeError> {
             let ids = c.size.unwrap_or(image_size).tensor(&device).map_err(tensor_error)?;
@@ -122,6 +128,13 @@ impl NodeType for KSampler {
             &rooms.controlnet,
         )?;
         let image_tokens = adapters::image_token_guidance(&positive_in, &negative_in)?;
+        device.synchronize().map_err(tensor_error)?;
+        let controlnet_weights = control.as_ref().map(|_| started.elapsed() - unet_weights);
+        let clock = RefCell::new(StepClock::new(SamplingTimes {
+            unet_weights,
+            controlnet_weights,
+            ..SamplingTimes::default()
+        }));
 
         let schedule = DiscreteSchedule::sdxl();
         let sigmas = denoise_sigmas(&schedule, params.scheduler, params.steps, params.denoise)?;
@@ -145,6 +158,10 @@ impl NodeType for KSampler {
         let cancelled = Cell::new(false);
         let done = Cell::new(0);
         let mut after_step = |step: usize, total: usize| -> candle_core::Result<()> {
+            if StepClock::marks(step, total) {
+                device.synchronize()?;
+                clock.borrow_mut().step_done(step, total);
+            }
             done.set(step);
             ctx.progress(step as u64, total as u64);
             if ctx.cancel.is_cancelled() {
@@ -165,6 +182,7 @@ impl NodeType for KSampler {
                 return Err(on_device.explain(e.to_string(), &stage, true));
             }
         };
+        tracing::info!("{}: {}", ctx.node_id, clock.borrow().times());
         if let Some(memory) = device_memory(&device) {
             tracing::info!(
                 "{}: sampling peaked at {} MiB allocated on the device",

@@ -8,6 +8,7 @@ mod empty_latent_image;
 mod ksampler;
 mod out_of_memory;
 mod sampler_room;
+mod sampling_times;
 mod vae_decode;
 mod vae_encode;
 
