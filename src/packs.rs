@@ -1,6 +1,7 @@
 //! The node packs the swapgraph binary ships. The engine itself never names a pack; this list
 //! is the one place that does, shared by the binary, its tests and the fuzz targets.
 
+use std::sync::Arc;
 use swapgraph_node_api::{Pack, Registry, RegistryError};
 
 /// Every shipped pack, in registration order (a pack comes after those whose socket types it
@@ -10,7 +11,7 @@ pub fn packs() -> Vec<Pack> {
         Pack::new("utilities", swapgraph_utils::register),
         Pack::new("SDXL", swapgraph_sdxl::register),
         Pack::new("images", swapgraph_image::register),
-        swapgraph_blockswap::pack(),
+        swapgraph_blockswap::pack(Arc::new(swapgraph_sdxl::SdxlFamily)),
         Pack::new("InstantID", swapgraph_instantid::register),
     ]
 }

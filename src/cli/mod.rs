@@ -123,7 +123,7 @@ mod tests {
             .command(PackCommand {
                 name: "check",
                 about: "A pack's own command.",
-                run: |args| u8::try_from(args.len()).unwrap_or(u8::MAX),
+                run: std::sync::Arc::new(|args: &[String]| u8::try_from(args.len()).unwrap_or(u8::MAX)),
             })
     }
 

@@ -37,7 +37,7 @@ pub use error::NodeError;
 pub use files::{FileRoots, BUILTIN_PREFIX};
 pub use memory::{host_available_bytes, MemoryReport};
 pub use node::NodeType;
-pub use pack::{Pack, PackCommand, TypeFlag};
+pub use pack::{Pack, PackCommand, RunCommand, TypeFlag};
 pub use param::{FileFolder, ParamKind, ParamProblem, ParamSpec, TextRule};
 pub use registry::{Registry, RegistryError};
 pub use socket::{SocketSpec, SocketType};

@@ -2,6 +2,7 @@
 //! line, so that neither the engine nor the command line names a pack.
 
 use crate::{Registry, RegistryError};
+use std::sync::Arc;
 
 /// What a pack brings: its node and socket types, flags of `run` and `validate` that set a param
 /// on every node of a type, and commands of its own. Plain data, built with [`Pack::new`] and the
@@ -33,16 +34,19 @@ pub struct TypeFlag {
     pub help: &'static str,
 }
 
+/// Runs a pack's command on the arguments after its name, returning the exit code.
+pub type RunCommand = Arc<dyn Fn(&[String]) -> u8 + Send + Sync>;
+
 /// A command a pack adds, `swapgraph NAME ARGS...`: the pack parses the arguments after the name
 /// itself (`--help` included) and returns the process's exit code.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct PackCommand {
     /// The command's name.
     pub name: &'static str,
     /// One line for `swapgraph --help`.
     pub about: &'static str,
     /// Runs the command on the arguments after its name.
-    pub run: fn(&[String]) -> u8,
+    pub run: RunCommand,
 }
 
 impl Pack {

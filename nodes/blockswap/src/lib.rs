@@ -23,11 +23,13 @@ mod streaming;
 pub use plan::{plan, PlanError, SwapPlan};
 pub use settings::{Granularity, SwapSettings};
 
+use std::sync::Arc;
+use swapgraph_model::StreamedFamily;
 use swapgraph_node_api::{Pack, Registry, RegistryError, TypeFlag};
 
 /// The BlockSwap pack: the `BlockSwap` node, `--blockswap-preset` on `run` and `validate`, and
-/// `swapgraph doctor`.
-pub fn pack() -> Pack {
+/// `swapgraph doctor`, which streams and sizes a model of `family` (the model pack supplies it).
+pub fn pack(family: Arc<dyn StreamedFamily>) -> Pack {
     Pack::new("BlockSwap", register)
         .type_flag(TypeFlag {
             flag: "blockswap-preset",
@@ -38,7 +40,7 @@ pub fn pack() -> Pack {
                    blockswap_mid, blockswap_up, blockswap_nonblocking, blockswap_debug) for every BlockSwap node; \
                    the same as --set-type BlockSwap.preset=FILE.",
         })
-        .command(doctor::DOCTOR)
+        .command(doctor::doctor_command(family))
 }
 
 /// Adds the `BlockSwap` node to `registry`.

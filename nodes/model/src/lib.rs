@@ -7,6 +7,7 @@
 //! tensor shapes and bytes, in execution order.
 
 mod device;
+mod family;
 mod handle;
 mod memory;
 mod record;
@@ -21,6 +22,7 @@ pub use device::{
     candle_device, device_info, device_memory, reset_peak_memory, weight_dtype, DeviceInfo, DeviceMemory,
     HEADROOM_FRACTION,
 };
+pub use family::{StreamedFamily, TinyModel};
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};
 pub use memory::{memory_manager, DeviceMemoryManager, Evict, OnDevice, ResidentId};
 pub use record::record_params;

@@ -15,6 +15,8 @@ pub mod checkpoint;
 pub mod conditioning;
 mod config_json;
 pub mod device;
+mod family;
 mod nodes;
 
+pub use family::SdxlFamily;
 pub use nodes::register;

@@ -6,7 +6,8 @@ use crate::preset;
 use crate::SwapSettings;
 use clap::Parser;
 use std::path::PathBuf;
-use swapgraph_model::candle_device;
+use std::sync::Arc;
+use swapgraph_model::{candle_device, StreamedFamily};
 use swapgraph_node_api::{DeviceSpec, PackCommand};
 
 /// The device `doctor` checks unless told: the first GPU in the CUDA build, else the CPU.
@@ -18,18 +19,20 @@ const FAILED: u8 = 1;
 /// Exit code of a command-line usage error.
 const USAGE: u8 = 2;
 
-/// `swapgraph doctor`.
-pub const DOCTOR: PackCommand = PackCommand {
-    name: "doctor",
-    about: "Check that BlockSwap works on this machine (device, driver, page-locked memory, host-to-device \
-            bandwidth, a streamed round trip) and recommend settings for SDXL at 1024x1024 and 1280x1280 from \
-            what it measures here. Exits 1 when a check fails",
-    run,
-};
+/// `swapgraph doctor`, streaming and sizing a model of `family`.
+pub fn doctor_command(family: Arc<dyn StreamedFamily>) -> PackCommand {
+    PackCommand {
+        name: "doctor",
+        about: "Check that BlockSwap works on this machine (device, driver, page-locked memory, host-to-device \
+                bandwidth, a streamed round trip) and recommend settings at 1024x1024 and 1280x1280 from what it \
+                measures here. Exits 1 when a check fails",
+        run: Arc::new(move |args: &[String]| run(args, family.as_ref())),
+    }
+}
 
 /// Check that BlockSwap works on this machine (device, driver, page-locked memory,
-/// host-to-device bandwidth, a streamed round trip) and recommend settings for SDXL at 1024x1024
-/// and 1280x1280 from what it measures here. Exits 1 when a check fails.
+/// host-to-device bandwidth, a streamed round trip) and recommend settings at 1024x1024 and
+/// 1280x1280 from what it measures here. Exits 1 when a check fails.
 #[derive(Debug, Parser)]
 #[command(name = "swapgraph doctor")]
 struct DoctorArgs {
@@ -46,11 +49,11 @@ struct DoctorArgs {
 }
 
 /// Parses `args` (those after `doctor`) and runs the command.
-fn run(args: &[String]) -> u8 {
+fn run(args: &[String], family: &dyn StreamedFamily) -> u8 {
     let parsed =
         DoctorArgs::try_parse_from(std::iter::once("swapgraph doctor".to_string()).chain(args.iter().cloned()));
     match parsed {
-        Ok(args) => doctor(args),
+        Ok(args) => doctor(args, family),
         Err(error) => {
             let code = if error.use_stderr() { USAGE } else { 0 };
             // Printing help or a usage error only fails when the terminal is gone.
@@ -62,7 +65,7 @@ fn run(args: &[String]) -> u8 {
 
 /// Runs the checks on the chosen device, prints them (text or JSON) and optionally writes the
 /// 1024x1024 recommendation as a preset file.
-fn doctor(args: DoctorArgs) -> u8 {
+fn doctor(args: DoctorArgs, family: &dyn StreamedFamily) -> u8 {
     let device = match candle_device(args.device) {
         Ok(device) => device,
         Err(e) => {
@@ -70,7 +73,7 @@ fn doctor(args: DoctorArgs) -> u8 {
             return FAILED;
         }
     };
-    let diagnosis = diagnose(&device);
+    let diagnosis = diagnose(&device, family);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diagnosis).unwrap_or_default());
     } else {
@@ -135,7 +138,10 @@ fn describe(diagnosis: &Diagnosis, device: &str) -> String {
         text += &format!("  {status}  {}: {}\n", check.name, check.detail);
     }
     if !diagnosis.recommendations.is_empty() {
-        text += "Recommended BlockSwap settings for the SDXL UNet (f16), from this device's free memory:\n";
+        text += &format!(
+            "Recommended BlockSwap settings for the {} (f16), from this device's free memory:\n",
+            diagnosis.model
+        );
     }
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
     for r in &diagnosis.recommendations {

@@ -6,18 +6,13 @@ mod command;
 mod recommend;
 mod round_trip;
 
-pub use command::DOCTOR;
+pub use command::doctor_command;
 pub use recommend::{recommend, Fit, Recommendation, HEADROOM_FRACTION};
 pub use round_trip::{round_trip, RoundTrip};
 
 use crate::probe::probe_transfers;
-use candle_core::DType;
 use candle_core::Device;
-use swapgraph_model::{device_info, device_memory, record_params, weight_dtype};
-use swapgraph_sdxl::clip::{ClipConfig, ClipTextEncoder};
-use swapgraph_sdxl::device::vae_dtype;
-use swapgraph_sdxl::unet::{step_activations, UNet, UNetConfig};
-use swapgraph_sdxl::vae::{Vae, VaeConfig};
+use swapgraph_model::{device_info, device_memory, weight_dtype, StreamedFamily};
 
 /// Resolutions recommendations are made for.
 pub const RESOLUTIONS: [usize; 2] = [1024, 1280];
@@ -51,6 +46,8 @@ pub struct Check {
 /// Everything the doctor found.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Diagnosis {
+    /// The network the recommendations are for, e.g. "SDXL UNet".
+    pub model: &'static str,
     /// The checks, in the order they ran.
     pub checks: Vec<Check>,
     /// Settings per resolution (GPU only).
@@ -75,9 +72,12 @@ impl Diagnosis {
 }
 
 /// Runs every check on `device` (already opened by the caller, which reports failing to open
-/// it).
-pub fn diagnose(device: &Device) -> Diagnosis {
-    let mut diagnosis = Diagnosis::default();
+/// it), streaming and sizing a model of `family`.
+pub fn diagnose(device: &Device, family: &dyn StreamedFamily) -> Diagnosis {
+    let mut diagnosis = Diagnosis {
+        model: family.name(),
+        ..Diagnosis::default()
+    };
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
     match (device_info(device), device_memory(device)) {
         (Some(info), Some(memory)) => diagnosis.push(
@@ -129,7 +129,7 @@ pub fn diagnose(device: &Device) -> Diagnosis {
             diagnosis.push("host-to-device bandwidth", Status::Skip, reason);
         }
     }
-    match round_trip(device) {
+    match round_trip(device, family) {
         Ok(trip) => {
             let identical = trip.max_difference == 0.0;
             let leak = trip.leaked_bytes.unwrap_or(0);
@@ -154,62 +154,55 @@ pub fn diagnose(device: &Device) -> Diagnosis {
             diagnosis.push(
                 "BlockSwap round trip",
                 status,
-                format!("tiny UNet streamed ({}): {outputs}; {memory}", trip.transfers),
+                format!(
+                    "tiny {} streamed ({}): {outputs}; {memory}",
+                    family.name(),
+                    trip.transfers
+                ),
             );
         }
         Err(reason) => diagnosis.push("BlockSwap round trip", Status::Fail, reason),
     }
     if let Some(memory) = device_memory(device) {
-        recommend_all(device, memory.free, &mut diagnosis);
+        recommend_all(device, memory.free, family, &mut diagnosis);
     }
     diagnosis
 }
 
-/// Measures activations per resolution and recommends settings for the SDXL UNet.
-fn recommend_all(device: &Device, free: u64, diagnosis: &mut Diagnosis) {
+/// Measures activations per resolution and recommends settings for `family`'s network.
+fn recommend_all(device: &Device, free: u64, family: &dyn StreamedFamily, diagnosis: &mut Diagnosis) {
     let dtype = weight_dtype(device);
-    let unet = match UNet::new(UNetConfig::sdxl()) {
-        Ok(unet) => unet,
-        Err(e) => return diagnosis.push("recommendations", Status::Fail, format!("SDXL UNet layout: {e}")),
+    let name = family.name();
+    let units = match family.units() {
+        Ok(units) => units,
+        Err(e) => return diagnosis.push("recommendations", Status::Fail, format!("{name} layout: {e}")),
     };
-    let companions = match companion_bytes(dtype, vae_dtype(device)) {
+    let companions = match family.companion_bytes(device) {
         Ok(bytes) => bytes,
         Err(e) => {
             return diagnosis.push(
                 "recommendations",
                 Status::Fail,
-                format!("SDXL text encoders and VAE: {e}"),
+                format!("the models beside the {name}: {e}"),
             )
         }
     };
     for resolution in RESOLUTIONS {
-        let latent = (resolution / 8, resolution / 8);
-        let activations = match step_activations(&unet, device, dtype, latent) {
+        let activations = match family.step_activations(device, dtype, resolution) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return,
             Err(e) => {
                 diagnosis.push(
                     "activations",
                     Status::Fail,
-                    format!("one SDXL step at {resolution}x{resolution} does not run here: {e}"),
+                    format!("one {name} step at {resolution}x{resolution} does not run here: {e}"),
                 );
                 continue;
             }
         };
-        match recommend(unet.units(), dtype, free, companions, resolution, activations) {
+        match recommend(&units, dtype, free, companions, resolution, activations) {
             Ok(recommendation) => diagnosis.recommendations.push(recommendation),
             Err(e) => diagnosis.push("recommendations", Status::Fail, e.to_string()),
         }
     }
-}
-
-/// Bytes of SDXL's text encoders (in `dtype`) and VAE (in `vae`), which stay on the device
-/// beside the UNet.
-fn companion_bytes(dtype: DType, vae: DType) -> candle_core::Result<u64> {
-    let count =
-        |params: Vec<(String, candle_core::Shape)>| params.iter().map(|(_, s)| s.elem_count() as u64).sum::<u64>();
-    let clip_l = count(record_params(|vb| ClipTextEncoder::new(vb, &ClipConfig::vit_l()))?);
-    let clip_g = count(record_params(|vb| ClipTextEncoder::new(vb, &ClipConfig::vit_big_g()))?);
-    let vae_params = count(record_params(|vb| Vae::new(vb, &VaeConfig::sdxl()))?);
-    Ok((clip_l + clip_g) * dtype.size_in_bytes() as u64 + vae_params * vae.size_in_bytes() as u64)
 }
