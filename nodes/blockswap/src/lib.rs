@@ -6,6 +6,7 @@
 //! placement ([`placement`]). The SDXL UNet, and any model exposing units, works unchanged.
 
 pub mod doctor;
+#[cfg(feature = "yardsticks")]
 pub mod floor;
 mod node;
 pub mod pipeline;
@@ -15,6 +16,7 @@ pub mod preset;
 pub mod probe;
 pub mod report;
 pub mod settings;
+#[cfg(feature = "yardsticks")]
 pub mod simulate;
 pub mod store;
 #[cfg(feature = "cuda")]
