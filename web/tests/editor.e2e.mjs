@@ -106,6 +106,13 @@ async function steps(page, consoleErrors) {
   await param('emptylatentimage', 'height').fill('128');
   await param('ksampler', 'steps').fill('3');
   await param('blockswap', 'debug').check();
+  // An optional param shows "off" and, emptied, is left out: the run below reads no preset file.
+  assert.equal(await param('blockswap', 'preset').getAttribute('placeholder'), 'off');
+  await param('blockswap', 'preset').fill('low_vram.json');
+  await param('blockswap', 'preset').fill('');
+  // Sockets take the colour their type is registered with (MODEL: #b39ddb).
+  const modelColour = await handle('checkpointloadersimple', 'source', 'model').evaluate((el) => getComputedStyle(el).backgroundColor);
+  assert.equal(modelColour, 'rgb(179, 157, 219)');
 
   // Validation errors land on the node and field: an out-of-range value first.
   await param('ksampler', 'cfg').fill('1000');

@@ -100,10 +100,6 @@ impl Placement for BlockSwapPlacement {
         )
     }
 
-    fn streams(&self) -> bool {
-        true
-    }
-
     fn streaming_minimum_bytes(&self, model: &ModelHandle, dtype: DType) -> Option<u64> {
         Some(minimum_device_bytes(model.network.units(), dtype, &self.settings))
     }

@@ -50,12 +50,9 @@ pub trait Placement: Send + Sync {
     /// weights plus transfer buffers) when room is no concern.
     fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64;
 
-    /// Whether weights stream from host memory, so that advice can say to tighten the
-    /// streaming instead of adding it.
-    fn streams(&self) -> bool;
-
     /// The least device memory `model`'s weights can take in `dtype` with everything this
-    /// placement can stream streamed, for placements that stream; `None` for those that do not.
+    /// placement can stream streamed, for placements that stream (so that advice can say to
+    /// tighten the streaming instead of adding it); `None` for those that do not.
     fn streaming_minimum_bytes(&self, _model: &ModelHandle, _dtype: DType) -> Option<u64> {
         None
     }
@@ -139,10 +136,6 @@ impl Placement for Resident {
 
     fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64 {
         model.network.units().iter().map(|unit| unit.bytes(dtype)).sum()
-    }
-
-    fn streams(&self) -> bool {
-        false
     }
 
     fn resident(&self) -> Option<ResidentId> {

@@ -113,3 +113,22 @@ fn a_tensor_of_another_shape_names_the_key_and_both_shapes() {
         .to_string();
     assert!(missing.contains("no tensor \"v\""), "{missing}");
 }
+
+#[test]
+fn a_tensor_of_a_dtype_candle_cannot_hold_is_refused_when_read_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("int32.safetensors");
+    let header = r#"{"w":{"dtype":"I32","shape":[2,3],"data_offsets":[0,24]},"v":{"dtype":"F32","shape":[2,3],"data_offsets":[24,48]}}"#;
+    std::fs::write(&path, with_header(header, 48)).unwrap();
+    let source = TensorSource::open(&[&path]).unwrap();
+    let error = source
+        .load("w", &Shape::from((2, 3)), DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("int32.safetensors") && error.contains("\"w\"") && error.contains("I32"),
+        "{error}"
+    );
+    let other = source.load("v", &Shape::from((2, 3)), DType::F32, &Device::Cpu);
+    assert!(other.is_ok(), "the file's other tensors still load");
+}

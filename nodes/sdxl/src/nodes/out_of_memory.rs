@@ -150,15 +150,16 @@ impl UNetOnDevice<'_> {
         let held = if weights_loaded { weight_bytes } else { 0 };
         let units = self.unet.units();
         let largest = units.iter().map(|unit| unit.bytes(dtype)).max().unwrap_or(0);
+        let streaming_minimum = model.placement.streaming_minimum_bytes(model, dtype);
         let shortfall = Shortfall {
             stage: stage.to_owned(),
             size: (self.latent.1 * 8, self.latent.0 * 8),
             weight_bytes,
-            streams: model.placement.streams(),
+            streams: streaming_minimum.is_some(),
             activation_bytes: self.estimate_activations(),
             usable_bytes: memory.free + memory.reserved.saturating_sub(memory.allocated) + held,
             total_bytes: memory.total,
-            minimum_weight_bytes: model.placement.streaming_minimum_bytes(model, dtype).unwrap_or(largest),
+            minimum_weight_bytes: streaming_minimum.unwrap_or(largest),
         };
         tracing::debug!("{error}");
         NodeError::msg(shortfall.to_string())
