@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the main job (workflows/instantid_blockswap.yaml) at SDXL size,
 # 1024x1024 and 30 steps, with default settings, on a card of which another process holds all
-# but N GiB (N = 8, 6, 4, 3), and once with the whole card. The models are loaded from files in
+# but N GiB (N = 8, 6, 4, 3, and 2, which must be refused before any work), and once with the
+# whole card. The models are loaded from files in
 # their published formats, written first at real size with random weights (a single-file SDXL
 # checkpoint, a diffusers ControlNet folder, InstantID's ip-adapter.bin): the weights of the
 # built-in random models, so one more whole-card run on the built-ins must give the same image.
@@ -38,7 +39,11 @@ for name, entry in header.items():
     state[part][key] = torch.from_numpy(values.copy())
 torch.save(state, f"{folder}/ip-adapter.bin")
 PY
+rm "$MODELS/ip-adapter.safetensors"
 echo "written in ${SECONDS} s:"; du -sh "$MODELS"/*
+# The host peak's target: the models' bytes as they run (all f16 but the VAE, which runs in f32)
+# and 2 GiB for the rest.
+du -sb "$MODELS" | awk '{printf "{\"models_gib\": %.2f}\n", $1 / 2^30}' | tee -a "$OUT/small_card.jsonl"
 FILES="--models-dir $MODELS --set ckpt.ckpt_name=sd_xl_random.safetensors --set instantid.instantid_file=ip-adapter.bin \
   --set controlnet.control_net_name=ControlNetModel"
 BUILTINS="--set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
@@ -96,6 +101,8 @@ if timed:
     row["weights_ready_ms"] = int(timed.group(1)) + int(timed.group(2) or 0)
     row["first_step_ms"] = int(timed.group(3))
     row["per_step_ms"] = float(timed.group(4))
+row["nodes_ms"] = {m.group(1): round(float(m.group(2))) for m in re.finditer(r"(\S+ \(\w+\)) finished in ([0-9.]+) ms", text)}
+row["nvrtc_compiled"] = len(re.findall(r"with NVRTC in", text))
 tiles = re.search(r"decoding \d+x\d+ in tiles of (\d+) pixels", text)
 row["decode"] = f"tiles of {tiles.group(1)}" if tiles else "whole"
 row["streaming"] = re.findall(r"leaves (\d+) MiB for the weights of (\S+)", text)
@@ -108,6 +115,12 @@ if images:
         whole = np.load("/tmp/whole.npy")
         row["mean_abs_diff_vs_whole"] = round(float(np.abs(image - whole).mean()), 3)
         row["max_abs_diff_vs_whole"] = int(np.abs(image - whole).max())
+checked = re.search(r"checked in (\d+) ms: the workflow needs ([0-9.]+) GiB", text)
+if checked:
+    row["check_ms"], row["least_gib"] = int(checked.group(1)), float(checked.group(2))
+refusal = text.find("cannot run this workflow")
+if refusal >= 0:
+    row["refused"] = text[refusal:refusal + 1500]
 errors = [l for l in text.splitlines() if "ERROR" in l or "failed" in l]
 if errors:
     row["error"] = errors[-1][-600:]
@@ -120,8 +133,18 @@ RUST_LOG=info timeout 120 .gpu/swapgraph run workflows/instantid_blockswap.yaml 
   | grep -E "ERROR|error|finished|left the device|tiles|streaming" | cut -c1-300 | tail -20
 
 echo "== the main job at SDXL size"
+# Kernels are compiled on the first run and read from the cache after it.
+rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/swapgraph/kernels"
 measure whole whole "$FILES"
-for gib in 8 6 4 3; do measure "free${gib}g" "$gib" "$FILES"; done
+for gib in 8 6 4 3 2; do measure "free${gib}g" "$gib" "$FILES"; done
 measure builtins whole "$BUILTINS"
+
+echo "== doctor --workflow with 4 GiB free"
+hold 4 /tmp/held-doctor
+holder=$!
+for _ in $(seq 600); do [ -s /tmp/held-doctor ] && break; sleep 0.1; done
+timeout 300 .gpu/swapgraph doctor --device cuda:0 --workflow workflows/instantid_blockswap.yaml $FILES $SIZE 2>&1 \
+  | grep -v "^ *[0-9]*: <unknown>" | tee "$OUT/doctor_workflow.txt" | tail -12
+kill $holder; wait $holder 2>/dev/null
 for log in "$LOGS"/small_*.txt; do echo "== $log"; grep -v "^ *[0-9]*: <unknown>" "$log" | cut -c1-400; done > "$OUT/logs.txt"
 grep -hE "left the device|tiles of|streaming to fit|sampling within|sampling peaked|ERROR" "$OUT/logs.txt" | cut -c1-300 | sort | uniq -c | head -40

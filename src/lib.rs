@@ -1,8 +1,8 @@
 //! swapgraph: a node-graph workflow engine for diffusion models.
 //!
 //! The binary around the engine ([`swapgraph_engine`], re-exported here): the command line
-//! ([`cli`]), the server with the browser editor ([`server`]), and the list of node packs it ships
-//! ([`packs`]). The engine never names a node type; the packs register theirs.
+//! ([`cli`]), the server with the browser editor ([`server`]), the list of node packs it ships
+//! ([`packs`]), and the check before a run on a GPU ([`preflight`]). The engine never names a node type; the packs register theirs.
 
 // Validation errors and HTTP responses travel in `Err` once per failure, never on a hot path, so
 // their size does not matter.
@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod packs;
+pub mod preflight;
 pub mod server;
 
 pub use swapgraph_engine::{exec, plan, prepare, validate, workflow};

@@ -9,6 +9,7 @@ mod engine {
     pub mod hostile;
     pub mod loopback;
     pub mod plans;
+    pub mod rehearsal;
     pub mod server;
     pub mod validation;
     pub mod workflows;

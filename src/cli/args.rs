@@ -7,7 +7,7 @@ use swapgraph_node_api::{DeviceSpec, FileRoots, VramBudget};
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success
-  1    a node failed while running
+  1    a node failed while running, or the workflow does not fit the device (nothing ran)
   2    command-line usage error
   3    the workflow cannot be read or is invalid (nothing ran)
   130  cancelled (Ctrl-C)";

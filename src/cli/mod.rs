@@ -4,6 +4,7 @@
 //! Exit codes, documented in `--help` and the README, are the [`Exit`] values.
 
 mod args;
+mod check_workflow;
 mod exit;
 mod nodes;
 mod render;
@@ -15,7 +16,7 @@ pub use exit::Exit;
 
 use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches};
 use std::process::ExitCode;
-use swapgraph_node_api::{Pack, Registry};
+use swapgraph_node_api::{CommandContext, Pack, Registry};
 use tracing_subscriber::EnvFilter;
 
 /// The commands whose workflow the packs' type flags apply to.
@@ -29,7 +30,10 @@ pub fn main(registry: Registry, packs: &[Pack]) -> ExitCode {
     if let Some((name, sub)) = matches.subcommand() {
         if let Some(command) = packs.iter().flat_map(|p| &p.commands).find(|c| c.name == name) {
             let args: Vec<String> = sub.get_many::<String>("args").into_iter().flatten().cloned().collect();
-            return ExitCode::from((command.run)(&args));
+            let context = CommandContext {
+                check_workflow: check_workflow::workflow_checker(registry),
+            };
+            return ExitCode::from((command.run)(&args, &context));
         }
     }
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -123,7 +127,9 @@ mod tests {
             .command(PackCommand {
                 name: "check",
                 about: "A pack's own command.",
-                run: std::sync::Arc::new(|args: &[String]| u8::try_from(args.len()).unwrap_or(u8::MAX)),
+                run: std::sync::Arc::new(|args: &[String], _: &CommandContext| {
+                    u8::try_from(args.len()).unwrap_or(u8::MAX)
+                }),
             })
     }
 

@@ -4,6 +4,7 @@ use super::args::{RunArgs, ValidateArgs, WorkflowArgs};
 use super::{render, Exit};
 use crate::exec::{Engine, EventSink, RunError, RunOptions};
 use crate::plan::Plan;
+use crate::preflight;
 use crate::validate::{ValidationError, ValidationReport};
 use crate::workflow::{read_bytes, Override};
 use std::io::IsTerminal;
@@ -38,6 +39,17 @@ pub fn run(args: RunArgs, registry: Registry) -> Exit {
         }
     };
     let engine = Engine::new(registry);
+    let options = |cancel: &CancelToken| RunOptions {
+        device: args.device,
+        vram_budget: args.vram_budget,
+        files: files.clone(),
+        cancel: cancel.clone(),
+        parallelism: args.jobs.map_or(RunOptions::default().parallelism, usize::from),
+    };
+    if let Err(refused) = preflight::check(&engine, &plan, &options(&CancelToken::new())) {
+        error!("{refused}");
+        return Exit::RuntimeFailure;
+    }
     let interactive = std::io::stderr().is_terminal() && !tracing::enabled!(tracing::Level::DEBUG);
     runtime.block_on(async {
         let cancel = CancelToken::new();
@@ -49,13 +61,7 @@ pub fn run(args: RunArgs, registry: Registry) -> Exit {
             }
         });
         for round in 1..=args.repeat {
-            let options = RunOptions {
-                device: args.device,
-                vram_budget: args.vram_budget,
-                files: files.clone(),
-                cancel: cancel.clone(),
-                parallelism: args.jobs.map_or(RunOptions::default().parallelism, usize::from),
-            };
+            let options = options(&cancel);
             let (sink, receiver) = EventSink::channel();
             let renderer = tokio::spawn(render::render(receiver, interactive));
             let result = engine.run(&plan, &options, &sink).await;
@@ -121,12 +127,20 @@ fn print_json(value: &serde_json::Value) {
 }
 
 /// Why a workflow could not be planned.
-enum Failure {
+pub(super) enum Failure {
     Unreadable(String),
     Report(ValidationReport),
 }
 
 impl Failure {
+    /// The problem as one message.
+    pub(super) fn message(&self) -> String {
+        match self {
+            Self::Unreadable(message) => message.clone(),
+            Self::Report(report) => report.to_string(),
+        }
+    }
+
     fn print(self) -> Exit {
         match self {
             Self::Unreadable(message) => eprintln!("error: {message}"),
@@ -141,7 +155,7 @@ fn load(args: &WorkflowArgs, registry: &Registry) -> Result<Plan, Exit> {
 }
 
 /// Reads, overrides, validates and plans; `--set` problems join the validation report.
-fn load_quietly(args: &WorkflowArgs, registry: &Registry) -> Result<Plan, Failure> {
+pub(super) fn load_quietly(args: &WorkflowArgs, registry: &Registry) -> Result<Plan, Failure> {
     let source = args.workflow.display().to_string();
     let bytes = read_bytes(&args.workflow).map_err(|e| Failure::Unreadable(e.to_string()))?;
     type Parse = fn(&str, usize) -> Result<Override, ValidationError>;

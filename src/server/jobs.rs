@@ -5,6 +5,7 @@
 use super::events::{Broadcast, ServerEvent};
 use crate::exec::{Engine, Event, EventSink, RunError, RunOptions};
 use crate::plan::Plan;
+use crate::preflight;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -256,19 +257,36 @@ async fn execute(
                 }
             })
         };
-        let result = engine.run(&plan, &run_options, &sink).await;
+        // Err(None) when cancelled, else the error.
+        let result = match checked(&engine, plan, &run_options).await {
+            Ok(plan) => match engine.run(&plan, &run_options, &sink).await {
+                Ok(_) => Ok(()),
+                Err(RunError::Cancelled) => Err(None),
+                Err(error) => Err(Some(error.to_string())),
+            },
+            Err(refused) => Err(Some(refused)),
+        };
         drop(sink);
         let _ = forward.await;
         queue.update(id, |info| match result {
-            Ok(_) => info.state = JobState::Succeeded,
-            Err(RunError::Cancelled) => info.state = JobState::Cancelled,
-            Err(error) => {
+            Ok(()) => info.state = JobState::Succeeded,
+            Err(None) => info.state = JobState::Cancelled,
+            Err(Some(error)) => {
                 info.state = JobState::Failed;
-                info.error = Some(error.to_string());
+                info.error = Some(error);
             }
         });
         queue.publish_queue();
     }
+}
+
+/// `plan` once the check before a run (see [`preflight`]) found that it fits the device, else
+/// why not.
+async fn checked(engine: &Arc<Engine>, plan: Plan, options: &RunOptions) -> Result<Arc<Plan>, String> {
+    let (engine, plan, options) = (Arc::clone(engine), Arc::new(plan), options.clone());
+    tokio::task::spawn_blocking(move || preflight::check(&engine, &plan, &options).map(|()| plan))
+        .await
+        .unwrap_or_else(|panic| Err(format!("the check before the run failed: {panic}")))
 }
 
 /// A written file's name relative to the output directory, `/`-separated.

@@ -263,3 +263,52 @@ fn doctor_checks_the_cpu_and_says_what_it_cannot_measure() {
     assert!(text(&write.stdout).contains("PASS  BlockSwap round trip"));
     assert!(!preset.exists());
 }
+
+#[test]
+fn doctor_checks_a_workflow_as_run_would_and_names_what_is_wrong_with_it() {
+    let checked = swapgraph(&[
+        "doctor",
+        "--device",
+        "cpu",
+        "--json",
+        "--workflow",
+        "workflows/instantid_blockswap.yaml",
+        "--set",
+        "latent.width=256",
+    ]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
+    let workflow = &report["workflow"];
+    assert_eq!(
+        workflow["stopped"],
+        serde_json::Value::Null,
+        "every node rehearsed: {workflow}"
+    );
+    assert_eq!(
+        workflow["budget_bytes"],
+        serde_json::Value::Null,
+        "no budget on the CPU"
+    );
+    assert_eq!(workflow["fits"], true);
+
+    let bad_set = swapgraph(&[
+        "doctor",
+        "--device",
+        "cpu",
+        "--workflow",
+        "workflows/instantid_blockswap.yaml",
+        "--set",
+        "sample.steps=0",
+    ]);
+    assert_eq!(bad_set.status.code(), Some(1));
+    let stderr = text(&bad_set.stderr);
+    assert!(stderr.contains("sample") && stderr.contains("steps"), "{stderr}");
+
+    let missing = swapgraph(&["doctor", "--device", "cpu", "--workflow", "workflows/missing.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).contains("workflows/missing.yaml"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use swapgraph::exec::{Engine, Event, EventSink, RunError, RunOptions, RunSummary};
 use swapgraph_node_api::{
-    Args, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, Registry, RunContext, SocketSpec, SocketType,
-    Value,
+    Args, DeviceNeed, NodeDescriptor, NodeError, NodeType, ParamKind, ParamSpec, Registry, Rehearsal, RunContext,
+    SocketSpec, SocketType, Value,
 };
 
 /// A test pack's own socket type, which takes whole and real numbers as they are.
@@ -23,11 +23,14 @@ pub struct Probe {
 
 type RunFn = dyn Fn(&Args, &RunContext, &Probe) -> Result<Vec<Value>, NodeError> + Send + Sync;
 
-/// A node type defined by a descriptor and a closure.
+/// A node type defined by a descriptor and a closure; with `stand_in`, it stands in for its
+/// work in a rehearsal: zero for its output, and `stand_in` MiB needed of the device (half
+/// that at the least).
 pub struct TestNode {
     descriptor: NodeDescriptor,
     probe: Arc<Probe>,
     run: Box<RunFn>,
+    stand_in: Option<u64>,
 }
 
 impl NodeType for TestNode {
@@ -42,6 +45,20 @@ impl NodeType for TestNode {
         let result = (self.run)(args, ctx, &self.probe);
         self.probe.active.fetch_sub(1, Ordering::SeqCst);
         result
+    }
+
+    fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        let Some(mib) = self.stand_in else {
+            return self.run(args, ctx).map(Rehearsal::Ran);
+        };
+        Ok(Rehearsal::StoodIn {
+            outputs: vec![Value::Int(0)],
+            need: Some(DeviceNeed {
+                least: (mib << 20) / 2,
+                unconstrained: mib << 20,
+                detail: format!("{mib} MiB of test weights"),
+            }),
+        })
     }
 }
 
@@ -71,15 +88,27 @@ pub fn registry(probe: &Arc<Probe>) -> Registry {
                 .accepting(&[SocketType::INT, SocketType::FLOAT]),
         )
         .unwrap();
-    let mut add = |descriptor: NodeDescriptor, run: Box<RunFn>| {
+    let mut add_node = |descriptor: NodeDescriptor, run: Box<RunFn>, stand_in: Option<u64>| {
         registry
             .register(TestNode {
                 descriptor,
                 probe: Arc::clone(probe),
                 run,
+                stand_in,
             })
             .unwrap();
     };
+    for (name, mib) in [("TestHeavy", 600), ("TestHeavier", 1400)] {
+        add_node(
+            NodeDescriptor::new(name, "test", "ten times its input, on the device")
+                .input("value", SocketType::INT, "")
+                .uses_device()
+                .output(SocketType::INT, ""),
+            Box::new(|args, _, _| Ok(vec![Value::Int(10 * args.param::<i64>("value")?)])),
+            Some(mib),
+        );
+    }
+    let mut add = |descriptor: NodeDescriptor, run: Box<RunFn>| add_node(descriptor, run, None);
     add(
         NodeDescriptor::new(
             "TestCount",

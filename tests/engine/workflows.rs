@@ -19,7 +19,9 @@ fn run_text(name: &str, bytes: &[u8], output_dir: &Path) -> Vec<PathBuf> {
     run_in(name, bytes, files)
 }
 
-/// Runs a workflow whose file names resolve in `files`.
+/// Runs a workflow whose file names resolve in `files`, after rehearsing it as a run on a GPU
+/// does: every node rehearses on the stand-ins before it (the CPU states no device needs), and
+/// the rehearsal writes nothing.
 fn run_in(name: &str, bytes: &[u8], files: FileRoots) -> Vec<PathBuf> {
     let engine = Engine::new(packs());
     let plan = swapgraph::prepare(name, bytes, &[], engine.registry()).unwrap_or_else(|report| panic!("{report}"));
@@ -27,6 +29,11 @@ fn run_in(name: &str, bytes: &[u8], files: FileRoots) -> Vec<PathBuf> {
         files,
         ..RunOptions::default()
     };
+    let need = engine.rehearse(&plan, &options);
+    assert_eq!(need.stopped, None, "{name}: the rehearsal stopped");
+    assert!(need.stages.is_empty(), "{name}: the CPU states no device needs");
+    let written = std::fs::read_dir(&options.files.outputs).map_or(0, |entries| entries.count());
+    assert_eq!(written, 0, "{name}: the rehearsal wrote nothing");
     let (result, events) = run(&engine, &plan, &options);
     result.unwrap_or_else(|e| panic!("{name}: {e}"));
     events

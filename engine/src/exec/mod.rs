@@ -9,6 +9,7 @@
 mod cache;
 mod events;
 mod file_identity;
+mod rehearse;
 mod schedule;
 
 pub use events::{Event, EventSink, NodeEvents};
@@ -235,25 +236,9 @@ fn job(
     options: &RunOptions,
     events: &EventSink,
 ) -> impl FnOnce() -> Outcome + Send + 'static {
-    let step = &plan.steps[index];
-    let workflow = plan.workflow_yaml();
-    let mut args: Vec<(&'static str, Value)> = step.literals.clone();
-    for input in &step.inputs {
-        let value = schedule
-            .output(input.step, input.output)
-            .expect("producers finish before their consumers");
-        args.push((input.arg, value.clone()));
-    }
-    let node_type = Arc::clone(&step.node_type);
-    let ctx = RunContext {
-        node_id: Arc::from(step.id.as_str()),
-        device: options.device,
-        vram_budget: options.vram_budget,
-        files: options.files.clone(),
-        workflow: Some(workflow),
-        cancel: options.cancel.clone(),
-        reporter: Arc::new(events.for_node(step.id.clone())),
-    };
+    let args = step_args(plan, index, schedule);
+    let ctx = step_context(plan, index, options, events);
+    let node_type = Arc::clone(&plan.steps[index].node_type);
     move || {
         let clock = Instant::now();
         let outcome = check_linked_params(node_type.descriptor(), args).and_then(|args| {
@@ -261,6 +246,33 @@ fn job(
                 .unwrap_or_else(|panic| Err(NodeError::msg(format!("the node panicked: {}", panic_message(&*panic)))))
         });
         (index, outcome, clock.elapsed())
+    }
+}
+
+/// Step `index`'s arguments: its literal params and its producers' outputs.
+fn step_args(plan: &Plan, index: usize, schedule: &Schedule) -> Vec<(&'static str, Value)> {
+    let step = &plan.steps[index];
+    let mut args = step.literals.clone();
+    for input in &step.inputs {
+        let value = schedule
+            .output(input.step, input.output)
+            .expect("producers finish before their consumers");
+        args.push((input.arg, value.clone()));
+    }
+    args
+}
+
+/// What step `index`'s node sees of the run.
+fn step_context(plan: &Plan, index: usize, options: &RunOptions, events: &EventSink) -> RunContext {
+    let step = &plan.steps[index];
+    RunContext {
+        node_id: Arc::from(step.id.as_str()),
+        device: options.device,
+        vram_budget: options.vram_budget,
+        files: options.files.clone(),
+        workflow: Some(plan.workflow_yaml()),
+        cancel: options.cancel.clone(),
+        reporter: Arc::new(events.for_node(step.id.clone())),
     }
 }
 

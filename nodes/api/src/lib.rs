@@ -24,6 +24,7 @@ pub mod output;
 mod pack;
 mod param;
 mod registry;
+mod rehearsal;
 mod socket;
 mod typed;
 mod value;
@@ -37,9 +38,12 @@ pub use error::NodeError;
 pub use files::{FileRoots, BUILTIN_PREFIX};
 pub use memory::{host_available_bytes, MemoryReport};
 pub use node::NodeType;
-pub use pack::{Pack, PackCommand, RunCommand, TypeFlag};
+pub use pack::{
+    CheckWorkflow, CheckedWorkflow, CommandContext, Pack, PackCommand, RunCommand, TypeFlag, WorkflowCheck,
+};
 pub use param::{FileFolder, ParamKind, ParamProblem, ParamSpec, TextRule};
 pub use registry::{Registry, RegistryError};
+pub use rehearsal::{DeviceNeed, Rehearsal, StageNeed, WorkflowNeed};
 pub use socket::{SocketSpec, SocketType};
 pub use typed::{Choice, Declared, ParamType, Params};
 pub use value::{Handle, Value};

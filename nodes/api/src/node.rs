@@ -1,6 +1,6 @@
 //! The trait every node type implements.
 
-use crate::{Args, NodeDescriptor, NodeError, RunContext, Value};
+use crate::{Args, NodeDescriptor, NodeError, Rehearsal, RunContext, Value};
 
 /// A kind of node: its static descriptor and the code that turns arguments into outputs.
 ///
@@ -17,4 +17,14 @@ pub trait NodeType: Send + Sync {
     /// # Errors
     /// A [`NodeError`] saying why the outputs could not be produced.
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError>;
+
+    /// Rehearses the node before a run (see [`Rehearsal`]): a node whose work on the device is
+    /// heavy stands in for it, saying what memory that work needs; the others, and by default
+    /// every node, do their work. The arguments may be stand-ins from earlier nodes.
+    ///
+    /// # Errors
+    /// A [`NodeError`] saying why the node could not be rehearsed.
+    fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        self.run(args, ctx).map(Rehearsal::Ran)
+    }
 }

@@ -1,7 +1,8 @@
 //! A node pack as the binary ships it: the types it registers, and what it adds to the command
 //! line, so that neither the engine nor the command line names a pack.
 
-use crate::{Registry, RegistryError};
+use crate::{DeviceSpec, FileRoots, Registry, RegistryError, VramBudget, WorkflowNeed};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What a pack brings: its node and socket types, flags of `run` and `validate` that set a param
@@ -34,8 +35,44 @@ pub struct TypeFlag {
     pub help: &'static str,
 }
 
-/// Runs a pack's command on the arguments after its name, returning the exit code.
-pub type RunCommand = Arc<dyn Fn(&[String]) -> u8 + Send + Sync>;
+/// Runs a pack's command on the arguments after its name, with what the binary lends it,
+/// returning the exit code.
+pub type RunCommand = Arc<dyn Fn(&[String], &CommandContext) -> u8 + Send + Sync>;
+
+/// What the binary lends a pack's command: checks that need the engine, which packs do not see.
+#[derive(Clone)]
+pub struct CommandContext {
+    /// Rehearses a workflow as `run` would run it (see [`crate::Rehearsal`]).
+    pub check_workflow: CheckWorkflow,
+}
+
+/// Rehearses a workflow: its needs and the budget the run would have, or why it could not be
+/// read, planned or placed.
+pub type CheckWorkflow = Arc<dyn Fn(&WorkflowCheck) -> Result<CheckedWorkflow, String> + Send + Sync>;
+
+/// A workflow to check, with what `run` takes besides the file.
+#[derive(Clone, Debug)]
+pub struct WorkflowCheck {
+    /// The workflow file.
+    pub workflow: PathBuf,
+    /// `--set` overrides, `node.param=value`.
+    pub set: Vec<String>,
+    /// The folders its file names resolve in.
+    pub files: FileRoots,
+    /// The device it would run on.
+    pub device: DeviceSpec,
+    /// The budget it would run within.
+    pub vram_budget: VramBudget,
+}
+
+/// What checking a workflow found.
+#[derive(Clone, Debug)]
+pub struct CheckedWorkflow {
+    /// What each of its stages needs of the device.
+    pub need: WorkflowNeed,
+    /// The bytes the run's budget would give it on the device now; `None` on the CPU.
+    pub budget: Option<u64>,
+}
 
 /// A command a pack adds, `swapgraph NAME ARGS...`: the pack parses the arguments after the name
 /// itself (`--help` included) and returns the process's exit code.

@@ -4,7 +4,7 @@ use crate::clip::{ClipConfig, ClipOutput, ClipTextEncoder, ClipTokenizer, END_OF
 use crate::device::model_dtype;
 use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Arc;
 use swapgraph_model::{record_params, ModelHandle, OnDevice, TensorSource};
 use swapgraph_node_api::VramBudget;
@@ -131,6 +131,9 @@ pub struct TextEncoders {
     pub clip_l: OnDevice<ClipTextEncoder>,
     /// OpenCLIP ViT-bigG with projection.
     pub clip_g: OnDevice<ClipTextEncoder>,
+    /// Widths of an encoding: the context's (both encoders' hidden states side by side) and the
+    /// pooled embedding's.
+    widths: (usize, usize),
 }
 
 impl TextEncoders {
@@ -147,6 +150,10 @@ impl TextEncoders {
     ) -> Result<Self> {
         Ok(Self {
             tokenizer,
+            widths: (
+                cfg_l.hidden_size + cfg_g.hidden_size,
+                cfg_g.projection_dim.unwrap_or(cfg_g.hidden_size),
+            ),
             clip_l: encoder_on_demand(&format!("CLIP ViT-L ({name})"), source_l, cfg_l)?,
             clip_g: encoder_on_demand(&format!("OpenCLIP bigG ({name})"), source_g, cfg_g)?,
         })
@@ -179,6 +186,31 @@ impl TextEncoders {
             .ok_or_else(|| candle_core::Error::Msg("no text window".into()))?
             .pooled;
         Ok(Conditioning::text(Tensor::cat(&contexts, 1)?, pooled, None))
+    }
+
+    /// A stand-in for encoding `text_l` and `text_g`: zeros of the encoding's shape on the
+    /// host.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn stand_in(&self, text_l: &str, text_g: &str) -> Result<Conditioning> {
+        let windows = [(text_l, END_OF_TEXT), (text_g, 0)]
+            .map(|(text, padding)| self.tokenizer.windows(text, padding).len())
+            .into_iter()
+            .max()
+            .unwrap_or(1);
+        let (context, pooled) = self.widths;
+        Ok(Conditioning::text(
+            Tensor::zeros((1, 77 * windows, context), DType::F32, &Device::Cpu)?,
+            Tensor::zeros((1, pooled), DType::F32, &Device::Cpu)?,
+            None,
+        ))
+    }
+
+    /// Device bytes encoding takes: the larger encoder's weights, as the two come to the device
+    /// one at a time (a 77-token window's activations are a few MiB beside them).
+    pub fn device_bytes(&self) -> u64 {
+        self.clip_l.bytes().max(self.clip_g.bytes())
     }
 
     /// `encoder`'s outputs for each window, the encoder on the device only meanwhile.

@@ -1,14 +1,16 @@
 //! `swapgraph doctor`, the command the BlockSwap pack adds: the setup check, with settings
 //! recommended from measurements.
 
-use super::{diagnose, Diagnosis, Fit, Recommendation, Status};
+use super::{diagnose, workflow, Diagnosis, Fit, Recommendation, Status};
 use crate::preset;
 use crate::SwapSettings;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, StreamedFamily};
-use swapgraph_node_api::{DeviceSpec, PackCommand};
+use swapgraph_node_api::{
+    CheckedWorkflow, CommandContext, DeviceSpec, FileRoots, PackCommand, VramBudget, WorkflowCheck,
+};
 
 /// The device `doctor` checks unless told: the first GPU in the CUDA build, else the CPU.
 const DOCTOR_DEVICE: &str = if cfg!(feature = "cuda") { "cuda:0" } else { "cpu" };
@@ -25,14 +27,16 @@ pub fn doctor_command(family: Arc<dyn StreamedFamily>) -> PackCommand {
         name: "doctor",
         about: "Check that BlockSwap works on this machine (device, driver, page-locked memory, host-to-device \
                 bandwidth, a streamed round trip) and recommend settings at 1024x1024 and 1280x1280 from what it \
-                measures here. Exits 1 when a check fails",
-        run: Arc::new(move |args: &[String]| run(args, family.as_ref())),
+                measures here; with --workflow, check what each stage of a workflow needs of this device. Exits 1 \
+                when a check fails or a stage does not fit",
+        run: Arc::new(move |args: &[String], context: &CommandContext| run(args, family.as_ref(), context)),
     }
 }
 
 /// Check that BlockSwap works on this machine (device, driver, page-locked memory,
 /// host-to-device bandwidth, a streamed round trip) and recommend settings at 1024x1024 and
-/// 1280x1280 from what it measures here. Exits 1 when a check fails.
+/// 1280x1280 from what it measures here; with --workflow, check what each stage of a workflow
+/// needs of this device. Exits 1 when a check fails or a stage does not fit.
 #[derive(Debug, Parser)]
 #[command(name = "swapgraph doctor")]
 struct DoctorArgs {
@@ -46,14 +50,31 @@ struct DoctorArgs {
     /// enable_blockswap, blockswap_blocks, ...), for `run --blockswap-preset`.
     #[arg(long, value_name = "FILE")]
     write_preset: Option<PathBuf>,
+    /// Also check a workflow as `run` would run it on this device: the budget a run gets here,
+    /// and what each stage (text encoding, sampling, decoding) needs at the least and with
+    /// every weight on the device, without doing their work. Exits 1 when a stage does not fit.
+    #[arg(long, value_name = "FILE")]
+    workflow: Option<PathBuf>,
+    /// With --workflow: override a param, node.param=value, as `run --set` does. Repeatable.
+    #[arg(long = "set", value_name = "NODE.PARAM=VALUE", requires = "workflow")]
+    set: Vec<String>,
+    /// With --workflow: the run's device memory budget, in MiB, or auto, as `run --vram-budget`.
+    #[arg(long, default_value = "auto", value_name = "auto|MiB")]
+    vram_budget: VramBudget,
+    /// With --workflow: the folder model names resolve in, as `run --models-dir`.
+    #[arg(long, default_value = ".")]
+    models_dir: PathBuf,
+    /// With --workflow: the folder input names resolve in, as `run --input-dir`.
+    #[arg(long, default_value = ".")]
+    input_dir: PathBuf,
 }
 
 /// Parses `args` (those after `doctor`) and runs the command.
-fn run(args: &[String], family: &dyn StreamedFamily) -> u8 {
+fn run(args: &[String], family: &dyn StreamedFamily, context: &CommandContext) -> u8 {
     let parsed =
         DoctorArgs::try_parse_from(std::iter::once("swapgraph doctor".to_string()).chain(args.iter().cloned()));
     match parsed {
-        Ok(args) => doctor(args, family),
+        Ok(args) => doctor(args, family, context),
         Err(error) => {
             let code = if error.use_stderr() { USAGE } else { 0 };
             // Printing help or a usage error only fails when the terminal is gone.
@@ -63,9 +84,9 @@ fn run(args: &[String], family: &dyn StreamedFamily) -> u8 {
     }
 }
 
-/// Runs the checks on the chosen device, prints them (text or JSON) and optionally writes the
-/// 1024x1024 recommendation as a preset file.
-fn doctor(args: DoctorArgs, family: &dyn StreamedFamily) -> u8 {
+/// Runs the checks on the chosen device, prints them (text or JSON), checks the workflow if
+/// given, and optionally writes the 1024x1024 recommendation as a preset file.
+fn doctor(args: DoctorArgs, family: &dyn StreamedFamily, context: &CommandContext) -> u8 {
     let device = match candle_device(args.device) {
         Ok(device) => device,
         Err(e) => {
@@ -74,10 +95,25 @@ fn doctor(args: DoctorArgs, family: &dyn StreamedFamily) -> u8 {
         }
     };
     let diagnosis = diagnose(&device, family);
+    let checked = match check_workflow(&args, context) {
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return FAILED;
+        }
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&diagnosis).unwrap_or_default());
+        let mut report = serde_json::to_value(&diagnosis).unwrap_or_default();
+        if let Some(checked) = &checked {
+            report["workflow"] = workflow::to_json(checked);
+        }
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         print!("{}", describe(&diagnosis, &args.device.to_string()));
+        if let (Some(checked), Some(path)) = (&checked, &args.workflow) {
+            let setting = args.vram_budget.to_string();
+            print!("{}", workflow::describe(&path.display().to_string(), &setting, checked));
+        }
     }
     if let Some(path) = &args.write_preset {
         let Some(first) = diagnosis.recommendations.first() else {
@@ -98,11 +134,36 @@ fn doctor(args: DoctorArgs, family: &dyn StreamedFamily) -> u8 {
             path.display()
         );
     }
-    if diagnosis.healthy() {
+    if diagnosis.healthy() && checked.as_ref().is_none_or(workflow::fits) {
         0
     } else {
         FAILED
     }
+}
+
+/// The workflow of `--workflow`, rehearsed on the device as `run` would run it; `None` when none
+/// was given.
+fn check_workflow(args: &DoctorArgs, context: &CommandContext) -> Result<Option<CheckedWorkflow>, String> {
+    let Some(path) = &args.workflow else {
+        return Ok(None);
+    };
+    for (flag, dir) in [("--models-dir", &args.models_dir), ("--input-dir", &args.input_dir)] {
+        if !dir.is_dir() {
+            return Err(format!("{flag} {}: not a folder", dir.display()));
+        }
+    }
+    let check = WorkflowCheck {
+        workflow: path.clone(),
+        set: args.set.clone(),
+        files: FileRoots {
+            models: args.models_dir.clone(),
+            inputs: args.input_dir.clone(),
+            ..FileRoots::default()
+        },
+        device: args.device,
+        vram_budget: args.vram_budget,
+    };
+    (context.check_workflow)(&check).map(Some)
 }
 
 /// A recommendation in the preset's terms (which know block counts, not budgets).

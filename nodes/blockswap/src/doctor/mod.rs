@@ -5,6 +5,7 @@
 mod command;
 mod recommend;
 mod round_trip;
+mod workflow;
 
 pub use command::doctor_command;
 pub use recommend::{recommend, Fit, Recommendation, HEADROOM_FRACTION};

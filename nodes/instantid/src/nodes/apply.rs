@@ -6,13 +6,13 @@ use super::faces::{keypoint_image, Analyzer};
 use super::{tensor_error, FACEANALYSIS, INSTANTID};
 use crate::face::{largest_face, RgbImage};
 use crate::weights::InstantIdModel;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Image, Mask, ModelHandle};
 use swapgraph_node_api::{
-    Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value,
+    Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
 };
 use swapgraph_sdxl::conditioning::{Conditioning, ControlHint, ImagePrompt};
 use swapgraph_sdxl::controlnet::CONTROL_NET;
@@ -164,11 +164,7 @@ impl NodeType for ApplyInstantId {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let params = if self.advanced {
-            AdvancedParams::from_args(args)?
-        } else {
-            SimpleParams::from_args(args)?.into()
-        };
+        let params = self.params(args)?;
         let adapter = args.handle::<InstantIdModel>("instantid")?;
         let analyzer = args.handle::<Analyzer>("insightface")?;
         let image = args.handle::<Image>("image")?;
@@ -190,10 +186,9 @@ impl NodeType for ApplyInstantId {
             faces.push((reference, face));
         }
         let embeddings: Vec<Vec<f32>> = faces.iter().map(|(_, f)| f.embedding.clone()).collect();
-        let (positive_tokens, negative_tokens) =
-            tokens(&adapter, &embeddings, params.combine_embeds, params.noise, &device)?;
+        let tokens = tokens(&adapter, &embeddings, params.combine_embeds, params.noise, &device)?;
 
-        let kps_image = match args.optional_handle::<Image>("image_kps")? {
+        let keypoints = match args.optional_handle::<Image>("image_kps")? {
             Some(pose) => {
                 let pose = RgbImage::from_batch(&pose.pixels, 0).map_err(tensor_error)?;
                 let face = largest_face(analyzer.0.as_ref(), &pose, &format!("{}.image_kps", ctx.node_id))
@@ -205,44 +200,92 @@ impl NodeType for ApplyInstantId {
                 keypoint_image(reference.width, reference.height, &face.kps, &device)?
             }
         };
-        let region = match args.optional_handle::<Mask>("mask")? {
-            Some(mask) => {
-                Some(RegionMask::new(&mask.values).map_err(|e| NodeError::msg(format!("{}.mask: {e}", ctx.node_id)))?)
-            }
-            None => None,
-        };
-        let controlnet = (*args.handle::<ModelHandle>("control_net")?).clone();
-        let side = |name: &str, tokens: &Tensor| -> Result<Value, NodeError> {
-            let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();
-            conditioning.control = Some(Arc::new(ControlHint {
-                controlnet: controlnet.clone(),
-                hint: kps_image.clone(),
-                strength: params.cn_strength,
-                start_percent: params.start_at,
-                end_percent: params.end_at,
-                context: Some(tokens.clone()),
-                region: region.clone(),
-            }));
-            conditioning.image_prompt = Some(Arc::new(ImagePrompt {
-                layers: Arc::clone(&adapter.weights.layers),
-                tokens: tokens.clone(),
-                weight: params.ip_weight,
-                start_percent: params.start_at,
-                end_percent: params.end_at,
-                region: region.clone(),
-            }));
-            Ok(Value::Handle(Handle::new(
-                SocketType::CONDITIONING,
-                Arc::new(conditioning),
-            )))
-        };
-        let model = args.handle::<ModelHandle>("model")?;
-        Ok(vec![
-            Value::Handle(Handle::new(SocketType::MODEL, model)),
-            side("positive", &positive_tokens)?,
-            side("negative", &negative_tokens)?,
-        ])
+        attach(args, ctx, &params, &adapter, tokens, keypoints)
     }
+
+    /// Stands in without analysing the face: zero tokens of the adapter's shape and a black
+    /// keypoint image of the reference's (or the pose's) size, attached as the run attaches
+    /// them, so that the sampler after it sees IdentityNet. The adapter is already on the
+    /// device and the projection is small: the work needs no device memory worth stating.
+    fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        let params = self.params(args)?;
+        let adapter = args.handle::<InstantIdModel>("instantid")?;
+        let image = args.handle::<Image>("image")?;
+        let rows = match params.combine_embeds {
+            Combine::Concat => image.pixels.dim(0).map_err(tensor_error)?,
+            Combine::Average | Combine::NormAverage => 1,
+        };
+        let (count, width) = adapter.weights.resampler.token_shape().map_err(tensor_error)?;
+        let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).map_err(tensor_error);
+        let tokens = zeros(&[1, rows * count, width])?;
+        let pose = args.optional_handle::<Image>("image_kps")?.unwrap_or(image);
+        let (_, height, width, _) = pose.pixels.dims4().map_err(tensor_error)?;
+        let keypoints = zeros(&[1, 3, height, width])?;
+        Ok(Rehearsal::StoodIn {
+            outputs: attach(args, ctx, &params, &adapter, (tokens.clone(), tokens), keypoints)?,
+            need: None,
+        })
+    }
+}
+
+impl ApplyInstantId {
+    /// The params, the simple node's as the advanced node's.
+    fn params(&self, args: &Args) -> Result<AdvancedParams, NodeError> {
+        Ok(if self.advanced {
+            AdvancedParams::from_args(args)?
+        } else {
+            SimpleParams::from_args(args)?.into()
+        })
+    }
+}
+
+/// The node's outputs: the model, and both conditionings with IdentityNet (its hint the
+/// `keypoints` image) and the image `tokens` (positive, negative) attached.
+fn attach(
+    args: &Args,
+    ctx: &RunContext,
+    params: &AdvancedParams,
+    adapter: &InstantIdModel,
+    (positive_tokens, negative_tokens): (Tensor, Tensor),
+    keypoints: Tensor,
+) -> Result<Vec<Value>, NodeError> {
+    let region = match args.optional_handle::<Mask>("mask")? {
+        Some(mask) => {
+            Some(RegionMask::new(&mask.values).map_err(|e| NodeError::msg(format!("{}.mask: {e}", ctx.node_id)))?)
+        }
+        None => None,
+    };
+    let controlnet = (*args.handle::<ModelHandle>("control_net")?).clone();
+    let side = |name: &str, tokens: &Tensor| -> Result<Value, NodeError> {
+        let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();
+        conditioning.control = Some(Arc::new(ControlHint {
+            controlnet: controlnet.clone(),
+            hint: keypoints.clone(),
+            strength: params.cn_strength,
+            start_percent: params.start_at,
+            end_percent: params.end_at,
+            context: Some(tokens.clone()),
+            region: region.clone(),
+        }));
+        conditioning.image_prompt = Some(Arc::new(ImagePrompt {
+            layers: Arc::clone(&adapter.weights.layers),
+            tokens: tokens.clone(),
+            weight: params.ip_weight,
+            start_percent: params.start_at,
+            end_percent: params.end_at,
+            region: region.clone(),
+        }));
+        Ok(Value::Handle(Handle::new(
+            SocketType::CONDITIONING,
+            Arc::new(conditioning),
+        )))
+    };
+    let model = args.handle::<ModelHandle>("model")?;
+    Ok(vec![
+        Value::Handle(Handle::new(SocketType::MODEL, model)),
+        side("positive", &positive_tokens)?,
+        side("negative", &negative_tokens)?,
+    ])
 }
 
 /// Image tokens of the face (positive) and of the zero or noise embedding (negative).

@@ -48,6 +48,12 @@ pub fn memory_manager(device: &Device, budget: VramBudget) -> Option<Arc<DeviceM
     Some(Arc::clone(manager))
 }
 
+/// The least free device memory for which `auto` gives a run `bytes`: the inverse of the
+/// margin it keeps.
+pub fn free_memory_for(bytes: u64) -> u64 {
+    (bytes + MIN_MARGIN).max((bytes as f64 / (1.0 - MARGIN_FRACTION)).ceil() as u64)
+}
+
 /// The bytes a run may use under `budget` on a device that offers `offered` bytes.
 fn budget_bytes(budget: VramBudget, offered: u64) -> u64 {
     let margin = ((offered as f64 * MARGIN_FRACTION) as u64).max(MIN_MARGIN);
@@ -69,5 +75,15 @@ mod tests {
         assert_eq!(budget_bytes(VramBudget::Auto, 4 * GIB), 4 * GIB - MIN_MARGIN);
         assert_eq!(budget_bytes(VramBudget::Mebibytes(6144), 80 * GIB), 6 * GIB);
         assert_eq!(budget_bytes(VramBudget::Mebibytes(6144), 4 * GIB), 4 * GIB);
+    }
+
+    #[test]
+    fn free_memory_for_a_budget_is_the_least_that_auto_turns_into_it() {
+        const MIB: u64 = 1 << 20;
+        for bytes in [100 * MIB, 2900 * MIB, 7 * 1024 * MIB, 70 * 1024 * MIB] {
+            let free = free_memory_for(bytes);
+            assert!(budget_bytes(VramBudget::Auto, free) >= bytes, "{bytes}");
+            assert!(budget_bytes(VramBudget::Auto, free - MIB) < bytes, "{bytes}: the least");
+        }
     }
 }

@@ -34,6 +34,11 @@ impl<T: Send + Sync + 'static> OnDevice<T> {
         }
     }
 
+    /// Bytes the part takes on a device.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// The part on `device`: the copy already there, or one built after making room for it
     /// within `budget`. While the caller holds it, it stays on the device.
     ///

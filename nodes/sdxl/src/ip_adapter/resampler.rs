@@ -169,6 +169,14 @@ impl Resampler {
         })
     }
 
+    /// The shape of one embedding's tokens: `(num_queries, output_dim)`.
+    ///
+    /// # Errors
+    /// Weights of a shape no Resampler has.
+    pub fn token_shape(&self) -> Result<(usize, usize)> {
+        Ok((self.latents.dim(1)?, self.proj_out.weight().dim(0)?))
+    }
+
     /// Image tokens `[b, num_queries, output_dim]` from embeddings `[b, n, embedding_dim]`.
     ///
     /// # Errors

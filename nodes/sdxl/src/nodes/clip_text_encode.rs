@@ -1,10 +1,14 @@
 //! `CLIPTextEncode` and `CLIPTextEncodeSDXL`: prompts to CONDITIONING.
 
 use super::out_of_memory::is_out_of_memory;
+use super::tensor_error;
 use crate::conditioning::{SizeIds, TextEncoders};
 use crate::device::candle_device;
 use std::sync::Arc;
-use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
+use swapgraph_model::device_memory;
+use swapgraph_node_api::{
+    Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
+};
 
 /// An encoding failure as a node failure; running out of device memory says what to do.
 fn encode_error(error: candle_core::Error) -> NodeError {
@@ -60,6 +64,32 @@ fn conditioning(value: crate::conditioning::Conditioning) -> Vec<Value> {
     vec![Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(value)))]
 }
 
+/// Stands in for encoding `text_l` and `text_g` with `clip` (with size ids `size`), saying what
+/// encoding needs of the device.
+fn rehearse_encoding(
+    clip: &TextEncoders,
+    ctx: &RunContext,
+    (text_l, text_g): (&str, &str),
+    size: Option<SizeIds>,
+) -> Result<Rehearsal, NodeError> {
+    let device = candle_device(ctx.device)?;
+    let mut stand_in = clip.stand_in(text_l, text_g).map_err(tensor_error)?;
+    stand_in.size = size;
+    let bytes = clip.device_bytes();
+    let need = device_memory(&device).map(|_| DeviceNeed {
+        least: bytes,
+        unconstrained: bytes,
+        detail: format!(
+            "the larger text encoder ({} MiB); the two come to the device one at a time",
+            bytes >> 20
+        ),
+    });
+    Ok(Rehearsal::StoodIn {
+        outputs: conditioning(stand_in),
+        need,
+    })
+}
+
 /// One prompt for both encoders; size conditioning follows the generated image.
 pub struct ClipTextEncode {
     descriptor: NodeDescriptor,
@@ -94,6 +124,11 @@ impl NodeType for ClipTextEncode {
             .encode(&device, ctx.vram_budget, &text, &text)
             .map_err(encode_error)?;
         Ok(conditioning(encoded))
+    }
+
+    fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        let text = Prompt::from_args(args)?.text;
+        rehearse_encoding(&*args.handle::<TextEncoders>("clip")?, ctx, (&text, &text), None)
     }
 }
 
@@ -130,12 +165,25 @@ impl NodeType for ClipTextEncodeSdxl {
         let mut encoded = clip
             .encode(&device, ctx.vram_budget, &p.text_l, &p.text_g)
             .map_err(encode_error)?;
-        let pair = |w: u32, h: u32| (f64::from(w), f64::from(h));
-        encoded.size = Some(SizeIds {
-            original: pair(p.width, p.height),
-            crop: pair(p.crop_w, p.crop_h),
-            target: pair(p.target_width, p.target_height),
-        });
+        encoded.size = Some(p.size_ids());
         Ok(conditioning(encoded))
+    }
+
+    fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        let p = SdxlPrompt::from_args(args)?;
+        let clip = args.handle::<TextEncoders>("clip")?;
+        rehearse_encoding(&clip, ctx, (&p.text_l, &p.text_g), Some(p.size_ids()))
+    }
+}
+
+impl SdxlPrompt {
+    /// The size ids SDXL is conditioned on.
+    fn size_ids(&self) -> SizeIds {
+        let pair = |w: u32, h: u32| (f64::from(w), f64::from(h));
+        SizeIds {
+            original: pair(self.width, self.height),
+            crop: pair(self.crop_w, self.crop_h),
+            target: pair(self.target_width, self.target_height),
+        }
     }
 }

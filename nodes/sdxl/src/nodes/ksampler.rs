@@ -2,7 +2,7 @@
 
 use super::adapters;
 use super::out_of_memory::UNetOnDevice;
-use super::sampler_room::sampler_rooms;
+use super::sampler_room::{sampler_need, sampler_rooms};
 use super::sampling_times::{SamplingTimes, StepClock};
 use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
@@ -14,7 +14,9 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Instant;
 use swapgraph_model::{device_memory, reset_peak_memory, Latent, ModelHandle};
-use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
+use swapgraph_node_api::{
+    Args, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
+};
 
 /// KSampler's params, as ComfyUI names them.
 #[derive(Params)]
@@ -79,13 +81,7 @@ impl NodeType for KSampler {
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let params = KSamplerParams::from_args(args)?;
         let model = args.handle::<ModelHandle>("model")?;
-        let unet = model.network.as_any().downcast_ref::<UNet>().ok_or_else(|| {
-            NodeError::msg(format!(
-                "KSampler runs SDXL UNets; model \"{}\" is a {}",
-                model.name,
-                model.network.kind()
-            ))
-        })?;
+        let unet = sdxl_unet(&model)?;
         let device = candle_device(ctx.device)?;
         let latent = args.handle::<Latent>("latent_image")?;
         let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
@@ -202,6 +198,43 @@ impl NodeType for KSampler {
             Arc::new(Latent { samples }),
         ))])
     }
+
+    /// Stands in with the input latents (the output has their shape) and says what sampling
+    /// needs: the UNet and the ControlNet the conditionings carry, as placed, beside a step's
+    /// activations at this size.
+    fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        let model = args.handle::<ModelHandle>("model")?;
+        let device = candle_device(ctx.device)?;
+        let latent = args.handle::<Latent>("latent_image")?;
+        let (_, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
+        let on_device = UNetOnDevice {
+            model: &model,
+            unet: sdxl_unet(&model)?,
+            device: &device,
+            dtype: model_dtype(&device),
+            latent: (h, w),
+        };
+        let controlnet = adapters::placed_controlnet(
+            &*args.handle::<Conditioning>("positive")?,
+            &*args.handle::<Conditioning>("negative")?,
+            model.companion_placement.as_ref(),
+        );
+        Ok(Rehearsal::StoodIn {
+            outputs: vec![args.value("latent_image")?.clone()],
+            need: sampler_need(&on_device, controlnet.as_ref()),
+        })
+    }
+}
+
+/// The UNet of `model`, which KSampler runs.
+fn sdxl_unet(model: &ModelHandle) -> Result<&UNet, NodeError> {
+    model.network.as_any().downcast_ref::<UNet>().ok_or_else(|| {
+        NodeError::msg(format!(
+            "KSampler runs SDXL UNets; model \"{}\" is a {}",
+            model.name,
+            model.network.kind()
+        ))
+    })
 }
 
 /// The sigmas for `steps` steps; with `denoise` below 1, the last `steps` of a longer schedule

@@ -4,12 +4,67 @@
 //! would keep on the device unconstrained, so BlockSwap plans them together.
 
 use super::out_of_memory::UNetOnDevice;
+use swapgraph_model::{memory_manager, ModelHandle, Room};
+use swapgraph_node_api::{DeviceNeed, VramBudget};
 
 /// A ControlNet's activations in a step, as a share of the UNet's: it runs the UNet's down and
 /// middle blocks and keeps their residuals for the UNet.
 const CONTROLNET_ACTIVATIONS: f64 = 0.5;
-use swapgraph_model::{memory_manager, ModelHandle, Room};
-use swapgraph_node_api::VramBudget;
+
+/// What sampling takes of the device beside its weights, and what its weights take.
+struct Footprint {
+    /// A step's activations (the ControlNet's included), with the memory pool's slack.
+    activations: u64,
+    /// Bytes the UNet and the ControlNet keep on the device as placed, unconstrained.
+    wishes: (u64, u64),
+    /// Bytes of their weights the smallest streaming setting keeps on the device; all of them
+    /// where a model does not stream.
+    least_weights: u64,
+}
+
+impl Footprint {
+    /// The footprint of `on_device`'s UNet with `controlnet`, a UNet step taking `unet_step`
+    /// bytes beside the weights.
+    fn of(on_device: &UNetOnDevice, controlnet: Option<&ModelHandle>, unet_step: u64) -> Self {
+        let dtype = on_device.dtype;
+        let unet_activations = unet_step as f64;
+        let control_activations = controlnet.map_or(0.0, |_| unet_activations * CONTROLNET_ACTIVATIONS);
+        let wish = |model: &ModelHandle| model.placement.device_bytes(model, dtype);
+        let least = |model: &ModelHandle| {
+            model
+                .placement
+                .streaming_minimum_bytes(model, dtype)
+                .unwrap_or_else(|| wish(model))
+        };
+        Self {
+            activations: (unet_activations + control_activations) as u64,
+            wishes: (wish(on_device.model), controlnet.map_or(0, wish)),
+            least_weights: least(on_device.model) + controlnet.map_or(0, least),
+        }
+    }
+}
+
+/// What sampling `on_device`'s UNet (with `controlnet`, placed as it will run) needs of the
+/// device: `None` on the CPU, whose memory the operating system manages.
+pub fn sampler_need(on_device: &UNetOnDevice, controlnet: Option<&ModelHandle>) -> Option<DeviceNeed> {
+    let footprint = Footprint::of(on_device, controlnet, on_device.step_bytes()?);
+    let (w, h) = (on_device.latent.1 * 8, on_device.latent.0 * 8);
+    let models = if controlnet.is_some() {
+        "the UNet and its ControlNet"
+    } else {
+        "the UNet"
+    };
+    Some(DeviceNeed {
+        least: footprint.least_weights + footprint.activations,
+        unconstrained: footprint.wishes.0 + footprint.wishes.1 + footprint.activations,
+        detail: format!(
+            "{models} at their smallest streaming setting ({} MiB of weights) beside a step's activations at \
+             {w}x{h} ({} MiB)",
+            footprint.least_weights >> 20,
+            footprint.activations >> 20
+        ),
+    })
+}
 
 /// The rooms of the UNet and of the ControlNet sampled with it.
 pub struct SamplerRooms {
@@ -28,12 +83,11 @@ pub fn sampler_rooms(on_device: &UNetOnDevice, controlnet: Option<&ModelHandle>,
             controlnet: Room::default(),
         };
     };
-    let dtype = on_device.dtype;
-    let unet_activations = on_device.step_bytes().unwrap_or(0) as f64;
-    let control_activations = controlnet.map_or(0.0, |_| unet_activations * CONTROLNET_ACTIVATIONS);
-    let activations = (unet_activations + control_activations) as u64;
-    let wish = |model: &ModelHandle| model.placement.device_bytes(model, dtype);
-    let (unet_wish, control_wish) = (wish(on_device.model), controlnet.map_or(0, wish));
+    let Footprint {
+        activations,
+        wishes: (unet_wish, control_wish),
+        ..
+    } = Footprint::of(on_device, controlnet, on_device.step_bytes().unwrap_or(0));
     let keep: Vec<_> = [Some(on_device.model), controlnet]
         .into_iter()
         .flatten()

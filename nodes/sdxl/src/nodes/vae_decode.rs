@@ -4,10 +4,12 @@ use super::out_of_memory::{explain_vae_decode, is_out_of_memory};
 use super::tensor_error;
 use crate::device::{candle_device, vae_dtype};
 use crate::vae::{decode_tiled, DecodeCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
-use swapgraph_model::{memory_manager, Image, Latent};
-use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
+use swapgraph_model::{device_memory, memory_manager, Image, Latent};
+use swapgraph_node_api::{
+    Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
+};
 
 /// Decodes latents with the VAE (in f32: SDXL's VAE overflows in f16), whole or in tiles.
 pub struct VaeDecode {
@@ -63,6 +65,44 @@ impl VaeDecode {
         }
     }
 
+    /// What decoding `batch` latents of `h` by `w` needs of `device`: the VAE's weights and its
+    /// working memory, measured with the VAE there, in one piece at the most and in the smallest
+    /// tiles (or the given ones) at the least; `None` where the device reports no memory.
+    fn decode_need(
+        &self,
+        args: &Args,
+        ctx: &RunContext,
+        device: &Device,
+        (batch, h, w): (usize, usize, usize),
+    ) -> Result<Option<DeviceNeed>, NodeError> {
+        let tile = match self.tiled {
+            true => Self::given_tiles(args)?.0,
+            false => MIN_TILE,
+        };
+        let vae_model = args.handle::<VaeModel>("vae")?;
+        let size = (w * 8, h * 8);
+        let vae = vae_model
+            .get(device, ctx.vram_budget)
+            .map_err(|e| explain_vae_decode(e.to_string(), size, None, device))?;
+        let Some(cost) = decode_cost(&vae, device, ctx, size)? else {
+            return Ok(None);
+        };
+        let weights = vae_model.bytes();
+        let tiled = weights + cost.bytes((batch, tile.min(h), tile.min(w)));
+        let whole = weights + cost.bytes((batch, h, w));
+        Ok(Some(DeviceNeed {
+            least: tiled.min(whole),
+            unconstrained: if self.tiled { tiled } else { whole },
+            detail: format!(
+                "the VAE ({} MiB) decoding {}x{}, in tiles of {} pixels at the least",
+                weights >> 20,
+                w * 8,
+                h * 8,
+                tile * 8
+            ),
+        }))
+    }
+
     /// The tiles `VAEDecodeTiled` was given, in latent pixels.
     fn given_tiles(args: &Args) -> Result<(usize, usize), NodeError> {
         let Tiles { tile_size, overlap } = Tiles::from_args(args)?;
@@ -73,6 +113,29 @@ impl VaeDecode {
         }
         Ok((tile_size / 8, overlap / 8))
     }
+}
+
+/// The decoder's working memory on `device`, measured (for an image of `size` pixels, which
+/// errors name); `None` on the CPU.
+fn decode_cost(
+    vae: &Vae,
+    device: &Device,
+    ctx: &RunContext,
+    size: (usize, usize),
+) -> Result<Option<DecodeCost>, NodeError> {
+    let Some(manager) = memory_manager(device, ctx.vram_budget) else {
+        return Ok(None);
+    };
+    let measure = || DecodeCost::measure(vae, device, vae_dtype(device));
+    // The probes are small decodes; when even they do not fit beside the idle models, those leave.
+    let measured = match measure() {
+        Err(e) if is_out_of_memory(&e.to_string()) => {
+            manager.make_room(u64::MAX, &[]);
+            measure()
+        }
+        other => other,
+    };
+    measured.map_err(|e| explain_vae_decode(e.to_string(), size, Some(MIN_TILE * 8), device))
 }
 
 /// How `VAEDecode` splits a `latent` (batch, height, width) on `device`: measured and planned against the
@@ -87,18 +150,7 @@ fn fitted_tiles(
         return Ok(None);
     };
     let (_, h, w) = latent;
-    let measure = || DecodeCost::measure(vae, device, vae_dtype(device));
-    // The probes are small decodes; when even they do not fit beside the idle models, those leave.
-    let measured = match measure() {
-        Err(e) if is_out_of_memory(&e.to_string()) => {
-            manager.make_room(u64::MAX, &[]);
-            measure()
-        }
-        other => other,
-    };
-    let Some(cost) =
-        measured.map_err(|e| explain_vae_decode(e.to_string(), (w * 8, h * 8), Some(MIN_TILE * 8), device))?
-    else {
+    let Some(cost) = decode_cost(vae, device, ctx, (w * 8, h * 8))? else {
         return Ok(None);
     };
     let room = manager.make_room(cost.bytes(latent), &[]);
@@ -163,5 +215,22 @@ impl NodeType for VaeDecode {
         let tile_size = tiles.map(|(tile, _)| tile * 8);
         let image = decode().map_err(|e| explain_vae_decode(e.to_string(), size, tile_size, &device))?;
         Ok(vec![Value::Handle(Handle::new(SocketType::IMAGE, Arc::new(image)))])
+    }
+
+    /// Stands in with a black image of the decoded size and says what the decode needs.
+    fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        let latent = args.handle::<Latent>("samples")?;
+        let device = candle_device(ctx.device)?;
+        let (batch, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
+        let black = Tensor::zeros((batch, h * 8, w * 8, 3), DType::F32, &Device::Cpu).map_err(tensor_error)?;
+        let outputs = vec![Value::Handle(Handle::new(
+            SocketType::IMAGE,
+            Arc::new(Image { pixels: black }),
+        ))];
+        let need = match device_memory(&device) {
+            Some(_) => self.decode_need(args, ctx, &device, (batch, h, w))?,
+            None => None,
+        };
+        Ok(Rehearsal::StoodIn { outputs, need })
     }
 }
