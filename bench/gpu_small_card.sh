@@ -126,6 +126,7 @@ if errors:
     row["error"] = errors[-1][-600:]
 print(json.dumps(row))
 PY
+  { echo "== $label"; grep -v "^ *[0-9]*: <unknown>" "$LOGS/small_$label.txt" | cut -c1-400; } >> "$OUT/logs.txt"
 }
 
 echo "== the tiny main job on the GPU"
@@ -139,6 +140,15 @@ measure whole whole "$FILES"
 for gib in 8 6 4 3 2; do measure "free${gib}g" "$gib" "$FILES"; done
 measure builtins whole "$BUILTINS"
 
+echo "== following the refusal's advice: a budget too small, then the budget it names"
+RUST_LOG=info timeout 300 .gpu/swapgraph run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir /tmp/advice \
+  --vram-budget 1024 $FILES $SIZE > "$LOGS/advice_refused.txt" 2>&1
+echo "refused with exit $?:"; grep -A8 "cannot run this workflow" "$LOGS/advice_refused.txt" | cut -c1-400
+advised=$(grep -o "Raise --vram-budget to at least [0-9]*" "$LOGS/advice_refused.txt" | grep -o "[0-9]*$")
+if [ -n "$advised" ]; then
+  measure "advised${advised}mib" whole "$FILES --vram-budget $advised"
+fi
+
 echo "== doctor --workflow with 4 GiB free"
 hold 4 /tmp/held-doctor
 holder=$!
@@ -146,5 +156,4 @@ for _ in $(seq 600); do [ -s /tmp/held-doctor ] && break; sleep 0.1; done
 timeout 300 .gpu/swapgraph doctor --device cuda:0 --workflow workflows/instantid_blockswap.yaml $FILES $SIZE 2>&1 \
   | grep -v "^ *[0-9]*: <unknown>" | tee "$OUT/doctor_workflow.txt" | tail -12
 kill $holder; wait $holder 2>/dev/null
-for log in "$LOGS"/small_*.txt; do echo "== $log"; grep -v "^ *[0-9]*: <unknown>" "$log" | cut -c1-400; done > "$OUT/logs.txt"
 grep -hE "left the device|tiles of|streaming to fit|sampling within|sampling peaked|ERROR" "$OUT/logs.txt" | cut -c1-300 | sort | uniq -c | head -40
