@@ -129,6 +129,13 @@ PY
   { echo "== $label"; grep -v "^ *[0-9]*: <unknown>" "$LOGS/small_$label.txt" | cut -c1-400; } >> "$OUT/logs.txt"
 }
 
+if [ -x .gpu/parity ]; then
+  echo "== the VAE in bf16 against diffusers' f32 decode (the SDXL pack's GPU parity test)"
+  # The test binary finds its fixtures where it was built.
+  [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+  .gpu/parity bf16 --nocapture 2>&1 | grep -E "bf16|test result|panicked" | tee "$OUT/vae_bf16.txt"
+fi
+
 echo "== the tiny main job on the GPU"
 RUST_LOG=info timeout 120 .gpu/swapgraph run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir /tmp/tiny 2>&1 \
   | grep -E "ERROR|error|finished|left the device|tiles|streaming" | cut -c1-300 | tail -20

@@ -115,9 +115,9 @@ impl Conditioning {
 /// A configuration whose parameters cannot be listed.
 fn encoder_on_demand(name: &str, source: Arc<TensorSource>, cfg: ClipConfig) -> Result<OnDevice<ClipTextEncoder>> {
     let params = record_params(|vb| ClipTextEncoder::new(vb, &cfg))?;
-    let elements: usize = params.iter().map(|(_, shape)| shape.elem_count()).sum();
-    // Text encoders run in f16 on a GPU (`model_dtype`).
-    Ok(OnDevice::new(name, elements as u64 * 2, move |device: &Device| {
+    let elements = params.iter().map(|(_, shape)| shape.elem_count() as u64).sum::<u64>();
+    let bytes = move |device: &Device| elements * model_dtype(device).size_in_bytes() as u64;
+    Ok(OnDevice::new(name, bytes, move |device: &Device| {
         ClipTextEncoder::new(source.var_builder(model_dtype(device), device), &cfg)
     }))
 }
@@ -207,10 +207,10 @@ impl TextEncoders {
         ))
     }
 
-    /// Device bytes encoding takes: the larger encoder's weights, as the two come to the device
-    /// one at a time (a 77-token window's activations are a few MiB beside them).
-    pub fn device_bytes(&self) -> u64 {
-        self.clip_l.bytes().max(self.clip_g.bytes())
+    /// Bytes encoding takes on `device`: the larger encoder's weights, as the two come to the
+    /// device one at a time (a 77-token window's activations are a few MiB beside them).
+    pub fn device_bytes(&self, device: &Device) -> u64 {
+        self.clip_l.bytes(device).max(self.clip_g.bytes(device))
     }
 
     /// `encoder`'s outputs for each window, the encoder on the device only meanwhile.

@@ -11,32 +11,36 @@ use swapgraph_node_api::VramBudget;
 /// Builds the part on a device from its host master.
 type Build<T> = Box<dyn Fn(&Device) -> Result<T> + Send + Sync>;
 
+/// The bytes the part takes on a device, which depend on the dtype it runs in there.
+type Bytes = Box<dyn Fn(&Device) -> u64 + Send + Sync>;
+
 /// A part with its device copy, if it has one.
 pub struct OnDevice<T> {
     name: String,
-    bytes: u64,
+    bytes: Bytes,
     build: Build<T>,
     slot: Arc<DeviceSlot<DeviceLocation, T>>,
 }
 
 impl<T: Send + Sync + 'static> OnDevice<T> {
-    /// A part named `name` (for logs) that takes `bytes` on a device, built there by `build`.
+    /// A part named `name` (for logs) that takes `bytes(device)` on a device, built there by
+    /// `build`.
     pub fn new(
         name: impl Into<String>,
-        bytes: u64,
+        bytes: impl Fn(&Device) -> u64 + Send + Sync + 'static,
         build: impl Fn(&Device) -> Result<T> + Send + Sync + 'static,
     ) -> Self {
         Self {
             name: name.into(),
-            bytes,
+            bytes: Box::new(bytes),
             build: Box::new(build),
             slot: Arc::default(),
         }
     }
 
-    /// Bytes the part takes on a device.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
+    /// Bytes the part takes on `device`.
+    pub fn bytes(&self, device: &Device) -> u64 {
+        (self.bytes)(device)
     }
 
     /// The part on `device`: the copy already there, or one built after making room for it
@@ -47,15 +51,16 @@ impl<T: Send + Sync + 'static> OnDevice<T> {
     pub fn get(&self, device: &Device, budget: VramBudget) -> Result<Arc<T>> {
         let location = device.location();
         let manager = memory_manager(device, budget);
+        let bytes = self.bytes(device);
         let fill = Fill {
             name: self.name.clone(),
             manager: manager.as_ref(),
-            room_for: Some(self.bytes),
+            room_for: Some(bytes),
         };
         self.slot.get_or_fill(
             |made_for| *made_for == location,
             fill,
-            || Ok((location, Arc::new((self.build)(device)?), self.bytes)),
+            || Ok((location, Arc::new((self.build)(device)?), bytes)),
         )
     }
 }
@@ -70,10 +75,14 @@ mod tests {
     fn builds_once_per_device_and_again_after_eviction() {
         let builds = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&builds);
-        let part = OnDevice::new("encoder", 10, move |_: &Device| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            Ok(7u32)
-        });
+        let part = OnDevice::new(
+            "encoder",
+            |_: &Device| 10,
+            move |_: &Device| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(7u32)
+            },
+        );
         let first = part.get(&Device::Cpu, VramBudget::Auto).unwrap();
         assert_eq!(*part.get(&Device::Cpu, VramBudget::Auto).unwrap(), 7);
         assert_eq!(builds.load(Ordering::SeqCst), 1, "the copy is reused");

@@ -22,3 +22,5 @@ pub use convolution::conv2d;
 pub use epilogue::{bias_add, geglu};
 pub use gemm::linear;
 pub use group_norm::group_norm;
+#[cfg(feature = "cuda")]
+pub use nvrtc::compute_capability;

@@ -75,7 +75,7 @@ fn rehearse_encoding(
     let device = candle_device(ctx.device)?;
     let mut stand_in = clip.stand_in(text_l, text_g).map_err(tensor_error)?;
     stand_in.size = size;
-    let bytes = clip.device_bytes();
+    let bytes = clip.device_bytes(&device);
     let need = device_memory(&device).map(|_| DeviceNeed {
         least: bytes,
         unconstrained: bytes,

@@ -11,7 +11,7 @@ use swapgraph_node_api::{
     Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
 };
 
-/// Decodes latents with the VAE (in f32: SDXL's VAE overflows in f16), whole or in tiles.
+/// Decodes latents with the VAE (in bf16 or f32: SDXL's VAE overflows in f16), whole or in tiles.
 pub struct VaeDecode {
     descriptor: NodeDescriptor,
     tiled: bool,
@@ -87,7 +87,7 @@ impl VaeDecode {
         let Some(cost) = decode_cost(&vae, device, ctx, size)? else {
             return Ok(None);
         };
-        let weights = vae_model.bytes();
+        let weights = vae_model.bytes(device);
         let tiled = weights + cost.bytes((batch, tile.min(h), tile.min(w)));
         let whole = weights + cost.bytes((batch, h, w));
         Ok(Some(DeviceNeed {

@@ -39,9 +39,10 @@ impl NodeType for VaeEncode {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+        let device = candle_device(ctx.device)?;
         let vae = args
             .handle::<VaeModel>("vae")?
-            .get(&candle_device(ctx.device)?, ctx.vram_budget)
+            .get(&device, ctx.vram_budget)
             .map_err(tensor_error)?;
         let image = args.handle::<Image>("pixels")?;
         let (_, h, w, _) = image.pixels.dims4().map_err(tensor_error)?;
@@ -52,7 +53,8 @@ impl NodeType for VaeEncode {
         }
         let encode = || -> candle_core::Result<Latent> {
             let pixels = image.pixels.narrow(1, 0, h / 8 * 8)?.narrow(2, 0, w / 8 * 8)?;
-            let images = ((pixels.permute((0, 3, 1, 2))? * 2.0)? - 1.0)?.to_dtype(vae_dtype(image.pixels.device()))?;
+            let images =
+                ((pixels.to_device(&device)?.permute((0, 3, 1, 2))? * 2.0)? - 1.0)?.to_dtype(vae_dtype(&device))?;
             Ok(Latent {
                 samples: vae.encode(&images.contiguous()?)?.to_dtype(DType::F32)?,
             })

@@ -56,9 +56,8 @@ impl Vae {
     /// A configuration whose parameters cannot be listed.
     pub fn on_demand(name: &str, source: Arc<TensorSource>, cfg: VaeConfig) -> Result<VaeModel> {
         let params = record_params(|vb| Self::new(vb, &cfg))?;
-        let elements: usize = params.iter().map(|(_, shape)| shape.elem_count()).sum();
-        // The VAE runs in f32 on every device (see `vae_dtype`).
-        let bytes = elements as u64 * 4;
+        let elements = params.iter().map(|(_, shape)| shape.elem_count() as u64).sum::<u64>();
+        let bytes = move |device: &Device| elements * vae_dtype(device).size_in_bytes() as u64;
         Ok(OnDevice::new(format!("VAE ({name})"), bytes, move |device: &Device| {
             Self::new(source.var_builder(vae_dtype(device), device), &cfg)
         }))

@@ -58,3 +58,34 @@ fn the_smallest_automatic_tiles_stay_close_to_the_whole_decode() {
     eprintln!("tiles of {MIN_TILE} overlapping by {TILE_OVERLAP}: mean {mean:.3}, max {max:.1} levels");
     assert!(mean < 3.8 && max < 40.0, "mean {mean:.3}, max {max:.1}");
 }
+
+/// The VAE in bf16, as it runs on GPUs that compute in it, against diffusers' f32 decode, in
+/// levels of 0-255: bf16 keeps f32's range (no overflow, unlike f16) with 8 bits of mantissa.
+/// On the GPU only: candle's CPU matrix product has no bf16.
+#[cfg(feature = "cuda")]
+#[test]
+fn decoding_in_bf16_on_the_gpu_stays_within_a_level_or_two_of_f32() {
+    use candle_core::{DType, Device};
+    let gpu = Device::new_cuda(0).expect("a GPU for the CUDA build's tests");
+    let tensors = load_cases("vae_tiny.safetensors");
+    let vae = Vae::new(
+        candle_nn::VarBuilder::from_tensors(tensors, DType::BF16, &gpu),
+        &VaeConfig::tiny(),
+    )
+    .unwrap();
+    let cases = load_cases("vae_cases.safetensors");
+    let latents = cases["latents"].to_device(&gpu).unwrap().to_dtype(DType::BF16).unwrap();
+    let decoded = vae
+        .decode(&latents)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap();
+    let levels = |images: &candle_core::Tensor| ((images + 1.0).unwrap() * 127.5).unwrap().clamp(0.0, 255.0).unwrap();
+    let difference = (levels(&decoded) - levels(&cases["decoded"])).unwrap().abs().unwrap();
+    let mean = difference.mean_all().unwrap().to_scalar::<f32>().unwrap();
+    let max = difference.max_all().unwrap().to_scalar::<f32>().unwrap();
+    eprintln!("bf16 against f32: mean {mean:.3}, max {max:.2} levels");
+    assert!(mean < 1.0 && max < 4.0, "mean {mean:.3}, max {max:.2}");
+}
