@@ -19,6 +19,9 @@ pub mod settings;
 #[cfg(feature = "yardsticks")]
 pub mod simulate;
 pub mod store;
+// The CUDA streaming path's operations; on the CPU only their tests are built.
+#[cfg(any(feature = "cuda", test))]
+mod stream_ops;
 #[cfg(feature = "cuda")]
 mod streaming;
 

@@ -5,15 +5,16 @@
 //! `ready` event recorded after it on the copy stream and a `free` event its unit records on the
 //! compute stream when released; each part of a copy waits for the `free` event of the
 //! placement under it, and the compute stream waits for a unit's `ready` event before it runs.
-//! [`Pipeline`] decides where each tensor goes in the ring and how far ahead; stretches that lie
-//! end to end in the ring and wait for nothing new go as one transfer. The host copy is the master:
-//! nothing is copied back.
+//! [`StreamSchedule`] decides those operations and their order (where each tensor goes in the
+//! ring, how far ahead, which event each waits for; tested on the CPU against a model of the two
+//! streams); this file carries them out. The host copy is the master: nothing is copied back.
 //!
 //! Units that run once per conditioning rather than in every pass (the context projections) are
 //! packed too but stay out of the ring: each use copies them on the compute stream into device
 //! memory of their own, freed when the weights are dropped.
 
-use crate::pipeline::{tensor_pieces, Copy, Pipeline, Transfer};
+use crate::pipeline::{tensor_pieces, Transfer};
+use crate::stream_ops::{StreamOp, StreamSchedule};
 use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaEvent, CudaStream, DevicePtr, PinnedHostSlice};
 use candle_core::{DType, Device, Shape, Storage, Tensor};
 use half::{bf16, f16};
@@ -89,11 +90,11 @@ pub struct UnitTiming {
 }
 
 struct State {
-    pipeline: Pipeline,
-    /// The unit computing and its placement.
-    current: Option<(usize, usize)>,
+    schedule: StreamSchedule,
     /// Events of the placements that may still be waited on.
     events: HashMap<usize, PlacementEvents>,
+    /// The unit whose copy started last, and its start's timing event (debug only).
+    copying: Option<(usize, Option<CudaEvent>)>,
     /// Timing events of placements' copies (debug only).
     copy_events: HashMap<usize, (CudaEvent, CudaEvent)>,
     pending: Vec<PendingTiming>,
@@ -152,13 +153,13 @@ impl Streamer {
             .map(|unit| packed[unit].tensors.iter().map(|t| t.piece).collect())
             .collect();
         let ring_elements = ring_bytes as usize / dtype.size_in_bytes();
-        let pipeline = Pipeline::new(order, pieces, ring_elements);
-        let ring = Tensor::zeros(pipeline.capacity().max(1), dtype, device).map_err(device_error)?;
+        let schedule = StreamSchedule::new(order, pieces, ring_elements);
+        let ring = Tensor::zeros(schedule.capacity().max(1), dtype, device).map_err(device_error)?;
         let ring_address = device_address(&ring, &copy_stream).map_err(device_error)?;
         let state = State {
-            pipeline,
-            current: None,
+            schedule,
             events: HashMap::new(),
+            copying: None,
             copy_events: HashMap::new(),
             pending: Vec::new(),
             totals: HashMap::new(),
@@ -215,46 +216,24 @@ impl Streamer {
     /// A driver error, or a unit that is not swapped.
     pub fn acquire(&self, unit: usize) -> candle_core::Result<(UnitWeights, u64)> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((dangling, _)) = state.current {
-            // A unit acquired and never released (its pass failed): release it now.
-            self.release_locked(dangling, &mut state);
-        }
-        let acquired = state
-            .pipeline
+        let acquisition = state
+            .schedule
             .acquire(unit)
             .ok_or_else(|| candle_core::Error::Msg(format!("unit {unit} is not streamed")))?;
-        for placement in &acquired.abandoned {
-            // Nothing computes on an abandoned copy; copies that overwrite it follow it on the
-            // copy stream.
-            if let Some(events) = state.events.get(placement) {
-                events.free.record(&self.copy_stream).map_err(driver)?;
-            }
-        }
         let mut copied = 0;
-        for copy in &acquired.copies {
-            copied += self.issue(copy, &mut state)?;
+        for op in &acquisition.ops {
+            copied += self.carry_out(op, unit, &mut state)?;
         }
-        let before = self
-            .timing
-            .then(|| self.timing_event(&self.compute_stream))
-            .transpose()?;
-        let ready = &state.events[&acquired.placement].ready;
-        self.compute_stream.wait(ready).map_err(driver)?;
-        if let Some(before) = before {
-            let after = self.timing_event(&self.compute_stream)?;
-            let copy = state.copy_events.remove(&acquired.placement);
-            state.pending.push(PendingTiming {
-                unit,
-                copy,
-                wait: (before, after),
-            });
-        }
-        state.current = Some((unit, acquired.placement));
-        let live: std::collections::HashSet<usize> = state.pipeline.live_placements().collect();
-        state.events.retain(|placement, _| live.contains(placement));
-        state.copy_events.retain(|placement, _| live.contains(placement));
+        let State {
+            schedule,
+            events,
+            copy_events,
+            ..
+        } = &mut *state;
+        events.retain(|placement, _| schedule.is_evented(*placement));
+        copy_events.retain(|placement, _| schedule.is_evented(*placement));
         Ok((
-            views(&self.ring, &self.packed[&unit].tensors, &acquired.starts)?,
+            views(&self.ring, &self.packed[&unit].tensors, &acquisition.starts)?,
             copied,
         ))
     }
@@ -263,21 +242,85 @@ impl Streamer {
     /// overwrite them once that work has run.
     pub fn release(&self, unit: usize) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        self.release_locked(unit, &mut state);
-    }
-
-    fn release_locked(&self, unit: usize, state: &mut State) {
-        if let Some((current, placement)) = state.current {
-            if current == unit {
-                if let Some(events) = state.events.get(&placement) {
-                    if let Err(e) = events.free.record(&self.compute_stream) {
-                        tracing::warn!("BlockSwap: recording a unit's release failed: {e}");
-                    }
-                }
-                state.pipeline.release(placement);
-                state.current = None;
+        for op in state.schedule.release(unit) {
+            if let Err(e) = self.carry_out(&op, unit, &mut state) {
+                tracing::warn!("BlockSwap: recording a unit's release failed: {e}");
             }
         }
+    }
+
+    /// Carries out one operation of the schedule for `unit`'s acquisition or release: the bytes
+    /// it copies.
+    fn carry_out(&self, op: &StreamOp, unit: usize, state: &mut State) -> candle_core::Result<u64> {
+        match op {
+            StreamOp::FreeOnCopy(placement) => {
+                if let Some(events) = state.events.get(placement) {
+                    events.free.record(&self.copy_stream).map_err(driver)?;
+                }
+            }
+            StreamOp::CopyStarts {
+                placement,
+                unit: copied,
+            } => {
+                let context = self.copy_stream.context();
+                let events = PlacementEvents {
+                    ready: context.new_event(None).map_err(driver)?,
+                    free: context.new_event(None).map_err(driver)?,
+                };
+                state.events.insert(*placement, events);
+                let start = self.timing.then(|| self.timing_event(&self.copy_stream)).transpose()?;
+                state.copying = Some((*copied, start));
+            }
+            StreamOp::CopyWaitsFree(placement) => {
+                if let Some(events) = state.events.get(placement) {
+                    self.copy_stream.wait(&events.free).map_err(driver)?;
+                }
+            }
+            StreamOp::Transfer(transfer) => {
+                let (copied, _) = state
+                    .copying
+                    .as_ref()
+                    .ok_or_else(|| candle_core::Error::Msg("a transfer outside a copy".into()))?;
+                return self.transfer(&self.packed[copied], transfer);
+            }
+            StreamOp::CopyReady(placement) => {
+                state.events[placement]
+                    .ready
+                    .record(&self.copy_stream)
+                    .map_err(driver)?;
+                if let Some((_, Some(start))) = state.copying.take() {
+                    let end = self.timing_event(&self.copy_stream)?;
+                    state.copy_events.insert(*placement, (start, end));
+                }
+                if state.pending.len() > 4096 {
+                    harvest(state);
+                }
+            }
+            StreamOp::ComputeWaitsReady(placement) => {
+                let before = self
+                    .timing
+                    .then(|| self.timing_event(&self.compute_stream))
+                    .transpose()?;
+                self.compute_stream
+                    .wait(&state.events[placement].ready)
+                    .map_err(driver)?;
+                if let Some(before) = before {
+                    let after = self.timing_event(&self.compute_stream)?;
+                    let copy = state.copy_events.remove(placement);
+                    state.pending.push(PendingTiming {
+                        unit,
+                        copy,
+                        wait: (before, after),
+                    });
+                }
+            }
+            StreamOp::FreeOnCompute(placement) => {
+                if let Some(events) = state.events.get(placement) {
+                    events.free.record(&self.compute_stream).map_err(driver)?;
+                }
+            }
+        }
+        Ok(0)
     }
 
     /// Per-unit transfer and wait totals so far. Waits for the recorded work to finish.
@@ -287,48 +330,19 @@ impl Streamer {
         state.totals.clone()
     }
 
-    /// Copies one unit into the ring on the copy stream, transfer by transfer
-    /// ([`Copy::transfers`]), each after the units under it are done.
-    fn issue(&self, copy: &Copy, state: &mut State) -> candle_core::Result<u64> {
-        let packed = &self.packed[&copy.unit];
-        let context = self.copy_stream.context();
-        let events = PlacementEvents {
-            ready: context.new_event(None).map_err(driver)?,
-            free: context.new_event(None).map_err(driver)?,
-        };
-        let start = self.timing.then(|| self.timing_event(&self.copy_stream)).transpose()?;
-        let host = packed.host.as_slice().map_err(driver)?;
+    /// One host-to-device transfer on the copy stream, from the packed unit into the ring: the
+    /// bytes it copies.
+    fn transfer(&self, packed: &PackedUnit, transfer: &Transfer) -> candle_core::Result<u64> {
         let element = self.dtype.size_in_bytes();
-        let sizes: Vec<usize> = packed.tensors.iter().map(|t| t.piece).collect();
-        for transfer in copy.transfers(&sizes) {
-            for placement in &transfer.waits {
-                if let Some(events) = state.events.get(placement) {
-                    self.copy_stream.wait(&events.free).map_err(driver)?;
-                }
-            }
-            self.transfer(host, &transfer, element)?;
-        }
-        events.ready.record(&self.copy_stream).map_err(driver)?;
-        state.events.insert(copy.placement, events);
-        if let Some(start) = start {
-            let end = self.timing_event(&self.copy_stream)?;
-            state.copy_events.insert(copy.placement, (start, end));
-        }
-        if state.pending.len() > 4096 {
-            harvest(state);
-        }
-        Ok(host.len() as u64)
-    }
-
-    /// One host-to-device transfer on the copy stream, from the packed unit `host` into the ring.
-    fn transfer(&self, host: &[u8], transfer: &Transfer, element: usize) -> candle_core::Result<()> {
+        let host = packed.host.as_slice().map_err(driver)?;
         let source = &host[transfer.offset * element..(transfer.offset + transfer.length) * element];
         let target = self.ring_address + (transfer.start * element) as u64;
         self.copy_stream.context().bind_to_thread().map_err(driver)?;
-        // SAFETY: the pipeline places every piece inside the ring; the host buffer is page-locked
+        // SAFETY: the schedule places every piece inside the ring; the host buffer is page-locked
         // and outlives the copy (drop synchronises the copy stream); every unit the transfer
         // overwrites has finished with it (the `free` events waited on before it).
-        unsafe { result::memcpy_htod_async(target, source, self.copy_stream.cu_stream()) }.map_err(driver)
+        unsafe { result::memcpy_htod_async(target, source, self.copy_stream.cu_stream()) }.map_err(driver)?;
+        Ok(source.len() as u64)
     }
 
     fn timing_event(&self, stream: &CudaStream) -> candle_core::Result<CudaEvent> {
