@@ -77,6 +77,9 @@ impl StreamSchedule {
     /// `unit` is about to compute: the operations that bring its weights (releasing a unit
     /// acquired and never released first, as after a failed pass); `None` when it is not swapped.
     pub fn acquire(&mut self, unit: usize) -> Option<Acquisition> {
+        if !self.pieces.contains_key(&unit) {
+            return None;
+        }
         let mut ops = self
             .current
             .map_or_else(Vec::new, |(dangling, _)| self.release(dangling));
@@ -396,5 +399,11 @@ mod tests {
         let first = schedule.acquire(2).unwrap();
         assert!(schedule.is_evented(first.placement));
         assert_eq!(first.ops.last(), Some(&StreamOp::ComputeWaitsReady(first.placement)));
+        assert_eq!(
+            schedule.acquire(3),
+            None,
+            "a unit not swapped leaves the one computing alone"
+        );
+        assert_eq!(schedule.release(2), [StreamOp::FreeOnCompute(first.placement)]);
     }
 }
