@@ -144,7 +144,7 @@ echo "== the main job at SDXL size"
 # Kernels are compiled on the first run and read from the cache after it.
 rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/swapgraph/kernels"
 measure whole whole "$FILES"
-for gib in 8 6 4 3 2; do measure "free${gib}g" "$gib" "$FILES"; done
+for gib in 4 3 2 8 6; do measure "free${gib}g" "$gib" "$FILES"; done
 measure builtins whole "$BUILTINS"
 
 echo "== following the refusal's advice: a budget too small, then the budget it names"
