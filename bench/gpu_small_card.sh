@@ -11,6 +11,7 @@
 # (nvidia-smi, polled every 200 ms), the host's peak resident memory, the decode's plan, and
 # whether the image equals the whole-card one. Expects .gpu/ with the CUDA build of swapgraph and
 # of the write_models bench (`cargo bench --features cuda --bench write_models --no-run`).
+# SIZES="3 2" measures only those card sizes (and the whole card and the refusal's advice).
 # Results under $OUT: small_card.jsonl, and logs.txt with each run's log (backtraces left out).
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
@@ -144,8 +145,8 @@ echo "== the main job at SDXL size"
 # Kernels are compiled on the first run and read from the cache after it.
 rm -rf "${XDG_CACHE_HOME:-$HOME/.cache}/swapgraph/kernels"
 measure whole whole "$FILES"
-for gib in 4 3 2 8 6; do measure "free${gib}g" "$gib" "$FILES"; done
-measure builtins whole "$BUILTINS"
+for gib in ${SIZES:-4 3 2 8 6}; do measure "free${gib}g" "$gib" "$FILES"; done
+[ -n "${SIZES:-}" ] || measure builtins whole "$BUILTINS"
 
 echo "== following the refusal's advice: a budget too small, then the budget it names"
 RUST_LOG=info timeout 300 .gpu/swapgraph run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir /tmp/advice \
@@ -156,6 +157,7 @@ if [ -n "$advised" ]; then
   measure "advised${advised}mib" whole "$FILES --vram-budget $advised"
 fi
 
+[ -n "${SIZES:-}" ] && exit 0
 echo "== doctor --workflow with 4 GiB free"
 hold 4 /tmp/held-doctor
 holder=$!

@@ -7,28 +7,31 @@ use crate::exec::{Engine, RunOptions};
 use crate::plan::Plan;
 use std::fmt::Write;
 use std::time::Instant;
-use swapgraph_model::{candle_device, free_memory_for, memory_manager};
+use swapgraph_model::{candle_device, device_ceiling, Ceiling};
 use swapgraph_node_api::{VramBudget, WorkflowNeed};
 use tracing::info;
 
-/// Rehearses `plan` on `options`' device and compares its needs with the budget there: the
-/// refusal's message when the workflow cannot fit. On the CPU, whose memory the operating
-/// system manages, nothing is checked.
+/// Rehearses `plan` on `options`' device and compares its needs with the most the run can have
+/// there: the refusal's message when the workflow cannot fit. On the CPU, whose memory the
+/// operating system manages, nothing is checked.
 pub fn check(engine: &Engine, plan: &Plan, options: &RunOptions) -> Result<(), String> {
     let device = candle_device(options.device).map_err(|e| format!("--device {}: {e}", options.device))?;
-    let Some(manager) = memory_manager(&device, options.vram_budget) else {
+    if device_ceiling(&device, options.vram_budget).is_none() {
         return Ok(());
-    };
+    }
     let started = Instant::now();
     let need = engine.rehearse(plan, options);
-    let budget = manager.limit();
+    // After the rehearsal: what it loaded outside the models (adapters) stays for the run.
+    let Some(ceiling) = device_ceiling(&device, options.vram_budget) else {
+        return Ok(());
+    };
     if let Some(stopped) = &need.stopped {
         info!("the check before the run stopped early: {stopped}");
     }
     if let Some(largest) = need.largest() {
         info!(
             "checked in {:.0} ms: the workflow needs {} of device memory at the least (\"{}\", {}), {} with every \
-             weight on the device; the run's budget is {}",
+             weight on the device; the run can have {}",
             started.elapsed().as_secs_f64() * 1e3,
             gib(largest.need.least),
             largest.node,
@@ -39,47 +42,71 @@ pub fn check(engine: &Engine, plan: &Plan, options: &RunOptions) -> Result<(), S
                 .map(|stage| stage.need.unconstrained)
                 .max()
                 .unwrap_or(0)),
-            gib(budget)
+            gib(ceiling.bytes)
         );
     }
-    match refusal(&need, budget, options.vram_budget) {
+    match refusal(&need, ceiling, options.vram_budget) {
         Some(message) => Err(format!("{} cannot run this workflow: {message}", options.device)),
         None => Ok(()),
     }
 }
 
-/// Why a workflow needing `need` cannot run within a device budget of `budget` bytes (from the
-/// run's `--vram-budget`), with the device memory that would do; `None` when it fits.
-fn refusal(need: &WorkflowNeed, budget: u64, setting: VramBudget) -> Option<String> {
-    let largest = need.largest().filter(|stage| stage.need.least > budget)?;
-    let least = largest.need.least;
-    let mut message = format!(
-        "its largest stage, \"{}\" ({}), needs at least {} of device memory: {}; the run's budget is {} ",
-        largest.node,
-        largest.node_type,
-        gib(least),
-        largest.need.detail,
-        gib(budget),
-    );
-    match setting {
-        VramBudget::Auto => {
-            let _ = write!(
-                message,
-                "(--vram-budget auto: the device's free memory less a margin). It needs {} free on the device: \
-                 free device memory held by other processes, or lower the resolution.",
-                gib(free_memory_for(least))
+/// Whether a node's error is the device running out of memory.
+fn is_out_of_memory(error: &str) -> bool {
+    error.contains("out of memory") || error.contains("OUT_OF_MEMORY")
+}
+
+/// Why a workflow needing `need` cannot run within `ceiling` (from the run's `--vram-budget`
+/// `setting`), with the device memory that would do; `None` when it fits. A rehearsal that ran
+/// out of device memory (a loader placing weights) refuses it too.
+fn refusal(need: &WorkflowNeed, ceiling: Ceiling, setting: VramBudget) -> Option<String> {
+    let outside = if ceiling.outside > 0 {
+        format!(
+            " ({} of it is held outside the models, by adapters)",
+            gib(ceiling.outside)
+        )
+    } else {
+        String::new()
+    };
+    let mut message = match (&need.stopped, need.largest()) {
+        (Some(stopped), _) if is_out_of_memory(stopped) => format!(
+            "{stopped}: the device ran out of memory before any work, with {} for the run{outside}. Free device \
+             memory held by other processes, or run on a larger device.",
+            gib(ceiling.bytes)
+        ),
+        (_, Some(largest)) if largest.need.least > ceiling.bytes => {
+            let least = largest.need.least;
+            let mut message = format!(
+                "its largest stage, \"{}\" ({}), needs at least {} of device memory: {}; the run can have {}{outside} ",
+                largest.node,
+                largest.node_type,
+                gib(least),
+                largest.need.detail,
+                gib(ceiling.bytes),
             );
+            let wanted = least + ceiling.outside;
+            let _ = match setting {
+                VramBudget::Auto => write!(
+                    message,
+                    "(--vram-budget auto: the device's free memory). It needs {} free on the device: free device \
+                     memory held by other processes, or lower the resolution.",
+                    gib(wanted)
+                ),
+                VramBudget::Mebibytes(mib) => write!(
+                    message,
+                    "(--vram-budget {mib}). Raise --vram-budget to at least {} (more than the device has free does \
+                     not help), or lower the resolution.",
+                    wanted.div_ceil(1 << 20)
+                ),
+            };
+            message
         }
-        VramBudget::Mebibytes(mib) => {
-            let _ = write!(
-                message,
-                "(--vram-budget {mib}). Raise --vram-budget to at least {} (more than the device has free does not \
-                 help), or lower the resolution.",
-                least.div_ceil(1 << 20)
-            );
-        }
+        _ => return None,
+    };
+    message.push_str(" Nothing was run.");
+    if !need.stages.is_empty() {
+        message.push_str(" What each stage needs, at the least and with every weight on the device:");
     }
-    message.push_str(" Nothing was run. What each stage needs, at the least and with every weight on the device:");
     for stage in &need.stages {
         let _ = write!(
             message,
@@ -128,11 +155,16 @@ mod tests {
         }
     }
 
+    fn ceiling(bytes: u64, outside: u64) -> Ceiling {
+        Ceiling { bytes, outside }
+    }
+
     #[test]
     fn a_workflow_whose_largest_stage_fits_runs() {
-        assert_eq!(refusal(&main_job(), 3 * GIB, VramBudget::Auto), None);
+        assert_eq!(refusal(&main_job(), ceiling(3 * GIB, 0), VramBudget::Auto), None);
+        let nothing = WorkflowNeed::default();
         assert_eq!(
-            refusal(&WorkflowNeed::default(), 0, VramBudget::Auto),
+            refusal(&nothing, ceiling(0, 0), VramBudget::Auto),
             None,
             "nothing measured"
         );
@@ -140,17 +172,13 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_stage_the_memory_that_would_do_and_every_stage() {
-        let message = refusal(&main_job(), 2 * GIB, VramBudget::Auto).expect("2 GiB is too little");
+        let message = refusal(&main_job(), ceiling(2 * GIB, 0), VramBudget::Auto).expect("2 GiB is too little");
         assert!(
             message.starts_with("its largest stage, \"sample\" (KSampler), needs at least 2.83 GiB"),
             "{message}"
         );
         assert!(message.contains("sample's detail"), "{message}");
-        let free = gib(free_memory_for(2_900 << 20));
-        assert!(
-            message.contains(&format!("It needs {free} free on the device")),
-            "{message}"
-        );
+        assert!(message.contains("It needs 2.83 GiB free on the device"), "{message}");
         for line in [
             "pos (CLIPTextEncodeSDXL): 1.27 GiB / 1.27 GiB",
             "sample (KSampler): 2.83 GiB / 9.00 GiB",
@@ -161,8 +189,41 @@ mod tests {
     }
 
     #[test]
-    fn a_given_budget_too_small_says_which_budget_would_do() {
-        let message = refusal(&main_job(), 2 * GIB, VramBudget::Mebibytes(2048)).expect("too little");
-        assert!(message.contains("Raise --vram-budget to at least 2900"), "{message}");
+    fn what_the_process_holds_outside_the_models_is_counted_in_the_advice() {
+        let message = refusal(&main_job(), ceiling(GIB, GIB), VramBudget::Mebibytes(2048)).expect("too little");
+        assert!(
+            message.contains("1.00 GiB of it is held outside the models"),
+            "{message}"
+        );
+        assert!(
+            message.contains("Raise --vram-budget to at least 3924"),
+            "2900 MiB for sampling and 1024 MiB held outside: {message}"
+        );
+        let auto = refusal(&main_job(), ceiling(GIB, GIB), VramBudget::Auto).expect("too little");
+        assert!(auto.contains("It needs 3.83 GiB free on the device"), "{auto}");
+    }
+
+    #[test]
+    fn a_rehearsal_that_ran_out_of_device_memory_refuses_the_run() {
+        let need = WorkflowNeed {
+            stages: Vec::new(),
+            stopped: Some(
+                "node \"ckpt\" (CheckpointLoaderSimple) could not be rehearsed: CUDA_ERROR_OUT_OF_MEMORY".into(),
+            ),
+        };
+        let message = refusal(&need, ceiling(GIB, 0), VramBudget::Auto).expect("refused");
+        assert!(
+            message.contains("ran out of memory before any work") && message.contains("\"ckpt\""),
+            "{message}"
+        );
+        let other = WorkflowNeed {
+            stages: Vec::new(),
+            stopped: Some("node \"x\" (T) could not be rehearsed: a file is missing".into()),
+        };
+        assert_eq!(
+            refusal(&other, ceiling(GIB, 0), VramBudget::Auto),
+            None,
+            "the run reports that itself"
+        );
     }
 }

@@ -70,8 +70,12 @@ pub struct WorkflowCheck {
 pub struct CheckedWorkflow {
     /// What each of its stages needs of the device.
     pub need: WorkflowNeed,
-    /// The bytes the run's budget would give it on the device now; `None` on the CPU.
+    /// The most bytes the run could have for its models and their work on the device now, under
+    /// its budget; `None` on the CPU.
     pub budget: Option<u64>,
+    /// Bytes the process holds outside the models' copies (adapters), which the device must
+    /// have beside `budget`.
+    pub outside: u64,
 }
 
 /// A command a pack adds, `swapgraph NAME ARGS...`: the pack parses the arguments after the name

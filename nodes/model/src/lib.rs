@@ -24,7 +24,7 @@ pub use device::{
 };
 pub use family::{StreamedFamily, TinyModel};
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};
-pub use memory::{free_memory_for, memory_manager, DeviceMemoryManager, Evict, OnDevice, ResidentId};
+pub use memory::{device_ceiling, memory_manager, Ceiling, DeviceMemoryManager, Evict, OnDevice, ResidentId};
 pub use record::record_params;
 pub use seeded::{seeded_tensor, seeded_tensors};
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};

@@ -2,7 +2,6 @@
 //! a run would get here, from a rehearsal of the workflow (no stage does its work).
 
 use std::fmt::Write;
-use swapgraph_model::free_memory_for;
 use swapgraph_node_api::{CheckedWorkflow, StageNeed};
 
 /// How a stage fits the run's budget.
@@ -57,8 +56,12 @@ pub fn describe(name: &str, setting: &str, checked: &CheckedWorkflow) -> String 
         );
     };
     let gib = |bytes: u64| format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30));
+    let outside = match checked.outside {
+        0 => String::new(),
+        bytes => format!(" beside {} held outside the models (adapters)", gib(bytes)),
+    };
     let mut text = format!(
-        "Workflow {name}: --vram-budget {setting} gives a run {} here\n",
+        "Workflow {name}: --vram-budget {setting} lets a run have {} here{outside}\n",
         gib(budget)
     );
     for stage in &checked.need.stages {
@@ -82,7 +85,7 @@ pub fn describe(name: &str, setting: &str, checked: &CheckedWorkflow) -> String 
             "It needs at least {} (\"{}\"): {} free on the device with --vram-budget auto.",
             gib(largest.need.least),
             largest.node,
-            gib(free_memory_for(largest.need.least))
+            gib(largest.need.least + checked.outside)
         );
     }
     text
@@ -107,6 +110,7 @@ pub fn to_json(checked: &CheckedWorkflow) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "budget_bytes": checked.budget,
+        "outside_bytes": checked.outside,
         "least_bytes": checked.need.largest().map(|stage| stage.need.least),
         "stages": stages,
         "stopped": checked.need.stopped,
@@ -137,6 +141,7 @@ mod tests {
                 stopped: None,
             },
             budget,
+            outside: GIB / 2,
         }
     }
 
@@ -158,15 +163,17 @@ mod tests {
     fn the_report_names_each_stage_and_the_free_memory_that_would_do() {
         let text = describe("w.yaml", "auto", &checked(Some(2 * GIB)));
         assert!(
-            text.starts_with("Workflow w.yaml: --vram-budget auto gives a run 2.00 GiB here"),
+            text.starts_with(
+                "Workflow w.yaml: --vram-budget auto lets a run have 2.00 GiB here beside 0.50 GiB held outside the \
+                 models"
+            ),
             "{text}"
         );
         assert!(
             text.contains("sample (T): DOES NOT FIT: 3.00 GiB at the least, 9.00 GiB"),
             "{text}"
         );
-        let free = format!("{:.2} GiB free", free_memory_for(3 * GIB) as f64 / GIB as f64);
-        assert!(text.contains(&free), "{text}");
+        assert!(text.contains("3.50 GiB free on the device"), "{text}");
         let json = to_json(&checked(Some(2 * GIB)));
         assert_eq!(json["stages"][1]["fit"], "does_not_fit");
         assert_eq!(json["fits"], false);

@@ -48,10 +48,32 @@ pub fn memory_manager(device: &Device, budget: VramBudget) -> Option<Arc<DeviceM
     Some(Arc::clone(manager))
 }
 
-/// The least free device memory for which `auto` gives a run `bytes`: the inverse of the
-/// margin it keeps.
-pub fn free_memory_for(bytes: u64) -> u64 {
-    (bytes + MIN_MARGIN).max((bytes as f64 / (1.0 - MARGIN_FRACTION)).ceil() as u64)
+/// The most device memory a run on `device` can have under `budget`, without the margin `auto`
+/// keeps for the driver's and libraries' workspaces (a run may dip into it), and what the
+/// process holds outside the models' copies (adapters, values passed between nodes), which
+/// that figure already excludes; `None` on the CPU.
+pub fn device_ceiling(device: &Device, budget: VramBudget) -> Option<Ceiling> {
+    let memory = device_memory(device)?;
+    let offered = memory.free + memory.reserved;
+    let held = memory_manager(device, budget).map_or(0, |manager| manager.held());
+    let outside = memory.allocated.saturating_sub(held);
+    let limit = match budget {
+        VramBudget::Auto => offered,
+        VramBudget::Mebibytes(mib) => (mib << 20).min(offered),
+    };
+    Some(Ceiling {
+        bytes: limit.saturating_sub(outside),
+        outside,
+    })
+}
+
+/// The most device memory a run can have for its models and their work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ceiling {
+    /// Bytes for the models and their work.
+    pub bytes: u64,
+    /// Bytes the process holds outside the models' copies, which the budget also pays for.
+    pub outside: u64,
 }
 
 /// The bytes a run may use under `budget` on a device that offers `offered` bytes.
@@ -75,15 +97,5 @@ mod tests {
         assert_eq!(budget_bytes(VramBudget::Auto, 4 * GIB), 4 * GIB - MIN_MARGIN);
         assert_eq!(budget_bytes(VramBudget::Mebibytes(6144), 80 * GIB), 6 * GIB);
         assert_eq!(budget_bytes(VramBudget::Mebibytes(6144), 4 * GIB), 4 * GIB);
-    }
-
-    #[test]
-    fn free_memory_for_a_budget_is_the_least_that_auto_turns_into_it() {
-        const MIB: u64 = 1 << 20;
-        for bytes in [100 * MIB, 2900 * MIB, 7 * 1024 * MIB, 70 * 1024 * MIB] {
-            let free = free_memory_for(bytes);
-            assert!(budget_bytes(VramBudget::Auto, free) >= bytes, "{bytes}");
-            assert!(budget_bytes(VramBudget::Auto, free - MIB) < bytes, "{bytes}: the least");
-        }
     }
 }

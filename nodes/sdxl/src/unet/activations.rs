@@ -93,6 +93,10 @@ pub fn step_activations(
     let Some(before) = device_memory(device) else {
         return Ok(None);
     };
+    // A first pass allocates what every later one reuses (library workspaces, kernels): measured
+    // in the pass, it would make the first probe look larger than the second.
+    drop(unet.forward(&store, &input)?);
+    let before = device_memory(device).unwrap_or(before);
     reset_peak_memory(device);
     let output = unet.forward(&store, &input)?;
     drop(output);
