@@ -18,6 +18,7 @@ use crate::stream_ops::{StreamOp, StreamSchedule};
 use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaEvent, CudaStream, DevicePtr, PinnedHostSlice};
 use candle_core::{DType, Device, Shape, Storage, Tensor};
 use half::{bf16, f16};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use swapgraph_model::{SourceError, TensorSource, UnitSpec, UnitWeights};
@@ -144,10 +145,13 @@ impl Streamer {
         let copy_stream = context.new_stream().map_err(device_error)?;
         let order: Vec<usize> = (0..units.len()).filter(|&i| swapped[i]).collect();
         let once = (0..units.len()).filter(|&i| !units[i].group.every_pass);
-        let mut packed = HashMap::new();
-        for index in order.iter().copied().chain(once) {
-            packed.insert(index, pack(&units[index], source, dtype, &context)?);
-        }
+        // Units are read, converted and packed in parallel: the longest one-off work before the
+        // first step.
+        let indices: Vec<usize> = order.iter().copied().chain(once).collect();
+        let packed: HashMap<usize, PackedUnit> = indices
+            .par_iter()
+            .map(|&index| Ok((index, pack(&units[index], source, dtype, &context)?)))
+            .collect::<Result<_, SetupError>>()?;
         let pieces = order
             .iter()
             .map(|unit| packed[unit].tensors.iter().map(|t| t.piece).collect())
