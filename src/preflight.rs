@@ -7,7 +7,7 @@ use crate::exec::{Engine, RunOptions};
 use crate::plan::Plan;
 use std::fmt::Write;
 use std::time::Instant;
-use swapgraph_model::{candle_device, device_ceiling, Ceiling};
+use swapgraph_model::{candle_device, device_ceiling, is_out_of_memory, Ceiling};
 use swapgraph_node_api::{VramBudget, WorkflowNeed};
 use tracing::info;
 
@@ -49,11 +49,6 @@ pub fn check(engine: &Engine, plan: &Plan, options: &RunOptions) -> Result<(), S
         Some(message) => Err(format!("{} cannot run this workflow: {message}", options.device)),
         None => Ok(()),
     }
-}
-
-/// Whether a node's error is the device running out of memory.
-fn is_out_of_memory(error: &str) -> bool {
-    error.contains("out of memory") || error.contains("OUT_OF_MEMORY")
 }
 
 /// Why a workflow needing `need` cannot run within `ceiling` (from the run's `--vram-budget`

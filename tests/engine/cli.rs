@@ -304,6 +304,22 @@ fn doctor_checks_a_workflow_as_run_would_and_names_what_is_wrong_with_it() {
     let stderr = text(&bad_set.stderr);
     assert!(stderr.contains("sample") && stderr.contains("steps"), "{stderr}");
 
+    let no_folder = swapgraph(&[
+        "doctor",
+        "--device",
+        "cpu",
+        "--workflow",
+        "workflows/instantid_blockswap.yaml",
+        "--models-dir",
+        "workflows/missing-folder",
+    ]);
+    assert_eq!(no_folder.status.code(), Some(1));
+    assert!(
+        text(&no_folder.stderr).contains("--models-dir workflows/missing-folder: not a folder"),
+        "{}",
+        text(&no_folder.stderr)
+    );
+
     let missing = swapgraph(&["doctor", "--device", "cpu", "--workflow", "workflows/missing.yaml"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(

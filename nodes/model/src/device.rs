@@ -49,6 +49,11 @@ pub struct DeviceMemory {
     pub total: u64,
 }
 
+/// Whether a device error's message is the device running out of memory.
+pub fn is_out_of_memory(error: &str) -> bool {
+    error.contains("CUDA_ERROR_OUT_OF_MEMORY") || error.contains("out of memory")
+}
+
 /// What `device`'s memory pool holds; `None` on the CPU.
 pub fn device_memory(device: &Device) -> Option<DeviceMemory> {
     gpu::memory(device)
@@ -208,4 +213,18 @@ mod gpu {
     }
 
     pub fn reset_peak(_device: &Device) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_the_drivers_out_of_memory() {
+        assert!(is_out_of_memory(
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"
+        ));
+        assert!(is_out_of_memory("CUDA_ERROR_OUT_OF_MEMORY"));
+        assert!(!is_out_of_memory("shape mismatch in matmul"));
+    }
 }

@@ -227,3 +227,29 @@ impl TextEncoders {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::checkpoint::{load, TINY_SDXL};
+    use candle_core::Device;
+    use swapgraph_node_api::VramBudget;
+
+    /// A rehearsal's stand-in for an encoding must have the encoding's shapes, or the nodes after
+    /// it would rehearse on something the run never gives them.
+    #[test]
+    fn a_stand_in_has_the_shapes_of_the_encoding() {
+        let clip = load(TINY_SDXL, &Device::Cpu, VramBudget::Auto).unwrap().clip;
+        let long = "a portrait photo of an astronaut, ".repeat(12);
+        for (text_l, text_g) in [("a cat", "a cat"), (long.as_str(), "short"), ("", "")] {
+            let encoded = clip.encode(&Device::Cpu, VramBudget::Auto, text_l, text_g).unwrap();
+            let stand_in = clip.stand_in(text_l, text_g).unwrap();
+            assert_eq!(stand_in.context.dims(), encoded.context.dims(), "{text_l:?}");
+            assert_eq!(stand_in.pooled.dims(), encoded.pooled.dims(), "{text_l:?}");
+        }
+        assert_eq!(
+            clip.device_bytes(&Device::Cpu),
+            clip.clip_g.bytes(&Device::Cpu),
+            "bigG is the larger"
+        );
+    }
+}

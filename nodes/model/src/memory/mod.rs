@@ -59,7 +59,7 @@ pub fn device_ceiling(device: &Device, budget: VramBudget) -> Option<Ceiling> {
     let outside = memory.allocated.saturating_sub(held);
     let limit = match budget {
         VramBudget::Auto => offered,
-        VramBudget::Mebibytes(mib) => (mib << 20).min(offered),
+        VramBudget::Mebibytes(_) => budget_bytes(budget, offered),
     };
     Some(Ceiling {
         bytes: limit.saturating_sub(outside),

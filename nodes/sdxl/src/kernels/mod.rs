@@ -14,6 +14,9 @@ mod cudnn;
 mod epilogue;
 mod gemm;
 mod group_norm;
+// On the CPU only its tests are built.
+#[cfg(any(feature = "cuda", test))]
+mod kernel_cache;
 #[cfg(feature = "cuda")]
 mod nvrtc;
 

@@ -2,12 +2,11 @@
 //! and on disk for the next one, so that a run pays NVRTC's compilation only the first time a
 //! card, driver and build meet.
 
+use super::kernel_cache::{KernelCache, KernelFile};
 use candle_core::cuda_backend::cudarc::{driver, nvrtc};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::Result;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -53,8 +52,9 @@ fn ptx_for(module: &str, source: &str, major: i32, minor: i32) -> Result<Arc<str
         return Ok(Arc::clone(ptx));
     }
     let option = format!("--gpu-architecture=compute_{major}{minor}");
-    let cached = cache_dir().map(|dir| dir.join(cache_file_name(module, source, &option)));
-    let ptx: Arc<str> = match cached.as_deref().and_then(read_cached) {
+    let key = [source, option.as_str(), &nvrtc_version(), &driver_version()];
+    let cached = KernelCache::in_user_cache().map(|cache| cache.file(module, &key));
+    let ptx: Arc<str> = match cached.as_ref().and_then(KernelFile::read) {
         Some(ptx) => ptx.into(),
         None => {
             let started = Instant::now();
@@ -69,37 +69,14 @@ fn ptx_for(module: &str, source: &str, major: i32, minor: i32) -> Result<Arc<str
                 "compiled the {module} kernels with NVRTC in {:.0} ms",
                 started.elapsed().as_secs_f64() * 1e3
             );
-            if let Some(path) = &cached {
-                write_cached(path, &ptx);
+            if let Some(file) = &cached {
+                file.write(&ptx);
             }
             ptx.into()
         }
     };
     compiled.insert(module.to_string(), Arc::clone(&ptx));
     Ok(ptx)
-}
-
-/// Where compiled kernels are kept between runs: `$XDG_CACHE_HOME/swapgraph/kernels`, else
-/// `~/.cache/swapgraph/kernels`; none when neither variable is set.
-fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))?;
-    Some(base.join("swapgraph").join("kernels"))
-}
-
-/// A file name that changes whenever the PTX could: with the source, the options, NVRTC's
-/// version or the driver's.
-fn cache_file_name(module: &str, source: &str, option: &str) -> String {
-    let mut key = Sha256::new();
-    for part in [source, option, &nvrtc_version(), &driver_version()] {
-        key.update(part.as_bytes());
-        key.update([0]);
-    }
-    let digest = key.finalize();
-    let hex: String = digest[..8].iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("{module}-{hex}.ptx")
 }
 
 fn nvrtc_version() -> String {
@@ -114,32 +91,4 @@ fn driver_version() -> String {
     // SAFETY: cuDriverGetVersion only writes the integer it is given.
     let status = unsafe { driver::sys::cuDriverGetVersion(&mut version) };
     format!("driver {version} ({status:?})")
-}
-
-/// The PTX kept at `path`, if it is there (a file reaches `path` only whole: see
-/// [`write_cached`]).
-fn read_cached(path: &Path) -> Option<String> {
-    let ptx = std::fs::read_to_string(path).ok()?;
-    tracing::debug!("kernels read from {}", path.display());
-    (!ptx.is_empty()).then_some(ptx)
-}
-
-/// Keeps `ptx` at `path`, written beside it first and renamed into place so that a run started
-/// meanwhile never reads half a file. A cache that cannot be written costs only the next run's
-/// compilation, so it is reported and otherwise ignored.
-fn write_cached(path: &Path, ptx: &str) {
-    let written = (|| {
-        let dir = path.parent().expect("a cache file sits in the cache folder");
-        std::fs::create_dir_all(dir)?;
-        let partial = dir.join(format!(
-            ".{}.{}",
-            std::process::id(),
-            path.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        std::fs::write(&partial, ptx)?;
-        std::fs::rename(&partial, path)
-    })();
-    if let Err(e) = written {
-        tracing::warn!("the compiled kernels could not be kept in {}: {e}", path.display());
-    }
 }

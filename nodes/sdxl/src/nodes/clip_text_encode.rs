@@ -1,11 +1,10 @@
 //! `CLIPTextEncode` and `CLIPTextEncodeSDXL`: prompts to CONDITIONING.
 
-use super::out_of_memory::is_out_of_memory;
 use super::tensor_error;
 use crate::conditioning::{SizeIds, TextEncoders};
 use crate::device::candle_device;
 use std::sync::Arc;
-use swapgraph_model::device_memory;
+use swapgraph_model::{device_memory, is_out_of_memory};
 use swapgraph_node_api::{
     Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
 };

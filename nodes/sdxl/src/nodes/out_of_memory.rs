@@ -5,7 +5,7 @@
 use crate::unet::{step_activations, UNet};
 use candle_core::{DType, Device};
 use std::fmt;
-use swapgraph_model::{device_memory, ModelHandle, HEADROOM_FRACTION};
+use swapgraph_model::{device_memory, is_out_of_memory, ModelHandle, HEADROOM_FRACTION};
 use swapgraph_node_api::NodeError;
 
 /// Device memory the memory pool reserves around a step's activations beyond the activations
@@ -23,11 +23,6 @@ const PROBE_SIDES: [usize; 2] = [16, 32];
 /// `activations` with the memory the pool reserves around them.
 fn with_pool_overhead(activations: u64) -> u64 {
     (activations as f64 * (1.0 + POOL_OVERHEAD)) as u64
-}
-
-/// Whether a device error is the device running out of memory.
-pub fn is_out_of_memory(error: &str) -> bool {
-    error.contains("CUDA_ERROR_OUT_OF_MEMORY") || error.contains("out of memory")
 }
 
 /// What was on the device when the UNet ran out of memory, and what it needed.
@@ -246,14 +241,6 @@ mod tests {
         );
         let other = explain_vae_decode("shape mismatch".into(), (8, 8), None, &Device::Cpu);
         assert_eq!(other.to_string(), "shape mismatch");
-    }
-
-    #[test]
-    fn recognises_the_drivers_out_of_memory() {
-        assert!(is_out_of_memory(
-            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"
-        ));
-        assert!(!is_out_of_memory("shape mismatch in matmul"));
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! `VAEDecode` and `VAEDecodeTiled`: latents to images.
 
-use super::out_of_memory::{explain_vae_decode, is_out_of_memory};
+use super::out_of_memory::explain_vae_decode;
 use super::tensor_error;
 use crate::device::{candle_device, vae_dtype};
 use crate::vae::{decode_tiled, DecodeCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
-use swapgraph_model::{device_memory, memory_manager, Image, Latent};
+use swapgraph_model::{device_memory, is_out_of_memory, memory_manager, Image, Latent};
 use swapgraph_node_api::{
     Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
 };
