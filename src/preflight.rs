@@ -28,11 +28,18 @@ pub fn check(engine: &Engine, plan: &Plan, options: &RunOptions) -> Result<(), S
     if let Some(stopped) = &need.stopped {
         info!("the check before the run stopped early: {stopped}");
     }
+    let spent: Vec<String> = need
+        .spent
+        .iter()
+        .filter(|node| node.millis > 0)
+        .map(|node| format!("{} ({}) {} ms", node.node, node.node_type, node.millis))
+        .collect();
     if let Some(largest) = need.largest() {
         info!(
-            "checked in {:.0} ms: the workflow needs {} of device memory at the least (\"{}\", {}), {} with every \
+            "checked in {:.0} ms [{}]: the workflow needs {} of device memory at the least (\"{}\", {}), {} with every \
              weight on the device; the run can have {}",
             started.elapsed().as_secs_f64() * 1e3,
+            spent.join(", "),
             gib(largest.need.least),
             largest.node,
             largest.node_type,
@@ -146,7 +153,7 @@ mod tests {
                 stage("sample", "KSampler", 2_900 << 20, 9 * GIB),
                 stage("decode", "VAEDecode", 700 << 20, 25 * GIB),
             ],
-            stopped: None,
+            ..WorkflowNeed::default()
         }
     }
 
@@ -205,6 +212,7 @@ mod tests {
             stopped: Some(
                 "node \"ckpt\" (CheckpointLoaderSimple) could not be rehearsed: CUDA_ERROR_OUT_OF_MEMORY".into(),
             ),
+            ..WorkflowNeed::default()
         };
         let message = refusal(&need, ceiling(GIB, 0), VramBudget::Auto).expect("refused");
         assert!(
@@ -214,6 +222,7 @@ mod tests {
         let other = WorkflowNeed {
             stages: Vec::new(),
             stopped: Some("node \"x\" (T) could not be rehearsed: a file is missing".into()),
+            ..WorkflowNeed::default()
         };
         assert_eq!(
             refusal(&other, ceiling(GIB, 0), VramBudget::Auto),

@@ -47,6 +47,17 @@ fn heavy_nodes_stand_in_light_ones_run_once_and_nothing_is_saved() {
     assert_eq!(need.stopped, None);
     assert_eq!(stages(&need), [("first", 300, 600), ("second", 700, 1400)]);
     assert_eq!(need.largest().map(|stage| stage.node.as_str()), Some("second"));
+    let spent: Vec<&str> = need.spent.iter().map(|node| node.node.as_str()).collect();
+    assert_eq!(
+        spent,
+        ["start", "first", "between", "second"],
+        "the output node is not timed"
+    );
+    assert!(
+        need.spent[2].millis >= 50,
+        "the sleeping node's time: {:?}",
+        need.spent[2]
+    );
     assert_eq!(
         probe.runs.load(Ordering::SeqCst),
         2,

@@ -9,7 +9,8 @@ use crate::plan::Plan;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use swapgraph_node_api::{NodeError, Rehearsal, StageNeed, Value, WorkflowNeed};
+use std::time::Instant;
+use swapgraph_node_api::{NodeError, NodeTime, Rehearsal, StageNeed, Value, WorkflowNeed};
 
 impl Engine {
     /// Rehearses `plan` under `options`: every node that stands in says what its device work
@@ -46,10 +47,16 @@ impl Engine {
             }
             let args = step_args(plan, index, &schedule);
             let ctx = step_context(plan, index, options, &events);
+            let clock = Instant::now();
             let rehearsed = check_linked_params(descriptor, args).and_then(|args| {
                 catch_unwind(AssertUnwindSafe(|| step.node_type.rehearse(&args, &ctx))).unwrap_or_else(|panic| {
                     Err(NodeError::msg(format!("the node panicked: {}", panic_message(&*panic))))
                 })
+            });
+            need.spent.push(NodeTime {
+                node: step.id.to_string(),
+                node_type: descriptor.type_name,
+                millis: clock.elapsed().as_millis() as u64,
             });
             let (outputs, stood_in) = match rehearsed {
                 Ok(Rehearsal::Ran(outputs)) => (outputs, from_stand_ins),

@@ -43,7 +43,7 @@ pub use pack::{
 };
 pub use param::{FileFolder, ParamKind, ParamProblem, ParamSpec, TextRule};
 pub use registry::{Registry, RegistryError};
-pub use rehearsal::{DeviceNeed, Rehearsal, StageNeed, WorkflowNeed};
+pub use rehearsal::{DeviceNeed, NodeTime, Rehearsal, StageNeed, WorkflowNeed};
 pub use socket::{SocketSpec, SocketType};
 pub use typed::{Choice, Declared, ParamType, Params};
 pub use value::{Handle, Value};

@@ -55,6 +55,20 @@ pub struct WorkflowNeed {
     /// Where the rehearsal stopped early (a node that could not be rehearsed), with why: the
     /// stages after it are unknown.
     pub stopped: Option<String>,
+    /// How long each node the rehearsal ran or stood in took, in the order they ran: a run's
+    /// one-off work before its first heavy stage, itemised.
+    pub spent: Vec<NodeTime>,
+}
+
+/// The time one node took in a rehearsal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeTime {
+    /// The node's id in the workflow.
+    pub node: String,
+    /// Its type.
+    pub node_type: &'static str,
+    /// Milliseconds it took.
+    pub millis: u64,
 }
 
 impl WorkflowNeed {

@@ -16,6 +16,7 @@ use crate::plan::{block_of, SwapPlan};
 use crate::report::{RunFigures, UnitLine};
 use crate::settings::{Granularity, SwapSettings};
 use candle_core::{DType, Device, Result, Tensor};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
@@ -133,8 +134,10 @@ impl SwapStore {
             Self::transfers(&units, source, &plan, &settings, device, dtype)?
         };
         let streamed = !matches!(transfers, Transfers::Synchronous);
+        // Units are read from their source and placed in parallel: with the packing of the
+        // streamed ones, the longest one-off work before the first step.
         let homes = units
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(index, unit)| {
                 // Context projections run once per conditioning: they wait on the host, packed

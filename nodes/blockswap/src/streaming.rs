@@ -433,30 +433,24 @@ fn pack(
         elements += piece;
     }
     let bytes = elements * element;
-    // SAFETY: every byte is written below before the buffer is read.
+    // SAFETY: every byte is written below (each tensor's, then its piece's padding) before the
+    // buffer is read.
     let mut host = unsafe { context.alloc_pinned::<u8>(bytes) }.map_err(|e| SetupError::Pinning {
         bytes,
         message: e.to_string(),
     })?;
     let buffer = host.as_mut_slice().map_err(device_error)?;
-    buffer.fill(0);
     for tensor in &layout {
-        let loaded = source.load(&unit.key(&tensor.name), &tensor.shape, dtype, &Device::Cpu)?;
         let start = tensor.offset * element;
-        let target = &mut buffer[start..start + tensor.shape.elem_count() * element];
-        write_bytes(&loaded, target).map_err(device_error)?;
+        let written = start + tensor.shape.elem_count() * element;
+        // Read from the file straight into page-locked memory where the file allows.
+        source.read_into(
+            &unit.key(&tensor.name),
+            &tensor.shape,
+            dtype,
+            &mut buffer[start..written],
+        )?;
+        buffer[written..start + tensor.piece * element].fill(0);
     }
     Ok(PackedUnit { host, tensors: layout })
-}
-
-/// A host tensor's elements into `target`, in their native byte order.
-fn write_bytes(tensor: &Tensor, target: &mut [u8]) -> candle_core::Result<()> {
-    let flat = tensor.flatten_all()?;
-    match flat.dtype() {
-        DType::F16 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f16>()?)),
-        DType::BF16 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<bf16>()?)),
-        DType::F32 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f32>()?)),
-        other => candle_core::bail!("BlockSwap streams f16, bf16 or f32 weights, not {other:?}"),
-    }
-    Ok(())
 }

@@ -73,20 +73,59 @@ impl SafetensorsFiles {
         self.entries.get(name).map(|entry| entry.shape.as_slice())
     }
 
-    /// Reads tensor `name` into host memory, in its stored dtype.
+    /// Reads tensor `name` into host memory, in its stored dtype, with the file's bytes read
+    /// straight into the tensor's own buffer.
     ///
     /// # Errors
     /// A tensor the files lack, a dtype candle has no counterpart for, or a failed read.
     pub(crate) fn read(&self, name: &str) -> Result<Tensor, String> {
+        let (entry, dtype) = self.entry(name)?;
+        match dtype {
+            DType::U8 => self.read_typed::<u8>(entry),
+            DType::U32 => self.read_typed::<u32>(entry),
+            DType::I64 => self.read_typed::<i64>(entry),
+            DType::F16 => self.read_typed::<half::f16>(entry),
+            DType::BF16 => self.read_typed::<half::bf16>(entry),
+            DType::F32 => self.read_typed::<f32>(entry),
+            DType::F64 => self.read_typed::<f64>(entry),
+            other => Err(format!("its dtype {other:?} cannot be read")),
+        }
+    }
+
+    /// Reads tensor `name`'s bytes straight into `target` when the file stores it as `dtype`
+    /// (`Ok(false)`, nothing read, when it is stored in another dtype and must be converted).
+    ///
+    /// # Errors
+    /// A tensor the files lack, a `target` of another length, or a failed read.
+    pub(crate) fn read_into(&self, name: &str, dtype: DType, target: &mut [u8]) -> Result<bool, String> {
+        let (entry, stored) = self.entry(name)?;
+        if stored != dtype {
+            return Ok(false);
+        }
+        if target.len() != entry.len {
+            return Err(format!("holds {} bytes, {} were expected", entry.len, target.len()));
+        }
+        self.read_bytes(entry, target)?;
+        Ok(true)
+    }
+
+    fn entry(&self, name: &str) -> Result<(&Entry, DType), String> {
         let entry = self.entries.get(name).ok_or_else(|| "not in the file".to_string())?;
-        let dtype = match entry.dtype {
-            StoredDType::Known(dtype) => dtype,
-            StoredDType::Unsupported(stored) => return Err(format!("its dtype {stored} cannot be read")),
-        };
+        match entry.dtype {
+            StoredDType::Known(dtype) => Ok((entry, dtype)),
+            StoredDType::Unsupported(stored) => Err(format!("its dtype {stored} cannot be read")),
+        }
+    }
+
+    fn read_typed<T: candle_core::WithDType + bytemuck::Pod>(&self, entry: &Entry) -> Result<Tensor, String> {
+        let mut values = bytemuck::zeroed_vec::<T>(entry.len / std::mem::size_of::<T>());
+        self.read_bytes(entry, bytemuck::cast_slice_mut(&mut values))?;
+        Tensor::from_vec(values, entry.shape.as_slice(), &Device::Cpu).map_err(|e| e.to_string())
+    }
+
+    fn read_bytes(&self, entry: &Entry, target: &mut [u8]) -> Result<(), String> {
         let (path, file) = &self.files[entry.file];
-        let mut bytes = vec![0u8; entry.len];
-        read_exact_at(file, &mut bytes, entry.start).map_err(|e| format!("{}: {e}", path.display()))?;
-        Tensor::from_raw_buffer(&bytes, dtype, &entry.shape, &Device::Cpu).map_err(|e| e.to_string())
+        read_exact_at(file, target, entry.start).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 

@@ -265,6 +265,47 @@ impl TensorSource {
         tensor.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(failed)
     }
 
+    /// Writes the tensor the model calls `key`, checked and converted as [`TensorSource::load`]
+    /// does, into `target` in its native byte order. A file that stores it whole in `dtype` is
+    /// read straight into `target` (page-locked memory, say) with no copy between.
+    ///
+    /// # Errors
+    /// As [`TensorSource::load`], or a `target` whose length is not the tensor's.
+    pub fn read_into(&self, key: &str, shape: &Shape, dtype: DType, target: &mut [u8]) -> Result<(), SourceError> {
+        if let (
+            Backing::Files(files),
+            Some(SourceKey {
+                key: source_key,
+                part: Part::Whole,
+            }),
+        ) = (&self.backing, self.source_key(key))
+        {
+            let stored = files.shape(&source_key).ok_or_else(|| SourceError::Missing {
+                source_name: self.name.clone(),
+                key: source_key.clone(),
+            })?;
+            if stored != shape.dims() {
+                return Err(self.shape_error(&source_key, shape, stored));
+            }
+            let read = files
+                .read_into(&source_key, dtype, target)
+                .map_err(|message| SourceError::Tensor {
+                    source_name: self.name.clone(),
+                    key: source_key.clone(),
+                    message,
+                })?;
+            if read {
+                return Ok(());
+            }
+        }
+        let loaded = self.load(key, shape, dtype, &Device::Cpu)?;
+        write_bytes(&loaded, target).map_err(|e| SourceError::Tensor {
+            source_name: self.name.clone(),
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+    }
+
     /// A builder that loads through this source, for layers built directly from it (text
     /// encoders, VAE) rather than unit by unit.
     pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> candle_nn::VarBuilder<'static> {
@@ -279,6 +320,22 @@ impl TensorSource {
             found: found.to_vec(),
         }
     }
+}
+
+/// A host tensor's elements into `target`, in their native byte order.
+fn write_bytes(tensor: &Tensor, target: &mut [u8]) -> candle_core::Result<()> {
+    let flat = tensor.flatten_all()?;
+    let bytes = flat.elem_count() * flat.dtype().size_in_bytes();
+    if bytes != target.len() {
+        candle_core::bail!("holds {bytes} bytes, {} were expected", target.len());
+    }
+    match flat.dtype() {
+        DType::F16 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::f16>()?)),
+        DType::BF16 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::bf16>()?)),
+        DType::F32 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f32>()?)),
+        other => candle_core::bail!("weights are written as f16, bf16 or f32, not {other:?}"),
+    }
+    Ok(())
 }
 
 /// Lets candle layers load straight from a [`TensorSource`], keeping its messages.
@@ -363,5 +420,44 @@ mod tests {
             .load("t", &Shape::from((2, 6)), DType::F32, &Device::Cpu)
             .unwrap();
         assert_eq!(transposed.to_vec2::<f32>().unwrap()[1][..3], [1.0, 3.0, 5.0]);
+    }
+
+    #[test]
+    fn read_into_gives_the_bytes_load_gives_whether_read_straight_or_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let values = Tensor::arange(0f32, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3))
+            .unwrap();
+        let tensors = HashMap::from([
+            ("half".to_string(), values.to_dtype(DType::F16).unwrap()),
+            ("full".to_string(), values.clone()),
+        ]);
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        let file = TensorSource::open(&[&path]).unwrap();
+        let shape = Shape::from((2, 3));
+        let expected: Vec<u8> = values
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .flat_map(|v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        for key in ["half", "full"] {
+            let mut target = vec![0xAA; 12];
+            file.read_into(key, &shape, DType::F16, &mut target).unwrap();
+            assert_eq!(target, expected, "{key}");
+        }
+        let wrong_shape = file.read_into("half", &Shape::from((3, 2)), DType::F16, &mut [0; 12]);
+        assert!(matches!(wrong_shape, Err(SourceError::Shape { .. })), "{wrong_shape:?}");
+        let short = file.read_into("half", &shape, DType::F16, &mut [0; 10]).unwrap_err();
+        assert!(
+            short.to_string().contains("holds 12 bytes, 10 were expected"),
+            "{short}"
+        );
+        let missing = file.read_into("absent", &shape, DType::F16, &mut [0; 12]).unwrap_err();
+        assert!(missing.to_string().ends_with("has no tensor \"absent\""), "{missing}");
     }
 }

@@ -139,6 +139,7 @@ mod tests {
             need: WorkflowNeed {
                 stages: vec![stage("encode", GIB, GIB), stage("sample", 3 * GIB, 9 * GIB)],
                 stopped: None,
+                spent: Vec::new(),
             },
             budget,
             outside: GIB / 2,
