@@ -116,9 +116,10 @@ if images:
         whole = np.load("/tmp/whole.npy")
         row["mean_abs_diff_vs_whole"] = round(float(np.abs(image - whole).mean()), 3)
         row["max_abs_diff_vs_whole"] = int(np.abs(image - whole).max())
-checked = re.search(r"checked in (\d+) ms: the workflow needs ([0-9.]+) GiB", text)
+checked = re.search(r"checked in (\d+) ms \[(.*?)\]: the workflow needs ([0-9.]+) GiB", text)
 if checked:
-    row["check_ms"], row["least_gib"] = int(checked.group(1)), float(checked.group(2))
+    row["check_ms"], row["least_gib"] = int(checked.group(1)), float(checked.group(3))
+    row["check_nodes"] = checked.group(2)
 refusal = text.find("cannot run this workflow")
 if refusal >= 0:
     row["refused"] = text[refusal:refusal + 1500]
@@ -156,6 +157,15 @@ advised=$(grep -o "Raise --vram-budget to at least [0-9]*" "$LOGS/advice_refused
 if [ -n "$advised" ]; then
   measure "advised${advised}mib" whole "$FILES --vram-budget $advised"
 fi
+
+echo "== image to image on the random SDXL from its file, with 3 GiB free"
+hold 3 /tmp/held-i2i
+holder=$!
+for _ in $(seq 600); do [ -s /tmp/held-i2i ] && break; sleep 0.1; done
+RUST_LOG=info timeout 300 .gpu/swapgraph run workflows/sdxl_img2img.yaml --device cuda:0 --output-dir /tmp/i2i \
+  --models-dir "$MODELS" --set ckpt.ckpt_name=sd_xl_random.safetensors 2>&1 \
+  | grep -E "checked in|encode|ERROR|saved|img2img_" | cut -c1-500 | tee "$OUT/img2img.txt"
+kill $holder; wait $holder 2>/dev/null
 
 [ -n "${SIZES:-}" ] && exit 0
 echo "== doctor --workflow with 4 GiB free"

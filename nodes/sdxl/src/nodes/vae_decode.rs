@@ -3,7 +3,7 @@
 use super::out_of_memory::explain_vae_decode;
 use super::tensor_error;
 use crate::device::{candle_device, vae_dtype};
-use crate::vae::{decode_tiled, DecodeCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
+use crate::vae::{decode_tiled, CoderCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 use swapgraph_model::{device_memory, is_out_of_memory, memory_manager, Image, Latent};
@@ -122,20 +122,30 @@ fn decode_cost(
     device: &Device,
     ctx: &RunContext,
     size: (usize, usize),
-) -> Result<Option<DecodeCost>, NodeError> {
+) -> Result<Option<CoderCost>, NodeError> {
+    coder_cost(device, ctx, || {
+        CoderCost::measure_decoder(vae, device, vae_dtype(device))
+    })
+    .map_err(|e| explain_vae_decode(e.to_string(), size, Some(MIN_TILE * 8), device))
+}
+
+/// A coder's working memory on `device` as `measure` finds it; `None` on the CPU. The probes are
+/// small; when even they do not fit beside the idle models, those leave the device first.
+pub(super) fn coder_cost(
+    device: &Device,
+    ctx: &RunContext,
+    measure: impl Fn() -> candle_core::Result<Option<CoderCost>>,
+) -> candle_core::Result<Option<CoderCost>> {
     let Some(manager) = memory_manager(device, ctx.vram_budget) else {
         return Ok(None);
     };
-    let measure = || DecodeCost::measure(vae, device, vae_dtype(device));
-    // The probes are small decodes; when even they do not fit beside the idle models, those leave.
-    let measured = match measure() {
+    match measure() {
         Err(e) if is_out_of_memory(&e.to_string()) => {
             manager.make_room(u64::MAX, &[]);
             measure()
         }
         other => other,
-    };
-    measured.map_err(|e| explain_vae_decode(e.to_string(), size, Some(MIN_TILE * 8), device))
+    }
 }
 
 /// How `VAEDecode` splits a `latent` (batch, height, width) on `device`: measured and planned against the

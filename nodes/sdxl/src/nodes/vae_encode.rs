@@ -1,12 +1,15 @@
 //! `VAEEncode`: images to latents, for img2img.
 
 use super::tensor_error;
+use super::vae_decode::coder_cost;
 use crate::device::{candle_device, vae_dtype};
-use crate::vae::VaeModel;
-use candle_core::DType;
+use crate::vae::{CoderCost, Vae, VaeModel};
+use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
-use swapgraph_model::{Image, Latent};
-use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, RunContext, SocketType, Value};
+use swapgraph_model::{memory_manager, Image, Latent};
+use swapgraph_node_api::{
+    Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Rehearsal, RunContext, SocketType, Value,
+};
 
 /// Encodes images (cropped to multiples of 8) to the latent mean.
 pub struct VaeEncode {
@@ -19,7 +22,8 @@ impl VaeEncode {
         let descriptor = NodeDescriptor::new(
             "VAEEncode",
             "latent",
-            "Turns images into latents, e.g. to start img2img.",
+            "Turns images into latents, e.g. to start img2img. Other models leave the device first when the \
+             encoder needs their room.",
         )
         .uses_device()
         .input(
@@ -33,6 +37,63 @@ impl VaeEncode {
     }
 }
 
+/// The images' batch, latent height and latent width (images cropped to multiples of 8).
+fn latent_size(image: &Image) -> Result<(usize, usize, usize), NodeError> {
+    let (batch, h, w, _) = image.pixels.dims4().map_err(tensor_error)?;
+    if h < 8 || w < 8 {
+        return Err(NodeError::msg(format!(
+            "the image is {w}x{h} pixels; VAEEncode needs at least 8x8"
+        )));
+    }
+    Ok((batch, h / 8, w / 8))
+}
+
+/// The encoder's working memory for `latent` on `device`, measured; `None` on the CPU.
+fn encode_cost(
+    vae: &Vae,
+    device: &Device,
+    ctx: &RunContext,
+    (_, h, w): (usize, usize, usize),
+) -> Result<Option<CoderCost>, NodeError> {
+    coder_cost(device, ctx, || {
+        CoderCost::measure_encoder(vae, device, vae_dtype(device))
+    })
+    .map_err(|e| {
+        NodeError::msg(format!(
+            "cannot measure the VAE's encoder for {}x{} on {device:?}: {e}",
+            w * 8,
+            h * 8
+        ))
+    })
+}
+
+/// Makes room for encoding `latent` on `device` (other models leave, least recently used first):
+/// refused, before anything is encoded, when the run's budget cannot hold it.
+fn make_room(vae: &Vae, device: &Device, ctx: &RunContext, latent: (usize, usize, usize)) -> Result<(), NodeError> {
+    let (Some(cost), Some(manager)) = (
+        encode_cost(vae, device, ctx, latent)?,
+        memory_manager(device, ctx.vram_budget),
+    ) else {
+        return Ok(());
+    };
+    let needed = cost.bytes(latent);
+    let room = manager.make_room(needed, &[]);
+    if needed <= room {
+        return Ok(());
+    }
+    let gib = |bytes: u64| format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30));
+    let (batch, h, w) = latent;
+    Err(NodeError::msg(format!(
+        "cannot encode {batch} image(s) of {}x{}: the VAE's encoder needs {} beside its weights and the run's \
+         device budget leaves {}; encode a smaller image, raise --vram-budget, or free device memory held by other \
+         processes",
+        w * 8,
+        h * 8,
+        gib(needed),
+        gib(room)
+    )))
+}
+
 impl NodeType for VaeEncode {
     fn descriptor(&self) -> &NodeDescriptor {
         &self.descriptor
@@ -40,19 +101,16 @@ impl NodeType for VaeEncode {
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let device = candle_device(ctx.device)?;
+        let image = args.handle::<Image>("pixels")?;
+        let latent_size = latent_size(&image)?;
         let vae = args
             .handle::<VaeModel>("vae")?
             .get(&device, ctx.vram_budget)
             .map_err(tensor_error)?;
-        let image = args.handle::<Image>("pixels")?;
-        let (_, h, w, _) = image.pixels.dims4().map_err(tensor_error)?;
-        if h < 8 || w < 8 {
-            return Err(NodeError::msg(format!(
-                "the image is {w}x{h} pixels; VAEEncode needs at least 8x8"
-            )));
-        }
+        make_room(&vae, &device, ctx, latent_size)?;
+        let (_, h, w) = latent_size;
         let encode = || -> candle_core::Result<Latent> {
-            let pixels = image.pixels.narrow(1, 0, h / 8 * 8)?.narrow(2, 0, w / 8 * 8)?;
+            let pixels = image.pixels.narrow(1, 0, h * 8)?.narrow(2, 0, w * 8)?;
             let images =
                 ((pixels.to_device(&device)?.permute((0, 3, 1, 2))? * 2.0)? - 1.0)?.to_dtype(vae_dtype(&device))?;
             Ok(Latent {
@@ -61,5 +119,32 @@ impl NodeType for VaeEncode {
         };
         let latent = encode().map_err(tensor_error)?;
         Ok(vec![Value::Handle(Handle::new(SocketType::LATENT, Arc::new(latent)))])
+    }
+
+    /// Stands in with zero latents of the encoded size and says what the encode needs: the VAE's
+    /// weights and the encoder's working memory, measured with the VAE on the device.
+    fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        let device = candle_device(ctx.device)?;
+        let image = args.handle::<Image>("pixels")?;
+        let latent_size @ (batch, h, w) = latent_size(&image)?;
+        let vae_model = args.handle::<VaeModel>("vae")?;
+        // The VAE is light and the run uses it next: placed now, on the device it runs on.
+        let vae = vae_model.get(&device, ctx.vram_budget).map_err(tensor_error)?;
+        let samples =
+            Tensor::zeros((batch, vae.latent_channels(), h, w), DType::F32, &Device::Cpu).map_err(tensor_error)?;
+        let outputs = vec![Value::Handle(Handle::new(
+            SocketType::LATENT,
+            Arc::new(Latent { samples }),
+        ))];
+        let need = encode_cost(&vae, &device, ctx, latent_size)?.map(|cost| {
+            let weights = vae_model.bytes(&device);
+            let bytes = weights + cost.bytes(latent_size);
+            DeviceNeed {
+                least: bytes,
+                unconstrained: bytes,
+                detail: format!("the VAE ({} MiB) encoding {}x{}", weights >> 20, w * 8, h * 8),
+            }
+        });
+        Ok(Rehearsal::StoodIn { outputs, need })
     }
 }

@@ -1,6 +1,7 @@
-//! Fitting a decode into the device memory a run has left: the decoder's working memory measured
-//! at two small sizes (it grows with the latent's area), and from it, before anything is decoded,
-//! whether the image decodes in one piece or the largest tile that fits.
+//! Fitting a decode into the device memory a run has left: the decoder's (or the encoder's)
+//! working memory measured at two small sizes (it grows with the latent's area), and from it,
+//! before anything is decoded, whether the image decodes in one piece or the largest tile that
+//! fits.
 
 use super::Vae;
 use candle_core::{DType, Device, Result, Tensor};
@@ -16,9 +17,10 @@ pub const MIN_TILE: usize = 16;
 /// Overlap between tiles, in latent pixels, blended so that seams do not show (64 pixels).
 pub const TILE_OVERLAP: usize = 8;
 
-/// Device memory a decode takes beside the VAE's weights, as a line over the latent's area.
+/// Device memory a decode or an encode takes beside the VAE's weights, as a line over the
+/// latent's area.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DecodeCost {
+pub struct CoderCost {
     /// Bytes at no area: the line's intercept.
     pub base: f64,
     /// Bytes per latent pixel.
@@ -34,23 +36,42 @@ pub enum DecodePlan {
     Tiles(usize),
 }
 
-impl DecodeCost {
+impl CoderCost {
     /// Measures `vae`'s decoder on `device` in `dtype`; `None` where the device reports no
     /// memory (the CPU).
     ///
     /// # Errors
     /// A tensor error while decoding the probes.
-    pub fn measure(vae: &Vae, device: &Device, dtype: DType) -> Result<Option<Self>> {
-        // A first decode allocates what every later one reuses (library workspaces).
-        drop(vae.decode(&Tensor::zeros((1, vae.latent_channels(), 8, 8), dtype, device)?)?);
+    pub fn measure_decoder(vae: &Vae, device: &Device, dtype: DType) -> Result<Option<Self>> {
+        Self::measure(device, |side| {
+            drop(vae.decode(&Tensor::zeros((1, vae.latent_channels(), side, side), dtype, device)?)?);
+            Ok(())
+        })
+    }
+
+    /// Measures `vae`'s encoder on `device` in `dtype` (images of 8 pixels per latent pixel);
+    /// `None` where the device reports no memory (the CPU).
+    ///
+    /// # Errors
+    /// A tensor error while encoding the probes.
+    pub fn measure_encoder(vae: &Vae, device: &Device, dtype: DType) -> Result<Option<Self>> {
+        Self::measure(device, |side| {
+            drop(vae.encode(&Tensor::zeros((1, 3, side * 8, side * 8), dtype, device)?)?);
+            Ok(())
+        })
+    }
+
+    /// The line through the peaks `probe` reaches at the probe sides, after a first small probe
+    /// has allocated what every later one reuses (library workspaces).
+    fn measure(device: &Device, probe: impl Fn(usize) -> Result<()>) -> Result<Option<Self>> {
+        probe(8)?;
         let mut peaks = [0f64; 2];
         for (peak, side) in peaks.iter_mut().zip(PROBE_SIDES) {
-            let latents = Tensor::zeros((1, vae.latent_channels(), side, side), dtype, device)?;
             let Some(before) = device_memory(device) else {
                 return Ok(None);
             };
             reset_peak_memory(device);
-            drop(vae.decode(&latents)?);
+            probe(side)?;
             let after = device_memory(device).unwrap_or(before);
             *peak = after.peak_allocated.saturating_sub(before.allocated) as f64;
         }
@@ -62,7 +83,7 @@ impl DecodeCost {
         }))
     }
 
-    /// Bytes decoding `batch` latents of `height` by `width` takes, with the memory pool's slack
+    /// Bytes decoding (or encoding) `batch` latents of `height` by `width` takes, with the memory pool's slack
     /// around them (as much again, as for the UNet's activations).
     pub fn bytes(&self, (batch, height, width): (usize, usize, usize)) -> u64 {
         (2.0 * (self.base + self.per_latent_pixel * (batch * height * width) as f64)) as u64
@@ -99,7 +120,7 @@ mod tests {
     fn decodes_whole_when_it_fits_else_in_the_largest_tile_that_does() {
         // About SDXL's decoder in f32 with im2col convolutions: 11.5 KiB per image pixel, 64
         // image pixels per latent pixel.
-        let cost = DecodeCost {
+        let cost = CoderCost {
             base: 64.0 * 1024.0 * 1024.0,
             per_latent_pixel: 64.0 * 11.5 * 1024.0,
         };

@@ -10,7 +10,7 @@ mod fit;
 mod tiled;
 
 pub use config::VaeConfig;
-pub use fit::{DecodeCost, DecodePlan, MIN_TILE, TILE_OVERLAP};
+pub use fit::{CoderCost, DecodePlan, MIN_TILE, TILE_OVERLAP};
 pub use tiled::decode_tiled;
 
 use crate::device::vae_dtype;
