@@ -40,7 +40,7 @@ fn report(what: &str, runs: usize, mut run: impl FnMut() -> Duration) {
 
 /// One UNet evaluation on random weights and inputs.
 fn unet_step(cfg: &UNetConfig, latent: usize) -> impl FnMut() -> Duration {
-    let unet = UNet::new(*cfg).unwrap();
+    let unet = UNet::new(cfg.clone()).unwrap();
     let tensors: HashMap<String, Tensor> = unet
         .units()
         .iter()

@@ -24,6 +24,11 @@ impl ConfigJson {
         self.0.get(name).filter(|v| !v.is_null())
     }
 
+    /// Whether the field `name` is there and `null`.
+    pub(crate) fn is_null(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(Value::is_null)
+    }
+
     /// The whole number `name`.
     pub(crate) fn number(&self, name: &str) -> Result<usize, String> {
         let value = self.get(name).ok_or_else(|| format!("missing \"{name}\""))?;
@@ -92,6 +97,45 @@ impl ConfigJson {
             }
             Some(_) => Ok(vec![self.number(name)?; levels]),
         }
+    }
+
+    /// `name` per level and per layer of each level: a whole number for every layer, a list of
+    /// one per level (each level's layers alike), or a list per level of one per layer, as
+    /// diffusers' `transformer_layers_per_block` allows; `default` everywhere when absent.
+    pub(crate) fn per_layer(
+        &self,
+        name: &str,
+        levels: usize,
+        layers: usize,
+        default: usize,
+    ) -> Result<Vec<Vec<usize>>, String> {
+        let Some(Value::Array(items)) = self.get(name) else {
+            return Ok(self
+                .per_level(name, levels, default)?
+                .into_iter()
+                .map(|n| vec![n; layers])
+                .collect());
+        };
+        if items.len() != levels {
+            return Err(format!("\"{name}\" has {} values for {levels} levels", items.len()));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(level, item)| match item {
+                Value::Array(per_layer) if per_layer.len() == layers => per_layer
+                    .iter()
+                    .map(|v| whole(v).ok_or_else(|| format!("\"{name}\" must hold whole numbers, not {v}")))
+                    .collect(),
+                Value::Array(per_layer) => Err(format!(
+                    "\"{name}\" has {} values for level {level}'s {layers} layers",
+                    per_layer.len()
+                )),
+                other => whole(other)
+                    .map(|n| vec![n; layers])
+                    .ok_or_else(|| format!("\"{name}\" must hold whole numbers or lists of them, not {other}")),
+            })
+            .collect()
     }
 }
 

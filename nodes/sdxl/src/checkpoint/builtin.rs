@@ -59,7 +59,7 @@ impl BuiltinSizes {
 /// them, the same every time.
 pub fn seeded_checkpoint(name: &str, sizes: &BuiltinSizes) -> Result<Checkpoint, NodeError> {
     let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
-    let unet = UNet::new(sizes.unet).map_err(failed)?;
+    let unet = UNet::new(sizes.unet.clone()).map_err(failed)?;
     let unet_params: Vec<(String, Shape)> = unet
         .units()
         .iter()

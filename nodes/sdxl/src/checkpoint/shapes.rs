@@ -94,17 +94,28 @@ fn unet(file: &Shapes) -> Result<UNetConfig, String> {
         }
         *depth_of_level = found[0];
     }
-    for up in 0..3 {
-        let down = depths[2 - up];
-        let found: Vec<usize> = (0..per_level)
+    // Up levels may have depths of their own, layer by layer (SSD-1B, Segmind Vega).
+    let up_depths = [0, 1, 2].map(|up| {
+        (0..per_level)
             .map(|r| depth(&format!("output_blocks.{}", up * per_level + r)))
-            .collect();
-        if found.iter().any(|&d| d != down) {
+            .collect::<Vec<_>>()
+    });
+    for (up, found) in up_depths.iter().enumerate() {
+        if depths[2 - up] == 0 && found.iter().any(|&d| d > 0) {
             return Err(format!(
-                "up level {up}'s transformer depths {found:?} differ from the down path's {down}: up blocks \
-                 with depths of their own are not supported"
+                "up level {up} has attention {found:?} where the down level it mirrors has none: not an \
+                 SDXL-shaped UNet"
             ));
         }
+    }
+    // A middle block with attention, or a single resnet without (SSD-1B, Segmind Vega).
+    let mid_depth = depth("middle_block");
+    let mid_blocks = file.count(&format!("{p}middle_block."));
+    if (mid_depth > 0 && mid_blocks != 3) || (mid_depth == 0 && mid_blocks != 1) {
+        return Err(format!(
+            "the middle block has {mid_blocks} parts and {mid_depth} transformer blocks: neither attention \
+             between two resnets nor a single resnet"
+        ));
     }
     let channel = |level: usize| {
         let key = format!("{p}input_blocks.{}.0.out_layers.3.weight", level * per_level + 1);
@@ -132,7 +143,8 @@ fn unet(file: &Shapes) -> Result<UNetConfig, String> {
         out_channels: file.dim(&format!("{p}out.2.weight"), 0)?,
         block_out_channels: [c0, c1, c2],
         transformer_layers: depths,
-        mid_transformer_layers: depth("middle_block"),
+        up_transformer_layers: up_depths,
+        mid_transformer_layers: mid_depth,
         layers_per_block: layers,
         head_dim: HEAD_WIDTH,
         norm_groups: 32,
@@ -227,7 +239,7 @@ mod tests {
             };
             stored.insert(at.key, dims);
         };
-        for unit in UNet::new(sizes.unet).unwrap().units() {
+        for unit in UNet::new(sizes.unet.clone()).unwrap().units() {
             for (name, shape) in &unit.tensors {
                 add(SourceKey::whole(unet_key(&unit.key(name), &sizes.unet).unwrap()), shape);
             }
@@ -268,6 +280,7 @@ mod tests {
             unet: UNetConfig {
                 block_out_channels: [256, 512, 1024],
                 transformer_layers: [0, 1, 4],
+                up_transformer_layers: [vec![4, 4], vec![1, 1], vec![0, 0]],
                 mid_transformer_layers: 2,
                 layers_per_block: 1,
                 ..UNetConfig::sdxl()
@@ -278,9 +291,27 @@ mod tests {
     }
 
     #[test]
-    fn up_blocks_of_their_own_depth_are_refused_by_name() {
-        let shallower = "model.diffusion_model.output_blocks.0.1.transformer_blocks.9.";
-        let error = sizes_from_shapes(&file_of(&sdxl(), shallower)).unwrap_err();
-        assert!(error.contains("up blocks with depths of their own"), "{error}");
+    fn ssd_1b_and_segmind_vega_read_from_their_shapes_at_their_published_sizes() {
+        for (unet, parameters) in [(UNetConfig::ssd_1b(), 1.3e9), (UNetConfig::segmind_vega(), 0.745e9)] {
+            let sizes = Sizes { unet, ..sdxl() };
+            let counted: usize = UNet::new(sizes.unet.clone())
+                .unwrap()
+                .units()
+                .iter()
+                .flat_map(|unit| unit.tensors.iter().map(|(_, shape)| shape.elem_count()))
+                .sum();
+            assert!(
+                (counted as f64 / parameters - 1.0).abs() < 0.05,
+                "{counted} parameters, published: {parameters}"
+            );
+            assert_eq!(sizes_from_shapes(&file_of(&sizes, "")), Ok(sizes));
+        }
+    }
+
+    #[test]
+    fn a_middle_block_of_another_shape_is_refused_by_name() {
+        let no_second_resnet = "model.diffusion_model.middle_block.2.";
+        let error = sizes_from_shapes(&file_of(&sdxl(), no_second_resnet)).unwrap_err();
+        assert!(error.contains("the middle block has 2 parts"), "{error}");
     }
 }

@@ -26,11 +26,11 @@ use swapgraph_node_api::NodeError;
 pub fn load_with(path: &Path, sizes: &Sizes) -> Result<Checkpoint, NodeError> {
     let name = path.display().to_string();
     let failed = |e: candle_core::Error| NodeError::msg(format!("{name}: {e}"));
-    let unet_cfg = sizes.unet;
+    let unet_cfg = sizes.unet.clone();
     let unet_source = open(path)?.with_key_map(Arc::new(move |key: &str| {
         unet_key(key, &unet_cfg).map(SourceKey::whole)
     }));
-    let unet = UNet::new(sizes.unet).map_err(failed)?;
+    let unet = UNet::new(sizes.unet.clone()).map_err(failed)?;
     let model = ModelHandle::new(name.clone(), Arc::new(unet), Arc::new(unet_source));
 
     let clip_l = Arc::new(open(path)?.with_key_map(Arc::new(|key: &str| {
@@ -144,7 +144,8 @@ pub fn unet_key(key: &str, cfg: &UNetConfig) -> Option<String> {
             let level = number(1)?;
             match *parts.get(2)? {
                 "upsamplers" => {
-                    let has_attention = cfg.transformer_layers[cfg.transformer_layers.len() - 1 - level] > 0;
+                    // After the level's last resnet, and its attention when it has one.
+                    let has_attention = cfg.up_transformer_layers.get(level)?.get(cfg.layers_per_block)? > &0;
                     let slot = if has_attention { 2 } else { 1 };
                     let index = level * per_level + cfg.layers_per_block;
                     format!("output_blocks.{index}.{slot}.{}", parts.get(4)?)

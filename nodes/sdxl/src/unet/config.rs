@@ -4,7 +4,7 @@ use crate::config_json::ConfigJson;
 
 /// Sizes of an SDXL-architecture UNet: three resolution levels, text-time added conditioning,
 /// linear projections in the transformers. `sdxl()` is the real model, `tiny()` the built-in one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UNetConfig {
     /// Latent channels in.
     pub in_channels: usize,
@@ -13,9 +13,14 @@ pub struct UNetConfig {
     /// Channels of each resolution level.
     pub block_out_channels: [usize; 3],
     /// Transformer blocks per attention layer at each level of the down path; 0 means the level
-    /// has no attention (a plain `DownBlock2D`). The up path uses them in reverse.
+    /// has no attention (a plain `DownBlock2D`).
     pub transformer_layers: [usize; 3],
-    /// Transformer blocks of the middle block's attention layer.
+    /// Transformer blocks of each up level's attention layers, one per resnet (`layers_per_block`
+    /// + 1), the deepest level first: SDXL mirrors the down path, distilled models (SSD-1B,
+    /// Segmind Vega) have depths of their own. 0: the layer has no attention.
+    pub up_transformer_layers: [Vec<usize>; 3],
+    /// Transformer blocks of the middle block's attention layer; 0: the middle block is a single
+    /// resnet without attention (diffusers' `UNetMidBlock2D`, as in SSD-1B and Segmind Vega).
     pub mid_transformer_layers: usize,
     /// Resnets per down block; up blocks have one more.
     pub layers_per_block: usize,
@@ -33,12 +38,13 @@ pub struct UNetConfig {
 
 impl UNetConfig {
     /// Stable Diffusion XL base 1.0.
-    pub const fn sdxl() -> Self {
+    pub fn sdxl() -> Self {
         Self {
             in_channels: 4,
             out_channels: 4,
             block_out_channels: [320, 640, 1280],
             transformer_layers: [0, 2, 10],
+            up_transformer_layers: mirrored([0, 2, 10], 2),
             mid_transformer_layers: 10,
             layers_per_block: 2,
             head_dim: 64,
@@ -50,12 +56,13 @@ impl UNetConfig {
     }
 
     /// The built-in tiny model: SDXL's structure at toy widths.
-    pub const fn tiny() -> Self {
+    pub fn tiny() -> Self {
         Self {
             in_channels: 4,
             out_channels: 4,
             block_out_channels: [32, 32, 64],
             transformer_layers: [0, 1, 2],
+            up_transformer_layers: mirrored([0, 1, 2], 2),
             mid_transformer_layers: 2,
             layers_per_block: 2,
             head_dim: 16,
@@ -63,6 +70,27 @@ impl UNetConfig {
             cross_attention_dim: 64,
             addition_time_embed_dim: 8,
             pooled_text_dim: 32,
+        }
+    }
+
+    /// Segmind's SSD-1B, distilled from SDXL: shallower transformers, up levels with depths of
+    /// their own, a middle block without attention.
+    pub fn ssd_1b() -> Self {
+        Self {
+            transformer_layers: [0, 2, 4],
+            up_transformer_layers: [vec![4, 4, 10], vec![2, 1, 1], vec![0, 0, 0]],
+            mid_transformer_layers: 0,
+            ..Self::sdxl()
+        }
+    }
+
+    /// Segmind Vega, distilled further than SSD-1B.
+    pub fn segmind_vega() -> Self {
+        Self {
+            transformer_layers: [0, 1, 2],
+            up_transformer_layers: [vec![2, 2, 2], vec![1, 1, 1], vec![0, 0, 0]],
+            mid_transformer_layers: 0,
+            ..Self::sdxl()
         }
     }
 
@@ -115,16 +143,37 @@ impl UNetConfig {
         if attention.len() != 3 {
             return Err(format!("down_block_types has {} blocks for 3 levels", attention.len()));
         }
-        let depths = json.per_level("transformer_layers_per_block", 3, 1)?;
-        let transformer_layers = [0, 1, 2].map(|level| if attention[level] { depths[level] } else { 0 });
-        if up_path {
-            check_up_path(json, &down_types)?;
+        let layers_per_block = json.number_or("layers_per_block", 2)?;
+        let depths = json.per_layer("transformer_layers_per_block", 3, layers_per_block, 1)?;
+        let mut transformer_layers = [0; 3];
+        for level in (0..3).filter(|&level| attention[level]) {
+            let found = &depths[level];
+            if found.windows(2).any(|w| w[0] != w[1]) || found[0] == 0 {
+                return Err(format!(
+                    "transformer_layers_per_block: down level {level}'s depths {found:?} differ or are 0; \
+                     down levels with a depth per layer are not supported"
+                ));
+            }
+            transformer_layers[level] = found[0];
         }
-        if let Some(mid) = json.text("mid_block_type").filter(|t| *t != "UNetMidBlock2DCrossAttn") {
-            return Err(format!(
-                "mid_block_type \"{mid}\" is not supported: SDXL's middle block has attention"
-            ));
+        let up_transformer_layers = match up_path {
+            true => up_depths(json, &down_types, transformer_layers, layers_per_block)?,
+            false => mirrored(transformer_layers, layers_per_block),
+        };
+        if json.is_null("mid_block_type") {
+            return Err("mid_block_type is null: a UNet without a middle block is not supported".into());
         }
+        let mid_transformer_layers = match json.text("mid_block_type").unwrap_or("UNetMidBlock2DCrossAttn") {
+            // diffusers gives the middle block the last level's depth.
+            "UNetMidBlock2DCrossAttn" => depths[2][0].max(1),
+            "UNetMidBlock2D" => 0,
+            other => {
+                return Err(format!(
+                    "mid_block_type \"{other}\" is not supported: the middle block is UNetMidBlock2DCrossAttn or \
+                     UNetMidBlock2D"
+                ))
+            }
+        };
         if json.get("use_linear_projection").and_then(|v| v.as_bool()) == Some(false) {
             return Err("use_linear_projection is false: convolutional attention projections are not supported".into());
         }
@@ -165,8 +214,9 @@ impl UNetConfig {
             },
             block_out_channels: [c0, c1, c2],
             transformer_layers,
-            mid_transformer_layers: depths[2],
-            layers_per_block: json.number_or("layers_per_block", 2)?,
+            up_transformer_layers,
+            mid_transformer_layers,
+            layers_per_block,
             head_dim: head_dims[0],
             norm_groups: json.number_or("norm_num_groups", 32)?,
             cross_attention_dim: json.number("cross_attention_dim")?,
@@ -176,8 +226,15 @@ impl UNetConfig {
     }
 }
 
-/// Checks that the up path mirrors the down path with the same depths, as this UNet builds it.
-fn check_up_path(json: &ConfigJson, down_types: &[String]) -> Result<(), String> {
+/// Each up level's depths, one per resnet, the deepest level first: its own where the config
+/// gives `reverse_transformer_layers_per_block`, else the down path's mirrored. The up blocks'
+/// types must mirror the down blocks'.
+fn up_depths(
+    json: &ConfigJson,
+    down_types: &[String],
+    down: [usize; 3],
+    layers_per_block: usize,
+) -> Result<[Vec<usize>; 3], String> {
     let expected: Vec<String> = down_types.iter().rev().map(|t| t.replace("Down", "Up")).collect();
     let up_types = json.texts("up_block_types")?;
     if up_types != expected {
@@ -185,12 +242,29 @@ fn check_up_path(json: &ConfigJson, down_types: &[String]) -> Result<(), String>
             "up_block_types {up_types:?} do not mirror the down blocks ({expected:?})"
         ));
     }
-    if json.get("reverse_transformer_layers_per_block").is_some() {
-        return Err(
-            "reverse_transformer_layers_per_block: up blocks with depths of their own are not supported".into(),
-        );
+    let field = "reverse_transformer_layers_per_block";
+    if json.get(field).is_none() {
+        return Ok(mirrored(down, layers_per_block));
     }
-    Ok(())
+    let own = json.per_layer(field, 3, layers_per_block + 1, 1)?;
+    let mut up: [Vec<usize>; 3] = Default::default();
+    for (level, depths) in own.into_iter().enumerate() {
+        // diffusers reads them for attention levels only.
+        if down[2 - level] == 0 {
+            up[level] = vec![0; layers_per_block + 1];
+        } else if depths.contains(&0) {
+            return Err(format!("{field}: up level {level}'s depths {depths:?} hold a 0"));
+        } else {
+            up[level] = depths;
+        }
+    }
+    Ok(up)
+}
+
+/// Up depths that mirror the down path's `down`: each up level as deep as the down level it
+/// mirrors, for each of its `layers_per_block` + 1 resnets.
+fn mirrored(down: [usize; 3], layers_per_block: usize) -> [Vec<usize>; 3] {
+    [2, 1, 0].map(|level| vec![down[level]; layers_per_block + 1])
 }
 
 #[cfg(test)]
@@ -215,12 +289,34 @@ mod tests {
         assert!(UNetConfig::from_diffusers_json(&uneven)
             .unwrap_err()
             .contains("different widths"));
-        let reversed = sdxl.replace(
-            "\"num_attention_heads\": null",
-            "\"reverse_transformer_layers_per_block\": [[1], [2], [10]]",
-        );
-        assert!(UNetConfig::from_diffusers_json(&reversed)
+        let no_middle = sdxl.replace("\"num_attention_heads\": null", "\"mid_block_type\": null");
+        assert!(UNetConfig::from_diffusers_json(&no_middle)
             .unwrap_err()
-            .contains("reverse_transformer_layers_per_block"));
+            .contains("without a middle block"));
+    }
+
+    #[test]
+    fn distilled_configs_read_with_up_depths_of_their_own_and_a_middle_block_without_attention() {
+        let ssd_1b = r#"{"addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+            "attention_head_dim": [5, 10, 20], "block_out_channels": [320, 640, 1280], "cross_attention_dim": 2048,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "mid_block_type": "UNetMidBlock2D", "layers_per_block": 2,
+            "projection_class_embeddings_input_dim": 2816, "transformer_layers_per_block": [1, [2, 2], 4],
+            "reverse_transformer_layers_per_block": [[4, 4, 10], [2, 1, 1], 1],
+            "use_linear_projection": true}"#;
+        assert_eq!(UNetConfig::from_diffusers_json(ssd_1b), Ok(UNetConfig::ssd_1b()));
+        let uneven_down = ssd_1b.replace("[2, 2]", "[2, 3]");
+        assert!(UNetConfig::from_diffusers_json(&uneven_down)
+            .unwrap_err()
+            .contains("down level 1's depths [2, 3] differ"));
+        let short = ssd_1b.replace("[2, 1, 1]", "[2, 1]");
+        assert!(UNetConfig::from_diffusers_json(&short)
+            .unwrap_err()
+            .contains("has 2 values for level 1's 3 layers"));
+        let other_mid = ssd_1b.replace("UNetMidBlock2D\"", "UNetMidBlock2DSimpleCrossAttn\"");
+        assert!(UNetConfig::from_diffusers_json(&other_mid)
+            .unwrap_err()
+            .contains("mid_block_type \"UNetMidBlock2DSimpleCrossAttn\" is not supported"));
     }
 }

@@ -197,26 +197,27 @@ pub fn layout(cfg: &UNetConfig) -> Vec<Step> {
         (channels, channels),
         (false, false),
     );
-    b.transformer(
-        "mid_block.attentions.0",
-        Section::Mid,
-        channels,
-        cfg.mid_transformer_layers,
-        false,
-    );
-    b.resnet(
-        "mid_block.resnets.1".to_string(),
-        Section::Mid,
-        (channels, channels),
-        (false, false),
-    );
+    // A middle block without attention is that one resnet.
+    if cfg.mid_transformer_layers > 0 {
+        b.transformer(
+            "mid_block.attentions.0",
+            Section::Mid,
+            channels,
+            cfg.mid_transformer_layers,
+            false,
+        );
+        b.resnet(
+            "mid_block.resnets.1".to_string(),
+            Section::Mid,
+            (channels, channels),
+            (false, false),
+        );
+    }
 
     let reversed: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
-    let reversed_blocks: Vec<usize> = cfg.transformer_layers.iter().rev().copied().collect();
     for level in 0..levels {
         let section = Section::Up(level);
         let out = reversed[level];
-        let blocks = reversed_blocks[level];
         for layer in 0..=cfg.layers_per_block {
             // The skip this resnet concatenates: from the same level of the down path, or from
             // the level below for the last resnet of the level.
@@ -232,6 +233,7 @@ pub fn layout(cfg: &UNetConfig) -> Vec<Step> {
                 (true, false),
             );
             channels = out;
+            let blocks = cfg.up_transformer_layers[level][layer];
             if blocks > 0 {
                 b.transformer(
                     &format!("up_blocks.{level}.attentions.{layer}"),

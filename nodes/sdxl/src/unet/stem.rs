@@ -13,7 +13,10 @@ pub struct Stem {
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
     add_embedding: TimestepEmbedding,
-    cfg: UNetConfig,
+    /// Width of the timestep's sinusoidal embedding (the first level's channels).
+    time_channels: usize,
+    /// Width of each time id's sinusoidal embedding.
+    time_id_channels: usize,
 }
 
 impl Stem {
@@ -31,7 +34,8 @@ impl Stem {
                 cfg.added_condition_dim(),
                 cfg.time_embed_dim(),
             )?,
-            cfg: *cfg,
+            time_channels: cfg.block_out_channels[0],
+            time_id_channels: cfg.addition_time_embed_dim,
         })
     }
 
@@ -42,11 +46,11 @@ impl Stem {
     /// A tensor error on mismatched shapes.
     pub fn embedding(&self, timesteps: &Tensor, text_embeds: &Tensor, time_ids: &Tensor) -> Result<Tensor> {
         let dtype = text_embeds.dtype();
-        let t = timestep_embedding(timesteps, self.cfg.block_out_channels[0])?.to_dtype(dtype)?;
+        let t = timestep_embedding(timesteps, self.time_channels)?.to_dtype(dtype)?;
         let emb = self.time_embedding.forward(&t)?;
         let batch = time_ids.dim(0)?;
-        let ids = timestep_embedding(&time_ids.flatten_all()?, self.cfg.addition_time_embed_dim)?
-            .reshape((batch, 6 * self.cfg.addition_time_embed_dim))?
+        let ids = timestep_embedding(&time_ids.flatten_all()?, self.time_id_channels)?
+            .reshape((batch, 6 * self.time_id_channels))?
             .to_dtype(dtype)?;
         let added = self.add_embedding.forward(&Tensor::cat(&[text_embeds, &ids], 1)?)?;
         emb + added

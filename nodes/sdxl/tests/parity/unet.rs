@@ -122,3 +122,22 @@ fn a_unet_of_other_sizes_is_built_from_its_config_and_matches_diffusers() {
     let out = unet.forward(&store, &input(&cases, "other", None)).unwrap();
     assert_close("other sizes", &out, &cases["other.out"]);
 }
+
+/// A UNet distilled as SSD-1B and Segmind Vega are (up levels with a transformer depth per
+/// layer of their own, a middle block that is one resnet without attention), built from the
+/// config.json diffusers wrote for it.
+#[test]
+fn a_distilled_unet_is_built_from_its_config_and_matches_diffusers() {
+    let text = std::fs::read_to_string(fixture("unet_distilled_config.json")).unwrap();
+    let cfg = UNetConfig::from_diffusers_json(&text).unwrap();
+    assert_eq!(cfg.transformer_layers, [0, 2, 1]);
+    assert_eq!(cfg.up_transformer_layers, [vec![1, 3, 2], vec![2, 1, 1], vec![0, 0, 0]]);
+    assert_eq!(cfg.mid_transformer_layers, 0, "the middle block has no attention");
+    let unet = UNet::new(cfg).unwrap();
+    assert_units_cover(unet.units(), "unet_distilled.safetensors");
+    let source = TensorSource::open(&[&fixture("unet_distilled.safetensors")]).unwrap();
+    let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+    let cases = load_cases("unet_distilled_cases.safetensors");
+    let out = unet.forward(&store, &input(&cases, "distilled", None)).unwrap();
+    assert_close("distilled", &out, &cases["distilled.out"]);
+}
