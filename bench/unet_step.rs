@@ -122,7 +122,7 @@ fn main() {
         .then(|| value("--bandwidth-gb-s", "").parse().expect("--bandwidth-gb-s GB/s"));
     let dtype = weight_dtype(&device);
     let cfg = UNetConfig::sdxl();
-    let unet = UNet::new(cfg).expect("the SDXL layout");
+    let unet = UNet::new(cfg.clone()).expect("the SDXL layout");
     let units = unet.units().to_vec();
     // The pass's units come first, then the context projections, run once before the steps.
     let pass_units = units.iter().take_while(|u| u.group.every_pass).count();

@@ -81,7 +81,7 @@ fn main() -> Result<()> {
 
     let mut checkpoint = BTreeMap::new();
     let unet_cfg = UNetConfig::sdxl();
-    let unet = UNet::new(unet_cfg)?;
+    let unet = UNet::new(unet_cfg.clone())?;
     for (key, shape) in unit_params(unet.units()) {
         let stored = unet_key(&key, &unet_cfg).ok_or_else(|| format!("no original key for UNet {key}"))?;
         add(&mut checkpoint, SourceKey::whole(stored), "unet", key, shape);
