@@ -8,6 +8,7 @@ mod engine {
     pub mod fixtures;
     pub mod hostile;
     pub mod loopback;
+    pub mod lora;
     pub mod plans;
     pub mod rehearsal;
     pub mod server;

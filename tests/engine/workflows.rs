@@ -22,7 +22,7 @@ fn run_text(name: &str, bytes: &[u8], output_dir: &Path) -> Vec<PathBuf> {
 /// Runs a workflow whose file names resolve in `files`, after rehearsing it as a run on a GPU
 /// does: every node rehearses on the stand-ins before it (the CPU states no device needs), and
 /// the rehearsal writes nothing.
-fn run_in(name: &str, bytes: &[u8], files: FileRoots) -> Vec<PathBuf> {
+pub fn run_in(name: &str, bytes: &[u8], files: FileRoots) -> Vec<PathBuf> {
     let engine = Engine::new(packs());
     let plan = swapgraph::prepare(name, bytes, &[], engine.registry()).unwrap_or_else(|report| panic!("{report}"));
     let options = RunOptions {

@@ -69,8 +69,8 @@ pub struct StoreCache {
     slot: Arc<DeviceSlot<StoreKey, dyn WeightStore>>,
 }
 
-/// What a cached store was built for: the model (its network's address and name) and device
-/// (as its debug location), the dtype, and the store's device bytes.
+/// What a cached store was built for: the model (its network's and weights' addresses and its
+/// name) and device (as its debug location), the dtype, and the store's device bytes.
 type StoreKey = (String, DType, u64);
 
 impl StoreCache {
@@ -88,7 +88,9 @@ impl StoreCache {
         build: impl FnOnce() -> Result<(Arc<dyn WeightStore>, u64), E>,
     ) -> Result<Arc<dyn WeightStore>, E> {
         let network = Arc::as_ptr(&model.network).cast::<()>() as usize;
-        let key = format!("{network:x} {} {:?}", model.name, device.location());
+        // The same network with other weights (a LoRA merged in) needs a store of its own.
+        let weights = Arc::as_ptr(&model.source) as usize;
+        let key = format!("{network:x} {weights:x} {} {:?}", model.name, device.location());
         let fill = Fill {
             name: format!("{} ({})", model.network.kind(), model.name),
             manager: room.manager.as_ref(),
@@ -177,6 +179,12 @@ impl ModelHandle {
             placement,
             ..self.clone()
         }
+    }
+
+    /// The same model reading its weights from `source` (the same weights with a LoRA merged
+    /// in), placed as before.
+    pub fn with_source(&self, source: Arc<TensorSource>) -> Self {
+        Self { source, ..self.clone() }
     }
 
     /// The same model, with `placement` for the models sampled alongside it.

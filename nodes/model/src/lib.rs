@@ -10,6 +10,7 @@ mod device;
 mod family;
 mod handle;
 mod memory;
+mod patches;
 mod record;
 mod safetensors_file;
 mod seeded;
@@ -25,6 +26,7 @@ pub use device::{
 pub use family::{StreamedFamily, TinyModel};
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};
 pub use memory::{device_ceiling, memory_manager, Ceiling, DeviceMemoryManager, Evict, OnDevice, ResidentId};
+pub use patches::{LowRank, WeightPatches};
 pub use record::record_params;
 pub use seeded::{seeded_tensor, seeded_tensors};
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};

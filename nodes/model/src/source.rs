@@ -1,6 +1,7 @@
 //! Where weights come from: safetensors files (with a key map for other layouts), tensors made
 //! in memory, or the built-in models' seeded weights, drawn whenever they are read.
 
+use crate::patches::WeightPatches;
 use crate::safetensors_file::SafetensorsFiles;
 use crate::seeded::seeded_tensor;
 use candle_core::{DType, Device, Shape, Tensor};
@@ -110,9 +111,11 @@ enum Backing {
 
 /// A set of named tensors that models load their weights from.
 pub struct TensorSource {
-    backing: Backing,
+    backing: Arc<Backing>,
     name: String,
     key_map: Option<KeyMap>,
+    /// Low-rank changes merged into the weights as they are read.
+    patches: Option<Arc<WeightPatches>>,
 }
 
 impl TensorSource {
@@ -130,18 +133,20 @@ impl TensorSource {
             .collect::<Vec<_>>()
             .join(", ");
         Ok(Self {
-            backing: Backing::Files(files),
+            backing: Arc::new(Backing::Files(files)),
             name,
             key_map: None,
+            patches: None,
         })
     }
 
     /// Tensors made in memory, e.g. a built-in model's seeded weights.
     pub fn from_tensors(name: impl Into<String>, tensors: HashMap<String, Tensor>) -> Self {
         Self {
-            backing: Backing::Memory(tensors),
+            backing: Arc::new(Backing::Memory(tensors)),
             name: name.into(),
             key_map: None,
+            patches: None,
         }
     }
 
@@ -154,13 +159,29 @@ impl TensorSource {
         dtype: DType,
     ) -> Self {
         Self {
-            backing: Backing::Seeded {
+            backing: Arc::new(Backing::Seeded {
                 model: model.into(),
                 shapes: params.into_iter().collect(),
                 dtype,
-            },
+            }),
             name: name.into(),
             key_map: None,
+            patches: None,
+        }
+    }
+
+    /// The same weights with `patches` merged in as they are read (after any this source
+    /// already merges), sharing the files: the source itself is unchanged.
+    pub fn patched(&self, patches: &WeightPatches) -> Self {
+        let patches = match &self.patches {
+            Some(earlier) => earlier.then(patches),
+            None => patches.clone(),
+        };
+        Self {
+            backing: Arc::clone(&self.backing),
+            name: self.name.clone(),
+            key_map: self.key_map.clone(),
+            patches: Some(Arc::new(patches)),
         }
     }
 
@@ -172,7 +193,7 @@ impl TensorSource {
 
     /// Every key the source holds, in its own naming.
     pub fn keys(&self) -> Vec<String> {
-        match &self.backing {
+        match &*self.backing {
             Backing::Files(files) => files.names().cloned().collect(),
             Backing::Memory(tensors) => tensors.keys().cloned().collect(),
             Backing::Seeded { shapes, .. } => shapes.keys().cloned().collect(),
@@ -182,7 +203,7 @@ impl TensorSource {
     /// The shape of the tensor stored under `key`, in the source's own naming, read without
     /// loading it.
     pub fn stored_shape(&self, key: &str) -> Option<Vec<usize>> {
-        match &self.backing {
+        match &*self.backing {
             Backing::Files(files) => files.shape(key).map(<[usize]>::to_vec),
             Backing::Memory(tensors) => tensors.get(key).map(|t| t.dims().to_vec()),
             Backing::Seeded { shapes, .. } => shapes.get(key).map(|s| s.dims().to_vec()),
@@ -194,7 +215,7 @@ impl TensorSource {
         let Some(SourceKey { key, .. }) = self.source_key(key) else {
             return false;
         };
-        match &self.backing {
+        match &*self.backing {
             Backing::Files(files) => files.shape(&key).is_some(),
             Backing::Memory(tensors) => tensors.contains_key(&key),
             Backing::Seeded { shapes, .. } => shapes.contains_key(&key),
@@ -225,7 +246,7 @@ impl TensorSource {
             key: source_key.clone(),
             message: e.to_string(),
         };
-        let stored = match &self.backing {
+        let stored = match &*self.backing {
             Backing::Files(files) => {
                 let stored = files.shape(&source_key).ok_or_else(|| missing(source_key.clone()))?;
                 // Check the size before reading: a lying file must not make us read gigabytes.
@@ -262,6 +283,12 @@ impl TensorSource {
         if tensor.dims() != shape.dims() {
             return Err(self.shape_error(&source_key, shape, tensor.dims()));
         }
+        // A change is merged where the weight will live, in f32, before the run's dtype.
+        if let Some(patches) = self.patches.as_ref().filter(|patches| patches.changes(key)) {
+            let weight = tensor.to_device(device).map_err(failed)?;
+            let merged = patches.apply(key, &weight).unwrap_or_else(|| Ok(weight.clone()));
+            return merged.and_then(|t| t.to_dtype(dtype)).map_err(failed);
+        }
         tensor.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(failed)
     }
 
@@ -272,13 +299,15 @@ impl TensorSource {
     /// # Errors
     /// As [`TensorSource::load`], or a `target` whose length is not the tensor's.
     pub fn read_into(&self, key: &str, shape: &Shape, dtype: DType, target: &mut [u8]) -> Result<(), SourceError> {
+        let patched = self.patches.as_ref().is_some_and(|patches| patches.changes(key));
         if let (
             Backing::Files(files),
             Some(SourceKey {
                 key: source_key,
                 part: Part::Whole,
             }),
-        ) = (&self.backing, self.source_key(key))
+            false,
+        ) = (&*self.backing, self.source_key(key), patched)
         {
             let stored = files.shape(&source_key).ok_or_else(|| SourceError::Missing {
                 source_name: self.name.clone(),

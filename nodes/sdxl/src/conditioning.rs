@@ -6,7 +6,7 @@ use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
 use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Arc;
-use swapgraph_model::{record_params, ModelHandle, OnDevice, TensorSource};
+use swapgraph_model::{record_params, ModelHandle, OnDevice, TensorSource, WeightPatches};
 use swapgraph_node_api::VramBudget;
 
 /// SDXL's size conditioning: original size, crop offset and target size, as pixels.
@@ -126,7 +126,7 @@ fn encoder_on_demand(name: &str, source: Arc<TensorSource>, cfg: ClipConfig) -> 
 /// on its own while it encodes, so only the larger (bigG, 1.3 GiB in f16) must fit at once.
 pub struct TextEncoders {
     /// The tokenizer both encoders share.
-    pub tokenizer: ClipTokenizer,
+    pub tokenizer: Arc<ClipTokenizer>,
     /// CLIP ViT-L.
     pub clip_l: OnDevice<ClipTextEncoder>,
     /// OpenCLIP ViT-bigG with projection.
@@ -134,6 +134,10 @@ pub struct TextEncoders {
     /// Widths of an encoding: the context's (both encoders' hidden states side by side) and the
     /// pooled embedding's.
     widths: (usize, usize),
+    /// The checkpoint's name, for logs.
+    name: String,
+    /// Where each encoder's weights are read from, with its configuration: CLIP-L, then bigG.
+    masters: [(Arc<TensorSource>, ClipConfig); 2],
 }
 
 impl TextEncoders {
@@ -148,6 +152,15 @@ impl TextEncoders {
         (source_l, cfg_l): (Arc<TensorSource>, ClipConfig),
         (source_g, cfg_g): (Arc<TensorSource>, ClipConfig),
     ) -> Result<Self> {
+        Self::with_tokenizer(name, Arc::new(tokenizer), [(source_l, cfg_l), (source_g, cfg_g)])
+    }
+
+    fn with_tokenizer(
+        name: &str,
+        tokenizer: Arc<ClipTokenizer>,
+        masters: [(Arc<TensorSource>, ClipConfig); 2],
+    ) -> Result<Self> {
+        let [(source_l, cfg_l), (source_g, cfg_g)] = masters.clone();
         Ok(Self {
             tokenizer,
             widths: (
@@ -156,7 +169,31 @@ impl TextEncoders {
             ),
             clip_l: encoder_on_demand(&format!("CLIP ViT-L ({name})"), source_l, cfg_l)?,
             clip_g: encoder_on_demand(&format!("OpenCLIP bigG ({name})"), source_g, cfg_g)?,
+            name: name.to_string(),
+            masters,
         })
+    }
+
+    /// The configurations of CLIP-L and bigG.
+    pub fn configs(&self) -> [&ClipConfig; 2] {
+        [&self.masters[0].1, &self.masters[1].1]
+    }
+
+    /// The same encoders with low-rank changes merged into CLIP-L's (`l`) and bigG's (`g`)
+    /// weights as they are read (a LoRA); these encoders stay as they are.
+    ///
+    /// # Errors
+    /// A configuration whose parameters cannot be listed.
+    pub fn patched(&self, l: &WeightPatches, g: &WeightPatches) -> Result<Self> {
+        let [(source_l, cfg_l), (source_g, cfg_g)] = &self.masters;
+        Self::with_tokenizer(
+            &self.name,
+            Arc::clone(&self.tokenizer),
+            [
+                (Arc::new(source_l.patched(l)), *cfg_l),
+                (Arc::new(source_g.patched(g)), *cfg_g),
+            ],
+        )
     }
 
     /// Encodes `text_l` with CLIP-L and `text_g` with bigG on `device` (within the run's

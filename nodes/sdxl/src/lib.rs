@@ -6,6 +6,7 @@ pub mod clip;
 pub mod controlnet;
 pub mod ip_adapter;
 pub mod kernels;
+pub mod lora;
 pub mod region;
 pub mod sampling;
 pub mod unet;

@@ -6,6 +6,7 @@ mod parity {
     pub mod clip;
     pub mod controlnet;
     pub mod folder;
+    pub mod lora;
     pub mod sampling;
     pub mod single_file;
     pub mod unet;

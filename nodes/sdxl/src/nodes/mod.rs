@@ -6,6 +6,7 @@ mod clip_text_encode;
 mod controlnet;
 mod empty_latent_image;
 mod ksampler;
+mod lora_loader;
 mod out_of_memory;
 mod sampler_room;
 mod sampling_times;
@@ -32,6 +33,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(controlnet::ControlNetApplyAdvanced::new())?;
     registry.register(empty_latent_image::EmptyLatentImage::new())?;
     registry.register(ksampler::KSampler::new())?;
+    registry.register(lora_loader::LoraLoader::new())?;
+    registry.register(lora_loader::LoraLoader::model_only())?;
     registry.register(vae_decode::VaeDecode::new())?;
     registry.register(vae_decode::VaeDecode::tiled())?;
     registry.register(vae_encode::VaeEncode::new())?;

@@ -15,9 +15,9 @@ pub struct UNetConfig {
     /// Transformer blocks per attention layer at each level of the down path; 0 means the level
     /// has no attention (a plain `DownBlock2D`).
     pub transformer_layers: [usize; 3],
-    /// Transformer blocks of each up level's attention layers, one per resnet (`layers_per_block`
-    /// + 1), the deepest level first: SDXL mirrors the down path, distilled models (SSD-1B,
-    /// Segmind Vega) have depths of their own. 0: the layer has no attention.
+    /// Transformer blocks of each up level's attention layers, one per resnet (one more than
+    /// `layers_per_block`), the deepest level first: SDXL mirrors the down path, distilled models
+    /// (SSD-1B, Segmind Vega) have depths of their own. 0: the layer has no attention.
     pub up_transformer_layers: [Vec<usize>; 3],
     /// Transformer blocks of the middle block's attention layer; 0: the middle block is a single
     /// resnet without attention (diffusers' `UNetMidBlock2D`, as in SSD-1B and Segmind Vega).
