@@ -73,7 +73,7 @@ measure() {
   local before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$LOGS/smi_$label.txt" &
   local smi=$!
-  RUST_LOG=info python3 - "$LOGS/small_$label.txt" "$LOGS/run_$label.json" .gpu/swapgraph run workflows/instantid_blockswap.yaml \
+  RUST_LOG=info,swapgraph_model=debug python3 - "$LOGS/small_$label.txt" "$LOGS/run_$label.json" .gpu/swapgraph run workflows/instantid_blockswap.yaml \
     --device cuda:0 --output-dir "/tmp/small-$label" $models $SIZE <<'PY'
 import json, resource, subprocess, sys, time
 start = time.time()

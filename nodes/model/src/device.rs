@@ -75,6 +75,13 @@ pub fn device_info(device: &Device) -> Option<DeviceInfo> {
     gpu::info(device)
 }
 
+/// Gives the memory pool's cached free blocks back to the driver, for an allocation that ran
+/// out of memory with room in the pool that its free blocks, split by earlier allocations,
+/// could not offer in one piece (what PyTorch's allocator does before it gives up).
+pub fn release_cached_memory(device: &Device) {
+    gpu::release_cached(device);
+}
+
 /// Starts a new peak for [`DeviceMemory::peak_allocated`].
 pub fn reset_peak_memory(device: &Device) {
     gpu::reset_peak(device);
@@ -177,6 +184,16 @@ mod gpu {
         })
     }
 
+    pub fn release_cached(device: &Device) {
+        let Device::Cuda(cuda) = device else { return };
+        let stream = cuda.cuda_stream();
+        if let Some(pool) = default_pool(stream.context()) {
+            let _ = stream.synchronize();
+            // SAFETY: `pool` is the device's default pool; trimming keeps every block in use.
+            let _ = unsafe { sys::cuMemPoolTrimTo(pool, 0) };
+        }
+    }
+
     pub fn reset_peak(device: &Device) {
         let Device::Cuda(cuda) = device else { return };
         let stream = cuda.cuda_stream();
@@ -211,6 +228,8 @@ mod gpu {
     pub fn info(_device: &Device) -> Option<super::DeviceInfo> {
         None
     }
+
+    pub fn release_cached(_device: &Device) {}
 
     pub fn reset_peak(_device: &Device) {}
 }

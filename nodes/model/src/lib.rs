@@ -20,8 +20,8 @@ mod unit;
 mod values;
 
 pub use device::{
-    candle_device, device_info, device_memory, is_out_of_memory, reset_peak_memory, weight_dtype, DeviceInfo,
-    DeviceMemory, HEADROOM_FRACTION,
+    candle_device, device_info, device_memory, is_out_of_memory, release_cached_memory, reset_peak_memory,
+    weight_dtype, DeviceInfo, DeviceMemory, HEADROOM_FRACTION,
 };
 pub use family::{StreamedFamily, TinyModel};
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};

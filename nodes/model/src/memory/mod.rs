@@ -45,6 +45,16 @@ pub fn memory_manager(device: &Device, budget: VramBudget) -> Option<Arc<DeviceM
     // passed between nodes) is not the manager's to give.
     let unmanaged = memory.allocated.saturating_sub(manager.held());
     manager.set_limit(limit.saturating_sub(unmanaged));
+    tracing::debug!(
+        "device memory: {} MiB allocated ({} MiB by models, {unmanaged_mib} MiB outside them), {} MiB reserved, {} \
+         MiB free; the run's models may have {} MiB",
+        memory.allocated >> 20,
+        manager.held() >> 20,
+        memory.reserved >> 20,
+        memory.free >> 20,
+        manager.limit() >> 20,
+        unmanaged_mib = unmanaged >> 20
+    );
     Some(Arc::clone(manager))
 }
 

@@ -4,6 +4,7 @@
 
 use super::memory_manager;
 use super::slot::{DeviceSlot, Fill};
+use crate::device::{is_out_of_memory, release_cached_memory};
 use candle_core::{Device, DeviceLocation, Result};
 use std::sync::Arc;
 use swapgraph_node_api::VramBudget;
@@ -57,11 +58,34 @@ impl<T: Send + Sync + 'static> OnDevice<T> {
             manager: manager.as_ref(),
             room_for: Some(bytes),
         };
-        self.slot.get_or_fill(
-            |made_for| *made_for == location,
-            fill,
-            || Ok((location, Arc::new((self.build)(device)?), bytes)),
-        )
+        let place = |fill: Fill| -> Result<Arc<T>> {
+            self.slot.get_or_fill(
+                |made_for| *made_for == location,
+                fill,
+                || Ok((location, Arc::new((self.build)(device)?), bytes)),
+            )
+        };
+        match place(fill) {
+            // The accounting said it fits and the device disagreed: every idle model leaves and
+            // the pool's cached blocks go back to the driver before one more try.
+            Err(e) if is_out_of_memory(&e.to_string()) => {
+                tracing::info!(
+                    "{}: out of device memory while placing it; sending every idle model away and releasing the \
+                     memory pool's cached blocks, then trying again",
+                    self.name
+                );
+                if let Some(manager) = &manager {
+                    manager.make_room(u64::MAX, &[]);
+                }
+                release_cached_memory(device);
+                place(Fill {
+                    name: self.name.clone(),
+                    manager: manager.as_ref(),
+                    room_for: None,
+                })
+            }
+            other => other,
+        }
     }
 }
 
@@ -91,5 +115,28 @@ mod tests {
         assert!(part.slot.evict());
         part.get(&Device::Cpu, VramBudget::Auto).unwrap();
         assert_eq!(builds.load(Ordering::SeqCst), 2, "built again after leaving");
+    }
+
+    #[test]
+    fn a_placement_that_runs_out_of_memory_is_tried_once_more_and_other_errors_are_not() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&builds);
+        let part = OnDevice::new(
+            "encoder",
+            |_: &Device| 10,
+            move |_: &Device| match counted.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(candle_core::Error::Msg("DriverError(CUDA_ERROR_OUT_OF_MEMORY)".into())),
+                _ => Ok(7u32),
+            },
+        );
+        assert_eq!(*part.get(&Device::Cpu, VramBudget::Auto).unwrap(), 7);
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
+
+        let broken = OnDevice::new(
+            "encoder",
+            |_: &Device| 10,
+            |_: &Device| -> Result<u32> { Err(candle_core::Error::Msg("a missing tensor".into())) },
+        );
+        assert!(broken.get(&Device::Cpu, VramBudget::Auto).is_err());
     }
 }
