@@ -4,7 +4,9 @@
 
 use crate::unet::{step_activations, UNet};
 use candle_core::{DType, Device};
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use swapgraph_model::{device_memory, is_out_of_memory, ModelHandle, HEADROOM_FRACTION};
 use swapgraph_node_api::NodeError;
 
@@ -169,6 +171,30 @@ impl UNetOnDevice<'_> {
     /// A step's activations at the real latent size, extrapolated from measurements at two
     /// small sizes; `None` when even those do not fit or the device reports no memory.
     fn estimate_activations(&self) -> Option<u64> {
+        // Measured once per UNet shape, device, dtype and size in a process: the check before a
+        // run measures, the run reuses it.
+        type Key = (String, String, DType, (usize, usize));
+        static MEASURED: OnceLock<Mutex<HashMap<Key, u64>>> = OnceLock::new();
+        let key = (
+            format!("{:?}", self.unet.config()),
+            format!("{:?}", self.device.location()),
+            self.dtype,
+            self.latent,
+        );
+        let measured = MEASURED.get_or_init(Mutex::default);
+        if let Some(bytes) = measured.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Some(*bytes);
+        }
+        let bytes = self.measure_activations()?;
+        measured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, bytes);
+        Some(bytes)
+    }
+
+    /// Measures [`UNetOnDevice::estimate_activations`] on the device.
+    fn measure_activations(&self) -> Option<u64> {
         let measure = |side: usize| {
             step_activations(self.unet, self.device, self.dtype, (side, side))
                 .ok()
