@@ -9,14 +9,20 @@ use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
 use crate::sampling::{DiscreteSchedule, GuidedDenoiser, Sampler, Scheduler, SeededNoise, TextConditioning};
 use crate::unet::{ContextCache, UNet};
-use candle_core::DType;
+use candle_core::{DType, Device};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use swapgraph_model::{device_memory, reset_peak_memory, Latent, ModelHandle};
 use swapgraph_node_api::{
     Args, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
 };
+
+/// `result` with the time since `started` once `device` has done the work queued for it.
+fn timed<T>(device: &Device, started: Instant, result: T) -> Result<(T, Duration), NodeError> {
+    device.synchronize().map_err(tensor_error)?;
+    Ok((result, started.elapsed()))
+}
 
 /// KSampler's params, as ComfyUI names them.
 #[derive(Params)]
@@ -99,13 +105,34 @@ impl NodeType for KSampler {
         let companion = model.companion_placement.as_ref();
         let controlnet = adapters::placed_controlnet(&positive_in, &negative_in, companion);
         let rooms = sampler_rooms(&on_device, controlnet.as_ref(), ctx.vram_budget);
-        // Times are taken with the device synchronised, so queued work counts where it ran.
+        // The UNet's and the ControlNet's weights are read and placed side by side. Times are
+        // taken with the device synchronised, so queued work counts where it ran.
         let started = Instant::now();
-        let store = model
-            .store(&device, model_dtype(&device), &rooms.unet)
-            .map_err(|e| on_device.explain(e.to_string(), "while loading the UNet's weights", false))?;
-        device.synchronize().map_err(tensor_error)?;
-        let unet_weights = started.elapsed();
+        let (store, control) = std::thread::scope(|scope| {
+            let control = scope.spawn(|| {
+                let control = adapters::control_guidance(
+                    &positive_in,
+                    &negative_in,
+                    companion,
+                    (&device, model_dtype(&device)),
+                    &rooms.controlnet,
+                );
+                timed(&device, started, control)
+            });
+            let store = timed(
+                &device,
+                started,
+                model.store(&device, model_dtype(&device), &rooms.unet),
+            );
+            let control = control
+                .join()
+                .unwrap_or_else(|_| Err(NodeError::msg("placing the ControlNet's weights panicked")));
+            (store, control)
+        });
+        let (store, unet_weights) = store?;
+        let store = store.map_err(|e| on_device.explain(e.to_string(), "while loading the UNet's weights", false))?;
+        let (control, control_ready) = control?;
+        let control = control?;
         let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
         let side = |c: &Conditioning| -> Result<TextConditioning, NodeError> {
             let ids = c.size.unwrap_or(image_size).tensor(&device).map_err(tensor_error)?;
@@ -116,16 +143,8 @@ impl NodeType for KSampler {
             })
         };
         let (positive, negative) = (side(&positive_in)?, side(&negative_in)?);
-        let control = adapters::control_guidance(
-            &positive_in,
-            &negative_in,
-            companion,
-            (&device, model_dtype(&device)),
-            &rooms.controlnet,
-        )?;
         let image_tokens = adapters::image_token_guidance(&positive_in, &negative_in)?;
-        device.synchronize().map_err(tensor_error)?;
-        let controlnet_weights = control.as_ref().map(|_| started.elapsed() - unet_weights);
+        let controlnet_weights = control.as_ref().map(|_| control_ready);
         let clock = RefCell::new(StepClock::new(SamplingTimes {
             unet_weights,
             controlnet_weights,

@@ -5,7 +5,8 @@ use super::tensor_error;
 use crate::device::{candle_device, vae_dtype};
 use crate::vae::{decode_tiled, CoderCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
 use candle_core::{DType, Device, Tensor};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use swapgraph_model::{device_memory, is_out_of_memory, memory_manager, Image, Latent};
 use swapgraph_node_api::{
     Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
@@ -123,29 +124,46 @@ fn decode_cost(
     ctx: &RunContext,
     size: (usize, usize),
 ) -> Result<Option<CoderCost>, NodeError> {
-    coder_cost(device, ctx, || {
+    let coder = format!("decoder of {:?} in {:?}", vae.config(), vae_dtype(device));
+    coder_cost(device, ctx, coder, || {
         CoderCost::measure_decoder(vae, device, vae_dtype(device))
     })
     .map_err(|e| explain_vae_decode(e.to_string(), size, Some(MIN_TILE * 8), device))
 }
 
-/// A coder's working memory on `device` as `measure` finds it; `None` on the CPU. The probes are
-/// small; when even they do not fit beside the idle models, those leave the device first.
+/// A coder's working memory on `device` as `measure` finds it, measured once per `coder` (a VAE's
+/// sizes and which half) and device in a process, so the run reuses what the check before it
+/// measured; `None` on the CPU. The probes are small; when even they do not fit beside the idle
+/// models, those leave the device first.
 pub(super) fn coder_cost(
     device: &Device,
     ctx: &RunContext,
+    coder: String,
     measure: impl Fn() -> candle_core::Result<Option<CoderCost>>,
 ) -> candle_core::Result<Option<CoderCost>> {
+    static MEASURED: OnceLock<Mutex<HashMap<(String, String), CoderCost>>> = OnceLock::new();
     let Some(manager) = memory_manager(device, ctx.vram_budget) else {
         return Ok(None);
     };
-    match measure() {
+    let key = (coder, format!("{:?}", device.location()));
+    let measured = MEASURED.get_or_init(Mutex::default);
+    if let Some(cost) = measured.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        return Ok(Some(*cost));
+    }
+    let cost = match measure() {
         Err(e) if is_out_of_memory(&e.to_string()) => {
             manager.make_room(u64::MAX, &[]);
             measure()
         }
         other => other,
+    }?;
+    if let Some(cost) = cost {
+        measured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, cost);
     }
+    Ok(cost)
 }
 
 /// How `VAEDecode` splits a `latent` (batch, height, width) on `device`: measured and planned against the

@@ -55,7 +55,8 @@ fn encode_cost(
     ctx: &RunContext,
     (_, h, w): (usize, usize, usize),
 ) -> Result<Option<CoderCost>, NodeError> {
-    coder_cost(device, ctx, || {
+    let coder = format!("encoder of {:?} in {:?}", vae.config(), vae_dtype(device));
+    coder_cost(device, ctx, coder, || {
         CoderCost::measure_encoder(vae, device, vae_dtype(device))
     })
     .map_err(|e| {

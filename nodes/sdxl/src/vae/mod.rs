@@ -49,6 +49,11 @@ impl Vae {
         })
     }
 
+    /// Its sizes.
+    pub fn config(&self) -> &VaeConfig {
+        &self.cfg
+    }
+
     /// The VAE whose master is `source`, built on a device when it is used there and dropped
     /// from it when another model needs the room.
     ///
