@@ -7,6 +7,7 @@ mod parity {
     pub mod controlnet;
     pub mod folder;
     pub mod lora;
+    pub mod noise;
     pub mod sampling;
     pub mod single_file;
     pub mod unet;

@@ -7,7 +7,7 @@ use super::sampling_times::{SamplingTimes, StepClock};
 use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
-use crate::sampling::{DiscreteSchedule, GuidedDenoiser, Sampler, Scheduler, SeededNoise, TextConditioning};
+use crate::sampling::{DiscreteSchedule, GuidedDenoiser, Sampler, Scheduler, SeedNoise, TextConditioning};
 use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Device};
 use std::cell::{Cell, RefCell};
@@ -30,6 +30,9 @@ struct KSamplerParams {
     /// Seeds the noise: a seed gives the same starting noise on every machine and device.
     #[param(default = 0)]
     seed: u64,
+    /// How a seed becomes noise: comfyui (PyTorch's CPU generator, as ComfyUI draws it, so a seed gives the noise it gives there) or chacha8.
+    #[param(default = SeedNoise::ComfyUi)]
+    noise_source: SeedNoise,
     /// Sampling steps.
     #[param(default = 20, min = 1, max = 10_000)]
     steps: usize,
@@ -153,8 +156,10 @@ impl NodeType for KSampler {
 
         let schedule = DiscreteSchedule::sdxl();
         let sigmas = denoise_sigmas(&schedule, params.scheduler, params.steps, params.denoise)?;
-        let mut noise = SeededNoise::new(params.seed);
-        let start_noise = noise.tensor(latent.samples.dims(), &device).map_err(tensor_error)?;
+        let (start_noise, mut noise) = params
+            .noise_source
+            .draw(params.seed, latent.samples.dims(), &device)
+            .map_err(tensor_error)?;
         let start = (latent.samples.to_dtype(DType::F32).map_err(tensor_error)?
             + (start_noise * sigmas[0]).map_err(tensor_error)?)
         .map_err(tensor_error)?;
@@ -188,7 +193,7 @@ impl NodeType for KSampler {
         reset_peak_memory(&device);
         let samples = match params
             .sampler_name
-            .sample(&mut denoiser, start, &sigmas, &mut noise, &mut after_step)
+            .sample(&mut denoiser, start, &sigmas, noise.as_mut(), &mut after_step)
         {
             Ok(samples) => samples,
             Err(_) if cancelled.get() => return Err(NodeError::Cancelled),

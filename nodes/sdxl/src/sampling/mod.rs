@@ -5,9 +5,11 @@ mod denoiser;
 mod noise;
 mod samplers;
 mod schedule;
+mod torch_noise;
 
 pub use adapters::{percent_sigma, ControlGuidance, ImageTokenGuidance};
 pub use denoiser::{GuidedDenoiser, TextConditioning};
 pub use noise::SeededNoise;
 pub use samplers::{Denoiser, NoiseSource, Sampler};
 pub use schedule::{DiscreteSchedule, Scheduler, TRAINING_STEPS};
+pub use torch_noise::{SeedNoise, TorchNoise};
