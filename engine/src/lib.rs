@@ -16,10 +16,11 @@ pub mod workflow;
 
 use plan::Plan;
 use swapgraph_node_api::Registry;
-use validate::ValidationReport;
+use validate::{ValidationError, ValidationReport};
 use workflow::Override;
 
-/// Parses, applies overrides to, validates and plans workflow text: everything before running.
+/// Parses, applies overrides to, validates and plans workflow text (a swapgraph workflow, or a
+/// ComfyUI API-format workflow read as one): everything before running.
 ///
 /// # Errors
 /// A [`ValidationReport`] with every problem found, named after `source`.
@@ -29,8 +30,27 @@ pub fn prepare(
     overrides: &[Override],
     registry: &Registry,
 ) -> Result<Plan, ValidationReport> {
+    let imported;
+    let imported_source;
+    let mut errors = Vec::new();
+    let mut source = source;
+    let bytes = if workflow::is_comfyui_api(bytes) {
+        let name = std::path::Path::new(source)
+            .file_stem()
+            .map_or(source.into(), |stem| stem.to_string_lossy());
+        let (yaml, problems) = workflow::from_comfyui_api(&name, bytes, registry)
+            .map_err(|message| ValidationReport::new(source, vec![ValidationError::ComfyUi { message }]))?;
+        errors.extend(problems.into_iter().map(|message| ValidationError::ComfyUi { message }));
+        imported = yaml;
+        // Positions are in the workflow the import makes, which `swapgraph import` writes out.
+        imported_source = format!("{source} (imported)");
+        source = &imported_source;
+        imported.as_bytes()
+    } else {
+        bytes
+    };
     let mut document = workflow::parse(bytes).map_err(|error| ValidationReport::new(source, vec![error]))?;
-    let mut errors = workflow::apply_overrides(&mut document, overrides);
+    errors.extend(workflow::apply_overrides(&mut document, overrides));
     match validate::validate(&document, registry) {
         Ok(graph) if errors.is_empty() => Ok(Plan::new(graph, document)),
         Ok(_) => Err(ValidationReport::new(source, errors)),

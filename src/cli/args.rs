@@ -38,6 +38,11 @@ pub enum Command {
     Validate(ValidateArgs),
     /// List the node types this build knows, with inputs, params and outputs.
     Nodes(NodesArgs),
+    /// Convert a ComfyUI API-format workflow (JSON, from ComfyUI's "Export (API)") to a workflow
+    /// file, and report what in it swapgraph cannot run. `run` and `validate` also take such a
+    /// file directly.
+    #[command(after_help = EXIT_CODES)]
+    Import(ImportArgs),
     /// Serve the browser editor and the HTTP API (jobs run one at a time on one device; loaded
     /// models stay cached between jobs). Listens on loopback unless told otherwise.
     Serve(ServeArgs),
@@ -49,7 +54,7 @@ impl Command {
         match self {
             Self::Run(args) => Some(&mut args.workflow.set_type),
             Self::Validate(args) => Some(&mut args.workflow.set_type),
-            Self::Nodes(_) | Self::Serve(_) => None,
+            Self::Nodes(_) | Self::Import(_) | Self::Serve(_) => None,
         }
     }
 }
@@ -57,7 +62,7 @@ impl Command {
 /// The workflow file and its overrides.
 #[derive(Debug, Args)]
 pub struct WorkflowArgs {
-    /// The workflow YAML file.
+    /// The workflow file: YAML, or a ComfyUI API-format workflow (JSON).
     pub workflow: PathBuf,
     /// Override a param: node.param=value (value read as YAML: 30, 2.5, true, euler, "a cat").
     /// Repeatable; replaces a literal or a link of that name.
@@ -137,6 +142,16 @@ pub struct ValidateArgs {
     /// Print the plan or the problems as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `swapgraph import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The ComfyUI API-format workflow (JSON).
+    pub file: std::path::PathBuf,
+    /// Where to write the workflow YAML; stdout when left out.
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `swapgraph nodes`.

@@ -6,6 +6,7 @@
 mod args;
 mod check_workflow;
 mod exit;
+mod import;
 mod nodes;
 mod render;
 mod run;
@@ -42,6 +43,7 @@ pub fn main(registry: Registry, packs: &[Pack]) -> ExitCode {
         Command::Run(args) => run::run(args, registry),
         Command::Validate(args) => run::validate(args, &registry),
         Command::Nodes(args) => nodes::list(args, &registry),
+        Command::Import(args) => import::import(args, &registry),
         Command::Serve(args) => serve::serve(args, registry),
     };
     exit.into()

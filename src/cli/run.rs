@@ -177,7 +177,7 @@ pub(super) fn load_quietly(args: &WorkflowArgs, registry: &Registry) -> Result<P
         Err(report) => {
             let mut all = report.errors;
             all.extend(bad_overrides);
-            Err(Failure::Report(ValidationReport::new(source, all)))
+            Err(Failure::Report(ValidationReport::new(report.source, all)))
         }
     }
 }

@@ -21,6 +21,10 @@ pub enum ValidationError {
     /// No `version:` key.
     #[error("the workflow has no \"version\"; add `version: 1` at the top")]
     MissingVersion,
+    /// A ComfyUI API-format workflow that cannot be read as a workflow (a link to a node or an
+    /// output that is not there).
+    #[error("{message}")]
+    ComfyUi { message: String },
     /// A version other than 1.
     #[error("unsupported workflow version {found}; this swapgraph reads version 1")]
     UnsupportedVersion { found: String, at: Position },
@@ -213,6 +217,7 @@ impl ValidationError {
             Self::NotUtf8 { .. } => "not-utf8",
             Self::Syntax { .. } => "yaml-syntax",
             Self::MissingVersion => "missing-version",
+            Self::ComfyUi { .. } => "comfyui-import",
             Self::UnsupportedVersion { .. } => "unsupported-version",
             Self::InvalidNodeId { .. } => "invalid-node-id",
             Self::DuplicateNodeId { .. } => "duplicate-node-id",
@@ -268,7 +273,9 @@ impl ValidationError {
             at: *at,
         };
         match self {
-            Self::TooLarge { .. } | Self::MissingVersion | Self::NoOutputNode { .. } => Location::default(),
+            Self::TooLarge { .. } | Self::MissingVersion | Self::ComfyUi { .. } | Self::NoOutputNode { .. } => {
+                Location::default()
+            }
             Self::NotUtf8 { at }
             | Self::Syntax { at, .. }
             | Self::UnsupportedVersion { at, .. }

@@ -1,6 +1,7 @@
 //! The workflow file format: the document types, reading them from YAML with positions, node ids
 //! and links, and `--set` overrides.
 
+mod comfyui;
 mod document;
 mod entries;
 mod id;
@@ -9,6 +10,7 @@ mod overrides;
 mod plain;
 mod position;
 
+pub use comfyui::{from_comfyui_api, is_comfyui_api};
 pub use document::{NodeSpec, UiPosition, Workflow, FORMAT_VERSION};
 pub use entries::Entries;
 pub use id::{Link, NodeId};

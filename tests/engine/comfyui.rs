@@ -1,0 +1,63 @@
+//! ComfyUI API-format workflows: ComfyUI's default text-to-image graph, exported with "Export
+//! (API)", runs as it is, `swapgraph import` writes it as a workflow that keeps its ids and
+//! titles, and a broken one is reported whole, by node id and title.
+
+use super::fixtures::packs;
+use super::workflows::run_in;
+use std::process::Command;
+use swapgraph_node_api::FileRoots;
+
+const DEFAULT_GRAPH: &str = "tests/cases/comfyui/txt2img_api.json";
+
+#[test]
+fn comfyuis_default_graph_runs_and_imports_with_its_ids_and_titles() {
+    let out = tempfile::tempdir().unwrap();
+    let files = FileRoots {
+        outputs: out.path().to_path_buf(),
+        ..FileRoots::default()
+    };
+    let written = run_in(DEFAULT_GRAPH, &std::fs::read(DEFAULT_GRAPH).unwrap(), files);
+    assert_eq!(written.len(), 1);
+    assert!(written[0].ends_with("ComfyUI_00001.png"), "{written:?}");
+
+    let yaml = out.path().join("txt2img.yaml");
+    let status = Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+        .args(["import", DEFAULT_GRAPH, "-o"])
+        .arg(&yaml)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    let plan = swapgraph::prepare("txt2img.yaml", text.as_bytes(), &[], &packs()).unwrap();
+    let order: Vec<String> = plan.summary().steps.iter().map(|step| step.id.clone()).collect();
+    assert_eq!(order.len(), 7);
+    for id in ["3", "4", "5", "6", "7", "8", "9"] {
+        assert!(order.iter().any(|step| step == id), "node {id} kept: {order:?}");
+    }
+    assert!(
+        text.contains("title: Load Checkpoint") && text.contains("model: 4.model"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_problem_of_a_broken_export_is_reported_by_node() {
+    let broken = r#"{
+        "1": {"class_type": "KSamplerX", "inputs": {"model": ["2", 0]}, "_meta": {"title": "My sampler"}},
+        "2": {"class_type": "CheckpointLoaderSimple", "inputs": {}},
+        "3": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["2", 7]}, "_meta": {"title": "Decode"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0]}}
+    }"#;
+    let Err(report) = swapgraph::prepare("broken.json", broken.as_bytes(), &[], &packs()) else {
+        panic!("a broken export was accepted");
+    };
+    let text = report.to_string();
+    for expected in [
+        "unknown type \"KSamplerX\"",
+        "node 3 (\"Decode\", VAEDecode), input \"samples\": links to node 9, which is not in the workflow",
+        "input \"vae\": links to output 7 of node 2 (CheckpointLoaderSimple), which has 3 output(s)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(text.starts_with("broken.json (imported)"), "{text}");
+}
