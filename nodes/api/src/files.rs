@@ -45,10 +45,27 @@ impl FileRoots {
         if name.starts_with(BUILTIN_PREFIX) {
             return Ok(name.to_owned());
         }
-        let path = confine(Folder::models(&self.models), param, name)?;
+        let path = self.model_path(param, name)?;
         path.into_os_string()
             .into_string()
             .map_err(|path| NodeError::msg(format!("{param}: the path {} is not UTF-8", Path::new(&path).display())))
+    }
+
+    /// The file or folder `param`'s value `name` names in the models folder: the name as it
+    /// stands there, or else in the folder ComfyUI keeps that kind of model in (`checkpoints/`
+    /// for `ckpt_name`, and so on), so a ComfyUI `models/` folder serves as the models folder.
+    fn model_path(&self, param: &str, name: &str) -> Result<PathBuf, NodeError> {
+        let folder = || Folder::models(&self.models);
+        let relative = !Path::new(name).is_absolute();
+        if relative && !self.models.join(name).exists() {
+            let kinds = COMFYUI_FOLDERS.iter().filter(|(named_by, _)| *named_by == param);
+            for sub in kinds.flat_map(|(_, subs)| subs.iter()) {
+                if self.models.join(sub).join(name).exists() {
+                    return confine(folder(), param, &format!("{sub}/{name}"));
+                }
+            }
+        }
+        confine(folder(), param, name)
     }
 
     /// The input file that `param` names, inside the input folder.
@@ -69,11 +86,23 @@ impl FileRoots {
             return Ok(None);
         }
         match folder {
-            FileFolder::Models => confine(Folder::models(&self.models), param, name).map(Some),
+            FileFolder::Models => self.model_path(param, name).map(Some),
             FileFolder::Inputs => confine(Folder::inputs(&self.inputs), param, name).map(Some),
         }
     }
 }
+
+/// Where ComfyUI keeps each kind of model inside its `models/` folder, by the param that names
+/// it there.
+const COMFYUI_FOLDERS: [(&str, &[&str]); 7] = [
+    ("ckpt_name", &["checkpoints"]),
+    ("lora_name", &["loras"]),
+    ("control_net_name", &["controlnet"]),
+    ("instantid_file", &["instantid"]),
+    ("unet_name", &["unet", "diffusion_models"]),
+    ("vae_name", &["vae"]),
+    ("face_models", &["insightface/models", "insightface"]),
+];
 
 /// A folder names resolve in, with what messages call it.
 struct Folder<'a> {
@@ -190,6 +219,41 @@ mod tests {
         );
         let missing = roots.input("image", "sub/missing.png").unwrap();
         assert!(missing.ends_with("models/sub/missing.png"), "{}", missing.display());
+    }
+
+    #[test]
+    fn a_comfyui_models_folder_serves_each_kind_from_its_own_folder() {
+        let scratch = Scratch::new("comfyui");
+        let roots = scratch.roots();
+        let models = scratch.0.join("models");
+        for (folder, file) in [
+            ("checkpoints", "sdxl.safetensors"),
+            ("loras", "style.safetensors"),
+            ("diffusion_models", "u.gguf"),
+        ] {
+            std::fs::create_dir_all(models.join(folder)).unwrap();
+            std::fs::write(models.join(folder).join(file), b"").unwrap();
+        }
+        let found = |param: &str, name: &str| PathBuf::from(roots.model(param, name).unwrap());
+        assert!(found("ckpt_name", "sdxl.safetensors").ends_with("checkpoints/sdxl.safetensors"));
+        assert!(found("lora_name", "style.safetensors").ends_with("loras/style.safetensors"));
+        assert!(found("unet_name", "u.gguf").ends_with("diffusion_models/u.gguf"));
+        assert!(
+            found("lora_name", "sdxl.safetensors").ends_with("models/sdxl.safetensors"),
+            "another kind's folder is not searched: the loader reports the name as not found"
+        );
+        std::fs::write(models.join("sdxl.safetensors"), b"").unwrap();
+        assert!(
+            found("ckpt_name", "sdxl.safetensors").ends_with("models/sdxl.safetensors"),
+            "a name in the models folder itself comes first"
+        );
+        let located = roots
+            .locate(FileFolder::Models, "lora_name", "style.safetensors")
+            .unwrap();
+        assert!(
+            located.unwrap().ends_with("loras/style.safetensors"),
+            "the cache reads the file the node reads"
+        );
     }
 
     #[test]
