@@ -29,6 +29,8 @@ pub fn encode_png(image: &Tensor, workflow: Option<&str>) -> Result<Vec<u8>, Nod
     let mut encoder = png::Encoder::new(&mut png, w as u32, h as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
+    // fdeflate's PNG-tuned compression: several times faster than the default for a little size.
+    encoder.set_compression(png::Compression::Fast);
     if let Some(text) = workflow {
         encoder
             .add_itxt_chunk(WORKFLOW_KEYWORD.to_string(), text.to_string())
