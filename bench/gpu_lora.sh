@@ -71,9 +71,9 @@ for free in whole 4; do
 import json, re, sys
 text = open("/tmp/lora_run.txt").read()
 row = {"free_gib": sys.argv[1], "lora": "lora" in sys.argv[2], "exit": int(sys.argv[3]), "wall_s": round((int(sys.argv[5]) - int(sys.argv[4])) / 1e9, 1)}
-timed = re.search(r"UNet weights ready in (\d+) ms(?:, ControlNet weights \(read beside them\) in (\d+) ms)?, first step (\d+) ms.*?then ([0-9.]+) ms per step", text)
+timed = re.search(r"UNet weights ready in (\d+) ms(?:, ControlNet weights in (\d+) ms)?, first step (\d+) ms.*?then ([0-9.]+) ms per step", text)
 if timed:
-    row.update(weights_ready_ms=max(int(timed.group(1)), int(timed.group(2) or 0)), first_step_ms=int(timed.group(3)), per_step_ms=float(timed.group(4)))
+    row.update(weights_ready_ms=int(timed.group(1)) + int(timed.group(2) or 0), first_step_ms=int(timed.group(3)), per_step_ms=float(timed.group(4)))
 found = re.search(r"lora \(LoraLoader\) finished in ([0-9.]+) ms", text)
 if found:
     row["lora_node_ms"] = round(float(found.group(1)))

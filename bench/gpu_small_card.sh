@@ -97,9 +97,9 @@ found = re.search(r"sample \(KSampler\) finished in ([0-9.]+) ms", text)
 if found:
     row["sampling_s"] = round(float(found.group(1)) / 1000, 2)
     row["per_step_ms_with_one_off"] = round(float(found.group(1)) / 30, 1)
-timed = re.search(r"UNet weights ready in (\d+) ms(?:, ControlNet weights \(read beside them\) in (\d+) ms)?, first step (\d+) ms.*?then ([0-9.]+) ms per step", text)
+timed = re.search(r"UNet weights ready in (\d+) ms(?:, ControlNet weights in (\d+) ms)?, first step (\d+) ms.*?then ([0-9.]+) ms per step", text)
 if timed:
-    row["weights_ready_ms"] = max(int(timed.group(1)), int(timed.group(2) or 0))
+    row["weights_ready_ms"] = int(timed.group(1)) + int(timed.group(2) or 0)
     row["first_step_ms"] = int(timed.group(3))
     row["per_step_ms"] = float(timed.group(4))
 row["nodes_ms"] = {m.group(1): round(float(m.group(2))) for m in re.finditer(r"(\S+ \(\w+\)) finished in ([0-9.]+) ms", text)}

@@ -72,8 +72,10 @@ fn refusal(need: &WorkflowNeed, ceiling: Ceiling, setting: VramBudget) -> Option
     };
     let mut message = match (&need.stopped, need.largest()) {
         (Some(stopped), _) if is_out_of_memory(stopped) => format!(
-            "{stopped}: the device ran out of memory before any work, with {} for the run{outside}. Free device \
+            "{}: the device ran out of memory before any work, with {} for the run{outside}. Free device \
              memory held by other processes, or run on a larger device.",
+            // The driver's error alone, without the backtrace some errors carry on later lines.
+            stopped.lines().next().unwrap_or_default(),
             gib(ceiling.bytes)
         ),
         (_, Some(largest)) if largest.need.least > ceiling.bytes => {
@@ -210,11 +212,13 @@ mod tests {
         let need = WorkflowNeed {
             stages: Vec::new(),
             stopped: Some(
-                "node \"ckpt\" (CheckpointLoaderSimple) could not be rehearsed: CUDA_ERROR_OUT_OF_MEMORY".into(),
+                "node \"ckpt\" (CheckpointLoaderSimple) could not be rehearsed: CUDA_ERROR_OUT_OF_MEMORY\n   0: <unknown>"
+                    .into(),
             ),
             ..WorkflowNeed::default()
         };
         let message = refusal(&need, ceiling(GIB, 0), VramBudget::Auto).expect("refused");
+        assert!(!message.contains("<unknown>"), "no backtrace: {message}");
         assert!(
             message.contains("ran out of memory before any work") && message.contains("\"ckpt\""),
             "{message}"

@@ -275,7 +275,11 @@ impl TensorSource {
                 if count == 0 || rows % count != 0 {
                     return Err(self.shape_error(&source_key, shape, stored.dims()));
                 }
-                stored.narrow(0, index * rows / count, rows / count).map_err(failed)?
+                // A copy of its own: a view would carry the whole fused tensor to the device.
+                stored
+                    .narrow(0, index * rows / count, rows / count)
+                    .and_then(|chunk| chunk.force_contiguous())
+                    .map_err(failed)?
             }
             Part::Transposed => stored.t().and_then(|t| t.contiguous()).map_err(failed)?,
             Part::Squeezed => stored.flatten_from(1).map_err(failed)?,
@@ -439,6 +443,23 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(chunk(1), [4.0, 5.0, 6.0, 7.0]);
+        // A chunk holds only its own values, not a view of the fused tensor (which would carry
+        // all of it to the device).
+        let q = source()
+            .with_key_map(Arc::new(|_: &str| {
+                Some(SourceKey {
+                    key: "fused".into(),
+                    part: Part::Chunk { index: 1, count: 3 },
+                })
+            }))
+            .load("q", &Shape::from((2, 2)), DType::F32, &Device::Cpu)
+            .unwrap();
+        let (storage, layout) = q.storage_and_layout();
+        let candle_core::Storage::Cpu(values) = &*storage else {
+            panic!("a CPU load");
+        };
+        assert_eq!((values.as_slice::<f32>().unwrap().len(), layout.start_offset()), (4, 0));
+        drop(storage);
         let transposed = source()
             .with_key_map(Arc::new(|_: &str| {
                 Some(SourceKey {

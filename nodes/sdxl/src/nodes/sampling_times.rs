@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 pub struct SamplingTimes {
     /// Until the UNet's weights were ready on the device.
     pub unet_weights: Duration,
-    /// Until the ControlNet's weights were ready, read and placed beside the UNet's from the
-    /// same start.
+    /// Until the ControlNet's weights were ready too, after the UNet's.
     pub controlnet_weights: Option<Duration>,
     /// The first step, with the one-off work it carries.
     pub first_step: Option<Duration>,
@@ -25,7 +24,7 @@ impl fmt::Display for SamplingTimes {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         write!(f, "UNet weights ready in {:.0} ms", ms(self.unet_weights))?;
         if let Some(controlnet) = self.controlnet_weights {
-            write!(f, ", ControlNet weights (read beside them) in {:.0} ms", ms(controlnet))?;
+            write!(f, ", ControlNet weights in {:.0} ms", ms(controlnet))?;
         }
         if let Some(first) = self.first_step {
             write!(
@@ -100,7 +99,7 @@ mod tests {
         };
         assert_eq!(
             times.to_string(),
-            "UNet weights ready in 2500 ms, ControlNet weights (read beside them) in 900 ms, first step 4000 ms \
+            "UNet weights ready in 2500 ms, ControlNet weights in 900 ms, first step 4000 ms \
              (with its one-off work: kernels, algorithm choice, the conditioning projected); then 50.0 ms per step over 29 steps"
         );
         let mut clock = StepClock::new(SamplingTimes::default());
