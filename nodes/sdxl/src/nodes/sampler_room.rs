@@ -4,7 +4,7 @@
 //! would keep on the device unconstrained, so BlockSwap plans them together.
 
 use super::out_of_memory::UNetOnDevice;
-use swapgraph_model::{memory_manager, ModelHandle, Room};
+use swapgraph_model::{device_ceiling, memory_manager, ModelHandle, Room};
 use swapgraph_node_api::{DeviceNeed, VramBudget};
 
 /// A ControlNet's activations in a step, as a share of the UNet's: it runs the UNet's down and
@@ -17,8 +17,10 @@ struct Footprint {
     activations: u64,
     /// Bytes the UNet and the ControlNet keep on the device as placed, unconstrained.
     wishes: (u64, u64),
-    /// Bytes of their weights the smallest streaming setting keeps on the device; all of them
-    /// where a model does not stream.
+    /// Bytes of the UNet's and the ControlNet's weights the smallest streaming setting keeps on
+    /// the device; all of them where a model does not stream.
+    leasts: (u64, u64),
+    /// Both of those together.
     least_weights: u64,
 }
 
@@ -36,10 +38,12 @@ impl Footprint {
                 .streaming_minimum_bytes(model, dtype)
                 .unwrap_or_else(|| wish(model))
         };
+        let leasts = (least(on_device.model), controlnet.map_or(0, least));
         Self {
             activations: (unet_activations + control_activations) as u64,
             wishes: (wish(on_device.model), controlnet.map_or(0, wish)),
-            least_weights: least(on_device.model) + controlnet.map_or(0, least),
+            leasts,
+            least_weights: leasts.0 + leasts.1,
         }
     }
 }
@@ -86,7 +90,8 @@ pub fn sampler_rooms(on_device: &UNetOnDevice, controlnet: Option<&ModelHandle>,
     let Footprint {
         activations,
         wishes: (unet_wish, control_wish),
-        ..
+        leasts: (unet_least, control_least),
+        least_weights,
     } = Footprint::of(on_device, controlnet, on_device.step_bytes().unwrap_or(0));
     let keep: Vec<_> = [Some(on_device.model), controlnet]
         .into_iter()
@@ -96,8 +101,22 @@ pub fn sampler_rooms(on_device: &UNetOnDevice, controlnet: Option<&ModelHandle>,
     let held = manager.bytes_of(&keep);
     // Sampling is the run's largest use of the device: everything idle leaves.
     let available = manager.make_room(u64::MAX, &keep);
-    let for_weights = (available + held).saturating_sub(activations);
-    let unet_share = for_weights as f64 * unet_wish as f64 / (unet_wish + control_wish).max(1) as f64;
+    let mut for_weights = (available + held).saturating_sub(activations);
+    // The check before the run lets a run dip into `auto`'s margin; so does sampling, as far
+    // as its smallest streaming setting needs.
+    if for_weights < least_weights {
+        let ceiling = device_ceiling(on_device.device, budget).map_or(0, |ceiling| ceiling.bytes);
+        let most = ceiling.saturating_sub(activations).max(for_weights);
+        if most > for_weights {
+            tracing::info!(
+                "sampling dips into the budget's margin: {} MiB for the weights where the margin leaves {} MiB",
+                least_weights.min(most) >> 20,
+                for_weights >> 20
+            );
+        }
+        for_weights = least_weights.min(most);
+    }
+    let (unet_share, control_share) = split(for_weights, (unet_least, control_least), (unet_wish, control_wish));
     let room = |bytes: u64| Room {
         manager: Some(std::sync::Arc::clone(&manager)),
         bytes: Some(bytes),
@@ -111,7 +130,35 @@ pub fn sampler_rooms(on_device: &UNetOnDevice, controlnet: Option<&ModelHandle>,
         activations >> 20
     );
     SamplerRooms {
-        unet: room(unet_share as u64),
-        controlnet: room(for_weights.saturating_sub(unet_share as u64)),
+        unet: room(unet_share),
+        controlnet: room(control_share),
+    }
+}
+
+/// `bytes` for two models' weights: each its least first, the rest in proportion to its wish.
+fn split(bytes: u64, (least_a, least_b): (u64, u64), (wish_a, wish_b): (u64, u64)) -> (u64, u64) {
+    let spare = bytes.saturating_sub(least_a + least_b);
+    let a = least_a.min(bytes) + (spare as f64 * wish_a as f64 / (wish_a + wish_b).max(1) as f64) as u64;
+    (a, bytes.saturating_sub(a).max(least_b.min(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn each_model_gets_its_least_before_the_rest_is_shared_by_wish() {
+        const MIB: u64 = 1 << 20;
+        // The main job's UNet and IdentityNet at their smallest streaming settings.
+        let (unet, control) = split(372 * MIB, (188 * MIB, 118 * MIB), (233 * MIB, 157 * MIB));
+        assert!(
+            unet >= 188 * MIB && control >= 118 * MIB,
+            "{} {}",
+            unet / MIB,
+            control / MIB
+        );
+        assert_eq!(unet + control, 372 * MIB);
+        let (unet, control) = split(3900 * MIB, (188 * MIB, 118 * MIB), (300 * MIB, 100 * MIB));
+        assert_eq!((unet + control, unet > 2 * control), (3900 * MIB, true));
     }
 }
