@@ -40,6 +40,19 @@ pub enum Sampler {
     Dpmpp2mSde,
     /// DDIM, which for epsilon models in sigma space is the Euler step (as in ComfyUI).
     Ddim,
+    /// Heun's second-order method: an Euler step, corrected by the slope at its end.
+    Heun,
+    /// DPM-Solver-2: the slope taken at the step's geometric midpoint.
+    #[choice(name = "dpm_2")]
+    Dpm2,
+    /// DPM-Solver-2 to a lower sigma, then fresh noise back up (eta 1).
+    #[choice(name = "dpm_2_ancestral")]
+    Dpm2Ancestral,
+    /// Linear multistep of order 4 over the last slopes.
+    Lms,
+    /// DPM-Solver++(2S), single-step second order, ancestral (eta 1).
+    #[choice(name = "dpmpp_2s_ancestral")]
+    Dpmpp2sAncestral,
 }
 
 impl Sampler {
@@ -58,10 +71,61 @@ impl Sampler {
     ) -> Result<Tensor> {
         let steps = sigmas.len().saturating_sub(1);
         let mut previous: Option<(Tensor, f64)> = None; // (denoised, h) of the last step
+        let mut slopes: Vec<Tensor> = Vec::new(); // LMS: the last slopes, oldest first
         for i in 0..steps {
             let (sigma, next) = (sigmas[i], sigmas[i + 1]);
             let denoised = model.denoise(&x, sigma)?;
             x = match self {
+                Self::Heun => {
+                    let d = slope(&x, &denoised, sigma)?;
+                    let x_2 = (&x + (&d * (next - sigma))?)?;
+                    if next == 0.0 {
+                        x_2
+                    } else {
+                        let d_2 = slope(&x_2, &model.denoise(&x_2, next)?, next)?;
+                        (&x + (((d + d_2)? / 2.0)? * (next - sigma))?)?
+                    }
+                }
+                Self::Dpm2 => midpoint_step(model, &x, &denoised, sigma, next)?,
+                Self::Dpm2Ancestral => {
+                    let (down, up) = ancestral_step(sigma, next);
+                    let x = midpoint_step(model, &x, &denoised, sigma, down)?;
+                    if down > 0.0 {
+                        (x + (noise.noise_like(&denoised)? * up)?)?
+                    } else {
+                        x
+                    }
+                }
+                Self::Lms => {
+                    slopes.push(slope(&x, &denoised, sigma)?);
+                    if slopes.len() > LMS_ORDER {
+                        slopes.remove(0);
+                    }
+                    let mut x = x.clone();
+                    for (j, d) in slopes.iter().rev().enumerate() {
+                        x = (x + (d * lms_coefficient(sigmas, i, slopes.len(), j))?)?;
+                    }
+                    x
+                }
+                Self::Dpmpp2sAncestral => {
+                    let (down, up) = ancestral_step(sigma, next);
+                    let x = if down == 0.0 {
+                        euler_step(&x, &denoised, sigma, down)?
+                    } else {
+                        // In t = -ln(sigma): half a step, then the whole step from its estimate.
+                        let (t, t_next) = (-sigma.ln(), -down.ln());
+                        let h = t_next - t;
+                        let s = t + h / 2.0;
+                        let x_2 = ((&x * ((-s).exp() / sigma))? - (&denoised * (-h / 2.0).exp_m1())?)?;
+                        let denoised_2 = model.denoise(&x_2, (-s).exp())?;
+                        ((&x * (down / sigma))? - (denoised_2 * (-h).exp_m1())?)?
+                    };
+                    if next > 0.0 {
+                        (x + (noise.noise_like(&denoised)? * up)?)?
+                    } else {
+                        x
+                    }
+                }
                 Self::Euler | Self::Ddim => euler_step(&x, &denoised, sigma, next)?,
                 Self::EulerAncestral => {
                     let (down, up) = ancestral_step(sigma, next);
@@ -112,8 +176,54 @@ impl Sampler {
 
 /// `x + (x - denoised) / sigma * (next - sigma)`.
 fn euler_step(x: &Tensor, denoised: &Tensor, sigma: f64, next: f64) -> Result<Tensor> {
-    let derivative = ((x - denoised)? / sigma)?;
-    x + (derivative * (next - sigma))?
+    x + (slope(x, denoised, sigma)? * (next - sigma))?
+}
+
+/// The probability-flow ODE's slope at `x`: `(x - denoised) / sigma`.
+fn slope(x: &Tensor, denoised: &Tensor, sigma: f64) -> Result<Tensor> {
+    (x - denoised)? / sigma
+}
+
+/// DPM-Solver-2's step from `sigma` to `next`: the slope at the geometric midpoint, or Euler's
+/// step to zero.
+fn midpoint_step(model: &mut dyn Denoiser, x: &Tensor, denoised: &Tensor, sigma: f64, next: f64) -> Result<Tensor> {
+    let d = slope(x, denoised, sigma)?;
+    if next == 0.0 {
+        return x + (d * (next - sigma))?;
+    }
+    let mid = ((sigma.ln() + next.ln()) / 2.0).exp();
+    let x_2 = (x + (d * (mid - sigma))?)?;
+    let d_2 = slope(&x_2, &model.denoise(&x_2, mid)?, mid)?;
+    x + (d_2 * (next - sigma))?
+}
+
+/// How many slopes the linear multistep method combines.
+const LMS_ORDER: usize = 4;
+
+/// The weight of the slope `j` steps back in step `i` of an `order`-slope linear multistep: the
+/// integral over the step of that slope's Lagrange basis polynomial through the sigmas of the
+/// slopes, by 4-point Gauss-Legendre quadrature (exact for these polynomials of degree at most
+/// 3).
+fn lms_coefficient(sigmas: &[f64], i: usize, order: usize, j: usize) -> f64 {
+    let basis = |tau: f64| {
+        (0..order)
+            .filter(|&k| k != j)
+            .map(|k| (tau - sigmas[i - k]) / (sigmas[i - j] - sigmas[i - k]))
+            .product::<f64>()
+    };
+    const NODES: [(f64, f64); 4] = [
+        (-0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
+        (-0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
+        (0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
+        (0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
+    ];
+    let (a, b) = (sigmas[i], sigmas[i + 1]);
+    let half = (b - a) / 2.0;
+    NODES
+        .iter()
+        .map(|(node, weight)| weight * basis(a + half * (node + 1.0)))
+        .sum::<f64>()
+        * half
 }
 
 /// The sigma to step down to and the noise to add back (k-diffusion `get_ancestral_step`, eta 1).

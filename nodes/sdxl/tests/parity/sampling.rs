@@ -91,6 +91,11 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
         ("euler_ancestral", "euler_ancestral"),
         ("dpmpp_2m", "dpmpp_2m"),
         ("dpmpp_2m_sde", "dpmpp_2m_sde"),
+        ("heun", "heun"),
+        ("dpm_2", "dpm_2"),
+        ("dpm_2_ancestral", "dpm_2_ancestral"),
+        ("lms", "lms"),
+        ("dpmpp_2s_ancestral", "dpmpp_2s_ancestral"),
     ] {
         let counting = Counting {
             inner: &store,
