@@ -30,9 +30,6 @@ struct KSamplerParams {
     /// Seeds the noise: a seed gives the same starting noise on every machine and device.
     #[param(default = 0)]
     seed: u64,
-    /// How a seed becomes noise: comfyui (PyTorch's CPU generator, as ComfyUI draws it, so a seed gives the noise it gives there) or chacha8.
-    #[param(default = SeedNoise::ComfyUi)]
-    noise_source: SeedNoise,
     /// Sampling steps.
     #[param(default = 20, min = 1, max = 10_000)]
     steps: usize,
@@ -48,6 +45,9 @@ struct KSamplerParams {
     /// How much of the schedule to run; below 1 keeps part of the input latents (img2img).
     #[param(default = 1.0, min = 0.0, max = 1.0)]
     denoise: f64,
+    /// How a seed becomes noise: comfyui (PyTorch's CPU generator, as ComfyUI draws it, so a seed gives the noise it gives there) or chacha8. Last, after ComfyUI's own params, which keep their order.
+    #[param(default = SeedNoise::ComfyUi)]
+    noise_source: SeedNoise,
 }
 
 /// Samples latents from noise (or partly noised latents, for `denoise` below 1).
