@@ -19,8 +19,11 @@ use swapgraph_node_api::Registry;
 use validate::{ValidationError, ValidationReport};
 use workflow::Override;
 
+/// Reads a ComfyUI workflow as a workflow's YAML, with what it had to leave out.
+type Import = fn(&str, &[u8], &Registry) -> Result<(String, Vec<String>), String>;
+
 /// Parses, applies overrides to, validates and plans workflow text (a swapgraph workflow, or a
-/// ComfyUI API-format workflow read as one): everything before running.
+/// ComfyUI workflow, in its API or its editor format, read as one): everything before running.
 ///
 /// # Errors
 /// A [`ValidationReport`] with every problem found, named after `source`.
@@ -34,11 +37,18 @@ pub fn prepare(
     let imported_source;
     let mut errors = Vec::new();
     let mut source = source;
-    let bytes = if workflow::is_comfyui_api(bytes) {
+    let read: Option<Import> = if workflow::is_comfyui_api(bytes) {
+        Some(workflow::from_comfyui_api)
+    } else if workflow::is_comfyui_editor(bytes) {
+        Some(workflow::from_comfyui_editor)
+    } else {
+        None
+    };
+    let bytes = if let Some(read) = read {
         let name = std::path::Path::new(source)
             .file_stem()
             .map_or(source.into(), |stem| stem.to_string_lossy());
-        let (yaml, problems) = workflow::from_comfyui_api(&name, bytes, registry)
+        let (yaml, problems) = read(&name, bytes, registry)
             .map_err(|message| ValidationReport::new(source, vec![ValidationError::ComfyUi { message }]))?;
         errors.extend(problems.into_iter().map(|message| ValidationError::ComfyUi { message }));
         imported = yaml;

@@ -38,9 +38,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// List the node types this build knows, with inputs, params and outputs.
     Nodes(NodesArgs),
-    /// Convert a ComfyUI API-format workflow (JSON, from ComfyUI's "Export (API)") to a workflow
-    /// file, and report what in it swapgraph cannot run. `run` and `validate` also take such a
-    /// file directly.
+    /// Convert a ComfyUI workflow (JSON: what ComfyUI's "Save" or "Export (API)" writes) to a
+    /// workflow file, and report what in it swapgraph cannot run. `run` and `validate` also take
+    /// such a file directly.
     #[command(after_help = EXIT_CODES)]
     Import(ImportArgs),
     /// Serve the browser editor and the HTTP API (jobs run one at a time on one device; loaded
@@ -62,7 +62,7 @@ impl Command {
 /// The workflow file and its overrides.
 #[derive(Debug, Args)]
 pub struct WorkflowArgs {
-    /// The workflow file: YAML, or a ComfyUI API-format workflow (JSON).
+    /// The workflow file: YAML, or a ComfyUI workflow (JSON, editor or API format).
     pub workflow: PathBuf,
     /// Override a param: node.param=value (value read as YAML: 30, 2.5, true, euler, "a cat").
     /// Repeatable; replaces a literal or a link of that name.
@@ -147,7 +147,7 @@ pub struct ValidateArgs {
 /// Arguments of `swapgraph import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The ComfyUI API-format workflow (JSON).
+    /// The ComfyUI workflow (JSON, editor or API format).
     pub file: std::path::PathBuf,
     /// Where to write the workflow YAML; stdout when left out.
     #[arg(short, long)]

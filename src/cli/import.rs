@@ -1,9 +1,9 @@
-//! `swapgraph import`: a ComfyUI API-format workflow written out as a swapgraph workflow, with
-//! every problem the result has reported at once.
+//! `swapgraph import`: a ComfyUI workflow (API or editor format) written out as a swapgraph
+//! workflow, with every problem the result has reported at once.
 
 use super::args::ImportArgs;
 use super::Exit;
-use crate::workflow::{from_comfyui_api, is_comfyui_api, read_bytes};
+use crate::workflow::{from_comfyui_api, from_comfyui_editor, is_comfyui_api, is_comfyui_editor, read_bytes};
 use swapgraph_node_api::Registry;
 
 /// Converts `args.file` and writes the workflow to `args.output` (or stdout), then checks it as
@@ -17,18 +17,22 @@ pub fn import(args: ImportArgs, registry: &Registry) -> Exit {
             return Exit::InvalidWorkflow;
         }
     };
-    if !is_comfyui_api(&bytes) {
+    let read = if is_comfyui_api(&bytes) {
+        from_comfyui_api
+    } else if is_comfyui_editor(&bytes) {
+        from_comfyui_editor
+    } else {
         eprintln!(
-            "error: {source} is not a ComfyUI API-format workflow (a JSON object of nodes, each with a \
-             \"class_type\"); in ComfyUI, save it with \"Export (API)\""
+            "error: {source} is not a ComfyUI workflow: neither its API format (a JSON object of nodes, each with \
+             a \"class_type\") nor its editor format (\"nodes\" and \"links\")"
         );
         return Exit::InvalidWorkflow;
-    }
+    };
     let name = args
         .file
         .file_stem()
         .map_or(source.clone(), |s| s.to_string_lossy().into_owned());
-    let yaml = match from_comfyui_api(&name, &bytes, registry) {
+    let yaml = match read(&name, &bytes, registry) {
         Ok((yaml, _)) => yaml,
         Err(problem) => {
             eprintln!("{source}: error: {problem}");

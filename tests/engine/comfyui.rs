@@ -61,3 +61,37 @@ fn every_problem_of_a_broken_export_is_reported_by_node() {
     }
     assert!(text.starts_with("broken.json (imported)"), "{text}");
 }
+
+#[test]
+fn an_editor_format_workflow_runs_with_its_widgets_reroutes_and_primitives_read() {
+    const EDITOR_GRAPH: &str = "tests/cases/comfyui/txt2img_editor.json";
+    let bytes = std::fs::read(EDITOR_GRAPH).unwrap();
+    let plan = swapgraph::prepare(EDITOR_GRAPH, &bytes, &[], &packs()).unwrap_or_else(|report| panic!("{report}"));
+    let steps = plan.summary().steps;
+    let sampler = steps.iter().find(|step| step.id == "3").unwrap();
+    assert_eq!(sampler.inputs["model"], "4.model");
+    let decode = steps.iter().find(|step| step.id == "8").unwrap();
+    assert_eq!(decode.inputs["vae"], "4.vae", "followed through the reroute");
+    assert!(steps
+        .iter()
+        .all(|step| step.id != "2" && step.id != "10" && step.id != "11"));
+
+    let (imported, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let yaml = imported.path().join("editor.yaml");
+    let status = Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+        .args(["import", EDITOR_GRAPH, "-o"])
+        .arg(&yaml)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    for expected in ["seed: 42", "steps: 8", "sampler_name: euler", "denoise: 1", "x: 863.0"] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    assert!(!text.contains("randomize"), "the seed's control is no param:\n{text}");
+    let files = FileRoots {
+        outputs: out.path().to_path_buf(),
+        ..FileRoots::default()
+    };
+    assert_eq!(run_in(EDITOR_GRAPH, &bytes, files).len(), 1);
+}

@@ -2,6 +2,7 @@
 //! and links, and `--set` overrides.
 
 mod comfyui;
+mod comfyui_editor;
 mod document;
 mod entries;
 mod id;
@@ -11,6 +12,7 @@ mod plain;
 mod position;
 
 pub use comfyui::{from_comfyui_api, is_comfyui_api};
+pub use comfyui_editor::{from_comfyui_editor, is_comfyui_editor};
 pub use document::{NodeSpec, UiPosition, Workflow, FORMAT_VERSION};
 pub use entries::Entries;
 pub use id::{Link, NodeId};
