@@ -132,11 +132,21 @@ mod tests {
         assert_eq!(*part.get(&Device::Cpu, VramBudget::Auto).unwrap(), 7);
         assert_eq!(builds.load(Ordering::SeqCst), 2);
 
+        let tries = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&tries);
         let broken = OnDevice::new(
             "encoder",
             |_: &Device| 10,
-            |_: &Device| -> Result<u32> { Err(candle_core::Error::Msg("a missing tensor".into())) },
+            move |_: &Device| -> Result<u32> {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Err(candle_core::Error::Msg("a missing tensor".into()))
+            },
         );
         assert!(broken.get(&Device::Cpu, VramBudget::Auto).is_err());
+        assert_eq!(
+            tries.load(Ordering::SeqCst),
+            1,
+            "only running out of memory is tried again"
+        );
     }
 }

@@ -124,8 +124,12 @@ impl NodeType for LoraLoader {
             },
         };
         let lora = read(Path::new(&path), &model, clip.as_deref(), strengths)?;
-        let patched = model.with_source(Arc::new(model.source.patched(&lora.unet)));
-        let mut outputs = vec![Value::Handle(Handle::new(SocketType::MODEL, Arc::new(patched)))];
+        // A LoRA that changes nothing (strength 0) hands on the model itself, and its stores.
+        let model = match lora.unet.is_empty() {
+            true => model,
+            false => Arc::new(model.with_source(Arc::new(model.source.patched(&lora.unet)))),
+        };
+        let mut outputs = vec![Value::Handle(Handle::new(SocketType::MODEL, model))];
         if let Some(clip) = clip {
             let clip = match lora.clip_l.is_empty() && lora.clip_g.is_empty() {
                 true => clip,
