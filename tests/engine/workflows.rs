@@ -226,3 +226,37 @@ fn assert_matches_reference(pixels: &[u8], name: &str) {
         path.display()
     );
 }
+
+#[test]
+fn images_and_latents_are_resampled_to_the_sizes_asked_for() {
+    let size = |path: &Path| image::image_dimensions(path).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let second_pass = run_workflow(Path::new("workflows/sdxl_hires_fix.yaml"), out.path());
+    assert_eq!(size(&second_pass[0]), (192, 192), "128 px latents upscaled by 1.5");
+
+    let scaled = r#"
+version: 1
+nodes:
+  photo: { type: LoadImage, params: { image: workflows/inputs/astronaut.png } }
+  wide: { type: ImageScale, inputs: { image: photo.image }, params: { width: 96, height: 64, crop: center } }
+  kept: { type: ImageScale, inputs: { image: photo.image }, params: { width: 0, height: 40, upscale_method: area } }
+  half: { type: ImageScaleBy, inputs: { image: photo.image }, params: { scale_by: 0.25, upscale_method: bilinear } }
+  save_wide: { type: SaveImage, inputs: { images: wide.image }, params: { filename_prefix: wide } }
+  save_kept: { type: SaveImage, inputs: { images: kept.image }, params: { filename_prefix: kept } }
+  save_half: { type: SaveImage, inputs: { images: half.image }, params: { filename_prefix: half } }
+"#;
+    let out = tempfile::tempdir().unwrap();
+    let mut sizes: Vec<(String, (u32, u32))> = run_text("scaled.yaml", scaled.as_bytes(), out.path())
+        .iter()
+        .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), size(path)))
+        .collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [
+            ("half_00001.png".to_string(), (128, 128)),
+            ("kept_00001.png".to_string(), (40, 40)),
+            ("wide_00001.png".to_string(), (96, 64)),
+        ]
+    );
+}

@@ -1,11 +1,13 @@
-//! swapgraph's image I/O node pack: loading images and masks and saving them as PNG with the workflow
-//! embedded, so a saved image carries what made it.
+//! swapgraph's image node pack: loading images and masks, saving them as PNG with the workflow
+//! embedded (so a saved image carries what made it), and resampling images and latents.
 
 mod load_image;
 mod load_image_mask;
 mod open;
 mod pixels;
+mod resample;
 mod save_image;
+mod scale;
 
 use swapgraph_node_api::{Registry, RegistryError};
 
@@ -20,5 +22,9 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(load_image_mask::LoadImageMask::new())?;
     registry.register(save_image::SaveImage::save())?;
     registry.register(save_image::SaveImage::preview())?;
+    registry.register(scale::Scale::image())?;
+    registry.register(scale::Scale::image_by())?;
+    registry.register(scale::Scale::latent())?;
+    registry.register(scale::Scale::latent_by())?;
     Ok(())
 }
