@@ -108,7 +108,7 @@ impl Scale {
             Kind::Image | Kind::ImageBy => (SocketType::IMAGE, "image", "The images."),
             Kind::Latent | Kind::LatentBy => (SocketType::LATENT, "samples", "The latents."),
         };
-        let descriptor = NodeDescriptor::new(name, category, description).input(input, socket.clone(), about);
+        let descriptor = NodeDescriptor::new(name, category, description).input(input, socket, about);
         let descriptor = match kind {
             Kind::Image | Kind::Latent => descriptor.params::<ToSize>(),
             Kind::ImageBy | Kind::LatentBy => descriptor.params::<ByFactor>(),
