@@ -260,3 +260,26 @@ nodes:
         ]
     );
 }
+
+#[test]
+fn a_zeroed_negative_and_a_repeated_batch_change_what_is_sampled() {
+    let text = std::fs::read_to_string("workflows/sdxl_txt2img.yaml").unwrap();
+    let zeroed = text
+        .replace("negative: neg.conditioning", "negative: zero.conditioning")
+        .replace("latent_image: latent.latent", "latent_image: twice.latent")
+        .replacen(
+            "nodes:\n",
+            "nodes:\n  zero: { type: ConditioningZeroOut, inputs: { conditioning: neg.conditioning } }\n  \
+             twice: { type: RepeatLatentBatch, inputs: { samples: latent.latent }, params: { amount: 2 } }\n",
+            1,
+        );
+    let out = tempfile::tempdir().unwrap();
+    let written = run_text("zeroed.yaml", zeroed.as_bytes(), out.path());
+    assert_eq!(written.len(), 2, "a batch of two: {written:?}");
+    let pixels = |path: &Path| image::open(path).unwrap().to_rgb8().into_raw();
+    let (first, second) = (pixels(&written[0]), pixels(&written[1]));
+    assert!(first != second, "each copy of the batch starts from its own noise");
+    let plain = tempfile::tempdir().unwrap();
+    let usual = run_workflow(Path::new("workflows/sdxl_txt2img.yaml"), plain.path());
+    assert!(pixels(&usual[0]) != first, "the zeroed negative changed nothing");
+}

@@ -1,6 +1,7 @@
 //! The SDXL pack's nodes, with ComfyUI's names and parameters.
 
 mod adapters;
+mod batch_and_zero;
 mod checkpoint_loader;
 mod clip_text_encode;
 mod controlnet;
@@ -29,6 +30,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(checkpoint_loader::CheckpointLoaderSimple::new())?;
     registry.register(clip_text_encode::ClipTextEncode::new())?;
     registry.register(clip_text_encode::ClipTextEncodeSdxl::new())?;
+    registry.register(batch_and_zero::ConditioningZeroOut::new())?;
+    registry.register(batch_and_zero::RepeatLatentBatch::new())?;
     registry.register(controlnet::ControlNetLoader::new())?;
     registry.register(controlnet::ControlNetApplyAdvanced::new())?;
     registry.register(empty_latent_image::EmptyLatentImage::new())?;
