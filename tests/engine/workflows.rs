@@ -283,3 +283,55 @@ fn a_zeroed_negative_and_a_repeated_batch_change_what_is_sampled() {
     let usual = run_workflow(Path::new("workflows/sdxl_txt2img.yaml"), plain.path());
     assert!(pixels(&usual[0]) != first, "the zeroed negative changed nothing");
 }
+
+#[test]
+fn ksampler_advanced_splits_a_schedule_into_parts_that_add_up_to_the_whole() {
+    let text = std::fs::read_to_string("workflows/sdxl_txt2img.yaml").unwrap();
+    let common = "seed: 42, steps: 8, cfg: 5.0, sampler_name: euler, scheduler: karras";
+    let advanced =
+        |params: &str| format!("noise_seed: 42, steps: 8, cfg: 5.0, sampler_name: euler, scheduler: karras, {params}");
+    let whole = text.replace(
+        &format!("type: KSampler\n    inputs: {{ model: ckpt.model, positive: pos.conditioning, negative: neg.conditioning, latent_image: latent.latent }}\n    params: {{ {common}, denoise: 1.0 }}"),
+        &format!("type: KSamplerAdvanced\n    inputs: {{ model: ckpt.model, positive: pos.conditioning, negative: neg.conditioning, latent_image: latent.latent }}\n    params: {{ {} }}", advanced("add_noise: enable")),
+    );
+    assert_ne!(whole, text, "the sampler node was replaced");
+    let split = text.replace(
+        "latent_image: latent.latent",
+        "latent_image: first.latent",
+    ).replace(
+        "type: KSampler\n",
+        "type: KSamplerAdvanced\n",
+    ).replace(
+        &format!("params: {{ {common}, denoise: 1.0 }}"),
+        &format!("params: {{ {} }}", advanced("add_noise: disable, start_at_step: 4")),
+    ).replacen(
+        "nodes:\n",
+        &format!(
+            "nodes:\n  first:\n    type: KSamplerAdvanced\n    inputs: {{ model: ckpt.model, positive: pos.conditioning, \
+             negative: neg.conditioning, latent_image: latent.latent }}\n    params: {{ {} }}\n",
+            advanced("end_at_step: 4, return_with_leftover_noise: enable")
+        ),
+        1,
+    );
+    let pixels = |name: &str, yaml: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let written = run_text(name, yaml.as_bytes(), out.path());
+        image::open(&written[0]).unwrap().to_rgb8().into_raw()
+    };
+    let reference = pixels("plain.yaml", &text);
+    assert!(
+        pixels("whole.yaml", &whole) == reference,
+        "the whole schedule is KSampler's"
+    );
+    assert!(
+        pixels("split.yaml", &split) == reference,
+        "steps 0-4 then 4-8 are steps 0-8"
+    );
+
+    let past_end = whole.replace("add_noise: enable", "add_noise: enable, start_at_step: 8");
+    let engine = swapgraph::exec::Engine::new(super::fixtures::packs());
+    let plan = swapgraph::prepare("past_end.yaml", past_end.as_bytes(), &[], engine.registry()).unwrap();
+    let need = engine.rehearse(&plan, &swapgraph::exec::RunOptions::default());
+    let stopped = need.stopped.expect("refused before any work");
+    assert!(stopped.contains("start_at_step 8 is at or past the end"), "{stopped}");
+}

@@ -3,20 +3,19 @@
 use super::adapters;
 use super::out_of_memory::UNetOnDevice;
 use super::sampler_room::{sampler_need, sampler_rooms};
+use super::sampling_params::{AdvancedParams, KSamplerParams, SamplingPlan};
 use super::sampling_times::{SamplingTimes, StepClock};
 use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
-use crate::sampling::{DiscreteSchedule, GuidedDenoiser, Sampler, Scheduler, SeedNoise, TextConditioning};
+use crate::sampling::{DiscreteSchedule, GuidedDenoiser, TextConditioning};
 use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Device};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use swapgraph_model::{device_memory, reset_peak_memory, Latent, ModelHandle};
-use swapgraph_node_api::{
-    Args, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
-};
+use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Rehearsal, RunContext, SocketType, Value};
 
 /// `result` with the time since `started` once `device` has done the work queued for it.
 fn timed<T>(device: &Device, started: Instant, result: T) -> Result<(T, Duration), NodeError> {
@@ -24,61 +23,61 @@ fn timed<T>(device: &Device, started: Instant, result: T) -> Result<(T, Duration
     Ok((result, started.elapsed()))
 }
 
-/// KSampler's params, as ComfyUI names them.
-#[derive(Params)]
-struct KSamplerParams {
-    /// Seeds the noise: a seed gives the same starting noise on every machine and device.
-    #[param(default = 0)]
-    seed: u64,
-    /// Sampling steps.
-    #[param(default = 20, min = 1, max = 10_000)]
-    steps: usize,
-    /// Classifier-free guidance scale; 1 skips the negative prompt.
-    #[param(default = 8.0, min = 0.0, max = 100.0)]
-    cfg: f64,
-    /// The sampling algorithm.
-    #[param(default = Sampler::Euler)]
-    sampler_name: Sampler,
-    /// How steps are spread over noise levels.
-    #[param(default = Scheduler::Normal)]
-    scheduler: Scheduler,
-    /// How much of the schedule to run; below 1 keeps part of the input latents (img2img).
-    #[param(default = 1.0, min = 0.0, max = 1.0)]
-    denoise: f64,
-    /// How a seed becomes noise: comfyui (PyTorch's CPU generator, as ComfyUI draws it, so a seed gives the noise it gives there) or chacha8. Last, after ComfyUI's own params, which keep their order.
-    #[param(default = SeedNoise::ComfyUi)]
-    noise_source: SeedNoise,
-}
-
 /// Samples latents from noise (or partly noised latents, for `denoise` below 1).
 pub struct KSampler {
     descriptor: NodeDescriptor,
+    /// KSamplerAdvanced: part of a schedule, with or without added noise.
+    advanced: bool,
 }
 
 impl KSampler {
     /// The node type.
     pub fn new() -> Self {
-        let descriptor = NodeDescriptor::new(
-            "KSampler",
-            "sampling",
-            "Denoises latents with the model, guided by the positive and negative conditioning.",
+        Self::with(
+            NodeDescriptor::new(
+                "KSampler",
+                "sampling",
+                "Denoises latents with the model, guided by the positive and negative conditioning.",
+            ),
+            false,
         )
-        .uses_device()
-        .input(
-            "model",
-            SocketType::MODEL,
-            "The diffusion model (possibly through BlockSwap).",
+    }
+
+    /// `KSamplerAdvanced`: a part of the schedule, with or without added noise, e.g. a base
+    /// model's first steps and a refiner's last ones.
+    pub fn advanced() -> Self {
+        Self::with(
+            NodeDescriptor::new(
+                "KSamplerAdvanced",
+                "sampling",
+                "Denoises latents over part of the schedule (start_at_step to end_at_step), with or without adding \
+                 noise first, and with the noise left in or denoised fully at the end.",
+            ),
+            true,
         )
-        .input("positive", SocketType::CONDITIONING, "What the image should show.")
-        .input("negative", SocketType::CONDITIONING, "What it should not show.")
-        .input(
-            "latent_image",
-            SocketType::LATENT,
-            "Empty latents, or encoded images for img2img.",
-        )
-        .params::<KSamplerParams>()
+    }
+
+    fn with(descriptor: NodeDescriptor, advanced: bool) -> Self {
+        let descriptor = descriptor
+            .uses_device()
+            .input(
+                "model",
+                SocketType::MODEL,
+                "The diffusion model (possibly through BlockSwap).",
+            )
+            .input("positive", SocketType::CONDITIONING, "What the image should show.")
+            .input("negative", SocketType::CONDITIONING, "What it should not show.")
+            .input(
+                "latent_image",
+                SocketType::LATENT,
+                "Empty latents, or encoded images for img2img.",
+            );
+        let descriptor = match advanced {
+            true => descriptor.params::<AdvancedParams>(),
+            false => descriptor.params::<KSamplerParams>(),
+        }
         .output(SocketType::LATENT, "The denoised latents.");
-        Self { descriptor }
+        Self { descriptor, advanced }
     }
 }
 
@@ -88,7 +87,8 @@ impl NodeType for KSampler {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let params = KSamplerParams::from_args(args)?;
+        let schedule = DiscreteSchedule::sdxl();
+        let plan = SamplingPlan::from_args(args, self.advanced, &schedule)?;
         let model = args.handle::<ModelHandle>("model")?;
         let unet = sdxl_unet(&model)?;
         let device = candle_device(ctx.device)?;
@@ -145,15 +145,16 @@ impl NodeType for KSampler {
             ..SamplingTimes::default()
         }));
 
-        let schedule = DiscreteSchedule::sdxl();
-        let sigmas = denoise_sigmas(&schedule, params.scheduler, params.steps, params.denoise)?;
-        let (start_noise, mut noise) = params
+        let sigmas = &plan.sigmas;
+        let (start_noise, mut noise) = plan
             .noise_source
-            .draw(params.seed, latent.samples.dims(), &device)
+            .draw(plan.seed, latent.samples.dims(), &device)
             .map_err(tensor_error)?;
-        let start = (latent.samples.to_dtype(DType::F32).map_err(tensor_error)?
-            + (start_noise * sigmas[0]).map_err(tensor_error)?)
-        .map_err(tensor_error)?;
+        let latents = latent.samples.to_dtype(DType::F32).map_err(tensor_error)?;
+        let start = match plan.add_noise {
+            true => (latents + (start_noise * sigmas[0]).map_err(tensor_error)?).map_err(tensor_error)?,
+            false => latents,
+        };
 
         let mut denoiser = GuidedDenoiser {
             unet,
@@ -161,7 +162,7 @@ impl NodeType for KSampler {
             schedule: &schedule,
             positive: &positive,
             negative: &negative,
-            cfg: params.cfg,
+            cfg: plan.cfg,
             control: control.as_ref(),
             image_tokens: image_tokens.as_ref(),
             context_cache: ContextCache::default(),
@@ -182,14 +183,14 @@ impl NodeType for KSampler {
             Ok(())
         };
         reset_peak_memory(&device);
-        let samples = match params
-            .sampler_name
-            .sample(&mut denoiser, start, &sigmas, noise.as_mut(), &mut after_step)
+        let samples = match plan
+            .sampler
+            .sample(&mut denoiser, start, sigmas, noise.as_mut(), &mut after_step)
         {
             Ok(samples) => samples,
             Err(_) if cancelled.get() => return Err(NodeError::Cancelled),
             Err(e) => {
-                let stage = format!("in step {} of {}", done.get() + 1, params.steps);
+                let stage = format!("in step {} of {}", done.get() + 1, plan.steps());
                 return Err(on_device.explain(e.to_string(), &stage, true));
             }
         };
@@ -218,6 +219,8 @@ impl NodeType for KSampler {
     /// needs: the UNet and the ControlNet the conditionings carry, as placed, beside a step's
     /// activations at this size.
     fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
+        // Params that leave nothing to sample are refused before any work.
+        SamplingPlan::from_args(args, self.advanced, &DiscreteSchedule::sdxl())?;
         let model = args.handle::<ModelHandle>("model")?;
         let device = candle_device(ctx.device)?;
         let latent = args.handle::<Latent>("latent_image")?;
@@ -250,25 +253,4 @@ fn sdxl_unet(model: &ModelHandle) -> Result<&UNet, NodeError> {
             model.network.kind()
         ))
     })
-}
-
-/// The sigmas for `steps` steps; with `denoise` below 1, the last `steps` of a longer schedule
-/// (ComfyUI's rule), so img2img starts part-way down.
-fn denoise_sigmas(
-    schedule: &DiscreteSchedule,
-    scheduler: Scheduler,
-    steps: usize,
-    denoise: f64,
-) -> Result<Vec<f64>, NodeError> {
-    if denoise <= 0.0 {
-        return Err(NodeError::msg(
-            "denoise 0 leaves nothing to sample; use a value above 0",
-        ));
-    }
-    if denoise >= 1.0 {
-        return Ok(schedule.sigmas(scheduler, steps));
-    }
-    let total = (steps as f64 / denoise) as usize;
-    let all = schedule.sigmas(scheduler, total);
-    Ok(all[all.len() - (steps + 1)..].to_vec())
 }

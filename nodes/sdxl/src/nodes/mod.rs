@@ -10,6 +10,7 @@ mod ksampler;
 mod lora_loader;
 mod out_of_memory;
 mod sampler_room;
+mod sampling_params;
 mod sampling_times;
 mod vae_decode;
 mod vae_encode;
@@ -36,6 +37,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(controlnet::ControlNetApplyAdvanced::new())?;
     registry.register(empty_latent_image::EmptyLatentImage::new())?;
     registry.register(ksampler::KSampler::new())?;
+    registry.register(ksampler::KSampler::advanced())?;
     registry.register(lora_loader::LoraLoader::new())?;
     registry.register(lora_loader::LoraLoader::model_only())?;
     registry.register(vae_decode::VaeDecode::new())?;
