@@ -1,6 +1,7 @@
 # Sourced by the bench/gpu_*.sh scripts on the GPU machine: unpacks .gpu/'s binaries (and
 # .gpu/before/'s), puts CUDA 13's libraries and cuDNN 9 from PyTorch's wheels on the library
-# path, and writes the card and the date to $OUT/card.txt.
+# path, and writes the card and the date to $OUT/card.txt; hold() leaves a card only so much
+# free memory, as a smaller card would.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -23,4 +24,15 @@ for check in json.load(sys.stdin)["checks"]:
   done | sort -g | tail -1
   mv "$OUT/doctor_1.json" "$OUT/doctor.json"
   rm -f "$OUT"/doctor_[23].json
+}
+
+# Holds all but $1 GiB of the card until killed; writes $2 once it does.
+hold() {
+  python3 - "$1" "$2" <<'PY' &
+import sys, time, torch
+free, _ = torch.cuda.mem_get_info()
+held = torch.empty(max(free - int(float(sys.argv[1]) * 2**30), 0), dtype=torch.uint8, device="cuda")
+open(sys.argv[2], "w").write(str(held.numel()))
+time.sleep(3600)
+PY
 }

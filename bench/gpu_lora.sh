@@ -44,16 +44,6 @@ FILES="--models-dir $MODELS --set ckpt.ckpt_name=sd_xl_random.safetensors --set 
   --set controlnet.control_net_name=ControlNetModel"
 SIZE="--set latent.width=1024 --set latent.height=1024 --set sample.steps=30"
 
-hold() {
-  python3 - "$1" "$2" <<'PY' &
-import sys, time, torch
-free, _ = torch.cuda.mem_get_info()
-held = torch.empty(max(free - int(float(sys.argv[1]) * 2**30), 0), dtype=torch.uint8, device="cuda")
-open(sys.argv[2], "w").write(str(held.numel()))
-time.sleep(3600)
-PY
-}
-
 for free in whole 4; do
   for workflow in workflows/instantid_blockswap.yaml /tmp/instantid_lora.yaml; do
     holder=""

@@ -51,16 +51,6 @@ BUILTINS="--set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_fil
   --set controlnet.control_net_name=builtin:random-controlnet"
 SIZE="--set latent.width=1024 --set latent.height=1024 --set sample.steps=30"
 
-# Holds all but $1 GiB of the card until killed; writes $2 once it does.
-hold() {
-  python3 - "$1" "$2" <<'PY' &
-import sys, time, torch
-free, _ = torch.cuda.mem_get_info()
-held = torch.empty(max(free - int(float(sys.argv[1]) * 2**30), 0), dtype=torch.uint8, device="cuda")
-open(sys.argv[2], "w").write(str(held.numel()))
-time.sleep(3600)
-PY
-}
 
 measure() {
   local label=$1 free_gib=$2 models=$3 holder=""

@@ -10,14 +10,72 @@ use swapgraph_node_api::Registry;
 /// Whether `bytes` hold a ComfyUI API-format workflow: a JSON object of nodes, each with a
 /// `class_type`.
 pub fn is_comfyui_api(bytes: &[u8]) -> bool {
+    json_object(bytes).is_some_and(|nodes| {
+        !nodes.is_empty()
+            && nodes
+                .values()
+                .all(|node| node.get("class_type").is_some_and(Value::is_string))
+    })
+}
+
+/// `bytes` as a JSON object, when they are one (what both ComfyUI formats are).
+pub(super) fn json_object(bytes: &[u8]) -> Option<Map<String, Value>> {
     let starts_as_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    starts_as_object
-        && serde_json::from_slice::<Map<String, Value>>(bytes).is_ok_and(|nodes| {
-            !nodes.is_empty()
-                && nodes
-                    .values()
-                    .all(|node| node.get("class_type").is_some_and(Value::is_string))
-        })
+    starts_as_object.then(|| serde_json::from_slice(bytes).ok()).flatten()
+}
+
+/// One ComfyUI node as a swapgraph node: what both formats' readers fill in.
+pub(super) struct ImportedNode {
+    /// The node type.
+    pub type_name: String,
+    /// Its title, when it has one of its own.
+    pub title: Option<String>,
+    /// Links, `node.output` by input.
+    pub inputs: Map<String, Value>,
+    /// Literal params.
+    pub params: Map<String, Value>,
+    /// Its position in the editor.
+    pub ui: Option<[f64; 2]>,
+    /// False for a bypassed node.
+    pub enabled: bool,
+}
+
+impl ImportedNode {
+    /// The node as the workflow format writes it, leaving out what is empty or default.
+    fn into_spec(self) -> Value {
+        let mut spec = Map::new();
+        spec.insert("type".into(), Value::String(self.type_name));
+        if let Some(title) = self.title {
+            spec.insert("title".into(), Value::String(title));
+        }
+        if !self.inputs.is_empty() {
+            spec.insert("inputs".into(), Value::Object(self.inputs));
+        }
+        if !self.params.is_empty() {
+            spec.insert("params".into(), Value::Object(self.params));
+        }
+        if let Some([x, y]) = self.ui {
+            spec.insert("ui".into(), serde_json::json!({ "x": x, "y": y }));
+        }
+        if !self.enabled {
+            spec.insert("enabled".into(), Value::Bool(false));
+        }
+        Value::Object(spec)
+    }
+}
+
+/// The workflow of `nodes` (id and node, in order), named after the ComfyUI file `name`, as YAML.
+///
+/// # Errors
+/// The YAML writer's failure, as a sentence.
+pub(super) fn write_workflow(name: &str, nodes: Vec<(String, ImportedNode)>) -> Result<String, String> {
+    let nodes: Map<String, Value> = nodes.into_iter().map(|(id, node)| (id, node.into_spec())).collect();
+    let workflow = serde_json::json!({
+        "version": super::FORMAT_VERSION,
+        "name": format!("{name} (imported from ComfyUI)"),
+        "nodes": nodes,
+    });
+    serde_saphyr::to_string(&workflow).map_err(|e| format!("cannot write the workflow: {e}"))
 }
 
 /// The swapgraph workflow, as YAML, of the ComfyUI API-format workflow in `bytes`, named
@@ -31,7 +89,7 @@ pub fn from_comfyui_api(name: &str, bytes: &[u8], registry: &Registry) -> Result
     let nodes: Map<String, Value> =
         serde_json::from_slice(bytes).map_err(|e| format!("not a ComfyUI API workflow: {e}"))?;
     let mut problems = Vec::new();
-    let mut converted = Map::new();
+    let mut converted = Vec::new();
     for (id, node) in &nodes {
         let type_name = node.get("class_type").and_then(Value::as_str).unwrap_or_default();
         let title = node.pointer("/_meta/title").and_then(Value::as_str);
@@ -59,26 +117,17 @@ pub fn from_comfyui_api(name: &str, bytes: &[u8], registry: &Registry) -> Result
                 }
             }
         }
-        let mut spec = Map::new();
-        spec.insert("type".into(), Value::String(type_name.to_string()));
-        if let Some(title) = title.filter(|title| *title != type_name) {
-            spec.insert("title".into(), Value::String(title.to_string()));
-        }
-        if !inputs.is_empty() {
-            spec.insert("inputs".into(), Value::Object(inputs));
-        }
-        if !params.is_empty() {
-            spec.insert("params".into(), Value::Object(params));
-        }
-        converted.insert(id.clone(), Value::Object(spec));
+        let node = ImportedNode {
+            type_name: type_name.to_string(),
+            title: title.filter(|title| *title != type_name).map(str::to_string),
+            inputs,
+            params,
+            ui: None,
+            enabled: true,
+        };
+        converted.push((id.clone(), node));
     }
-    let workflow = serde_json::json!({
-        "version": super::FORMAT_VERSION,
-        "name": format!("{name} (imported from ComfyUI)"),
-        "nodes": converted,
-    });
-    let yaml = serde_saphyr::to_string(&workflow).map_err(|e| format!("cannot write the workflow: {e}"))?;
-    Ok((yaml, problems))
+    Ok((write_workflow(name, converted)?, problems))
 }
 
 /// A ComfyUI link: `[node_id, output_index]`.

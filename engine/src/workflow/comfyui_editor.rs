@@ -5,6 +5,7 @@
 //! links through `Reroute` nodes followed to their source; a `PrimitiveNode`'s value written
 //! into the params it feeds; bypassed nodes disabled and muted ones left out.
 
+use super::comfyui::{json_object, write_workflow, ImportedNode};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use swapgraph_node_api::Registry;
@@ -15,11 +16,9 @@ const SEED_CONTROLS: [&str; 4] = ["fixed", "increment", "decrement", "randomize"
 /// Whether `bytes` hold a ComfyUI editor-format workflow: a JSON object with `nodes` and
 /// `links` lists.
 pub fn is_comfyui_editor(bytes: &[u8]) -> bool {
-    let starts_as_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    starts_as_object
-        && serde_json::from_slice::<Map<String, Value>>(bytes).is_ok_and(|file| {
-            file.get("nodes").is_some_and(Value::is_array) && file.get("links").is_some_and(Value::is_array)
-        })
+    json_object(bytes).is_some_and(|file| {
+        file.get("nodes").is_some_and(Value::is_array) && file.get("links").is_some_and(Value::is_array)
+    })
 }
 
 /// One link: the producing node and output slot, and the consuming node and input slot.
@@ -47,7 +46,7 @@ pub fn from_comfyui_editor(name: &str, bytes: &[u8], registry: &Registry) -> Res
     let links = read_links(file.get("links"));
     let type_of = |node: &Map<String, Value>| node.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
     let mut problems = Vec::new();
-    let mut converted = Map::new();
+    let mut converted = Vec::new();
     for node in &nodes {
         let (Some(id), type_name) = (node.get("id").and_then(Value::as_i64), type_of(node)) else {
             continue;
@@ -120,32 +119,17 @@ pub fn from_comfyui_editor(name: &str, bytes: &[u8], registry: &Registry) -> Res
                 Err(problem) => problems.push(format!("{named}, input \"{target}\": {problem}")),
             }
         }
-        let mut spec = Map::new();
-        spec.insert("type".into(), Value::String(type_name.clone()));
-        if let Some(title) = title {
-            spec.insert("title".into(), Value::String(title.to_string()));
-        }
-        if !inputs.is_empty() {
-            spec.insert("inputs".into(), Value::Object(inputs));
-        }
-        if !params.is_empty() {
-            spec.insert("params".into(), Value::Object(params));
-        }
-        if let Some([x, y]) = node.get("pos").and_then(position) {
-            spec.insert("ui".into(), serde_json::json!({ "x": x, "y": y }));
-        }
-        if mode == 4 {
-            spec.insert("enabled".into(), Value::Bool(false));
-        }
-        converted.insert(id.to_string(), Value::Object(spec));
+        let node = ImportedNode {
+            type_name,
+            title: title.map(str::to_string),
+            inputs,
+            params,
+            ui: node.get("pos").and_then(position),
+            enabled: mode != 4,
+        };
+        converted.push((id.to_string(), node));
     }
-    let workflow = serde_json::json!({
-        "version": super::FORMAT_VERSION,
-        "name": format!("{name} (imported from ComfyUI)"),
-        "nodes": converted,
-    });
-    let yaml = serde_saphyr::to_string(&workflow).map_err(|e| format!("cannot write the workflow: {e}"))?;
-    Ok((yaml, problems))
+    Ok((write_workflow(name, converted)?, problems))
 }
 
 /// Where a link's value comes from, past any `Reroute` nodes.
