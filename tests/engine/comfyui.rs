@@ -95,3 +95,30 @@ fn an_editor_format_workflow_runs_with_its_widgets_reroutes_and_primitives_read(
     };
     assert_eq!(run_in(EDITOR_GRAPH, &bytes, files).len(), 1);
 }
+
+#[test]
+fn import_writes_bypassed_nodes_disabled_and_refuses_what_is_not_a_comfyui_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let editor = std::fs::read_to_string("tests/cases/comfyui/txt2img_editor.json").unwrap();
+    let bypassed = editor.replace("\"order\": 3, \"mode\": 0", "\"order\": 3, \"mode\": 4");
+    assert_ne!(bypassed, editor);
+    let file = dir.path().join("bypassed.json");
+    std::fs::write(&file, bypassed).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+        .arg("import")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    let node = &yaml[yaml.find("\"7\":").expect("node 7 is kept")..];
+    let node = &node[..node[1..].find("\n  \"").map_or(node.len(), |end| end + 1)];
+    assert!(node.contains("enabled: false"), "{node}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+        .args(["import", "workflows/sdxl_txt2img.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let error = String::from_utf8(output.stderr).unwrap();
+    assert!(error.contains("is not a ComfyUI workflow"), "{error}");
+}
