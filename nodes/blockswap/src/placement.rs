@@ -62,7 +62,8 @@ impl Placement for BlockSwapPlacement {
     ) -> Result<Arc<dyn WeightStore>, SourceError> {
         self.cache.get_or_build(model, device, dtype, room, || {
             let units = model.network.units().to_vec();
-            let settings = self.fitted(&units, dtype, room.bytes);
+            let dtypes = model.dtypes(dtype);
+            let settings = self.fitted(&units, dtypes.kept, room.bytes);
             let fitted = settings.vram_budget_mb != self.settings.vram_budget_mb;
             if fitted {
                 tracing::info!(
@@ -71,7 +72,7 @@ impl Placement for BlockSwapPlacement {
                     model.name
                 );
             }
-            let swap_plan = plan(&units, dtype, &settings).map_err(|e| match e {
+            let swap_plan = plan(&units, dtypes.kept, &settings).map_err(|e| match e {
                 PlanError::BudgetTooSmall {
                     budget_mb, minimum_mb, ..
                 } if fitted => SourceError::Device(format!(
@@ -87,21 +88,26 @@ impl Placement for BlockSwapPlacement {
                 },
             })?;
             let bytes = swap_plan.device_bytes();
-            let store = SwapStore::load(units, &model.source, swap_plan, settings, device, dtype)?;
+            let store = SwapStore::load(units, &model.source, swap_plan, settings, device, dtypes)?;
             Ok((Arc::new(store) as Arc<dyn WeightStore>, bytes))
         })
     }
 
     fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64 {
         let units = model.network.units();
-        plan(units, dtype, &self.settings).map_or_else(
-            |_| units.iter().map(|unit| unit.bytes(dtype)).sum(),
+        let kept = model.dtypes(dtype).kept;
+        plan(units, kept, &self.settings).map_or_else(
+            |_| units.iter().map(|unit| unit.bytes(kept)).sum(),
             |swap_plan| swap_plan.device_bytes(),
         )
     }
 
     fn streaming_minimum_bytes(&self, model: &ModelHandle, dtype: DType) -> Option<u64> {
-        Some(minimum_device_bytes(model.network.units(), dtype, &self.settings))
+        Some(minimum_device_bytes(
+            model.network.units(),
+            model.dtypes(dtype).kept,
+            &self.settings,
+        ))
     }
 
     fn resident(&self) -> Option<ResidentId> {

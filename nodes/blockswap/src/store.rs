@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use swapgraph_model::{device_memory, SourceError, TensorSource, UnitSpec, UnitWeights, WeightStore};
+use swapgraph_model::{device_memory, SourceError, TensorSource, UnitSpec, UnitWeights, WeightDTypes, WeightStore};
 use swapgraph_node_api::{host_available_bytes, MemoryReport};
 
 /// Host memory left to the rest of the process (activations on the CPU, images, the models'
@@ -80,7 +80,10 @@ pub struct SwapStore {
     /// Why the streaming path was not taken although asked for, for the report.
     fallback: Option<String>,
     device: Device,
-    dtype: DType,
+    /// The dtypes the model computes in and keeps its weights in.
+    dtypes: WeightDTypes,
+    /// Each unit's scales of weights kept in 8 bits that were stored scaled.
+    scales: Vec<Arc<HashMap<String, f64>>>,
     /// Block granularity: the block whose units are on the device, and those units.
     current_block: Mutex<Option<(String, HashMap<usize, UnitWeights>)>>,
     stats: Mutex<Stats>,
@@ -89,7 +92,7 @@ pub struct SwapStore {
 impl SwapStore {
     /// Loads resident units onto `device`, and swapped units into page-locked memory (CUDA,
     /// `non_blocking`) or host tensors (otherwise), or leaves them in `source` when the host's
-    /// available memory cannot hold them.
+    /// available memory cannot hold them; all kept in `dtypes.kept`.
     ///
     /// # Errors
     /// A missing or mis-shaped tensor in `source`, or a device that refuses the transfer buffers.
@@ -99,10 +102,10 @@ impl SwapStore {
         plan: SwapPlan,
         settings: SwapSettings,
         device: &Device,
-        dtype: DType,
+        dtypes: impl Into<WeightDTypes>,
     ) -> std::result::Result<Self, SourceError> {
         let host_room = host_available_bytes().map(|available| available.saturating_sub(HOST_MARGIN));
-        Self::load_within(units, source, plan, settings, (device, dtype), host_room)
+        Self::load_within(units, source, plan, settings, (device, dtypes.into()), host_room)
     }
 
     /// [`SwapStore::load`] with `host_room` bytes of host memory for the swapped units' copies
@@ -112,9 +115,10 @@ impl SwapStore {
         source: &Arc<TensorSource>,
         plan: SwapPlan,
         settings: SwapSettings,
-        (device, dtype): (&Device, DType),
+        (device, dtypes): (&Device, WeightDTypes),
         host_room: Option<u64>,
     ) -> std::result::Result<Self, SourceError> {
+        let dtype = dtypes.kept;
         let on_host = |index: usize| plan.swapped[index] || !units[index].group.every_pass;
         let host_bytes: u64 = (0..units.len())
             .filter(|&i| on_host(i))
@@ -162,6 +166,10 @@ impl SwapStore {
                 })
             })
             .collect::<std::result::Result<Vec<_>, SourceError>>()?;
+        let scales = units
+            .iter()
+            .map(|unit| source.unit_scales(unit, dtype).map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, SourceError>>()?;
         let stats = Stats {
             per_unit: vec![Duration::ZERO; units.len()],
             ..Stats::default()
@@ -175,7 +183,8 @@ impl SwapStore {
             transfers,
             fallback,
             device: device.clone(),
-            dtype,
+            dtypes,
+            scales,
             current_block: Mutex::new(None),
             stats: Mutex::new(stats),
         })
@@ -238,7 +247,7 @@ impl SwapStore {
                     .map(|(name, shape)| {
                         let tensor = self
                             .source
-                            .load(&spec.key(name), shape, self.dtype, &self.device)
+                            .load(&spec.key(name), shape, self.dtypes.kept, &self.device)
                             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                         Ok((name.clone(), tensor))
                     })
@@ -304,6 +313,42 @@ impl WeightStore for SwapStore {
     }
 
     fn acquire(&self, unit: usize) -> Result<UnitWeights> {
+        let weights = self.acquire_unscaled(unit)?;
+        Ok(match self.scales.get(unit) {
+            Some(scales) if !scales.is_empty() => weights.with_scales(Arc::clone(scales)),
+            _ => weights,
+        })
+    }
+
+    fn release(&self, unit: usize) {
+        #[cfg(feature = "cuda")]
+        if let Transfers::Streaming(streamer) = &self.transfers {
+            streamer.release(unit);
+        }
+        if unit + 1 == self.plan.pass_units {
+            *self.current_block.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtypes.compute
+    }
+
+    fn report(&self) -> Option<MemoryReport> {
+        if !self.settings.debug {
+            return None;
+        }
+        Some(crate::report::run_report(&self.plan, &self.settings, &self.figures()))
+    }
+}
+
+impl SwapStore {
+    /// Unit `unit`'s weights on the device, as kept.
+    fn acquire_unscaled(&self, unit: usize) -> Result<UnitWeights> {
         if unit == 0 {
             self.stats.lock().unwrap_or_else(PoisonError::into_inner).forward_passes += 1;
         }
@@ -325,31 +370,6 @@ impl WeightStore for SwapStore {
             },
             None => candle_core::bail!("no unit {unit}"),
         }
-    }
-
-    fn release(&self, unit: usize) {
-        #[cfg(feature = "cuda")]
-        if let Transfers::Streaming(streamer) = &self.transfers {
-            streamer.release(unit);
-        }
-        if unit + 1 == self.plan.pass_units {
-            *self.current_block.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        }
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    fn report(&self) -> Option<MemoryReport> {
-        if !self.settings.debug {
-            return None;
-        }
-        Some(crate::report::run_report(&self.plan, &self.settings, &self.figures()))
     }
 }
 
@@ -438,7 +458,7 @@ mod tests {
             &source,
             swap_plan,
             settings,
-            (&Device::Cpu, DType::F32),
+            (&Device::Cpu, DType::F32.into()),
             host_room,
         )
         .unwrap()
@@ -483,5 +503,55 @@ mod tests {
                 assert!(short.figures().streamed_per_pass > 0.0, "pass {pass}");
             }
         }
+    }
+
+    #[test]
+    fn weights_kept_in_eight_bits_are_swapped_as_kept_and_widened_as_layers_are_built() {
+        let (units, source) = tiny_model();
+        let dtypes = WeightDTypes {
+            compute: DType::F32,
+            kept: DType::F8E4M3,
+        };
+        let resident = ResidentStore::load(units.clone(), &source, dtypes, &Device::Cpu).unwrap();
+        let settings = SwapSettings::default();
+        let swap_plan = plan(&units, dtypes.kept, &settings).unwrap();
+        let halved = plan(&units, DType::F16, &settings).unwrap().device_bytes();
+        assert_eq!(
+            2 * swap_plan.device_bytes(),
+            halved,
+            "8-bit weights take half of f16's room"
+        );
+        let store = SwapStore::load_within(
+            units.clone(),
+            &source,
+            swap_plan,
+            settings,
+            (&Device::Cpu, dtypes),
+            None,
+        )
+        .unwrap();
+        assert_eq!(store.dtype(), DType::F32, "the model computes in f32");
+        assert!(store.homes.iter().any(|h| matches!(h, Home::Host(_))));
+        for (index, unit) in units.iter().enumerate() {
+            let weights = store.acquire(index).unwrap();
+            assert_eq!(
+                weights.bytes(),
+                unit.parameter_count() as u64,
+                "{}: a byte a weight",
+                unit.name
+            );
+            same_weights(&weights, &resident.acquire(index).unwrap(), unit);
+            store.release(index);
+        }
+        assert_eq!(
+            store.figures().streamed_per_pass,
+            units
+                .iter()
+                .zip(&store.plan.swapped)
+                .filter(|(_, swapped)| **swapped)
+                .map(|(unit, _)| unit.parameter_count() as f64)
+                .sum::<f64>(),
+            "swapped units move a byte a weight"
+        );
     }
 }

@@ -408,7 +408,8 @@ fn device_address(buffer: &Tensor, stream: &CudaStream) -> candle_core::Result<s
         DType::F16 => cuda.as_cuda_slice::<f16>()?.device_ptr(stream).0,
         DType::BF16 => cuda.as_cuda_slice::<bf16>()?.device_ptr(stream).0,
         DType::F32 => cuda.as_cuda_slice::<f32>()?.device_ptr(stream).0,
-        other => candle_core::bail!("BlockSwap streams f16, bf16 or f32 weights, not {other:?}"),
+        DType::F8E4M3 => cuda.as_cuda_slice::<float8::F8E4M3>()?.device_ptr(stream).0,
+        other => candle_core::bail!("BlockSwap streams f16, bf16, f32 or fp8 (e4m3) weights, not {other:?}"),
     };
     Ok(address)
 }

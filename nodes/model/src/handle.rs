@@ -5,7 +5,9 @@
 //! model stays as it was. Weights reach the device only when a sampler asks for a store.
 
 use crate::memory::{DeviceSlot, Fill};
-use crate::{DeviceMemoryManager, ResidentId, ResidentStore, SourceError, TensorSource, UnitSpec, WeightStore};
+use crate::{
+    DeviceMemoryManager, ResidentId, ResidentStore, SourceError, TensorSource, UnitSpec, WeightDTypes, WeightStore,
+};
 use candle_core::{DType, Device};
 use std::any::Any;
 use std::sync::Arc;
@@ -70,8 +72,8 @@ pub struct StoreCache {
 }
 
 /// What a cached store was built for: the model (its network's and weights' addresses and its
-/// name) and device (as its debug location), the dtype, and the store's device bytes.
-type StoreKey = (String, DType, u64);
+/// name) and device (as its debug location), the dtypes, and the store's device bytes.
+type StoreKey = (String, WeightDTypes, u64);
 
 impl StoreCache {
     /// The cached store for `model` on `device` in `dtype` when it fits `room`, or the one
@@ -91,6 +93,7 @@ impl StoreCache {
         // The same network with other weights (a LoRA merged in) needs a store of its own.
         let weights = Arc::as_ptr(&model.source) as usize;
         let key = format!("{network:x} {weights:x} {} {:?}", model.name, device.location());
+        let dtypes = model.dtypes(dtype);
         let fill = Fill {
             name: format!("{} ({})", model.network.kind(), model.name),
             manager: room.manager.as_ref(),
@@ -98,10 +101,10 @@ impl StoreCache {
         };
         self.slot.get_or_fill(
             |(made_for, made_in, bytes)| {
-                *made_for == key && *made_in == dtype && room.bytes.is_none_or(|room| *bytes <= room)
+                *made_for == key && *made_in == dtypes && room.bytes.is_none_or(|room| *bytes <= room)
             },
             fill,
-            || build().map(|(store, bytes)| ((key.clone(), dtype, bytes), store, bytes)),
+            || build().map(|(store, bytes)| ((key.clone(), dtypes, bytes), store, bytes)),
         )
     }
 
@@ -131,13 +134,19 @@ impl Placement for Resident {
             ..room.clone()
         };
         self.cache.get_or_build(model, device, dtype, &unbounded, || {
-            let store = ResidentStore::load(model.network.units().to_vec(), &model.source, dtype, device)?;
+            let store = ResidentStore::load(
+                model.network.units().to_vec(),
+                &model.source,
+                model.dtypes(dtype),
+                device,
+            )?;
             Ok((Arc::new(store) as Arc<dyn WeightStore>, self.device_bytes(model, dtype)))
         })
     }
 
     fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64 {
-        model.network.units().iter().map(|unit| unit.bytes(dtype)).sum()
+        let kept = model.dtypes(dtype).kept;
+        model.network.units().iter().map(|unit| unit.bytes(kept)).sum()
     }
 
     fn resident(&self) -> Option<ResidentId> {
@@ -159,6 +168,9 @@ pub struct ModelHandle {
     /// Where the weights of models sampled alongside this one (ControlNets attached to the
     /// conditioning) live; `None` keeps their own placement.
     pub companion_placement: Option<Arc<dyn Placement>>,
+    /// The dtype the weights are kept and moved in when not the one the model computes in
+    /// (8-bit floats: half the memory and transfers of f16); `None`: the compute dtype.
+    pub kept_dtype: Option<DType>,
 }
 
 impl ModelHandle {
@@ -170,6 +182,23 @@ impl ModelHandle {
             source,
             placement: Arc::new(Resident::default()),
             companion_placement: None,
+            kept_dtype: None,
+        }
+    }
+
+    /// The same model with its weights kept in `dtype` (`None`: the compute dtype).
+    pub fn with_kept_dtype(&self, dtype: Option<DType>) -> Self {
+        Self {
+            kept_dtype: dtype,
+            ..self.clone()
+        }
+    }
+
+    /// The dtypes the model's weights are kept in and computed in when it computes in `compute`.
+    pub fn dtypes(&self, compute: DType) -> WeightDTypes {
+        WeightDTypes {
+            compute,
+            kept: self.kept_dtype.unwrap_or(compute),
         }
     }
 

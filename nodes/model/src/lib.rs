@@ -30,6 +30,6 @@ pub use patches::{LowRank, WeightPatches};
 pub use record::record_params;
 pub use seeded::{seeded_tensor, seeded_tensors};
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
-pub use store::{ResidentStore, UnitWeights, WeightStore};
+pub use store::{load_unit, ResidentStore, UnitWeights, WeightDTypes, WeightStore};
 pub use unit::{UnitGroup, UnitSpec};
 pub use values::{Image, Latent, Mask};

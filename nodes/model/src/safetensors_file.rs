@@ -26,6 +26,9 @@ struct Entry {
 #[derive(Clone, Copy)]
 enum StoredDType {
     Known(DType),
+    /// 8-bit floats with 5 exponent bits: candle has no such dtype, but each is the upper byte
+    /// of the f16 of the same value, so they are read as f16, exactly.
+    F8E5M2,
     Unsupported(&'static str),
 }
 
@@ -80,6 +83,9 @@ impl SafetensorsFiles {
     /// A tensor the files lack, a dtype candle has no counterpart for, or a failed read.
     pub(crate) fn read(&self, name: &str) -> Result<Tensor, String> {
         let (entry, dtype) = self.entry(name)?;
+        if matches!(entry.dtype, StoredDType::F8E5M2) {
+            return self.read_widened(entry);
+        }
         match dtype {
             DType::U8 => self.read_typed::<u8>(entry),
             DType::U32 => self.read_typed::<u32>(entry),
@@ -88,6 +94,7 @@ impl SafetensorsFiles {
             DType::BF16 => self.read_typed::<half::bf16>(entry),
             DType::F32 => self.read_typed::<f32>(entry),
             DType::F64 => self.read_typed::<f64>(entry),
+            DType::F8E4M3 => self.read_typed::<float8::F8E4M3>(entry),
             other => Err(format!("its dtype {other:?} cannot be read")),
         }
     }
@@ -99,7 +106,7 @@ impl SafetensorsFiles {
     /// A tensor the files lack, a `target` of another length, or a failed read.
     pub(crate) fn read_into(&self, name: &str, dtype: DType, target: &mut [u8]) -> Result<bool, String> {
         let (entry, stored) = self.entry(name)?;
-        if stored != dtype {
+        if stored != dtype || matches!(entry.dtype, StoredDType::F8E5M2) {
             return Ok(false);
         }
         if target.len() != entry.len {
@@ -109,12 +116,37 @@ impl SafetensorsFiles {
         Ok(true)
     }
 
+    /// The dtype tensor `name` is stored in, as it reads ([`DType::F16`] for 5-exponent-bit
+    /// 8-bit floats); `None` when the files lack it or candle cannot hold it.
+    pub(crate) fn dtype(&self, name: &str) -> Option<DType> {
+        self.entry(name).ok().map(|(_, dtype)| dtype)
+    }
+
+    /// Whether tensor `name` is stored in 8-bit floats (either kind).
+    pub(crate) fn is_eight_bit(&self, name: &str) -> bool {
+        self.entries
+            .get(name)
+            .is_some_and(|entry| matches!(entry.dtype, StoredDType::F8E5M2 | StoredDType::Known(DType::F8E4M3)))
+    }
+
     fn entry(&self, name: &str) -> Result<(&Entry, DType), String> {
         let entry = self.entries.get(name).ok_or_else(|| "not in the file".to_string())?;
         match entry.dtype {
             StoredDType::Known(dtype) => Ok((entry, dtype)),
+            StoredDType::F8E5M2 => Ok((entry, DType::F16)),
             StoredDType::Unsupported(stored) => Err(format!("its dtype {stored} cannot be read")),
         }
+    }
+
+    /// Reads an F8_E5M2 tensor as f16: each value's byte becomes the upper byte of its f16.
+    fn read_widened(&self, entry: &Entry) -> Result<Tensor, String> {
+        let mut bytes = vec![0u8; entry.len];
+        self.read_bytes(entry, &mut bytes)?;
+        let values: Vec<half::f16> = bytes
+            .into_iter()
+            .map(|byte| half::f16::from_bits(u16::from(byte) << 8))
+            .collect();
+        Tensor::from_vec(values, entry.shape.as_slice(), &Device::Cpu).map_err(|e| e.to_string())
     }
 
     fn read_typed<T: candle_core::WithDType + bytemuck::Pod>(&self, entry: &Entry) -> Result<Tensor, String> {
@@ -184,16 +216,7 @@ fn checked_entry(raw: RawEntry, file: usize, data_start: u64, size: u64) -> Resu
 }
 
 /// Dtypes the format names that candle cannot hold, with their sizes in bytes.
-const UNSUPPORTED: [(&str, u64); 8] = [
-    ("BOOL", 1),
-    ("I8", 1),
-    ("U16", 2),
-    ("I16", 2),
-    ("I32", 4),
-    ("U64", 8),
-    ("F8_E4M3", 1),
-    ("F8_E5M2", 1),
-];
+const UNSUPPORTED: [(&str, u64); 6] = [("BOOL", 1), ("I8", 1), ("U16", 2), ("I16", 2), ("I32", 4), ("U64", 8)];
 
 /// The dtype the format calls `name`, and its size in bytes.
 fn stored_dtype(name: &str) -> Option<(StoredDType, u64)> {
@@ -205,6 +228,8 @@ fn stored_dtype(name: &str) -> Option<(StoredDType, u64)> {
         "BF16" => DType::BF16,
         "F32" => DType::F32,
         "F64" => DType::F64,
+        "F8_E4M3" => DType::F8E4M3,
+        "F8_E5M2" => return Some((StoredDType::F8E5M2, 1)),
         _ => {
             let (name, size) = UNSUPPORTED.into_iter().find(|(n, _)| *n == name)?;
             return Some((StoredDType::Unsupported(name), size));

@@ -4,6 +4,7 @@
 use crate::patches::WeightPatches;
 use crate::safetensors_file::SafetensorsFiles;
 use crate::seeded::seeded_tensor;
+use crate::UnitSpec;
 use candle_core::{DType, Device, Shape, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -287,13 +288,106 @@ impl TensorSource {
         if tensor.dims() != shape.dims() {
             return Err(self.shape_error(&source_key, shape, tensor.dims()));
         }
+        let patches = self.patches.as_ref().filter(|patches| patches.changes(key));
+        // A scaled 8-bit weight is its values times its scale. Kept in 8 bits it stays as
+        // stored, its scale handed out beside it (`unit_scales`); else it is scaled here.
+        let scale = self.stored_scale(&source_key).map_err(|message| SourceError::Tensor {
+            source_name: self.name.clone(),
+            key: source_key.clone(),
+            message,
+        })?;
+        let kept_as_stored = dtype == DType::F8E4M3 && tensor.dtype() == dtype && patches.is_none();
+        let scale = scale.filter(|_| !kept_as_stored);
+        let tensor = match scale {
+            Some(scale) => tensor.to_dtype(DType::F32).and_then(|t| t * scale).map_err(failed)?,
+            None => tensor,
+        };
+        // Kept in 8 bits, a scaled weight goes back to its file's scale.
+        let unscale = |t: Tensor| match scale {
+            Some(scale) if dtype == DType::F8E4M3 => t.to_dtype(DType::F32).and_then(|t| t / scale),
+            _ => Ok(t),
+        };
         // A change is merged where the weight will live, in f32, before the run's dtype.
-        if let Some(patches) = self.patches.as_ref().filter(|patches| patches.changes(key)) {
+        if let Some(patches) = patches {
             let weight = tensor.to_device(device).map_err(failed)?;
             let merged = patches.apply(key, &weight).unwrap_or_else(|| Ok(weight.clone()));
-            return merged.and_then(|t| t.to_dtype(dtype)).map_err(failed);
+            return merged.and_then(unscale).and_then(|t| t.to_dtype(dtype)).map_err(failed);
         }
-        tensor.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(failed)
+        unscale(tensor)
+            .and_then(|t| t.to_dtype(dtype))
+            .and_then(|t| t.to_device(device))
+            .map_err(failed)
+    }
+
+    /// The dtype the tensor the model calls `key` is stored in (as it reads), without reading
+    /// it; `None` when the source lacks it.
+    pub fn stored_dtype(&self, key: &str) -> Option<DType> {
+        let SourceKey { key, .. } = self.source_key(key)?;
+        match &*self.backing {
+            Backing::Files(files) => files.dtype(&key),
+            Backing::Memory(tensors) => tensors.get(&key).map(Tensor::dtype),
+            Backing::Seeded { shapes, dtype, .. } => shapes.contains_key(&key).then_some(*dtype),
+        }
+    }
+
+    /// The scales of `unit`'s weights that are kept in 8 bits in `dtype` and stored scaled
+    /// (a layer's `scale_weight` or `weight_scale` beside its `weight`), keyed by the unit's own
+    /// tensor names: what each kept weight is multiplied by when it is widened to run.
+    ///
+    /// # Errors
+    /// A scale that cannot be read as one number.
+    pub fn unit_scales(&self, unit: &UnitSpec, dtype: DType) -> Result<HashMap<String, f64>, SourceError> {
+        if dtype != DType::F8E4M3 {
+            return Ok(HashMap::new());
+        }
+        let mut scales = HashMap::new();
+        for (name, _) in &unit.tensors {
+            let key = unit.key(name);
+            let Some(SourceKey { key: source_key, .. }) = self.source_key(&key) else {
+                continue;
+            };
+            let scale = self.stored_scale(&source_key).map_err(|message| SourceError::Tensor {
+                source_name: self.name.clone(),
+                key: source_key.clone(),
+                message,
+            })?;
+            if let Some(scale) = scale {
+                scales.insert(name.clone(), scale);
+            }
+        }
+        Ok(scales)
+    }
+
+    /// The scale stored beside the 8-bit weight `source_key` (`….scale_weight`, as ComfyUI's
+    /// scaled fp8 files have it, or `….weight_scale`), if any.
+    fn stored_scale(&self, source_key: &str) -> Result<Option<f64>, String> {
+        let Backing::Files(files) = &*self.backing else {
+            return Ok(None);
+        };
+        if !files.is_eight_bit(source_key) {
+            return Ok(None);
+        }
+        let Some(layer) = source_key.strip_suffix(".weight") else {
+            return Ok(None);
+        };
+        let Some(scale_key) = [format!("{layer}.scale_weight"), format!("{source_key}_scale")]
+            .into_iter()
+            .find(|candidate| files.shape(candidate).is_some())
+        else {
+            return Ok(None);
+        };
+        let scale = files
+            .read(&scale_key)
+            .and_then(|t| {
+                t.flatten_all()
+                    .and_then(|t| t.to_dtype(DType::F64)?.to_vec1::<f64>())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("its scale \"{scale_key}\": {e}"))?;
+        match scale.as_slice() {
+            [scale] if scale.is_finite() => Ok(Some(*scale)),
+            _ => Err(format!("its scale \"{scale_key}\" is not one finite number")),
+        }
     }
 
     /// Writes the tensor the model calls `key`, checked and converted as [`TensorSource::load`]
@@ -366,7 +460,8 @@ fn write_bytes(tensor: &Tensor, target: &mut [u8]) -> candle_core::Result<()> {
         DType::F16 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::f16>()?)),
         DType::BF16 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<half::bf16>()?)),
         DType::F32 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<f32>()?)),
-        other => candle_core::bail!("weights are written as f16, bf16 or f32, not {other:?}"),
+        DType::F8E4M3 => target.copy_from_slice(bytemuck::cast_slice(&flat.to_vec1::<float8::F8E4M3>()?)),
+        other => candle_core::bail!("weights are written as f16, bf16, f32 or fp8 (e4m3), not {other:?}"),
     }
     Ok(())
 }

@@ -7,45 +7,104 @@ use candle_nn::{Init, VarBuilder};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The weights of one unit on the compute device, keyed by names relative to the unit.
-/// Cloning shares them.
+/// The weights of one unit on the compute device, keyed by names relative to the unit, with the
+/// scales of those kept in 8 bits that were stored scaled. Cloning shares them.
 #[derive(Clone, Debug)]
-pub struct UnitWeights(Arc<HashMap<String, Tensor>>);
+pub struct UnitWeights {
+    tensors: Arc<HashMap<String, Tensor>>,
+    scales: Arc<HashMap<String, f64>>,
+}
 
 impl UnitWeights {
     /// Wraps tensors keyed by names relative to the unit.
     pub fn new(tensors: HashMap<String, Tensor>) -> Self {
-        Self(Arc::new(tensors))
+        Self {
+            tensors: Arc::new(tensors),
+            scales: Arc::default(),
+        }
     }
 
-    /// A builder that unit layers are constructed from, exactly as from a checkpoint.
+    /// The same weights, each named in `scales` multiplied by its scale when it is widened to
+    /// run (see [`TensorSource::unit_scales`]).
+    pub fn with_scales(self, scales: Arc<HashMap<String, f64>>) -> Self {
+        Self { scales, ..self }
+    }
+
+    /// A builder that unit layers are constructed from, exactly as from a checkpoint: weights
+    /// kept in another dtype (8-bit floats) are widened to `dtype` as each layer asks for them.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(Shared(Arc::clone(&self.0))), dtype, device.clone())
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
     }
 
     /// Total bytes of the tensors.
     pub fn bytes(&self) -> u64 {
-        self.0
+        self.tensors
             .values()
             .map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
             .sum()
     }
 }
 
-struct Shared(Arc<HashMap<String, Tensor>>);
-
-impl SimpleBackend for Shared {
+impl SimpleBackend for UnitWeights {
     fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
-        SimpleBackend::get(&*self.0, shape, name, init, dtype, device)
+        let tensor = SimpleBackend::get(&*self.tensors, shape, name, init, dtype, device)?;
+        match self.scales.get(name) {
+            Some(&scale) => tensor.affine(scale, 0.0),
+            None => Ok(tensor),
+        }
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        SimpleBackend::get_unchecked(&*self.0, name, dtype, device)
+        let tensor = SimpleBackend::get_unchecked(&*self.tensors, name, dtype, device)?;
+        match self.scales.get(name) {
+            Some(&scale) => tensor.affine(scale, 0.0),
+            None => Ok(tensor),
+        }
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.tensors.contains_key(name)
     }
+}
+
+/// The dtype a model computes in, and the one its weights are kept and moved in: the same, or
+/// 8-bit floats (half the bytes of f16 to hold and to stream), widened layer by layer as the
+/// model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WeightDTypes {
+    /// The dtype layers compute in.
+    pub compute: DType,
+    /// The dtype the weights are kept in.
+    pub kept: DType,
+}
+
+/// Weights kept in the dtype they compute in.
+impl From<DType> for WeightDTypes {
+    fn from(dtype: DType) -> Self {
+        Self {
+            compute: dtype,
+            kept: dtype,
+        }
+    }
+}
+
+/// `unit`'s weights from `source`, kept as `dtypes` says, on `device`.
+///
+/// # Errors
+/// The first [`SourceError`]: a missing or mis-shaped tensor names its key.
+pub fn load_unit(
+    unit: &UnitSpec,
+    source: &TensorSource,
+    dtypes: WeightDTypes,
+    device: &Device,
+) -> std::result::Result<UnitWeights, SourceError> {
+    let tensors = unit
+        .tensors
+        .iter()
+        .map(|(name, shape)| Ok((name.clone(), source.load(&unit.key(name), shape, dtypes.kept, device)?)))
+        .collect::<std::result::Result<HashMap<_, _>, SourceError>>()?;
+    let scales = source.unit_scales(unit, dtypes.kept)?;
+    Ok(UnitWeights::new(tensors).with_scales(Arc::new(scales)))
 }
 
 /// Hands a model its units' weights. The model calls [`acquire`](Self::acquire) right before a
@@ -67,7 +126,7 @@ pub trait WeightStore: Send + Sync {
     /// The device the model computes on.
     fn device(&self) -> &Device;
 
-    /// The dtype the weights are in.
+    /// The dtype the model computes in (the weights are widened to it as each layer is built).
     fn dtype(&self) -> DType;
 
     /// A memory and timing summary for users, from stores that keep one (BlockSwap in debug
@@ -86,32 +145,26 @@ pub struct ResidentStore {
 }
 
 impl ResidentStore {
-    /// Loads every unit from `source` onto `device` as `dtype`.
+    /// Loads every unit from `source` onto `device`, kept as `dtypes` says.
     ///
     /// # Errors
     /// The first [`SourceError`]: a missing or mis-shaped tensor names its key.
     pub fn load(
         units: Vec<UnitSpec>,
         source: &TensorSource,
-        dtype: DType,
+        dtypes: impl Into<WeightDTypes>,
         device: &Device,
     ) -> std::result::Result<Self, SourceError> {
+        let dtypes = dtypes.into();
         let weights = units
             .iter()
-            .map(|unit| {
-                let tensors = unit
-                    .tensors
-                    .iter()
-                    .map(|(name, shape)| Ok((name.clone(), source.load(&unit.key(name), shape, dtype, device)?)))
-                    .collect::<std::result::Result<HashMap<_, _>, SourceError>>()?;
-                Ok(UnitWeights::new(tensors))
-            })
+            .map(|unit| load_unit(unit, source, dtypes, device))
             .collect::<std::result::Result<Vec<_>, SourceError>>()?;
         Ok(Self {
             units,
             weights,
             device: device.clone(),
-            dtype,
+            dtype: dtypes.compute,
         })
     }
 }

@@ -6,6 +6,7 @@ mod parity {
     pub mod clip;
     pub mod controlnet;
     pub mod folder;
+    pub mod fp8;
     pub mod lora;
     pub mod noise;
     pub mod sampling;

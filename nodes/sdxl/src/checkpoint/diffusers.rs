@@ -93,20 +93,26 @@ fn check_unet_config(folder: &Path) -> Result<(), NodeError> {
     let path = folder.join("unet").join("config.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| NodeError::msg(format!("{}: cannot read unet/config.json: {e}", folder.display())))?;
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| NodeError::msg(format!("{}: unet/config.json is not JSON: {e}", folder.display())))?;
+    check_unet_json(&text, folder)
+}
+
+/// Checks a UNet's `config.json` text describes a UNet of SDXL's family, naming SD 1.x and 2.x
+/// (found in `what`) when it does not.
+pub(crate) fn check_unet_json(text: &str, what: &Path) -> Result<(), NodeError> {
+    let config: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| NodeError::msg(format!("{}: the UNet's config.json is not JSON: {e}", what.display())))?;
     let cross_attention = config["cross_attention_dim"].as_u64();
     let text_time = config["addition_embed_type"].as_str() == Some("text_time");
     match (cross_attention, text_time) {
         // SDXL's text-time conditioning: its sizes are read from the config next.
         (_, true) => Ok(()),
-        (Some(768), _) => Err(not_sdxl(folder, "Stable Diffusion 1.x")),
-        (Some(1024), false) => Err(not_sdxl(folder, "Stable Diffusion 2.x")),
-        _ => Err(not_sdxl(folder, "an unknown UNet")),
+        (Some(768), _) => Err(not_sdxl(what, "Stable Diffusion 1.x")),
+        (Some(1024), false) => Err(not_sdxl(what, "Stable Diffusion 2.x")),
+        _ => Err(not_sdxl(what, "an unknown UNet")),
     }
 }
 
-fn not_sdxl(what: &Path, found: &str) -> NodeError {
+pub(crate) fn not_sdxl(what: &Path, found: &str) -> NodeError {
     NodeError::msg(format!(
         "{} holds {found}, not SDXL; swapgraph runs SDXL models",
         what.display()

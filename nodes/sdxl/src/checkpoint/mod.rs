@@ -5,6 +5,7 @@ mod builtin;
 pub(crate) mod diffusers;
 mod shapes;
 pub mod single_file;
+pub mod unet_file;
 
 use builtin::BuiltinSizes;
 pub use builtin::{RANDOM_SDXL, TINY_SDXL};
@@ -53,7 +54,12 @@ pub fn load(name: &str, device: &Device, budget: VramBudget) -> Result<Checkpoin
     let checkpoint = if let Some(sizes) = BuiltinSizes::named(name) {
         builtin::seeded_checkpoint(name, &sizes)?
     } else {
-        load_file(name)?
+        let mut loaded = load_file(name)?;
+        // A checkpoint saved in 8-bit floats keeps its UNet's weights so.
+        if unet_file::stored_in_eight_bits(&loaded.model) {
+            loaded.model = loaded.model.with_kept_dtype(Some(candle_core::DType::F8E4M3));
+        }
+        loaded
     };
     checkpoint.placed(name, device, budget)
 }

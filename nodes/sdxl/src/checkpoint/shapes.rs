@@ -23,11 +23,27 @@ pub fn sizes_from_shapes(source: &TensorSource) -> Result<Sizes, String> {
         keys: source.keys().into_iter().collect(),
     };
     Ok(Sizes {
-        unet: unet(&file)?,
+        unet: unet(&file, ORIGINAL_UNET_PREFIX)?,
         clip_l: clip_l(&file)?,
         clip_g: clip_g(&file)?,
         vae: vae(&file)?,
     })
+}
+
+/// Where a UNet's tensors are in an original-layout checkpoint.
+pub const ORIGINAL_UNET_PREFIX: &str = "model.diffusion_model.";
+
+/// The sizes of the original-layout UNet whose tensors are under `prefix` in `source` (a
+/// checkpoint's `model.diffusion_model.`, or nothing in a file of the UNet alone).
+///
+/// # Errors
+/// A message naming the tensor that is missing or the shape this code cannot build.
+pub fn unet_sizes(source: &TensorSource, prefix: &str) -> Result<UNetConfig, String> {
+    let file = Shapes {
+        source,
+        keys: source.keys().into_iter().collect(),
+    };
+    unet(&file, prefix)
 }
 
 /// A file's tensor names and shapes.
@@ -67,8 +83,7 @@ impl Shapes<'_> {
     }
 }
 
-fn unet(file: &Shapes) -> Result<UNetConfig, String> {
-    let p = "model.diffusion_model.";
+fn unet(file: &Shapes, p: &str) -> Result<UNetConfig, String> {
     let conv_in = file.shape(&format!("{p}input_blocks.0.0.weight"))?;
     let blocks = file.count(&format!("{p}input_blocks."));
     let per_level = (1..blocks)

@@ -12,6 +12,7 @@ mod out_of_memory;
 mod sampler_room;
 mod sampling_params;
 mod sampling_times;
+mod unet_loader;
 mod vae_decode;
 mod vae_encode;
 
@@ -40,6 +41,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(ksampler::KSampler::advanced())?;
     registry.register(lora_loader::LoraLoader::new())?;
     registry.register(lora_loader::LoraLoader::model_only())?;
+    registry.register(unet_loader::UNetLoader::new())?;
     registry.register(vae_decode::VaeDecode::new())?;
     registry.register(vae_decode::VaeDecode::tiled())?;
     registry.register(vae_encode::VaeEncode::new())?;

@@ -7,7 +7,7 @@ use candle_core::{DType, Device};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, OnceLock, PoisonError};
-use swapgraph_model::{device_memory, is_out_of_memory, ModelHandle, HEADROOM_FRACTION};
+use swapgraph_model::{device_memory, is_out_of_memory, ModelHandle, WeightDTypes, HEADROOM_FRACTION};
 use swapgraph_node_api::NodeError;
 
 /// Device memory the memory pool reserves around a step's activations beyond the activations
@@ -146,7 +146,8 @@ impl UNetOnDevice<'_> {
         let weight_bytes = model.placement.device_bytes(model, dtype);
         let held = if weights_loaded { weight_bytes } else { 0 };
         let units = self.unet.units();
-        let largest = units.iter().map(|unit| unit.bytes(dtype)).max().unwrap_or(0);
+        let kept = model.dtypes(dtype).kept;
+        let largest = units.iter().map(|unit| unit.bytes(kept)).max().unwrap_or(0);
         let streaming_minimum = model.placement.streaming_minimum_bytes(model, dtype);
         let shortfall = Shortfall {
             stage: stage.to_owned(),
@@ -173,12 +174,12 @@ impl UNetOnDevice<'_> {
     fn estimate_activations(&self) -> Option<u64> {
         // Measured once per UNet shape, device, dtype and size in a process: the check before a
         // run measures, the run reuses it.
-        type Key = (String, String, DType, (usize, usize));
+        type Key = (String, String, WeightDTypes, (usize, usize));
         static MEASURED: OnceLock<Mutex<HashMap<Key, u64>>> = OnceLock::new();
         let key = (
             format!("{:?}", self.unet.config()),
             format!("{:?}", self.device.location()),
-            self.dtype,
+            self.model.dtypes(self.dtype),
             self.latent,
         );
         let measured = MEASURED.get_or_init(Mutex::default);
@@ -196,7 +197,7 @@ impl UNetOnDevice<'_> {
     /// Measures [`UNetOnDevice::estimate_activations`] on the device.
     fn measure_activations(&self) -> Option<u64> {
         let measure = |side: usize| {
-            step_activations(self.unet, self.device, self.dtype, (side, side))
+            step_activations(self.unet, self.device, self.model.dtypes(self.dtype), (side, side))
                 .ok()
                 .flatten()
         };

@@ -1,11 +1,12 @@
 //! Activation memory of a UNet step at a latent size, measured on the device itself: the
 //! real forward pass with every weight a view of one zero buffer, so only activations take
-//! memory and no weights need loading.
+//! memory and no weights need loading. Weights kept in 8 bits are widened as the layers are
+//! built, so those widened copies count too.
 
 use super::{UNet, UNetInput};
 use candle_core::{DType, Device, Result, Tensor};
 use std::collections::HashMap;
-use swapgraph_model::{device_memory, reset_peak_memory, UnitSpec, UnitWeights, WeightStore};
+use swapgraph_model::{device_memory, reset_peak_memory, UnitSpec, UnitWeights, WeightDTypes, WeightStore};
 
 /// Hands every unit zero weights of the right shapes, all views of one buffer.
 struct ZeroStore {
@@ -50,17 +51,18 @@ impl WeightStore for ZeroStore {
 }
 
 /// Peak activation bytes of one forward pass of `unet` with classifier-free guidance (batch 2)
-/// on latents of `latent_h` x `latent_w`, in `dtype` on `device`; `None` where the device does
-/// not report memory.
+/// on latents of `latent_h` x `latent_w`, computing in `dtypes.compute` with weights kept in
+/// `dtypes.kept` on `device`; `None` where the device does not report memory.
 ///
 /// # Errors
 /// A device error, out-of-memory included (the activations do not fit).
 pub fn step_activations(
     unet: &UNet,
     device: &Device,
-    dtype: DType,
+    dtypes: impl Into<WeightDTypes>,
     (latent_h, latent_w): (usize, usize),
 ) -> Result<Option<u64>> {
+    let WeightDTypes { compute: dtype, kept } = dtypes.into();
     let cfg = unet.config();
     let largest = unet
         .units()
@@ -70,7 +72,7 @@ pub fn step_activations(
         .unwrap_or(1);
     let store = ZeroStore {
         units: unet.units().to_vec(),
-        zeros: Tensor::zeros(largest, dtype, device)?,
+        zeros: Tensor::zeros(largest, kept, device)?,
         device: device.clone(),
         dtype,
     };

@@ -1,0 +1,134 @@
+//! A UNet on its own, as ComfyUI's `models/unet/` (or `diffusion_models/`) folder holds them: a
+//! single file in the original layout (with or without a checkpoint's `model.diffusion_model.`
+//! prefix), a diffusers `unet/` folder (or a pipeline folder holding one), or a built-in model's
+//! UNet.
+
+use super::builtin::{seeded_checkpoint, BuiltinSizes};
+use super::diffusers::{check_unet_json, not_sdxl, open, weights_file};
+use super::shapes::{unet_sizes, ORIGINAL_UNET_PREFIX};
+use super::single_file::unet_key;
+use crate::unet::{UNet, UNetConfig};
+use candle_core::DType;
+use std::path::Path;
+use std::sync::Arc;
+use swapgraph_model::{ModelHandle, SourceKey, TensorSource};
+use swapgraph_node_api::NodeError;
+
+/// Loads the UNet `name`, its weights still in the file, kept in 8 bits when the file stores
+/// them so.
+///
+/// # Errors
+/// A message naming the file: not found, not an SDXL UNet (SD 1.x and 2.x are named), a
+/// diffusers-layout file without its folder, or a shape this code cannot build.
+pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
+    if let Some(sizes) = BuiltinSizes::named(name) {
+        return Ok(seeded_checkpoint(name, &sizes)?.model);
+    }
+    let path = Path::new(name);
+    if path.is_dir() {
+        load_folder(path)
+    } else if path.is_file() {
+        load_single_file(path, None)
+    } else {
+        Err(NodeError::msg(format!(
+            "UNet \"{name}\" not found: give an SDXL UNet .safetensors file (original layout), a diffusers unet/ \
+             folder, or a built-in model"
+        )))
+    }
+}
+
+/// Whether any of the model's weights is stored in 8-bit floats: such a file keeps its weights
+/// in 8 bits (half the memory and transfers of f16), as it was made to.
+pub fn stored_in_eight_bits(model: &ModelHandle) -> bool {
+    model.network.units().iter().any(|unit| {
+        unit.tensors
+            .iter()
+            .any(|(name, _)| model.source.stored_dtype(&unit.key(name)) == Some(DType::F8E4M3))
+    })
+}
+
+/// A diffusers UNet folder (`config.json` beside `diffusion_pytorch_model.safetensors`), or a
+/// pipeline folder with one under `unet/`.
+fn load_folder(path: &Path) -> Result<ModelHandle, NodeError> {
+    let folder = if path.join("config.json").is_file() {
+        path.to_path_buf()
+    } else {
+        path.join("unet")
+    };
+    let config_path = folder.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| {
+        NodeError::msg(format!(
+            "{}: a UNet folder has config.json (or unet/config.json): {e}",
+            path.display()
+        ))
+    })?;
+    check_unet_json(&text, path)?;
+    let cfg = UNetConfig::from_diffusers_json(&text)
+        .map_err(|e| NodeError::msg(format!("{}: {e}", config_path.display())))?;
+    let source = open(&weights_file(&folder, "", "diffusion_pytorch_model")?)?;
+    handle(path, cfg, source)
+}
+
+/// A single file in the original layout, with or without the checkpoint's prefix, of sizes `cfg`
+/// (`None`: read from its tensors' shapes, which takes SDXL's heads of 64 channels).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_single_file(path: &Path, cfg: Option<UNetConfig>) -> Result<ModelHandle, NodeError> {
+    let source = open(path)?;
+    let keys = source.keys();
+    let prefix = if keys.iter().any(|k| k.starts_with(ORIGINAL_UNET_PREFIX)) {
+        ORIGINAL_UNET_PREFIX
+    } else {
+        ""
+    };
+    let has = |key: &str| source.stored_shape(&format!("{prefix}{key}")).is_some();
+    if !has("input_blocks.0.0.weight") {
+        let diffusers = keys.iter().any(|k| k.starts_with("down_blocks."));
+        return Err(NodeError::msg(if diffusers {
+            format!(
+                "{} is a UNet in diffusers' layout, which a single file cannot be read in without its config.json: \
+                 give the folder holding both",
+                path.display()
+            )
+        } else {
+            format!("{} is not a UNet (it has no input_blocks.0.0.weight)", path.display())
+        }));
+    }
+    if !has("label_emb.0.0.weight") {
+        // SD 1.x and 2.x have no added conditioning; their cross-attention width tells them apart.
+        let width = source
+            .stored_shape(&format!(
+                "{prefix}input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+            ))
+            .and_then(|shape| shape.get(1).copied());
+        return Err(not_sdxl(
+            path,
+            match width {
+                Some(768) => "Stable Diffusion 1.x",
+                Some(1024) => "Stable Diffusion 2.x",
+                _ => "a UNet without SDXL's added conditioning",
+            },
+        ));
+    }
+    let cfg = match cfg {
+        Some(cfg) => cfg,
+        None => unet_sizes(&source, prefix).map_err(|e| NodeError::msg(format!("{}: {e}", path.display())))?,
+    };
+    let key_cfg = cfg.clone();
+    let source = source.with_key_map(Arc::new(move |key: &str| {
+        let key = unet_key(key, &key_cfg)?;
+        let bare = key.strip_prefix(ORIGINAL_UNET_PREFIX).unwrap_or(&key);
+        Some(SourceKey::whole(format!("{prefix}{bare}")))
+    }));
+    handle(path, cfg, source)
+}
+
+/// The UNet of `cfg` reading `source`, kept in 8 bits when the file stores it so.
+fn handle(path: &Path, cfg: UNetConfig, source: TensorSource) -> Result<ModelHandle, NodeError> {
+    let name = path.display().to_string();
+    let unet = UNet::new(cfg).map_err(|e| NodeError::msg(format!("{name}: {e}")))?;
+    let model = ModelHandle::new(name, Arc::new(unet), Arc::new(source));
+    let kept = stored_in_eight_bits(&model).then_some(DType::F8E4M3);
+    Ok(model.with_kept_dtype(kept))
+}
