@@ -1,7 +1,7 @@
 //! SDXL-size UNet steps on a device, resident or through BlockSwap, with seeded random weights:
 //! the figures BlockSwap's promises are measured by.
 //!
-//! `cargo bench --bench unet_step [--features cuda] -- --device cuda:0 --latent 128 --steps 10
+//! `cargo bench --bench unet_step [--features cuda] -- --device cuda:0 --latent 128 --steps 10 [--weights fp8]
 //! --configs none,blocks:3/p1,blocks:3/sync,budget:4096/p2/debug`
 //!
 //! Each configuration is a swap choice (`none`, `blocks:N`, `budget:MB`) with optional modifiers:
@@ -93,7 +93,14 @@ fn main() {
             .unwrap_or_else(|| default.to_string())
     };
     // A mistyped flag would otherwise leave its default in place without a word.
-    const VALUED: [&str; 5] = ["--device", "--latent", "--steps", "--configs", "--bandwidth-gb-s"];
+    const VALUED: [&str; 6] = [
+        "--device",
+        "--latent",
+        "--steps",
+        "--configs",
+        "--bandwidth-gb-s",
+        "--weights",
+    ];
     const SWITCHES: [&str; 2] = ["--synchronize-steps", "--bench"]; // `cargo bench` passes `--bench`
     let mut rest = args.iter().skip(1);
     while let Some(arg) = rest.next() {
@@ -121,17 +128,26 @@ fn main() {
         .any(|a| a == "--bandwidth-gb-s")
         .then(|| value("--bandwidth-gb-s", "").parse().expect("--bandwidth-gb-s GB/s"));
     let dtype = weight_dtype(&device);
+    // `--weights fp8` keeps the weights in 8-bit floats, widened layer by layer as the UNet runs.
+    let kept = match value("--weights", "compute").as_str() {
+        "compute" => dtype,
+        "fp8" => DType::F8E4M3,
+        other => {
+            eprintln!("unet_step: --weights is compute or fp8, not `{other}`");
+            std::process::exit(2);
+        }
+    };
     let cfg = UNetConfig::sdxl();
     let unet = UNet::new(cfg.clone()).expect("the SDXL layout");
     let units = unet.units().to_vec();
     // The pass's units come first, then the context projections, run once before the steps.
     let pass_units = units.iter().take_while(|u| u.group.every_pass).count();
     // Each unit's pieces in bytes, as the streaming path copies them, for the replays.
-    let element = dtype.size_in_bytes() as u64;
+    let element = kept.size_in_bytes() as u64;
     let unit_pieces: Vec<Vec<u64>> = units[..pass_units]
         .iter()
         .map(|unit| {
-            tensor_pieces(unit, dtype)
+            tensor_pieces(unit, kept)
                 .into_iter()
                 .map(|n| n as u64 * element)
                 .collect()
@@ -140,8 +156,9 @@ fn main() {
     let model = ModelHandle::new(
         "random SDXL UNet",
         Arc::new(unet),
-        Arc::new(TensorSource::from_tensors("random", random_weights(&units, dtype))),
-    );
+        Arc::new(TensorSource::from_tensors("random", random_weights(&units, kept))),
+    )
+    .with_kept_dtype(Some(kept));
     let unet = model.network.as_any().downcast_ref::<UNet>().expect("a UNet");
     let inputs = Inputs::new(&cfg, latent, dtype, &device).expect("inputs");
     let mut resident_output: Option<Vec<f32>> = None;
@@ -156,15 +173,24 @@ fn main() {
             profile,
             bus_load,
         } = parse_config(config);
-        let swap_plan = swapped.then(|| plan(&units, dtype, &settings).expect("a swap plan"));
+        let swap_plan = swapped.then(|| plan(&units, kept, &settings).expect("a swap plan"));
         let swap = swap_plan.clone().map(|swap_plan| {
-            SwapStore::load(units.clone(), &model.source, swap_plan, settings, &device, dtype).expect("a swap store")
+            SwapStore::load(
+                units.clone(),
+                &model.source,
+                swap_plan,
+                settings,
+                &device,
+                model.dtypes(dtype),
+            )
+            .expect("a swap store")
         });
         // Built here rather than through the model's placement, which would keep it cached on
         // the device for the configurations after it.
-        let resident = swap
-            .is_none()
-            .then(|| ResidentStore::load(units.clone(), &model.source, dtype, &device).expect("weights on the device"));
+        let resident = swap.is_none().then(|| {
+            ResidentStore::load(units.clone(), &model.source, model.dtypes(dtype), &device)
+                .expect("weights on the device")
+        });
         let store: &dyn WeightStore = match (&swap, &resident) {
             (Some(swap), _) => swap,
             (None, Some(resident)) => resident,
@@ -267,7 +293,7 @@ fn main() {
                     .zip(compute)
                     .map(|(unit, &compute_ms)| UnitCost {
                         compute_ms: compute_ms * scale,
-                        bytes: unit.bytes(dtype),
+                        bytes: unit.bytes(kept),
                     })
                     .collect::<Vec<_>>()
             })
@@ -308,7 +334,7 @@ fn main() {
                 (0..=12)
                     .filter_map(|prefetch| {
                         let deeper = SwapSettings { prefetch, ..settings };
-                        let deeper_plan = plan(&units, dtype, &deeper).ok()?;
+                        let deeper_plan = plan(&units, kept, &deeper).ok()?;
                         Some((replay(&deeper_plan, true)?, prefetch))
                     })
                     .min_by(|a, b| a.0.total_cmp(&b.0))
@@ -340,6 +366,7 @@ fn main() {
                 "transfers": figures.as_ref().map_or("resident".to_string(), |f| f.transfers.clone()),
                 "latent": latent,
                 "dtype": format!("{dtype:?}"),
+                "weights": format!("{kept:?}"),
                 "median_ms": round(median, 1),
                 "context_projection_ms": round(projection_ms, 1),
                 "min_ms": round(times[0], 1),
@@ -351,7 +378,7 @@ fn main() {
                 "ms_per_step_by_block": time_by_block,
                 "by_unit": profile.then(|| units[..pass_units].iter().zip(&unit_ms).enumerate().map(|(i, (unit, &ms))| serde_json::json!({
                     "unit": unit.name,
-                    "bytes": unit.bytes(dtype),
+                    "bytes": unit.bytes(kept),
                     "ms_per_step": round(ms, 3),
                     "host_lead_ms": round(unit_lead_ms[i], 3),
                 })).collect::<Vec<_>>()),

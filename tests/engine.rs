@@ -7,6 +7,7 @@ mod engine {
     pub mod editor;
     pub mod execution;
     pub mod fixtures;
+    pub mod fp8;
     pub mod hostile;
     pub mod loopback;
     pub mod lora;

@@ -29,12 +29,20 @@ impl BlockSwapPlacement {
     /// The settings to plan with when `room` bytes are left for the weights: a budget of the
     /// node's own never exceeds the room, and without one the per-section plan is kept when it
     /// fits, else the room becomes the budget (in whole [`ROOM_STEP_MB`] steps, so that a room a
-    /// little different from the last run's reuses its store).
+    /// little different from the last run's reuses its store, but never below the least
+    /// streaming needs when the room holds that).
     fn fitted(&self, units: &[UnitSpec], dtype: DType, room: Option<u64>) -> SwapSettings {
         let Some(room) = room else {
             return self.settings;
         };
-        let room_mb = (room >> 20) / ROOM_STEP_MB * ROOM_STEP_MB;
+        // Never stepped below the least streaming needs, which the room was sized to hold.
+        let least = minimum_device_bytes(units, dtype, &self.settings);
+        let stepped = (room >> 20) / ROOM_STEP_MB * ROOM_STEP_MB;
+        let room_mb = if stepped << 20 < least && least <= room {
+            least.div_ceil(1 << 20)
+        } else {
+            stepped
+        };
         let budget = match self.settings.vram_budget_mb {
             Some(own) => own.min(room_mb),
             None => match plan(units, dtype, &self.settings) {
@@ -172,6 +180,44 @@ mod tests {
         assert_eq!(
             budgeted.fitted(&units, DType::F16, mib(1200)).vram_budget_mb,
             Some(1152)
+        );
+    }
+
+    #[test]
+    fn a_room_that_holds_the_least_streaming_is_not_stepped_below_it() {
+        let mut units = units();
+        units[3].tensors[0].1 = (188usize << 19).into(); // 188 MiB in f16: not a whole step
+        let placement = BlockSwapPlacement::new(SwapSettings {
+            prefetch: 0,
+            ..SwapSettings::default()
+        });
+        let least = minimum_device_bytes(&units, DType::F16, &placement.settings) >> 20;
+        assert_eq!(least, 512, "the middle block's unit is now the largest");
+        units[2].tensors[0].1 = (100usize << 19).into();
+        let least = minimum_device_bytes(&units, DType::F16, &placement.settings) >> 20;
+        assert_eq!(least, 188);
+        let exactly = placement.fitted(&units, DType::F16, Some(188 << 20)).vram_budget_mb;
+        assert_eq!(exactly, Some(188), "a room of exactly the least");
+        let fitted = placement.fitted(&units, DType::F16, Some(200 << 20)).vram_budget_mb;
+        assert_eq!(
+            fitted,
+            Some(188),
+            "200 MiB in steps of 128 would leave 128, less than streaming needs"
+        );
+        plan(
+            &units,
+            DType::F16,
+            &placement.fitted(&units, DType::F16, Some(200 << 20)),
+        )
+        .unwrap();
+        assert_eq!(
+            placement.fitted(&units, DType::F16, Some(300 << 20)).vram_budget_mb,
+            Some(256)
+        );
+        assert_eq!(
+            placement.fitted(&units, DType::F16, Some(150 << 20)).vram_budget_mb,
+            Some(128),
+            "a room below the least is stepped as any other, and the plan says it is too small"
         );
     }
 

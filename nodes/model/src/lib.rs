@@ -18,6 +18,7 @@ mod source;
 mod store;
 mod unit;
 mod values;
+mod widen;
 
 pub use device::{
     candle_device, device_info, device_memory, is_out_of_memory, release_cached_memory, reset_peak_memory,

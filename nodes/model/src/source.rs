@@ -309,9 +309,20 @@ impl TensorSource {
         };
         // A change is merged where the weight will live, in f32, before the run's dtype.
         if let Some(patches) = patches {
-            let weight = tensor.to_device(device).map_err(failed)?;
+            // 8-bit floats are widened and made on the host (see `widen`).
+            let merge_on = if dtype == DType::F8E4M3 { &Device::Cpu } else { device };
+            let weight = match tensor.dtype() {
+                DType::F8E4M3 => tensor.to_dtype(DType::F32),
+                _ => Ok(tensor),
+            }
+            .and_then(|t| t.to_device(merge_on))
+            .map_err(failed)?;
             let merged = patches.apply(key, &weight).unwrap_or_else(|| Ok(weight.clone()));
-            return merged.and_then(unscale).and_then(|t| t.to_dtype(dtype)).map_err(failed);
+            return merged
+                .and_then(unscale)
+                .and_then(|t| t.to_dtype(dtype))
+                .and_then(|t| t.to_device(device))
+                .map_err(failed);
         }
         unscale(tensor)
             .and_then(|t| t.to_dtype(dtype))

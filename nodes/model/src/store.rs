@@ -1,5 +1,6 @@
 //! Weight stores: who holds each unit's weights and hands them to the model when it runs.
 
+use crate::widen::widen;
 use crate::{SourceError, TensorSource, UnitSpec};
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -45,21 +46,37 @@ impl UnitWeights {
     }
 }
 
-impl SimpleBackend for UnitWeights {
-    fn get(&self, shape: Shape, name: &str, init: Init, dtype: DType, device: &Device) -> Result<Tensor> {
-        let tensor = SimpleBackend::get(&*self.tensors, shape, name, init, dtype, device)?;
+impl UnitWeights {
+    /// Tensor `name` widened to `dtype` and multiplied by its scale, if it has one.
+    fn widened(&self, name: &str, dtype: DType) -> Result<Tensor> {
+        let tensor = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
+        let tensor = widen(tensor, dtype)?;
         match self.scales.get(name) {
             Some(&scale) => tensor.affine(scale, 0.0),
             None => Ok(tensor),
         }
     }
+}
+
+impl SimpleBackend for UnitWeights {
+    fn get(&self, shape: Shape, name: &str, _: Init, dtype: DType, device: &Device) -> Result<Tensor> {
+        let tensor = self.widened(name, dtype)?;
+        if tensor.shape() != &shape {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: shape,
+                got: tensor.shape().clone(),
+            }
+            .bt());
+        }
+        tensor.to_device(device)
+    }
 
     fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        let tensor = SimpleBackend::get_unchecked(&*self.tensors, name, dtype, device)?;
-        match self.scales.get(name) {
-            Some(&scale) => tensor.affine(scale, 0.0),
-            None => Ok(tensor),
-        }
+        self.widened(name, dtype)?.to_device(device)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -210,8 +210,15 @@ impl TextEncoders {
         let count = windows_l.len().max(windows_g.len());
         windows_l.resize(count, self.tokenizer.windows("", END_OF_TEXT)[0]);
         windows_g.resize(count, self.tokenizer.windows("", 0)[0]);
-        let outputs_l = Self::run(&self.clip_l, device, budget, &windows_l)?;
-        let outputs_g = Self::run(&self.clip_g, device, budget, &windows_g)?;
+        // The encoder already on the device goes first: where only one fits at a time, the
+        // last prompt's bigG is not sent away for CLIP-L and brought back after it.
+        let (outputs_l, outputs_g) = if self.clip_g.is_on(device) && !self.clip_l.is_on(device) {
+            let outputs_g = Self::run(&self.clip_g, device, budget, &windows_g)?;
+            (Self::run(&self.clip_l, device, budget, &windows_l)?, outputs_g)
+        } else {
+            let outputs_l = Self::run(&self.clip_l, device, budget, &windows_l)?;
+            (outputs_l, Self::run(&self.clip_g, device, budget, &windows_g)?)
+        };
         let contexts = outputs_l
             .iter()
             .zip(&outputs_g)

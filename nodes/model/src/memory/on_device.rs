@@ -44,6 +44,12 @@ impl<T: Send + Sync + 'static> OnDevice<T> {
         (self.bytes)(device)
     }
 
+    /// Whether the part is on `device` now (a later [`OnDevice::get`] there builds nothing).
+    pub fn is_on(&self, device: &Device) -> bool {
+        let location = device.location();
+        self.slot.holds(|made_for| *made_for == location)
+    }
+
     /// The part on `device`: the copy already there, or one built after making room for it
     /// within `budget`. While the caller holds it, it stays on the device.
     ///
@@ -107,12 +113,15 @@ mod tests {
                 Ok(7u32)
             },
         );
+        assert!(!part.is_on(&Device::Cpu));
         let first = part.get(&Device::Cpu, VramBudget::Auto).unwrap();
+        assert!(part.is_on(&Device::Cpu));
         assert_eq!(*part.get(&Device::Cpu, VramBudget::Auto).unwrap(), 7);
         assert_eq!(builds.load(Ordering::SeqCst), 1, "the copy is reused");
         assert!(!part.slot.evict(), "in use while a caller holds it");
         drop(first);
         assert!(part.slot.evict());
+        assert!(!part.is_on(&Device::Cpu), "gone once evicted");
         part.get(&Device::Cpu, VramBudget::Auto).unwrap();
         assert_eq!(builds.load(Ordering::SeqCst), 2, "built again after leaving");
     }

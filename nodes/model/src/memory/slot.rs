@@ -77,6 +77,12 @@ impl<K: Send + 'static, T: ?Sized + Send + Sync + 'static> DeviceSlot<K, T> {
         Ok(value)
     }
 
+    /// Whether the slot holds a copy that `made_for` accepts.
+    pub fn holds(&self, made_for: impl FnOnce(&K) -> bool) -> bool {
+        let copy = self.copy.lock().unwrap_or_else(PoisonError::into_inner);
+        copy.as_ref().is_some_and(|copy| made_for(&copy.made_for))
+    }
+
     /// The copy's registration with its manager, if it has one.
     pub fn resident(&self) -> Option<ResidentId> {
         let copy = self.copy.lock().unwrap_or_else(PoisonError::into_inner);

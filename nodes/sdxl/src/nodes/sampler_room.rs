@@ -1,6 +1,6 @@
 //! The device memory the sampler's models get: what the run's budget leaves beside a step's
-//! activations, once every other idle model (text encoders, the VAE, models of earlier runs) has
-//! left the device. The UNet and a ControlNet sampled with it share it in proportion to what they
+//! activations, once other idle models (text encoders, the VAE, models of earlier runs) have left
+//! the device as far as the sampler's models want the room. The UNet and a ControlNet sampled with it share it in proportion to what they
 //! would keep on the device unconstrained, so BlockSwap plans them together.
 
 use super::out_of_memory::UNetOnDevice;
@@ -99,8 +99,10 @@ pub fn sampler_rooms(on_device: &UNetOnDevice, controlnet: Option<&ModelHandle>,
         .filter_map(|model| model.placement.resident())
         .collect();
     let held = manager.bytes_of(&keep);
-    // Sampling is the run's largest use of the device: everything idle leaves.
-    let available = manager.make_room(u64::MAX, &keep);
+    // Idle models (text encoders, the VAE) leave as far as the sampler's models want the room
+    // unconstrained: on a card with room for all, the VAE stays for the decode.
+    let wanted = (unet_wish + control_wish + activations).saturating_sub(held);
+    let available = manager.make_room(wanted, &keep);
     let mut for_weights = (available + held).saturating_sub(activations);
     // The check before the run lets a run dip into `auto`'s margin; so does sampling, as far
     // as its smallest streaming setting needs.

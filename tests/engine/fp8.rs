@@ -1,0 +1,73 @@
+//! UNETLoader in a workflow: the UNet kept as stored runs as the checkpoint's own, kept in 8-bit
+//! floats it changes the image (its weights are rounded), and a weight dtype that cannot be kept
+//! is refused by name before any sampling.
+
+use super::fixtures::{packs, run};
+use super::workflows::run_in;
+use swapgraph::exec::{Engine, RunOptions};
+use swapgraph_node_api::FileRoots;
+
+/// `sdxl_txt2img.yaml` sampling with the built-in tiny UNet loaded by UNETLoader with
+/// `weight_dtype`, or with the checkpoint's own UNet when `None`.
+fn workflow(weight_dtype: Option<&str>) -> String {
+    let text = std::fs::read_to_string("workflows/sdxl_txt2img.yaml").unwrap();
+    let Some(weight_dtype) = weight_dtype else {
+        return text;
+    };
+    let node = format!(
+        "nodes:\n  unet:\n    type: UNETLoader\n    params: {{ unet_name: builtin:tiny-sdxl, weight_dtype: {weight_dtype} }}\n"
+    );
+    text.replace("ckpt.model", "unet.model").replacen("nodes:\n", &node, 1)
+}
+
+fn pixels(weight_dtype: Option<&str>) -> Vec<u8> {
+    let out = tempfile::tempdir().unwrap();
+    let files = FileRoots {
+        outputs: out.path().to_path_buf(),
+        ..FileRoots::default()
+    };
+    let written = run_in("unet.yaml", workflow(weight_dtype).as_bytes(), files);
+    image::open(&written[0]).unwrap().to_rgb8().into_raw()
+}
+
+#[test]
+fn a_unet_kept_as_stored_samples_as_the_checkpoints_and_one_kept_in_eight_bits_is_rounded() {
+    let checkpoint = pixels(None);
+    assert!(
+        pixels(Some("default")) == checkpoint,
+        "the UNet as stored differs from the checkpoint's"
+    );
+    let fp8 = pixels(Some("fp8_e4m3fn"));
+    assert!(fp8 != checkpoint, "8-bit weights changed nothing");
+    assert!(
+        pixels(Some("fp8_e4m3fn_fast")) == fp8,
+        "fp8_e4m3fn_fast keeps the weights as fp8_e4m3fn"
+    );
+}
+
+#[test]
+fn fp8_e5m2_is_refused_by_name_before_sampling() {
+    let engine = Engine::new(packs());
+    let plan = swapgraph::prepare(
+        "e5m2.yaml",
+        workflow(Some("fp8_e5m2")).as_bytes(),
+        &[],
+        engine.registry(),
+    )
+    .unwrap_or_else(|report| panic!("{report}"));
+    let out = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        files: FileRoots {
+            outputs: out.path().to_path_buf(),
+            ..FileRoots::default()
+        },
+        ..RunOptions::default()
+    };
+    let (result, _) = run(&engine, &plan, &options);
+    let error = result.unwrap_err().to_string();
+    assert!(
+        error.contains("unet") && error.contains("weight_dtype") && error.contains("fp8_e4m3fn"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing was saved");
+}
