@@ -16,7 +16,6 @@ mod gemm;
 mod group_norm;
 // On the CPU only its tests are built.
 #[cfg(any(feature = "cuda", test))]
-mod kernel_cache;
 #[cfg(feature = "cuda")]
 mod nvrtc;
 

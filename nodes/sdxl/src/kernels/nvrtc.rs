@@ -2,7 +2,7 @@
 //! and on disk for the next one, so that a run pays NVRTC's compilation only the first time a
 //! card, driver and build meet.
 
-use super::kernel_cache::{KernelCache, KernelFile};
+use crate::disk_cache::{CacheFile, DiskCache};
 use candle_core::cuda_backend::cudarc::{driver, nvrtc};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::Result;
@@ -53,8 +53,8 @@ fn ptx_for(module: &str, source: &str, major: i32, minor: i32) -> Result<Arc<str
     }
     let option = format!("--gpu-architecture=compute_{major}{minor}");
     let key = [source, option.as_str(), &nvrtc_version(), &driver_version()];
-    let cached = KernelCache::in_user_cache().map(|cache| cache.file(module, &key));
-    let ptx: Arc<str> = match cached.as_ref().and_then(KernelFile::read) {
+    let cached = DiskCache::in_user_cache("kernels").map(|cache| cache.file(module, &key));
+    let ptx: Arc<str> = match cached.as_ref().and_then(CacheFile::read) {
         Some(ptx) => ptx.into(),
         None => {
             let started = Instant::now();

@@ -2,12 +2,12 @@
 //! decodes: an error that says what was needed, what was free, and the BlockSwap budget or
 //! tile size that fits, instead of the driver's bare `CUDA_ERROR_OUT_OF_MEMORY`.
 
+use crate::measured::Measured;
 use crate::unet::{step_activations, UNet};
 use candle_core::{DType, Device};
-use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
-use std::sync::{Mutex, OnceLock, PoisonError};
-use swapgraph_model::{device_memory, is_out_of_memory, ModelHandle, WeightDTypes, HEADROOM_FRACTION};
+use swapgraph_model::{device_memory, is_out_of_memory, ModelHandle, HEADROOM_FRACTION};
 use swapgraph_node_api::NodeError;
 
 /// Device memory the memory pool reserves around a step's activations beyond the activations
@@ -172,26 +172,17 @@ impl UNetOnDevice<'_> {
     /// A step's activations at the real latent size, extrapolated from measurements at two
     /// small sizes; `None` when even those do not fit or the device reports no memory.
     fn estimate_activations(&self) -> Option<u64> {
-        // Measured once per UNet shape, device, dtype and size in a process: the check before a
-        // run measures, the run reuses it.
-        type Key = (String, String, WeightDTypes, (usize, usize));
-        static MEASURED: OnceLock<Mutex<HashMap<Key, u64>>> = OnceLock::new();
-        let key = (
-            format!("{:?}", self.unet.config()),
-            format!("{:?}", self.device.location()),
+        // Measured once per UNet shape, dtypes and size on a card (see `measured`).
+        static ACTIVATIONS: Measured<u64> = Measured::new("unet-step-activations");
+        let key = format!(
+            "{:?} {:?} {:?}",
+            self.unet.config(),
             self.model.dtypes(self.dtype),
-            self.latent,
+            self.latent
         );
-        let measured = MEASURED.get_or_init(Mutex::default);
-        if let Some(bytes) = measured.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
-            return Some(*bytes);
-        }
-        let bytes = self.measure_activations()?;
-        measured
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, bytes);
-        Some(bytes)
+        ACTIVATIONS
+            .get_or_measure(self.device, &key, || Ok::<_, Infallible>(self.measure_activations()))
+            .unwrap_or_else(|never| match never {})
     }
 
     /// Measures [`UNetOnDevice::estimate_activations`] on the device.

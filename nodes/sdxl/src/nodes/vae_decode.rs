@@ -3,10 +3,10 @@
 use super::out_of_memory::explain_vae_decode;
 use super::tensor_error;
 use crate::device::{candle_device, vae_dtype};
+use crate::measured::Measured;
 use crate::vae::{decode_tiled, CoderCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
 use candle_core::{DType, Device, Tensor};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 use swapgraph_model::{device_memory, is_out_of_memory, memory_manager, Image, Latent};
 use swapgraph_node_api::{
     Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
@@ -141,29 +141,17 @@ pub(super) fn coder_cost(
     coder: String,
     measure: impl Fn() -> candle_core::Result<Option<CoderCost>>,
 ) -> candle_core::Result<Option<CoderCost>> {
-    static MEASURED: OnceLock<Mutex<HashMap<(String, String), CoderCost>>> = OnceLock::new();
+    static COSTS: Measured<CoderCost> = Measured::new("vae-coder-cost");
     let Some(manager) = memory_manager(device, ctx.vram_budget) else {
         return Ok(None);
     };
-    let key = (coder, format!("{:?}", device.location()));
-    let measured = MEASURED.get_or_init(Mutex::default);
-    if let Some(cost) = measured.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
-        return Ok(Some(*cost));
-    }
-    let cost = match measure() {
+    COSTS.get_or_measure(device, &coder, || match measure() {
         Err(e) if is_out_of_memory(&e.to_string()) => {
             manager.make_room(u64::MAX, &[]);
             measure()
         }
         other => other,
-    }?;
-    if let Some(cost) = cost {
-        measured
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, cost);
-    }
-    Ok(cost)
+    })
 }
 
 /// How `VAEDecode` splits a `latent` (batch, height, width) on `device`: measured and planned against the

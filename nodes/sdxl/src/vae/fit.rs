@@ -19,7 +19,7 @@ pub const TILE_OVERLAP: usize = 8;
 
 /// Device memory a decode or an encode takes beside the VAE's weights, as a line over the
 /// latent's area.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CoderCost {
     /// Bytes at no area: the line's intercept.
     pub base: f64,

@@ -1,36 +1,36 @@
-//! Compiled kernels kept on disk between runs, so that a run pays the compilation only the
-//! first time a card, driver and build meet.
+//! One-off results kept on disk between runs (compiled kernels, device-memory measurements), so
+//! that a run pays for them only the first time a card, driver and build meet.
 
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// A folder of compiled kernels, a file per module and key.
-pub struct KernelCache {
+/// A folder of kept results, a file per name and key.
+pub struct DiskCache {
     dir: PathBuf,
 }
 
-/// Where one module's compiled kernels are kept.
-pub struct KernelFile {
+/// Where one result is kept.
+pub struct CacheFile {
     path: PathBuf,
 }
 
-impl KernelCache {
+impl DiskCache {
     /// The cache in `dir`.
     pub fn at(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
 
-    /// The user's cache (see [`user_cache_dir`]).
+    /// The user's cache of `kind` (see [`user_cache_dir`]).
     #[cfg(feature = "cuda")]
-    pub fn in_user_cache() -> Option<Self> {
-        user_cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")).map(Self::at)
+    pub fn in_user_cache(kind: &str) -> Option<Self> {
+        user_cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")).map(|dir| Self::at(dir.join(kind)))
     }
 
-    /// The file of `module` compiled from what `key` names (the source, the options, the
+    /// The file of `name` made from what `key` names (for kernels: the source, the options, the
     /// compiler's and the driver's versions): its name changes whenever any part of the key
-    /// does, so a changed source or toolkit is never served an old build.
-    pub fn file(&self, module: &str, key: &[&str]) -> KernelFile {
+    /// does, so a changed source or toolkit is never served an old result.
+    pub fn file(&self, name: &str, key: &[&str]) -> CacheFile {
         let mut hash = Sha256::new();
         for part in key {
             hash.update(part.as_bytes());
@@ -38,45 +38,45 @@ impl KernelCache {
         }
         let digest = hash.finalize();
         let hex: String = digest[..8].iter().map(|byte| format!("{byte:02x}")).collect();
-        KernelFile {
-            path: self.dir.join(format!("{module}-{hex}.ptx")),
+        CacheFile {
+            path: self.dir.join(format!("{name}-{hex}")),
         }
     }
 }
 
-/// `$XDG_CACHE_HOME/swapgraph/kernels` (`xdg_cache_home`), else `~/.cache/swapgraph/kernels`
-/// (`home`); none when neither is set.
+/// `$XDG_CACHE_HOME/swapgraph` (`xdg_cache_home`), else `~/.cache/swapgraph` (`home`); none
+/// when neither is set.
 fn user_cache_dir(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
     let base = xdg_cache_home
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .or_else(|| home.map(|home| Path::new(&home).join(".cache")))?;
-    Some(base.join("swapgraph").join("kernels"))
+    Some(base.join("swapgraph"))
 }
 
-impl KernelFile {
-    /// The kernels kept in the file, if it is there (a file is only ever renamed into place
-    /// whole: see [`KernelFile::write`]).
+impl CacheFile {
+    /// What the file keeps, if it is there (a file is only ever renamed into place whole: see
+    /// [`CacheFile::write`]).
     pub fn read(&self) -> Option<String> {
-        let ptx = std::fs::read_to_string(&self.path).ok()?;
-        tracing::debug!("kernels read from {}", self.path.display());
-        (!ptx.is_empty()).then_some(ptx)
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        tracing::debug!("read {}", self.path.display());
+        (!text.is_empty()).then_some(text)
     }
 
-    /// Keeps `ptx` in the file, written beside it first and renamed into place so that a run
+    /// Keeps `text` in the file, written beside it first and renamed into place so that a run
     /// started meanwhile never reads half a file. A cache that cannot be written costs only the
-    /// next run's compilation, so it is reported and otherwise ignored.
-    pub fn write(&self, ptx: &str) {
+    /// next run's one-off work again, so it is reported and otherwise ignored.
+    pub fn write(&self, text: &str) {
         let written = (|| {
             let dir = self.path.parent().expect("a cache file sits in the cache folder");
             std::fs::create_dir_all(dir)?;
             let name = self.path.file_name().unwrap_or_default().to_string_lossy();
             let partial = dir.join(format!(".{}.{name}", std::process::id()));
-            std::fs::write(&partial, ptx)?;
+            std::fs::write(&partial, text)?;
             std::fs::rename(&partial, &self.path)
         })();
         if let Err(e) = written {
-            tracing::warn!("the compiled kernels could not be kept in {}: {e}", self.path.display());
+            tracing::warn!("{} could not be kept: {e}", self.path.display());
         }
     }
 }
@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn kernels_kept_are_read_back_under_the_same_key_only() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = KernelCache::at(dir.path().join("kernels"));
+        let cache = DiskCache::at(dir.path().join("kernels"));
         let key = ["source", "--gpu-architecture=compute_90", "nvrtc 13.0", "driver 13000"];
         let file = cache.file("swapgraph-attention-sm90", &key);
         assert_eq!(file.read(), None, "nothing kept yet");
@@ -115,22 +115,22 @@ mod tests {
         let os = |text: &str| Some(OsString::from(text));
         assert_eq!(
             user_cache_dir(os("/x"), os("/home/u")),
-            Some(PathBuf::from("/x/swapgraph/kernels"))
+            Some(PathBuf::from("/x/swapgraph"))
         );
         assert_eq!(
             user_cache_dir(os(""), os("/home/u")),
-            Some(PathBuf::from("/home/u/.cache/swapgraph/kernels")),
+            Some(PathBuf::from("/home/u/.cache/swapgraph")),
             "an empty XDG_CACHE_HOME is unset"
         );
         assert_eq!(user_cache_dir(None, None), None);
     }
 
     #[test]
-    fn a_cache_that_cannot_be_written_costs_nothing_but_the_next_compilation() {
+    fn a_cache_that_cannot_be_written_costs_nothing_but_the_next_runs_one_off_work() {
         let dir = tempfile::tempdir().unwrap();
         let blocked = dir.path().join("a file, not a folder");
         std::fs::write(&blocked, "").unwrap();
-        let file = KernelCache::at(&blocked).file("m", &["source"]);
+        let file = DiskCache::at(&blocked).file("m", &["source"]);
         file.write("ptx");
         assert_eq!(file.read(), None);
     }
