@@ -53,17 +53,22 @@ impl Footprint {
 pub fn sampler_need(on_device: &UNetOnDevice, controlnet: Option<&ModelHandle>) -> Option<DeviceNeed> {
     let footprint = Footprint::of(on_device, controlnet, on_device.step_bytes()?);
     let (w, h) = (on_device.latent.1 * 8, on_device.latent.0 * 8);
-    let models = if controlnet.is_some() {
-        "the UNet and its ControlNet"
-    } else {
-        "the UNet"
+    let streams = |model: &ModelHandle| {
+        model
+            .placement
+            .streaming_minimum_bytes(model, on_device.dtype)
+            .is_some()
+    };
+    let weights = match (controlnet, streams(on_device.model)) {
+        (Some(_), _) => "the UNet and its ControlNet at their smallest streaming setting",
+        (None, true) => "the UNet at its smallest streaming setting",
+        (None, false) => "the UNet, every weight on the device (a BlockSwap node before the sampler streams them)",
     };
     Some(DeviceNeed {
         least: footprint.least_weights + footprint.activations,
         unconstrained: footprint.wishes.0 + footprint.wishes.1 + footprint.activations,
         detail: format!(
-            "{models} at their smallest streaming setting ({} MiB of weights) beside a step's activations at \
-             {w}x{h} ({} MiB)",
+            "{weights} ({} MiB of weights) beside a step's activations at {w}x{h} ({} MiB)",
             footprint.least_weights >> 20,
             footprint.activations >> 20
         ),
