@@ -7,6 +7,7 @@
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -179,9 +180,17 @@ fn with_prefix(all: &HashMap<String, Tensor>, prefix: &str) -> HashMap<String, T
         .collect()
 }
 
-/// One state dict of a PyTorch archive.
+/// One state dict of a PyTorch archive, its tensors read in parallel.
 fn read_pickled(path: &Path, key: &str) -> candle_core::Result<HashMap<String, Tensor>> {
-    Ok(candle_core::pickle::read_all_with_key(path, Some(key))?
-        .into_iter()
-        .collect())
+    let archive = candle_core::pickle::PthTensors::new(path, Some(key))?;
+    let names: Vec<&String> = archive.tensor_infos().keys().collect();
+    names
+        .par_iter()
+        .filter_map(|name| {
+            archive
+                .get(name)
+                .transpose()
+                .map(|tensor| Ok((name.to_string(), tensor?)))
+        })
+        .collect()
 }

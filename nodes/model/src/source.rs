@@ -6,6 +6,7 @@ use crate::safetensors_file::SafetensorsFiles;
 use crate::seeded::seeded_tensor;
 use crate::UnitSpec;
 use candle_core::{DType, Device, Shape, Tensor};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -328,6 +329,19 @@ impl TensorSource {
             .and_then(|t| t.to_dtype(dtype))
             .and_then(|t| t.to_device(device))
             .map_err(failed)
+    }
+
+    /// Every tensor of `params` (the model's keys with their shapes) loaded as
+    /// [`TensorSource::load`] does, in `dtype` on the host, read in parallel: for models built
+    /// whole on a device (text encoders), whose reading is most of bringing them there.
+    ///
+    /// # Errors
+    /// As [`TensorSource::load`], for the first tensor that fails.
+    pub fn load_all(&self, params: &[(String, Shape)], dtype: DType) -> Result<HashMap<String, Tensor>, SourceError> {
+        params
+            .par_iter()
+            .map(|(key, shape)| Ok((key.clone(), self.load(key, shape, dtype, &Device::Cpu)?)))
+            .collect()
     }
 
     /// The dtype the tensor the model calls `key` is stored in (as it reads), without reading

@@ -5,6 +5,7 @@ use crate::device::model_dtype;
 use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
 use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
 use std::sync::Arc;
 use swapgraph_model::{record_params, ModelHandle, OnDevice, TensorSource, WeightPatches};
 use swapgraph_node_api::VramBudget;
@@ -118,7 +119,12 @@ fn encoder_on_demand(name: &str, source: Arc<TensorSource>, cfg: ClipConfig) -> 
     let elements = params.iter().map(|(_, shape)| shape.elem_count() as u64).sum::<u64>();
     let bytes = move |device: &Device| elements * model_dtype(device).size_in_bytes() as u64;
     Ok(OnDevice::new(name, bytes, move |device: &Device| {
-        ClipTextEncoder::new(source.var_builder(model_dtype(device), device), &cfg)
+        // Read in parallel on the host first: reading is most of bringing an encoder over.
+        let dtype = model_dtype(device);
+        let tensors = source
+            .load_all(&params, dtype)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        ClipTextEncoder::new(VarBuilder::from_tensors(tensors, dtype, device), &cfg)
     }))
 }
 
