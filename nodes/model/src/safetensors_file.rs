@@ -306,4 +306,43 @@ mod tests {
             "reading a {file_bytes}-byte file left {grown} bytes of it resident"
         );
     }
+
+    #[test]
+    fn eight_bit_floats_read_as_stored_or_e5m2_widened_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eight.safetensors");
+        let e4m3 = [1.0f32, -0.5, 448.0, 0.015625].map(float8::F8E4M3::from_f32);
+        // e5m2 is f16's upper byte: 1.0, -2.0, 0.5 and 57344 (its largest).
+        let e5m2 = [0x3cu8, 0xc0, 0x38, 0x7b];
+        let header = serde_json::json!({
+            "a": {"dtype": "F8_E4M3", "shape": [2, 2], "data_offsets": [0, 4]},
+            "b": {"dtype": "F8_E5M2", "shape": [4], "data_offsets": [4, 8]},
+        });
+        let header = serde_json::to_vec(&header).unwrap();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(&header);
+        bytes.extend(e4m3.iter().map(|v| v.to_bits()));
+        bytes.extend(e5m2);
+        std::fs::write(&path, bytes).unwrap();
+        let files = SafetensorsFiles::open(&[&path]).unwrap();
+        let a = files.read("a").unwrap();
+        assert_eq!(a.dtype(), DType::F8E4M3);
+        let a = a
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, [1.0, -0.5, 448.0, 0.015625]);
+        let b = files.read("b").unwrap();
+        assert_eq!((b.dtype(), files.dtype("b")), (DType::F16, Some(DType::F16)));
+        let b = b.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(b, [1.0, -2.0, 0.5, 57344.0]);
+        assert!(files.is_eight_bit("a") && files.is_eight_bit("b"));
+        assert!(
+            !files.read_into("b", DType::F16, &mut [0; 8]).unwrap(),
+            "e5m2 is converted, not copied"
+        );
+    }
 }

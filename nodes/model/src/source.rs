@@ -630,4 +630,37 @@ mod tests {
         let missing = file.read_into("absent", &shape, DType::F16, &mut [0; 12]).unwrap_err();
         assert!(missing.to_string().ends_with("has no tensor \"absent\""), "{missing}");
     }
+
+    #[test]
+    fn a_change_to_a_weight_kept_in_eight_bits_is_merged_before_it_is_rounded() {
+        let cpu = Device::Cpu;
+        let weight = Tensor::new(&[[0.5f32, -1.25], [2.0, 0.1]], &cpu).unwrap();
+        let source = TensorSource::from_tensors("w", HashMap::from([("w".to_string(), weight.clone())]));
+        let (up, down) = (
+            Tensor::new(&[[1f32], [2.0]], &cpu).unwrap(),
+            Tensor::new(&[[0.3f32, 0.7]], &cpu).unwrap(),
+        );
+        let mut patches = WeightPatches::default();
+        patches.add(
+            "w",
+            crate::LowRank {
+                up: up.clone(),
+                down: down.clone(),
+                scale: 0.5,
+            },
+        );
+        let shape = Shape::from((2, 2));
+        let values = |t: Tensor| t.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+        let eight_bits = |t: Tensor| values(t.to_dtype(DType::F8E4M3).unwrap());
+        let merged = source.patched(&patches).load("w", &shape, DType::F8E4M3, &cpu).unwrap();
+        assert_eq!(merged.dtype(), DType::F8E4M3);
+        let expected = (&weight + (up.matmul(&down).unwrap() * 0.5).unwrap()).unwrap();
+        assert_eq!(values(merged), eight_bits(expected));
+        let plain = source.load("w", &shape, DType::F8E4M3, &cpu).unwrap();
+        assert_eq!(
+            values(plain),
+            eight_bits(weight),
+            "without the change: the weight rounded"
+        );
+    }
 }
