@@ -7,8 +7,8 @@ mod engine {
     pub mod editor;
     pub mod execution;
     pub mod fixtures;
-    pub mod fp8;
     pub mod hostile;
+    pub mod loaders;
     pub mod loopback;
     pub mod lora;
     pub mod plans;

@@ -67,6 +67,33 @@ fn tokenizer(folder: &Path) -> Result<ClipTokenizer, NodeError> {
         .map_err(|e| NodeError::msg(format!("{}: {e}", folder.join("tokenizer").display())))
 }
 
+/// One model of a diffusers pipeline given on its own: `path` itself when it holds
+/// `config.json` (a `unet/` or `vae/` folder), else its `part/` (a pipeline folder). Returns the
+/// config's text, read by `parse`, and the model's weights as a source.
+///
+/// # Errors
+/// A message naming the folder and what is missing or unreadable.
+pub(crate) fn part_folder<T>(
+    path: &Path,
+    part: &str,
+    parse: impl FnOnce(&str) -> Result<T, NodeError>,
+) -> Result<(T, TensorSource), NodeError> {
+    let folder = if path.join("config.json").is_file() {
+        path.to_path_buf()
+    } else {
+        path.join(part)
+    };
+    let config_path = folder.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| {
+        NodeError::msg(format!(
+            "{}: a {part} folder has config.json (or {part}/config.json): {e}",
+            path.display()
+        ))
+    })?;
+    let config = parse(&text).map_err(|e| NodeError::msg(format!("{}: {e}", config_path.display())))?;
+    Ok((config, open(&weights_file(&folder, "", "diffusion_pytorch_model")?)?))
+}
+
 /// A safetensors file as a tensor source.
 pub fn open(path: &Path) -> Result<TensorSource, NodeError> {
     TensorSource::open(&[path]).map_err(|e| NodeError::msg(e.to_string()))

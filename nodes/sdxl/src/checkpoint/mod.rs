@@ -6,6 +6,7 @@ pub(crate) mod diffusers;
 mod shapes;
 pub mod single_file;
 pub mod unet_file;
+pub mod vae_file;
 
 use builtin::BuiltinSizes;
 pub use builtin::{RANDOM_SDXL, TINY_SDXL};

@@ -26,9 +26,12 @@ pub fn sizes_from_shapes(source: &TensorSource) -> Result<Sizes, String> {
         unet: unet(&file, ORIGINAL_UNET_PREFIX)?,
         clip_l: clip_l(&file)?,
         clip_g: clip_g(&file)?,
-        vae: vae(&file)?,
+        vae: vae(&file, VaeLayout::Original(ORIGINAL_VAE_PREFIX))?,
     })
 }
+
+/// Where a VAE's tensors are in an original-layout checkpoint.
+pub const ORIGINAL_VAE_PREFIX: &str = "first_stage_model.";
 
 /// Where a UNet's tensors are in an original-layout checkpoint.
 pub const ORIGINAL_UNET_PREFIX: &str = "model.diffusion_model.";
@@ -215,19 +218,44 @@ fn clip_g(file: &Shapes) -> Result<ClipConfig, String> {
     })
 }
 
-fn vae(file: &Shapes) -> Result<VaeConfig, String> {
-    let p = "first_stage_model.";
-    let levels = file.count(&format!("{p}encoder.down."));
+fn vae(file: &Shapes, layout: VaeLayout) -> Result<VaeConfig, String> {
+    let (down, block, resnet) = match layout {
+        VaeLayout::Original(prefix) => (format!("{prefix}encoder.down."), "block", format!("{prefix}decoder.")),
+        VaeLayout::Diffusers => ("encoder.down_blocks.".to_string(), "resnets", "decoder.".to_string()),
+    };
+    let levels = file.count(&down);
     if levels != 4 {
         return Err(format!("the VAE has {levels} levels; SDXL's has four"));
     }
-    let channel = |level: usize| file.dim(&format!("{p}encoder.down.{level}.block.0.conv1.weight"), 0);
+    let channel = |level: usize| file.dim(&format!("{down}{level}.{block}.0.conv1.weight"), 0);
     Ok(VaeConfig {
         block_out_channels: [channel(0)?, channel(1)?, channel(2)?, channel(3)?],
-        layers_per_block: file.count(&format!("{p}encoder.down.0.block.")),
-        latent_channels: file.dim(&format!("{p}decoder.conv_in.weight"), 1)?,
+        layers_per_block: file.count(&format!("{down}0.{block}.")),
+        latent_channels: file.dim(&format!("{resnet}conv_in.weight"), 1)?,
         ..VaeConfig::sdxl()
     })
+}
+
+/// How a file names a VAE's tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VaeLayout {
+    /// The original layout, under a prefix (a checkpoint's `first_stage_model.`, or nothing).
+    Original(&'static str),
+    /// diffusers' `AutoencoderKL` names.
+    Diffusers,
+}
+
+/// The sizes of the VAE in `source`, named as `layout` says. What weights do not record is
+/// SDXL's: 32 GroupNorm groups, the scaling factor.
+///
+/// # Errors
+/// A message naming the tensor that is missing or the shape this code cannot build.
+pub fn vae_sizes(source: &TensorSource, layout: VaeLayout) -> Result<VaeConfig, String> {
+    let file = Shapes {
+        source,
+        keys: source.keys().into_iter().collect(),
+    };
+    vae(&file, layout)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! UNet.
 
 use super::builtin::{seeded_checkpoint, BuiltinSizes};
-use super::diffusers::{check_unet_json, not_sdxl, open, weights_file};
+use super::diffusers::{check_unet_json, not_sdxl, open, part_folder};
 use super::shapes::{unet_sizes, ORIGINAL_UNET_PREFIX};
 use super::single_file::unet_key;
 use crate::unet::{UNet, UNetConfig};
@@ -50,22 +50,10 @@ pub fn stored_in_eight_bits(model: &ModelHandle) -> bool {
 /// A diffusers UNet folder (`config.json` beside `diffusion_pytorch_model.safetensors`), or a
 /// pipeline folder with one under `unet/`.
 fn load_folder(path: &Path) -> Result<ModelHandle, NodeError> {
-    let folder = if path.join("config.json").is_file() {
-        path.to_path_buf()
-    } else {
-        path.join("unet")
-    };
-    let config_path = folder.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| {
-        NodeError::msg(format!(
-            "{}: a UNet folder has config.json (or unet/config.json): {e}",
-            path.display()
-        ))
+    let (cfg, source) = part_folder(path, "unet", |text| {
+        check_unet_json(text, path)?;
+        UNetConfig::from_diffusers_json(text).map_err(NodeError::msg)
     })?;
-    check_unet_json(&text, path)?;
-    let cfg = UNetConfig::from_diffusers_json(&text)
-        .map_err(|e| NodeError::msg(format!("{}: {e}", config_path.display())))?;
-    let source = open(&weights_file(&folder, "", "diffusion_pytorch_model")?)?;
     handle(path, cfg, source)
 }
 

@@ -15,6 +15,7 @@ mod sampling_times;
 mod unet_loader;
 mod vae_decode;
 mod vae_encode;
+mod vae_loader;
 
 use crate::controlnet::CONTROL_NET;
 use swapgraph_node_api::{NodeError, Registry, RegistryError, SocketSpec};
@@ -45,6 +46,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(vae_decode::VaeDecode::new())?;
     registry.register(vae_decode::VaeDecode::tiled())?;
     registry.register(vae_encode::VaeEncode::new())?;
+    registry.register(vae_loader::VaeLoader::new())?;
     Ok(())
 }
 

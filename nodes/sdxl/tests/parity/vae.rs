@@ -1,6 +1,9 @@
 //! The VAE against diffusers' `AutoencoderKL`: encode (latent mean, scaled) and decode.
 
-use crate::{assert_close, load_cases, weights};
+use crate::{assert_close, fixture, load_cases, weights};
+use candle_core::Device;
+use swapgraph_node_api::VramBudget;
+use swapgraph_sdxl::checkpoint::vae_file;
 use swapgraph_sdxl::vae::{Vae, VaeConfig};
 
 #[test]
@@ -89,4 +92,37 @@ fn decoding_in_bf16_on_the_gpu_stays_within_a_few_levels_of_f32() {
     eprintln!("bf16 against f32: mean {mean:.3}, max {max:.2} levels");
     // Measured on an H200: mean 0.56, max 4.67 levels.
     assert!(mean < 1.0 && max < 6.0, "mean {mean:.3}, max {max:.2}");
+}
+
+/// A VAE file of its own decodes as diffusers does, in diffusers' layout, in the original layout
+/// under a checkpoint's prefix, and in the original layout bare (as VAE files are shared).
+#[test]
+fn a_vae_file_of_its_own_decodes_as_diffusers_in_either_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("vae_original.safetensors");
+    let checkpoint =
+        candle_core::safetensors::load(fixture("sdxl_tiny_single_file.safetensors"), &Device::Cpu).unwrap();
+    let vae_only: std::collections::HashMap<String, candle_core::Tensor> = checkpoint
+        .into_iter()
+        .filter_map(|(key, tensor)| Some((key.strip_prefix("first_stage_model.")?.to_string(), tensor)))
+        .collect();
+    candle_core::safetensors::save(&vae_only, &bare).unwrap();
+    let cases = load_cases("vae_cases.safetensors");
+    for path in [
+        fixture("vae_tiny.safetensors"),
+        fixture("sdxl_tiny_single_file.safetensors"),
+        bare,
+    ] {
+        let model = vae_file::load_single_file(&path, Some(VaeConfig::tiny())).unwrap();
+        let vae = model.get(&Device::Cpu, VramBudget::Auto).unwrap();
+        assert_close(
+            &path.display().to_string(),
+            &vae.decode(&cases["latents"]).unwrap(),
+            &cases["decoded"],
+        );
+    }
+    let unet = vae_file::load(fixture("unet_tiny.safetensors").to_str().unwrap())
+        .err()
+        .unwrap();
+    assert!(unet.to_string().contains("is not a VAE"), "{unet}");
 }

@@ -1,6 +1,7 @@
-//! UNETLoader in a workflow: the UNet kept as stored runs as the checkpoint's own, kept in 8-bit
-//! floats it changes the image (its weights are rounded), and a weight dtype that cannot be kept
-//! is refused by name before any sampling.
+//! The split loaders in a workflow. UNETLoader: the UNet kept as stored runs as the checkpoint's
+//! own, kept in 8-bit floats it changes the image (its weights are rounded), and a weight dtype
+//! that cannot be kept is refused by name before any sampling. VAELoader: the checkpoint's VAE
+//! loaded on its own decodes as the checkpoint's.
 
 use super::fixtures::{packs, run};
 use super::workflows::run_in;
@@ -70,4 +71,28 @@ fn fp8_e5m2_is_refused_by_name_before_sampling() {
         "{error}"
     );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing was saved");
+}
+
+#[test]
+fn a_vae_loaded_on_its_own_decodes_as_the_checkpoints() {
+    let text = std::fs::read_to_string("workflows/sdxl_txt2img.yaml").unwrap();
+    assert!(
+        text.contains("vae: ckpt.vae"),
+        "the workflow decodes with the checkpoint's VAE"
+    );
+    let loaded = text.replace("vae: ckpt.vae", "vae: vae.vae").replacen(
+        "nodes:\n",
+        "nodes:\n  vae:\n    type: VAELoader\n    params: { vae_name: builtin:tiny-sdxl }\n",
+        1,
+    );
+    let decode = |workflow: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let files = FileRoots {
+            outputs: out.path().to_path_buf(),
+            ..FileRoots::default()
+        };
+        let written = run_in("vae.yaml", workflow.as_bytes(), files);
+        image::open(&written[0]).unwrap().to_rgb8().into_raw()
+    };
+    assert!(decode(&loaded) == decode(&text), "the VAE on its own decoded otherwise");
 }
