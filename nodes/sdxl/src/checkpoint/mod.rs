@@ -65,6 +65,38 @@ pub fn load(name: &str, device: &Device, budget: VramBudget) -> Result<Checkpoin
     checkpoint.placed(name, device, budget)
 }
 
+/// One model of a checkpoint given on its own (UNETLoader, VAELoader): where its name leads.
+pub(crate) enum ModelFile<'a> {
+    /// A built-in checkpoint's model.
+    Builtin(Checkpoint),
+    /// A folder.
+    Folder(&'a Path),
+    /// A single file.
+    File(&'a Path),
+}
+
+impl<'a> ModelFile<'a> {
+    /// Where `name` leads, or a message that it was not found, saying what to `give`.
+    ///
+    /// # Errors
+    /// A built-in that cannot be made, or a name that is no file, folder or built-in.
+    pub(crate) fn find(name: &'a str, what: &str, give: &str) -> Result<Self, NodeError> {
+        if let Some(sizes) = BuiltinSizes::named(name) {
+            return Ok(Self::Builtin(builtin::seeded_checkpoint(name, &sizes)?));
+        }
+        let path = Path::new(name);
+        if path.is_dir() {
+            Ok(Self::Folder(path))
+        } else if path.is_file() {
+            Ok(Self::File(path))
+        } else {
+            Err(NodeError::msg(format!(
+                "{what} \"{name}\" not found: give {give}, or a built-in model (\"{TINY_SDXL}\", \"{RANDOM_SDXL}\")"
+            )))
+        }
+    }
+}
+
 /// A checkpoint file or folder, its weights still on the host.
 fn load_file(name: &str) -> Result<Checkpoint, NodeError> {
     if let Some(other) = name.strip_prefix("builtin:") {

@@ -3,10 +3,10 @@
 //! prefix), a diffusers `unet/` folder (or a pipeline folder holding one), or a built-in model's
 //! UNet.
 
-use super::builtin::{seeded_checkpoint, BuiltinSizes};
 use super::diffusers::{check_unet_json, not_sdxl, open, part_folder};
 use super::shapes::{unet_sizes, ORIGINAL_UNET_PREFIX};
 use super::single_file::unet_key;
+use super::ModelFile;
 use crate::unet::{UNet, UNetConfig};
 use candle_core::DType;
 use std::path::Path;
@@ -21,19 +21,11 @@ use swapgraph_node_api::NodeError;
 /// A message naming the file: not found, not an SDXL UNet (SD 1.x and 2.x are named), a
 /// diffusers-layout file without its folder, or a shape this code cannot build.
 pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
-    if let Some(sizes) = BuiltinSizes::named(name) {
-        return Ok(seeded_checkpoint(name, &sizes)?.model);
-    }
-    let path = Path::new(name);
-    if path.is_dir() {
-        load_folder(path)
-    } else if path.is_file() {
-        load_single_file(path, None)
-    } else {
-        Err(NodeError::msg(format!(
-            "UNet \"{name}\" not found: give an SDXL UNet .safetensors file (original layout), a diffusers unet/ \
-             folder, or a built-in model"
-        )))
+    let give = "an SDXL UNet .safetensors file (original layout) or a diffusers unet/ folder";
+    match ModelFile::find(name, "UNet", give)? {
+        ModelFile::Builtin(checkpoint) => Ok(checkpoint.model),
+        ModelFile::Folder(path) => load_folder(path),
+        ModelFile::File(path) => load_single_file(path, None),
     }
 }
 

@@ -3,10 +3,10 @@
 //! checkpoint's `first_stage_model.` prefix) or in diffusers' layout, a diffusers `vae/` folder
 //! (or a pipeline folder holding one), or a built-in model's VAE.
 
-use super::builtin::{seeded_checkpoint, BuiltinSizes};
 use super::diffusers::{open, part_folder};
 use super::shapes::{vae_sizes, VaeLayout, ORIGINAL_VAE_PREFIX};
 use super::single_file::vae_key;
+use super::ModelFile;
 use crate::vae::{Vae, VaeConfig, VaeModel};
 use std::path::Path;
 use std::sync::Arc;
@@ -18,19 +18,11 @@ use swapgraph_node_api::NodeError;
 /// # Errors
 /// A message naming the file: not found, not a VAE, or a shape this code cannot build.
 pub fn load(name: &str) -> Result<Arc<VaeModel>, NodeError> {
-    if let Some(sizes) = BuiltinSizes::named(name) {
-        return Ok(seeded_checkpoint(name, &sizes)?.vae);
-    }
-    let path = Path::new(name);
-    if path.is_dir() {
-        load_folder(path)
-    } else if path.is_file() {
-        load_single_file(path, None)
-    } else {
-        Err(NodeError::msg(format!(
-            "VAE \"{name}\" not found: give an SDXL VAE .safetensors file (original or diffusers layout), a \
-             diffusers vae/ folder, or a built-in model"
-        )))
+    let give = "an SDXL VAE .safetensors file (original or diffusers layout) or a diffusers vae/ folder";
+    match ModelFile::find(name, "VAE", give)? {
+        ModelFile::Builtin(checkpoint) => Ok(checkpoint.vae),
+        ModelFile::Folder(path) => load_folder(path),
+        ModelFile::File(path) => load_single_file(path, None),
     }
 }
 
