@@ -3,6 +3,7 @@
 
 mod engine {
     pub mod cli;
+    pub mod clip_layers;
     pub mod comfyui;
     pub mod editor;
     pub mod execution;

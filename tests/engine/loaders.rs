@@ -3,10 +3,7 @@
 //! that cannot be kept is refused by name before any sampling. VAELoader: the checkpoint's VAE
 //! loaded on its own decodes as the checkpoint's.
 
-use super::fixtures::{packs, run};
-use super::workflows::run_in;
-use swapgraph::exec::{Engine, RunOptions};
-use swapgraph_node_api::FileRoots;
+use super::workflows::{first_image, run_error};
 
 /// `sdxl_txt2img.yaml` sampling with the built-in tiny UNet loaded by UNETLoader with
 /// `weight_dtype`, or with the checkpoint's own UNet when `None`.
@@ -22,13 +19,7 @@ fn workflow(weight_dtype: Option<&str>) -> String {
 }
 
 fn pixels(weight_dtype: Option<&str>) -> Vec<u8> {
-    let out = tempfile::tempdir().unwrap();
-    let files = FileRoots {
-        outputs: out.path().to_path_buf(),
-        ..FileRoots::default()
-    };
-    let written = run_in("unet.yaml", workflow(weight_dtype).as_bytes(), files);
-    image::open(&written[0]).unwrap().to_rgb8().into_raw()
+    first_image("unet.yaml", &workflow(weight_dtype))
 }
 
 #[test]
@@ -48,29 +39,11 @@ fn a_unet_kept_as_stored_samples_as_the_checkpoints_and_one_kept_in_eight_bits_i
 
 #[test]
 fn fp8_e5m2_is_refused_by_name_before_sampling() {
-    let engine = Engine::new(packs());
-    let plan = swapgraph::prepare(
-        "e5m2.yaml",
-        workflow(Some("fp8_e5m2")).as_bytes(),
-        &[],
-        engine.registry(),
-    )
-    .unwrap_or_else(|report| panic!("{report}"));
-    let out = tempfile::tempdir().unwrap();
-    let options = RunOptions {
-        files: FileRoots {
-            outputs: out.path().to_path_buf(),
-            ..FileRoots::default()
-        },
-        ..RunOptions::default()
-    };
-    let (result, _) = run(&engine, &plan, &options);
-    let error = result.unwrap_err().to_string();
+    let error = run_error("e5m2.yaml", &workflow(Some("fp8_e5m2")));
     assert!(
         error.contains("unet") && error.contains("weight_dtype") && error.contains("fp8_e4m3fn"),
         "{error}"
     );
-    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing was saved");
 }
 
 #[test]
@@ -85,14 +58,6 @@ fn a_vae_loaded_on_its_own_decodes_as_the_checkpoints() {
         "nodes:\n  vae:\n    type: VAELoader\n    params: { vae_name: builtin:tiny-sdxl }\n",
         1,
     );
-    let decode = |workflow: &str| {
-        let out = tempfile::tempdir().unwrap();
-        let files = FileRoots {
-            outputs: out.path().to_path_buf(),
-            ..FileRoots::default()
-        };
-        let written = run_in("vae.yaml", workflow.as_bytes(), files);
-        image::open(&written[0]).unwrap().to_rgb8().into_raw()
-    };
+    let decode = |workflow: &str| first_image("vae.yaml", workflow);
     assert!(decode(&loaded) == decode(&text), "the VAE on its own decoded otherwise");
 }

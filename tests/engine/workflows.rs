@@ -19,6 +19,39 @@ fn run_text(name: &str, bytes: &[u8], output_dir: &Path) -> Vec<PathBuf> {
     run_in(name, bytes, files)
 }
 
+/// The pixels of the first image the workflow `text` saves, run on the built-in models.
+pub fn first_image(name: &str, text: &str) -> Vec<u8> {
+    let out = tempfile::tempdir().unwrap();
+    let files = FileRoots {
+        outputs: out.path().to_path_buf(),
+        ..FileRoots::default()
+    };
+    let written = run_in(name, text.as_bytes(), files);
+    image::open(&written[0]).unwrap().to_rgb8().into_raw()
+}
+
+/// The error that ends the workflow `text`, after checking that it saved nothing.
+pub fn run_error(name: &str, text: &str) -> String {
+    let engine = Engine::new(packs());
+    let plan =
+        swapgraph::prepare(name, text.as_bytes(), &[], engine.registry()).unwrap_or_else(|report| panic!("{report}"));
+    let out = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        files: FileRoots {
+            outputs: out.path().to_path_buf(),
+            ..FileRoots::default()
+        },
+        ..RunOptions::default()
+    };
+    let error = run(&engine, &plan, &options).0.unwrap_err().to_string();
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "{name}: nothing was saved"
+    );
+    error
+}
+
 /// Runs a workflow whose file names resolve in `files`, after rehearsing it as a run on a GPU
 /// does: every node rehearses on the stand-ins before it (the CPU states no device needs), and
 /// the rehearsal writes nothing.

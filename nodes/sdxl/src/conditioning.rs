@@ -128,15 +128,22 @@ fn encoder_on_demand(name: &str, source: Arc<TensorSource>, cfg: ClipConfig) -> 
     }))
 }
 
+/// The layer SDXL's conditioning takes its hidden states from, counted from the end: the
+/// second-to-last, as SDXL was trained.
+const SDXL_FROM_END: usize = 2;
+
 /// SDXL's two text encoders with the CLIP tokenizer: the CLIP value. Each comes to the device
 /// on its own while it encodes, so only the larger (bigG, 1.3 GiB in f16) must fit at once.
 pub struct TextEncoders {
     /// The tokenizer both encoders share.
     pub tokenizer: Arc<ClipTokenizer>,
-    /// CLIP ViT-L.
-    pub clip_l: OnDevice<ClipTextEncoder>,
-    /// OpenCLIP ViT-bigG with projection.
-    pub clip_g: OnDevice<ClipTextEncoder>,
+    /// CLIP ViT-L (shared with copies that stop at another layer).
+    pub clip_l: Arc<OnDevice<ClipTextEncoder>>,
+    /// OpenCLIP ViT-bigG with projection (shared likewise).
+    pub clip_g: Arc<OnDevice<ClipTextEncoder>>,
+    /// How many layers from the end the hidden states come from: 2 (the second-to-last), as
+    /// SDXL was trained, unless `CLIPSetLastLayer` says otherwise.
+    from_end: usize,
     /// Widths of an encoding: the context's (both encoders' hidden states side by side) and the
     /// pooled embedding's.
     widths: (usize, usize),
@@ -173,10 +180,36 @@ impl TextEncoders {
                 cfg_l.hidden_size + cfg_g.hidden_size,
                 cfg_g.projection_dim.unwrap_or(cfg_g.hidden_size),
             ),
-            clip_l: encoder_on_demand(&format!("CLIP ViT-L ({name})"), source_l, cfg_l)?,
-            clip_g: encoder_on_demand(&format!("OpenCLIP bigG ({name})"), source_g, cfg_g)?,
+            clip_l: Arc::new(encoder_on_demand(&format!("CLIP ViT-L ({name})"), source_l, cfg_l)?),
+            clip_g: Arc::new(encoder_on_demand(&format!("OpenCLIP bigG ({name})"), source_g, cfg_g)?),
+            from_end: SDXL_FROM_END,
             name: name.to_string(),
             masters,
+        })
+    }
+
+    /// The same encoders (their weights shared, on the device or not), with hidden states taken
+    /// `from_end` layers from the end (1: the last; ComfyUI's `stop_at_clip_layer` of -1).
+    ///
+    /// # Errors
+    /// A `from_end` past either encoder's first layer, naming how many layers each has.
+    pub fn stopping_at(&self, from_end: usize) -> std::result::Result<Self, String> {
+        let layers = self.masters.iter().map(|(_, cfg)| cfg.layers).min().unwrap_or(0);
+        if !(1..=layers).contains(&from_end) {
+            return Err(format!(
+                "the text encoders have {} and {} layers: hidden states can come from 1 to {layers} layers from \
+                 the end, not {from_end}",
+                self.masters[0].1.layers, self.masters[1].1.layers
+            ));
+        }
+        Ok(Self {
+            tokenizer: Arc::clone(&self.tokenizer),
+            clip_l: Arc::clone(&self.clip_l),
+            clip_g: Arc::clone(&self.clip_g),
+            from_end,
+            widths: self.widths,
+            name: self.name.clone(),
+            masters: self.masters.clone(),
         })
     }
 
@@ -192,19 +225,23 @@ impl TextEncoders {
     /// A configuration whose parameters cannot be listed.
     pub fn patched(&self, l: &WeightPatches, g: &WeightPatches) -> Result<Self> {
         let [(source_l, cfg_l), (source_g, cfg_g)] = &self.masters;
-        Self::with_tokenizer(
+        let patched = Self::with_tokenizer(
             &self.name,
             Arc::clone(&self.tokenizer),
             [
                 (Arc::new(source_l.patched(l)), *cfg_l),
                 (Arc::new(source_g.patched(g)), *cfg_g),
             ],
-        )
+        )?;
+        Ok(Self {
+            from_end: self.from_end,
+            ..patched
+        })
     }
 
     /// Encodes `text_l` with CLIP-L and `text_g` with bigG on `device` (within the run's
     /// `budget`), in 77-token windows (ComfyUI's chunking for long prompts), concatenating the
-    /// penultimate hidden states of both.
+    /// hidden states of both (the second-to-last layer's unless `stopping_at` said otherwise).
     ///
     /// # Errors
     /// A tensor error, or an encoder not fitting on the device.
@@ -219,16 +256,16 @@ impl TextEncoders {
         // The encoder already on the device goes first: where only one fits at a time, the
         // last prompt's bigG is not sent away for CLIP-L and brought back after it.
         let (outputs_l, outputs_g) = if self.clip_g.is_on(device) && !self.clip_l.is_on(device) {
-            let outputs_g = Self::run(&self.clip_g, device, budget, &windows_g)?;
-            (Self::run(&self.clip_l, device, budget, &windows_l)?, outputs_g)
+            let outputs_g = self.run(&self.clip_g, device, budget, &windows_g)?;
+            (self.run(&self.clip_l, device, budget, &windows_l)?, outputs_g)
         } else {
-            let outputs_l = Self::run(&self.clip_l, device, budget, &windows_l)?;
-            (outputs_l, Self::run(&self.clip_g, device, budget, &windows_g)?)
+            let outputs_l = self.run(&self.clip_l, device, budget, &windows_l)?;
+            (outputs_l, self.run(&self.clip_g, device, budget, &windows_g)?)
         };
         let contexts = outputs_l
             .iter()
             .zip(&outputs_g)
-            .map(|(l, g)| Tensor::cat(&[&l.penultimate, &g.penultimate], 2))
+            .map(|(l, g)| Tensor::cat(&[&l.hidden, &g.hidden], 2))
             .collect::<Result<Vec<_>>>()?;
         let pooled = outputs_g
             .into_iter()
@@ -265,6 +302,7 @@ impl TextEncoders {
 
     /// `encoder`'s outputs for each window, the encoder on the device only meanwhile.
     fn run(
+        &self,
         encoder: &OnDevice<ClipTextEncoder>,
         device: &Device,
         budget: VramBudget,
@@ -273,7 +311,7 @@ impl TextEncoders {
         let encoder = encoder.get(device, budget)?;
         windows
             .iter()
-            .map(|window| encoder.forward(&Tensor::new(window, device)?.unsqueeze(0)?))
+            .map(|window| encoder.forward(&Tensor::new(window, device)?.unsqueeze(0)?, self.from_end))
             .collect()
     }
 }

@@ -1,6 +1,6 @@
 //! The CLIP text transformer (transformers' `CLIPTextModel` and `CLIPTextModelWithProjection`)
-//! with the outputs SDXL reads: the penultimate layer's hidden states and the projected pooled
-//! output at the end-of-text token.
+//! with the outputs SDXL reads: the hidden states of a layer near the end (the penultimate
+//! unless told otherwise) and the projected pooled output at the end-of-text token.
 //!
 //! Reference: Radford et al., "Learning Transferable Visual Models From Natural Language
 //! Supervision" (2021); transformers `models/clip/modeling_clip.py`.
@@ -102,8 +102,9 @@ impl ClipEncoderLayer {
 /// What SDXL takes from a text encoder.
 #[derive(Debug, Clone)]
 pub struct ClipOutput {
-    /// Hidden states after the second-to-last layer, `[b, n, hidden]`.
-    pub penultimate: Tensor,
+    /// Hidden states after the layer the encoding stops at (SDXL's: the second-to-last),
+    /// before the final norm, `[b, n, hidden]`.
+    pub hidden: Tensor,
     /// The final-norm hidden state at the first end-of-text token, projected when the encoder
     /// has a projection: `[b, projection_dim or hidden]`.
     pub pooled: Tensor,
@@ -145,11 +146,17 @@ impl ClipTextEncoder {
         })
     }
 
-    /// Encodes token ids `[b, n]` (n at most 77).
+    /// Encodes token ids `[b, n]` (n at most 77), with the hidden states of the layer
+    /// `from_end` layers from the end (1: the last, 2: the second-to-last, SDXL's).
     ///
     /// # Errors
-    /// A tensor error on too long sequences or ids outside the vocabulary.
-    pub fn forward(&self, ids: &Tensor) -> Result<ClipOutput> {
+    /// A tensor error on too long sequences or ids outside the vocabulary, or a `from_end`
+    /// outside 1 to the number of layers.
+    pub fn forward(&self, ids: &Tensor, from_end: usize) -> Result<ClipOutput> {
+        let layers = self.layers.len();
+        if !(1..=layers).contains(&from_end) {
+            candle_core::bail!("the text encoder has {layers} layers: it cannot stop {from_end} from the end");
+        }
         let (b, n) = ids.dims2()?;
         let positions = Tensor::arange(0u32, n as u32, ids.device())?;
         let mut xs = self
@@ -157,11 +164,11 @@ impl ClipTextEncoder {
             .forward(ids)?
             .broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(n, ids.device())?.to_dtype(xs.dtype())?;
-        let mut penultimate = xs.clone();
+        let mut hidden = xs.clone();
         for (index, layer) in self.layers.iter().enumerate() {
             xs = layer.forward(&xs, &mask)?;
-            if index + 2 == self.layers.len() {
-                penultimate = xs.clone();
+            if index + from_end == layers {
+                hidden = xs.clone();
             }
         }
         let last = self.final_layer_norm.forward(&xs)?;
@@ -171,7 +178,7 @@ impl ClipTextEncoder {
         if let Some(projection) = &self.text_projection {
             pooled = projection.forward(&pooled)?;
         }
-        Ok(ClipOutput { penultimate, pooled })
+        Ok(ClipOutput { hidden, pooled })
     }
 }
 

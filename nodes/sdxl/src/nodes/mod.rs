@@ -3,6 +3,7 @@
 mod adapters;
 mod batch_and_zero;
 mod checkpoint_loader;
+mod clip_set_last_layer;
 mod clip_text_encode;
 mod controlnet;
 mod empty_latent_image;
@@ -31,6 +32,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
         "A ControlNet, such as InstantID's IdentityNet.",
     ))?;
     registry.register(checkpoint_loader::CheckpointLoaderSimple::new())?;
+    registry.register(clip_set_last_layer::ClipSetLastLayer::new())?;
     registry.register(clip_text_encode::ClipTextEncode::new())?;
     registry.register(clip_text_encode::ClipTextEncodeSdxl::new())?;
     registry.register(batch_and_zero::ConditioningZeroOut::new())?;

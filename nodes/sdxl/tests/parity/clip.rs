@@ -15,10 +15,10 @@ fn both_encoders_match_transformers() {
         ("g", fixture_clip(Activation::Gelu, Some(16))),
     ] {
         let encoder = ClipTextEncoder::new(weights(&format!("clip_{name}_tiny.safetensors")), &cfg).unwrap();
-        let out = encoder.forward(&ids).unwrap();
+        let out = encoder.forward(&ids, 2).unwrap();
         assert_close(
             &format!("{name} penultimate"),
-            &out.penultimate,
+            &out.hidden,
             &cases[&format!("{name}.penultimate")],
         );
         assert_close(
@@ -26,6 +26,30 @@ fn both_encoders_match_transformers() {
             &out.pooled,
             &cases[&format!("{name}.pooled")],
         );
+    }
+}
+
+/// Stopping at each layer from the end (ComfyUI's CLIPSetLastLayer) gives transformers' hidden
+/// states of that layer, before the final norm; past the first layer is refused.
+#[test]
+fn every_layer_from_the_end_matches_transformers() {
+    let ids = load_cases("clip_cases.safetensors")["ids"]
+        .to_dtype(DType::U32)
+        .unwrap();
+    let cases = load_cases("clip_layer_cases.safetensors");
+    for (name, cfg) in [
+        ("l", fixture_clip(Activation::QuickGelu, None)),
+        ("g", fixture_clip(Activation::Gelu, Some(16))),
+    ] {
+        let encoder = ClipTextEncoder::new(weights(&format!("clip_{name}_tiny.safetensors")), &cfg).unwrap();
+        for from_end in 1..=cfg.layers {
+            let key = format!("{name}.from_end.{from_end}");
+            assert_close(&key, &encoder.forward(&ids, from_end).unwrap().hidden, &cases[&key]);
+        }
+        for outside in [0, cfg.layers + 1] {
+            let error = encoder.forward(&ids, outside).unwrap_err().to_string();
+            assert!(error.contains("has 3 layers"), "{error}");
+        }
     }
 }
 

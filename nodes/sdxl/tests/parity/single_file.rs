@@ -55,18 +55,18 @@ pub fn matches_the_fixtures(checkpoint: &Checkpoint) {
         .clip_g
         .get(&Device::Cpu, VramBudget::Auto)
         .unwrap()
-        .forward(&ids)
+        .forward(&ids, 2)
         .unwrap();
-    assert_close("clip g penultimate", &g.penultimate, &clip_cases["g.penultimate"]);
+    assert_close("clip g penultimate", &g.hidden, &clip_cases["g.penultimate"]);
     assert_close("clip g pooled", &g.pooled, &clip_cases["g.pooled"]);
     let l = checkpoint
         .clip
         .clip_l
         .get(&Device::Cpu, VramBudget::Auto)
         .unwrap()
-        .forward(&ids)
+        .forward(&ids, 2)
         .unwrap();
-    assert_close("clip l penultimate", &l.penultimate, &clip_cases["l.penultimate"]);
+    assert_close("clip l penultimate", &l.hidden, &clip_cases["l.penultimate"]);
 
     let vae_cases = load_cases("vae_cases.safetensors");
     let vae = checkpoint.vae.get(&Device::Cpu, VramBudget::Auto).unwrap();
