@@ -1,7 +1,7 @@
 //! The split loaders in a workflow. UNETLoader: the UNet kept as stored runs as the checkpoint's
 //! own, kept in 8-bit floats it changes the image (its weights are rounded), and a weight dtype
-//! that cannot be kept is refused by name before any sampling. VAELoader: the checkpoint's VAE
-//! loaded on its own decodes as the checkpoint's.
+//! that cannot be kept is refused by name before any sampling. VAELoader and DualCLIPLoader:
+//! the checkpoint's VAE and text encoders loaded on their own work as the checkpoint's.
 
 use super::workflows::{first_image, run_error};
 
@@ -60,4 +60,18 @@ fn a_vae_loaded_on_its_own_decodes_as_the_checkpoints() {
     );
     let decode = |workflow: &str| first_image("vae.yaml", workflow);
     assert!(decode(&loaded) == decode(&text), "the VAE on its own decoded otherwise");
+}
+
+#[test]
+fn text_encoders_loaded_on_their_own_encode_as_the_checkpoints() {
+    let text = std::fs::read_to_string("workflows/sdxl_txt2img.yaml").unwrap();
+    let loaded = text.replace("clip: ckpt.clip", "clip: clip.clip").replacen(
+        "nodes:\n",
+        "nodes:\n  clip:\n    type: DualCLIPLoader\n    params: { clip_name1: builtin:tiny-sdxl, clip_name2: builtin:tiny-sdxl, type: sdxl }\n",
+        1,
+    );
+    assert!(
+        first_image("clip.yaml", &loaded) == first_image("plain.yaml", &text),
+        "the text encoders on their own encoded otherwise"
+    );
 }

@@ -94,13 +94,15 @@ impl FileRoots {
 
 /// Where ComfyUI keeps each kind of model inside its `models/` folder, by the param that names
 /// it there.
-const COMFYUI_FOLDERS: [(&str, &[&str]); 7] = [
+const COMFYUI_FOLDERS: [(&str, &[&str]); 9] = [
     ("ckpt_name", &["checkpoints"]),
     ("lora_name", &["loras"]),
     ("control_net_name", &["controlnet"]),
     ("instantid_file", &["instantid"]),
     ("unet_name", &["unet", "diffusion_models"]),
     ("vae_name", &["vae"]),
+    ("clip_name1", &["clip", "text_encoders"]),
+    ("clip_name2", &["clip", "text_encoders"]),
     ("face_models", &["insightface/models", "insightface"]),
 ];
 

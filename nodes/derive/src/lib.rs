@@ -10,6 +10,7 @@
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
 use quote::{quote, ToTokens};
+use syn::ext::IdentExt;
 use syn::{parse_macro_input, Data, DeriveInput, Expr, Fields, Ident, LitStr};
 
 /// Implements `swapgraph_node_api::Params` for a struct with named fields.
@@ -61,7 +62,8 @@ fn params(input: &DeriveInput) -> syn::Result<Tokens> {
             reads.push(quote! { #ident: <#ty as #api::Params>::from_args(args)? });
             continue;
         }
-        let name = LitStr::new(&ident.to_string(), ident.span());
+        // `r#type` is the param `type`.
+        let name = LitStr::new(&ident.unraw().to_string(), ident.span());
         let description = doc_comment(&field.attrs).ok_or_else(|| {
             syn::Error::new_spanned(ident, "a param needs a doc comment: it is the description users read")
         })?;

@@ -23,6 +23,19 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
+/// The tensors of the single-file checkpoint fixture under `prefix`, written without it to
+/// `name` in `dir`: a model of the checkpoint as a file of its own.
+pub fn checkpoint_part(prefix: &str, dir: &std::path::Path, name: &str) -> PathBuf {
+    let tensors = candle_core::safetensors::load(fixture("sdxl_tiny_single_file.safetensors"), &Device::Cpu).unwrap();
+    let part: std::collections::HashMap<String, Tensor> = tensors
+        .into_iter()
+        .filter_map(|(key, tensor)| Some((key.strip_prefix(prefix)?.to_string(), tensor)))
+        .collect();
+    let path = dir.join(name);
+    candle_core::safetensors::save(&part, &path).unwrap();
+    path
+}
+
 /// Loads every tensor of a fixture file in f32.
 pub fn load_cases(name: &str) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture(name), &Device::Cpu)

@@ -167,7 +167,7 @@ pub fn load_single_file(path: &Path) -> Result<Checkpoint, NodeError> {
 
 /// transformers 5 writes `CLIPTextModel` keys without the `text_model.` prefix that hub files
 /// have; accept both.
-fn with_text_model_prefix(source: TensorSource) -> TensorSource {
+pub(crate) fn with_text_model_prefix(source: TensorSource) -> TensorSource {
     let keys: HashSet<String> = source.keys().into_iter().collect();
     source.with_key_map(Arc::new(move |key: &str| {
         if keys.contains(key) {

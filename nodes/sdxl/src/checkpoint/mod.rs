@@ -2,6 +2,7 @@
 //! diffusers folders.
 
 mod builtin;
+pub mod clip_file;
 pub(crate) mod diffusers;
 mod shapes;
 pub mod single_file;

@@ -195,17 +195,59 @@ fn vocab_and_width(file: &Shapes, key: &str) -> Result<[usize; 2], String> {
 }
 
 fn clip_l(file: &Shapes) -> Result<ClipConfig, String> {
-    let p = "conditioner.embedders.0.transformer.text_model.";
-    Ok(clip(
+    transformers_clip(file, "conditioner.embedders.0.transformer.text_model.")
+}
+
+/// A text encoder in transformers' layout under `p` (`….text_model.`): CLIP-L (quick GELU), or
+/// bigG when a `text_projection.weight` sits beside it (GELU, projected).
+fn transformers_clip(file: &Shapes, p: &str) -> Result<ClipConfig, String> {
+    let plain = clip(
         vocab_and_width(file, &format!("{p}embeddings.token_embedding.weight"))?,
         file.dim(&format!("{p}embeddings.position_embedding.weight"), 0)?,
         file.count(&format!("{p}encoder.layers.")),
         file.dim(&format!("{p}encoder.layers.0.mlp.fc1.weight"), 0)?,
-    ))
+    );
+    let projection = format!("{}text_projection.weight", p.strip_suffix("text_model.").unwrap_or(p));
+    if !file.has(&projection) {
+        return Ok(plain);
+    }
+    Ok(ClipConfig {
+        activation: Activation::Gelu,
+        projection_dim: Some(file.dim(&projection, 0)?),
+        ..plain
+    })
+}
+
+/// How a file names a text encoder's tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClipLayout {
+    /// transformers' `CLIPTextModel` names under a prefix ending in `text_model.` (or none).
+    Transformers(&'static str),
+    /// OpenCLIP's names (bigG in the original SDXL checkpoint) under a prefix.
+    OpenClip(&'static str),
+}
+
+/// The sizes of the text encoder in `source`, named as `layout` says: CLIP-L or bigG.
+///
+/// # Errors
+/// A message naming the tensor that is missing or the shape this code cannot build.
+pub fn clip_sizes(source: &TensorSource, layout: ClipLayout) -> Result<ClipConfig, String> {
+    let file = Shapes {
+        source,
+        keys: source.keys().into_iter().collect(),
+    };
+    match layout {
+        ClipLayout::Transformers(prefix) => transformers_clip(&file, prefix),
+        ClipLayout::OpenClip(prefix) => open_clip(&file, prefix),
+    }
 }
 
 fn clip_g(file: &Shapes) -> Result<ClipConfig, String> {
-    let p = "conditioner.embedders.1.model.";
+    open_clip(file, "conditioner.embedders.1.model.")
+}
+
+/// bigG in OpenCLIP's layout under `p`.
+fn open_clip(file: &Shapes, p: &str) -> Result<ClipConfig, String> {
     Ok(ClipConfig {
         activation: Activation::Gelu,
         projection_dim: Some(file.dim(&format!("{p}text_projection"), 1)?),

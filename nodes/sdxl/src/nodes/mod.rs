@@ -6,6 +6,7 @@ mod checkpoint_loader;
 mod clip_set_last_layer;
 mod clip_text_encode;
 mod controlnet;
+mod dual_clip_loader;
 mod empty_latent_image;
 mod ksampler;
 mod lora_loader;
@@ -38,6 +39,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(batch_and_zero::ConditioningZeroOut::new())?;
     registry.register(batch_and_zero::RepeatLatentBatch::new())?;
     registry.register(controlnet::ControlNetLoader::new())?;
+    registry.register(dual_clip_loader::DualClipLoader::new())?;
     registry.register(controlnet::ControlNetApplyAdvanced::new())?;
     registry.register(empty_latent_image::EmptyLatentImage::new())?;
     registry.register(ksampler::KSampler::new())?;

@@ -1,6 +1,6 @@
 //! The VAE against diffusers' `AutoencoderKL`: encode (latent mean, scaled) and decode.
 
-use crate::{assert_close, fixture, load_cases, weights};
+use crate::{assert_close, checkpoint_part, fixture, load_cases, weights};
 use candle_core::Device;
 use swapgraph_node_api::VramBudget;
 use swapgraph_sdxl::checkpoint::vae_file;
@@ -99,14 +99,7 @@ fn decoding_in_bf16_on_the_gpu_stays_within_a_few_levels_of_f32() {
 #[test]
 fn a_vae_file_of_its_own_decodes_as_diffusers_in_either_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let bare = dir.path().join("vae_original.safetensors");
-    let checkpoint =
-        candle_core::safetensors::load(fixture("sdxl_tiny_single_file.safetensors"), &Device::Cpu).unwrap();
-    let vae_only: std::collections::HashMap<String, candle_core::Tensor> = checkpoint
-        .into_iter()
-        .filter_map(|(key, tensor)| Some((key.strip_prefix("first_stage_model.")?.to_string(), tensor)))
-        .collect();
-    candle_core::safetensors::save(&vae_only, &bare).unwrap();
+    let bare = checkpoint_part("first_stage_model.", dir.path(), "vae.safetensors");
     let cases = load_cases("vae_cases.safetensors");
     for path in [
         fixture("vae_tiny.safetensors"),
