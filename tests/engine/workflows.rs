@@ -261,7 +261,7 @@ fn assert_matches_reference(pixels: &[u8], name: &str) {
 }
 
 #[test]
-fn images_and_latents_are_resampled_to_the_sizes_asked_for() {
+fn images_and_latents_are_resampled_to_the_sizes_asked_for_and_batches_joined() {
     let size = |path: &Path| image::image_dimensions(path).unwrap();
     let out = tempfile::tempdir().unwrap();
     let second_pass = run_workflow(Path::new("workflows/sdxl_hires_fix.yaml"), out.path());
@@ -277,6 +277,8 @@ nodes:
   save_wide: { type: SaveImage, inputs: { images: wide.image }, params: { filename_prefix: wide } }
   save_kept: { type: SaveImage, inputs: { images: kept.image }, params: { filename_prefix: kept } }
   save_half: { type: SaveImage, inputs: { images: half.image }, params: { filename_prefix: half } }
+  both: { type: ImageBatch, inputs: { image1: wide.image, image2: half.image } }
+  save_both: { type: SaveImage, inputs: { images: both.image }, params: { filename_prefix: both } }
 "#;
     let out = tempfile::tempdir().unwrap();
     let mut sizes: Vec<(String, (u32, u32))> = run_text("scaled.yaml", scaled.as_bytes(), out.path())
@@ -287,6 +289,8 @@ nodes:
     assert_eq!(
         sizes,
         [
+            ("both_00001.png".to_string(), (96, 64)),
+            ("both_00002.png".to_string(), (96, 64)),
             ("half_00001.png".to_string(), (128, 128)),
             ("kept_00001.png".to_string(), (40, 40)),
             ("wide_00001.png".to_string(), (96, 64)),

@@ -1,6 +1,7 @@
 //! swapgraph's image node pack: loading images and masks, saving them as PNG with the workflow
 //! embedded (so a saved image carries what made it), and resampling images and latents.
 
+mod batch;
 mod load_image;
 mod load_image_mask;
 mod open;
@@ -26,5 +27,6 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(scale::Scale::image_by())?;
     registry.register(scale::Scale::latent())?;
     registry.register(scale::Scale::latent_by())?;
+    registry.register(batch::ImageBatch::new())?;
     Ok(())
 }
