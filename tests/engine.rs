@@ -9,6 +9,7 @@ mod engine {
     pub mod execution;
     pub mod fixtures;
     pub mod hostile;
+    pub mod inpainting;
     pub mod loaders;
     pub mod loopback;
     pub mod lora;

@@ -19,6 +19,16 @@ fn run_text(name: &str, bytes: &[u8], output_dir: &Path) -> Vec<PathBuf> {
     run_in(name, bytes, files)
 }
 
+/// An input folder holding the example workflows' photo where they look for it, for tests
+/// that add input files of their own beside it.
+pub fn inputs_with_the_photo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("workflows/inputs")).unwrap();
+    let photo = "workflows/inputs/astronaut.png";
+    std::fs::copy(photo, dir.path().join(photo)).unwrap();
+    dir
+}
+
 /// The pixels of the first image the workflow `text` saves, run on the built-in models.
 pub fn first_image(name: &str, text: &str) -> Vec<u8> {
     let out = tempfile::tempdir().unwrap();
@@ -164,13 +174,7 @@ fn instantid_steers_the_image_and_blockswap_of_unet_and_controlnet_keeps_it() {
 #[test]
 fn an_instantid_mask_limits_the_face_to_its_region() {
     let text = std::fs::read_to_string("workflows/instantid_blockswap.yaml").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("workflows/inputs")).unwrap();
-    std::fs::copy(
-        "workflows/inputs/astronaut.png",
-        dir.path().join("workflows/inputs/astronaut.png"),
-    )
-    .unwrap();
+    let dir = inputs_with_the_photo();
     let pixels = |name: &str, text: &str| {
         let out = tempfile::tempdir().unwrap();
         let files = FileRoots {

@@ -4,6 +4,7 @@
 mod batch;
 mod load_image;
 mod load_image_mask;
+mod noise_mask;
 mod open;
 mod pixels;
 mod resample;
@@ -28,5 +29,6 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(scale::Scale::latent())?;
     registry.register(scale::Scale::latent_by())?;
     registry.register(batch::ImageBatch::new())?;
+    registry.register(noise_mask::SetLatentNoiseMask::new())?;
     Ok(())
 }

@@ -201,7 +201,17 @@ impl NodeType for Scale {
         };
         let resized = resize(&cropped, (new_height, new_width), method).map_err(failed)?;
         let handle = match latent {
-            true => Handle::new(socket, Arc::new(Latent { samples: resized })),
+            // A noise mask stays as it is: the sampler resamples it to the latents' size.
+            true => {
+                let noise_mask = args.handle::<Latent>("samples")?.noise_mask.clone();
+                Handle::new(
+                    socket,
+                    Arc::new(Latent {
+                        samples: resized,
+                        noise_mask,
+                    }),
+                )
+            }
             false => Handle::new(
                 socket,
                 Arc::new(Image {

@@ -8,6 +8,20 @@ use candle_core::Tensor;
 pub struct Latent {
     /// The latents, in f32.
     pub samples: Tensor,
+    /// Where the sampler may change them (inpainting): `[batch or 1, 1, height, width]` in
+    /// 0..1 at any size (resampled to the latents' when sampling), 1 where the sampler denoises
+    /// and 0 where the latents are kept; `None`: everywhere.
+    pub noise_mask: Option<Tensor>,
+}
+
+impl Latent {
+    /// Latents the sampler may change everywhere.
+    pub fn new(samples: Tensor) -> Self {
+        Self {
+            samples,
+            noise_mask: None,
+        }
+    }
 }
 
 /// A batch of images, `[batch, height, width, 3]`, RGB in 0..1, f32 (ComfyUI's layout).

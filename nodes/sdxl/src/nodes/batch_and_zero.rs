@@ -81,9 +81,16 @@ impl NodeType for RepeatLatentBatch {
         let Amount { amount } = Amount::from_args(args)?;
         let latent = args.handle::<Latent>("samples")?;
         let samples = latent.samples.repeat((amount, 1, 1, 1)).map_err(tensor_error)?;
+        // A mask per latent is repeated with them, as ComfyUI does; one for all stays one.
+        let noise_mask = match &latent.noise_mask {
+            Some(mask) if mask.dim(0).map_err(tensor_error)? > 1 => {
+                Some(mask.repeat((amount, 1, 1, 1)).map_err(tensor_error)?)
+            }
+            other => other.clone(),
+        };
         Ok(vec![Value::Handle(Handle::new(
             SocketType::LATENT,
-            Arc::new(Latent { samples }),
+            Arc::new(Latent { samples, noise_mask }),
         ))])
     }
 }

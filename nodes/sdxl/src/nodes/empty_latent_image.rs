@@ -52,7 +52,7 @@ impl NodeType for EmptyLatentImage {
         let samples = Tensor::zeros(shape, DType::F32, &device).map_err(tensor_error)?;
         Ok(vec![Value::Handle(Handle::new(
             SocketType::LATENT,
-            Arc::new(Latent { samples }),
+            Arc::new(Latent::new(samples)),
         ))])
     }
 }

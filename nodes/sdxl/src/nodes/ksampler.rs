@@ -8,7 +8,7 @@ use super::sampling_times::{SamplingTimes, StepClock};
 use super::tensor_error;
 use crate::conditioning::{Conditioning, SizeIds};
 use crate::device::{candle_device, model_dtype};
-use crate::sampling::{DiscreteSchedule, GuidedDenoiser, TextConditioning};
+use crate::sampling::{latent_mask, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser, TextConditioning};
 use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Device};
 use std::cell::{Cell, RefCell};
@@ -151,10 +151,12 @@ impl NodeType for KSampler {
             .draw(plan.seed, latent.samples.dims(), &device)
             .map_err(tensor_error)?;
         let latents = latent.samples.to_dtype(DType::F32).map_err(tensor_error)?;
-        let start = match plan.add_noise {
-            true => (latents + (start_noise * sigmas[0]).map_err(tensor_error)?).map_err(tensor_error)?,
-            false => latents,
+        // Without added noise the mask's noised input is the input itself, as in ComfyUI.
+        let start_noise = match plan.add_noise {
+            true => start_noise,
+            false => start_noise.zeros_like().map_err(tensor_error)?,
         };
+        let start = (&latents + (&start_noise * sigmas[0]).map_err(tensor_error)?).map_err(tensor_error)?;
 
         let mut denoiser = GuidedDenoiser {
             unet,
@@ -183,10 +185,24 @@ impl NodeType for KSampler {
             Ok(())
         };
         reset_peak_memory(&device);
-        let samples = match plan
-            .sampler
-            .sample(&mut denoiser, start, sigmas, noise.as_mut(), &mut after_step)
-        {
+        let sampled = match &latent.noise_mask {
+            None => plan
+                .sampler
+                .sample(&mut denoiser, start, sigmas, noise.as_mut(), &mut after_step),
+            Some(mask) => {
+                let mask = latent_mask(&mask.to_device(&device).map_err(tensor_error)?, latents.dims())
+                    .map_err(|e| NodeError::msg(format!("latent_image: {e}")))?;
+                let mut masked = MaskedDenoiser {
+                    inner: &mut denoiser,
+                    mask,
+                    latents,
+                    noise: start_noise,
+                };
+                plan.sampler
+                    .sample(&mut masked, start, sigmas, noise.as_mut(), &mut after_step)
+            }
+        };
+        let samples = match sampled {
             Ok(samples) => samples,
             Err(_) if cancelled.get() => return Err(NodeError::Cancelled),
             Err(e) => {
@@ -211,7 +227,10 @@ impl NodeType for KSampler {
         }
         Ok(vec![Value::Handle(Handle::new(
             SocketType::LATENT,
-            Arc::new(Latent { samples }),
+            Arc::new(Latent {
+                samples,
+                noise_mask: latent.noise_mask.clone(),
+            }),
         ))])
     }
 

@@ -114,9 +114,7 @@ impl NodeType for VaeEncode {
             let pixels = image.pixels.narrow(1, 0, h * 8)?.narrow(2, 0, w * 8)?;
             let images =
                 ((pixels.to_device(&device)?.permute((0, 3, 1, 2))? * 2.0)? - 1.0)?.to_dtype(vae_dtype(&device))?;
-            Ok(Latent {
-                samples: vae.encode(&images.contiguous()?)?.to_dtype(DType::F32)?,
-            })
+            Ok(Latent::new(vae.encode(&images.contiguous()?)?.to_dtype(DType::F32)?))
         };
         let latent = encode().map_err(tensor_error)?;
         Ok(vec![Value::Handle(Handle::new(SocketType::LATENT, Arc::new(latent)))])
@@ -135,7 +133,7 @@ impl NodeType for VaeEncode {
             Tensor::zeros((batch, vae.latent_channels(), h, w), DType::F32, &Device::Cpu).map_err(tensor_error)?;
         let outputs = vec![Value::Handle(Handle::new(
             SocketType::LATENT,
-            Arc::new(Latent { samples }),
+            Arc::new(Latent::new(samples)),
         ))];
         let need = encode_cost(&vae, &device, ctx, latent_size)?.map(|cost| {
             let weights = vae_model.bytes(&device);

@@ -2,6 +2,7 @@
 
 mod adapters;
 mod denoiser;
+mod inpainting;
 mod noise;
 mod samplers;
 mod schedule;
@@ -9,6 +10,7 @@ mod torch_noise;
 
 pub use adapters::{percent_sigma, ControlGuidance, ImageTokenGuidance};
 pub use denoiser::{GuidedDenoiser, TextConditioning};
+pub use inpainting::{latent_mask, MaskedDenoiser};
 pub use noise::SeededNoise;
 pub use samplers::{Denoiser, NoiseSource, Sampler};
 pub use schedule::{DiscreteSchedule, Scheduler, TRAINING_STEPS};
