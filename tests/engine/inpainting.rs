@@ -1,5 +1,7 @@
-//! SetLatentNoiseMask in a workflow (inpainting): where the mask is 1 the sampler works as
+//! Inpainting in a workflow. SetLatentNoiseMask: where the mask is 1 the sampler works as
 //! without it, where it is 0 the input latents are kept, and a half mask changes only part.
+//! VAEEncodeForInpaint: an empty mask keeps the photo; a mask greys out what it covers before
+//! encoding, so the result differs from masking the photo's own latents.
 
 use super::workflows::{inputs_with_the_photo, run_in};
 use swapgraph_node_api::FileRoots;
@@ -8,6 +10,11 @@ use swapgraph_node_api::FileRoots;
 /// `paint` (a column's value from its x), or unmasked when `None`; or, with `decode_input`,
 /// the encoded photo decoded without sampling. The image it saves.
 fn image(paint: Option<&dyn Fn(u32) -> u8>, decode_input: bool) -> image::RgbImage {
+    image_encoded(paint, decode_input, false)
+}
+
+/// As [`image`], the mask given to VAEEncodeForInpaint (growing it by 6) when `for_inpaint`.
+fn image_encoded(paint: Option<&dyn Fn(u32) -> u8>, decode_input: bool, for_inpaint: bool) -> image::RgbImage {
     let dir = inputs_with_the_photo();
     let mut text = std::fs::read_to_string("workflows/sdxl_img2img.yaml")
         .unwrap()
@@ -24,6 +31,15 @@ fn image(paint: Option<&dyn Fn(u32) -> u8>, decode_input: bool) -> image::RgbIma
              masked: { type: SetLatentNoiseMask, inputs: { samples: encode.latent, mask: region.mask } }\n",
                 1,
             );
+    }
+    if for_inpaint {
+        text = text
+            .replace("latent_image: masked.latent", "latent_image: encode.latent")
+            .replace(
+                "type: VAEEncode\n    inputs: { pixels: photo.image, vae: ckpt.vae }",
+                "type: VAEEncodeForInpaint\n    inputs: { pixels: photo.image, vae: ckpt.vae, mask: region.mask }",
+            );
+        assert!(text.contains("VAEEncodeForInpaint"));
     }
     if decode_input {
         text = text.replace("samples: sample.latent", "samples: encode.latent");
@@ -62,4 +78,18 @@ fn the_mask_decides_where_the_sampler_changes_the_latents() {
     let half = image(Some(&|x| if x < 256 { 255 } else { 0 }), false);
     assert!(difference(&half, &unmasked).0 > 1.0, "the half mask kept nothing");
     assert!(difference(&half, &input).0 > 1.0, "the half mask changed nothing");
+}
+
+#[test]
+fn encoding_for_inpainting_keeps_what_the_mask_leaves_and_greys_what_it_covers() {
+    let input = image(None, true);
+    let (mean, largest) = difference(&image_encoded(Some(&|_| 0), false, true), &input);
+    assert!(
+        mean < 0.1 && largest <= 2,
+        "an empty mask changed the photo: mean {mean}, largest {largest}"
+    );
+    let half = |x: u32| if x < 256 { 255 } else { 0 };
+    let greyed = image_encoded(Some(&half), false, true);
+    assert!(greyed != image(Some(&half), false), "greying out changed nothing");
+    assert!(difference(&greyed, &input).0 > 1.0, "the mask changed nothing");
 }

@@ -8,6 +8,7 @@ mod clip_text_encode;
 mod controlnet;
 mod dual_clip_loader;
 mod empty_latent_image;
+mod inpaint_pixels;
 mod ksampler;
 mod lora_loader;
 mod out_of_memory;
@@ -50,6 +51,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(vae_decode::VaeDecode::new())?;
     registry.register(vae_decode::VaeDecode::tiled())?;
     registry.register(vae_encode::VaeEncode::new())?;
+    registry.register(vae_encode::VaeEncode::for_inpaint())?;
     registry.register(vae_loader::VaeLoader::new())?;
     Ok(())
 }

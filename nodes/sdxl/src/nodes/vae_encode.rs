@@ -1,19 +1,31 @@
-//! `VAEEncode`: images to latents, for img2img.
+//! `VAEEncode`: images to latents, for img2img; `VAEEncodeForInpaint`: the same with the pixels
+//! under a mask greyed out first and the (grown) mask handed to the sampler.
 
+use super::inpaint_pixels::masked_for_inpainting;
 use super::tensor_error;
 use super::vae_decode::coder_cost;
 use crate::device::{candle_device, vae_dtype};
 use crate::vae::{CoderCost, Vae, VaeModel};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
-use swapgraph_model::{memory_manager, Image, Latent};
+use swapgraph_model::{memory_manager, Image, Latent, Mask};
 use swapgraph_node_api::{
-    Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Rehearsal, RunContext, SocketType, Value,
+    Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
 };
 
 /// Encodes images (cropped to multiples of 8) to the latent mean.
 pub struct VaeEncode {
     descriptor: NodeDescriptor,
+    /// VAEEncodeForInpaint: grey out under the mask, and hand it on as a noise mask.
+    for_inpaint: bool,
+}
+
+/// VAEEncodeForInpaint's param.
+#[derive(Params)]
+struct Grow {
+    /// Pixels the mask grows by for the sampler, so that the seam falls where latents are kept.
+    #[param(default = 6, max = 64)]
+    grow_mask_by: usize,
 }
 
 impl VaeEncode {
@@ -33,7 +45,36 @@ impl VaeEncode {
         )
         .input("vae", SocketType::VAE, "The VAE.")
         .output(SocketType::LATENT, "The latents.");
-        Self { descriptor }
+        Self {
+            descriptor,
+            for_inpaint: false,
+        }
+    }
+
+    /// `VAEEncodeForInpaint`: the pixels under the mask set to mid-grey before encoding, and the
+    /// mask, grown by `grow_mask_by`, on the latents for the sampler.
+    pub fn for_inpaint() -> Self {
+        let descriptor = NodeDescriptor::new(
+            "VAEEncodeForInpaint",
+            "latent",
+            "Turns images into latents for inpainting: the pixels under the mask become mid-grey first (the model \
+             paints them anew, use denoise 1.0), and the sampler changes the latents only within the mask, grown \
+             by grow_mask_by pixels.",
+        )
+        .uses_device()
+        .input(
+            "pixels",
+            SocketType::IMAGE,
+            "The images; cropped to multiples of 8 pixels.",
+        )
+        .input("vae", SocketType::VAE, "The VAE.")
+        .input("mask", SocketType::MASK, "1 where the image is painted anew.")
+        .params::<Grow>()
+        .output(SocketType::LATENT, "The latents, with the mask for the sampler.");
+        Self {
+            descriptor,
+            for_inpaint: true,
+        }
     }
 }
 
@@ -110,11 +151,25 @@ impl NodeType for VaeEncode {
             .map_err(tensor_error)?;
         make_room(&vae, &device, ctx, latent_size)?;
         let (_, h, w) = latent_size;
+        let (pixels, noise_mask) = match self.for_inpaint {
+            false => (image.pixels.clone(), None),
+            true => {
+                let mask = &args.handle::<Mask>("mask")?.values;
+                let grow = Grow::from_args(args)?.grow_mask_by;
+                let (greyed, grown) = masked_for_inpainting(&image.pixels, mask, grow)
+                    .map_err(|e| NodeError::msg(format!("mask: {e}")))?;
+                let grown = grown.narrow(2, 0, h * 8).and_then(|m| m.narrow(3, 0, w * 8));
+                (greyed, Some(grown.map_err(tensor_error)?))
+            }
+        };
         let encode = || -> candle_core::Result<Latent> {
-            let pixels = image.pixels.narrow(1, 0, h * 8)?.narrow(2, 0, w * 8)?;
+            let pixels = pixels.narrow(1, 0, h * 8)?.narrow(2, 0, w * 8)?;
             let images =
                 ((pixels.to_device(&device)?.permute((0, 3, 1, 2))? * 2.0)? - 1.0)?.to_dtype(vae_dtype(&device))?;
-            Ok(Latent::new(vae.encode(&images.contiguous()?)?.to_dtype(DType::F32)?))
+            Ok(Latent {
+                samples: vae.encode(&images.contiguous()?)?.to_dtype(DType::F32)?,
+                noise_mask,
+            })
         };
         let latent = encode().map_err(tensor_error)?;
         Ok(vec![Value::Handle(Handle::new(SocketType::LATENT, Arc::new(latent)))])
