@@ -31,19 +31,12 @@ struct Grow {
 impl VaeEncode {
     /// The node type.
     pub fn new() -> Self {
-        let descriptor = NodeDescriptor::new(
+        let descriptor = encoder(NodeDescriptor::new(
             "VAEEncode",
             "latent",
             "Turns images into latents, e.g. to start img2img. Other models leave the device first when the \
              encoder needs their room.",
-        )
-        .uses_device()
-        .input(
-            "pixels",
-            SocketType::IMAGE,
-            "The images; cropped to multiples of 8 pixels.",
-        )
-        .input("vae", SocketType::VAE, "The VAE.")
+        ))
         .output(SocketType::LATENT, "The latents.");
         Self {
             descriptor,
@@ -54,20 +47,13 @@ impl VaeEncode {
     /// `VAEEncodeForInpaint`: the pixels under the mask set to mid-grey before encoding, and the
     /// mask, grown by `grow_mask_by`, on the latents for the sampler.
     pub fn for_inpaint() -> Self {
-        let descriptor = NodeDescriptor::new(
+        let descriptor = encoder(NodeDescriptor::new(
             "VAEEncodeForInpaint",
             "latent",
             "Turns images into latents for inpainting: the pixels under the mask become mid-grey first (the model \
              paints them anew, use denoise 1.0), and the sampler changes the latents only within the mask, grown \
              by grow_mask_by pixels.",
-        )
-        .uses_device()
-        .input(
-            "pixels",
-            SocketType::IMAGE,
-            "The images; cropped to multiples of 8 pixels.",
-        )
-        .input("vae", SocketType::VAE, "The VAE.")
+        ))
         .input("mask", SocketType::MASK, "1 where the image is painted anew.")
         .params::<Grow>()
         .output(SocketType::LATENT, "The latents, with the mask for the sampler.");
@@ -76,6 +62,18 @@ impl VaeEncode {
             for_inpaint: true,
         }
     }
+}
+
+/// `descriptor` with what both encoders take: the device, the images and the VAE.
+fn encoder(descriptor: NodeDescriptor) -> NodeDescriptor {
+    descriptor
+        .uses_device()
+        .input(
+            "pixels",
+            SocketType::IMAGE,
+            "The images; cropped to multiples of 8 pixels.",
+        )
+        .input("vae", SocketType::VAE, "The VAE.")
 }
 
 /// The images' batch, latent height and latent width (images cropped to multiples of 8).
