@@ -190,7 +190,10 @@ impl NodeType for KSampler {
                 .sampler
                 .sample(&mut denoiser, start, sigmas, noise.as_mut(), &mut after_step),
             Some(mask) => {
-                let mask = latent_mask(&mask.to_device(&device).map_err(tensor_error)?, latents.dims())
+                // Fitted to the latents on the host, where masks are made, then moved.
+                let host_mask = mask.to_device(&candle_core::Device::Cpu).map_err(tensor_error)?;
+                let mask = latent_mask(&host_mask, latents.dims())
+                    .and_then(|mask| mask.to_device(&device))
                     .map_err(|e| NodeError::msg(format!("latent_image: {e}")))?;
                 let mut masked = MaskedDenoiser {
                     inner: &mut denoiser,
