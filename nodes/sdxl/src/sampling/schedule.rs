@@ -18,6 +18,16 @@ pub enum Scheduler {
     Karras,
     /// Evenly spaced in log sigma.
     Exponential,
+    /// ComfyUI's `simple`: every (1000 / steps)th training sigma from the top, as they are.
+    Simple,
+    /// ComfyUI's `sgm_uniform`: `steps + 1` evenly spaced timesteps from 999 to 0 without the
+    /// last, each sigma interpolated in log sigma (for distilled few-step models).
+    #[choice(name = "sgm_uniform")]
+    SgmUniform,
+    /// ComfyUI's `ddim_uniform`: every (1000 / steps)th training sigma from timestep 1 up,
+    /// highest first.
+    #[choice(name = "ddim_uniform")]
+    DdimUniform,
 }
 
 /// SDXL's discrete noise schedule: the sigma of each training timestep.
@@ -66,6 +76,15 @@ impl DiscreteSchedule {
         self.sigmas[low] * (1.0 - w) + self.sigmas[high] * w
     }
 
+    /// The sigma at a fractional timestep, interpolated linearly in log sigma (ComfyUI's
+    /// `ModelSamplingDiscrete.sigma`).
+    fn sigma_in_log_at(&self, t: f64) -> f64 {
+        let t = t.clamp(0.0, (TRAINING_STEPS - 1) as f64);
+        let (low, high) = (t.floor() as usize, t.ceil() as usize);
+        let w = t - low as f64;
+        ((1.0 - w) * self.sigmas[low].ln() + w * self.sigmas[high].ln()).exp()
+    }
+
     /// The fractional timestep of `sigma`, interpolating linearly in log sigma (diffusers'
     /// `_sigma_to_t`): the value the UNet's timestep embedding receives.
     pub fn timestep(&self, sigma: f64) -> f64 {
@@ -100,6 +119,26 @@ impl DiscreteSchedule {
             Scheduler::Exponential => (0..steps)
                 .map(|i| (max.ln() + ramp(i) * (min.ln() - max.ln())).exp())
                 .collect(),
+            Scheduler::Simple => {
+                let stride = TRAINING_STEPS as f64 / steps as f64;
+                (0..steps)
+                    .map(|i| self.sigmas[TRAINING_STEPS - 1 - (i as f64 * stride) as usize])
+                    .collect()
+            }
+            Scheduler::SgmUniform => {
+                let last = (TRAINING_STEPS - 1) as f64;
+                (0..steps)
+                    .map(|i| self.sigma_in_log_at(last * (1.0 - i as f64 / steps as f64)))
+                    .collect()
+            }
+            Scheduler::DdimUniform => {
+                let stride = (TRAINING_STEPS / steps).max(1);
+                (1..TRAINING_STEPS)
+                    .step_by(stride)
+                    .rev()
+                    .map(|t| self.sigmas[t])
+                    .collect()
+            }
         };
         sigmas.push(0.0);
         sigmas
@@ -127,12 +166,44 @@ mod tests {
     #[test]
     fn sequences_fall_from_sigma_max_to_zero() {
         let schedule = DiscreteSchedule::sdxl();
-        for scheduler in [Scheduler::Normal, Scheduler::Karras, Scheduler::Exponential] {
+        for scheduler in [
+            Scheduler::Normal,
+            Scheduler::Karras,
+            Scheduler::Exponential,
+            Scheduler::Simple,
+            Scheduler::SgmUniform,
+        ] {
             let sigmas = schedule.sigmas(scheduler, 10);
             assert_eq!(sigmas.len(), 11);
             assert!((sigmas[0] - schedule.sigma_max()).abs() < 1e-9);
             assert_eq!(sigmas[10], 0.0);
             assert!(sigmas.windows(2).all(|w| w[0] > w[1]), "{scheduler:?}");
         }
+    }
+
+    /// ComfyUI's definitions: `simple` takes training sigmas 999, 999 - 1000/steps, ... (the
+    /// offset truncated); `ddim_uniform` timesteps 1, 1 + 1000 // steps, ... highest first;
+    /// `sgm_uniform` drops the last of `steps + 1` evenly spaced timesteps, in log sigma.
+    #[test]
+    fn comfyuis_own_schedulers_pick_the_training_sigmas_they_name() {
+        let schedule = DiscreteSchedule::sdxl();
+        let at = |t: usize| schedule.sigmas[t];
+        let simple = schedule.sigmas(Scheduler::Simple, 30);
+        let picked: Vec<f64> = [999, 966, 933, 899].into_iter().map(at).collect();
+        assert_eq!(&simple[..4], picked.as_slice(), "1000 / 30 = 33.3: 999, 966, 933, 899");
+        assert_eq!((simple.len(), simple[29], simple[30]), (31, at(999 - 966), 0.0));
+        let ddim = schedule.sigmas(Scheduler::DdimUniform, 10);
+        let expected: Vec<f64> = (0..10).rev().map(|i| at(1 + 100 * i)).chain([0.0]).collect();
+        assert_eq!(ddim, expected);
+        let sgm = schedule.sigmas(Scheduler::SgmUniform, 4);
+        assert_eq!(sgm.len(), 5);
+        assert!(
+            (sgm[2] - at(499).sqrt() * at(500).sqrt()).abs() < 1e-12,
+            "timestep 499.5, halfway in log sigma"
+        );
+        assert!(
+            (sgm[3] - (0.25 * at(249).ln() + 0.75 * at(250).ln()).exp()).abs() < 1e-12,
+            "timestep 249.75"
+        );
     }
 }

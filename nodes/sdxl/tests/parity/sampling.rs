@@ -13,7 +13,9 @@ use swapgraph_sdxl::unet::{ContextCache, UNet, UNetConfig};
 fn schedules_match_diffusers() {
     let cases = load_cases("sampling_cases.safetensors");
     let schedule = DiscreteSchedule::sdxl();
-    for name in Scheduler::NAMES {
+    // diffusers' linspace spacing has these three; ComfyUI's own are checked in the schedule's
+    // unit tests against their definitions.
+    for name in ["normal", "karras", "exponential"] {
         let sigmas = schedule.sigmas(Scheduler::from_name(name).unwrap(), 10);
         let ours = Tensor::new(sigmas.iter().map(|&s| s as f32).collect::<Vec<_>>(), &Device::Cpu).unwrap();
         assert_close(
