@@ -75,3 +75,15 @@ fn text_encoders_loaded_on_their_own_encode_as_the_checkpoints() {
         "the text encoders on their own encoded otherwise"
     );
 }
+
+#[test]
+fn text_encoders_on_the_cpu_alone_are_refused_by_name() {
+    let text = std::fs::read_to_string("workflows/sdxl_txt2img.yaml").unwrap();
+    let loaded = text.replace("clip: ckpt.clip", "clip: clip.clip").replacen(
+        "nodes:\n",
+        "nodes:\n  clip:\n    type: DualCLIPLoader\n    params: { clip_name1: builtin:tiny-sdxl, clip_name2: builtin:tiny-sdxl, device: cpu }\n",
+        1,
+    );
+    let error = run_error("clip.yaml", &loaded);
+    assert!(error.contains("device") && error.contains("--device cpu"), "{error}");
+}

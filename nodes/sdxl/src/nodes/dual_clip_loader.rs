@@ -13,6 +13,15 @@ pub enum ClipType {
     Sdxl,
 }
 
+/// Where ComfyUI runs the text encoders; here they run on the run's device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Choice)]
+pub enum ClipDevice {
+    /// The run's device.
+    Default,
+    /// The CPU: refused (run the whole workflow with --device cpu instead).
+    Cpu,
+}
+
 /// The two files.
 #[derive(Params)]
 struct ClipFiles {
@@ -25,6 +34,9 @@ struct ClipFiles {
     /// The models the pair is for: sdxl.
     #[param(default = ClipType::Sdxl)]
     r#type: ClipType,
+    /// Where the encoders run: default (the run's device); cpu is refused (the encoders run where the run does: --device cpu runs all on the CPU).
+    #[param(default = ClipDevice::Default)]
+    device: ClipDevice,
 }
 
 /// Loads SDXL's text encoders from two files.
@@ -56,6 +68,14 @@ impl NodeType for DualClipLoader {
         let files = ClipFiles::from_args(args)?;
         // SDXL's pair is the one kind there is; others are refused as unknown choices.
         let ClipType::Sdxl = files.r#type;
+        if files.device == ClipDevice::Cpu {
+            return Err(NodeError::Argument {
+                name: "device".into(),
+                problem: "the text encoders run on the run's device (they leave it after encoding); \
+                          choose default, or run the whole workflow with --device cpu"
+                    .into(),
+            });
+        }
         let first = ctx.files.model("clip_name1", &files.clip_name1)?;
         let second = ctx.files.model("clip_name2", &files.clip_name2)?;
         let clip = clip_file::load_pair(&first, &second)?;
