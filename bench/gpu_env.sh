@@ -26,8 +26,10 @@ for check in json.load(sys.stdin)["checks"]:
   rm -f "$OUT"/doctor_[23].json
 }
 
-# Holds all but $1 GiB of the card until killed; writes $2 once it does.
+# Holds all but $1 GiB of the card until killed, in the background, and returns once it does
+# (it writes $2 then); the holder's pid is in $HOLDER.
 hold() {
+  rm -f "$2"
   python3 - "$1" "$2" <<'PY' &
 import sys, time, torch
 free, _ = torch.cuda.mem_get_info()
@@ -35,4 +37,6 @@ held = torch.empty(max(free - int(float(sys.argv[1]) * 2**30), 0), dtype=torch.u
 open(sys.argv[2], "w").write(str(held.numel()))
 time.sleep(3600)
 PY
+  HOLDER=$!
+  for _ in $(seq 600); do [ -s "$2" ] && break; sleep 0.1; done
 }

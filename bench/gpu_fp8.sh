@@ -47,8 +47,7 @@ for run in ${FP8_RUNS:-f16:whole fp8:whole fp8:4 fp8:3}; do
   [ "$weights" = fp8 ] && ckpt=sd_xl_random_fp8.safetensors
   holder=""
   if [ "$free" != whole ]; then
-    rm -f /tmp/held-fp8; hold "$free" /tmp/held-fp8; holder=$!
-    for _ in $(seq 600); do [ -s /tmp/held-fp8 ] && break; sleep 0.1; done
+    hold "$free" /tmp/held-fp8; holder=$HOLDER
   fi
   rm -rf /tmp/fp8-out
   start=$(date +%s%N)

@@ -48,8 +48,7 @@ for free in whole 4; do
   for workflow in workflows/instantid_blockswap.yaml /tmp/instantid_lora.yaml; do
     holder=""
     if [ "$free" != whole ]; then
-      rm -f /tmp/held-lora; hold "$free" /tmp/held-lora; holder=$!
-      for _ in $(seq 600); do [ -s /tmp/held-lora ] && break; sleep 0.1; done
+      hold "$free" /tmp/held-lora; holder=$HOLDER
     fi
     start=$(date +%s%N)
     RUST_LOG=info timeout 300 .gpu/swapgraph run "$workflow" --device cuda:0 --output-dir /tmp/lora-out $FILES $SIZE \

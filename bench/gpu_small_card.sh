@@ -55,11 +55,9 @@ SIZE="--set latent.width=1024 --set latent.height=1024 --set sample.steps=30"
 
 measure() {
   local label=$1 free_gib=$2 models=$3 holder=""
-  rm -f /tmp/held
   if [ "$free_gib" != whole ]; then
     hold "$free_gib" /tmp/held
-    holder=$!
-    for _ in $(seq 600); do [ -s /tmp/held ] && break; sleep 0.1; done
+    holder=$HOLDER
   fi
   local before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$LOGS/smi_$label.txt" &
@@ -153,8 +151,7 @@ fi
 
 echo "== image to image on the random SDXL from its file, with 3 GiB free"
 hold 3 /tmp/held-i2i
-holder=$!
-for _ in $(seq 600); do [ -s /tmp/held-i2i ] && break; sleep 0.1; done
+holder=$HOLDER
 RUST_LOG=info timeout 300 .gpu/swapgraph run workflows/sdxl_img2img.yaml --device cuda:0 --output-dir /tmp/i2i \
   --models-dir "$MODELS" --set ckpt.ckpt_name=sd_xl_random.safetensors 2>&1 \
   | grep -E "checked in|encode|ERROR|saved|img2img_" | cut -c1-500 | tee "$OUT/img2img.txt"
@@ -163,8 +160,7 @@ kill $holder; wait $holder 2>/dev/null
 [ -n "${SIZES:-}" ] && exit 0
 echo "== doctor --workflow with 4 GiB free"
 hold 4 /tmp/held-doctor
-holder=$!
-for _ in $(seq 600); do [ -s /tmp/held-doctor ] && break; sleep 0.1; done
+holder=$HOLDER
 timeout 300 .gpu/swapgraph doctor --device cuda:0 --workflow workflows/instantid_blockswap.yaml $FILES $SIZE 2>&1 \
   | grep -v "^ *[0-9]*: <unknown>" | tee "$OUT/doctor_workflow.txt" | tail -12
 kill $holder; wait $holder 2>/dev/null

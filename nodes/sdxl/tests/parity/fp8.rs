@@ -2,12 +2,13 @@
 //! rounded the same way: from an 8-bit file, from a scaled 8-bit file (kept in 8 bits with its
 //! scales, and read into f32), and from an f16 file converted when loaded.
 
+use super::unet::input;
 use crate::{assert_close, fixture, load_cases};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 use swapgraph_model::{ModelHandle, ResidentStore, TensorSource, WeightStore};
 use swapgraph_sdxl::checkpoint::unet_file;
-use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
+use swapgraph_sdxl::unet::{UNet, UNetConfig};
 
 /// `model`'s output for the UNet fixture's square case, computing in f32 on the CPU, and the
 /// bytes its weights take as kept.
@@ -23,17 +24,7 @@ fn run(model: &ModelHandle) -> (Tensor, u64) {
         .map(|unit| store.acquire(unit).unwrap().bytes())
         .sum();
     let cases = load_cases("unet_cases.safetensors");
-    let get = |key: &str| &cases[&format!("square.{key}")];
-    let input = UNetInput {
-        sample: get("sample"),
-        timesteps: get("timesteps"),
-        context: get("context"),
-        projected: None,
-        text_embeds: get("text_embeds"),
-        time_ids: get("time_ids"),
-        control: None,
-        extra_tokens: None,
-    };
+    let input = input(&cases, "square", None);
     let unet = model.network.as_any().downcast_ref::<UNet>().unwrap();
     (unet.forward(&store, &input).unwrap(), kept)
 }

@@ -2,6 +2,7 @@
 //! against diffusers' converters by the fixture script) load to the same numbers; other files
 //! are named for what they are.
 
+use super::unet::input;
 use crate::{assert_close, fixture, fixture_clip, load_cases};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use swapgraph_node_api::VramBudget;
 use swapgraph_sdxl::checkpoint::single_file::{load_with, Sizes};
 use swapgraph_sdxl::checkpoint::Checkpoint;
 use swapgraph_sdxl::clip::Activation;
-use swapgraph_sdxl::unet::{UNet, UNetConfig, UNetInput};
+use swapgraph_sdxl::unet::{UNet, UNetConfig};
 use swapgraph_sdxl::vae::VaeConfig;
 
 #[test]
@@ -35,18 +36,12 @@ pub fn matches_the_fixtures(checkpoint: &Checkpoint) {
         .store(&Device::Cpu, DType::F32, &Room::default())
         .unwrap();
     assert_eq!(store.units().len(), unet.units().len());
-    let get = |key: &str| &unet_cases[&format!("square.{key}")];
-    let input = UNetInput {
-        sample: get("sample"),
-        timesteps: get("timesteps"),
-        context: get("context"),
-        projected: None,
-        text_embeds: get("text_embeds"),
-        time_ids: get("time_ids"),
-        control: None,
-        extra_tokens: None,
-    };
-    assert_close("unet", &unet.forward(store.as_ref(), &input).unwrap(), get("out"));
+    let input = input(&unet_cases, "square", None);
+    assert_close(
+        "unet",
+        &unet.forward(store.as_ref(), &input).unwrap(),
+        &unet_cases["square.out"],
+    );
 
     let clip_cases = load_cases("clip_cases.safetensors");
     let ids = clip_cases["ids"].to_dtype(DType::U32).unwrap();

@@ -22,7 +22,8 @@ fn unit_list_covers_every_tensor_of_the_checkpoint_once() {
     assert_units_cover(unet.units(), "unet_tiny.safetensors");
 }
 
-fn input<'a>(
+/// The UNet's input of fixture case `name` (`square`, `odd`) in `cases`, with `control`.
+pub fn input<'a>(
     cases: &'a std::collections::HashMap<String, candle_core::Tensor>,
     name: &str,
     control: Option<&'a ControlResiduals>,
