@@ -112,3 +112,54 @@ fn handle(path: &Path, cfg: UNetConfig, source: TensorSource) -> Result<ModelHan
     let kept = stored_in_eight_bits(&model).then_some(DType::F8E4M3);
     Ok(model.with_kept_dtype(kept))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+    use std::collections::HashMap;
+
+    /// A file holding only `tensors` (name and shape), zeros.
+    fn file_with(dir: &Path, tensors: &[(&str, &[usize])]) -> std::path::PathBuf {
+        let tensors: HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(name, shape)| {
+                (
+                    name.to_string(),
+                    Tensor::zeros(*shape, DType::F16, &Device::Cpu).unwrap(),
+                )
+            })
+            .collect();
+        let path = dir.join("unet.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn unets_of_other_models_and_other_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |tensors: &[(&str, &[usize])]| {
+            let path = file_with(dir.path(), tensors);
+            load_single_file(&path, None).err().unwrap().to_string()
+        };
+        let conv_in: (&str, &[usize]) = ("input_blocks.0.0.weight", &[320, 4, 3, 3]);
+        for (width, model) in [(768, "Stable Diffusion 1.x"), (1024, "Stable Diffusion 2.x")] {
+            let shape = [320, width];
+            let attention = ("input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", &shape[..]);
+            let error = refused(&[conv_in, attention]);
+            assert!(error.contains(model) && error.contains("not SDXL"), "{error}");
+        }
+        let error = refused(&[("down_blocks.0.resnets.0.conv1.weight", &[320, 320, 3, 3])]);
+        assert!(
+            error.contains("diffusers' layout") && error.contains("config.json"),
+            "{error}"
+        );
+        let error = refused(&[("encoder.down.0.block.0.conv1.weight", &[128, 3, 3, 3])]);
+        assert!(error.contains("is not a UNet"), "{error}");
+        let missing = load("no/such/unet.safetensors").err().unwrap().to_string();
+        assert!(
+            missing.contains("not found") && missing.contains("built-in"),
+            "{missing}"
+        );
+    }
+}
