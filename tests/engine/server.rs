@@ -348,10 +348,16 @@ async fn under_load_every_request_is_answered_and_every_job_accounted_for() {
             })
         })
         .collect();
+    // A cancel may reach a job that already ran; the server then says so and
+    // the job must stay succeeded.
     let mut latencies = Vec::new();
-    for client in clients {
+    let mut ran_before_cancel = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
         let (status, body, elapsed) = client.await.unwrap();
-        assert!(status == 200, "{status}: {body}");
+        match cancelled.get(i) {
+            Some(&id) if status == 409 && body.contains("already ended") => ran_before_cancel.push(id),
+            _ => assert!(status == 200, "{status}: {body}"),
+        }
         latencies.push(elapsed);
     }
     let mut states = Vec::new();
@@ -368,7 +374,7 @@ async fn under_load_every_request_is_answered_and_every_job_accounted_for() {
     }
     server.stop().await;
     for (id, state) in ids.iter().zip(&states) {
-        let expected = if cancelled.contains(id) {
+        let expected = if cancelled.contains(id) && !ran_before_cancel.contains(id) {
             "cancelled"
         } else {
             "succeeded"
