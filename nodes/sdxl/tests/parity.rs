@@ -84,6 +84,11 @@ pub fn weights(name: &str) -> candle_nn::VarBuilder<'static> {
 
 /// Asserts `actual` matches `expected` within 1e-4 relative to the reference's largest value.
 pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
+    assert_close_to(what, actual, expected, 1e-4);
+}
+
+/// [`assert_close`] within `tolerance` of the reference's largest magnitude.
+pub fn assert_close_to(what: &str, actual: &Tensor, expected: &Tensor, tolerance: f32) {
     assert_eq!(actual.dims(), expected.dims(), "{what}: shapes differ");
     let difference = (actual - expected)
         .unwrap()
@@ -103,7 +108,7 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
         .max(1e-6);
     let relative = difference / scale;
     assert!(
-        relative <= 1e-4,
+        relative <= tolerance,
         "{what}: max difference {difference} is {relative:e} of the reference scale {scale}"
     );
 }

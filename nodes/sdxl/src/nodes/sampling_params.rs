@@ -158,5 +158,6 @@ fn denoise_sigmas(
     }
     let total = (steps as f64 / denoise) as usize;
     let all = schedule.sigmas(scheduler, total);
-    Ok(all[all.len() - (steps + 1)..].to_vec())
+    // `beta` may give fewer levels than asked for (it merges repeats): then all of them.
+    Ok(all[all.len().saturating_sub(steps + 1)..].to_vec())
 }

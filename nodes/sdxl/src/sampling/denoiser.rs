@@ -64,12 +64,14 @@ impl GuidedDenoiser<'_> {
     }
 }
 
-impl Denoiser for GuidedDenoiser<'_> {
-    fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+impl GuidedDenoiser<'_> {
+    /// The guided prediction, and the negative side's own when `with_unconditioned` (which
+    /// evaluates both sides even at a guidance scale of 1).
+    fn predict(&mut self, x: &Tensor, sigma: f64, with_unconditioned: bool) -> Result<(Tensor, Option<Tensor>)> {
         let t = self.schedule.timestep(sigma);
         let scaled = (x / (sigma * sigma + 1.0).sqrt())?;
         let batch = x.dim(0)?;
-        let guided = self.cfg != 1.0;
+        let guided = self.cfg != 1.0 || with_unconditioned;
         let (input, context, pooled, time_ids) = if guided {
             self.batch(&scaled)?
         } else {
@@ -121,14 +123,29 @@ impl Denoiser for GuidedDenoiser<'_> {
             unet_input.extra_tokens = Some(&provider);
         }
         let eps = self.unet.forward(self.store, &unet_input)?.to_dtype(DType::F32)?;
-        let eps = if guided {
-            let uncond = eps.narrow(0, 0, batch)?;
-            let cond = eps.narrow(0, batch, batch)?;
-            (&uncond + ((cond - &uncond)? * self.cfg)?)?
-        } else {
-            eps
-        };
-        x.to_dtype(DType::F32)? - (eps * sigma)?
+        let x = x.to_dtype(DType::F32)?;
+        let denoised = |eps: &Tensor| &x - (eps * sigma)?;
+        if !guided {
+            return Ok((denoised(&eps)?, None));
+        }
+        let uncond = eps.narrow(0, 0, batch)?;
+        let cond = eps.narrow(0, batch, batch)?;
+        let guided_eps = (&uncond + ((cond - &uncond)? * self.cfg)?)?;
+        let unconditioned = with_unconditioned.then(|| denoised(&uncond)).transpose()?;
+        Ok((denoised(&guided_eps)?, unconditioned))
+    }
+}
+
+impl Denoiser for GuidedDenoiser<'_> {
+    fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        Ok(self.predict(x, sigma, false)?.0)
+    }
+
+    fn denoise_with_unconditioned(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        let (denoised, unconditioned) = self.predict(x, sigma, true)?;
+        let unconditioned =
+            unconditioned.ok_or_else(|| candle_core::Error::Msg("the negative side was not evaluated".into()))?;
+        Ok((denoised, unconditioned))
     }
 }
 

@@ -20,11 +20,31 @@ pub struct MaskedDenoiser<'a, D> {
 
 impl<D: Denoiser> Denoiser for MaskedDenoiser<'_, D> {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
-        let kept = (1.0 - &self.mask)?;
-        let noised_input = (&self.latents + (&self.noise * sigma)?)?;
-        let x = ((x * &self.mask)? + (noised_input * &kept)?)?;
+        let x = self.masked_input(x, sigma)?;
         let denoised = self.inner.denoise(&x, sigma)?;
-        (denoised * &self.mask)? + (&self.latents * kept)?
+        self.masked_prediction(&denoised)
+    }
+
+    fn denoise_with_unconditioned(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
+        let x = self.masked_input(x, sigma)?;
+        let (denoised, unconditioned) = self.inner.denoise_with_unconditioned(&x, sigma)?;
+        Ok((
+            self.masked_prediction(&denoised)?,
+            self.masked_prediction(&unconditioned)?,
+        ))
+    }
+}
+
+impl<D> MaskedDenoiser<'_, D> {
+    /// `x` within the mask, the input noised to `sigma` outside it.
+    fn masked_input(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
+        let noised_input = (&self.latents + (&self.noise * sigma)?)?;
+        (x * &self.mask)? + (noised_input * (1.0 - &self.mask)?)?
+    }
+
+    /// `prediction` within the mask, the input outside it.
+    fn masked_prediction(&self, prediction: &Tensor) -> Result<Tensor> {
+        (prediction * &self.mask)? + (&self.latents * (1.0 - &self.mask)?)?
     }
 }
 

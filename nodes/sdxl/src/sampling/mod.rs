@@ -1,6 +1,7 @@
 //! Sampling: noise schedules, seeded noise, the guided UNet denoiser and the samplers.
 
 mod adapters;
+mod beta_quantile;
 mod denoiser;
 mod inpainting;
 mod noise;

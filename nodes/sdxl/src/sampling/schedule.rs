@@ -6,6 +6,8 @@
 //! rho = 7 spacing and `exponential` is evenly spaced in log sigma, both between the training
 //! schedule's smallest and largest sigma. Every sequence ends with 0.
 
+use super::beta_quantile::beta_quantile;
+
 /// Timesteps of the training schedule.
 pub const TRAINING_STEPS: usize = 1000;
 
@@ -28,7 +30,24 @@ pub enum Scheduler {
     /// highest first.
     #[choice(name = "ddim_uniform")]
     DdimUniform,
+    /// ComfyUI's `beta`: training sigmas at the quantiles of Beta(0.6, 0.6), more steps at both
+    /// ends; a timestep picked twice in a row is taken once, so there may be fewer steps.
+    Beta,
+    /// ComfyUI's `linear_quadratic`: noise falls linearly by 2.5% of the largest sigma over the
+    /// first half of the steps, then quadratically to zero.
+    #[choice(name = "linear_quadratic")]
+    LinearQuadratic,
+    /// ComfyUI's `kl_optimal`: evenly spaced in arctan(sigma) between the largest and smallest
+    /// sigma.
+    #[choice(name = "kl_optimal")]
+    KlOptimal,
 }
+
+/// The shape parameters of ComfyUI's `beta` scheduler.
+const BETA_SHAPE: (f64, f64) = (0.6, 0.6);
+
+/// The fraction of the largest sigma `linear_quadratic` removes in its linear part.
+const LINEAR_QUADRATIC_THRESHOLD: f64 = 0.025;
 
 /// SDXL's discrete noise schedule: the sigma of each training timestep.
 #[derive(Clone, Debug, PartialEq)]
@@ -139,10 +158,50 @@ impl DiscreteSchedule {
                     .map(|t| self.sigmas[t])
                     .collect()
             }
+            Scheduler::Beta => {
+                let last = (TRAINING_STEPS - 1) as f64;
+                let mut picked: Vec<usize> = (0..steps)
+                    .map(|i| {
+                        let p = 1.0 - i as f64 / steps as f64;
+                        (beta_quantile(p, BETA_SHAPE.0, BETA_SHAPE.1) * last).round_ties_even() as usize
+                    })
+                    .collect();
+                picked.dedup();
+                picked.into_iter().map(|t| self.sigmas[t]).collect()
+            }
+            Scheduler::LinearQuadratic => linear_quadratic(steps).into_iter().map(|s| s * max).collect(),
+            Scheduler::KlOptimal => (0..steps)
+                .map(|i| (ramp(i) * min.atan() + (1.0 - ramp(i)) * max.atan()).tan())
+                .collect(),
         };
         sigmas.push(0.0);
         sigmas
     }
+}
+
+/// `linear_quadratic`'s levels as fractions of the largest sigma, without the final zero.
+fn linear_quadratic(steps: usize) -> Vec<f64> {
+    if steps == 1 {
+        return vec![1.0];
+    }
+    let threshold = LINEAR_QUADRATIC_THRESHOLD;
+    let linear_steps = steps / 2;
+    let (linear, quadratic_steps) = (linear_steps as f64, (steps - linear_steps) as f64);
+    let step_diff = linear - threshold * steps as f64;
+    let quadratic_coef = step_diff / (linear * quadratic_steps * quadratic_steps);
+    let linear_coef = threshold / linear - 2.0 * step_diff / (quadratic_steps * quadratic_steps);
+    let constant = quadratic_coef * linear * linear;
+    (0..steps)
+        .map(|i| {
+            let i = i as f64;
+            let fallen = if i < linear {
+                i * threshold / linear
+            } else {
+                quadratic_coef * i * i + linear_coef * i + constant
+            };
+            1.0 - fallen
+        })
+        .collect()
 }
 
 #[cfg(test)]

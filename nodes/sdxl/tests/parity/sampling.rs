@@ -1,7 +1,7 @@
 //! Schedules against diffusers' `EulerDiscreteScheduler` (linspace spacing), and full sampling
 //! runs of the tiny UNet with classifier-free guidance against k-diffusion's samplers.
 
-use crate::{assert_close, fixture, load_cases};
+use crate::{assert_close, assert_close_to, fixture, load_cases};
 use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Mutex;
 use swapgraph_model::{ResidentStore, TensorSource, UnitSpec, UnitWeights, WeightStore};
@@ -30,6 +30,24 @@ fn schedules_match_diffusers() {
             &ours,
             &cases[&format!("schedule.{name}.timesteps")],
         );
+    }
+}
+
+#[test]
+fn comfyuis_schedules_match_their_definitions() {
+    let cases = load_cases("comfy_sampling_cases.safetensors");
+    let schedule = DiscreteSchedule::sdxl();
+    for name in ["beta", "linear_quadratic", "kl_optimal"] {
+        for steps in [7, 10, 30] {
+            let sigmas = schedule.sigmas(Scheduler::from_name(name).unwrap(), steps);
+            let ours = Tensor::new(sigmas.iter().map(|&s| s as f32).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+            assert_close_to(
+                &format!("{name} {steps}"),
+                &ours,
+                &cases[&format!("schedule.{name}.{steps}")],
+                1e-5,
+            );
+        }
     }
 }
 
@@ -87,17 +105,28 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
         .iter()
         .map(|&s| s as f64)
         .collect();
+    // k-diffusion's samplers, and ComfyUI's own (its `lms` ends on the prediction where
+    // k-diffusion's takes one more multistep).
+    let comfy = load_cases("comfy_sampling_cases.safetensors");
     for (name, reference) in [
-        ("euler", "euler"),
-        ("ddim", "euler"),
-        ("euler_ancestral", "euler_ancestral"),
-        ("dpmpp_2m", "dpmpp_2m"),
-        ("dpmpp_2m_sde", "dpmpp_2m_sde"),
-        ("heun", "heun"),
-        ("dpm_2", "dpm_2"),
-        ("dpm_2_ancestral", "dpm_2_ancestral"),
-        ("lms", "lms"),
-        ("dpmpp_2s_ancestral", "dpmpp_2s_ancestral"),
+        ("euler", &cases["sample.euler"]),
+        ("ddim", &cases["sample.euler"]),
+        ("euler_ancestral", &cases["sample.euler_ancestral"]),
+        ("dpmpp_2m", &cases["sample.dpmpp_2m"]),
+        ("dpmpp_2m_sde", &cases["sample.dpmpp_2m_sde"]),
+        ("heun", &cases["sample.heun"]),
+        ("dpm_2", &cases["sample.dpm_2"]),
+        ("dpm_2_ancestral", &cases["sample.dpm_2_ancestral"]),
+        ("dpmpp_2s_ancestral", &cases["sample.dpmpp_2s_ancestral"]),
+        ("lms", &comfy["sample.lms"]),
+        ("dpmpp_3m_sde", &comfy["sample.dpmpp_3m_sde"]),
+        ("ddpm", &comfy["sample.ddpm"]),
+        ("lcm", &comfy["sample.lcm"]),
+        ("ipndm", &comfy["sample.ipndm"]),
+        ("ipndm_v", &comfy["sample.ipndm_v"]),
+        ("res_multistep", &comfy["sample.res_multistep"]),
+        ("euler_cfg_pp", &comfy["sample.euler_cfg_pp"]),
+        ("euler_ancestral_cfg_pp", &comfy["sample.euler_ancestral_cfg_pp"]),
     ] {
         let counting = Counting {
             inner: &store,
@@ -124,7 +153,7 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
                 Ok(())
             })
             .unwrap();
-        assert_close(name, &out, &cases[&format!("sample.{reference}")]);
+        assert_close_to(name, &out, reference, 1e-5);
         assert_eq!(steps, [(1, 4), (2, 4), (3, 4), (4, 4)]);
         // Every pass ran, and the conditioning was projected once for all of them.
         let acquired = counting.acquired.into_inner().unwrap();
