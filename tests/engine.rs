@@ -4,6 +4,7 @@
 mod engine {
     pub mod cli;
     pub mod clip_layers;
+    pub mod comfy_api;
     pub mod comfyui;
     pub mod editor;
     pub mod execution;

@@ -81,7 +81,7 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
         match state.prepare("workflow", &bytes) {
             Ok(plan) => {
                 let name = plan.name().unwrap_or("workflow").to_string();
-                let job = state.jobs.submit(plan, name);
+                let job = state.jobs.submit(plan, name, None);
                 with_status(json(&job), StatusCode::CREATED).into_response()
             }
             Err(report) => with_status(
@@ -242,7 +242,7 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
 
 /// The jobs' device and its memory: what the memory pool holds (`allocated`, `reserved`,
 /// `peak_allocated`) and the whole device (`free`, `total`), in bytes; `null` on the CPU.
-fn system_report(device: DeviceSpec) -> Result<serde_json::Value, NodeError> {
+pub(super) fn system_report(device: DeviceSpec) -> Result<serde_json::Value, NodeError> {
     let candle = candle_device(device)?;
     let memory = device_memory(&candle).map(|m| {
         serde_json::json!({
@@ -262,7 +262,7 @@ fn parse_id(text: &str) -> Result<u64, Response> {
         .map_err(|_| error(StatusCode::BAD_REQUEST, format!("job id \"{text}\" is not a number")))
 }
 
-fn content_type(name: &str) -> &'static str {
+pub(super) fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
         Some("png") => "image/png",
         Some("jpg" | "jpeg") => "image/jpeg",

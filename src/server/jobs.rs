@@ -47,14 +47,26 @@ pub struct JobInfo {
     pub state: JobState,
     /// Seconds since the Unix epoch when it was submitted.
     pub submitted_at: f64,
-    /// Images it wrote, as names under the output directory (for `/api/images/{name}`).
-    pub images: Vec<String>,
+    /// Images it wrote, in order.
+    pub images: Vec<JobImage>,
+    /// The client that submitted it, when it named itself: its events go to that client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The last step a node reported done, e.g. the sampler's step 3 of 30.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<JobProgress>,
+}
+
+/// An image a job wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobImage {
+    /// The id of the node that wrote it.
+    pub node: String,
+    /// Its name under the output directory, `/`-separated (for `/api/images/{name}`).
+    pub name: String,
 }
 
 /// Step `step` of `total` of node `node` is done.
@@ -123,8 +135,21 @@ impl JobQueue {
         self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues `plan` under `name`; returns the new job.
-    pub fn submit(&self, plan: Plan, name: String) -> JobInfo {
+    /// Queues `plan` under `name` for the client `client_id`, if it named itself; returns the
+    /// new job.
+    pub fn submit(&self, plan: Plan, name: String, client_id: Option<String>) -> JobInfo {
+        self.submit_with(plan, name, client_id, |_| {})
+    }
+
+    /// [`JobQueue::submit`], calling `before_queueing` with the new job's id before the
+    /// executor can start it (to record what belongs with the job first).
+    pub fn submit_with(
+        &self,
+        plan: Plan,
+        name: String,
+        client_id: Option<String>,
+        before_queueing: impl FnOnce(u64),
+    ) -> JobInfo {
         let info = {
             let mut jobs = self.lock();
             let info = JobInfo {
@@ -135,6 +160,7 @@ impl JobQueue {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64()),
                 images: Vec::new(),
+                client_id,
                 error: None,
                 progress: None,
             };
@@ -144,6 +170,7 @@ impl JobQueue {
             });
             info
         };
+        before_queueing(info.id);
         // The executor lives as long as the queue, so the channel is open.
         let _ = self.sender.send((info.id, plan));
         self.publish_queue();
@@ -239,11 +266,14 @@ async fn execute(
             tokio::spawn(async move {
                 while let Some(event) = run_events.recv().await {
                     let image = match &event {
-                        Event::OutputWritten { path, .. } => image_name(&output_dir, path),
+                        Event::OutputWritten { path, node } => image_name(&output_dir, path).map(|name| JobImage {
+                            node: node.to_string(),
+                            name,
+                        }),
                         _ => None,
                     };
-                    if let Some(name) = &image {
-                        queue.update(id, |info| info.images.push(name.clone()));
+                    if let Some(image) = &image {
+                        queue.update(id, |info| info.images.push(image.clone()));
                     }
                     if let Event::Progress { node, step, total } = &event {
                         let progress = JobProgress {
@@ -253,6 +283,7 @@ async fn execute(
                         };
                         queue.update(id, |info| info.progress = Some(progress));
                     }
+                    let image = image.map(|image| image.name);
                     queue.events.send(ServerEvent::Run { job: id, event, image });
                 }
             })

@@ -4,12 +4,13 @@
 
 mod api;
 mod assets;
+mod comfy;
 mod events;
 mod files;
 mod jobs;
 
 pub use events::ServerEvent;
-pub use jobs::{ExecutorOptions, JobInfo, JobState};
+pub use jobs::{ExecutorOptions, JobImage, JobInfo, JobState};
 
 use crate::exec::Engine;
 use crate::plan::Plan;
@@ -49,8 +50,12 @@ pub struct State {
     jobs: Arc<JobQueue>,
     events: Broadcast,
     output_dir: PathBuf,
+    /// Where `/upload/image` puts images and `/view?type=input` reads them.
+    input_dir: PathBuf,
     workflows_dir: PathBuf,
     max_body_bytes: u64,
+    /// What ComfyUI's clients sent with the jobs they queued.
+    submissions: comfy::Submissions,
 }
 
 impl State {
@@ -82,8 +87,10 @@ pub fn app(
         jobs,
         events,
         output_dir: config.files.outputs,
+        input_dir: config.files.inputs,
         workflows_dir: config.workflows_dir,
         max_body_bytes: config.max_body_bytes,
+        submissions: comfy::Submissions::default(),
     });
     let socket_state = Arc::clone(&state);
     let websocket = warp::path!("api" / "events")
@@ -100,6 +107,8 @@ pub fn app(
         });
     let routes = websocket
         .or(api::routes(&state))
+        .unify()
+        .or(comfy::routes(&state))
         .unify()
         .or(assets::routes())
         .unify()

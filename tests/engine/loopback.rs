@@ -15,7 +15,10 @@ pub struct LoopbackServer {
     pub addr: SocketAddr,
     /// The folder `/api/workflows` reads and writes.
     pub workflows: tempfile::TempDir,
-    _output: tempfile::TempDir,
+    /// The input folder (uploads land here).
+    pub inputs: tempfile::TempDir,
+    /// The output folder.
+    pub output: tempfile::TempDir,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
 }
@@ -23,7 +26,11 @@ pub struct LoopbackServer {
 impl LoopbackServer {
     /// Starts the server; call it inside a tokio runtime.
     pub async fn start() -> Self {
-        let (output, workflows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (output, workflows, inputs) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = ServerConfig {
@@ -31,6 +38,7 @@ impl LoopbackServer {
             vram_budget: swapgraph_node_api::VramBudget::Auto,
             files: FileRoots {
                 outputs: output.path().to_path_buf(),
+                inputs: inputs.path().to_path_buf(),
                 ..FileRoots::default()
             },
             workflows_dir: workflows.path().to_path_buf(),
@@ -43,7 +51,8 @@ impl LoopbackServer {
         Self {
             addr,
             workflows,
-            _output: output,
+            inputs,
+            output,
             stop,
             server,
         }
@@ -54,4 +63,29 @@ impl LoopbackServer {
         let _ = self.stop.send(());
         let _ = self.server.await;
     }
+}
+
+/// One HTTP/1.1 request over a fresh loopback connection; the status and body of the answer.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, "text/plain", body.as_bytes()).await
+}
+
+/// [`http`] with a body of `content_type`.
+pub async fn http_with(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
 }

@@ -2,7 +2,7 @@
 //! the job queue with cancels, images and workflow files confined to their folders, body limits.
 
 use super::fixtures::{packs, registry, Probe};
-use super::loopback::LoopbackServer;
+use super::loopback::{http, LoopbackServer};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,7 +153,7 @@ async fn jobs_run_in_order_and_write_images_the_api_serves() {
     assert_eq!(status, 201, "{job}");
     let job = finished(&server, job["id"].as_u64().unwrap()).await;
     assert_eq!(job["state"], "succeeded", "{job}");
-    let image = job["images"][0].as_str().unwrap();
+    let image = job["images"][0]["name"].as_str().unwrap();
     let response = warp::test::request()
         .path(&format!("/api/images/{image}"))
         .reply(&server.routes)
@@ -292,25 +292,6 @@ async fn the_event_socket_streams_the_queue_and_run_progress() {
     ] {
         assert!(seen.iter().any(|e| e == expected), "no {expected} in {seen:?}");
     }
-}
-
-/// One HTTP/1.1 request over a fresh loopback connection; the status and body of the answer.
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

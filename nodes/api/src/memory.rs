@@ -32,8 +32,19 @@ pub struct MemoryReport {
 /// Host memory the system could give this process without swapping (Linux: `MemAvailable` of
 /// `/proc/meminfo`), or `None` where the platform does not tell.
 pub fn host_available_bytes() -> Option<u64> {
+    meminfo_bytes("MemAvailable:")
+}
+
+/// The host's memory in all (Linux: `MemTotal` of `/proc/meminfo`), or `None` where the
+/// platform does not tell.
+pub fn host_total_bytes() -> Option<u64> {
+    meminfo_bytes("MemTotal:")
+}
+
+/// One figure of `/proc/meminfo`, in bytes.
+fn meminfo_bytes(key: &str) -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
+    let line = info.lines().find_map(|line| line.strip_prefix(key))?;
     line.trim()
         .trim_end_matches("kB")
         .trim()

@@ -11,7 +11,9 @@ use candle_core::{Device, Tensor};
 use std::path::Path;
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Image};
-use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
+use swapgraph_node_api::{
+    Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value,
+};
 
 /// The FACEANALYSIS value: an analyzer behind a shared pointer.
 pub struct Analyzer(pub Arc<dyn FaceAnalyzer>);
@@ -21,6 +23,25 @@ pub struct InstantIdFaceAnalysis {
     descriptor: NodeDescriptor,
 }
 
+/// ComfyUI_InstantID's ONNX execution providers. swapgraph runs the face models on the host
+/// whichever is named: the embedding and keypoints do not depend on it, so its workflows run as
+/// exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Choice)]
+enum Provider {
+    /// The CPU.
+    #[choice(name = "CPU")]
+    Cpu,
+    /// NVIDIA's CUDA in ComfyUI; the host here.
+    #[choice(name = "CUDA")]
+    Cuda,
+    /// AMD's ROCm in ComfyUI; the host here.
+    #[choice(name = "ROCM")]
+    Rocm,
+    /// Apple's Core ML in ComfyUI; the host here.
+    #[choice(name = "CoreML")]
+    CoreMl,
+}
+
 /// The face models to load.
 #[derive(Params)]
 struct FaceModels {
@@ -28,6 +49,9 @@ struct FaceModels {
     /// model) inside the models folder (--models-dir), builtin:tiny-face, or a face .json file there.
     #[param(default = TINY_FACE, reads = Models)]
     face_models: Arc<str>,
+    /// ComfyUI_InstantID's execution provider (CPU, CUDA, ROCM, CoreML): accepted so its workflows run; the face models run on the host whichever is named, with the same results.
+    #[param(default = Provider::Cpu)]
+    provider: Provider,
 }
 
 impl InstantIdFaceAnalysis {
@@ -52,9 +76,14 @@ impl NodeType for InstantIdFaceAnalysis {
     }
 
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let name = ctx
-            .files
-            .model("face_models", &FaceModels::from_args(args)?.face_models)?;
+        let params = FaceModels::from_args(args)?;
+        if params.provider != Provider::Cpu {
+            tracing::info!(
+                "InstantIDFaceAnalysis: provider {} is ComfyUI_InstantID's; the face models run on the host",
+                params.provider.name()
+            );
+        }
+        let name = ctx.files.model("face_models", &params.face_models)?;
         let analyzer: Arc<dyn FaceAnalyzer> = if name == TINY_FACE {
             Arc::new(TinyFaceAnalyzer::new())
         } else if name.ends_with(".json") {

@@ -58,7 +58,12 @@ pub(super) fn euler_ancestral(step: Current, noise: &mut dyn NoiseSource) -> Res
 
 /// Heun: an Euler step, corrected by the mean of its two end slopes (Euler alone to zero).
 pub(super) fn heun(model: &mut dyn Denoiser, step: Current) -> Result<Tensor> {
-    let Current { x, denoised, sigma, next } = step;
+    let Current {
+        x,
+        denoised,
+        sigma,
+        next,
+    } = step;
     let d = slope(x, denoised, sigma)?;
     let x_2 = (x + (&d * (next - sigma))?)?;
     if next == 0.0 {
