@@ -18,7 +18,8 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     with_status(json(&serde_json::json!({ "error": message.into() })), status).into_response()
 }
 
-fn file_error(e: FileError) -> Response {
+/// A file error as a JSON reply with the status that says whose fault it was.
+pub(super) fn file_error(e: FileError) -> Response {
     let status = match e {
         FileError::BadName(_) => StatusCode::BAD_REQUEST,
         FileError::NotFound(_) => StatusCode::NOT_FOUND,

@@ -12,7 +12,7 @@ mod uploads;
 
 pub use prompt::Submissions;
 
-use super::api::error;
+use super::api::{error, file_error};
 use super::files::FileError;
 use super::State;
 use futures_util::{SinkExt, StreamExt};
@@ -30,15 +30,6 @@ const MAX_UPLOAD_BYTES: u64 = 64 << 20;
 fn with_state(state: &Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
     let state = Arc::clone(state);
     warp::any().map(move || Arc::clone(&state))
-}
-
-fn file_error(e: FileError) -> Response {
-    let status = match e {
-        FileError::BadName(_) => StatusCode::BAD_REQUEST,
-        FileError::NotFound(_) => StatusCode::NOT_FOUND,
-        FileError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, e.to_string())
 }
 
 /// Every route of ComfyUI's API.
