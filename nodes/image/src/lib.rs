@@ -4,6 +4,7 @@
 mod batch;
 mod load_image;
 mod load_image_mask;
+mod masks;
 mod noise_mask;
 mod open;
 mod pixels;
@@ -30,5 +31,8 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(scale::Scale::latent_by())?;
     registry.register(batch::ImageBatch::new())?;
     registry.register(noise_mask::SetLatentNoiseMask::new())?;
+    registry.register(masks::SolidMask::new())?;
+    registry.register(masks::InvertMask::new())?;
+    registry.register(masks::MaskComposite::new())?;
     Ok(())
 }
