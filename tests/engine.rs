@@ -15,6 +15,7 @@ mod engine {
     pub mod loopback;
     pub mod lora;
     pub mod plans;
+    pub mod regions;
     pub mod rehearsal;
     pub mod server;
     pub mod validation;

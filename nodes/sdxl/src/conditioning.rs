@@ -60,6 +60,98 @@ pub struct Conditioning {
     pub control: Option<Arc<ControlHint>>,
     /// Image tokens the UNet's cross-attention layers attend to (IP-Adapter).
     pub image_prompt: Option<Arc<ImagePrompt>>,
+    /// Where and when it applies within a list of conditionings.
+    pub placement: Placement,
+}
+
+/// Where and when one conditioning of a list applies, as ComfyUI's `area`, `strength`, `mask`
+/// and timestep range set it; everywhere and always by default.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// The part of the image it applies to.
+    pub area: Option<Area>,
+    /// Its weight against the other conditionings where they overlap.
+    pub strength: f64,
+    /// Per-pixel weights.
+    pub mask: Option<PlacementMask>,
+    /// The fractions of the schedule it applies from and to.
+    pub percent: Option<(f64, f64)>,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Self {
+            area: None,
+            strength: 1.0,
+            mask: None,
+            percent: None,
+        }
+    }
+}
+
+impl Placement {
+    /// Whether it applies everywhere, always, at full weight: what sampling without a list of
+    /// conditionings assumes.
+    pub fn is_everywhere(&self) -> bool {
+        self.area.is_none() && self.mask.is_none() && self.percent.is_none() && self.strength == 1.0
+    }
+}
+
+/// A rectangle of the image, in pixels or as fractions of its sides.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Area {
+    /// Width, height, x and y in pixels (ComfyUI counts them in whole latent pixels of 8).
+    Pixels { width: u64, height: u64, x: u64, y: u64 },
+    /// Width, height, x and y as fractions of the image's sides.
+    Fraction { width: f64, height: f64, x: f64, y: f64 },
+}
+
+/// Per-pixel weights of a conditioning.
+#[derive(Clone, Debug)]
+pub struct PlacementMask {
+    /// `[batch, height, width]`, any size: resampled to the latents' when sampling.
+    pub values: Tensor,
+    /// Its scale.
+    pub strength: f64,
+    /// Whether the conditioning's area becomes the mask's bounding box (its UNet pass then
+    /// covers only that part of the image).
+    pub area_to_bounds: bool,
+}
+
+/// The CONDITIONING value: one conditioning, or several combined, each applied where and when
+/// its placement says; the sampler weighs them where they overlap.
+#[derive(Clone)]
+pub struct ConditioningList(pub Vec<Conditioning>);
+
+impl ConditioningList {
+    /// A list of one.
+    pub fn one(conditioning: Conditioning) -> Self {
+        Self(vec![conditioning])
+    }
+
+    /// Each conditioning changed by `change`.
+    ///
+    /// # Errors
+    /// The first error `change` returns.
+    pub fn map<E>(
+        &self,
+        mut change: impl FnMut(Conditioning) -> std::result::Result<Conditioning, E>,
+    ) -> std::result::Result<Self, E> {
+        self.0
+            .iter()
+            .cloned()
+            .map(&mut change)
+            .collect::<std::result::Result<_, _>>()
+            .map(Self)
+    }
+
+    /// The only conditioning, when there is one that applies everywhere and always.
+    pub fn single(&self) -> Option<&Conditioning> {
+        match self.0.as_slice() {
+            [only] if only.placement.is_everywhere() => Some(only),
+            _ => None,
+        }
+    }
 }
 
 /// A ControlNet attached to a conditioning, as ComfyUI's apply nodes attach one.
@@ -105,6 +197,7 @@ impl Conditioning {
             size,
             control: None,
             image_prompt: None,
+            placement: Placement::default(),
         }
     }
 }

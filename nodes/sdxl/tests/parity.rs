@@ -9,6 +9,7 @@ mod parity {
     pub mod fp8;
     pub mod lora;
     pub mod noise;
+    pub mod regional;
     pub mod sampling;
     pub mod single_file;
     pub mod unet;

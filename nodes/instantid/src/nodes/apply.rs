@@ -14,7 +14,7 @@ use swapgraph_model::{candle_device, Image, Mask, ModelHandle};
 use swapgraph_node_api::{
     Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
 };
-use swapgraph_sdxl::conditioning::{Conditioning, ControlHint, ImagePrompt};
+use swapgraph_sdxl::conditioning::{ConditioningList, ControlHint, ImagePrompt};
 use swapgraph_sdxl::controlnet::CONTROL_NET;
 use swapgraph_sdxl::region::RegionMask;
 
@@ -257,28 +257,29 @@ fn attach(
     };
     let controlnet = (*args.handle::<ModelHandle>("control_net")?).clone();
     let side = |name: &str, tokens: &Tensor| -> Result<Value, NodeError> {
-        let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();
-        conditioning.control = Some(Arc::new(ControlHint {
-            controlnet: controlnet.clone(),
-            hint: keypoints.clone(),
-            strength: params.cn_strength,
-            start_percent: params.start_at,
-            end_percent: params.end_at,
-            context: Some(tokens.clone()),
-            region: region.clone(),
-        }));
-        conditioning.image_prompt = Some(Arc::new(ImagePrompt {
-            layers: Arc::clone(&adapter.weights.layers),
-            tokens: tokens.clone(),
-            weight: params.ip_weight,
-            start_percent: params.start_at,
-            end_percent: params.end_at,
-            region: region.clone(),
-        }));
-        Ok(Value::Handle(Handle::new(
-            SocketType::CONDITIONING,
-            Arc::new(conditioning),
-        )))
+        let attached = args
+            .handle::<ConditioningList>(name)?
+            .map(|mut conditioning| -> Result<_, NodeError> {
+                conditioning.control = Some(Arc::new(ControlHint {
+                    controlnet: controlnet.clone(),
+                    hint: keypoints.clone(),
+                    strength: params.cn_strength,
+                    start_percent: params.start_at,
+                    end_percent: params.end_at,
+                    context: Some(tokens.clone()),
+                    region: region.clone(),
+                }));
+                conditioning.image_prompt = Some(Arc::new(ImagePrompt {
+                    layers: Arc::clone(&adapter.weights.layers),
+                    tokens: tokens.clone(),
+                    weight: params.ip_weight,
+                    start_percent: params.start_at,
+                    end_percent: params.end_at,
+                    region: region.clone(),
+                }));
+                Ok(conditioning)
+            })?;
+        Ok(Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(attached))))
     };
     let model = args.handle::<ModelHandle>("model")?;
     Ok(vec![

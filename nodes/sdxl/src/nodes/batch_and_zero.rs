@@ -3,7 +3,7 @@
 //! negative), and a latent batch repeated.
 
 use super::tensor_error;
-use crate::conditioning::Conditioning;
+use crate::conditioning::ConditioningList;
 use std::sync::Arc;
 use swapgraph_model::Latent;
 use swapgraph_node_api::{Args, Handle, NodeDescriptor, NodeError, NodeType, Params, RunContext, SocketType, Value};
@@ -34,12 +34,17 @@ impl NodeType for ConditioningZeroOut {
     }
 
     fn run(&self, args: &Args, _: &RunContext) -> Result<Vec<Value>, NodeError> {
-        let mut conditioning = (*args.handle::<Conditioning>("conditioning")?).clone();
-        conditioning.context = conditioning.context.zeros_like().map_err(tensor_error)?;
-        conditioning.pooled = conditioning.pooled.zeros_like().map_err(tensor_error)?;
+        let zeroed = args
+            .handle::<ConditioningList>("conditioning")?
+            .map(|mut conditioning| {
+                conditioning.context = conditioning.context.zeros_like()?;
+                conditioning.pooled = conditioning.pooled.zeros_like()?;
+                Ok(conditioning)
+            })
+            .map_err(tensor_error)?;
         Ok(vec![Value::Handle(Handle::new(
             SocketType::CONDITIONING,
-            Arc::new(conditioning),
+            Arc::new(zeroed),
         ))])
     }
 }

@@ -60,7 +60,8 @@ struct SdxlPrompt {
 }
 
 fn conditioning(value: crate::conditioning::Conditioning) -> Vec<Value> {
-    vec![Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(value)))]
+    let list = crate::conditioning::ConditioningList::one(value);
+    vec![Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(list)))]
 }
 
 /// Stands in for encoding `text_l` and `text_g` with `clip` (with size ids `size`), saying what

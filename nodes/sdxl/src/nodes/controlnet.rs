@@ -2,7 +2,7 @@
 //! image to both conditionings.
 
 use super::tensor_error;
-use crate::conditioning::{Conditioning, ControlHint};
+use crate::conditioning::{ConditioningList, ControlHint};
 use crate::controlnet::{self, CONTROL_NET, TINY_CONTROLNET};
 use std::sync::Arc;
 use swapgraph_model::{Image, ModelHandle};
@@ -104,12 +104,13 @@ impl NodeType for ControlNetApplyAdvanced {
             region: None,
         });
         let attach = |name: &str| -> Result<Value, NodeError> {
-            let mut conditioning = (*args.handle::<Conditioning>(name)?).clone();
-            conditioning.control = Some(Arc::clone(&hint));
-            Ok(Value::Handle(Handle::new(
-                SocketType::CONDITIONING,
-                Arc::new(conditioning),
-            )))
+            let attached = args
+                .handle::<ConditioningList>(name)?
+                .map(|mut conditioning| -> Result<_, NodeError> {
+                    conditioning.control = Some(Arc::clone(&hint));
+                    Ok(conditioning)
+                })?;
+            Ok(Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(attached))))
         };
         Ok(vec![attach("positive")?, attach("negative")?])
     }

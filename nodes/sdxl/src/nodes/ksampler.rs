@@ -6,9 +6,12 @@ use super::sampler_room::{sampler_need, sampler_rooms};
 use super::sampling_params::{AdvancedParams, KSamplerParams, SamplingPlan};
 use super::sampling_times::{SamplingTimes, StepClock};
 use super::tensor_error;
-use crate::conditioning::{Conditioning, SizeIds};
+use crate::conditioning::{Conditioning, ConditioningList, SizeIds};
 use crate::device::{candle_device, model_dtype};
-use crate::sampling::{latent_mask, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser, TextConditioning};
+use crate::sampling::{
+    latent_mask, regions, Denoiser, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser, RegionalDenoiser,
+    TextConditioning,
+};
 use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Device};
 use std::cell::{Cell, RefCell};
@@ -101,12 +104,14 @@ impl NodeType for KSampler {
             dtype: model_dtype(&device),
             latent: (h, w),
         };
-        let (positive_in, negative_in) = (
-            args.handle::<Conditioning>("positive")?,
-            args.handle::<Conditioning>("negative")?,
+        let (positive_list, negative_list) = (
+            args.handle::<ConditioningList>("positive")?,
+            args.handle::<ConditioningList>("negative")?,
         );
+        let single = single_pair(&positive_list, &negative_list)?;
         let companion = model.companion_placement.as_ref();
-        let controlnet = adapters::placed_controlnet(&positive_in, &negative_in, companion);
+        let controlnet =
+            single.and_then(|(positive, negative)| adapters::placed_controlnet(positive, negative, companion));
         let rooms = sampler_rooms(&on_device, controlnet.as_ref(), ctx.vram_budget);
         // Times are taken with the device synchronised, so queued work counts where it ran. The
         // UNet's and the ControlNet's weights are read one after the other: side by side they
@@ -119,25 +124,38 @@ impl NodeType for KSampler {
             model.store(&device, model_dtype(&device), &rooms.unet),
         )?;
         let store = store.map_err(|e| on_device.explain(e.to_string(), "while loading the UNet's weights", false))?;
-        let control = adapters::control_guidance(
-            &positive_in,
-            &negative_in,
-            companion,
-            (&device, model_dtype(&device)),
-            &rooms.controlnet,
-        )?;
+        let control = match single {
+            Some((positive, negative)) => adapters::control_guidance(
+                positive,
+                negative,
+                companion,
+                (&device, model_dtype(&device)),
+                &rooms.controlnet,
+            )?,
+            None => None,
+        };
         let (_, control_ready) = timed(&device, started, ())?;
         let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
-        let side = |c: &Conditioning| -> Result<TextConditioning, NodeError> {
-            let ids = c.size.unwrap_or(image_size).tensor(&device).map_err(tensor_error)?;
+        let text = |c: &Conditioning| -> Result<TextConditioning, String> {
+            let ids = c
+                .size
+                .unwrap_or(image_size)
+                .tensor(&device)
+                .map_err(|e| e.to_string())?;
             Ok(TextConditioning {
                 context: c.context.clone(),
                 pooled: c.pooled.clone(),
                 time_ids: ids,
             })
         };
-        let (positive, negative) = (side(&positive_in)?, side(&negative_in)?);
-        let image_tokens = adapters::image_token_guidance(&positive_in, &negative_in)?;
+        let texts = single
+            .map(|(positive, negative)| Ok::<_, String>((text(positive)?, text(negative)?)))
+            .transpose()
+            .map_err(NodeError::msg)?;
+        let image_tokens = match single {
+            Some((positive, negative)) => adapters::image_token_guidance(positive, negative)?,
+            None => None,
+        };
         let controlnet_weights = control.as_ref().map(|_| control_ready - unet_weights);
         let clock = RefCell::new(StepClock::new(SamplingTimes {
             unet_weights,
@@ -158,16 +176,36 @@ impl NodeType for KSampler {
         };
         let start = (&latents + (&start_noise * sigmas[0]).map_err(tensor_error)?).map_err(tensor_error)?;
 
-        let mut denoiser = GuidedDenoiser {
-            unet,
-            store: store.as_ref(),
-            schedule: &schedule,
-            positive: &positive,
-            negative: &negative,
-            cfg: plan.cfg,
-            control: control.as_ref(),
-            image_tokens: image_tokens.as_ref(),
-            context_cache: ContextCache::default(),
+        let mut denoiser: Box<dyn Denoiser + '_> = match &texts {
+            Some((positive, negative)) => Box::new(GuidedDenoiser {
+                unet,
+                store: store.as_ref(),
+                schedule: &schedule,
+                positive,
+                negative,
+                cfg: plan.cfg,
+                control: control.as_ref(),
+                image_tokens: image_tokens.as_ref(),
+                context_cache: ContextCache::default(),
+            }),
+            None => {
+                let (positive, negative) = regions(
+                    (&positive_list.0, &negative_list.0),
+                    text,
+                    latents.dims4().map_err(tensor_error)?,
+                    &schedule,
+                    &device,
+                )
+                .map_err(|e| NodeError::msg(format!("{}: {e}", ctx.node_id)))?;
+                Box::new(RegionalDenoiser {
+                    unet,
+                    store: store.as_ref(),
+                    schedule: &schedule,
+                    positive,
+                    negative,
+                    cfg: plan.cfg,
+                })
+            }
         };
         let cancelled = Cell::new(false);
         let done = Cell::new(0);
@@ -188,7 +226,7 @@ impl NodeType for KSampler {
         let sampled = match &latent.noise_mask {
             None => plan
                 .sampler
-                .sample(&mut denoiser, start, sigmas, noise.as_mut(), &mut after_step),
+                .sample(denoiser.as_mut(), start, sigmas, noise.as_mut(), &mut after_step),
             Some(mask) => {
                 // Fitted to the latents on the host, where masks are made, then moved.
                 let host_mask = mask.to_device(&candle_core::Device::Cpu).map_err(tensor_error)?;
@@ -196,7 +234,7 @@ impl NodeType for KSampler {
                     .and_then(|mask| mask.to_device(&device))
                     .map_err(|e| NodeError::msg(format!("latent_image: {e}")))?;
                 let mut masked = MaskedDenoiser {
-                    inner: &mut denoiser,
+                    inner: denoiser.as_mut(),
                     mask,
                     latents,
                     noise: start_noise,
@@ -254,16 +292,42 @@ impl NodeType for KSampler {
             dtype: model_dtype(&device),
             latent: (h, w),
         };
-        let controlnet = adapters::placed_controlnet(
-            &*args.handle::<Conditioning>("positive")?,
-            &*args.handle::<Conditioning>("negative")?,
-            model.companion_placement.as_ref(),
+        let (positive, negative) = (
+            args.handle::<ConditioningList>("positive")?,
+            args.handle::<ConditioningList>("negative")?,
         );
+        let controlnet = single_pair(&positive, &negative)?.and_then(|(positive, negative)| {
+            adapters::placed_controlnet(positive, negative, model.companion_placement.as_ref())
+        });
         Ok(Rehearsal::StoodIn {
             outputs: vec![args.value("latent_image")?.clone()],
             need: sampler_need(&on_device, controlnet.as_ref()),
         })
     }
+}
+
+/// The one conditioning of each side, when each applies everywhere and always (sampled in one
+/// batched pass, adapters and all); `None` for lists of placed conditionings, which are
+/// sampled region by region.
+///
+/// # Errors
+/// Lists that carry a ControlNet or InstantID: their adapters apply to single conditionings only.
+fn single_pair<'a>(
+    positive: &'a ConditioningList,
+    negative: &'a ConditioningList,
+) -> Result<Option<(&'a Conditioning, &'a Conditioning)>, NodeError> {
+    if let (Some(positive), Some(negative)) = (positive.single(), negative.single()) {
+        return Ok(Some((positive, negative)));
+    }
+    let adapted = |list: &ConditioningList| list.0.iter().any(|c| c.control.is_some() || c.image_prompt.is_some());
+    if adapted(positive) || adapted(negative) {
+        return Err(NodeError::msg(
+            "the conditionings are combined or placed (ConditioningCombine, ConditioningSetArea, ConditioningSetMask or \
+             ConditioningSetTimestepRange) and carry a ControlNet or InstantID: those apply to single conditionings \
+             only so far; apply them to one conditioning of each side, unplaced",
+        ));
+    }
+    Ok(None)
 }
 
 /// The UNet of `model`, which KSampler runs.

@@ -142,11 +142,16 @@ impl Denoiser for GuidedDenoiser<'_> {
     }
 
     fn denoise_with_unconditioned(&mut self, x: &Tensor, sigma: f64) -> Result<(Tensor, Tensor)> {
-        let (denoised, unconditioned) = self.predict(x, sigma, true)?;
-        let unconditioned =
-            unconditioned.ok_or_else(|| candle_core::Error::Msg("the negative side was not evaluated".into()))?;
-        Ok((denoised, unconditioned))
+        both_sides(self.predict(x, sigma, true)?)
     }
+}
+
+/// A guided prediction with the negative side's own, which a prediction asked for both must
+/// have.
+pub(super) fn both_sides((guided, unconditioned): (Tensor, Option<Tensor>)) -> Result<(Tensor, Tensor)> {
+    let unconditioned =
+        unconditioned.ok_or_else(|| candle_core::Error::Msg("the negative side was not evaluated".into()))?;
+    Ok((guided, unconditioned))
 }
 
 fn gcd(a: usize, b: usize) -> usize {

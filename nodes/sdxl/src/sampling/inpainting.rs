@@ -7,7 +7,7 @@ use super::Denoiser;
 use candle_core::{Result, Tensor};
 
 /// A denoiser that changes only what its mask lets it.
-pub struct MaskedDenoiser<'a, D> {
+pub struct MaskedDenoiser<'a, D: ?Sized> {
     /// The denoiser within the mask.
     pub inner: &'a mut D,
     /// 1 where the sampler denoises, 0 where the input is kept, shaped as the latents.
@@ -18,7 +18,7 @@ pub struct MaskedDenoiser<'a, D> {
     pub noise: Tensor,
 }
 
-impl<D: Denoiser> Denoiser for MaskedDenoiser<'_, D> {
+impl<D: Denoiser + ?Sized> Denoiser for MaskedDenoiser<'_, D> {
     fn denoise(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let x = self.masked_input(x, sigma)?;
         let denoised = self.inner.denoise(&x, sigma)?;
@@ -35,7 +35,7 @@ impl<D: Denoiser> Denoiser for MaskedDenoiser<'_, D> {
     }
 }
 
-impl<D> MaskedDenoiser<'_, D> {
+impl<D: ?Sized> MaskedDenoiser<'_, D> {
     /// `x` within the mask, the input noised to `sigma` outside it.
     fn masked_input(&self, x: &Tensor, sigma: f64) -> Result<Tensor> {
         let noised_input = (&self.latents + (&self.noise * sigma)?)?;
