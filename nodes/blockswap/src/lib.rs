@@ -9,6 +9,8 @@ pub mod doctor;
 #[cfg(feature = "yardsticks")]
 pub mod floor;
 mod node;
+#[cfg(feature = "cuda")]
+mod pinned_arena;
 pub mod pipeline;
 pub mod placement;
 pub mod plan;

@@ -13,9 +13,10 @@
 //! packed too but stay out of the ring: each use copies them on the compute stream into device
 //! memory of their own, freed when the weights are dropped.
 
+use crate::pinned_arena::PinnedArena;
 use crate::pipeline::{tensor_pieces, Transfer};
 use crate::stream_ops::{StreamOp, StreamSchedule};
-use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaEvent, CudaStream, DevicePtr, PinnedHostSlice};
+use candle_core::cuda_backend::cudarc::driver::{result, sys, CudaEvent, CudaStream, DevicePtr};
 use candle_core::{DType, Device, Shape, Storage, Tensor};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -46,10 +47,10 @@ fn device_error(e: impl std::fmt::Display) -> SetupError {
     SetupError::Device(e.to_string())
 }
 
-/// One swapped unit in page-locked memory: its tensors end to end as [`tensor_pieces`] lays
-/// them out, each with its start and piece length in elements.
+/// One swapped unit in the page-locked arena: its bytes there, and its tensors end to end as
+/// [`tensor_pieces`] lays them out, each with its start and piece length in elements.
 struct PackedUnit {
-    host: PinnedHostSlice<u8>,
+    bytes: std::ops::Range<usize>,
     tensors: Vec<PackedTensor>,
 }
 
@@ -104,6 +105,8 @@ struct State {
 
 /// Streams swapped units to one CUDA device.
 pub struct Streamer {
+    /// Every packed unit's bytes, page-locked.
+    arena: PinnedArena,
     packed: HashMap<usize, PackedUnit>,
     /// The transfer ring; unit weights are views into it.
     ring: Tensor,
@@ -145,13 +148,31 @@ impl Streamer {
         let copy_stream = context.new_stream().map_err(device_error)?;
         let order: Vec<usize> = (0..units.len()).filter(|&i| swapped[i]).collect();
         let once = (0..units.len()).filter(|&i| !units[i].group.every_pass);
-        // Units are read, converted and packed in parallel: the longest one-off work before the
-        // first step.
+        // Units are read, converted and packed in parallel into one arena, page-locked once
+        // filled: the longest one-off work before the first step.
         let indices: Vec<usize> = order.iter().copied().chain(once).collect();
-        let packed: HashMap<usize, PackedUnit> = indices
+        let mut packed = HashMap::new();
+        let mut end = 0;
+        for &index in &indices {
+            let unit = layout(&units[index], dtype);
+            let bytes = unit.bytes.len();
+            packed.insert(
+                index,
+                PackedUnit {
+                    bytes: end..end + bytes,
+                    tensors: unit.tensors,
+                },
+            );
+            end += bytes;
+        }
+        let pinning = |message: String| SetupError::Pinning { bytes: end, message };
+        let mut arena = PinnedArena::new(end).map_err(|e| pinning(e.to_string()))?;
+        let lengths: Vec<usize> = indices.iter().map(|i| packed[i].bytes.len()).collect();
+        indices
             .par_iter()
-            .map(|&index| Ok((index, pack(&units[index], source, dtype, &context)?)))
-            .collect::<Result<_, SetupError>>()?;
+            .zip(arena.parts_mut(&lengths))
+            .try_for_each(|(&index, part)| fill(&units[index], &packed[&index].tensors, source, dtype, part))?;
+        arena.register(&context).map_err(|e| pinning(e.to_string()))?;
         let pieces = order
             .iter()
             .map(|unit| packed[unit].tensors.iter().map(|t| t.piece).collect())
@@ -169,6 +190,7 @@ impl Streamer {
             totals: HashMap::new(),
         };
         Ok(Self {
+            arena,
             packed,
             ring,
             ring_address,
@@ -187,7 +209,7 @@ impl Streamer {
 
     /// Bytes of page-locked host memory holding swapped units and the context projections.
     pub fn pinned_bytes(&self) -> u64 {
-        self.packed.values().map(|p| p.host.len() as u64).sum()
+        self.packed.values().map(|p| p.bytes.len() as u64).sum()
     }
 
     /// The weights of `unit`, a context projection, copied on the compute stream into device
@@ -202,9 +224,9 @@ impl Streamer {
             .get(&unit)
             .ok_or_else(|| candle_core::Error::Msg(format!("unit {unit} has no page-locked copy")))?;
         let element = self.dtype.size_in_bytes();
-        let buffer = Tensor::zeros(packed.host.len() / element, self.dtype, self.ring.device())?;
+        let buffer = Tensor::zeros(packed.bytes.len() / element, self.dtype, self.ring.device())?;
         let target = device_address(&buffer, &self.compute_stream)?;
-        let host = packed.host.as_slice().map_err(driver)?;
+        let host = self.arena.bytes(packed.bytes.clone());
         self.compute_stream.context().bind_to_thread().map_err(driver)?;
         // SAFETY: the buffer holds the whole packed unit; the page-locked host memory lives as
         // long as the streamer, whose drop synchronises the compute stream.
@@ -338,8 +360,8 @@ impl Streamer {
     /// bytes it copies.
     fn transfer(&self, packed: &PackedUnit, transfer: &Transfer) -> candle_core::Result<u64> {
         let element = self.dtype.size_in_bytes();
-        let host = packed.host.as_slice().map_err(driver)?;
-        let source = &host[transfer.offset * element..(transfer.offset + transfer.length) * element];
+        let start = packed.bytes.start + transfer.offset * element;
+        let source = self.arena.bytes(start..start + transfer.length * element);
         let target = self.ring_address + (transfer.start * element) as u64;
         self.copy_stream.context().bind_to_thread().map_err(driver)?;
         // SAFETY: the schedule places every piece inside the ring; the host buffer is page-locked
@@ -414,18 +436,12 @@ fn device_address(buffer: &Tensor, stream: &CudaStream) -> candle_core::Result<s
     Ok(address)
 }
 
-/// Reads one unit's tensors in `dtype` and packs them into page-locked memory.
-fn pack(
-    unit: &UnitSpec,
-    source: &TensorSource,
-    dtype: DType,
-    context: &Arc<candle_core::cuda_backend::cudarc::driver::CudaContext>,
-) -> Result<PackedUnit, SetupError> {
-    let element = dtype.size_in_bytes();
-    let mut layout = Vec::with_capacity(unit.tensors.len());
+/// Where `unit`'s tensors lie when packed in `dtype`.
+fn layout(unit: &UnitSpec, dtype: DType) -> PackedUnit {
+    let mut tensors = Vec::with_capacity(unit.tensors.len());
     let mut elements = 0;
     for ((name, shape), piece) in unit.tensors.iter().zip(tensor_pieces(unit, dtype)) {
-        layout.push(PackedTensor {
+        tensors.push(PackedTensor {
             name: name.clone(),
             shape: shape.clone(),
             offset: elements,
@@ -433,25 +449,27 @@ fn pack(
         });
         elements += piece;
     }
-    let bytes = elements * element;
-    // SAFETY: every byte is written below (each tensor's, then its piece's padding) before the
-    // buffer is read.
-    let mut host = unsafe { context.alloc_pinned::<u8>(bytes) }.map_err(|e| SetupError::Pinning {
-        bytes,
-        message: e.to_string(),
-    })?;
-    let buffer = host.as_mut_slice().map_err(device_error)?;
-    for tensor in &layout {
+    PackedUnit {
+        bytes: 0..elements * dtype.size_in_bytes(),
+        tensors,
+    }
+}
+
+/// Reads `unit`'s tensors in `dtype` into `part`, laid out as `tensors` say, padding zeroed.
+fn fill(
+    unit: &UnitSpec,
+    tensors: &[PackedTensor],
+    source: &TensorSource,
+    dtype: DType,
+    part: &mut [u8],
+) -> Result<(), SetupError> {
+    let element = dtype.size_in_bytes();
+    for tensor in tensors {
         let start = tensor.offset * element;
         let written = start + tensor.shape.elem_count() * element;
-        // Read from the file straight into page-locked memory where the file allows.
-        source.read_into(
-            &unit.key(&tensor.name),
-            &tensor.shape,
-            dtype,
-            &mut buffer[start..written],
-        )?;
-        buffer[written..start + tensor.piece * element].fill(0);
+        // Read from the file straight into the arena where the file allows.
+        source.read_into(&unit.key(&tensor.name), &tensor.shape, dtype, &mut part[start..written])?;
+        part[written..start + tensor.piece * element].fill(0);
     }
-    Ok(PackedUnit { host, tensors: layout })
+    Ok(())
 }
