@@ -87,3 +87,47 @@ fn text_encoders_on_the_cpu_alone_are_refused_by_name() {
     let error = run_error("clip.yaml", &loaded);
     assert!(error.contains("device") && error.contains("--device cpu"), "{error}");
 }
+
+/// A models folder with a safetensors UNet and GGUF files of other architectures.
+fn unet_files() -> tempfile::TempDir {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let models = tempfile::tempdir().unwrap();
+    let weight =
+        candle_core::Tensor::zeros((320, 4, 3, 3), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let tensors = std::collections::HashMap::from([("input_blocks.0.0.weight".to_string(), weight.clone())]);
+    candle_core::safetensors::save(&tensors, models.path().join("unet.safetensors")).unwrap();
+    let quantized = QTensor::quantize(&weight, GgmlDType::F32).unwrap();
+    for (file, architecture) in [("flux.gguf", "flux"), ("sd15.gguf", "sd1")] {
+        let architecture = gguf_file::Value::String(architecture.into());
+        let mut out = std::fs::File::create(models.path().join(file)).unwrap();
+        gguf_file::write(
+            &mut out,
+            &[("general.architecture", &architecture)],
+            &[("input_blocks.0.0.weight", &quantized)],
+        )
+        .unwrap();
+    }
+    std::fs::write(models.path().join("short.gguf"), b"GGUF\x03\x00").unwrap();
+    models
+}
+
+#[test]
+fn unet_loader_gguf_names_what_it_cannot_load() {
+    let models = unet_files();
+    let text = std::fs::read_to_string("workflows/sdxl_txt2img.yaml").unwrap();
+    let refused = |file: &str| {
+        let node = format!("nodes:\n  unet:\n    type: UnetLoaderGGUF\n    params: {{ unet_name: {file} }}\n");
+        let text = text.replace("ckpt.model", "unet.model").replacen("nodes:\n", &node, 1);
+        super::workflows::run_error_with_models(&format!("{file}.yaml"), &text, models.path())
+    };
+    for (file, expected) in [
+        ("unet.safetensors", "is not a GGUF file; UNETLoader reads"),
+        ("flux.gguf", "architecture \"flux\", not an SDXL UNet"),
+        ("sd15.gguf", "Stable Diffusion 1.x, not SDXL"),
+        ("short.gguf", "the header ends early"),
+        ("absent.gguf", "absent.gguf"),
+    ] {
+        let error = refused(file);
+        assert!(error.contains(expected) && error.contains("unet"), "{file}: {error}");
+    }
+}

@@ -42,12 +42,18 @@ pub fn first_image(name: &str, text: &str) -> Vec<u8> {
 
 /// The error that ends the workflow `text`, after checking that it saved nothing.
 pub fn run_error(name: &str, text: &str) -> String {
+    run_error_with_models(name, text, &FileRoots::default().models)
+}
+
+/// [`run_error`] with model names resolved in `models`.
+pub fn run_error_with_models(name: &str, text: &str, models: &Path) -> String {
     let engine = Engine::new(packs());
     let plan =
         swapgraph::prepare(name, text.as_bytes(), &[], engine.registry()).unwrap_or_else(|report| panic!("{report}"));
     let out = tempfile::tempdir().unwrap();
     let options = RunOptions {
         files: FileRoots {
+            models: models.to_path_buf(),
             outputs: out.path().to_path_buf(),
             ..FileRoots::default()
         },

@@ -8,6 +8,7 @@
 
 mod device;
 mod family;
+mod gguf_file;
 mod handle;
 mod memory;
 mod patches;
@@ -25,6 +26,7 @@ pub use device::{
     weight_dtype, DeviceInfo, DeviceMemory, HEADROOM_FRACTION,
 };
 pub use family::{StreamedFamily, TinyModel};
+pub use gguf_file::GgufFile;
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};
 pub use memory::{device_ceiling, memory_manager, Ceiling, DeviceMemoryManager, Evict, OnDevice, ResidentId};
 pub use patches::{LowRank, WeightPatches};

@@ -1,6 +1,7 @@
 //! Where weights come from: safetensors files (with a key map for other layouts), tensors made
 //! in memory, or the built-in models' seeded weights, drawn whenever they are read.
 
+use crate::gguf_file::GgufFile;
 use crate::patches::WeightPatches;
 use crate::safetensors_file::SafetensorsFiles;
 use crate::seeded::seeded_tensor;
@@ -101,6 +102,8 @@ pub type KeyMap = Arc<dyn Fn(&str) -> Option<SourceKey> + Send + Sync>;
 
 enum Backing {
     Files(SafetensorsFiles),
+    /// A GGUF file, its quantized tensors dequantized as they are read.
+    Gguf(GgufFile),
     Memory(HashMap<String, Tensor>),
     /// Seeded weights of the named model, each drawn when read, so that the host holds no
     /// copy of them beside the one a store keeps.
@@ -140,6 +143,16 @@ impl TensorSource {
             key_map: None,
             patches: None,
         })
+    }
+
+    /// A GGUF file's tensors, quantized ones dequantized when read (see [`GgufFile`]).
+    pub fn from_gguf(file: GgufFile, name: impl Into<String>) -> Self {
+        Self {
+            backing: Arc::new(Backing::Gguf(file)),
+            name: name.into(),
+            key_map: None,
+            patches: None,
+        }
     }
 
     /// Tensors made in memory, e.g. a built-in model's seeded weights.
@@ -197,6 +210,7 @@ impl TensorSource {
     pub fn keys(&self) -> Vec<String> {
         match &*self.backing {
             Backing::Files(files) => files.names().cloned().collect(),
+            Backing::Gguf(file) => file.names().cloned().collect(),
             Backing::Memory(tensors) => tensors.keys().cloned().collect(),
             Backing::Seeded { shapes, .. } => shapes.keys().cloned().collect(),
         }
@@ -207,6 +221,7 @@ impl TensorSource {
     pub fn stored_shape(&self, key: &str) -> Option<Vec<usize>> {
         match &*self.backing {
             Backing::Files(files) => files.shape(key).map(<[usize]>::to_vec),
+            Backing::Gguf(file) => file.shape(key).map(<[usize]>::to_vec),
             Backing::Memory(tensors) => tensors.get(key).map(|t| t.dims().to_vec()),
             Backing::Seeded { shapes, .. } => shapes.get(key).map(|s| s.dims().to_vec()),
         }
@@ -219,6 +234,7 @@ impl TensorSource {
         };
         match &*self.backing {
             Backing::Files(files) => files.shape(&key).is_some(),
+            Backing::Gguf(file) => file.shape(&key).is_some(),
             Backing::Memory(tensors) => tensors.contains_key(&key),
             Backing::Seeded { shapes, .. } => shapes.contains_key(&key),
         }
@@ -256,6 +272,17 @@ impl TensorSource {
                     return Err(self.shape_error(&source_key, shape, stored));
                 }
                 files.read(&source_key).map_err(|message| SourceError::Tensor {
+                    source_name: self.name.clone(),
+                    key: source_key.clone(),
+                    message,
+                })?
+            }
+            Backing::Gguf(file) => {
+                let stored = file.shape(&source_key).ok_or_else(|| missing(source_key.clone()))?;
+                if part == Part::Whole && stored != shape.dims() {
+                    return Err(self.shape_error(&source_key, shape, stored));
+                }
+                file.read(&source_key).map_err(|message| SourceError::Tensor {
                     source_name: self.name.clone(),
                     key: source_key.clone(),
                     message,
@@ -350,6 +377,7 @@ impl TensorSource {
         let SourceKey { key, .. } = self.source_key(key)?;
         match &*self.backing {
             Backing::Files(files) => files.dtype(&key),
+            Backing::Gguf(file) => file.dtype(&key),
             Backing::Memory(tensors) => tensors.get(&key).map(Tensor::dtype),
             Backing::Seeded { shapes, dtype, .. } => shapes.contains_key(&key).then_some(*dtype),
         }

@@ -7,6 +7,7 @@ mod parity {
     pub mod controlnet;
     pub mod folder;
     pub mod fp8;
+    pub mod gguf;
     pub mod lora;
     pub mod noise;
     pub mod regional;

@@ -1,7 +1,7 @@
 //! A UNet on its own, as ComfyUI's `models/unet/` (or `diffusion_models/`) folder holds them: a
 //! single file in the original layout (with or without a checkpoint's `model.diffusion_model.`
-//! prefix), a diffusers `unet/` folder (or a pipeline folder holding one), or a built-in model's
-//! UNet.
+//! prefix), safetensors or GGUF, a diffusers `unet/` folder (or a pipeline folder holding one),
+//! or a built-in model's UNet.
 
 use super::diffusers::{check_unet_json, not_sdxl, open, part_folder};
 use super::shapes::{unet_sizes, ORIGINAL_UNET_PREFIX};
@@ -11,7 +11,7 @@ use crate::unet::{UNet, UNetConfig};
 use candle_core::DType;
 use std::path::Path;
 use std::sync::Arc;
-use swapgraph_model::{ModelHandle, SourceKey, TensorSource};
+use swapgraph_model::{GgufFile, ModelHandle, SourceKey, TensorSource};
 use swapgraph_node_api::NodeError;
 
 /// Loads the UNet `name`, its weights still in the file, kept in 8 bits when the file stores
@@ -21,12 +21,48 @@ use swapgraph_node_api::NodeError;
 /// A message naming the file: not found, not an SDXL UNet (SD 1.x and 2.x are named), a
 /// diffusers-layout file without its folder, or a shape this code cannot build.
 pub fn load(name: &str) -> Result<ModelHandle, NodeError> {
-    let give = "an SDXL UNet .safetensors file (original layout) or a diffusers unet/ folder";
+    let give = "an SDXL UNet .safetensors or .gguf file (original layout) or a diffusers unet/ folder";
     match ModelFile::find(name, "UNet", give)? {
         ModelFile::Builtin(checkpoint) => Ok(checkpoint.model),
         ModelFile::Folder(path) => load_folder(path),
+        ModelFile::File(path) if is_gguf(path) => load_gguf(path, None),
         ModelFile::File(path) => load_single_file(path, None),
     }
+}
+
+/// Whether `path` is a GGUF file (it starts with the format's magic).
+pub fn is_gguf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic))
+        .is_ok_and(|()| &magic == b"GGUF")
+}
+
+/// A GGUF UNet as ComfyUI-GGUF's converter writes SDXL's (architecture `sdxl`, the original
+/// layout), of sizes `cfg` (`None`: read from its tensors' shapes, as [`load_single_file`]),
+/// its quantized tensors dequantized as they are read.
+///
+/// # Errors
+/// As [`load`], and a GGUF file of another architecture, named.
+pub fn load_gguf(path: &Path, cfg: Option<UNetConfig>) -> Result<ModelHandle, NodeError> {
+    let file = GgufFile::open(path).map_err(NodeError::msg)?;
+    match file.architecture() {
+        Some("sdxl") | None => {}
+        Some("sd1") => return Err(not_sdxl(path, "Stable Diffusion 1.x")),
+        Some(other) => {
+            return Err(NodeError::msg(format!(
+                "{} holds a GGUF model of architecture \"{other}\", not an SDXL UNet",
+                path.display()
+            )))
+        }
+    }
+    let types: Vec<String> = file
+        .type_counts()
+        .iter()
+        .map(|(kind, n)| format!("{kind} ({n})"))
+        .collect();
+    tracing::info!("{}: GGUF tensor types {}", path.display(), types.join(", "));
+    from_single_file(path, TensorSource::from_gguf(file, path.display().to_string()), cfg)
 }
 
 /// Whether any of the model's weights is stored in 8-bit floats: such a file keeps its weights
@@ -55,7 +91,11 @@ fn load_folder(path: &Path) -> Result<ModelHandle, NodeError> {
 /// # Errors
 /// As [`load`].
 pub fn load_single_file(path: &Path, cfg: Option<UNetConfig>) -> Result<ModelHandle, NodeError> {
-    let source = open(path)?;
+    from_single_file(path, open(path)?, cfg)
+}
+
+/// The UNet in `source`, a single file in the original layout at `path`.
+fn from_single_file(path: &Path, source: TensorSource, cfg: Option<UNetConfig>) -> Result<ModelHandle, NodeError> {
     let keys = source.keys();
     let prefix = if keys.iter().any(|k| k.starts_with(ORIGINAL_UNET_PREFIX)) {
         ORIGINAL_UNET_PREFIX

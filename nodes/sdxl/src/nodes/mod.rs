@@ -17,6 +17,7 @@ mod sampler_room;
 mod sampling_params;
 mod sampling_times;
 mod unet_loader;
+mod unet_loader_gguf;
 mod vae_decode;
 mod vae_encode;
 mod vae_loader;
@@ -55,6 +56,7 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(lora_loader::LoraLoader::new())?;
     registry.register(lora_loader::LoraLoader::model_only())?;
     registry.register(unet_loader::UNetLoader::new())?;
+    registry.register(unet_loader_gguf::UnetLoaderGguf::new())?;
     registry.register(vae_decode::VaeDecode::new())?;
     registry.register(vae_decode::VaeDecode::tiled())?;
     registry.register(vae_encode::VaeEncode::new())?;

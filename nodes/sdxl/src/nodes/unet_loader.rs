@@ -29,7 +29,7 @@ pub enum WeightDType {
 /// The UNet to load and how to keep its weights.
 #[derive(Params)]
 struct UNetFile {
-    /// An SDXL UNet inside the models folder (--models-dir; unet/ or diffusion_models/ of a ComfyUI models folder): a .safetensors file in the original layout (fp16, bf16, fp32 or fp8, with or without per-layer scales) or a diffusers unet/ folder; or builtin:tiny-sdxl / builtin:random-sdxl.
+    /// An SDXL UNet inside the models folder (--models-dir; unet/ or diffusion_models/ of a ComfyUI models folder): a .safetensors file in the original layout (fp16, bf16, fp32 or fp8, with or without per-layer scales), a .gguf file (as UnetLoaderGGUF reads it) or a diffusers unet/ folder; or builtin:tiny-sdxl / builtin:random-sdxl.
     #[param(default = TINY_SDXL, reads = Models)]
     unet_name: Arc<str>,
     /// How its weights are kept: default (as stored), fp8_e4m3fn (8-bit floats: half the device memory and BlockSwap transfers of f16, converted once when loaded), fp8_e4m3fn_fast (the same), fp8_e5m2 (refused: use fp8_e4m3fn).
