@@ -2,12 +2,14 @@
 
 mod adapters;
 mod beta_quantile;
+mod brownian_tree;
 mod denoiser;
 mod inpainting;
 mod noise;
 mod regional;
 mod samplers;
 mod schedule;
+mod seed_sequence;
 mod torch_noise;
 
 pub use adapters::{percent_sigma, ControlGuidance, ImageTokenGuidance};
@@ -17,4 +19,4 @@ pub use noise::SeededNoise;
 pub use regional::{regions, Region, RegionalDenoiser};
 pub use samplers::{Denoiser, NoiseSource, Sampler};
 pub use schedule::{DiscreteSchedule, Scheduler, TRAINING_STEPS};
-pub use torch_noise::{SeedNoise, TorchNoise};
+pub use torch_noise::{ComfyUiStepNoise, SeedNoise, TorchNoise};

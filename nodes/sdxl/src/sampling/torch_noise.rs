@@ -2,6 +2,7 @@
 //! the seed's low 32 bits) and `torch.randn`'s way of turning its numbers into normal samples,
 //! so that a seed shared by a ComfyUI user gives the same starting noise here.
 
+use super::brownian_tree::BrownianTree;
 use super::samplers::NoiseSource;
 use candle_core::{Device, Result, Tensor};
 
@@ -112,6 +113,11 @@ fn randn_short(engine: &mut Mt19937, count: usize) -> Vec<f32> {
     values
 }
 
+/// `torch.randn(count)` from a generator just seeded with `seed`.
+pub(super) fn randn_values(seed: u64, count: usize) -> Vec<f32> {
+    randn(&mut Mt19937::new(seed), count)
+}
+
 /// A stream of standard-normal tensors as ComfyUI draws them for a seed: each from PyTorch's
 /// CPU generator seeded with it, continuing the stream.
 pub struct TorchNoise {
@@ -142,11 +148,64 @@ impl NoiseSource for TorchNoise {
     }
 }
 
+/// The samplers' own noise as ComfyUI draws it on the CPU for a seed: ancestral steps from a
+/// generator seeded with the seed plus one (its `default_noise_sampler`), SDE steps from a
+/// Brownian tree over the schedule's sigmas seeded with the seed (its
+/// `BrownianTreeNoiseSampler`).
+pub struct ComfyUiStepNoise {
+    seed: u64,
+    ancestral: TorchNoise,
+    /// The tree, with the span and shape it was made for.
+    tree: Option<(TreeSpan, BrownianTree)>,
+}
+
+/// What a Brownian tree is made for: the schedule's smallest positive and largest sigma (as
+/// float32), and the noise's shape.
+type TreeSpan = (f32, f32, Vec<usize>);
+
+impl ComfyUiStepNoise {
+    /// The noise for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            ancestral: TorchNoise::new(seed.wrapping_add(1)),
+            tree: None,
+        }
+    }
+}
+
+impl NoiseSource for ComfyUiStepNoise {
+    fn noise_like(&mut self, like: &Tensor) -> Result<Tensor> {
+        self.ancestral.noise_like(like)
+    }
+
+    fn brownian(&mut self, like: &Tensor, sigmas: &[f64], sigma: f64, next: f64) -> Result<Tensor> {
+        // ComfyUI's tree spans the schedule's smallest positive sigma to its largest, as float32.
+        let low = sigmas
+            .iter()
+            .copied()
+            .filter(|&s| s > 0.0)
+            .fold(f64::INFINITY, f64::min) as f32;
+        let high = sigmas.iter().copied().fold(0.0, f64::max) as f32;
+        let key = (low, high, like.dims().to_vec());
+        if self.tree.as_ref().is_none_or(|(made_for, _)| *made_for != key) {
+            let tree = BrownianTree::new(f64::from(low), f64::from(high), like.elem_count(), self.seed);
+            self.tree = Some((key, tree));
+        }
+        let Some((_, tree)) = self.tree.as_mut() else {
+            return self.noise_like(like);
+        };
+        let values = tree.noise(sigma as f32, next as f32);
+        Tensor::from_vec(values, like.dims(), &Device::Cpu)?.to_device(like.device())
+    }
+}
+
 /// Which noise a seed draws.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, swapgraph_node_api::Choice)]
 pub enum SeedNoise {
-    /// PyTorch's CPU generator, as ComfyUI draws it: the starting noise, and the samplers' own
-    /// noise from a second generator with the same seed; a seed gives the noise it gives there.
+    /// PyTorch's CPU generator, as ComfyUI draws it: the starting noise, the ancestral samplers'
+    /// noise from a second generator seeded with the seed plus one, and the SDE samplers' from a
+    /// Brownian tree; a seed gives the noise it gives there.
     #[choice(name = "comfyui")]
     ComfyUi,
     /// ChaCha8 drawn on the host, one stream for the starting noise and the samplers' noise.
@@ -164,7 +223,7 @@ impl SeedNoise {
         match self {
             SeedNoise::ComfyUi => Ok((
                 TorchNoise::new(seed).tensor(shape, device)?,
-                Box::new(TorchNoise::new(seed)),
+                Box::new(ComfyUiStepNoise::new(seed)),
             )),
             SeedNoise::ChaCha8 => {
                 let mut stream = super::SeededNoise::new(seed);

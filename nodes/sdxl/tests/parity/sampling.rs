@@ -6,7 +6,9 @@ use candle_core::{DType, Device, Result, Tensor};
 use std::sync::Mutex;
 use swapgraph_model::{ResidentStore, TensorSource, UnitSpec, UnitWeights, WeightStore};
 use swapgraph_node_api::Choice;
-use swapgraph_sdxl::sampling::{DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning};
+use swapgraph_sdxl::sampling::{
+    ComfyUiStepNoise, DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning,
+};
 use swapgraph_sdxl::unet::{ContextCache, UNet, UNetConfig};
 
 #[test]
@@ -85,26 +87,78 @@ impl WeightStore for Counting<'_> {
     }
 }
 
+/// The tiny UNet, the sampling fixture's conditioning and its schedule.
+struct Tiny {
+    cases: std::collections::HashMap<String, Tensor>,
+    unet: UNet,
+    store: ResidentStore,
+    schedule: DiscreteSchedule,
+    positive: TextConditioning,
+    negative: TextConditioning,
+    sigmas: Vec<f64>,
+}
+
+impl Tiny {
+    fn new() -> Self {
+        let cases = load_cases("sampling_cases.safetensors");
+        let unet = UNet::new(UNetConfig::tiny()).unwrap();
+        let source = TensorSource::open(&[&fixture("unet_tiny.safetensors")]).unwrap();
+        let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+        let side = |context: &str, pooled: &str| TextConditioning {
+            context: cases[context].clone(),
+            pooled: cases[pooled].clone(),
+            time_ids: cases["sample.time_ids"].clone(),
+        };
+        let positive = side("sample.positive", "sample.pooled_positive");
+        let negative = side("sample.negative", "sample.pooled_negative");
+        let sigmas = cases["sample.sigmas"]
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&s| f64::from(s))
+            .collect();
+        Self {
+            cases,
+            unet,
+            store,
+            schedule: DiscreteSchedule::sdxl(),
+            positive,
+            negative,
+            sigmas,
+        }
+    }
+
+    /// The UNet guided at 5, reading its weights from `store`.
+    fn denoiser<'a>(&'a self, store: &'a dyn WeightStore) -> GuidedDenoiser<'a> {
+        GuidedDenoiser {
+            unet: &self.unet,
+            store,
+            schedule: &self.schedule,
+            positive: &self.positive,
+            negative: &self.negative,
+            cfg: 5.0,
+            control: None,
+            image_tokens: None,
+            context_cache: ContextCache::default(),
+        }
+    }
+
+    /// The fixture's starting noise at the first sigma.
+    fn start(&self) -> Tensor {
+        (&self.cases["sample.initial"] * self.sigmas[0]).unwrap()
+    }
+}
+
 #[test]
 fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
-    let cases = load_cases("sampling_cases.safetensors");
-    let unet = UNet::new(UNetConfig::tiny()).unwrap();
-    let source = TensorSource::open(&[&fixture("unet_tiny.safetensors")]).unwrap();
-    let store = ResidentStore::load(unet.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
-    let schedule = DiscreteSchedule::sdxl();
-    let side = |context: &str, pooled: &str| TextConditioning {
-        context: cases[context].clone(),
-        pooled: cases[pooled].clone(),
-        time_ids: cases["sample.time_ids"].clone(),
-    };
-    let positive = side("sample.positive", "sample.pooled_positive");
-    let negative = side("sample.negative", "sample.pooled_negative");
-    let sigmas: Vec<f64> = cases["sample.sigmas"]
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|&s| s as f64)
-        .collect();
+    let tiny = Tiny::new();
+    let Tiny {
+        cases,
+        unet,
+        store,
+        sigmas,
+        ..
+    } = &tiny;
     // k-diffusion's samplers, and ComfyUI's own (its `lms` ends on the prediction where
     // k-diffusion's takes one more multistep).
     let comfy = load_cases("comfy_sampling_cases.safetensors");
@@ -129,26 +183,16 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
         ("euler_ancestral_cfg_pp", &comfy["sample.euler_ancestral_cfg_pp"]),
     ] {
         let counting = Counting {
-            inner: &store,
+            inner: store,
             acquired: Mutex::new(vec![0; unet.units().len()]),
         };
-        let mut denoiser = GuidedDenoiser {
-            unet: &unet,
-            store: &counting,
-            schedule: &schedule,
-            positive: &positive,
-            negative: &negative,
-            cfg: 5.0,
-            control: None,
-            image_tokens: None,
-            context_cache: ContextCache::default(),
-        };
+        let mut denoiser = tiny.denoiser(&counting);
         let mut noise = Replay((0..4).map(|i| cases[&format!("sample.noise.{i}")].clone()).collect());
-        let start = (&cases["sample.initial"] * sigmas[0]).unwrap();
+        let start = tiny.start();
         let mut steps = Vec::new();
         let out = Sampler::from_name(name)
             .unwrap()
-            .sample(&mut denoiser, start, &sigmas, &mut noise, &mut |i, n| {
+            .sample(&mut denoiser, start, sigmas, &mut noise, &mut |i, n| {
                 steps.push((i, n));
                 Ok(())
             })
@@ -167,5 +211,51 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
             !context.is_empty() && context.iter().all(|(_, n)| *n == 1),
             "{name}: {context:?}"
         );
+    }
+}
+
+/// The seed of the fixture's runs with the samplers' own noise (stored as two 32-bit halves,
+/// read as stored: f32 would round them).
+fn fixture_seed() -> u64 {
+    let cases = candle_core::safetensors::load(fixture("comfy_sampling_cases.safetensors"), &Device::Cpu).unwrap();
+    let halves = cases["seeded.seed"].to_vec1::<i64>().unwrap();
+    ((halves[0] as u64) << 32) | halves[1] as u64
+}
+
+#[test]
+fn the_brownian_tree_gives_torchsdes_noise_for_a_seed() {
+    let tiny = Tiny::new();
+    let comfy = load_cases("comfy_sampling_cases.safetensors");
+    let mut noise = ComfyUiStepNoise::new(fixture_seed());
+    let like = &tiny.cases["sample.initial"];
+    let sigmas = &tiny.sigmas;
+    // Out of order on purpose: the tree gives an interval the same noise whenever it is asked.
+    for i in [2, 0, 1] {
+        let ours = noise.brownian(like, sigmas, sigmas[i], sigmas[i + 1]).unwrap();
+        assert_close_to(&format!("step {i}"), &ours, &comfy[&format!("brownian.{i}")], 1e-5);
+    }
+    let midpoint = f64::from((sigmas[1] as f32 * sigmas[2] as f32).sqrt());
+    let ours = noise.brownian(like, sigmas, sigmas[1], midpoint).unwrap();
+    assert_close_to("midpoint", &ours, &comfy["brownian.midpoint"], 1e-5);
+}
+
+#[test]
+fn samplers_drawing_their_own_noise_for_a_seed_match_comfyui() {
+    let tiny = Tiny::new();
+    let comfy = load_cases("comfy_sampling_cases.safetensors");
+    for name in ["euler_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"] {
+        let mut denoiser = tiny.denoiser(&tiny.store);
+        let mut noise = ComfyUiStepNoise::new(fixture_seed());
+        let out = Sampler::from_name(name)
+            .unwrap()
+            .sample(
+                &mut denoiser,
+                tiny.start(),
+                &tiny.sigmas,
+                &mut noise,
+                &mut |_, _| Ok(()),
+            )
+            .unwrap();
+        assert_close_to(name, &out, &comfy[&format!("seeded.{name}")], 1e-5);
     }
 }

@@ -34,11 +34,21 @@ pub trait Denoiser {
 
 /// Fresh standard-normal noise for ancestral and SDE steps.
 pub trait NoiseSource {
-    /// Noise shaped like `like`.
+    /// Noise shaped like `like` for an ancestral step.
     ///
     /// # Errors
     /// A tensor error.
     fn noise_like(&mut self, like: &Tensor) -> Result<Tensor>;
+
+    /// Noise shaped like `like` for an SDE step from `sigma` to `next` of the schedule `sigmas`
+    /// (ComfyUI draws it from a Brownian tree over the schedule); by default as
+    /// [`NoiseSource::noise_like`].
+    ///
+    /// # Errors
+    /// A tensor error.
+    fn brownian(&mut self, like: &Tensor, _sigmas: &[f64], _sigma: f64, _next: f64) -> Result<Tensor> {
+        self.noise_like(like)
+    }
 }
 
 /// A sampling algorithm, named in workflows as in ComfyUI.
@@ -51,6 +61,10 @@ pub enum Sampler {
     /// DPM-Solver++(2M): second-order multistep.
     #[choice(name = "dpmpp_2m")]
     Dpmpp2m,
+    /// DPM-Solver++ (stochastic): two predictions a step, Brownian noise at the midpoint and the
+    /// end (eta 1).
+    #[choice(name = "dpmpp_sde")]
+    DpmppSde,
     /// DPM-Solver++(2M) SDE, midpoint variant, eta 1.
     #[choice(name = "dpmpp_2m_sde")]
     Dpmpp2mSde,
@@ -157,6 +171,7 @@ impl Sampler {
             denoised: &denoised,
             sigma: at.sigma(),
             next: at.next(),
+            sigmas: at.sigmas,
         };
         match self {
             Self::Euler | Self::Ddim => single_step::euler(x, &denoised, current.sigma, current.next),
@@ -165,6 +180,7 @@ impl Sampler {
             Self::Dpm2 => single_step::midpoint(model, current),
             Self::Dpm2Ancestral => single_step::midpoint_ancestral(model, current, noise),
             Self::Dpmpp2sAncestral => single_step::dpmpp_2s_ancestral(model, current, noise),
+            Self::DpmppSde => single_step::dpmpp_sde(model, current, noise),
             Self::Ddpm => single_step::ddpm(current, noise),
             Self::Lcm => single_step::lcm(&denoised, current.next, noise),
             Self::Dpmpp2m => history.dpmpp_2m(x, denoised, at),

@@ -75,7 +75,7 @@ impl History {
             let r = log_step(at, 1) / h;
             x = (x + ((&denoised - old)? * (0.5 * -(-2.0 * h).exp_m1() / r))?)?;
         }
-        let x = sde_noise(x, noise, next, h)?;
+        let x = sde_noise(x, noise, at, h)?;
         self.remember_denoised(denoised, 1);
         Ok(x)
     }
@@ -114,7 +114,7 @@ impl History {
             }
             _ => {}
         }
-        let x = sde_noise(x, noise, next, h)?;
+        let x = sde_noise(x, noise, at, h)?;
         self.remember_denoised(denoised, 2);
         Ok(x)
     }
@@ -203,9 +203,9 @@ fn log_step(at: Position, back: usize) -> f64 {
 }
 
 /// The SDE samplers' fresh noise at eta 1: `next * sqrt(1 - e^(-2h))` of it.
-fn sde_noise(x: Tensor, noise: &mut dyn NoiseSource, next: f64, h: f64) -> Result<Tensor> {
-    let scale = next * (-(-2.0 * h).exp_m1()).sqrt();
-    x.clone() + (noise.noise_like(&x)? * scale)?
+fn sde_noise(x: Tensor, noise: &mut dyn NoiseSource, at: Position, h: f64) -> Result<Tensor> {
+    let scale = at.next() * (-(-2.0 * h).exp_m1()).sqrt();
+    x.clone() + (noise.brownian(&x, at.sigmas, at.sigma(), at.next())? * scale)?
 }
 
 /// The weight of the slope `j` steps back in step `i` of an `order`-slope linear multistep: the

@@ -4,13 +4,15 @@
 use super::{Denoiser, NoiseSource};
 use candle_core::{Result, Tensor};
 
-/// A step's latents and their prediction, and the sigmas it goes from and to.
+/// A step's latents and their prediction, the sigmas it goes from and to, and the whole
+/// schedule (which SDE noise spans).
 #[derive(Clone, Copy)]
 pub(super) struct Current<'a> {
     pub(super) x: &'a Tensor,
     pub(super) denoised: &'a Tensor,
     pub(super) sigma: f64,
     pub(super) next: f64,
+    pub(super) sigmas: &'a [f64],
 }
 
 /// `x + (x - denoised) / sigma * (next - sigma)`.
@@ -51,6 +53,7 @@ pub(super) fn euler_ancestral(step: Current, noise: &mut dyn NoiseSource) -> Res
         denoised,
         sigma,
         next,
+        ..
     } = step;
     let (down, up) = ancestral_step(sigma, next);
     renoised(euler(x, denoised, sigma, down)?, noise, next, up)
@@ -63,6 +66,7 @@ pub(super) fn heun(model: &mut dyn Denoiser, step: Current) -> Result<Tensor> {
         denoised,
         sigma,
         next,
+        ..
     } = step;
     let d = slope(x, denoised, sigma)?;
     let x_2 = (x + (&d * (next - sigma))?)?;
@@ -81,6 +85,7 @@ pub(super) fn midpoint(model: &mut dyn Denoiser, step: Current) -> Result<Tensor
         denoised,
         sigma,
         next,
+        ..
     } = step;
     let d = slope(x, denoised, sigma)?;
     if next == 0.0 {
@@ -119,6 +124,7 @@ pub(super) fn dpmpp_2s_ancestral(
         denoised,
         sigma,
         next,
+        ..
     } = step;
     let (down, up) = ancestral_step(sigma, next);
     let x = if down == 0.0 {
@@ -134,6 +140,35 @@ pub(super) fn dpmpp_2s_ancestral(
     renoised(x, noise, next, up)
 }
 
+/// DPM-Solver++ (stochastic), ComfyUI's `dpmpp_sde` with eta 1 and r 1/2: an ancestral step to
+/// the midpoint in log sigma with Brownian noise, a second prediction there, then an ancestral
+/// step from the start to `next` along it.
+pub(super) fn dpmpp_sde(model: &mut dyn Denoiser, step: Current, noise: &mut dyn NoiseSource) -> Result<Tensor> {
+    let Current {
+        x,
+        denoised,
+        sigma,
+        next,
+        sigmas,
+    } = step;
+    if next == 0.0 {
+        return Ok(denoised.clone());
+    }
+    // The midpoint as ComfyUI computes it, in float32: the Brownian tree is queried there.
+    let (lambda_s, lambda_t) = (-(sigma as f32).ln(), -(next as f32).ln());
+    let midpoint = f64::from((-(lambda_s + (lambda_t - lambda_s) * 0.5)).exp());
+    let toward = |x: &Tensor, prediction: &Tensor, to: f64| -> Result<(Tensor, f64)> {
+        let (down, up) = ancestral_step(sigma, to);
+        let h = sigma.ln() - down.ln();
+        Ok((((x * (-h).exp())? - (prediction * (-h).exp_m1())?)?, up))
+    };
+    let (x_2, up) = toward(x, denoised, midpoint)?;
+    let x_2 = (x_2.clone() + (noise.brownian(&x_2, sigmas, sigma, midpoint)? * up)?)?;
+    let denoised_2 = model.denoise(&x_2, midpoint)?;
+    let (x, up) = toward(x, &denoised_2, next)?;
+    x.clone() + (noise.brownian(&x, sigmas, sigma, next)? * up)?
+}
+
 /// The DDPM posterior step in the model's own scaling (`x / sqrt(1 + sigma^2)`): the mean of
 /// q(x_prev | x, x0) plus its standard deviation's worth of fresh noise.
 pub(super) fn ddpm(step: Current, noise: &mut dyn NoiseSource) -> Result<Tensor> {
@@ -142,6 +177,7 @@ pub(super) fn ddpm(step: Current, noise: &mut dyn NoiseSource) -> Result<Tensor>
         denoised,
         sigma,
         next,
+        ..
     } = step;
     let eps = slope(x, denoised, sigma)?;
     let alpha_cumprod = 1.0 / (sigma * sigma + 1.0);
