@@ -46,7 +46,8 @@ fn every_problem_of_a_broken_export_is_reported_by_node() {
         "1": {"class_type": "KSamplerX", "inputs": {"model": ["2", 0]}, "_meta": {"title": "My sampler"}},
         "2": {"class_type": "CheckpointLoaderSimple", "inputs": {}},
         "3": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["2", 7]}, "_meta": {"title": "Decode"}},
-        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0]}}
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0]}},
+        "5": {"class_type": "IPAdapterAdvanced", "inputs": {"model": ["2", 0]}, "_meta": {"title": "IPAdapter"}}
     }"#;
     let Err(report) = swapgraph::prepare("broken.json", broken.as_bytes(), &[], &packs()) else {
         panic!("a broken export was accepted");
@@ -56,6 +57,7 @@ fn every_problem_of_a_broken_export_is_reported_by_node() {
         "unknown type \"KSamplerX\"",
         "node 3 (\"Decode\", VAEDecode), input \"samples\": links to node 9, which is not in the workflow",
         "input \"vae\": links to output 7 of node 2 (CheckpointLoaderSimple), which has 3 output(s)",
+        "unknown type \"IPAdapterAdvanced\" (from the custom node pack ComfyUI_IPAdapter_plus, which swapgraph does not have)",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -121,4 +123,50 @@ fn import_writes_bypassed_nodes_disabled_and_refuses_what_is_not_a_comfyui_workf
     assert_eq!(output.status.code(), Some(3));
     let error = String::from_utf8(output.stderr).unwrap();
     assert!(error.contains("is not a ComfyUI workflow"), "{error}");
+}
+
+/// The pixels of the image `swapgraph run WORKFLOW --set-type ... --output-dir` saves.
+fn image_from_run(workflow: &std::path::Path, models: &str) -> Vec<u8> {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+        .arg("run")
+        .arg(workflow)
+        .args(["--set-type", models, "--output-dir"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let saved = String::from_utf8(output.stdout).unwrap();
+    image::open(saved.lines().next().unwrap().trim())
+        .unwrap()
+        .to_rgb8()
+        .into_raw()
+}
+
+#[test]
+fn a_comfyui_workflow_and_its_import_give_the_same_image_with_their_models_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = "CheckpointLoaderSimple.ckpt_name=builtin:tiny-sdxl";
+    for case in [DEFAULT_GRAPH, "tests/cases/comfyui/txt2img_editor.json"] {
+        // As published: the model a ComfyUI user has, which --set-type maps to a built-in one.
+        let published = std::fs::read_to_string(case)
+            .unwrap()
+            .replace("builtin:tiny-sdxl", "sd_xl_base_1.0.safetensors");
+        assert!(published.contains("sd_xl_base_1.0.safetensors"), "{case}");
+        let json = dir.path().join("published.json");
+        std::fs::write(&json, published).unwrap();
+        let yaml = dir.path().join("published.yaml");
+        let status = Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+            .arg("import")
+            .arg(&json)
+            .arg("-o")
+            .arg(&yaml)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(
+            image_from_run(&json, models) == image_from_run(&yaml, models),
+            "{case}: the JSON and its import saved different images"
+        );
+    }
 }

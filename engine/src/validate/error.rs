@@ -1,5 +1,6 @@
 //! Validation errors: what is wrong, with a stable code and where it is.
 
+use super::custom_packs::from_pack;
 use super::suggest::did_you_mean;
 use crate::workflow::Position;
 use serde::Serialize;
@@ -38,11 +39,17 @@ pub enum ValidationError {
         first: Position,
         at: Position,
     },
-    /// A node type no pack registered.
-    #[error("Node \"{node}\" has unknown type \"{type_name}\"{}", did_you_mean(suggestion))]
+    /// A node type no pack registered (with the ComfyUI custom node pack it comes from, when
+    /// that is a well-known one).
+    #[error(
+        "Node \"{node}\" has unknown type \"{type_name}\"{}{}",
+        from_pack(pack),
+        did_you_mean(suggestion)
+    )]
     UnknownNodeType {
         node: String,
         type_name: String,
+        pack: Option<&'static str>,
         suggestion: Option<String>,
         at: Position,
     },

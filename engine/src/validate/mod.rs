@@ -6,6 +6,7 @@
 //! nodes). Every pass reports all it finds; a problem that only exists because of an earlier one
 //! (a link into a node of unknown type, say) is not reported.
 
+mod custom_packs;
 mod document;
 mod error;
 mod graph;

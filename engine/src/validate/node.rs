@@ -1,6 +1,6 @@
 //! Pass 2: each node against its type's descriptor: type name, params, input names, links' form.
 
-use super::{suggest, CheckedLink, CheckedNode, ValidationError};
+use super::{custom_packs, suggest, CheckedLink, CheckedNode, ValidationError};
 use crate::workflow::{Link, NodeId, NodeSpec, Position, Workflow};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -76,6 +76,7 @@ pub fn check_all(workflow: &Workflow, registry: &Registry, errors: &mut Vec<Vali
                 None => errors.push(ValidationError::UnknownNodeType {
                     node: id.value.clone(),
                     type_name: spec.type_name.value.clone(),
+                    pack: custom_packs::pack_of(&spec.type_name.value),
                     suggestion: suggest::closest(&spec.type_name.value, registry.type_names()),
                     at: spec.type_name.at,
                 }),
