@@ -11,6 +11,7 @@ mod engine {
     pub mod fixtures;
     pub mod hostile;
     pub mod inpainting;
+    pub mod latent_batches;
     pub mod loaders;
     pub mod loopback;
     pub mod lora;

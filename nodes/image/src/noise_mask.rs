@@ -39,8 +39,8 @@ impl NodeType for SetLatentNoiseMask {
             .reshape((batch, 1, height, width))
             .map_err(|e| NodeError::msg(e.to_string()))?;
         let masked = Latent {
-            samples: latent.samples.clone(),
             noise_mask: Some(noise_mask),
+            ..(*latent).clone()
         };
         Ok(vec![Value::Handle(Handle::new(SocketType::LATENT, Arc::new(masked)))])
     }

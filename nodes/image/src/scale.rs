@@ -201,14 +201,15 @@ impl NodeType for Scale {
         };
         let resized = resize(&cropped, (new_height, new_width), method).map_err(failed)?;
         let handle = match latent {
-            // A noise mask stays as it is: the sampler resamples it to the latents' size.
+            // A noise mask stays as it is (the sampler resamples it to the latents' size), and so do
+            // the latents' numbers in their batch.
             true => {
-                let noise_mask = args.handle::<Latent>("samples")?.noise_mask.clone();
+                let latent = args.handle::<Latent>("samples")?;
                 Handle::new(
                     socket,
                     Arc::new(Latent {
                         samples: resized,
-                        noise_mask,
+                        ..(*latent).clone()
                     }),
                 )
             }

@@ -12,6 +12,9 @@ pub struct Latent {
     /// 0..1 at any size (resampled to the latents' when sampling), 1 where the sampler denoises
     /// and 0 where the latents are kept; `None`: everywhere.
     pub noise_mask: Option<Tensor>,
+    /// Each latent's number in the batch it was taken from (`LatentFromBatch`), which decides
+    /// the starting noise a seed gives it; `None`: numbered from 0 in order.
+    pub batch_index: Option<Vec<usize>>,
 }
 
 impl Latent {
@@ -20,6 +23,7 @@ impl Latent {
         Self {
             samples,
             noise_mask: None,
+            batch_index: None,
         }
     }
 }

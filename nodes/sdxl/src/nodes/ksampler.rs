@@ -166,7 +166,7 @@ impl NodeType for KSampler {
         let sigmas = &plan.sigmas;
         let (start_noise, mut noise) = plan
             .noise_source
-            .draw(plan.seed, latent.samples.dims(), &device)
+            .draw(plan.seed, latent.samples.dims(), latent.batch_index.as_deref(), &device)
             .map_err(tensor_error)?;
         let latents = latent.samples.to_dtype(DType::F32).map_err(tensor_error)?;
         // Without added noise the mask's noised input is the input itself, as in ComfyUI.
@@ -270,7 +270,7 @@ impl NodeType for KSampler {
             SocketType::LATENT,
             Arc::new(Latent {
                 samples,
-                noise_mask: latent.noise_mask.clone(),
+                ..(*latent).clone()
             }),
         ))])
     }

@@ -1,7 +1,6 @@
 //! The SDXL pack's nodes, with ComfyUI's names and parameters.
 
 mod adapters;
-mod batch_and_zero;
 mod checkpoint_loader;
 mod clip_set_last_layer;
 mod clip_text_encode;
@@ -11,6 +10,7 @@ mod dual_clip_loader;
 mod empty_latent_image;
 mod inpaint_pixels;
 mod ksampler;
+mod latent_batch;
 mod lora_loader;
 mod out_of_memory;
 mod sampler_room;
@@ -21,6 +21,7 @@ mod unet_loader_gguf;
 mod vae_decode;
 mod vae_encode;
 mod vae_loader;
+mod zero_out;
 
 use crate::controlnet::CONTROL_NET;
 use swapgraph_node_api::{NodeError, Registry, RegistryError, SocketSpec};
@@ -39,14 +40,15 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
     registry.register(clip_set_last_layer::ClipSetLastLayer::new())?;
     registry.register(clip_text_encode::ClipTextEncode::new())?;
     registry.register(clip_text_encode::ClipTextEncodeSdxl::new())?;
-    registry.register(batch_and_zero::ConditioningZeroOut::new())?;
+    registry.register(zero_out::ConditioningZeroOut::new())?;
     registry.register(conditioning_placement::ConditioningCombine::new())?;
     registry.register(conditioning_placement::SetPlacement::area())?;
     registry.register(conditioning_placement::SetPlacement::area_fraction())?;
     registry.register(conditioning_placement::SetPlacement::strength())?;
     registry.register(conditioning_placement::SetPlacement::mask())?;
     registry.register(conditioning_placement::SetPlacement::timestep_range())?;
-    registry.register(batch_and_zero::RepeatLatentBatch::new())?;
+    registry.register(latent_batch::RepeatLatentBatch::new())?;
+    registry.register(latent_batch::LatentFromBatch::new())?;
     registry.register(controlnet::ControlNetLoader::new())?;
     registry.register(dual_clip_loader::DualClipLoader::new())?;
     registry.register(controlnet::ControlNetApplyAdvanced::new())?;

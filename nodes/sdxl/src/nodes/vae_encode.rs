@@ -167,6 +167,7 @@ impl NodeType for VaeEncode {
             Ok(Latent {
                 samples: vae.encode(&images.contiguous()?)?.to_dtype(DType::F32)?,
                 noise_mask,
+                batch_index: None,
             })
         };
         let latent = encode().map_err(tensor_error)?;

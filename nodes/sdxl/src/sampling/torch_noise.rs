@@ -214,23 +214,57 @@ pub enum SeedNoise {
 }
 
 impl SeedNoise {
-    /// The starting noise of `shape` on `device` for `seed`, and the source the sampler draws
-    /// its own noise from.
+    /// The starting noise of `shape` on `device` for `seed` (for latents numbered `batch_index`
+    /// in the batch they were taken from, each gets its number's), and the source the sampler
+    /// draws its own noise from.
     ///
     /// # Errors
-    /// A device error.
-    pub fn draw(self, seed: u64, shape: &[usize], device: &Device) -> Result<(Tensor, Box<dyn NoiseSource>)> {
+    /// A device error, or batch numbers that are not one per latent.
+    pub fn draw(
+        self,
+        seed: u64,
+        shape: &[usize],
+        batch_index: Option<&[usize]>,
+        device: &Device,
+    ) -> Result<(Tensor, Box<dyn NoiseSource>)> {
         match self {
-            SeedNoise::ComfyUi => Ok((
-                TorchNoise::new(seed).tensor(shape, device)?,
-                Box::new(ComfyUiStepNoise::new(seed)),
-            )),
+            SeedNoise::ComfyUi => {
+                let mut stream = TorchNoise::new(seed);
+                let start = starting_noise(&mut |shape| stream.tensor(shape, device), shape, batch_index)?;
+                Ok((start, Box::new(ComfyUiStepNoise::new(seed))))
+            }
             SeedNoise::ChaCha8 => {
                 let mut stream = super::SeededNoise::new(seed);
-                Ok((stream.tensor(shape, device)?, Box::new(stream)))
+                let start = starting_noise(&mut |shape| stream.tensor(shape, device), shape, batch_index)?;
+                Ok((start, Box::new(stream)))
             }
         }
     }
+}
+
+/// ComfyUI's `prepare_noise`: without batch numbers the whole batch in one draw; with them, each
+/// latent's noise drawn on its own in number order up to the largest, and each latent given its
+/// number's (so a latent taken from a batch starts from the noise it had there).
+fn starting_noise(
+    draw: &mut dyn FnMut(&[usize]) -> Result<Tensor>,
+    shape: &[usize],
+    batch_index: Option<&[usize]>,
+) -> Result<Tensor> {
+    let Some(indices) = batch_index else {
+        return draw(shape);
+    };
+    if indices.len() != shape.first().copied().unwrap_or(0) {
+        candle_core::bail!(
+            "the latents carry {} batch numbers for a batch of {}",
+            indices.len(),
+            shape.first().copied().unwrap_or(0)
+        );
+    }
+    let one: Vec<usize> = std::iter::once(1).chain(shape[1..].iter().copied()).collect();
+    let last = indices.iter().copied().max().unwrap_or(0);
+    let drawn = (0..=last).map(|_| draw(&one)).collect::<Result<Vec<_>>>()?;
+    let picked: Vec<&Tensor> = indices.iter().map(|&number| &drawn[number]).collect();
+    Tensor::cat(&picked, 0)
 }
 
 #[cfg(test)]
