@@ -178,6 +178,7 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
         ("lcm", &comfy["sample.lcm"]),
         ("ipndm", &comfy["sample.ipndm"]),
         ("ipndm_v", &comfy["sample.ipndm_v"]),
+        ("deis", &comfy["sample.deis"]),
         ("res_multistep", &comfy["sample.res_multistep"]),
         ("euler_cfg_pp", &comfy["sample.euler_cfg_pp"]),
         ("euler_ancestral_cfg_pp", &comfy["sample.euler_ancestral_cfg_pp"]),

@@ -6,6 +6,7 @@
 //! (2022); Lu et al., "DPM-Solver++" (2022); k-diffusion's and ComfyUI's `sampling.py`.
 
 mod cfg_pp;
+mod deis;
 mod multistep;
 mod single_step;
 
@@ -96,6 +97,8 @@ pub enum Sampler {
     /// iPNDM with its coefficients for unevenly spaced steps.
     #[choice(name = "ipndm_v")]
     IpndmV,
+    /// DEIS: Adams-Bashforth of order up to 3 in the time of a variance-preserving process.
+    Deis,
     /// Second-order multistep exponential integrator (RES).
     #[choice(name = "res_multistep")]
     ResMultistep,
@@ -189,6 +192,7 @@ impl Sampler {
             Self::Lms => history.lms(x, &denoised, at),
             Self::Ipndm => history.ipndm(x, &denoised, at),
             Self::IpndmV => history.ipndm_v(x, &denoised, at),
+            Self::Deis => history.deis(x, &denoised, at),
             Self::ResMultistep => history.res_multistep(x, denoised, at),
             Self::EulerCfgPp => cfg_pp::euler(x, &denoised, &unconditioned, at, None),
             Self::EulerAncestralCfgPp => cfg_pp::euler(x, &denoised, &unconditioned, at, Some(noise)),

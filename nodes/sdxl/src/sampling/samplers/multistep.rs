@@ -1,6 +1,7 @@
 //! Multistep samplers: each step combines the current prediction with earlier steps' ones (or
 //! their slopes), kept in [`History`].
 
+use super::deis::{self, DEIS_ORDER};
 use super::single_step::{euler, slope};
 use super::{NoiseSource, Position};
 use candle_core::{Result, Tensor};
@@ -172,6 +173,29 @@ impl History {
             (x + (combined * (at.next() - at.sigma()))?)?
         };
         self.remember_slope(d, IPNDM_ORDER - 1);
+        Ok(next)
+    }
+
+    /// DEIS of order up to 3 (ComfyUI's `deis`): the current slope and the last two, weighted by
+    /// [`deis::coefficients`]; Euler first and to zero.
+    pub(super) fn deis(&mut self, x: &Tensor, denoised: &Tensor, at: Position) -> Result<Tensor> {
+        let d = slope(x, denoised, at.sigma())?;
+        let order = if at.next() <= 0.0 {
+            1
+        } else {
+            (at.i + 1).min(DEIS_ORDER)
+        };
+        let next = if order == 1 {
+            (x + (&d * (at.next() - at.sigma()))?)?
+        } else {
+            let weights = deis::coefficients(at.sigmas, at.i, order);
+            let mut next = (x + (&d * weights[0])?)?;
+            for (weight, earlier) in weights[1..].iter().zip(self.slopes.iter().rev()) {
+                next = (next + (earlier * *weight)?)?;
+            }
+            next
+        };
+        self.remember_slope(d, DEIS_ORDER - 1);
         Ok(next)
     }
 
