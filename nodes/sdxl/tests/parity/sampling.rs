@@ -179,6 +179,8 @@ fn every_sampler_matches_k_diffusion_on_the_tiny_unet() {
         ("ipndm", &comfy["sample.ipndm"]),
         ("ipndm_v", &comfy["sample.ipndm_v"]),
         ("deis", &comfy["sample.deis"]),
+        ("uni_pc", &comfy["sample.uni_pc"]),
+        ("uni_pc_bh2", &comfy["sample.uni_pc_bh2"]),
         ("res_multistep", &comfy["sample.res_multistep"]),
         ("euler_cfg_pp", &comfy["sample.euler_cfg_pp"]),
         ("euler_ancestral_cfg_pp", &comfy["sample.euler_ancestral_cfg_pp"]),
