@@ -2,6 +2,7 @@
 //! embedded (so a saved image carries what made it), and resampling images and latents.
 
 mod batch;
+mod bislerp;
 mod load_image;
 mod load_image_mask;
 mod masks;

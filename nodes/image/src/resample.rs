@@ -1,9 +1,11 @@
 //! Resampling `[batch, channels, height, width]` tensors as PyTorch's `F.interpolate` does
 //! without aligned corners (`nearest-exact`, `bilinear`, `bicubic`) and as its adaptive average
 //! pooling does (`area`): each axis is one matrix of weights, so an image or a latent is
-//! resampled with two matrix products on whatever device it is on.
+//! resampled with two matrix products on whatever device it is on. ComfyUI's `bislerp` (for
+//! latents) runs on the host.
 
-use candle_core::{DType, Result, Tensor};
+use crate::bislerp;
+use candle_core::{DType, Device, Result, Tensor};
 
 /// How values between samples are found, with PyTorch's (and ComfyUI's) names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, swapgraph_node_api::Choice)]
@@ -17,6 +19,18 @@ pub enum ScaleMethod {
     Area,
     /// Cubic convolution (a = -0.75) over the four nearest samples on each axis.
     Bicubic,
+    /// Spherical interpolation of each sample's channel vector between its two nearest source
+    /// samples, as ComfyUI does for latents (images take it too).
+    Bislerp,
+}
+
+/// The methods that resample with one weight matrix per axis.
+#[derive(Clone, Copy)]
+enum Matrix {
+    NearestExact,
+    Bilinear,
+    Area,
+    Bicubic,
 }
 
 /// `x` resampled to `height` by `width`, in f32.
@@ -26,8 +40,19 @@ pub enum ScaleMethod {
 pub fn resize(x: &Tensor, (height, width): (usize, usize), method: ScaleMethod) -> Result<Tensor> {
     let (batch, channels, in_height, in_width) = x.dims4()?;
     let device = x.device();
-    let rows = Tensor::from_vec(weights(method, in_height, height), (height, in_height), device)?;
-    let columns = Tensor::from_vec(weights(method, in_width, width), (width, in_width), device)?.t()?;
+    let matrix = match method {
+        ScaleMethod::NearestExact => Matrix::NearestExact,
+        ScaleMethod::Bilinear => Matrix::Bilinear,
+        ScaleMethod::Area => Matrix::Area,
+        ScaleMethod::Bicubic => Matrix::Bicubic,
+        ScaleMethod::Bislerp => {
+            let host = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let values = bislerp::resize(&host, (batch, channels), (in_height, in_width), (height, width));
+            return Tensor::from_vec(values, (batch, channels, height, width), &Device::Cpu)?.to_device(device);
+        }
+    };
+    let rows = Tensor::from_vec(weights(matrix, in_height, height), (height, in_height), device)?;
+    let columns = Tensor::from_vec(weights(matrix, in_width, width), (width, in_width), device)?.t()?;
     let planes = x
         .to_dtype(DType::F32)?
         .reshape((batch * channels, in_height, in_width))?;
@@ -39,7 +64,7 @@ pub fn resize(x: &Tensor, (height, width): (usize, usize), method: ScaleMethod) 
 }
 
 /// The `output` x `input` weights that resample one axis.
-fn weights(method: ScaleMethod, input: usize, output: usize) -> Vec<f32> {
+fn weights(method: Matrix, input: usize, output: usize) -> Vec<f32> {
     let mut matrix = vec![0f32; output * input];
     let scale = input as f64 / output as f64;
     let last = input as i64 - 1;
@@ -48,15 +73,15 @@ fn weights(method: ScaleMethod, input: usize, output: usize) -> Vec<f32> {
         let mut add = |index: i64, weight: f64| row[index.clamp(0, last) as usize] += weight as f32;
         let centre = (out as f64 + 0.5) * scale;
         match method {
-            ScaleMethod::NearestExact => add(centre.floor() as i64, 1.0),
-            ScaleMethod::Bilinear => {
+            Matrix::NearestExact => add(centre.floor() as i64, 1.0),
+            Matrix::Bilinear => {
                 let source = (centre - 0.5).max(0.0);
                 let low = source.floor();
                 let t = source - low;
                 add(low as i64, 1.0 - t);
                 add(low as i64 + 1, t);
             }
-            ScaleMethod::Bicubic => {
+            Matrix::Bicubic => {
                 let source = centre - 0.5;
                 let low = source.floor();
                 let t = source - low;
@@ -64,7 +89,7 @@ fn weights(method: ScaleMethod, input: usize, output: usize) -> Vec<f32> {
                     add(low as i64 + offset, weight);
                 }
             }
-            ScaleMethod::Area => {
+            Matrix::Area => {
                 let start = (out * input) / output;
                 let end = ((out + 1) * input).div_ceil(output);
                 for index in start..end {
@@ -138,6 +163,6 @@ mod tests {
             assert!(difference < 1e-5, "{name}: {difference}");
             checked += 1;
         }
-        assert_eq!(checked, 16);
+        assert_eq!(checked, 20, "four sizes in five methods");
     }
 }
