@@ -67,6 +67,8 @@ pub async fn render(mut events: UnboundedReceiver<Event>, interactive: bool) {
             Event::OutputWritten { path, .. } => {
                 bars.suspend(|| println!("{}", path.display()));
             }
+            // The command line asks for no previews.
+            Event::Preview { .. } => {}
             Event::RunFinished { elapsed_ms, .. } => {
                 if let Some(bar) = overall.take() {
                     bar.finish_and_clear();

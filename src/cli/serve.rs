@@ -50,6 +50,7 @@ pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
         files,
         workflows_dir: args.workflows_dir,
         max_body_bytes: args.max_body_kib * 1024,
+        previews: args.preview_method != "none",
     };
     runtime.block_on(async {
         let listener = match tokio::net::TcpListener::bind((args.host, args.port)).await {

@@ -110,6 +110,8 @@ pub struct ExecutorOptions {
     pub vram_budget: VramBudget,
     /// The folders file names resolve in and outputs go to.
     pub files: FileRoots,
+    /// Whether samplers send previews of each step.
+    pub previews: bool,
 }
 
 impl JobQueue {
@@ -260,6 +262,7 @@ async fn execute(
             ..RunOptions::default()
         };
         let (sink, mut run_events) = EventSink::channel();
+        let sink = if options.previews { sink.with_previews() } else { sink };
         let forward = {
             let queue = Arc::clone(&queue);
             let output_dir = options.files.outputs.clone();

@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub workflows_dir: PathBuf,
     /// Requests with a larger body are refused (413).
     pub max_body_bytes: u64,
+    /// Whether samplers send previews of each step to the clients watching (ComfyUI's
+    /// `--preview-method`; off by default, as there, since some clients take binary frames for
+    /// output images).
+    pub previews: bool,
 }
 
 /// What every handler shares.
@@ -79,6 +83,7 @@ pub fn app(
         device: config.device,
         vram_budget: config.vram_budget,
         files: config.files.clone(),
+        previews: config.previews,
     };
     let (jobs, executor) = JobQueue::new(Arc::clone(&engine), options, events.clone());
     let state = Arc::new(State {

@@ -176,12 +176,22 @@ async fn comfyuis_refusals_keep_its_shapes_and_files_stay_in_their_folders() {
     server.stop().await;
 }
 
-/// The next message on a ComfyUI websocket, as JSON.
+/// The next message on a ComfyUI websocket, as JSON; a binary frame as
+/// `{"type": "binary", "data": {"event", "image_type", "width", "height"}}` (its header and its
+/// image's size).
 async fn next_message(socket: &mut warp::test::WsClient) -> serde_json::Value {
     let message = tokio::time::timeout(std::time::Duration::from_secs(60), socket.recv())
         .await
         .expect("a message within a minute")
         .unwrap();
+    if message.is_binary() {
+        let bytes = message.as_bytes();
+        let word = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        let picture = image::load_from_memory(&bytes[8..]).unwrap();
+        return serde_json::json!({"type": "binary", "data": {
+            "event": word(0), "image_type": word(4), "width": picture.width(), "height": picture.height()
+        }});
+    }
     serde_json::from_str(message.to_str().unwrap()).unwrap()
 }
 
@@ -215,6 +225,7 @@ async fn the_websocket_tells_the_client_that_queued_what_comfyui_tells_it() {
         },
         workflows_dir: workflows.path().to_path_buf(),
         max_body_bytes: swapgraph::server::DEFAULT_MAX_BODY_BYTES,
+        previews: true,
     };
     let (routes, executor) = swapgraph::server::app(swapgraph::exec::Engine::new(super::fixtures::packs()), config);
     tokio::spawn(executor);
@@ -272,6 +283,20 @@ async fn the_websocket_tells_the_client_that_queued_what_comfyui_tells_it() {
         (progress["node"].as_str(), progress["max"].as_u64()),
         (Some("3"), Some(8))
     );
+    // A preview of each step, as ComfyUI's binary frames: a preview image (1), in PNG (2), a
+    // pixel per latent of the 128x128 image.
+    let previews: Vec<&serde_json::Value> = seen
+        .iter()
+        .filter(|m| m["type"] == "binary")
+        .map(|m| &m["data"])
+        .collect();
+    assert_eq!(previews.len(), 8, "{kinds:?}");
+    for preview in previews {
+        assert_eq!(
+            preview,
+            &serde_json::json!({"event": 1, "image_type": 2, "width": 16, "height": 16})
+        );
+    }
     // The other client hears only the queue's status.
     loop {
         let message = next_message(&mut other).await;

@@ -43,6 +43,7 @@ impl LoopbackServer {
             },
             workflows_dir: workflows.path().to_path_buf(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            previews: false,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(serve(Engine::new(packs()), config, listener, async {

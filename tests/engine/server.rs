@@ -29,6 +29,7 @@ fn server(registry: swapgraph_node_api::Registry) -> TestServer {
         },
         workflows_dir: workflows.path().to_path_buf(),
         max_body_bytes: 64 * 1024,
+        previews: false,
     };
     let (routes, executor) = app(Engine::new(registry), config);
     tokio::spawn(executor);

@@ -4,7 +4,8 @@
 use crate::workflow::NodeId;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use swapgraph_node_api::{MemoryReport, NodeReporter};
+use std::sync::Arc;
+use swapgraph_node_api::{MemoryReport, NodeReporter, Preview};
 use tokio::sync::mpsc;
 
 /// Something that happened during a run.
@@ -39,6 +40,15 @@ pub enum Event {
     },
     /// An output node wrote a file.
     OutputWritten { node: NodeId, path: PathBuf },
+    /// A node's work in progress as a small RGB picture (sent only to sinks that want previews;
+    /// its pixels are left out of the serialized event).
+    Preview {
+        node: NodeId,
+        width: u32,
+        height: u32,
+        #[serde(skip)]
+        rgb: Arc<[u8]>,
+    },
     /// The run ended; `cancelled` or `failed` tell why it ended early.
     RunFinished {
         executed: usize,
@@ -52,23 +62,39 @@ pub enum Event {
 /// The sending end of the event stream. Cloning shares the stream; sending never blocks and
 /// never fails, so a slow or gone reader cannot stall a run.
 #[derive(Clone, Debug)]
-pub struct EventSink(Option<mpsc::UnboundedSender<Event>>);
+pub struct EventSink {
+    sender: Option<mpsc::UnboundedSender<Event>>,
+    /// Whether nodes should make previews for this stream.
+    previews: bool,
+}
 
 impl EventSink {
     /// A sink and the receiver that reads its events in order.
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        (Self(Some(sender)), receiver)
+        let sink = Self {
+            sender: Some(sender),
+            previews: false,
+        };
+        (sink, receiver)
     }
 
     /// A sink that drops every event, for callers that only want the result.
     pub fn discard() -> Self {
-        Self(None)
+        Self {
+            sender: None,
+            previews: false,
+        }
+    }
+
+    /// The same stream, asking nodes for previews of their work in progress.
+    pub fn with_previews(self) -> Self {
+        Self { previews: true, ..self }
     }
 
     /// Publishes an event.
     pub fn send(&self, event: Event) {
-        if let Some(sender) = &self.0 {
+        if let Some(sender) = &self.sender {
             let _ = sender.send(event);
         }
     }
@@ -108,6 +134,19 @@ impl NodeReporter for NodeEvents {
         self.sink.send(Event::OutputWritten {
             node: self.node.clone(),
             path: path.to_path_buf(),
+        });
+    }
+
+    fn wants_previews(&self) -> bool {
+        self.sink.previews && self.sink.sender.is_some()
+    }
+
+    fn preview(&self, preview: Preview) {
+        self.sink.send(Event::Preview {
+            node: self.node.clone(),
+            width: preview.width,
+            height: preview.height,
+            rgb: preview.rgb,
         });
     }
 }

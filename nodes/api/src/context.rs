@@ -13,6 +13,21 @@ pub trait NodeReporter: Send + Sync {
     fn memory(&self, report: MemoryReport);
     /// A file was written to the output folder.
     fn output_written(&self, path: &Path);
+    /// Whether anyone watches previews: a node makes them only then.
+    fn wants_previews(&self) -> bool;
+    /// A picture of what a long loop has made so far (a sampler's current prediction).
+    fn preview(&self, preview: Preview);
+}
+
+/// A small RGB picture of a node's work in progress, for the clients watching a run.
+#[derive(Clone, Debug)]
+pub struct Preview {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The pixels, row by row, three bytes each.
+    pub rgb: Arc<[u8]>,
 }
 
 /// The run-wide settings and services a node gets when it runs.

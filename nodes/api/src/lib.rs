@@ -31,7 +31,7 @@ mod value;
 
 pub use args::Args;
 pub use cancel::CancelToken;
-pub use context::{NodeReporter, RunContext};
+pub use context::{NodeReporter, Preview, RunContext};
 pub use descriptor::{InputSpec, NodeDescriptor, OutputSpec};
 pub use device::{DeviceParseError, DeviceSpec, VramBudget, VramBudgetParseError};
 pub use error::NodeError;

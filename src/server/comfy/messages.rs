@@ -1,7 +1,8 @@
 //! `/ws?clientId=`: the server's events as ComfyUI's websocket messages. Every client hears the
 //! queue's `status`; a job's own messages (`execution_start`, `execution_cached`, `executing`,
 //! `progress`, `executed`, `execution_success`, `execution_error`, `execution_interrupted`) go
-//! to the client that queued it, or to every client when it named none.
+//! to the client that queued it, or to every client when it named none, and so do the sampler's
+//! previews, as ComfyUI's binary frames (event 1, a preview image; image type 2, PNG).
 
 use super::history::image_reference;
 use super::prompt::Submissions;
@@ -89,6 +90,25 @@ impl Translator {
                 _ => Vec::new(),
             },
         }
+    }
+
+    /// ComfyUI's binary preview frame for `event` when it is a preview of a job this client
+    /// hears: the event type (1) and the image type (2, PNG), each a big-endian u32, then the
+    /// PNG.
+    pub fn preview_frame(&self, event: &ServerEvent, job_of: impl Fn(u64) -> Option<JobInfo>) -> Option<Vec<u8>> {
+        let ServerEvent::Run {
+            job,
+            event: Event::Preview { width, height, rgb, .. },
+            ..
+        } = event
+        else {
+            return None;
+        };
+        job_of(*job).filter(|info| self.hears(info))?;
+        let picture = image::RgbImage::from_raw(*width, *height, rgb.to_vec())?;
+        let mut png = std::io::Cursor::new(Vec::new());
+        picture.write_to(&mut png, image::ImageFormat::Png).ok()?;
+        Some([&1u32.to_be_bytes()[..], &2u32.to_be_bytes(), png.get_ref()].concat())
     }
 
     /// The start or end of `job`, when this client has not been told of it yet.

@@ -334,6 +334,11 @@ async fn stream(socket: WebSocket, client: String, state: Arc<State>) {
         tokio::select! {
             received = events.recv() => match received {
                 Ok(event) => {
+                    if let Some(frame) = translator.preview_frame(&event, |job| state.jobs.get(job)) {
+                        if outgoing.send(Message::binary(frame)).await.is_err() {
+                            return;
+                        }
+                    }
                     for message in translator.translate(&event, &state.submissions, |job| state.jobs.get(job)) {
                         if outgoing.send(text(&message)).await.is_err() {
                             return;

@@ -9,12 +9,13 @@ use super::tensor_error;
 use crate::conditioning::{Conditioning, ConditioningList, SizeIds};
 use crate::device::{candle_device, model_dtype};
 use crate::sampling::{
-    latent_mask, regions, Denoiser, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser, RegionalDenoiser,
-    TextConditioning,
+    latent_mask, latent_preview, regions, Denoiser, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser, RegionalDenoiser,
+    TextConditioning, Watched,
 };
 use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Device};
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use swapgraph_model::{device_memory, reset_peak_memory, Latent, ModelHandle};
@@ -209,12 +210,17 @@ impl NodeType for KSampler {
         };
         let cancelled = Cell::new(false);
         let done = Cell::new(0);
+        let latest = Rc::new(RefCell::new(None));
+        let watching = ctx.reporter.wants_previews();
         let mut after_step = |step: usize, total: usize| -> candle_core::Result<()> {
             if StepClock::marks(step, total) {
                 device.synchronize()?;
                 clock.borrow_mut().step_done(step, total);
             }
             done.set(step);
+            if let Some(denoised) = latest.borrow_mut().take().filter(|_| watching) {
+                ctx.reporter.preview(latent_preview(&denoised)?);
+            }
             ctx.progress(step as u64, total as u64);
             if ctx.cancel.is_cancelled() {
                 cancelled.set(true);
@@ -223,10 +229,14 @@ impl NodeType for KSampler {
             Ok(())
         };
         reset_peak_memory(&device);
+        let mut denoiser = Watched {
+            inner: denoiser.as_mut(),
+            latest: Rc::clone(&latest),
+        };
         let sampled = match &latent.noise_mask {
             None => plan
                 .sampler
-                .sample(denoiser.as_mut(), start, sigmas, noise.as_mut(), &mut after_step),
+                .sample(&mut denoiser, start, sigmas, noise.as_mut(), &mut after_step),
             Some(mask) => {
                 // Fitted to the latents on the host, where masks are made, then moved.
                 let host_mask = mask.to_device(&candle_core::Device::Cpu).map_err(tensor_error)?;
@@ -234,7 +244,7 @@ impl NodeType for KSampler {
                     .and_then(|mask| mask.to_device(&device))
                     .map_err(|e| NodeError::msg(format!("latent_image: {e}")))?;
                 let mut masked = MaskedDenoiser {
-                    inner: denoiser.as_mut(),
+                    inner: &mut denoiser,
                     mask,
                     latents,
                     noise: start_noise,
