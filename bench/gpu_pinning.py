@@ -73,22 +73,20 @@ with ThreadPoolExecutor(THREADS) as pool:
     t = time.time(); list(pool.map(lambda ma: rt.cudaHostRegister(ctypes.c_void_p(ma[1]), CHUNK, 0), maps)); gp = time.time() - t
     [rt.cudaHostUnregister(ctypes.c_void_p(addr)) for _, addr in maps]
 out(route=f"mmap + read, {THREADS} threads, then cudaHostRegister", read_s=r, register_serial_s=g, register_parallel_s=gp, unregister_s=u)
-# Route C: one anonymous region, read in parallel, registered in one call.
-big = mmap.mmap(-1, CHUNK * UNITS, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-base = ctypes.addressof(ctypes.c_char.from_buffer(big))
-with ThreadPoolExecutor(THREADS) as pool:
-    t = time.time(); list(pool.map(lambda i: read_into(base + i * CHUNK, i), range(UNITS))); r = time.time() - t
-t = time.time(); assert rt.cudaHostRegister(ctypes.c_void_p(base), CHUNK * UNITS, 0) == 0; g = time.time() - t
-t = time.time(); rt.cudaHostUnregister(ctypes.c_void_p(base)); u = time.time() - t
-out(route="one region, read in parallel, one cudaHostRegister", read_s=r, register_s=g, unregister_s=u)
-# Transparent huge pages on the region (madvise) before reading.
-big2 = mmap.mmap(-1, CHUNK * UNITS, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-try: big2.madvise(mmap.MADV_HUGEPAGE)
-except Exception as e: out(madvise=str(e))
-base2 = ctypes.addressof(ctypes.c_char.from_buffer(big2))
-with ThreadPoolExecutor(THREADS) as pool:
-    t = time.time(); list(pool.map(lambda i: read_into(base2 + i * CHUNK, i), range(UNITS))); r = time.time() - t
-t = time.time(); assert rt.cudaHostRegister(ctypes.c_void_p(base2), CHUNK * UNITS, 0) == 0; g = time.time() - t
-t = time.time(); rt.cudaHostUnregister(ctypes.c_void_p(base2)); u = time.time() - t
-out(route="one region with MADV_HUGEPAGE, read in parallel, one cudaHostRegister", read_s=r, register_s=g, unregister_s=u)
+# Route C: one anonymous region (with transparent huge pages or not), read in parallel,
+# registered in one call.
+def one_region(huge_pages):
+    region = mmap.mmap(-1, CHUNK * UNITS, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if huge_pages:
+        region.madvise(mmap.MADV_HUGEPAGE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    with ThreadPoolExecutor(THREADS) as pool:
+        t = time.time(); list(pool.map(lambda i: read_into(base + i * CHUNK, i), range(UNITS))); r = time.time() - t
+    t = time.time(); assert rt.cudaHostRegister(ctypes.c_void_p(base), CHUNK * UNITS, 0) == 0; g = time.time() - t
+    t = time.time(); rt.cudaHostUnregister(ctypes.c_void_p(base)); u = time.time() - t
+    pages = " with MADV_HUGEPAGE" if huge_pages else ""
+    out(route=f"one region{pages}, read in parallel, one cudaHostRegister", read_s=r, register_s=g, unregister_s=u)
+
+one_region(False)
+one_region(True)
 out(thp=open("/sys/kernel/mm/transparent_hugepage/enabled").read().strip(), cpus=os.cpu_count())

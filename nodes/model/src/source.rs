@@ -114,6 +114,34 @@ enum Backing {
     },
 }
 
+/// A file format's tensors, read on demand.
+trait StoredTensors {
+    /// The shape of tensor `name`, read without loading it.
+    fn stored_shape(&self, name: &str) -> Option<&[usize]>;
+    /// Tensor `name`, read into host memory.
+    fn read_tensor(&self, name: &str) -> Result<Tensor, String>;
+}
+
+impl StoredTensors for SafetensorsFiles {
+    fn stored_shape(&self, name: &str) -> Option<&[usize]> {
+        self.shape(name)
+    }
+
+    fn read_tensor(&self, name: &str) -> Result<Tensor, String> {
+        self.read(name)
+    }
+}
+
+impl StoredTensors for GgufFile {
+    fn stored_shape(&self, name: &str) -> Option<&[usize]> {
+        self.shape(name)
+    }
+
+    fn read_tensor(&self, name: &str) -> Result<Tensor, String> {
+        self.read(name)
+    }
+}
+
 /// A set of named tensors that models load their weights from.
 pub struct TensorSource {
     backing: Arc<Backing>,
@@ -265,29 +293,8 @@ impl TensorSource {
             message: e.to_string(),
         };
         let stored = match &*self.backing {
-            Backing::Files(files) => {
-                let stored = files.shape(&source_key).ok_or_else(|| missing(source_key.clone()))?;
-                // Check the size before reading: a lying file must not make us read gigabytes.
-                if part == Part::Whole && stored != shape.dims() {
-                    return Err(self.shape_error(&source_key, shape, stored));
-                }
-                files.read(&source_key).map_err(|message| SourceError::Tensor {
-                    source_name: self.name.clone(),
-                    key: source_key.clone(),
-                    message,
-                })?
-            }
-            Backing::Gguf(file) => {
-                let stored = file.shape(&source_key).ok_or_else(|| missing(source_key.clone()))?;
-                if part == Part::Whole && stored != shape.dims() {
-                    return Err(self.shape_error(&source_key, shape, stored));
-                }
-                file.read(&source_key).map_err(|message| SourceError::Tensor {
-                    source_name: self.name.clone(),
-                    key: source_key.clone(),
-                    message,
-                })?
-            }
+            Backing::Files(files) => self.read_checked(files, &source_key, shape, part)?,
+            Backing::Gguf(file) => self.read_checked(file, &source_key, shape, part)?,
             Backing::Memory(tensors) => tensors
                 .get(&source_key)
                 .ok_or_else(|| missing(source_key.clone()))?
@@ -490,6 +497,29 @@ impl TensorSource {
     /// encoders, VAE) rather than unit by unit.
     pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> candle_nn::VarBuilder<'static> {
         candle_nn::VarBuilder::from_backend(Box::new(SourceBackend(Arc::clone(self))), dtype, device.clone())
+    }
+
+    /// Tensor `source_key` of `file`, its size checked against `shape` before it is read (a lying
+    /// file must not make us read gigabytes).
+    fn read_checked(
+        &self,
+        file: &dyn StoredTensors,
+        source_key: &str,
+        shape: &Shape,
+        part: Part,
+    ) -> Result<Tensor, SourceError> {
+        let stored = file.stored_shape(source_key).ok_or_else(|| SourceError::Missing {
+            source_name: self.name.clone(),
+            key: source_key.to_string(),
+        })?;
+        if part == Part::Whole && stored != shape.dims() {
+            return Err(self.shape_error(source_key, shape, stored));
+        }
+        file.read_tensor(source_key).map_err(|message| SourceError::Tensor {
+            source_name: self.name.clone(),
+            key: source_key.to_string(),
+            message,
+        })
     }
 
     fn shape_error(&self, key: &str, expected: &Shape, found: &[usize]) -> SourceError {

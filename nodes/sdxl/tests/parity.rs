@@ -89,25 +89,20 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor) {
     assert_close_to(what, actual, expected, 1e-4);
 }
 
+/// The largest magnitude in `tensor`.
+pub fn largest(tensor: &Tensor) -> f32 {
+    tensor
+        .abs()
+        .and_then(|t| t.max_all())
+        .and_then(|t| t.to_scalar::<f32>())
+        .unwrap()
+}
+
 /// [`assert_close`] within `tolerance` of the reference's largest magnitude.
 pub fn assert_close_to(what: &str, actual: &Tensor, expected: &Tensor, tolerance: f32) {
     assert_eq!(actual.dims(), expected.dims(), "{what}: shapes differ");
-    let difference = (actual - expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = expected
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1e-6);
+    let difference = largest(&(actual - expected).unwrap());
+    let scale = largest(expected).max(1e-6);
     let relative = difference / scale;
     assert!(
         relative <= tolerance,

@@ -2,32 +2,13 @@
 //! rounded the same way: from an 8-bit file, from a scaled 8-bit file (kept in 8 bits with its
 //! scales, and read into f32), and from an f16 file converted when loaded.
 
-use super::unet::input;
+use super::unet::square_case;
 use crate::{assert_close, fixture, load_cases};
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
 use std::sync::Arc;
-use swapgraph_model::{ModelHandle, ResidentStore, TensorSource, WeightStore};
+use swapgraph_model::{ModelHandle, TensorSource};
 use swapgraph_sdxl::checkpoint::unet_file;
 use swapgraph_sdxl::unet::{UNet, UNetConfig};
-
-/// `model`'s output for the UNet fixture's square case, computing in f32 on the CPU, and the
-/// bytes its weights take as kept.
-fn run(model: &ModelHandle) -> (Tensor, u64) {
-    let store = ResidentStore::load(
-        model.network.units().to_vec(),
-        &model.source,
-        model.dtypes(DType::F32),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let kept: u64 = (0..store.units().len())
-        .map(|unit| store.acquire(unit).unwrap().bytes())
-        .sum();
-    let cases = load_cases("unet_cases.safetensors");
-    let input = input(&cases, "square", None);
-    let unet = model.network.as_any().downcast_ref::<UNet>().unwrap();
-    (unet.forward(&store, &input).unwrap(), kept)
-}
 
 /// A UNet-only fixture file in the original layout, at the tiny UNet's sizes.
 fn load(name: &str) -> ModelHandle {
@@ -42,7 +23,7 @@ fn parameters(model: &ModelHandle) -> u64 {
 fn an_eight_bit_file_is_kept_in_eight_bits_and_matches_diffusers() {
     let model = load("unet_fp8.safetensors");
     assert_eq!(model.kept_dtype, Some(DType::F8E4M3), "an 8-bit file stays in 8 bits");
-    let (out, kept) = run(&model);
+    let (out, kept) = square_case(&model);
     assert_eq!(kept, parameters(&model), "one byte per weight");
     assert_close("fp8 file", &out, &load_cases("fp8_cases.safetensors")["fp8.out"]);
 }
@@ -52,10 +33,10 @@ fn a_scaled_file_keeps_its_scales_in_eight_bits_and_applies_them_when_read_wide(
     let model = load("unet_fp8_scaled.safetensors");
     assert_eq!(model.kept_dtype, Some(DType::F8E4M3));
     let cases = load_cases("fp8_cases.safetensors");
-    let (kept_out, kept) = run(&model);
+    let (kept_out, kept) = square_case(&model);
     assert_eq!(kept, parameters(&model));
     assert_close("scaled, kept in 8 bits", &kept_out, &cases["scaled_kept.out"]);
-    let (wide_out, wide) = run(&model.with_kept_dtype(None));
+    let (wide_out, wide) = square_case(&model.with_kept_dtype(None));
     assert_eq!(wide, 4 * parameters(&model));
     assert_close("scaled, read into f32", &wide_out, &cases["scaled_wide.out"]);
 }
@@ -73,7 +54,7 @@ fn an_f16_file_converted_when_loaded_matches_the_eight_bit_file() {
         unreadable.to_string().contains("is a UNet in diffusers' layout"),
         "{unreadable}"
     );
-    let (out, kept) = run(&model.with_kept_dtype(Some(DType::F8E4M3)));
+    let (out, kept) = square_case(&model.with_kept_dtype(Some(DType::F8E4M3)));
     assert_eq!(kept, parameters(&model));
     assert_close(
         "f16 converted to fp8",

@@ -2,27 +2,12 @@
 //! converter) against diffusers' UNet on the weights the gguf package dequantizes; and the same
 //! weights as GGUF and as safetensors.
 
-use super::unet::input;
-use crate::{assert_close, fixture, load_cases};
+use super::unet::square_case;
+use crate::{assert_close, fixture, largest, load_cases};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
-use candle_core::{DType, Device, Tensor};
-use swapgraph_model::{ModelHandle, ResidentStore};
+use candle_core::{DType, Device};
 use swapgraph_sdxl::checkpoint::unet_file;
-use swapgraph_sdxl::unet::{UNet, UNetConfig};
-
-/// `model`'s output for the UNet fixture's square case, in f32 on the CPU.
-fn output(model: &ModelHandle) -> Tensor {
-    let store = ResidentStore::load(
-        model.network.units().to_vec(),
-        &model.source,
-        model.dtypes(DType::F32),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let unet = model.network.as_any().downcast_ref::<UNet>().unwrap();
-    unet.forward(&store, &input(&load_cases("unet_cases.safetensors"), "square", None))
-        .unwrap()
-}
+use swapgraph_sdxl::unet::UNetConfig;
 
 #[test]
 fn a_gguf_unet_reads_every_type_as_the_gguf_package_dequantizes_it_and_matches_diffusers() {
@@ -68,7 +53,7 @@ fn a_gguf_unet_reads_every_type_as_the_gguf_package_dequantizes_it_and_matches_d
         }
     }
     assert_eq!(checked, cases.len() - 1, "every weight of the file is the model's");
-    assert_close("GGUF UNet", &output(&model), &cases["out"]);
+    assert_close("GGUF UNet", &square_case(&model).0, &cases["out"]);
 }
 
 #[test]
@@ -76,7 +61,7 @@ fn the_same_weights_as_gguf_and_as_safetensors_give_the_same_unet_and_q8_0_round
     let dir = tempfile::tempdir().unwrap();
     let file = crate::checkpoint_part("model.diffusion_model.", dir.path(), "unet.safetensors");
     let tiny = || Some(UNetConfig::tiny());
-    let reference = output(&unet_file::load_single_file(&file, tiny()).unwrap());
+    let reference = square_case(&unet_file::load_single_file(&file, tiny()).unwrap()).0;
     let tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
     let architecture = gguf_file::Value::String("sdxl".into());
     let mut difference = Vec::new();
@@ -98,19 +83,10 @@ fn the_same_weights_as_gguf_and_as_safetensors_give_the_same_unet_and_q8_0_round
         )
         .unwrap();
         assert!(unet_file::is_gguf(&path) && !unet_file::is_gguf(&file));
-        let out = output(&unet_file::load_gguf(&path, tiny()).unwrap());
-        difference.push(
-            (out - &reference)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-        );
+        let out = square_case(&unet_file::load_gguf(&path, tiny()).unwrap()).0;
+        difference.push(largest(&(out - &reference).unwrap()));
     }
-    let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = largest(&reference);
     assert_eq!(difference[0], 0.0, "f32 GGUF tensors are the safetensors file's");
     assert!(
         difference[1] > 0.0 && difference[1] < 0.05 * scale,

@@ -142,3 +142,22 @@ fn a_distilled_unet_is_built_from_its_config_and_matches_diffusers() {
     let out = unet.forward(&store, &input(&cases, "distilled", None)).unwrap();
     assert_close("distilled", &out, &cases["distilled.out"]);
 }
+
+/// `model`'s output for the UNet fixture's square case, computing in f32 on the CPU, and the
+/// bytes its weights take as kept.
+pub fn square_case(model: &swapgraph_model::ModelHandle) -> (candle_core::Tensor, u64) {
+    use swapgraph_model::WeightStore;
+    let store = ResidentStore::load(
+        model.network.units().to_vec(),
+        &model.source,
+        model.dtypes(DType::F32),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let kept: u64 = (0..store.units().len())
+        .map(|unit| store.acquire(unit).unwrap().bytes())
+        .sum();
+    let cases = load_cases("unet_cases.safetensors");
+    let unet = model.network.as_any().downcast_ref::<UNet>().unwrap();
+    (unet.forward(&store, &input(&cases, "square", None)).unwrap(), kept)
+}
