@@ -250,6 +250,10 @@ fn doctor_checks_the_cpu_and_says_what_it_cannot_measure() {
     assert_eq!(status("BlockSwap round trip").as_deref(), Some("pass"), "{diagnosis}");
     assert_eq!(status("page-locked memory").as_deref(), Some("skip"));
     assert_eq!(diagnosis["recommendations"], serde_json::json!([]));
+    assert_eq!(diagnosis["weights"], "f32", "the CPU's dtype");
+    let eight_bit = swapgraph(&["doctor", "--device", "cpu", "--json", "--weight-dtype", "fp8_e4m3fn"]);
+    let diagnosis: serde_json::Value = serde_json::from_slice(&eight_bit.stdout).unwrap();
+    assert!(diagnosis["weights"].as_str().unwrap().starts_with("fp8"), "{diagnosis}");
 
     let out = scratch("swapgraph-doctor");
     let preset = out.path().join("preset.json");

@@ -156,7 +156,9 @@ fn plan_for_node(model: &ModelHandle, settings: &SwapSettings, ctx: &RunContext)
         return Err(NodeError::msg(error.to_string()));
     }
     let device = candle_device(ctx.device)?;
-    let swap_plan = plan(units, weight_dtype(&device), settings).map_err(|e| NodeError::msg(e.to_string()))?;
+    // Planned in the bytes the weights are kept in (8-bit weights stream half of f16's).
+    let kept = model.dtypes(weight_dtype(&device)).kept;
+    let swap_plan = plan(units, kept, settings).map_err(|e| NodeError::msg(e.to_string()))?;
     tracing::info!(
         "{}: BlockSwap streams {} of {} units ({}), {} of weights stay on the device",
         ctx.node_id,
@@ -166,7 +168,7 @@ fn plan_for_node(model: &ModelHandle, settings: &SwapSettings, ctx: &RunContext)
         crate::report::mib(swap_plan.device_bytes() as f64)
     );
     if settings.debug {
-        ctx.reporter.memory(plan_report(&swap_plan, settings));
+        ctx.reporter.memory(plan_report(&swap_plan, settings, kept));
     }
     Ok(())
 }

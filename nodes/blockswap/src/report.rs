@@ -3,11 +3,23 @@
 
 use crate::plan::SwapPlan;
 use crate::settings::{Granularity, SwapSettings};
+use candle_core::DType;
 use swapgraph_model::DeviceMemory;
 use swapgraph_node_api::MemoryReport;
 
-/// The summary of a plan, before anything ran.
-pub fn plan_report(plan: &SwapPlan, settings: &SwapSettings) -> MemoryReport {
+/// How weights kept in `dtype` are held and moved, for the summary.
+pub fn kept_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F8E4M3 => "fp8 (e4m3), widened layer by layer as the model runs",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F32 => "f32",
+        _ => "another dtype",
+    }
+}
+
+/// The summary of a plan for weights kept in `kept`, before anything ran.
+pub fn plan_report(plan: &SwapPlan, settings: &SwapSettings, kept: DType) -> MemoryReport {
     let granularity = match settings.granularity {
         Granularity::Unit => format!("unit, prefetch {}", settings.prefetch),
         Granularity::Block => "block".to_string(),
@@ -35,6 +47,7 @@ pub fn plan_report(plan: &SwapPlan, settings: &SwapSettings) -> MemoryReport {
                 ),
             ),
             ("granularity".into(), granularity),
+            ("weights kept in".into(), kept_name(kept).to_string()),
         ],
         ..MemoryReport::default()
     }
@@ -77,9 +90,9 @@ const UNITS_SHOWN: usize = 8;
 
 /// The summary after running: the plan's lines, device and host memory, then transfer totals
 /// and the slowest units with their overlap.
-pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, figures: &RunFigures) -> MemoryReport {
+pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, kept: DType, figures: &RunFigures) -> MemoryReport {
     let host = MemoryReport::of_process("BlockSwap");
-    let mut report = plan_report(plan, settings);
+    let mut report = plan_report(plan, settings, kept);
     report.host_resident_bytes = host.host_resident_bytes;
     report.host_peak_bytes = host.host_peak_bytes;
     if let Some(device) = figures.device {
@@ -157,6 +170,24 @@ mod tests {
         assert_eq!(overlap(10.0, 2.5), "75%");
         assert_eq!(overlap(10.0, 12.0), "0%");
         assert_eq!(overlap(0.0, 0.0), "-");
+    }
+
+    #[test]
+    fn the_summary_says_how_the_weights_are_kept() {
+        let units = vec![swapgraph_model::UnitSpec {
+            name: "mid_block.resnets.0".into(),
+            group: swapgraph_model::UnitGroup::in_block("mid_block", "mid", 0),
+            tensors: vec![("weight".into(), (64usize, 64usize).into())],
+        }];
+        let settings = SwapSettings {
+            blocks_to_swap: 1,
+            ..SwapSettings::default()
+        };
+        let plan = crate::plan::plan(&units, DType::F8E4M3, &settings).unwrap();
+        let report = plan_report(&plan, &settings, DType::F8E4M3);
+        let kept = report.details.iter().find(|(name, _)| name == "weights kept in");
+        assert_eq!(kept.map(|(_, value)| value.as_str()), Some(kept_name(DType::F8E4M3)));
+        assert!(kept_name(DType::F8E4M3).starts_with("fp8"));
     }
 
     #[test]

@@ -342,7 +342,12 @@ impl WeightStore for SwapStore {
         if !self.settings.debug {
             return None;
         }
-        Some(crate::report::run_report(&self.plan, &self.settings, &self.figures()))
+        Some(crate::report::run_report(
+            &self.plan,
+            &self.settings,
+            self.dtypes.kept,
+            &self.figures(),
+        ))
     }
 }
 

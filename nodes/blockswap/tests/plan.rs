@@ -299,6 +299,21 @@ fn recommendations_follow_free_memory_and_activations() {
         "{:?}",
         small.fit
     );
+
+    // Kept in 8 bits, half the bytes: where f16 streams, the UNet fits whole, and where f16
+    // does not fit even streamed, it streams.
+    let eight_bit = recommend(&units, DType::F8E4M3, free, companions, 1024, activations).unwrap();
+    assert_eq!(eight_bit.fit, Fit::Resident);
+    let small_fp8 = recommend(&units, DType::F8E4M3, 3 * GIB, 2 * GIB, 1280, 850 * MIB).unwrap();
+    let minimum = |fit: &Fit| match fit {
+        Fit::TooSmall { minimum_mb, .. } => *minimum_mb,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        minimum(&small_fp8.fit) * 2,
+        minimum(&small.fit),
+        "streaming in 8 bits needs half the room"
+    );
 }
 
 #[test]

@@ -46,6 +46,11 @@ struct DoctorArgs {
     /// Print the checks and recommendations as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// How the UNet's weights are kept for the recommendations: default (the device's dtype, f16
+    /// on GPUs) or fp8_e4m3fn (8-bit floats, as UNETLoader keeps them: half the bytes to hold
+    /// and to stream).
+    #[arg(long, default_value = "default", value_parser = ["default", "fp8_e4m3fn"])]
+    weight_dtype: String,
     /// Write the 1024x1024 recommendation as a BlockSwap preset file (the keys
     /// enable_blockswap, blockswap_blocks, ...), for `run --blockswap-preset`.
     #[arg(long, value_name = "FILE")]
@@ -94,7 +99,8 @@ fn doctor(args: DoctorArgs, family: &dyn StreamedFamily, context: &CommandContex
             return FAILED;
         }
     };
-    let diagnosis = diagnose(&device, family);
+    let kept = (args.weight_dtype == "fp8_e4m3fn").then_some(candle_core::DType::F8E4M3);
+    let diagnosis = diagnose(&device, family, kept);
     let checked = match check_workflow(&args, context) {
         Ok(checked) => checked,
         Err(e) => {
@@ -200,8 +206,8 @@ fn describe(diagnosis: &Diagnosis, device: &str) -> String {
     }
     if !diagnosis.recommendations.is_empty() {
         text += &format!(
-            "Recommended BlockSwap settings for the {} (f16), from this device's free memory:\n",
-            diagnosis.model
+            "Recommended BlockSwap settings for the {} ({}), from this device's free memory:\n",
+            diagnosis.model, diagnosis.weights
         );
     }
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;

@@ -12,6 +12,7 @@ pub use recommend::{recommend, Fit, Recommendation, HEADROOM_FRACTION};
 pub use round_trip::{round_trip, RoundTrip};
 
 use crate::probe::probe_transfers;
+use candle_core::DType;
 use candle_core::Device;
 use swapgraph_model::{device_info, device_memory, weight_dtype, StreamedFamily};
 
@@ -49,6 +50,8 @@ pub struct Check {
 pub struct Diagnosis {
     /// The network the recommendations are for, e.g. "SDXL UNet".
     pub model: &'static str,
+    /// How its weights are kept for the recommendations (f16, or fp8 (e4m3)).
+    pub weights: &'static str,
     /// The checks, in the order they ran.
     pub checks: Vec<Check>,
     /// Settings per resolution (GPU only).
@@ -73,10 +76,13 @@ impl Diagnosis {
 }
 
 /// Runs every check on `device` (already opened by the caller, which reports failing to open
-/// it), streaming and sizing a model of `family`.
-pub fn diagnose(device: &Device, family: &dyn StreamedFamily) -> Diagnosis {
+/// it), streaming and sizing a model of `family` whose weights are kept in `kept` (`None`: the
+/// device's dtype).
+pub fn diagnose(device: &Device, family: &dyn StreamedFamily, kept: Option<DType>) -> Diagnosis {
+    let kept = kept.unwrap_or_else(|| weight_dtype(device));
     let mut diagnosis = Diagnosis {
         model: family.name(),
+        weights: crate::report::kept_name(kept),
         ..Diagnosis::default()
     };
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
@@ -165,13 +171,14 @@ pub fn diagnose(device: &Device, family: &dyn StreamedFamily) -> Diagnosis {
         Err(reason) => diagnosis.push("BlockSwap round trip", Status::Fail, reason),
     }
     if let Some(memory) = device_memory(device) {
-        recommend_all(device, memory.free, family, &mut diagnosis);
+        recommend_all(device, memory.free, family, kept, &mut diagnosis);
     }
     diagnosis
 }
 
-/// Measures activations per resolution and recommends settings for `family`'s network.
-fn recommend_all(device: &Device, free: u64, family: &dyn StreamedFamily, diagnosis: &mut Diagnosis) {
+/// Measures activations per resolution and recommends settings for `family`'s network, its
+/// weights kept in `kept`.
+fn recommend_all(device: &Device, free: u64, family: &dyn StreamedFamily, kept: DType, diagnosis: &mut Diagnosis) {
     let dtype = weight_dtype(device);
     let name = family.name();
     let units = match family.units() {
@@ -201,7 +208,7 @@ fn recommend_all(device: &Device, free: u64, family: &dyn StreamedFamily, diagno
                 continue;
             }
         };
-        match recommend(&units, dtype, free, companions, resolution, activations) {
+        match recommend(&units, kept, free, companions, resolution, activations) {
             Ok(recommendation) => diagnosis.recommendations.push(recommendation),
             Err(e) => diagnosis.push("recommendations", Status::Fail, e.to_string()),
         }
