@@ -48,3 +48,24 @@ fn instantid_on_combined_conditionings_is_refused_before_any_work() {
         "{error}"
     );
 }
+
+#[test]
+fn a_second_controlnet_on_a_conditioning_is_refused_rather_than_dropping_the_first() {
+    // InstantID, then a second ControlNet (as ComfyUI_InstantID's depth example chains them).
+    let main = std::fs::read_to_string("workflows/instantid_blockswap.yaml").unwrap();
+    let chained = main
+        .replace(
+            "positive: apply.positive, negative: apply.negative",
+            "positive: depth.positive, negative: depth.negative",
+        )
+        .replacen(
+            "nodes:\n",
+            "nodes:\n  depth:\n    type: ControlNetApplyAdvanced\n    inputs: { positive: apply.positive, negative: apply.negative, control_net: controlnet.control_net, image: reference.image }\n",
+            1,
+        );
+    let error = run_error("chained", &chained);
+    assert!(
+        error.contains("depth.positive") && error.contains("carries a ControlNet already"),
+        "{error}"
+    );
+}

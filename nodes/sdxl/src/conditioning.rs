@@ -200,6 +200,45 @@ impl Conditioning {
             placement: Placement::default(),
         }
     }
+
+    /// The same conditioning with `hint` attached. One that already carries a ControlNet is
+    /// refused: ComfyUI chains ControlNets (their residuals summed), which is not built here,
+    /// and replacing the earlier one would drop it without a word.
+    ///
+    /// # Errors
+    /// A conditioning that carries a ControlNet already.
+    pub fn with_control(self, hint: Arc<ControlHint>) -> std::result::Result<Self, String> {
+        if let Some(earlier) = &self.control {
+            return Err(format!(
+                "the conditioning carries a ControlNet already (\"{}\"); chaining ControlNets is not supported: \
+                 apply one ControlNet (or one InstantID) to each conditioning",
+                earlier.controlnet.name
+            ));
+        }
+        Ok(Self {
+            control: Some(hint),
+            ..self
+        })
+    }
+
+    /// The same conditioning with `prompt` attached. One that already carries image tokens is
+    /// refused, as [`Conditioning::with_control`] refuses a second ControlNet.
+    ///
+    /// # Errors
+    /// A conditioning that carries image tokens already.
+    pub fn with_image_prompt(self, prompt: Arc<ImagePrompt>) -> std::result::Result<Self, String> {
+        if self.image_prompt.is_some() {
+            return Err(
+                "the conditioning carries image tokens already (an earlier InstantID or IP-Adapter); applying a \
+                 second one to it is not supported"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            image_prompt: Some(prompt),
+            ..self
+        })
+    }
 }
 
 /// A text encoder whose master is `source`, built on a device when a prompt is encoded there and

@@ -257,28 +257,29 @@ fn attach(
     };
     let controlnet = (*args.handle::<ModelHandle>("control_net")?).clone();
     let side = |name: &str, tokens: &Tensor| -> Result<Value, NodeError> {
-        let attached = args
-            .handle::<ConditioningList>(name)?
-            .map(|mut conditioning| -> Result<_, NodeError> {
-                conditioning.control = Some(Arc::new(ControlHint {
-                    controlnet: controlnet.clone(),
-                    hint: keypoints.clone(),
-                    strength: params.cn_strength,
-                    start_percent: params.start_at,
-                    end_percent: params.end_at,
-                    context: Some(tokens.clone()),
-                    region: region.clone(),
-                }));
-                conditioning.image_prompt = Some(Arc::new(ImagePrompt {
-                    layers: Arc::clone(&adapter.weights.layers),
-                    tokens: tokens.clone(),
-                    weight: params.ip_weight,
-                    start_percent: params.start_at,
-                    end_percent: params.end_at,
-                    region: region.clone(),
-                }));
-                Ok(conditioning)
-            })?;
+        let attached = args.handle::<ConditioningList>(name)?.map(|conditioning| {
+            let hint = Arc::new(ControlHint {
+                controlnet: controlnet.clone(),
+                hint: keypoints.clone(),
+                strength: params.cn_strength,
+                start_percent: params.start_at,
+                end_percent: params.end_at,
+                context: Some(tokens.clone()),
+                region: region.clone(),
+            });
+            let prompt = Arc::new(ImagePrompt {
+                layers: Arc::clone(&adapter.weights.layers),
+                tokens: tokens.clone(),
+                weight: params.ip_weight,
+                start_percent: params.start_at,
+                end_percent: params.end_at,
+                region: region.clone(),
+            });
+            conditioning
+                .with_control(hint)
+                .and_then(|c| c.with_image_prompt(prompt))
+                .map_err(|e| NodeError::msg(format!("{}.{name}: {e}", ctx.node_id)))
+        })?;
         Ok(Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(attached))))
     };
     let model = args.handle::<ModelHandle>("model")?;

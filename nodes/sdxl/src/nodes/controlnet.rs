@@ -91,7 +91,7 @@ impl NodeType for ControlNetApplyAdvanced {
         &self.descriptor
     }
 
-    fn run(&self, args: &Args, _ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let image = args.handle::<Image>("image")?;
         let steer = ControlStrength::from_args(args)?;
         let hint = Arc::new(ControlHint {
@@ -104,12 +104,11 @@ impl NodeType for ControlNetApplyAdvanced {
             region: None,
         });
         let attach = |name: &str| -> Result<Value, NodeError> {
-            let attached = args
-                .handle::<ConditioningList>(name)?
-                .map(|mut conditioning| -> Result<_, NodeError> {
-                    conditioning.control = Some(Arc::clone(&hint));
-                    Ok(conditioning)
-                })?;
+            let attached = args.handle::<ConditioningList>(name)?.map(|conditioning| {
+                conditioning
+                    .with_control(Arc::clone(&hint))
+                    .map_err(|e| NodeError::msg(format!("{}.{name}: {e}", ctx.node_id)))
+            })?;
             Ok(Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(attached))))
         };
         Ok(vec![attach("positive")?, attach("negative")?])
