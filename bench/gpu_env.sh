@@ -1,7 +1,7 @@
 # Sourced by the bench/gpu_*.sh scripts on the GPU machine: unpacks .gpu/'s binaries (and
 # .gpu/before/'s), puts CUDA 13's libraries and cuDNN 9 from PyTorch's wheels on the library
 # path, and writes the card and the date to $OUT/card.txt; hold() leaves a card only so much
-# free memory, as a smaller card would.
+# free memory, as a smaller card would, and write_models() writes the main job's models.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -39,4 +39,30 @@ time.sleep(3600)
 PY
   HOLDER=$!
   for _ in $(seq 600); do [ -s "$2" ] && break; sleep 0.1; done
+}
+
+# Writes the main job's models into $1 at real size with random weights, in their published
+# formats: a single-file SDXL checkpoint, a diffusers ControlNet folder and InstantID's
+# ip-adapter.bin (the built-in random models' weights, written by .gpu/write_models).
+write_models() {
+  .gpu/write_models "$1" || return 1
+  python3 - "$1" <<'PY' || return 1
+# InstantID publishes its adapter as a PyTorch file: rewrite the safetensors file as one.
+import json, struct, sys
+import numpy as np, torch
+folder = sys.argv[1]
+with open(f"{folder}/ip-adapter.safetensors", "rb") as f:
+    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    data = f.read()
+state = {"image_proj": {}, "ip_adapter": {}}
+for name, entry in header.items():
+    if name == "__metadata__":
+        continue
+    part, key = name.split(".", 1)
+    begin, end = entry["data_offsets"]
+    values = np.frombuffer(data[begin:end], dtype=np.float16).reshape(entry["shape"])
+    state[part][key] = torch.from_numpy(values.copy())
+torch.save(state, f"{folder}/ip-adapter.bin")
+PY
+  rm "$1/ip-adapter.safetensors"
 }

@@ -22,26 +22,7 @@ mkdir -p "$LOGS" "$MODELS"
 
 echo "== writing the models"
 SECONDS=0
-.gpu/write_models "$MODELS" || exit 1
-python3 - "$MODELS" <<'PY' || exit 1
-# InstantID publishes its adapter as a PyTorch file: rewrite the safetensors file as one.
-import json, struct, sys
-import numpy as np, torch
-folder = sys.argv[1]
-with open(f"{folder}/ip-adapter.safetensors", "rb") as f:
-    header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-    data = f.read()
-state = {"image_proj": {}, "ip_adapter": {}}
-for name, entry in header.items():
-    if name == "__metadata__":
-        continue
-    part, key = name.split(".", 1)
-    begin, end = entry["data_offsets"]
-    values = np.frombuffer(data[begin:end], dtype=np.float16).reshape(entry["shape"])
-    state[part][key] = torch.from_numpy(values.copy())
-torch.save(state, f"{folder}/ip-adapter.bin")
-PY
-rm "$MODELS/ip-adapter.safetensors"
+write_models "$MODELS" || exit 1
 echo "written in ${SECONDS} s:"; du -sh "$MODELS"/*
 # The host peak's target: the models' bytes as they run (all f16 but the VAE, which runs in f32)
 # and 2 GiB for the rest.
