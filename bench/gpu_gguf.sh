@@ -64,46 +64,19 @@ for unet in checkpoint unet_q8_0.gguf unet_q4_0.gguf; do
         -e "s/^nodes:$/nodes:\n  unet:\n    type: UnetLoaderGGUF\n    params: { unet_name: $unet }/" \
         workflows/instantid_blockswap.yaml > "$workflow"
   fi
-  RUST_LOG=info python3 - "/tmp/gguf_$unet.log" .gpu/swapgraph run "$workflow" --device cuda:0 \
-    --output-dir "/tmp/gguf-out-$unet" $FILES $SIZE <<'PY'
-import json, resource, subprocess, sys, time
-start = time.time()
-with open(sys.argv[1], "w") as log:
-    code = subprocess.run(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT, timeout=400).returncode
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-json.dump({"exit": code, "wall_s": round(time.time() - start, 1), "host_peak_gib": round(peak / 2**30, 2)},
-          open(sys.argv[1] + ".json", "w"))
-PY
+  RUST_LOG=info python3 bench/run_log.py run "/tmp/gguf_$unet.log" -- .gpu/swapgraph run "$workflow" --device cuda:0 \
+    --output-dir "/tmp/gguf-out-$unet" $FILES $SIZE
   python3 - "$unet" <<'PY' | tee -a "$OUT/gguf.jsonl"
-import glob, json, re, sys
-import numpy as np
-from PIL import Image
+import json, re, sys
+sys.path.insert(0, "bench")
+from run_log import image_difference, timings
 unet = sys.argv[1]
-row = {"unet": unet, **json.load(open(f"/tmp/gguf_{unet}.log.json"))}
 text = open(f"/tmp/gguf_{unet}.log").read()
-timed = re.search(r"UNet weights ready in (\d+) ms(?:, ControlNet weights in (\d+) ms)?, first step (\d+) ms.*?then ([0-9.]+) ms per step", text)
-if timed:
-    row["unet_weights_ready_ms"] = int(timed.group(1))
-    row["per_step_ms"] = float(timed.group(4))
-row["nodes_ms"] = {m.group(1): round(float(m.group(2))) for m in re.finditer(r"(\S+ \(\w+\)) finished in ([0-9.]+) ms", text)}
+row = {"unet": unet, **json.load(open(f"/tmp/gguf_{unet}.log.json")), **timings(text)}
 types = re.search(r"GGUF tensor types ([^\n]*)", text)
 if types:
     row["types"] = types.group(1)
-checked = re.search(r"checked in (\d+) ms \[(.*?)\]", text)
-if checked:
-    row["check_ms"], row["check_nodes"] = int(checked.group(1)), checked.group(2)
-images = sorted(glob.glob(f"/tmp/gguf-out-{unet}/instantid/*.png"))
-if images:
-    image = np.asarray(Image.open(images[0])).astype(np.int32)
-    if unet == "checkpoint":
-        np.save("/tmp/gguf_f16.npy", image)
-    else:
-        f16 = np.load("/tmp/gguf_f16.npy")
-        row["mean_abs_diff_vs_f16"] = round(float(np.abs(image - f16).mean()), 2)
-        row["max_abs_diff_vs_f16"] = int(np.abs(image - f16).max())
-errors = [l for l in text.splitlines() if "ERROR" in l]
-if errors:
-    row["error"] = errors[-1][-600:]
+row.update(image_difference(f"/tmp/gguf-out-{unet}/instantid", "/tmp/gguf_f16.npy", unet == "checkpoint"))
 print(json.dumps(row))
 PY
 done

@@ -43,59 +43,32 @@ measure() {
   local before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$LOGS/smi_$label.txt" &
   local smi=$!
-  RUST_LOG=info,swapgraph_model=debug python3 - "$LOGS/small_$label.txt" "$LOGS/run_$label.json" .gpu/swapgraph run workflows/instantid_blockswap.yaml \
-    --device cuda:0 --output-dir "/tmp/small-$label" $models $SIZE <<'PY'
-import json, resource, subprocess, sys, time
-start = time.time()
-with open(sys.argv[1], "w") as log:
-    code = subprocess.run(sys.argv[3:], stdout=log, stderr=subprocess.STDOUT, timeout=400).returncode
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-json.dump({"exit": code, "wall_s": round(time.time() - start, 1), "host_peak_gib": round(peak / 2**30, 2)}, open(sys.argv[2], "w"))
-PY
+  RUST_LOG=info,swapgraph_model=debug python3 bench/run_log.py run "$LOGS/small_$label.txt" -- .gpu/swapgraph run \
+    workflows/instantid_blockswap.yaml --device cuda:0 --output-dir "/tmp/small-$label" $models $SIZE
   kill $smi; wait $smi 2>/dev/null
   [ -n "$holder" ] && { kill $holder; wait $holder 2>/dev/null; }
   python3 - "$label" "$free_gib" "$LOGS" "$before" <<'PY' | tee -a "$OUT/small_card.jsonl"
-import glob, json, re, sys
-import numpy as np
-from PIL import Image
+import json, re, sys
+sys.path.insert(0, "bench")
+from run_log import image_difference, timings
 label, free_gib, out, before = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-row = {"run": label, "free_gib": free_gib, **json.load(open(f"{out}/run_{label}.json"))}
+text = open(f"{out}/small_{label}.txt").read()
+row = {"run": label, "free_gib": free_gib, **json.load(open(f"{out}/small_{label}.txt.json")), **timings(text)}
 peak = max(int(line) for line in open(f"{out}/smi_{label}.txt") if line.strip())
 row["device_peak_gib"] = round((peak - before) / 1024, 2)
-text = open(f"{out}/small_{label}.txt").read()
 found = re.search(r"sample \(KSampler\) finished in ([0-9.]+) ms", text)
 if found:
     row["sampling_s"] = round(float(found.group(1)) / 1000, 2)
     row["per_step_ms_with_one_off"] = round(float(found.group(1)) / 30, 1)
-timed = re.search(r"UNet weights ready in (\d+) ms(?:, ControlNet weights in (\d+) ms)?, first step (\d+) ms.*?then ([0-9.]+) ms per step", text)
-if timed:
-    row["weights_ready_ms"] = int(timed.group(1)) + int(timed.group(2) or 0)
-    row["first_step_ms"] = int(timed.group(3))
-    row["per_step_ms"] = float(timed.group(4))
-row["nodes_ms"] = {m.group(1): round(float(m.group(2))) for m in re.finditer(r"(\S+ \(\w+\)) finished in ([0-9.]+) ms", text)}
 row["nvrtc_compiled"] = len(re.findall(r"with NVRTC in", text))
 tiles = re.search(r"decoding \d+x\d+ in tiles of (\d+) pixels", text)
 row["decode"] = f"tiles of {tiles.group(1)}" if tiles else "whole"
 row["streaming"] = re.findall(r"leaves (\d+) MiB for the weights of (\S+)", text)
-images = sorted(glob.glob(f"/tmp/small-{label}/instantid/*.png"))
-if images:
-    image = np.asarray(Image.open(images[0])).astype(np.int32)
-    if label == "whole":
-        np.save("/tmp/whole.npy", image)
-    else:
-        whole = np.load("/tmp/whole.npy")
-        row["mean_abs_diff_vs_whole"] = round(float(np.abs(image - whole).mean()), 3)
-        row["max_abs_diff_vs_whole"] = int(np.abs(image - whole).max())
-checked = re.search(r"checked in (\d+) ms \[(.*?)\]: the workflow needs ([0-9.]+) GiB", text)
-if checked:
-    row["check_ms"], row["least_gib"] = int(checked.group(1)), float(checked.group(3))
-    row["check_nodes"] = checked.group(2)
+difference = image_difference(f"/tmp/small-{label}/instantid", "/tmp/whole.npy", label == "whole")
+row.update({f"{key}_vs_whole": value for key, value in difference.items()})
 refusal = text.find("cannot run this workflow")
 if refusal >= 0:
     row["refused"] = text[refusal:refusal + 1500]
-errors = [l for l in text.splitlines() if "ERROR" in l or "failed" in l]
-if errors:
-    row["error"] = errors[-1][-600:]
 print(json.dumps(row))
 PY
   { echo "== $label"; grep -v "^ *[0-9]*: <unknown>" "$LOGS/small_$label.txt" | cut -c1-400; } >> "$OUT/logs.txt"
