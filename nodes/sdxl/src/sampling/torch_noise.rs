@@ -272,6 +272,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn numbered_latents_take_their_numbers_noise_and_numbers_must_match_the_batch() {
+        let shape = [3, 4, 2, 2];
+        let (whole, _) = SeedNoise::ComfyUi.draw(7, &shape, None, &Device::Cpu).unwrap();
+        let (picked, _) = SeedNoise::ComfyUi
+            .draw(7, &[2, 4, 2, 2], Some(&[2, 0]), &Device::Cpu)
+            .unwrap();
+        let row = |t: &Tensor, i: usize| t.get(i).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(row(&picked, 0), row(&whole, 2));
+        assert_eq!(row(&picked, 1), row(&whole, 0));
+        let error = SeedNoise::ComfyUi
+            .draw(7, &shape, Some(&[0, 1]), &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("2 batch numbers for a batch of 3"), "{error}");
+    }
+
+    #[test]
     fn the_generator_is_the_reference_mersenne_twister() {
         // The 10000th output of MT19937 seeded with 5489 (C++'s std::mt19937 check value).
         let mut engine = Mt19937::new(5489);
