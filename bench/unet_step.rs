@@ -1,7 +1,7 @@
 //! SDXL-size UNet steps on a device, resident or through BlockSwap, with seeded random weights:
 //! the figures BlockSwap's promises are measured by.
 //!
-//! `cargo bench --bench unet_step [--features cuda] -- --device cuda:0 --latent 128 --steps 10 [--weights fp8]
+//! `cargo bench --bench unet_step [--features cuda] -- --device cuda:0 --latent 128 --steps 10 [--weights fp8|fp8-fast]
 //! --configs none,blocks:3/p1,blocks:3/sync,budget:4096/p2/debug`
 //!
 //! Each configuration is a swap choice (`none`, `blocks:N`, `budget:MB`) with optional modifiers:
@@ -128,12 +128,15 @@ fn main() {
         .any(|a| a == "--bandwidth-gb-s")
         .then(|| value("--bandwidth-gb-s", "").parse().expect("--bandwidth-gb-s GB/s"));
     let dtype = weight_dtype(&device);
-    // `--weights fp8` keeps the weights in 8-bit floats, widened layer by layer as the UNet runs.
-    let kept = match value("--weights", "compute").as_str() {
-        "compute" => dtype,
-        "fp8" => DType::F8E4M3,
+    // `--weights fp8` keeps the weights in 8-bit floats, widened layer by layer as the UNet runs;
+    // `fp8-fast` multiplies them as kept in the linear layers (`fp8_e4m3fn_fast`).
+    let weights = value("--weights", "compute");
+    let (kept, eight_bit_products) = match weights.as_str() {
+        "compute" => (dtype, false),
+        "fp8" => (DType::F8E4M3, false),
+        "fp8-fast" => (DType::F8E4M3, true),
         other => {
-            eprintln!("unet_step: --weights is compute or fp8, not `{other}`");
+            eprintln!("unet_step: --weights is compute, fp8 or fp8-fast, not `{other}`");
             std::process::exit(2);
         }
     };
@@ -158,7 +161,8 @@ fn main() {
         Arc::new(unet),
         Arc::new(TensorSource::from_tensors("random", random_weights(&units, kept))),
     )
-    .with_kept_dtype(Some(kept));
+    .with_kept_dtype(Some(kept))
+    .with_eight_bit_products(eight_bit_products);
     let unet = model.network.as_any().downcast_ref::<UNet>().expect("a UNet");
     let inputs = Inputs::new(&cfg, latent, dtype, &device).expect("inputs");
     let mut resident_output: Option<Vec<f32>> = None;
@@ -367,6 +371,7 @@ fn main() {
                 "latent": latent,
                 "dtype": format!("{dtype:?}"),
                 "weights": format!("{kept:?}"),
+                "eight_bit_products": eight_bit_products,
                 "median_ms": round(median, 1),
                 "context_projection_ms": round(projection_ms, 1),
                 "min_ms": round(times[0], 1),

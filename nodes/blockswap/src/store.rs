@@ -313,7 +313,9 @@ impl WeightStore for SwapStore {
     }
 
     fn acquire(&self, unit: usize) -> Result<UnitWeights> {
-        let weights = self.acquire_unscaled(unit)?;
+        let weights = self
+            .acquire_unscaled(unit)?
+            .with_eight_bit_products(self.dtypes.eight_bit_products);
         Ok(match self.scales.get(unit) {
             Some(scales) if !scales.is_empty() => weights.with_scales(Arc::clone(scales)),
             _ => weights,
@@ -516,6 +518,7 @@ mod tests {
         let dtypes = WeightDTypes {
             compute: DType::F32,
             kept: DType::F8E4M3,
+            eight_bit_products: false,
         };
         let resident = ResidentStore::load(units.clone(), &source, dtypes, &Device::Cpu).unwrap();
         let settings = SwapSettings::default();

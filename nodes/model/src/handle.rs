@@ -171,6 +171,9 @@ pub struct ModelHandle {
     /// The dtype the weights are kept and moved in when not the one the model computes in
     /// (8-bit floats: half the memory and transfers of f16); `None`: the compute dtype.
     pub kept_dtype: Option<DType>,
+    /// Whether linear layers whose weights are kept in 8 bits multiply them as kept, on 8-bit
+    /// tensor cores, with their inputs rounded to 8 bits (ComfyUI's `fp8_e4m3fn_fast`).
+    pub eight_bit_products: bool,
 }
 
 impl ModelHandle {
@@ -183,6 +186,7 @@ impl ModelHandle {
             placement: Arc::new(Resident::default()),
             companion_placement: None,
             kept_dtype: None,
+            eight_bit_products: false,
         }
     }
 
@@ -194,11 +198,21 @@ impl ModelHandle {
         }
     }
 
+    /// The same model with its linear layers' products taken in 8 bits (`on`) where their
+    /// weights are kept in 8 bits, or widened to the compute dtype.
+    pub fn with_eight_bit_products(&self, on: bool) -> Self {
+        Self {
+            eight_bit_products: on,
+            ..self.clone()
+        }
+    }
+
     /// The dtypes the model's weights are kept in and computed in when it computes in `compute`.
     pub fn dtypes(&self, compute: DType) -> WeightDTypes {
         WeightDTypes {
             compute,
             kept: self.kept_dtype.unwrap_or(compute),
+            eight_bit_products: self.eight_bit_products,
         }
     }
 

@@ -36,3 +36,4 @@ pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{load_unit, ResidentStore, UnitWeights, WeightDTypes, WeightStore};
 pub use unit::{UnitGroup, UnitSpec};
 pub use values::{Image, Latent, Mask};
+pub use widen::{to_e4m3, widen, E4M3_MAX};

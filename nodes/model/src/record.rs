@@ -21,8 +21,10 @@ impl SimpleBackend for Recorder {
         candle_core::bail!("recording builder cannot answer an unchecked request for {name}")
     }
 
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
+    /// Every tensor a layer might ask for, except the scales that stores offer beside weights
+    /// kept in 8 bits: those are never parameters of their own.
+    fn contains_tensor(&self, name: &str) -> bool {
+        !name.ends_with(crate::store::SCALE_SUFFIX)
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub struct UnitWeights {
     tensors: Arc<HashMap<String, Tensor>>,
     scales: Arc<HashMap<String, f64>>,
+    eight_bit_products: bool,
 }
 
 impl UnitWeights {
@@ -22,6 +23,7 @@ impl UnitWeights {
         Self {
             tensors: Arc::new(tensors),
             scales: Arc::default(),
+            eight_bit_products: false,
         }
     }
 
@@ -31,8 +33,22 @@ impl UnitWeights {
         Self { scales, ..self }
     }
 
+    /// The same weights, offered to layers that take their products in 8 bits when `on` (see
+    /// [`var_builder`](Self::var_builder)).
+    pub fn with_eight_bit_products(self, on: bool) -> Self {
+        Self {
+            eight_bit_products: on,
+            ..self
+        }
+    }
+
     /// A builder that unit layers are constructed from, exactly as from a checkpoint: weights
     /// kept in another dtype (8-bit floats) are widened to `dtype` as each layer asks for them.
+    ///
+    /// With 8-bit products, a layer whose `weight` is kept in 8 bits also finds its
+    /// `scale_weight` (the name scaled 8-bit files give it), a host f32 scalar, 1 where the
+    /// file had none: it then asks for `weight` in its kept dtype and gets it as stored, to
+    /// multiply on 8-bit tensor cores with that scale.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
     }
@@ -46,18 +62,51 @@ impl UnitWeights {
     }
 }
 
+/// The suffix under which a weight kept in 8 bits offers its scale to layers that take their
+/// products in 8 bits.
+pub(crate) const SCALE_SUFFIX: &str = "scale_weight";
+
 impl UnitWeights {
-    /// Tensor `name` widened to `dtype` and multiplied by its scale, if it has one.
-    fn widened(&self, name: &str, dtype: DType) -> Result<Tensor> {
-        let tensor = self
-            .tensors
+    fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
             .get(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
+            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())
+    }
+
+    /// The weight whose scale `name` names (`x.scale_weight` for `x.weight`), when it is
+    /// offered for 8-bit products.
+    fn scaled_weight_of(&self, name: &str) -> Option<String> {
+        let layer = name.strip_suffix(SCALE_SUFFIX)?;
+        let weight = format!("{layer}weight");
+        let kept_in_eight_bits = self.tensors.get(&weight)?.dtype() == DType::F8E4M3;
+        (self.eight_bit_products && kept_in_eight_bits).then_some(weight)
+    }
+
+    /// Tensor `name` as a layer asks for it: its scale as a host scalar, as stored when kept and
+    /// asked in 8 bits with 8-bit products, else widened to `dtype` and multiplied
+    /// by its scale, if it has one.
+    fn widened(&self, name: &str, dtype: DType) -> Result<Tensor> {
+        if let Some(weight) = self.scaled_weight_of(name) {
+            let scale = self.scales.get(&weight).copied().unwrap_or(1.0);
+            return Tensor::new(scale, &Device::Cpu)?.to_dtype(dtype);
+        }
+        let tensor = self.tensor(name)?;
+        if self.eight_bit_products && tensor.dtype() == DType::F8E4M3 && dtype == DType::F8E4M3 {
+            return Ok(tensor.clone());
+        }
         let tensor = widen(tensor, dtype)?;
         match self.scales.get(name) {
             Some(&scale) => tensor.affine(scale, 0.0),
             None => Ok(tensor),
         }
+    }
+
+    /// `tensor` on `device`, except a scale, which stays on the host.
+    fn placed(&self, name: &str, tensor: Tensor, device: &Device) -> Result<Tensor> {
+        if self.scaled_weight_of(name).is_some() {
+            return Ok(tensor);
+        }
+        tensor.to_device(device)
     }
 }
 
@@ -72,27 +121,31 @@ impl SimpleBackend for UnitWeights {
             }
             .bt());
         }
-        tensor.to_device(device)
+        self.placed(name, tensor, device)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        self.widened(name, dtype)?.to_device(device)
+        let tensor = self.widened(name, dtype)?;
+        self.placed(name, tensor, device)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.scaled_weight_of(name).is_some()
     }
 }
 
 /// The dtype a model computes in, and the one its weights are kept and moved in: the same, or
 /// 8-bit floats (half the bytes of f16 to hold and to stream), widened layer by layer as the
-/// model runs.
+/// model runs or, for linear layers with 8-bit products, multiplied as kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct WeightDTypes {
     /// The dtype layers compute in.
     pub compute: DType,
     /// The dtype the weights are kept in.
     pub kept: DType,
+    /// Whether linear layers whose weights are kept in 8 bits take their products in 8 bits
+    /// (inputs rounded to 8 bits too) instead of widening the weights.
+    pub eight_bit_products: bool,
 }
 
 /// Weights kept in the dtype they compute in.
@@ -101,6 +154,7 @@ impl From<DType> for WeightDTypes {
         Self {
             compute: dtype,
             kept: dtype,
+            eight_bit_products: false,
         }
     }
 }
@@ -121,7 +175,9 @@ pub fn load_unit(
         .map(|(name, shape)| Ok((name.clone(), source.load(&unit.key(name), shape, dtypes.kept, device)?)))
         .collect::<std::result::Result<HashMap<_, _>, SourceError>>()?;
     let scales = source.unit_scales(unit, dtypes.kept)?;
-    Ok(UnitWeights::new(tensors).with_scales(Arc::new(scales)))
+    Ok(UnitWeights::new(tensors)
+        .with_scales(Arc::new(scales))
+        .with_eight_bit_products(dtypes.eight_bit_products))
 }
 
 /// Hands a model its units' weights. The model calls [`acquire`](Self::acquire) right before a
@@ -206,5 +262,49 @@ impl WeightStore for ResidentStore {
 
     fn dtype(&self) -> DType {
         self.dtype
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(eight_bit_products: bool) -> UnitWeights {
+        let weight = Tensor::new(&[[2f32, -4.0]], &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F8E4M3)
+            .unwrap();
+        let bias = Tensor::new(&[1f32], &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F8E4M3)
+            .unwrap();
+        let tensors = HashMap::from([("l.weight".to_string(), weight), ("l.bias".to_string(), bias)]);
+        UnitWeights::new(tensors)
+            .with_scales(Arc::new(HashMap::from([("l.weight".to_string(), 0.5)])))
+            .with_eight_bit_products(eight_bit_products)
+    }
+
+    #[test]
+    fn a_weight_kept_in_eight_bits_is_offered_as_stored_with_its_scale_only_for_eight_bit_products() {
+        let vb = layer(true).var_builder(DType::F32, &Device::Cpu).pp("l");
+        assert!(vb.contains_tensor("scale_weight") && !vb.contains_tensor("bias_scale_weight"));
+        let scale = vb.get((), "scale_weight").unwrap();
+        assert_eq!(scale.to_scalar::<f32>().unwrap(), 0.5);
+        let stored = vb
+            .get_with_hints_dtype((1, 2), "weight", Init::Const(0.), DType::F8E4M3)
+            .unwrap();
+        assert_eq!(
+            stored.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap(),
+            [[2.0, -4.0]]
+        );
+        let widened = vb.get((1, 2), "weight").unwrap();
+        assert_eq!(widened.to_vec2::<f32>().unwrap(), [[1.0, -2.0]], "widened and scaled");
+
+        let vb = layer(false).var_builder(DType::F32, &Device::Cpu).pp("l");
+        assert!(!vb.contains_tensor("scale_weight"), "no scale without 8-bit products");
+        assert_eq!(
+            vb.get((1, 2), "weight").unwrap().to_vec2::<f32>().unwrap(),
+            [[1.0, -2.0]]
+        );
     }
 }

@@ -2,9 +2,10 @@
 //! time embedding added per channel (UNet only), GroupNorm, SiLU, 3x3 conv, plus a 1x1-conv
 //! shortcut when widths differ.
 
+use super::Linear;
 use super::{Conv2d, GroupNorm};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Channel widths of a resnet block.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,7 +56,7 @@ impl ResnetBlock2D {
             norm1: GroupNorm::new(cfg.groups, cfg.in_channels, cfg.eps, vb.pp("norm1"))?,
             conv1: Conv2d::new(cfg.in_channels, cfg.out_channels, 3, 1, 1, vb.pp("conv1"))?,
             time_emb_proj: match cfg.temb_dim {
-                Some(temb_dim) => Some(linear(temb_dim, cfg.out_channels, vb.pp("time_emb_proj"))?),
+                Some(temb_dim) => Some(Linear::new(temb_dim, cfg.out_channels, vb.pp("time_emb_proj"))?),
                 None => None,
             },
             norm2: GroupNorm::new(cfg.groups, cfg.out_channels, cfg.eps, vb.pp("norm2"))?,

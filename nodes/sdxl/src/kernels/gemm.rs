@@ -1,9 +1,10 @@
 //! Linear layers through cuBLASLt, `x W^T + bias (+ residual)` as one matrix product: the bias
 //! is added in the product's epilogue and the residual enters as its `C` matrix (`beta = 1`), so
-//! no pass over the output follows the product. f16 data, f32 accumulation on tensor cores; the
-//! algorithm comes from cuBLASLt's heuristics once per shape.
+//! no pass over the output follows the product. f16 data, or 8-bit (e4m3) inputs and weights
+//! with the weight's scale as `alpha`, f32 accumulation on tensor cores, f16 out; the algorithm
+//! comes from cuBLASLt's heuristics once per shape.
 
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
 /// `x W^T + bias (+ residual)` for `x` `[.., in]`, `weight` `[out, in]`, `bias` `[out]` and
 /// `residual` of the output's shape `[.., out]`. `None` where this path does not apply (not
@@ -13,28 +14,72 @@ use candle_core::{Result, Tensor};
 /// A cuBLASLt failure, named with the step that failed.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, residual: Option<&Tensor>) -> Result<Option<Tensor>> {
     #[cfg(feature = "cuda")]
-    if cuda::applies(x, weight, bias, residual) {
+    if cuda::applies(x, weight, Some(bias), residual) {
         let op = cuda::Gemm {
+            bias: Some(bias.clone()),
             residual: residual.cloned(),
+            alpha: 1.0,
         };
-        return x.apply_op3_no_bwd(weight, bias, &op).map(Some);
+        return x.apply_op2_no_bwd(weight, &op).map(Some);
     }
     let _ = (x, weight, bias, residual);
     Ok(None)
 }
 
+/// `scale * x W^T (+ bias) (+ residual)` in f16 for `x` `[.., in]` and `weight` `[out, in]`
+/// both in e4m3, on 8-bit tensor cores. `None` where this path does not apply (not a CUDA
+/// card with 8-bit tensor cores, widths not multiples of 16, or `SWAPGRAPH_CUBLASLT=off`).
+///
+/// # Errors
+/// A cuBLASLt failure, named with the step that failed.
+pub fn linear_e4m3(
+    x: &Tensor,
+    weight: &Tensor,
+    scale: f32,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    #[cfg(feature = "cuda")]
+    if cuda::applies(x, weight, bias, residual) {
+        let op = cuda::Gemm {
+            bias: bias.cloned(),
+            residual: residual.cloned(),
+            alpha: scale,
+        };
+        return x.apply_op2_no_bwd(weight, &op).map(Some);
+    }
+    let _ = (x, weight, scale, bias, residual);
+    Ok(None)
+}
+
+/// Whether linear layers on `device` take products in 8 bits: on CUDA cards with 8-bit tensor
+/// cores (compute capability 8.9 and up), and on the CPU, where the same rounding is computed
+/// in f32 as the reference. Elsewhere 8-bit weights are widened instead.
+pub fn takes_e4m3_products(device: &Device) -> bool {
+    match device {
+        Device::Cpu => true,
+        #[cfg(feature = "cuda")]
+        Device::Cuda(device) => cuda::has_e4m3_tensor_cores(device),
+        _ => false,
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
-    use crate::kernels::cuda::{all_packed_f16, held_view, view};
+    use crate::kernels::cuda::{held_view, packed_f16, view};
+    use crate::kernels::nvrtc::compute_capability;
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::cublaslt::{result, sys};
-    use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+    use candle_core::cuda_backend::cudarc::driver::{
+        sys::CUdeviceptr, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, SyncOnDrop,
+    };
     use candle_core::cuda_backend::{CudaDevice, DeviceId, WrapErr};
-    use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
+    use candle_core::{CpuStorage, CudaStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, D};
+    use float8::F8E4M3;
     use half::f16;
     use std::collections::HashMap;
     use std::ffi::c_void;
-    use std::sync::{Mutex, OnceLock, PoisonError};
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
     /// cuBLAS's `cublasOperation_t` for a transposed operand.
     const CUBLAS_OP_T: i32 = 1;
@@ -48,37 +93,122 @@ mod cuda {
         *OFF.get_or_init(|| std::env::var("SWAPGRAPH_CUBLASLT").is_ok_and(|v| v.eq_ignore_ascii_case("off")))
     }
 
-    pub fn applies(x: &Tensor, weight: &Tensor, bias: &Tensor, residual: Option<&Tensor>) -> bool {
+    /// Whether `device` has tensor cores that multiply e4m3 (Ada, Hopper and later).
+    pub fn has_e4m3_tensor_cores(device: &CudaDevice) -> bool {
+        static KNOWN: OnceLock<Mutex<HashMap<DeviceId, bool>>> = OnceLock::new();
+        let mut known = KNOWN
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *known.entry(device.id()).or_insert_with(|| {
+            let capability = compute_capability(device).unwrap_or_default();
+            let has = capability >= (8, 9);
+            if !has {
+                tracing::warn!(
+                    "this card (compute capability {}.{}) has no 8-bit tensor cores: weights kept in 8 bits \
+                         are widened before each product, as fp8_e4m3fn does",
+                    capability.0,
+                    capability.1
+                );
+            }
+            has
+        })
+    }
+
+    /// The data type both factors of a product are in.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    enum Operands {
+        F16,
+        E4M3,
+    }
+
+    impl Operands {
+        fn of(dtype: DType) -> Option<Self> {
+            match dtype {
+                DType::F16 => Some(Self::F16),
+                DType::F8E4M3 => Some(Self::E4M3),
+                _ => None,
+            }
+        }
+
+        /// The multiple every width must be of: 16 bytes.
+        fn width_multiple(self) -> usize {
+            match self {
+                Self::F16 => 8,
+                Self::E4M3 => 16,
+            }
+        }
+
+        fn cuda_type(self) -> sys::cudaDataType_t {
+            match self {
+                Self::F16 => sys::cudaDataType_t::CUDA_R_16F,
+                Self::E4M3 => sys::cudaDataType_t::CUDA_R_8F_E4M3,
+            }
+        }
+    }
+
+    /// Whether `t` is contiguous on a CUDA device in `dtype` from a 16-byte aligned start.
+    fn packed(t: &Tensor, dtype: DType) -> bool {
+        let layout = t.layout();
+        matches!(t.device(), Device::Cuda(_))
+            && t.dtype() == dtype
+            && layout.is_contiguous()
+            && (layout.start_offset() * dtype.size_in_bytes()) % 16 == 0
+    }
+
+    pub fn applies(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>) -> bool {
         let (Ok(inputs), Ok((outputs, weight_inputs))) = (x.dim(D::Minus1), weight.dims2()) else {
+            return false;
+        };
+        let Some(operands) = Operands::of(x.dtype()) else {
             return false;
         };
         let mut output_dims = x.dims().to_vec();
         if let Some(last) = output_dims.last_mut() {
             *last = outputs;
         }
-        let tensors: Vec<&Tensor> = [Some(x), Some(weight), Some(bias), residual]
-            .into_iter()
-            .flatten()
-            .collect();
+        let Device::Cuda(device) = x.device() else {
+            return false;
+        };
+        let halves: Vec<&Tensor> = [bias, residual].into_iter().flatten().collect();
         !turned_off()
+            && (operands == Operands::F16 || has_e4m3_tensor_cores(device))
             && x.rank() >= 2
             && weight_inputs == inputs
-            && inputs % 8 == 0
-            && outputs % 8 == 0
-            && bias.dims() == [outputs]
+            && inputs % operands.width_multiple() == 0
+            && outputs % operands.width_multiple() == 0
+            && bias.is_none_or(|b| b.dims() == [outputs])
             && residual.is_none_or(|r| r.dims() == output_dims.as_slice())
-            && all_packed_f16(&tensors)
+            && packed(x, x.dtype())
+            && packed(weight, x.dtype())
+            && weight.device().same_device(x.device())
+            && halves
+                .iter()
+                .all(|t| packed_f16(t) && t.device().same_device(x.device()))
     }
 
-    /// What identifies a product to cuBLASLt: `rows x inputs` times `inputs x outputs`, whether
-    /// a residual is read, and the alignment every pointer has.
+    /// What identifies a product to cuBLASLt: `rows x inputs` times `inputs x outputs` in
+    /// `operands`, whether a bias is added and a residual read, and the alignment every pointer
+    /// has.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     struct Geometry {
         rows: usize,
         inputs: usize,
         outputs: usize,
+        operands: Operands,
+        bias: bool,
         residual: bool,
         alignment: u32,
+    }
+
+    /// The device addresses of a product's buffers (0 for those it has not).
+    #[derive(Clone, Copy)]
+    struct Addresses {
+        x: CUdeviceptr,
+        weight: CUdeviceptr,
+        bias: CUdeviceptr,
+        residual: CUdeviceptr,
+        out: CUdeviceptr,
     }
 
     /// The descriptors and algorithm of one geometry, made once.
@@ -128,36 +258,45 @@ mod cuda {
 
     /// Column-major views of the row-major tensors: the output `[rows, outputs]` is
     /// `outputs x rows` with leading dimension `outputs`, `x` is `inputs x rows`, and the weight
-    /// `[outputs, inputs]` is `inputs x outputs`, transposed by the product.
+    /// `[outputs, inputs]` is `inputs x outputs`, transposed by the product (the "TN" layout
+    /// 8-bit products require).
     fn new_plan(handle: sys::cublasLtHandle_t, geometry: &Geometry) -> Result<Plan> {
         let (rows, inputs, outputs) = (geometry.rows as u64, geometry.inputs as u64, geometry.outputs as u64);
-        let half = sys::cudaDataType_t::CUDA_R_16F;
-        let layout = |r: u64, c: u64| {
-            result::create_matrix_layout(half, r, c, r as i64).map_err(|e| failed("describing a matrix", e))
+        let layout = |dtype, r: u64, c: u64| {
+            result::create_matrix_layout(dtype, r, c, r as i64).map_err(|e| failed("describing a matrix", e))
         };
+        let factors = geometry.operands.cuda_type();
         let mut plan = Plan {
             product: std::ptr::null_mut(),
-            weight: layout(inputs, outputs)?,
+            weight: layout(factors, inputs, outputs)?,
             x: std::ptr::null_mut(),
             out: std::ptr::null_mut(),
             // SAFETY: plain data, overwritten by the heuristic below.
             algorithm: unsafe { std::mem::zeroed() },
         };
-        plan.x = layout(inputs, rows)?;
-        plan.out = layout(outputs, rows)?;
+        plan.x = layout(factors, inputs, rows)?;
+        plan.out = layout(sys::cudaDataType_t::CUDA_R_16F, outputs, rows)?;
         plan.product = result::create_matmul_desc(
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             sys::cudaDataType_t::CUDA_R_32F,
         )
         .map_err(|e| failed("describing the product", e))?;
-        let attributes = sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA;
+        let epilogue = if geometry.bias {
+            sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
+        } else {
+            sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT
+        };
         // SAFETY: the descriptor is live; the attributes take an i32 operation and a u32 epilogue.
         unsafe {
-            set_desc(plan.product, attributes, &CUBLAS_OP_T)?;
+            set_desc(
+                plan.product,
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+                &CUBLAS_OP_T,
+            )?;
             set_desc(
                 plan.product,
                 sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
-                &(sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS as u32),
+                &(epilogue as u32),
             )?;
         }
         let preference = result::create_matmul_pref().map_err(|e| failed("making a preference", e))?;
@@ -229,8 +368,8 @@ mod cuda {
             .unwrap_or(256) as u32
     }
 
-    /// Runs the product on `device`'s stream: `out = x W^T + bias (+ residual)`.
-    fn run_cublaslt(device: &CudaDevice, geometry: Geometry, [x, weight, bias, residual, out]: [u64; 5]) -> Result<()> {
+    /// Runs the product on `device`'s stream: `out = alpha x W^T (+ bias) (+ residual)`.
+    fn run_cublaslt(device: &CudaDevice, geometry: Geometry, at: Addresses, alpha: f32) -> Result<()> {
         let stream = device.cuda_stream();
         // cuBLASLt works on the calling thread's current context: make it this device's.
         stream.context().bind_to_thread().w()?;
@@ -254,29 +393,31 @@ mod cuda {
             std::collections::hash_map::Entry::Vacant(entry) => entry.insert(new_plan(handle, &geometry)?),
         };
         let (workspace, _guard) = state.workspace.device_ptr_mut(&stream);
-        let (alpha, beta) = (1f32, if geometry.residual { 1f32 } else { 0f32 });
-        let c = if geometry.residual { residual } else { out };
+        let beta = if geometry.residual { 1f32 } else { 0f32 };
+        let c = if geometry.residual { at.residual } else { at.out };
         // SAFETY: the descriptors match the buffers' shapes (`applies` and `Geometry`), the
         // buffers live until the work on the stream that uses them is done (candle's stream
         // ordering), and the handle, plan and workspace are used under the mutex, on one stream.
         unsafe {
-            set_desc(
-                plan.product,
-                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                &bias,
-            )?;
+            if geometry.bias {
+                set_desc(
+                    plan.product,
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    &at.bias,
+                )?;
+            }
             result::matmul(
                 handle,
                 plan.product,
                 (&raw const alpha).cast(),
                 (&raw const beta).cast(),
-                weight as *const c_void,
+                at.weight as *const c_void,
                 plan.weight,
-                x as *const c_void,
+                at.x as *const c_void,
                 plan.x,
                 c as *const c_void,
                 plan.out,
-                out as *mut c_void,
+                at.out as *mut c_void,
                 plan.out,
                 &raw const plan.algorithm,
                 workspace as *mut c_void,
@@ -287,25 +428,42 @@ mod cuda {
         .map_err(|e| failed("running a product", e))
     }
 
-    /// The candle op: `(x, weight, bias)`, with the residual (if any) read from the op itself.
-    pub struct Gemm {
-        pub residual: Option<Tensor>,
+    /// A factor of a product, in the dtype it is stored in.
+    enum Factor<'a> {
+        F16(CudaView<'a, f16>),
+        E4M3(CudaView<'a, F8E4M3>),
     }
 
-    impl CustomOp3 for Gemm {
-        fn name(&self) -> &'static str {
-            "cublaslt-linear-f16"
+    impl Factor<'_> {
+        fn of<'a>(storage: &'a CudaStorage, layout: &Layout) -> Result<Factor<'a>> {
+            Ok(match storage.dtype() {
+                DType::F8E4M3 => Factor::E4M3(storage.as_cuda_slice::<F8E4M3>()?.slice(layout.start_offset()..)),
+                _ => Factor::F16(view(storage, layout)?),
+            })
         }
 
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> Result<(CpuStorage, Shape)> {
+        fn device_ptr<'b>(&'b self, stream: &'b Arc<CudaStream>) -> (CUdeviceptr, SyncOnDrop<'b>) {
+            match self {
+                Self::F16(view) => view.device_ptr(stream),
+                Self::E4M3(view) => view.device_ptr(stream),
+            }
+        }
+    }
+
+    /// The candle op: `(x, weight)` in f16 or both in e4m3, with `alpha`, the bias and the
+    /// residual (if any) read from the op itself; the output in f16.
+    pub struct Gemm {
+        pub bias: Option<Tensor>,
+        pub residual: Option<Tensor>,
+        pub alpha: f32,
+    }
+
+    impl CustomOp2 for Gemm {
+        fn name(&self) -> &'static str {
+            "cublaslt-linear"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
             candle_core::bail!("the cuBLASLt linear layer runs on CUDA devices only")
         }
 
@@ -315,11 +473,11 @@ mod cuda {
             x_layout: &Layout,
             weight: &CudaStorage,
             weight_layout: &Layout,
-            bias: &CudaStorage,
-            bias_layout: &Layout,
         ) -> Result<(CudaStorage, Shape)> {
             let device = x.device().clone();
             let stream = device.cuda_stream();
+            let operands = Operands::of(x.dtype())
+                .ok_or_else(|| candle_core::Error::Msg(format!("no cuBLASLt product of {:?}", x.dtype())))?;
             let (outputs, inputs) = weight_layout.shape().dims2()?;
             let mut dims = x_layout.shape().dims().to_vec();
             let rows = x_layout.shape().elem_count() / inputs;
@@ -327,33 +485,38 @@ mod cuda {
                 *last = outputs;
             }
             let shape = Shape::from(dims);
-            let residual = self.residual.as_ref().map(Tensor::storage_and_layout);
-            let residual_view = residual
-                .as_ref()
-                .map(|(storage, layout)| held_view(storage, layout))
-                .transpose()?;
-            let (x_view, weight_view, bias_view) = (
-                view(x, x_layout)?,
-                view(weight, weight_layout)?,
-                view(bias, bias_layout)?,
+            let (bias, residual) = (
+                self.bias.as_ref().map(Tensor::storage_and_layout),
+                self.residual.as_ref().map(Tensor::storage_and_layout),
             );
+            let bias_view = bias.as_ref().map(|(s, l)| held_view(s, l)).transpose()?;
+            let residual_view = residual.as_ref().map(|(s, l)| held_view(s, l)).transpose()?;
+            let (x_factor, weight_factor) = (Factor::of(x, x_layout)?, Factor::of(weight, weight_layout)?);
             // SAFETY: cuBLASLt writes every element.
             let mut out = unsafe { device.alloc::<f16>(shape.elem_count())? };
             {
-                let (x_ptr, _x_guard) = x_view.device_ptr(&stream);
-                let (weight_ptr, _weight_guard) = weight_view.device_ptr(&stream);
-                let (bias_ptr, _bias_guard) = bias_view.device_ptr(&stream);
+                let (x_ptr, _x_guard) = x_factor.device_ptr(&stream);
+                let (weight_ptr, _weight_guard) = weight_factor.device_ptr(&stream);
+                let (bias_ptr, _bias_guard) = bias_view.as_ref().map(|b| b.device_ptr(&stream)).unzip();
                 let (residual_ptr, _residual_guard) = residual_view.as_ref().map(|r| r.device_ptr(&stream)).unzip();
                 let (out_ptr, _out_guard) = out.device_ptr_mut(&stream);
-                let residual_ptr = residual_ptr.unwrap_or(0);
+                let at = Addresses {
+                    x: x_ptr,
+                    weight: weight_ptr,
+                    bias: bias_ptr.unwrap_or(0),
+                    residual: residual_ptr.unwrap_or(0),
+                    out: out_ptr,
+                };
                 let geometry = Geometry {
                     rows,
                     inputs,
                     outputs,
+                    operands,
+                    bias: bias_view.is_some(),
                     residual: residual_view.is_some(),
-                    alignment: alignment(&[x_ptr, weight_ptr, bias_ptr, residual_ptr, out_ptr]),
+                    alignment: alignment(&[at.x, at.weight, at.bias, at.residual, at.out]),
                 };
-                run_cublaslt(&device, geometry, [x_ptr, weight_ptr, bias_ptr, residual_ptr, out_ptr])?;
+                run_cublaslt(&device, geometry, at, self.alpha)?;
             }
             Ok((CudaStorage::wrap_cuda_slice(out, device), shape))
         }
@@ -421,6 +584,50 @@ mod tests {
         let expected = x.matmul(&w.t()?)?.broadcast_add(&b)?;
         let fused = linear(&x_gpu, &w_gpu, &b_gpu, None)?.expect("cuBLASLt applies to a 16-byte aligned view");
         assert!(max_relative_error(&fused, &expected)? < 1e-2, "16-byte aligned view");
+        Ok(())
+    }
+
+    #[test]
+    fn eight_bit_products_match_the_cpu_reference() -> Result<()> {
+        let gpu = Device::new_cuda(0)?;
+        assert!(super::takes_e4m3_products(&gpu), "the card has 8-bit tensor cores");
+        let scale = 0.003f32;
+        // (x, outputs, bias, residual): the UNet's widths, the text's 77 tokens, one row.
+        let cases = [
+            (vec![2, 4096, 640], 640, true, true),
+            (vec![2, 1024, 5120], 1280, true, false),
+            (vec![2, 77, 2048], 640, false, false),
+            (vec![2, 1024, 1280], 10240, true, false),
+            (vec![2, 1280], 1280, true, false),
+        ];
+        for (x_shape, outputs, with_bias, with_residual) in cases {
+            let case = format!("{x_shape:?} -> {outputs}, bias {with_bias}, residual {with_residual}");
+            let inputs = *x_shape.last().unwrap();
+            // A third of the inputs beyond e4m3's range: clamped to ±448 on both sides.
+            let (x, x_gpu) = random(&x_shape, 450.0, &gpu)?;
+            let weight = (Tensor::randn(0f32, 100.0, (outputs, inputs), &Device::Cpu)?).to_dtype(DType::F8E4M3)?;
+            let (b, b_gpu) = random(&[outputs], 1.0, &gpu)?;
+            let (r, r_gpu) = random(&[&x_shape[..x_shape.len() - 1], &[outputs]].concat(), 1.0, &gpu)?;
+            let rounded = swapgraph_model::to_e4m3(&x)?.to_dtype(DType::F32)?;
+            let widened = (weight.to_dtype(DType::F32)? * f64::from(scale))?;
+            let mut expected = rounded.broadcast_matmul(&widened.t()?)?;
+            if with_bias {
+                expected = expected.broadcast_add(&b)?;
+            }
+            if with_residual {
+                expected = (expected + &r)?;
+            }
+            let out = super::linear_e4m3(
+                &swapgraph_model::to_e4m3(&x_gpu)?,
+                &weight.to_device(&gpu)?,
+                scale,
+                with_bias.then_some(&b_gpu),
+                with_residual.then_some(&r_gpu),
+            )?
+            .expect("8-bit products apply");
+            assert_eq!(out.dims(), expected.dims(), "{case}");
+            assert!(max_relative_error(&out, &expected)? < 1e-2, "{case}");
+        }
         Ok(())
     }
 

@@ -22,7 +22,7 @@ mod nvrtc;
 pub use attention::attention;
 pub use convolution::conv2d;
 pub use epilogue::{bias_add, geglu};
-pub use gemm::linear;
+pub use gemm::{linear, linear_e4m3, takes_e4m3_products};
 pub use group_norm::group_norm;
 #[cfg(feature = "cuda")]
 pub use nvrtc::compute_capability;

@@ -14,6 +14,7 @@ struct ZeroStore {
     zeros: Tensor,
     device: Device,
     dtype: DType,
+    eight_bit_products: bool,
 }
 
 impl WeightStore for ZeroStore {
@@ -36,7 +37,7 @@ impl WeightStore for ZeroStore {
                 ))
             })
             .collect::<Result<HashMap<_, _>>>()?;
-        Ok(UnitWeights::new(tensors))
+        Ok(UnitWeights::new(tensors).with_eight_bit_products(self.eight_bit_products))
     }
 
     fn release(&self, _unit: usize) {}
@@ -62,7 +63,11 @@ pub fn step_activations(
     dtypes: impl Into<WeightDTypes>,
     (latent_h, latent_w): (usize, usize),
 ) -> Result<Option<u64>> {
-    let WeightDTypes { compute: dtype, kept } = dtypes.into();
+    let WeightDTypes {
+        compute: dtype,
+        kept,
+        eight_bit_products,
+    } = dtypes.into();
     let cfg = unet.config();
     let largest = unet
         .units()
@@ -75,6 +80,7 @@ pub fn step_activations(
         zeros: Tensor::zeros(largest, kept, device)?,
         device: device.clone(),
         dtype,
+        eight_bit_products,
     };
     let sample = Tensor::zeros((2, cfg.in_channels, latent_h, latent_w), dtype, device)?;
     let timesteps = Tensor::new(&[500f32, 500.0], device)?;

@@ -5,7 +5,7 @@
 use crate::blocks::Linear;
 use crate::kernels;
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear_no_bias, LayerNorm, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 
 /// Extra key/value tokens for a cross-attention layer: IP-Adapter's decoupled attention adds
 /// `scale * attention(q, k_ip, v_ip)` to the text attention's output, weighted per query token
@@ -37,8 +37,8 @@ pub struct ContextKeys {
 /// through a sampling run; in self-attention part of the layer.
 #[derive(Debug)]
 pub struct ContextProjection {
-    to_k: candle_nn::Linear,
-    to_v: candle_nn::Linear,
+    to_k: Linear,
+    to_v: Linear,
 }
 
 impl ContextProjection {
@@ -48,8 +48,8 @@ impl ContextProjection {
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, context_dim: usize, dim: usize) -> Result<Self> {
         Ok(Self {
-            to_k: linear_no_bias(context_dim, dim, vb.pp("to_k"))?,
-            to_v: linear_no_bias(context_dim, dim, vb.pp("to_v"))?,
+            to_k: Linear::no_bias(context_dim, dim, vb.pp("to_k"))?,
+            to_v: Linear::no_bias(context_dim, dim, vb.pp("to_v"))?,
         })
     }
 
@@ -69,7 +69,7 @@ impl ContextProjection {
 /// projection: the cross-attention layer, whose keys and values come projected.
 #[derive(Debug)]
 pub struct Attention {
-    to_q: candle_nn::Linear,
+    to_q: Linear,
     to_out: Linear,
     heads: usize,
     span: tracing::Span,
@@ -81,11 +81,11 @@ impl Attention {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
-        let to_q = linear_no_bias(dim, dim, vb.pp("to_q"))?;
+        let to_q = Linear::no_bias(dim, dim, vb.pp("to_q"))?;
         Self::with_query(vb, to_q, dim, heads)
     }
 
-    fn with_query(vb: VarBuilder, to_q: candle_nn::Linear, dim: usize, heads: usize) -> Result<Self> {
+    fn with_query(vb: VarBuilder, to_q: Linear, dim: usize, heads: usize) -> Result<Self> {
         Ok(Self {
             to_q,
             to_out: Linear::new(dim, dim, vb.pp("to_out.0"))?,
@@ -157,7 +157,7 @@ impl SelfAttention {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
-        let to_q = linear_no_bias(dim, dim, vb.pp("to_q"))?;
+        let to_q = Linear::no_bias(dim, dim, vb.pp("to_q"))?;
         let projection = ContextProjection::new(vb.clone(), dim, dim)?;
         Ok(Self {
             attention: Attention::with_query(vb, to_q, dim, heads)?,
@@ -236,10 +236,10 @@ impl FeedForward {
     /// A tensor error on mismatched shapes.
     pub fn forward_add(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let product = self.proj.product(xs)?;
-        let gated = match kernels::geglu(&product, self.proj.bias())? {
+        let gated = match kernels::geglu(&product, self.proj.bias()?)? {
             Some(gated) => gated,
             None => {
-                let chunks = product.broadcast_add(self.proj.bias())?.chunk(2, D::Minus1)?;
+                let chunks = product.broadcast_add(self.proj.bias()?)?.chunk(2, D::Minus1)?;
                 (&chunks[0] * chunks[1].gelu_erf()?)?
             }
         };

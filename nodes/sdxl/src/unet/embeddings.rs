@@ -1,8 +1,9 @@
 //! Sinusoidal timestep embeddings and the MLPs that project them, as in diffusers'
 //! `Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0)` and `TimestepEmbedding`.
 
+use crate::blocks::Linear;
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 /// `[cos(t * f_i), sin(t * f_i)]` with `f_i = 10000^(-i / (dim / 2))`, for each value of `t`
 /// (shape `[n]`), computed in f32; shape `[n, dim]`.
@@ -33,8 +34,8 @@ impl TimestepEmbedding {
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(in_dim, out_dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(out_dim, out_dim, vb.pp("linear_2"))?,
+            linear_1: Linear::new(in_dim, out_dim, vb.pp("linear_1"))?,
+            linear_2: Linear::new(out_dim, out_dim, vb.pp("linear_2"))?,
         })
     }
 }
