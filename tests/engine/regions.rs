@@ -1,6 +1,7 @@
 //! Lists of conditionings in a workflow (`workflows/sdxl_regions.yaml`): placed conditionings
 //! change the image where and when they apply, a conditioning combined with itself is that
-//! conditioning, and adapters on combined conditionings are refused before any work.
+//! conditioning, and adapters on combined conditionings are refused before any work. Chained
+//! ControlNets on one conditioning add their residuals.
 
 use super::workflows::{first_image, run_error};
 
@@ -49,23 +50,41 @@ fn instantid_on_combined_conditionings_is_refused_before_any_work() {
     );
 }
 
-#[test]
-fn a_second_controlnet_on_a_conditioning_is_refused_rather_than_dropping_the_first() {
-    // InstantID, then a second ControlNet (as ComfyUI_InstantID's depth example chains them).
+/// The main workflow with ControlNets chained after InstantID's IdentityNet (as
+/// ComfyUI_InstantID's depth example chains one), each `ControlNetApplyAdvanced` with its
+/// strength, the sampler taking the last one's conditionings.
+fn chained_after_instantid(strengths: &[f64]) -> String {
     let main = std::fs::read_to_string("workflows/instantid_blockswap.yaml").unwrap();
-    let chained = main
-        .replace(
-            "positive: apply.positive, negative: apply.negative",
-            "positive: depth.positive, negative: depth.negative",
-        )
-        .replacen(
-            "nodes:\n",
-            "nodes:\n  depth:\n    type: ControlNetApplyAdvanced\n    inputs: { positive: apply.positive, negative: apply.negative, control_net: controlnet.control_net, image: reference.image }\n",
-            1,
+    let mut nodes = String::new();
+    let mut previous = "apply".to_string();
+    for (number, strength) in strengths.iter().enumerate() {
+        let name = format!("control{number}");
+        nodes += &format!(
+            "  {name}:\n    type: ControlNetApplyAdvanced\n    inputs: {{ positive: {previous}.positive, negative: {previous}.negative, control_net: controlnet.control_net, image: reference.image }}\n    params: {{ strength: {strength} }}\n"
         );
-    let error = run_error("chained", &chained);
+        previous = name;
+    }
+    main.replace(
+        "positive: apply.positive, negative: apply.negative",
+        &format!("positive: {previous}.positive, negative: {previous}.negative"),
+    )
+    .replacen("nodes:\n", &format!("nodes:\n{nodes}"), 1)
+}
+
+#[test]
+fn chained_controlnets_add_their_residuals() {
+    let alone = first_image("alone", &chained_after_instantid(&[]));
     assert!(
-        error.contains("depth.positive") && error.contains("carries a ControlNet already"),
-        "{error}"
+        first_image("zero", &chained_after_instantid(&[0.0])) == alone,
+        "a ControlNet at strength 0 adds nothing to the chain"
     );
+    let half = first_image("half", &chained_after_instantid(&[0.5]));
+    assert!(
+        mean_difference(&half, &alone) > 1.0,
+        "the chained ControlNet changed nothing"
+    );
+    // Residuals scale with strength, so two links at a quarter add up to one at a half.
+    let quarters = first_image("quarters", &chained_after_instantid(&[0.25, 0.25]));
+    let difference = mean_difference(&quarters, &half);
+    assert!(difference < 0.5, "{difference}");
 }

@@ -21,7 +21,7 @@ pub struct BlockSwap {
 enum Target {
     /// The UNet.
     Unet,
-    /// The ControlNet the conditioning carries.
+    /// The ControlNets the conditioning carries.
     Controlnet,
     /// Both.
     Both,
@@ -65,7 +65,8 @@ struct BlockSwapParams {
     /// what the run's budget leaves at the sampler.
     #[param(min = 1, max = 1 << 30)]
     vram_budget_mb: Option<u64>,
-    /// What streams: the UNet, the ControlNet the conditioning carries (InstantID's IdentityNet), or both.
+    /// What streams: the UNet, the ControlNets the conditioning carries (InstantID's IdentityNet;
+    /// each of a chain with the same settings), or both.
     #[param(default = Target::Unet)]
     target: Target,
     /// A preset JSON file inside the input folder (--input-dir) with the keys enable_blockswap,
@@ -135,7 +136,7 @@ impl NodeType for BlockSwap {
         }
         if params.target != Target::Unet {
             tracing::info!(
-                "{}: BlockSwap streams the ControlNet the conditioning carries; its plan is made when sampling starts",
+                "{}: BlockSwap streams the ControlNets the conditioning carries; their plans are made when sampling starts",
                 ctx.node_id
             );
             streaming = streaming.with_companion_placement(Arc::new(BlockSwapPlacement::new(settings)));

@@ -56,8 +56,9 @@ pub struct Conditioning {
     pub pooled: Tensor,
     /// Size ids from `CLIPTextEncodeSDXL`; `None` means "the generated image's size".
     pub size: Option<SizeIds>,
-    /// A ControlNet steering sampling.
-    pub control: Option<Arc<ControlHint>>,
+    /// The ControlNets steering sampling, in the order they were applied: their residuals
+    /// are summed, as ComfyUI sums a chain of ControlNets.
+    pub controls: Vec<Arc<ControlHint>>,
     /// Image tokens the UNet's cross-attention layers attend to (IP-Adapter).
     pub image_prompt: Option<Arc<ImagePrompt>>,
     /// Where and when it applies within a list of conditionings.
@@ -195,34 +196,20 @@ impl Conditioning {
             context,
             pooled,
             size,
-            control: None,
+            controls: Vec::new(),
             image_prompt: None,
             placement: Placement::default(),
         }
     }
 
-    /// The same conditioning with `hint` attached. One that already carries a ControlNet is
-    /// refused: ComfyUI chains ControlNets (their residuals summed), which is not built here,
-    /// and replacing the earlier one would drop it without a word.
-    ///
-    /// # Errors
-    /// A conditioning that carries a ControlNet already.
-    pub fn with_control(self, hint: Arc<ControlHint>) -> std::result::Result<Self, String> {
-        if let Some(earlier) = &self.control {
-            return Err(format!(
-                "the conditioning carries a ControlNet already (\"{}\"); chaining ControlNets is not supported: \
-                 apply one ControlNet (or one InstantID) to each conditioning",
-                earlier.controlnet.name
-            ));
-        }
-        Ok(Self {
-            control: Some(hint),
-            ..self
-        })
+    /// The same conditioning with `hint` attached after the ControlNets it carries already.
+    pub fn with_control(mut self, hint: Arc<ControlHint>) -> Self {
+        self.controls.push(hint);
+        self
     }
 
     /// The same conditioning with `prompt` attached. One that already carries image tokens is
-    /// refused, as [`Conditioning::with_control`] refuses a second ControlNet.
+    /// refused: replacing them would drop the earlier ones without a word.
     ///
     /// # Errors
     /// A conditioning that carries image tokens already.

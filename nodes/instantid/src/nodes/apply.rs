@@ -277,7 +277,7 @@ fn attach(
             });
             conditioning
                 .with_control(hint)
-                .and_then(|c| c.with_image_prompt(prompt))
+                .with_image_prompt(prompt)
                 .map_err(|e| NodeError::msg(format!("{}.{name}: {e}", ctx.node_id)))
         })?;
         Ok(Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(attached))))

@@ -1,8 +1,8 @@
-//! KSampler's view of what the conditionings carry: one ControlNet and one set of image tokens
-//! for the batched negative and positive passes.
+//! KSampler's view of what the conditionings carry: a chain of ControlNets and one set of
+//! image tokens for the batched negative and positive passes.
 
 use super::tensor_error;
-use crate::conditioning::Conditioning;
+use crate::conditioning::{Conditioning, ControlHint};
 use crate::controlnet::ControlNet;
 use crate::sampling::{ControlGuidance, ImageTokenGuidance};
 use crate::unet::ContextCache;
@@ -11,85 +11,135 @@ use std::sync::Arc;
 use swapgraph_model::{ModelHandle, Placement, Room};
 use swapgraph_node_api::NodeError;
 
-/// The ControlNet model the conditionings carry, placed as it will run: `companion` (from the
-/// sampled model, e.g. BlockSwap with `target: controlnet`) decides where its weights live, when
-/// given.
-pub fn placed_controlnet(
+/// One link of the chain of ControlNets the conditionings carry.
+pub struct Link<'a> {
+    /// The hint whose settings apply: the positive side's, else the negative's.
+    pub hint: &'a Arc<ControlHint>,
+    /// The negative side's hint; `None` where that side carries no chain.
+    pub negative: Option<&'a Arc<ControlHint>>,
+    /// The positive side's, likewise.
+    pub positive: Option<&'a Arc<ControlHint>>,
+}
+
+/// The chain of ControlNets the conditionings carry, link by link. A side that carries none gets zero residuals; two sides that both carry chains must carry the
+/// same ControlNets in the same order.
+///
+/// # Errors
+/// Chains of different lengths or ControlNets on the two sides, naming the first difference.
+pub fn control_chain<'a>(positive: &'a Conditioning, negative: &'a Conditioning) -> Result<Vec<Link<'a>>, NodeError> {
+    let (positives, negatives) = (&positive.controls, &negative.controls);
+    if !positives.is_empty() && !negatives.is_empty() {
+        let names = |hints: &[Arc<ControlHint>]| {
+            hints
+                .iter()
+                .map(|h| format!("\"{}\"", h.controlnet.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let same = positives.len() == negatives.len()
+            && positives
+                .iter()
+                .zip(negatives)
+                .all(|(p, n)| Arc::ptr_eq(&p.controlnet.network, &n.controlnet.network));
+        if !same {
+            return Err(NodeError::msg(format!(
+                "the positive and negative conditionings carry different ControlNets (positive: {}; negative: {}): \
+                 apply the same ControlNets to both, in the same order",
+                names(positives),
+                names(negatives)
+            )));
+        }
+    }
+    let links = positives.len().max(negatives.len());
+    Ok((0..links)
+        .filter_map(|i| {
+            let (negative, positive) = (negatives.get(i), positives.get(i));
+            positive.or(negative).map(|hint| Link {
+                hint,
+                negative,
+                positive,
+            })
+        })
+        .collect())
+}
+
+/// The ControlNet models the conditionings carry, placed as they will run: `companion` (from
+/// the sampled model, e.g. BlockSwap with `target: controlnet`) decides where their weights
+/// live, when given.
+///
+/// # Errors
+/// As [`control_chain`].
+pub fn placed_controlnets(
     positive: &Conditioning,
     negative: &Conditioning,
     companion: Option<&Arc<dyn Placement>>,
-) -> Option<ModelHandle> {
-    let hint = positive.control.as_ref().or(negative.control.as_ref())?;
-    Some(match companion {
-        Some(placement) => hint.controlnet.with_placement(Arc::clone(placement)),
-        None => hint.controlnet.clone(),
-    })
+) -> Result<Vec<ModelHandle>, NodeError> {
+    Ok(control_chain(positive, negative)?
+        .into_iter()
+        .map(|link| match companion {
+            Some(placement) => link.hint.controlnet.with_placement(Arc::clone(placement)),
+            None => link.hint.controlnet.clone(),
+        })
+        .collect())
 }
 
-/// The ControlNet the conditionings carry (the positive side's settings and region win), with each
-/// side's context: its own override, else its text; its weights placed as [`placed_controlnet`]
-/// says, within `room`.
+/// The ControlNets the conditionings carry, in order (the positive side's settings and region
+/// win), with each side's context: its own override, else its text; their weights placed as
+/// [`placed_controlnets`] says, each within its room of `rooms`.
 ///
 /// # Errors
-/// Different ControlNets on the two sides, a ControlNet model that is not one, or a store
-/// that cannot be built.
+/// As [`control_chain`], a ControlNet model that is not one, or a store that cannot be built.
 pub fn control_guidance<'a>(
     positive: &'a Conditioning,
     negative: &'a Conditioning,
     companion: Option<&Arc<dyn Placement>>,
     (device, dtype): (&Device, DType),
-    room: &Room,
-) -> Result<Option<ControlGuidance<'a>>, NodeError> {
-    let (Some(hint), Some(placed)) = (
-        positive.control.as_ref().or(negative.control.as_ref()),
-        placed_controlnet(positive, negative, companion),
-    ) else {
-        return Ok(None);
-    };
-    if let (Some(a), Some(b)) = (&positive.control, &negative.control) {
-        if !Arc::ptr_eq(&a.controlnet.network, &b.controlnet.network) {
-            return Err(NodeError::msg(
-                "the positive and negative conditionings carry different ControlNets; one ControlNet per sampler is supported",
-            ));
-        }
-    }
-    let controlnet = hint
-        .controlnet
-        .network
-        .as_any()
-        .downcast_ref::<ControlNet>()
-        .ok_or_else(|| {
-            NodeError::msg(format!(
-                "\"{}\" is a {}, not a ControlNet",
-                hint.controlnet.name,
-                hint.controlnet.network.kind()
-            ))
-        })?;
-    let store = placed
-        .store(device, dtype, room)
-        .map_err(|e| NodeError::msg(e.to_string()))?;
-    let context = |side: &Conditioning| -> Result<Option<candle_core::Tensor>, NodeError> {
-        side.control
-            .as_ref()
-            .map(|c| {
-                c.context
-                    .clone()
-                    .unwrap_or_else(|| side.context.clone())
-                    .to_device(device)
-                    .map_err(tensor_error)
+    rooms: &[Room],
+) -> Result<Vec<ControlGuidance<'a>>, NodeError> {
+    let placed = placed_controlnets(positive, negative, companion)?;
+    control_chain(positive, negative)?
+        .into_iter()
+        .zip(placed)
+        .zip(rooms)
+        .map(|((link, placed), room)| {
+            let hint = link.hint;
+            let controlnet = hint
+                .controlnet
+                .network
+                .as_any()
+                .downcast_ref::<ControlNet>()
+                .ok_or_else(|| {
+                    NodeError::msg(format!(
+                        "\"{}\" is a {}, not a ControlNet",
+                        hint.controlnet.name,
+                        hint.controlnet.network.kind()
+                    ))
+                })?;
+            let store = placed
+                .store(device, dtype, room)
+                .map_err(|e| NodeError::msg(e.to_string()))?;
+            let context = |side: Option<&Arc<ControlHint>>, text: &Conditioning| {
+                side.map(|c| {
+                    c.context
+                        .clone()
+                        .unwrap_or_else(|| text.context.clone())
+                        .to_device(device)
+                        .map_err(tensor_error)
+                })
+                .transpose()
+            };
+            Ok(ControlGuidance {
+                controlnet,
+                store,
+                hint: hint.hint.clone(),
+                strength: hint.strength,
+                contexts: (context(link.negative, negative)?, context(link.positive, positive)?),
+                percent: (hint.start_percent, hint.end_percent),
+                region: hint.region.clone(),
+                context_cache: ContextCache::default(),
             })
-            .transpose()
-    };
-    Ok(Some(ControlGuidance {
-        controlnet,
-        store,
-        hint: hint.hint.clone(),
-        strength: hint.strength,
-        contexts: (context(negative)?, context(positive)?),
-        percent: (hint.start_percent, hint.end_percent),
-        region: hint.region.clone(),
-        context_cache: ContextCache::default(),
-    }))
+        })
+        .collect()
 }
 
 /// The image tokens the conditionings carry (the positive side's weight, span and region win); a side

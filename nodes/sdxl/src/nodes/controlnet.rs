@@ -73,7 +73,7 @@ impl ControlNetApplyAdvanced {
         let descriptor = NodeDescriptor::new(
             "ControlNetApplyAdvanced",
             "conditioning",
-            "Steers sampling with a ControlNet and a hint image (resized to the image being generated) over part of the schedule.",
+            "Steers sampling with a ControlNet and a hint image (resized to the image being generated) over part of the schedule. Applied again to conditionings that already carry one (or InstantID's), it chains: every ControlNet runs each step and their residuals are summed.",
         )
         .input("positive", SocketType::CONDITIONING, "The positive conditioning.")
         .input("negative", SocketType::CONDITIONING, "The negative conditioning.")
@@ -91,7 +91,7 @@ impl NodeType for ControlNetApplyAdvanced {
         &self.descriptor
     }
 
-    fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
+    fn run(&self, args: &Args, _: &RunContext) -> Result<Vec<Value>, NodeError> {
         let image = args.handle::<Image>("image")?;
         let steer = ControlStrength::from_args(args)?;
         let hint = Arc::new(ControlHint {
@@ -104,11 +104,9 @@ impl NodeType for ControlNetApplyAdvanced {
             region: None,
         });
         let attach = |name: &str| -> Result<Value, NodeError> {
-            let attached = args.handle::<ConditioningList>(name)?.map(|conditioning| {
-                conditioning
-                    .with_control(Arc::clone(&hint))
-                    .map_err(|e| NodeError::msg(format!("{}.{name}: {e}", ctx.node_id)))
-            })?;
+            let attached = args
+                .handle::<ConditioningList>(name)?
+                .map(|conditioning| Ok::<_, NodeError>(conditioning.with_control(Arc::clone(&hint))))?;
             Ok(Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(attached))))
         };
         Ok(vec![attach("positive")?, attach("negative")?])

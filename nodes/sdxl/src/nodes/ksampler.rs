@@ -111,9 +111,11 @@ impl NodeType for KSampler {
         );
         let single = single_pair(&positive_list, &negative_list)?;
         let companion = model.companion_placement.as_ref();
-        let controlnet =
-            single.and_then(|(positive, negative)| adapters::placed_controlnet(positive, negative, companion));
-        let rooms = sampler_rooms(&on_device, controlnet.as_ref(), ctx.vram_budget);
+        let controlnets = match single {
+            Some((positive, negative)) => adapters::placed_controlnets(positive, negative, companion)?,
+            None => Vec::new(),
+        };
+        let rooms = sampler_rooms(&on_device, &controlnets, ctx.vram_budget);
         // Times are taken with the device synchronised, so queued work counts where it ran. The
         // UNet's and the ControlNet's weights are read one after the other: side by side they
         // contend for the same cores and page-locked allocations and took longer (3.3 s against
@@ -125,15 +127,15 @@ impl NodeType for KSampler {
             model.store(&device, model_dtype(&device), &rooms.unet),
         )?;
         let store = store.map_err(|e| on_device.explain(e.to_string(), "while loading the UNet's weights", false))?;
-        let control = match single {
+        let controls = match single {
             Some((positive, negative)) => adapters::control_guidance(
                 positive,
                 negative,
                 companion,
                 (&device, model_dtype(&device)),
-                &rooms.controlnet,
+                &rooms.controlnets,
             )?,
-            None => None,
+            None => Vec::new(),
         };
         let (_, control_ready) = timed(&device, started, ())?;
         let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
@@ -157,7 +159,7 @@ impl NodeType for KSampler {
             Some((positive, negative)) => adapters::image_token_guidance(positive, negative)?,
             None => None,
         };
-        let controlnet_weights = control.as_ref().map(|_| control_ready - unet_weights);
+        let controlnet_weights = (!controls.is_empty()).then(|| control_ready - unet_weights);
         let clock = RefCell::new(StepClock::new(SamplingTimes {
             unet_weights,
             controlnet_weights,
@@ -185,7 +187,7 @@ impl NodeType for KSampler {
                 positive,
                 negative,
                 cfg: plan.cfg,
-                control: control.as_ref(),
+                controls: &controls,
                 image_tokens: image_tokens.as_ref(),
                 context_cache: ContextCache::default(),
             }),
@@ -272,9 +274,14 @@ impl NodeType for KSampler {
         if let Some(report) = store.report() {
             ctx.reporter.memory(report);
         }
-        if let Some(mut report) = control.as_ref().and_then(|c| c.store.report()) {
-            report.title = format!("{} (ControlNet)", report.title);
-            ctx.reporter.memory(report);
+        for (number, control) in controls.iter().enumerate() {
+            if let Some(mut report) = control.store.report() {
+                report.title = match controls.len() {
+                    1 => format!("{} (ControlNet)", report.title),
+                    _ => format!("{} (ControlNet {} of {})", report.title, number + 1, controls.len()),
+                };
+                ctx.reporter.memory(report);
+            }
         }
         Ok(vec![Value::Handle(Handle::new(
             SocketType::LATENT,
@@ -286,7 +293,7 @@ impl NodeType for KSampler {
     }
 
     /// Stands in with the input latents (the output has their shape) and says what sampling
-    /// needs: the UNet and the ControlNet the conditionings carry, as placed, beside a step's
+    /// needs: the UNet and the ControlNets the conditionings carry, as placed, beside a step's
     /// activations at this size.
     fn rehearse(&self, args: &Args, ctx: &RunContext) -> Result<Rehearsal, NodeError> {
         // Params that leave nothing to sample are refused before any work.
@@ -306,12 +313,15 @@ impl NodeType for KSampler {
             args.handle::<ConditioningList>("positive")?,
             args.handle::<ConditioningList>("negative")?,
         );
-        let controlnet = single_pair(&positive, &negative)?.and_then(|(positive, negative)| {
-            adapters::placed_controlnet(positive, negative, model.companion_placement.as_ref())
-        });
+        let controlnets = match single_pair(&positive, &negative)? {
+            Some((positive, negative)) => {
+                adapters::placed_controlnets(positive, negative, model.companion_placement.as_ref())?
+            }
+            None => Vec::new(),
+        };
         Ok(Rehearsal::StoodIn {
             outputs: vec![args.value("latent_image")?.clone()],
-            need: sampler_need(&on_device, controlnet.as_ref()),
+            need: sampler_need(&on_device, &controlnets),
         })
     }
 }
@@ -329,7 +339,11 @@ fn single_pair<'a>(
     if let (Some(positive), Some(negative)) = (positive.single(), negative.single()) {
         return Ok(Some((positive, negative)));
     }
-    let adapted = |list: &ConditioningList| list.0.iter().any(|c| c.control.is_some() || c.image_prompt.is_some());
+    let adapted = |list: &ConditioningList| {
+        list.0
+            .iter()
+            .any(|c| !c.controls.is_empty() || c.image_prompt.is_some())
+    };
     if adapted(positive) || adapted(negative) {
         return Err(NodeError::msg(
             "the conditionings are combined or placed (ConditioningCombine, ConditioningSetArea, ConditioningSetMask or \

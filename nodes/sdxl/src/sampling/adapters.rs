@@ -1,5 +1,6 @@
-//! What adapters add to each denoising step: ControlNet residuals and IP-Adapter image tokens,
-//! for the batched (negative, positive) UNet input, within their part of the schedule.
+//! What adapters add to each denoising step: ControlNet residuals (a chain's summed) and
+//! IP-Adapter image tokens, for the batched (negative, positive) UNet input, within their part
+//! of the schedule.
 
 use super::schedule::DiscreteSchedule;
 use crate::controlnet::ControlNet;
@@ -143,6 +144,44 @@ impl ControlGuidance<'_> {
             mid: apply(&residuals.mid)?,
         }))
     }
+}
+
+/// The residuals of a chain of ControlNets for the batched `input` at `sigma`, summed as
+/// ComfyUI sums a chain's; `None` where none of them acts at this sigma.
+///
+/// # Errors
+/// A tensor or store error, or ControlNets whose residuals do not match layer for layer.
+pub fn summed_residuals(
+    controls: &[ControlGuidance],
+    schedule: &DiscreteSchedule,
+    input: &UNetInput,
+    sigma: f64,
+    guided: bool,
+) -> Result<Option<ControlResiduals>> {
+    let mut total: Option<ControlResiduals> = None;
+    for control in controls {
+        let Some(residuals) = control.residuals(schedule, input, sigma, guided)? else {
+            continue;
+        };
+        total = Some(match total {
+            None => residuals,
+            Some(sum) if sum.down.len() == residuals.down.len() => ControlResiduals {
+                down: sum
+                    .down
+                    .iter()
+                    .zip(&residuals.down)
+                    .map(|(a, b)| a + b)
+                    .collect::<Result<_>>()?,
+                mid: (&sum.mid + &residuals.mid)?,
+            },
+            Some(sum) => candle_core::bail!(
+                "the chained ControlNets give {} and {} residuals: they are not for the same UNet",
+                sum.down.len(),
+                residuals.down.len()
+            ),
+        });
+    }
+    Ok(total)
 }
 
 /// A batch layout (guided, rows) and every layer's projected tokens for it.

@@ -1,7 +1,7 @@
 //! The SDXL UNet as a k-diffusion denoiser: epsilon prediction turned into a clean-latent
 //! prediction at a noise level, with classifier-free guidance over a batched cond/uncond pass.
 
-use super::adapters::{ControlGuidance, ImageTokenGuidance};
+use super::adapters::{summed_residuals, ControlGuidance, ImageTokenGuidance};
 use super::samplers::Denoiser;
 use super::schedule::DiscreteSchedule;
 use crate::unet::{ContextCache, UNet, UNetInput};
@@ -34,8 +34,8 @@ pub struct GuidedDenoiser<'a> {
     pub negative: &'a TextConditioning,
     /// Guidance scale; 1 evaluates only the positive side.
     pub cfg: f64,
-    /// A ControlNet, if one is attached.
-    pub control: Option<&'a ControlGuidance<'a>>,
+    /// The ControlNets attached, in order (none: an empty slice).
+    pub controls: &'a [ControlGuidance<'a>],
     /// IP-Adapter image tokens, if attached.
     pub image_tokens: Option<&'a ImageTokenGuidance>,
     /// The conditioning's keys and values, projected at the first step and reused after (start
@@ -106,10 +106,7 @@ impl GuidedDenoiser<'_> {
             control: None,
             extra_tokens: None,
         };
-        let control = match self.control {
-            Some(control) => control.residuals(self.schedule, &unet_input, sigma, guided)?,
-            None => None,
-        };
+        let control = summed_residuals(self.controls, self.schedule, &unet_input, sigma, guided)?;
         let extra = match self.image_tokens {
             Some(tokens) => tokens.extra_tokens(self.schedule, sigma, guided, n, x.device())?,
             None => None,

@@ -13,7 +13,7 @@ mod schedule;
 mod seed_sequence;
 mod torch_noise;
 
-pub use adapters::{percent_sigma, ControlGuidance, ImageTokenGuidance};
+pub use adapters::{percent_sigma, summed_residuals, ControlGuidance, ImageTokenGuidance};
 pub use denoiser::{GuidedDenoiser, TextConditioning};
 pub use inpainting::{latent_mask, MaskedDenoiser};
 pub use noise::SeededNoise;

@@ -137,7 +137,7 @@ impl Tiny {
             positive: &self.positive,
             negative: &self.negative,
             cfg: 5.0,
-            control: None,
+            controls: &[],
             image_tokens: None,
             context_cache: ContextCache::default(),
         }
