@@ -1,14 +1,15 @@
 //! KSampler's view of what the conditionings carry: a chain of ControlNets and one set of
-//! image tokens for the batched negative and positive passes.
+//! image tokens for the batched negative and positive passes, or for lists of conditionings,
+//! each conditioning's own for its region.
 
 use super::tensor_error;
-use crate::conditioning::{Conditioning, ControlHint};
+use crate::conditioning::{Conditioning, ConditioningList, ControlHint};
 use crate::controlnet::ControlNet;
-use crate::sampling::{ControlGuidance, ImageTokenGuidance};
+use crate::sampling::{ControlGuidance, ImageTokenGuidance, RegionAdapters, TextConditioning};
 use crate::unet::ContextCache;
 use candle_core::{DType, Device};
 use std::sync::Arc;
-use swapgraph_model::{ModelHandle, Placement, Room};
+use swapgraph_model::{ModelHandle, Placement, Room, WeightStore};
 use swapgraph_node_api::NodeError;
 
 /// One link of the chain of ControlNets the conditionings carry.
@@ -102,44 +103,125 @@ pub fn control_guidance<'a>(
         .zip(placed)
         .zip(rooms)
         .map(|((link, placed), room)| {
-            let hint = link.hint;
-            let controlnet = hint
-                .controlnet
-                .network
-                .as_any()
-                .downcast_ref::<ControlNet>()
-                .ok_or_else(|| {
-                    NodeError::msg(format!(
-                        "\"{}\" is a {}, not a ControlNet",
-                        hint.controlnet.name,
-                        hint.controlnet.network.kind()
-                    ))
-                })?;
             let store = placed
                 .store(device, dtype, room)
                 .map_err(|e| NodeError::msg(e.to_string()))?;
             let context = |side: Option<&Arc<ControlHint>>, text: &Conditioning| {
-                side.map(|c| {
-                    c.context
-                        .clone()
-                        .unwrap_or_else(|| text.context.clone())
-                        .to_device(device)
-                        .map_err(tensor_error)
-                })
-                .transpose()
+                side.map(|hint| hint_context(hint, &text.context, device)).transpose()
             };
-            Ok(ControlGuidance {
-                controlnet,
+            guidance(
+                link.hint,
                 store,
-                hint: hint.hint.clone(),
-                strength: hint.strength,
-                contexts: (context(link.negative, negative)?, context(link.positive, positive)?),
-                percent: (hint.start_percent, hint.end_percent),
-                region: hint.region.clone(),
-                context_cache: ContextCache::default(),
-            })
+                (context(link.negative, negative)?, context(link.positive, positive)?),
+            )
         })
         .collect()
+}
+
+/// The distinct ControlNet models any conditioning of the lists carries (each once, however
+/// many conditionings carry it), placed as [`placed_controlnets`] places them, in the order
+/// first met.
+pub fn listed_controlnets(
+    positive: &ConditioningList,
+    negative: &ConditioningList,
+    companion: Option<&Arc<dyn Placement>>,
+) -> Vec<ModelHandle> {
+    let mut models: Vec<&ModelHandle> = Vec::new();
+    for hint in positive.0.iter().chain(&negative.0).flat_map(|c| &c.controls) {
+        if !models.iter().any(|m| Arc::ptr_eq(&m.network, &hint.controlnet.network)) {
+            models.push(&hint.controlnet);
+        }
+    }
+    models
+        .into_iter()
+        .map(|model| match companion {
+            Some(placement) => model.with_placement(Arc::clone(placement)),
+            None => model.clone(),
+        })
+        .collect()
+}
+
+/// The adapters `conditioning` brings to its region when sampled with `text`: its ControlNets,
+/// their weights from `stores` (one per model of [`listed_controlnets`], in its order), and its
+/// image tokens.
+///
+/// # Errors
+/// A ControlNet model that is not one or has no store, or a context that cannot be moved.
+pub fn region_adapters<'c>(
+    conditioning: &'c Conditioning,
+    text: &TextConditioning,
+    stores: &[(&ModelHandle, Arc<dyn WeightStore>)],
+    device: &Device,
+) -> Result<RegionAdapters<'c>, NodeError> {
+    let controls = conditioning
+        .controls
+        .iter()
+        .map(|hint| {
+            let store = stores
+                .iter()
+                .find(|(model, _)| Arc::ptr_eq(&model.network, &hint.controlnet.network))
+                .map(|(_, store)| Arc::clone(store))
+                .ok_or_else(|| {
+                    NodeError::msg(format!("ControlNet \"{}\" has no weights placed", hint.controlnet.name))
+                })?;
+            guidance(hint, store, (None, Some(hint_context(hint, &text.context, device)?)))
+        })
+        .collect::<Result<_, _>>()?;
+    let image_tokens = conditioning.image_prompt.as_ref().map(|prompt| {
+        ImageTokenGuidance::new(
+            Arc::clone(&prompt.layers),
+            (prompt.tokens.clone(), prompt.tokens.clone()),
+            prompt.weight,
+            (prompt.start_percent, prompt.end_percent),
+            prompt.region.clone(),
+        )
+    });
+    Ok(RegionAdapters { controls, image_tokens })
+}
+
+/// What `hint`'s ControlNet attends to on the device: its own context (InstantID's face tokens),
+/// else `text`.
+fn hint_context(
+    hint: &ControlHint,
+    text: &candle_core::Tensor,
+    device: &Device,
+) -> Result<candle_core::Tensor, NodeError> {
+    hint.context
+        .clone()
+        .unwrap_or_else(|| text.clone())
+        .to_device(device)
+        .map_err(tensor_error)
+}
+
+/// `hint`'s ControlNet with its weights in `store`, run with each side's context of `contexts`
+/// (negative, positive).
+fn guidance(
+    hint: &ControlHint,
+    store: Arc<dyn WeightStore>,
+    contexts: (Option<candle_core::Tensor>, Option<candle_core::Tensor>),
+) -> Result<ControlGuidance<'_>, NodeError> {
+    let controlnet = hint
+        .controlnet
+        .network
+        .as_any()
+        .downcast_ref::<ControlNet>()
+        .ok_or_else(|| {
+            NodeError::msg(format!(
+                "\"{}\" is a {}, not a ControlNet",
+                hint.controlnet.name,
+                hint.controlnet.network.kind()
+            ))
+        })?;
+    Ok(ControlGuidance {
+        controlnet,
+        store,
+        hint: hint.hint.clone(),
+        strength: hint.strength,
+        contexts,
+        percent: (hint.start_percent, hint.end_percent),
+        region: hint.region.clone(),
+        context_cache: ContextCache::default(),
+    })
 }
 
 /// The image tokens the conditionings carry (the positive side's weight, span and region win); a side

@@ -73,7 +73,7 @@ impl ControlNetApplyAdvanced {
         let descriptor = NodeDescriptor::new(
             "ControlNetApplyAdvanced",
             "conditioning",
-            "Steers sampling with a ControlNet and a hint image (resized to the image being generated) over part of the schedule. Applied again to conditionings that already carry one (or InstantID's), it chains: every ControlNet runs each step and their residuals are summed.",
+            "Steers sampling with a ControlNet and a hint image (cropped about its centre to the aspect of the image being generated, or of a placed conditioning's area, and resized to it) over part of the schedule. Applied again to conditionings that already carry one (or InstantID's), it chains: every ControlNet runs each step and their residuals are summed.",
         )
         .input("positive", SocketType::CONDITIONING, "The positive conditioning.")
         .input("negative", SocketType::CONDITIONING, "The negative conditioning.")

@@ -9,8 +9,8 @@ use super::tensor_error;
 use crate::conditioning::{Conditioning, ConditioningList, SizeIds};
 use crate::device::{candle_device, model_dtype};
 use crate::sampling::{
-    latent_mask, latent_preview, regions, Denoiser, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser, RegionalDenoiser,
-    TextConditioning, Watched,
+    latent_mask, latent_preview, regions, Adapters, Denoiser, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser,
+    RegionalDenoiser, TextConditioning, Watched,
 };
 use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Device};
@@ -109,11 +109,11 @@ impl NodeType for KSampler {
             args.handle::<ConditioningList>("positive")?,
             args.handle::<ConditioningList>("negative")?,
         );
-        let single = single_pair(&positive_list, &negative_list)?;
+        let single = single_pair(&positive_list, &negative_list);
         let companion = model.companion_placement.as_ref();
         let controlnets = match single {
             Some((positive, negative)) => adapters::placed_controlnets(positive, negative, companion)?,
-            None => Vec::new(),
+            None => adapters::listed_controlnets(&positive_list, &negative_list, companion),
         };
         let rooms = sampler_rooms(&on_device, &controlnets, ctx.vram_budget);
         // Times are taken with the device synchronised, so queued work counts where it ran. The
@@ -137,6 +137,20 @@ impl NodeType for KSampler {
             )?,
             None => Vec::new(),
         };
+        // Lists of conditionings share one store per ControlNet model among their regions.
+        let listed_stores = match single {
+            Some(_) => Vec::new(),
+            None => controlnets
+                .iter()
+                .zip(&rooms.controlnets)
+                .map(|(controlnet, room)| {
+                    let store = controlnet
+                        .store(&device, model_dtype(&device), room)
+                        .map_err(|e| NodeError::msg(e.to_string()))?;
+                    Ok((controlnet, store))
+                })
+                .collect::<Result<Vec<_>, NodeError>>()?,
+        };
         let (_, control_ready) = timed(&device, started, ())?;
         let image_size = SizeIds::square((w * 8) as f64, (h * 8) as f64);
         let text = |c: &Conditioning| -> Result<TextConditioning, String> {
@@ -159,7 +173,7 @@ impl NodeType for KSampler {
             Some((positive, negative)) => adapters::image_token_guidance(positive, negative)?,
             None => None,
         };
-        let controlnet_weights = (!controls.is_empty()).then(|| control_ready - unet_weights);
+        let controlnet_weights = (!controlnets.is_empty()).then(|| control_ready - unet_weights);
         let clock = RefCell::new(StepClock::new(SamplingTimes {
             unet_weights,
             controlnet_weights,
@@ -187,14 +201,20 @@ impl NodeType for KSampler {
                 positive,
                 negative,
                 cfg: plan.cfg,
-                controls: &controls,
-                image_tokens: image_tokens.as_ref(),
+                adapters: Adapters {
+                    controls: &controls,
+                    image_tokens: image_tokens.as_ref(),
+                },
                 context_cache: ContextCache::default(),
             }),
             None => {
                 let (positive, negative) = regions(
                     (&positive_list.0, &negative_list.0),
                     text,
+                    |conditioning, text| {
+                        adapters::region_adapters(conditioning, text, &listed_stores, &device)
+                            .map_err(|e| e.to_string())
+                    },
                     latents.dims4().map_err(tensor_error)?,
                     &schedule,
                     &device,
@@ -274,11 +294,20 @@ impl NodeType for KSampler {
         if let Some(report) = store.report() {
             ctx.reporter.memory(report);
         }
-        for (number, control) in controls.iter().enumerate() {
-            if let Some(mut report) = control.store.report() {
-                report.title = match controls.len() {
+        let control_stores: Vec<_> = match single {
+            Some(_) => controls.iter().map(|control| &control.store).collect(),
+            None => listed_stores.iter().map(|(_, store)| store).collect(),
+        };
+        for (number, store) in control_stores.iter().enumerate() {
+            if let Some(mut report) = store.report() {
+                report.title = match control_stores.len() {
                     1 => format!("{} (ControlNet)", report.title),
-                    _ => format!("{} (ControlNet {} of {})", report.title, number + 1, controls.len()),
+                    _ => format!(
+                        "{} (ControlNet {} of {})",
+                        report.title,
+                        number + 1,
+                        control_stores.len()
+                    ),
                 };
                 ctx.reporter.memory(report);
             }
@@ -313,11 +342,10 @@ impl NodeType for KSampler {
             args.handle::<ConditioningList>("positive")?,
             args.handle::<ConditioningList>("negative")?,
         );
-        let controlnets = match single_pair(&positive, &negative)? {
-            Some((positive, negative)) => {
-                adapters::placed_controlnets(positive, negative, model.companion_placement.as_ref())?
-            }
-            None => Vec::new(),
+        let companion = model.companion_placement.as_ref();
+        let controlnets = match single_pair(&positive, &negative) {
+            Some((positive, negative)) => adapters::placed_controlnets(positive, negative, companion)?,
+            None => adapters::listed_controlnets(&positive, &negative, companion),
         };
         Ok(Rehearsal::StoodIn {
             outputs: vec![args.value("latent_image")?.clone()],
@@ -328,30 +356,12 @@ impl NodeType for KSampler {
 
 /// The one conditioning of each side, when each applies everywhere and always (sampled in one
 /// batched pass, adapters and all); `None` for lists of placed conditionings, which are
-/// sampled region by region.
-///
-/// # Errors
-/// Lists that carry a ControlNet or InstantID: their adapters apply to single conditionings only.
+/// sampled region by region, each with its own adapters.
 fn single_pair<'a>(
     positive: &'a ConditioningList,
     negative: &'a ConditioningList,
-) -> Result<Option<(&'a Conditioning, &'a Conditioning)>, NodeError> {
-    if let (Some(positive), Some(negative)) = (positive.single(), negative.single()) {
-        return Ok(Some((positive, negative)));
-    }
-    let adapted = |list: &ConditioningList| {
-        list.0
-            .iter()
-            .any(|c| !c.controls.is_empty() || c.image_prompt.is_some())
-    };
-    if adapted(positive) || adapted(negative) {
-        return Err(NodeError::msg(
-            "the conditionings are combined or placed (ConditioningCombine, ConditioningSetArea, ConditioningSetMask or \
-             ConditioningSetTimestepRange) and carry a ControlNet or InstantID: those apply to single conditionings \
-             only so far; apply them to one conditioning of each side, unplaced",
-        ));
-    }
-    Ok(None)
+) -> Option<(&'a Conditioning, &'a Conditioning)> {
+    positive.single().zip(negative.single())
 }
 
 /// The UNet of `model`, which KSampler runs.

@@ -153,16 +153,21 @@ pub fn sampler_rooms(on_device: &UNetOnDevice, controlnets: &[ModelHandle], budg
 }
 
 /// `bytes` for several models' weights: each its least first (in order, as far as the bytes
-/// go), the rest in proportion to each one's wish.
+/// go), the rest in proportion to each one's wish; the last takes what rounding leaves.
 fn split(bytes: u64, leasts: &[u64], wishes: &[u64]) -> Vec<u64> {
     let spare = bytes.saturating_sub(leasts.iter().sum());
     let wished = wishes.iter().sum::<u64>().max(1);
     let mut left = bytes;
+    let last = leasts.len().saturating_sub(1);
     leasts
         .iter()
         .zip(wishes)
-        .map(|(&least, &wish)| {
-            let share = (least + (spare as f64 * wish as f64 / wished as f64) as u64).min(left);
+        .enumerate()
+        .map(|(number, (&least, &wish))| {
+            let share = match number == last {
+                true => left,
+                false => (least + (spare as f64 * wish as f64 / wished as f64) as u64).min(left),
+            };
             left -= share;
             share
         })

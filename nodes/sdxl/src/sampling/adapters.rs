@@ -6,7 +6,7 @@ use super::schedule::DiscreteSchedule;
 use crate::controlnet::ControlNet;
 use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
-use crate::unet::{ContextCache, ControlResiduals, ExtraTokens, UNetInput};
+use crate::unet::{ContextCache, ControlResiduals, ExtraTokens, ExtraTokensFn, UNet, UNetInput};
 use candle_core::{Device, Result, Tensor};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -96,12 +96,7 @@ impl ControlGuidance<'_> {
         )?;
         let (_, _, h, w) = input.sample.dims4()?;
         let factor = self.controlnet.config().hint_factor();
-        let hint = self.hint.to_device(input.sample.device())?;
-        let hint = if hint.dims()[2..] == [h * factor, w * factor] {
-            hint
-        } else {
-            hint.upsample_nearest2d(h * factor, w * factor)?
-        };
+        let hint = fit_hint(&self.hint.to_device(input.sample.device())?, (h * factor, w * factor))?;
         let hint = Tensor::cat(&vec![&hint; rows], 0)?;
         let projected = self.context_cache.get_or_project((guided, rows), || {
             self.controlnet.project_context(self.store.as_ref(), &context)
@@ -143,6 +138,87 @@ impl ControlGuidance<'_> {
             down: residuals.down.iter().map(apply).collect::<Result<Vec<_>>>()?,
             mid: apply(&residuals.mid)?,
         }))
+    }
+}
+
+/// `hint` `[1, 3, h, w]` resized to `(height, width)` as ComfyUI's ControlNets resize theirs:
+/// cropped about its centre to the target's aspect ratio, then resampled with PyTorch's
+/// `nearest-exact` (each target pixel takes the source pixel under its centre).
+///
+/// # Errors
+/// A tensor error.
+pub fn fit_hint(hint: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
+    let (_, _, old_height, old_width) = hint.dims4()?;
+    if (old_height, old_width) == (height, width) {
+        return Ok(hint.clone());
+    }
+    let (old_aspect, new_aspect) = (old_width as f64 / old_height as f64, width as f64 / height as f64);
+    // Python's round, to even, as ComfyUI's `common_upscale` crops.
+    let margin = |side: usize, kept: f64| ((side as f64 - side as f64 * kept) / 2.0).round_ties_even() as usize;
+    let (x, y) = if old_aspect > new_aspect {
+        (margin(old_width, new_aspect / old_aspect), 0)
+    } else if old_aspect < new_aspect {
+        (0, margin(old_height, old_aspect / new_aspect))
+    } else {
+        (0, 0)
+    };
+    let cropped = hint
+        .narrow(2, y, old_height - 2 * y)?
+        .narrow(3, x, old_width - 2 * x)?
+        .contiguous()?;
+    let nearest = |from: usize, to: usize, device: &Device| -> Result<Tensor> {
+        let scale = from as f64 / to as f64;
+        let indices: Vec<u32> = (0..to)
+            .map(|i| (((i as f64 + 0.5) * scale).floor() as usize).min(from - 1) as u32)
+            .collect();
+        Tensor::new(indices, device)
+    };
+    let device = hint.device();
+    cropped
+        .index_select(&nearest(old_height - 2 * y, height, device)?, 2)?
+        .contiguous()?
+        .index_select(&nearest(old_width - 2 * x, width, device)?, 3)
+}
+
+/// The adapters one UNet pass runs with: a chain of ControlNets and image tokens.
+#[derive(Clone, Copy, Default)]
+pub struct Adapters<'a> {
+    /// The ControlNets, in the chain's order.
+    pub controls: &'a [ControlGuidance<'a>],
+    /// IP-Adapter image tokens.
+    pub image_tokens: Option<&'a ImageTokenGuidance>,
+}
+
+impl Adapters<'_> {
+    /// `unet`'s noise prediction for `input` at `sigma` with the adapters that act there: the
+    /// ControlNets' residuals summed, the image tokens in each attention layer.
+    ///
+    /// # Errors
+    /// A tensor or store error.
+    pub fn forward(
+        &self,
+        (unet, store): (&UNet, &dyn WeightStore),
+        schedule: &DiscreteSchedule,
+        input: UNetInput,
+        sigma: f64,
+        guided: bool,
+    ) -> Result<Tensor> {
+        let control = summed_residuals(self.controls, schedule, &input, sigma, guided)?;
+        let rows = input.sample.dim(0)?;
+        let extra = match self.image_tokens {
+            Some(tokens) => tokens.extra_tokens(schedule, sigma, guided, rows, input.sample.device())?,
+            None => None,
+        };
+        let provider = |layer: usize, grid: (usize, usize)| match (self.image_tokens, extra.as_ref()) {
+            (Some(guidance), Some(all)) => guidance.layer_tokens(all, layer, grid),
+            _ => Ok(None),
+        };
+        let input = UNetInput {
+            control: control.as_ref(),
+            extra_tokens: extra.is_some().then_some(&provider as &ExtraTokensFn),
+            ..input
+        };
+        unet.forward(store, &input)
     }
 }
 

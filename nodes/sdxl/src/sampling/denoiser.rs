@@ -1,7 +1,7 @@
 //! The SDXL UNet as a k-diffusion denoiser: epsilon prediction turned into a clean-latent
 //! prediction at a noise level, with classifier-free guidance over a batched cond/uncond pass.
 
-use super::adapters::{summed_residuals, ControlGuidance, ImageTokenGuidance};
+use super::adapters::Adapters;
 use super::samplers::Denoiser;
 use super::schedule::DiscreteSchedule;
 use crate::unet::{ContextCache, UNet, UNetInput};
@@ -34,10 +34,8 @@ pub struct GuidedDenoiser<'a> {
     pub negative: &'a TextConditioning,
     /// Guidance scale; 1 evaluates only the positive side.
     pub cfg: f64,
-    /// The ControlNets attached, in order (none: an empty slice).
-    pub controls: &'a [ControlGuidance<'a>],
-    /// IP-Adapter image tokens, if attached.
-    pub image_tokens: Option<&'a ImageTokenGuidance>,
+    /// The ControlNets and image tokens attached (none: `Adapters::default()`).
+    pub adapters: Adapters<'a>,
     /// The conditioning's keys and values, projected at the first step and reused after (start
     /// with an empty one).
     pub context_cache: ContextCache,
@@ -96,7 +94,7 @@ impl GuidedDenoiser<'_> {
         let projected = self
             .context_cache
             .get_or_project((guided, n), || self.unet.project_context(self.store, &context))?;
-        let mut unet_input = UNetInput {
+        let unet_input = UNetInput {
             sample: &input,
             timesteps: &timesteps,
             context: &context,
@@ -106,20 +104,10 @@ impl GuidedDenoiser<'_> {
             control: None,
             extra_tokens: None,
         };
-        let control = summed_residuals(self.controls, self.schedule, &unet_input, sigma, guided)?;
-        let extra = match self.image_tokens {
-            Some(tokens) => tokens.extra_tokens(self.schedule, sigma, guided, n, x.device())?,
-            None => None,
-        };
-        let provider = |layer: usize, grid: (usize, usize)| match (self.image_tokens, extra.as_ref()) {
-            (Some(guidance), Some(all)) => guidance.layer_tokens(all, layer, grid),
-            _ => Ok(None),
-        };
-        unet_input.control = control.as_ref();
-        if extra.is_some() {
-            unet_input.extra_tokens = Some(&provider);
-        }
-        let eps = self.unet.forward(self.store, &unet_input)?.to_dtype(DType::F32)?;
+        let eps = self
+            .adapters
+            .forward((self.unet, self.store), self.schedule, unet_input, sigma, guided)?
+            .to_dtype(DType::F32)?;
         let x = x.to_dtype(DType::F32)?;
         let denoised = |eps: &Tensor| &x - (eps * sigma)?;
         if !guided {

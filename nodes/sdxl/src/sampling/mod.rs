@@ -13,12 +13,12 @@ mod schedule;
 mod seed_sequence;
 mod torch_noise;
 
-pub use adapters::{percent_sigma, summed_residuals, ControlGuidance, ImageTokenGuidance};
+pub use adapters::{fit_hint, percent_sigma, summed_residuals, Adapters, ControlGuidance, ImageTokenGuidance};
 pub use denoiser::{GuidedDenoiser, TextConditioning};
 pub use inpainting::{latent_mask, MaskedDenoiser};
 pub use noise::SeededNoise;
 pub use preview::{latent_preview, Watched};
-pub use regional::{regions, Region, RegionalDenoiser};
+pub use regional::{regions, Region, RegionAdapters, RegionalDenoiser};
 pub use samplers::{Denoiser, NoiseSource, Sampler};
 pub use schedule::{DiscreteSchedule, Scheduler, TRAINING_STEPS};
 pub use torch_noise::{ComfyUiStepNoise, SeedNoise, TorchNoise};

@@ -5,9 +5,11 @@
 //! feathered over their 8 outermost latent pixels. A place no conditioning of a side covers
 //! predicts 0 there, as in ComfyUI. An area on one side that the other side has no conditioning
 //! for gets one there: the other side's smallest conditioning that covers it (or one without an
-//! area), placed as the first.
+//! area), placed as the first. Each conditioning brings the adapters applied to it (ControlNets,
+//! image tokens) to its region, as ComfyUI attaches them to its conditionings: a ControlNet sees
+//! the region's latents, its text and its hint resized to the region.
 
-use super::adapters::percent_sigma;
+use super::adapters::{percent_sigma, Adapters, ControlGuidance, ImageTokenGuidance};
 use super::denoiser::{both_sides, TextConditioning};
 use super::inpainting::latent_mask;
 use super::samplers::Denoiser;
@@ -35,7 +37,10 @@ pub struct LatentArea {
 
 /// One conditioning placed on latents of a known size, before its weights are made.
 #[derive(Clone)]
-struct Placed {
+struct Placed<'c> {
+    /// The conditioning whose adapters it brings (its text may be another's, see
+    /// [`give_opposite_area`]).
+    source: &'c Conditioning,
     text: TextConditioning,
     /// Its area, when it has one (`None`: all of the latents).
     area: Option<LatentArea>,
@@ -46,9 +51,19 @@ struct Placed {
     sigmas: (f64, f64),
 }
 
+/// The adapters a conditioning of a list brings to its region.
+#[derive(Default)]
+pub struct RegionAdapters<'a> {
+    /// Its ControlNets, in the chain's order, each with the region's side as its positive one.
+    pub controls: Vec<ControlGuidance<'a>>,
+    /// Its image tokens, the same on both sides (a region runs one side).
+    pub image_tokens: Option<ImageTokenGuidance>,
+}
+
 /// One conditioning as the denoiser runs it.
-pub struct Region {
+pub struct Region<'a> {
     text: TextConditioning,
+    adapters: RegionAdapters<'a>,
     area: LatentArea,
     /// Its weight at each latent pixel of its area, `[batch or 1, 1, height, width]`.
     weights: Tensor,
@@ -123,12 +138,12 @@ fn mask_bounds(mask: &Tensor) -> Result<LatentArea> {
 }
 
 /// One conditioning of a list placed on latents of `shape`.
-fn place(
-    conditioning: &Conditioning,
+fn place<'c>(
+    conditioning: &'c Conditioning,
     text: TextConditioning,
     shape: LatentShape,
     schedule: &DiscreteSchedule,
-) -> std::result::Result<Placed, String> {
+) -> std::result::Result<Placed<'c>, String> {
     let Placement {
         area,
         strength,
@@ -157,6 +172,7 @@ fn place(
     };
     let (start, end) = percent.unwrap_or((0.0, 1.0));
     Ok(Placed {
+        source: conditioning,
         text,
         area,
         strength: *strength,
@@ -167,8 +183,8 @@ fn place(
 
 /// ComfyUI's `create_cond_with_same_area_if_none`: when `placed` has an area that no
 /// conditioning of `other` has, `other` gets `placed` with the text of its smallest conditioning
-/// that covers the area (or of the first without an area).
-fn give_opposite_area(other: &mut Vec<Placed>, placed: &Placed) {
+/// that covers the area (or of the first without an area), and keeps `placed`'s adapters.
+fn give_opposite_area<'c>(other: &mut Vec<Placed<'c>>, placed: &Placed<'c>) {
     let Some(area) = placed.area else {
         return;
     };
@@ -262,19 +278,22 @@ fn weights(placed: &Placed, shape: LatentShape) -> Result<(LatentArea, Tensor)> 
 }
 
 /// Both sides' conditionings placed on latents of `shape` as regions, each with its text
-/// conditioning (`text`), on `device`.
+/// conditioning (`text`) and the adapters `adapters` makes of its conditioning for that text, on
+/// `device`.
 ///
 /// # Errors
 /// A message naming the side and what is wrong: an area outside the latents, a mask that is
-/// not `[batch, height, width]`, or a mask with a batch the latents' is not a multiple of.
-pub fn regions(
-    (positive, negative): (&[Conditioning], &[Conditioning]),
+/// not `[batch, height, width]`, a mask with a batch the latents' is not a multiple of, or
+/// adapters that cannot be made.
+pub fn regions<'c>(
+    (positive, negative): (&'c [Conditioning], &'c [Conditioning]),
     text: impl Fn(&Conditioning) -> std::result::Result<TextConditioning, String>,
+    adapters: impl Fn(&'c Conditioning, &TextConditioning) -> std::result::Result<RegionAdapters<'c>, String>,
     shape: LatentShape,
     schedule: &DiscreteSchedule,
     device: &Device,
-) -> std::result::Result<(Vec<Region>, Vec<Region>), String> {
-    let placed = |side: &[Conditioning], name: &str| -> std::result::Result<Vec<Placed>, String> {
+) -> std::result::Result<(Vec<Region<'c>>, Vec<Region<'c>>), String> {
+    let placed = |side: &'c [Conditioning], name: &str| -> std::result::Result<Vec<Placed<'c>>, String> {
         side.iter()
             .map(|c| place(c, text(c)?, shape, schedule))
             .collect::<std::result::Result<_, _>>()
@@ -287,9 +306,10 @@ pub fn regions(
     for conditioning in negative.clone() {
         give_opposite_area(&mut positive, &conditioning);
     }
-    let made = |side: Vec<Placed>, name: &str| -> std::result::Result<Vec<Region>, String> {
+    let made = |side: Vec<Placed<'c>>, name: &str| -> std::result::Result<Vec<Region<'c>>, String> {
         side.into_iter()
             .map(|placed| {
+                let adapters = adapters(placed.source, &placed.text).map_err(candle_core::Error::Msg)?;
                 let (area, weights) = weights(&placed, shape)?;
                 let rows = weights.dim(0)?;
                 if shape.0 % rows != 0 {
@@ -302,6 +322,7 @@ pub fn regions(
                 };
                 Ok(Region {
                     text: placed.text,
+                    adapters,
                     area,
                     weights: weights.to_dtype(DType::F32)?.to_device(device)?,
                     sigmas: placed.sigmas,
@@ -324,9 +345,9 @@ pub struct RegionalDenoiser<'a> {
     /// Sigma to timestep conversion.
     pub schedule: &'a DiscreteSchedule,
     /// The positive side's regions.
-    pub positive: Vec<Region>,
+    pub positive: Vec<Region<'a>>,
     /// The negative side's regions.
-    pub negative: Vec<Region>,
+    pub negative: Vec<Region<'a>>,
     /// Guidance scale; 1 evaluates only the positive side.
     pub cfg: f64,
 }
@@ -364,10 +385,15 @@ impl RegionalDenoiser<'_> {
             let projected = region
                 .context_cache
                 .get_or_project((false, batch), || unet.project_context(store, &context))?;
-            let eps = unet
+            let adapters = Adapters {
+                controls: &region.adapters.controls,
+                image_tokens: region.adapters.image_tokens.as_ref(),
+            };
+            let eps = adapters
                 .forward(
-                    store,
-                    &UNetInput {
+                    (unet, store),
+                    schedule,
+                    UNetInput {
                         sample: &scaled,
                         timesteps: &timesteps,
                         context: &context,
@@ -377,6 +403,8 @@ impl RegionalDenoiser<'_> {
                         control: None,
                         extra_tokens: None,
                     },
+                    sigma,
+                    false,
                 )?
                 .to_dtype(DType::F32)?;
             let denoised = (input - (eps * sigma)?)?;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use swapgraph_model::{ResidentStore, TensorSource, UnitSpec, UnitWeights, WeightStore};
 use swapgraph_node_api::Choice;
 use swapgraph_sdxl::sampling::{
-    ComfyUiStepNoise, DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning,
+    Adapters, ComfyUiStepNoise, DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning,
 };
 use swapgraph_sdxl::unet::{ContextCache, UNet, UNetConfig};
 
@@ -137,8 +137,7 @@ impl Tiny {
             positive: &self.positive,
             negative: &self.negative,
             cfg: 5.0,
-            controls: &[],
-            image_tokens: None,
+            adapters: Adapters::default(),
             context_cache: ContextCache::default(),
         }
     }
