@@ -8,6 +8,7 @@ use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
 use crate::unet::{ContextCache, ControlResiduals, ExtraTokens, ExtraTokensFn, UNet, UNetInput};
 use candle_core::{Device, Result, Tensor};
+use swapgraph_image::{crop_to_aspect, resize, ScaleMethod};
 use std::cell::RefCell;
 use std::sync::Arc;
 use swapgraph_model::WeightStore;
@@ -143,41 +144,16 @@ impl ControlGuidance<'_> {
 
 /// `hint` `[1, 3, h, w]` resized to `(height, width)` as ComfyUI's ControlNets resize theirs:
 /// cropped about its centre to the target's aspect ratio, then resampled with PyTorch's
-/// `nearest-exact` (each target pixel takes the source pixel under its centre).
+/// `nearest-exact`.
 ///
 /// # Errors
 /// A tensor error.
-pub fn fit_hint(hint: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
-    let (_, _, old_height, old_width) = hint.dims4()?;
-    if (old_height, old_width) == (height, width) {
+pub fn fit_hint(hint: &Tensor, size: (usize, usize)) -> Result<Tensor> {
+    if hint.dims()[2..] == [size.0, size.1] {
         return Ok(hint.clone());
     }
-    let (old_aspect, new_aspect) = (old_width as f64 / old_height as f64, width as f64 / height as f64);
-    // Python's round, to even, as ComfyUI's `common_upscale` crops.
-    let margin = |side: usize, kept: f64| ((side as f64 - side as f64 * kept) / 2.0).round_ties_even() as usize;
-    let (x, y) = if old_aspect > new_aspect {
-        (margin(old_width, new_aspect / old_aspect), 0)
-    } else if old_aspect < new_aspect {
-        (0, margin(old_height, old_aspect / new_aspect))
-    } else {
-        (0, 0)
-    };
-    let cropped = hint
-        .narrow(2, y, old_height - 2 * y)?
-        .narrow(3, x, old_width - 2 * x)?
-        .contiguous()?;
-    let nearest = |from: usize, to: usize, device: &Device| -> Result<Tensor> {
-        let scale = from as f64 / to as f64;
-        let indices: Vec<u32> = (0..to)
-            .map(|i| (((i as f64 + 0.5) * scale).floor() as usize).min(from - 1) as u32)
-            .collect();
-        Tensor::new(indices, device)
-    };
-    let device = hint.device();
-    cropped
-        .index_select(&nearest(old_height - 2 * y, height, device)?, 2)?
-        .contiguous()?
-        .index_select(&nearest(old_width - 2 * x, width, device)?, 3)
+    let resized = resize(&crop_to_aspect(hint, size)?, size, ScaleMethod::NearestExact)?;
+    resized.to_dtype(hint.dtype())
 }
 
 /// The adapters one UNet pass runs with: a chain of ControlNets and image tokens.
