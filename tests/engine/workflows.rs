@@ -281,7 +281,7 @@ fn images_and_latents_are_resampled_to_the_sizes_asked_for_and_batches_joined() 
 version: 1
 nodes:
   photo: { type: LoadImage, params: { image: workflows/inputs/astronaut.png } }
-  wide: { type: ImageScale, inputs: { image: photo.image }, params: { width: 96, height: 64, crop: center } }
+  wide: { type: ImageScale, inputs: { image: photo.image }, params: { width: 96, height: 64, crop: center, upscale_method: lanczos } }
   kept: { type: ImageScale, inputs: { image: photo.image }, params: { width: 0, height: 40, upscale_method: area } }
   half: { type: ImageScaleBy, inputs: { image: photo.image }, params: { scale_by: 0.25, upscale_method: bilinear } }
   save_wide: { type: SaveImage, inputs: { images: wide.image }, params: { filename_prefix: wide } }
@@ -306,6 +306,12 @@ nodes:
             ("wide_00001.png".to_string(), (96, 64)),
         ]
     );
+    // Lanczos works in 8 bits, which latents cannot take: refused by name.
+    let hires = std::fs::read_to_string("workflows/sdxl_hires_fix.yaml").unwrap();
+    let lanczos = hires.replacen("upscale_method: bicubic", "upscale_method: lanczos", 1);
+    assert_ne!(lanczos, hires, "the workflow names its upscale method");
+    let error = run_error("lanczos latents", &lanczos);
+    assert!(error.contains("lanczos") && error.contains("latents"), "{error}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod batch;
 mod bislerp;
+mod lanczos;
 mod load_image;
 mod load_image_mask;
 mod masks;

@@ -2,9 +2,9 @@
 //! without aligned corners (`nearest-exact`, `bilinear`, `bicubic`) and as its adaptive average
 //! pooling does (`area`): each axis is one matrix of weights, so an image or a latent is
 //! resampled with two matrix products on whatever device it is on. ComfyUI's `bislerp` (for
-//! latents) runs on the host.
+//! latents) and `lanczos` (Pillow's, for images) run on the host.
 
-use crate::bislerp;
+use crate::{bislerp, lanczos};
 use candle_core::{DType, Device, Result, Tensor};
 
 /// How values between samples are found, with PyTorch's (and ComfyUI's) names.
@@ -22,6 +22,9 @@ pub enum ScaleMethod {
     /// Spherical interpolation of each sample's channel vector between its two nearest source
     /// samples, as ComfyUI does for latents (images take it too).
     Bislerp,
+    /// Pillow's Lanczos filter (3 lobes) on the images in 8 bits, as ComfyUI's `lanczos`;
+    /// latents are refused.
+    Lanczos,
 }
 
 /// The methods that resample with one weight matrix per axis.
@@ -45,11 +48,8 @@ pub fn resize(x: &Tensor, (height, width): (usize, usize), method: ScaleMethod) 
         ScaleMethod::Bilinear => Matrix::Bilinear,
         ScaleMethod::Area => Matrix::Area,
         ScaleMethod::Bicubic => Matrix::Bicubic,
-        ScaleMethod::Bislerp => {
-            let host = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let values = bislerp::resize(&host, (batch, channels), (in_height, in_width), (height, width));
-            return Tensor::from_vec(values, (batch, channels, height, width), &Device::Cpu)?.to_device(device);
-        }
+        ScaleMethod::Bislerp => return on_host(x, (height, width), bislerp::resize),
+        ScaleMethod::Lanczos => return on_host(x, (height, width), lanczos::resize),
     };
     let rows = Tensor::from_vec(weights(matrix, in_height, height), (height, in_height), device)?;
     let columns = Tensor::from_vec(weights(matrix, in_width, width), (width, in_width), device)?.t()?;
@@ -61,6 +61,18 @@ pub fn resize(x: &Tensor, (height, width): (usize, usize), method: ScaleMethod) 
         .matmul(&planes)?
         .matmul(&columns.broadcast_left(batch * channels)?)?;
     resized.reshape((batch, channels, height, width))
+}
+
+/// A resampling of `[batch, channels, height, width]` values in host memory, to a new height
+/// and width.
+type HostResample = fn(&[f32], (usize, usize), (usize, usize), (usize, usize)) -> Vec<f32>;
+
+/// `x` resampled to `size` by `resample` on the host, then returned to `x`'s device.
+fn on_host(x: &Tensor, size: (usize, usize), resample: HostResample) -> Result<Tensor> {
+    let (batch, channels, in_height, in_width) = x.dims4()?;
+    let host = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let values = resample(&host, (batch, channels), (in_height, in_width), size);
+    Tensor::from_vec(values, (batch, channels, size.0, size.1), &Device::Cpu)?.to_device(x.device())
 }
 
 /// The `output` x `input` weights that resample one axis.
@@ -163,6 +175,6 @@ mod tests {
             assert!(difference < 1e-5, "{name}: {difference}");
             checked += 1;
         }
-        assert_eq!(checked, 20, "four sizes in five methods");
+        assert_eq!(checked, 24, "four sizes in six methods");
     }
 }

@@ -190,6 +190,12 @@ impl NodeType for Scale {
         let Some((new_height, new_width, crop, method)) = new_size(self.kind, args, (height, width))? else {
             return Ok(vec![args.value(if latent { "samples" } else { "image" })?.clone()]);
         };
+        if latent && method == ScaleMethod::Lanczos {
+            return Err(NodeError::msg(
+                "upscale_method: lanczos resamples images in 8 bits (as ComfyUI takes it from Pillow) and would \
+                 quantise latents; use nearest-exact, bilinear, area, bicubic or bislerp",
+            ));
+        }
         if new_height == 0 || new_width == 0 {
             return Err(NodeError::msg(format!(
                 "the new size {new_width}x{new_height} has a side of 0"

@@ -8,9 +8,9 @@ use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
 use crate::unet::{ContextCache, ControlResiduals, ExtraTokens, ExtraTokensFn, UNet, UNetInput};
 use candle_core::{Device, Result, Tensor};
-use swapgraph_image::{crop_to_aspect, resize, ScaleMethod};
 use std::cell::RefCell;
 use std::sync::Arc;
+use swapgraph_image::{crop_to_aspect, resize, ScaleMethod};
 use swapgraph_model::WeightStore;
 
 /// The sigma where a fraction `percent` of the schedule has passed, as ComfyUI counts it: 0 is
