@@ -178,7 +178,7 @@ fn instantid_steers_the_image_and_blockswap_of_unet_and_controlnet_keeps_it() {
 }
 
 #[test]
-fn an_instantid_mask_limits_the_face_to_its_region() {
+fn an_instantid_mask_limits_the_face_to_its_region_and_weighs_the_positive_conditioning() {
     let text = std::fs::read_to_string("workflows/instantid_blockswap.yaml").unwrap();
     let dir = inputs_with_the_photo();
     let pixels = |name: &str, text: &str| {
@@ -191,7 +191,22 @@ fn an_instantid_mask_limits_the_face_to_its_region() {
         let written = run_in(name, text.as_bytes(), files);
         image::open(&written[0]).unwrap().to_rgb8().into_raw()
     };
-    let with_mask = |name: &str, paint: &dyn Fn(u32) -> u8| {
+    let sampled_with = |text: &str, positive: &str, negative: &str| {
+        text.replace(
+            "positive: apply.positive, negative: apply.negative",
+            &format!("positive: {positive}, negative: {negative}"),
+        )
+    };
+    // The masked positive conditioning beside the unmasked text, as ComfyUI_InstantID's masks
+    // are used.
+    let beside_the_text = |text: &str| {
+        sampled_with(text, "both.conditioning", "apply.negative").replacen(
+            "nodes:\n",
+            "nodes:\n  both: { type: ConditioningCombine, inputs: { conditioning_1: apply.positive, conditioning_2: pos.conditioning } }\n",
+            1,
+        )
+    };
+    let with_mask = |name: &str, paint: &dyn Fn(u32) -> u8, sampled: &dyn Fn(&str) -> String| {
         let path = format!("{name}.png");
         image::RgbImage::from_fn(96, 64, |x, _| image::Rgb([paint(x), 0, 0]))
             .save(dir.path().join(&path))
@@ -206,29 +221,31 @@ fn an_instantid_mask_limits_the_face_to_its_region() {
                 &format!("nodes:\n  region:\n    type: LoadImageMask\n    params: {{ image: {path}, channel: red }}\n"),
             );
         assert!(masked.contains("mask: region.mask"));
-        pixels(name, &masked)
+        pixels(name, &sampled(&masked))
     };
+    let alone = |text: &str| text.to_string();
+    // A full mask weighs the positive conditioning by 1 everywhere: the image without a mask
+    // (sampled region by region instead of in one batch: the same within rounding).
     let unmasked = pixels("unmasked", &text);
-    let plain = pixels(
-        "without InstantID",
-        &text.replace(
-            "positive: apply.positive, negative: apply.negative",
-            "positive: pos.conditioning, negative: neg.conditioning",
-        ),
-    );
+    let everywhere = mean_difference(&with_mask("everywhere", &|_| 255, &alone), &unmasked);
+    assert!(everywhere < 0.5, "a full mask changed the image by {everywhere}");
+    // An empty one leaves the face conditioning no weight: the text beside it alone (with the
+    // negative side's IdentityNet and tokens limited to the same empty mask).
+    let text_only = with_mask("text only", &|_| 0, &|masked| {
+        sampled_with(masked, "pos.conditioning", "apply.negative")
+    });
+    let nowhere = mean_difference(&with_mask("nowhere", &|_| 0, &beside_the_text), &text_only);
+    assert!(nowhere < 0.5, "an empty mask left the face acting: {nowhere}");
+    let left = with_mask("left", &|x| if x < 48 { 255 } else { 0 }, &beside_the_text);
     assert!(
-        with_mask("everywhere", &|_| 255) == unmasked,
-        "a full mask changed the image"
-    );
-    assert!(
-        with_mask("nowhere", &|_| 0) == plain,
-        "an empty mask left InstantID acting"
-    );
-    let left = with_mask("left", &|x| if x < 48 { 255 } else { 0 });
-    assert!(
-        left != unmasked && left != plain,
+        mean_difference(&left, &text_only) > 1.0 && mean_difference(&left, &unmasked) > 1.0,
         "a half mask acted like no mask or a full one"
     );
+}
+
+/// The mean difference between two images' pixels, in levels of 255.
+fn mean_difference(a: &[u8], b: &[u8]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>() / a.len() as f64
 }
 
 /// FNV-1a of image bytes, for snapshots of whole images.

@@ -119,6 +119,24 @@ pub struct PlacementMask {
     pub area_to_bounds: bool,
 }
 
+impl PlacementMask {
+    /// A mask's `values` (`[height, width]` or `[batch, height, width]`) as a placement mask.
+    ///
+    /// # Errors
+    /// A tensor error.
+    pub fn new(values: &Tensor, strength: f64, area_to_bounds: bool) -> candle_core::Result<Self> {
+        let values = match values.rank() {
+            2 => values.unsqueeze(0)?,
+            _ => values.clone(),
+        };
+        Ok(Self {
+            values,
+            strength,
+            area_to_bounds,
+        })
+    }
+}
+
 /// The CONDITIONING value: one conditioning, or several combined, each applied where and when
 /// its placement says; the sampler weighs them where they overlap.
 #[derive(Clone)]

@@ -14,7 +14,7 @@ use swapgraph_model::{candle_device, Image, Mask, ModelHandle};
 use swapgraph_node_api::{
     Args, Choice, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
 };
-use swapgraph_sdxl::conditioning::{ConditioningList, ControlHint, ImagePrompt};
+use swapgraph_sdxl::conditioning::{ConditioningList, ControlHint, ImagePrompt, PlacementMask};
 use swapgraph_sdxl::controlnet::CONTROL_NET;
 use swapgraph_sdxl::region::RegionMask;
 
@@ -110,8 +110,9 @@ impl ApplyInstantId {
             .optional_input(
                 "mask",
                 SocketType::MASK,
-                "Where the face goes: the face tokens and IdentityNet act only inside the mask (stretched to the image); \
-                 outside it the text conditioning works alone.",
+                "Where the face goes: the face tokens and IdentityNet act only inside the mask (stretched to the image), \
+                 and, as ComfyUI_InstantID does, the mask weighs the positive conditioning: combine it with an \
+                 unmasked one (ConditioningCombine) for the rest of the image.",
             )
     }
 
@@ -249,10 +250,16 @@ fn attach(
     (positive_tokens, negative_tokens): (Tensor, Tensor),
     keypoints: Tensor,
 ) -> Result<Vec<Value>, NodeError> {
-    let region = match args.optional_handle::<Mask>("mask")? {
-        Some(mask) => {
-            Some(RegionMask::new(&mask.values).map_err(|e| NodeError::msg(format!("{}.mask: {e}", ctx.node_id)))?)
-        }
+    let mask = args.optional_handle::<Mask>("mask")?;
+    let mask_error = |e: String| NodeError::msg(format!("{}.mask: {e}", ctx.node_id));
+    let region = match &mask {
+        Some(mask) => Some(RegionMask::new(&mask.values).map_err(|e| mask_error(e.to_string()))?),
+        None => None,
+    };
+    // As ComfyUI_InstantID does, the mask also places the positive conditioning: the sampler
+    // weighs its prediction by it.
+    let placement_mask = match &mask {
+        Some(mask) => Some(PlacementMask::new(&mask.values, 1.0, false).map_err(|e| mask_error(e.to_string()))?),
         None => None,
     };
     let controlnet = (*args.handle::<ModelHandle>("control_net")?).clone();
@@ -275,10 +282,16 @@ fn attach(
                 end_percent: params.end_at,
                 region: region.clone(),
             });
-            conditioning
+            let mut attached = conditioning
                 .with_control(hint)
                 .with_image_prompt(prompt)
-                .map_err(|e| NodeError::msg(format!("{}.{name}: {e}", ctx.node_id)))
+                .map_err(|e| NodeError::msg(format!("{}.{name}: {e}", ctx.node_id)))?;
+            if name == "positive" {
+                if let Some(mask) = &placement_mask {
+                    attached.placement.mask = Some(mask.clone());
+                }
+            }
+            Ok(attached)
         })?;
         Ok(Value::Handle(Handle::new(SocketType::CONDITIONING, Arc::new(attached))))
     };

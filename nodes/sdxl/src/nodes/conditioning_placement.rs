@@ -219,16 +219,10 @@ impl SetPlacement {
                 strength,
                 set_cond_area,
             } = MaskWeight::from_args(args)?;
-            let values = args.handle::<Mask>("mask")?.values.clone();
-            let values = match values.rank() {
-                2 => values.unsqueeze(0).map_err(|e| NodeError::msg(e.to_string()))?,
-                _ => values,
-            };
-            placement.mask = Some(PlacementMask {
-                values,
-                strength,
-                area_to_bounds: set_cond_area == MaskArea::MaskBounds,
-            });
+            let values = &args.handle::<Mask>("mask")?.values;
+            let mask = PlacementMask::new(values, strength, set_cond_area == MaskArea::MaskBounds)
+                .map_err(|e| NodeError::msg(e.to_string()))?;
+            placement.mask = Some(mask);
             Ok(())
         };
         let descriptor = Self::with(

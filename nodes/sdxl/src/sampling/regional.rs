@@ -332,7 +332,45 @@ pub fn regions<'c>(
             .collect::<Result<_>>()
             .map_err(|e| format!("{name}: {e}"))
     };
-    Ok((made(positive, "positive")?, made(negative, "negative")?))
+    let (positive, negative) = (made(positive, "positive")?, made(negative, "negative")?);
+    for (name, side) in [("positive", &positive), ("negative", &negative)] {
+        if leaves_uncovered(side, shape).map_err(|e| format!("{name}: {e}"))? {
+            tracing::warn!(
+                "the {name} conditionings leave part of the image without weight (a mask or area covers only part \
+                 of it): the {name} prediction is 0 there, as in ComfyUI; combine them with an unplaced conditioning \
+                 (ConditioningCombine) to cover the rest"
+            );
+        }
+    }
+    Ok((positive, negative))
+}
+
+/// Whether some latent pixel of `shape` gets no weight from any of `regions`, whatever their
+/// parts of the schedule.
+fn leaves_uncovered(regions: &[Region], (_, _, height, width): LatentShape) -> Result<bool> {
+    let mut covered: Option<Tensor> = None;
+    for region in regions {
+        let LatentArea {
+            height: h,
+            width: w,
+            y,
+            x,
+        } = region.area;
+        let weights = region
+            .weights
+            .abs()?
+            .max_keepdim(0)?
+            .pad_with_zeros(2, y, height - y - h)?
+            .pad_with_zeros(3, x, width - x - w)?;
+        covered = Some(match covered {
+            Some(sum) => (sum + weights)?,
+            None => weights,
+        });
+    }
+    match covered {
+        Some(covered) => Ok(covered.flatten_all()?.min(0)?.to_scalar::<f32>()? == 0.0),
+        None => Ok(true),
+    }
 }
 
 /// The UNet as a denoiser over lists of conditionings (see the module's description), with
