@@ -1,11 +1,21 @@
 // The editor: palette, canvas, toolbar and the run panel (images, memory, messages).
 
 import React, { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import { ReactFlow, Background, Controls, addEdge, useEdgesState, useNodesState } from '@xyflow/react';
+import {
+  ReactFlow,
+  Background,
+  Controls,
+  MiniMap,
+  addEdge,
+  useEdgesState,
+  useNodesState,
+  useReactFlow,
+} from '@xyflow/react';
 import { api, subscribe } from './api.js';
 import { EditorContext } from './context.js';
 import { SocketNode } from './SocketNode.jsx';
-import { defaultParams, edge, freshId, fromYaml, socketOf, toYaml } from './workflow.js';
+import { layered, overlapping } from './layout.js';
+import { categoryColour, defaultParams, edge, freshId, fromYaml, socketOf, toYaml } from './workflow.js';
 
 const nodeTypes = { socket: SocketNode };
 
@@ -84,6 +94,23 @@ export function App() {
   const [memory, setMemory] = useState([]);
   const jobRef = useRef(null);
   const descriptorsRef = useRef([]);
+
+  // A graph just opened is arranged (when it lacks positions or its nodes overlap) and fitted
+  // into view once React Flow has measured its nodes.
+  const { fitView } = useReactFlow();
+  const [arranging, setArranging] = useState(false);
+  const measured = nodes.length > 0 && nodes.every((n) => n.measured?.width);
+  useEffect(() => {
+    if (!arranging || !measured) return;
+    setArranging(false);
+    setNodes((all) => (all.some((n) => !n.data.placed) || overlapping(all) ? layered(all, edges) : all));
+    // After the moved nodes are drawn.
+    requestAnimationFrame(() => fitView({ padding: 0.08 }));
+  }, [arranging, measured, edges, fitView, setNodes]);
+  const arrange = () => {
+    setNodes((all) => layered(all, edges));
+    requestAnimationFrame(() => fitView({ padding: 0.08 }));
+  };
 
   const refreshSaved = useCallback(() => api.workflows().then((list) => setSaved(list.workflows)), []);
 
@@ -168,7 +195,7 @@ export function App() {
       setNodes((all) => {
         const id = freshId(descriptor.type_name, new Set(all.map((n) => n.id)));
         const position = { x: 40 + (all.length % 4) * 380, y: 40 + Math.floor(all.length / 4) * 440 };
-        const data = { nodeType: descriptor.type_name, descriptor, enabled: true, params: defaultParams(descriptor) };
+        const data = { nodeType: descriptor.type_name, descriptor, enabled: true, params: defaultParams(descriptor), placed: true };
         return [...all, { id, type: 'socket', position, data }];
       }),
     [setNodes],
@@ -247,6 +274,7 @@ export function App() {
       const graph = fromYaml(await api.loadWorkflow(name), descriptorsRef.current);
       setNodes(graph.nodes);
       setEdges(graph.edges);
+      setArranging(true);
       setMeta({ name: graph.name, description: graph.description });
       setFileName(name);
       setImages([]);
@@ -278,6 +306,7 @@ export function App() {
           </select>
           <input data-field="filename" value={fileName} onChange={(e) => setFileName(e.target.value)} />
           <button data-action="save" onClick={save}>Save</button>
+          <button data-action="arrange" onClick={arrange} title="Lay the graph out along its links and fit it into view">Arrange</button>
           <button data-action="validate" onClick={() => validate().catch((e) => setMessage(e.message))}>Validate</button>
           <button data-action="run" onClick={run}>Run</button>
           <button data-action="cancel" onClick={cancel} disabled={!job || !['queued', 'running'].includes(job.state)}>Cancel</button>
@@ -298,6 +327,7 @@ export function App() {
           >
             <Background />
             <Controls />
+            <MiniMap pannable zoomable nodeColor={(n) => categoryColour(n.data.descriptor?.category)} />
           </ReactFlow>
         </main>
         <aside className="results">

@@ -4,6 +4,7 @@
 import React, { useContext } from 'react';
 import { Handle, Position } from '@xyflow/react';
 import { EditorContext } from './context.js';
+import { categoryColour } from './workflow.js';
 
 function ParamWidget({ nodeId, spec, value, onChange }) {
   const id = `${nodeId}-${spec.name}`;
@@ -31,7 +32,12 @@ function ParamWidget({ nodeId, spec, value, onChange }) {
         />
       );
     case 'boolean':
-      return <input {...common} type="checkbox" checked={!!value} onChange={(e) => onChange(e.target.checked)} />;
+      return (
+        <span className="toggle">
+          <input {...common} type="checkbox" checked={!!value} onChange={(e) => onChange(e.target.checked)} />
+          <span aria-hidden="true">{value ? 'on' : 'off'}</span>
+        </span>
+      );
     case 'choice':
       return (
         <select {...common} value={value ?? ''} onChange={(e) => onChange(e.target.value)}>
@@ -71,7 +77,7 @@ export function SocketNode({ id, data }) {
   if (problems.length) classes.push('node-invalid');
   return (
     <div className={classes.join(' ')} data-node={id} data-type={data.nodeType}>
-      <div className="node-header" title={descriptor.description}>
+      <div className="node-header" title={descriptor.description} style={{ background: categoryColour(descriptor.category) }}>
         <span className="node-id">{id}</span> <span className="node-type">{data.title || data.nodeType}</span>
         {data.status && <span className="node-status">{data.status}</span>}
       </div>

@@ -9,18 +9,20 @@ export function fromYaml(text, descriptors) {
   const byType = new Map(descriptors.map((d) => [d.type_name, d]));
   const nodes = [];
   const edges = [];
-  Object.entries(doc.nodes || {}).forEach(([id, spec], index) => {
+  Object.entries(doc.nodes || {}).forEach(([id, spec]) => {
     const descriptor = byType.get(spec.type);
     nodes.push({
       id,
       type: 'socket',
-      position: spec.ui ? { x: spec.ui.x, y: spec.ui.y } : { x: 40 + 40 * index, y: 40 + 40 * index },
+      // Without a position the node waits for the layout (see layout.js) at the origin.
+      position: spec.ui ? { x: spec.ui.x, y: spec.ui.y } : { x: 0, y: 0 },
       data: {
         nodeType: spec.type,
         descriptor,
         title: spec.title,
         enabled: spec.enabled !== false,
         params: { ...(spec.params || {}) },
+        placed: !!spec.ui,
       },
     });
     Object.entries(spec.inputs || {}).forEach(([input, link]) => {
@@ -77,4 +79,13 @@ export function freshId(typeName, taken) {
 export function socketOf(node, handle, side) {
   const list = side === 'source' ? node?.data.descriptor?.outputs : node?.data.descriptor?.inputs;
   return list?.find((s) => s.name === handle)?.socket;
+}
+
+/** The colour of a node category's headers: one of a few soft hues, the same for a category
+ * every time. */
+export function categoryColour(category) {
+  const hues = [210, 150, 30, 280, 0, 180, 60, 330];
+  let hash = 0;
+  for (const c of category || '') hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return `hsl(${hues[hash % hues.length]}, 45%, 82%)`;
 }

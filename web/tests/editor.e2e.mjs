@@ -1,12 +1,14 @@
 // End to end in headless Chromium: build a txt2img graph with BlockSwap on an empty canvas by UI
-// actions only, run it on the tiny model, see the image, save, reload, and get the same graph.
+// actions only, run it on the tiny model, see the image, save, reload, and get the same graph;
+// then open the main workflow, with its positions and without, and find every node in view and
+// none overlapping another.
 //
 // Needs a running `swapgraph serve` at SWAPGRAPH_URL; CHROMIUM names the browser binary and
 // ARTIFACTS the folder for the screenshot. Exits non-zero with the reason on any failure.
 
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 
 const url = process.env.SWAPGRAPH_URL;
 const artifacts = process.env.ARTIFACTS || '.';
@@ -156,5 +158,44 @@ async function steps(page, consoleErrors) {
   const again = await (await page.request.get(`${url}api/workflows/e2e_again.yaml`)).text();
   assert.equal(again, saved, 'the graph changed on a save, reload and save');
   assert.match(saved, /ui:\n\s+x: -?\d+\n\s+y: -?\d+/);
+
+  // The main workflow as written, and with its positions taken out (as a hand-written or
+  // imported one comes): opened, it is laid out where its nodes would overlap and fitted.
+  const main = readFileSync('workflows/instantid_blockswap.yaml', 'utf8');
+  const unplaced = main.replace(/\n\s+ui: \{[^}]*\}/g, '');
+  assert.notEqual(unplaced, main, 'the main workflow has positions to take out');
+  for (const [name, text] of [['e2e_main.yaml', main], ['e2e_unplaced.yaml', unplaced]]) {
+    const put = await page.request.put(`${url}api/workflows/${name}`, { data: text, headers: { 'content-type': 'application/yaml' } });
+    assert.ok(put.ok(), `saving ${name}: ${put.status()}`);
+    await page.reload();
+    await page.waitForSelector(`[data-action="open"] option[value="${name}"]`, { state: 'attached' });
+    await page.selectOption('[data-action="open"]', name);
+    await page.waitForSelector(`[data-message]:has-text("Loaded ${name}")`);
+    await page.waitForTimeout(1000);
+    const view = await page.locator('.react-flow').boundingBox();
+    const boxes = await page.locator('.react-flow__node').evaluateAll((nodes) =>
+      nodes.map((n) => {
+        const r = n.getBoundingClientRect();
+        return { id: n.dataset.id, x: r.x, y: r.y, width: r.width, height: r.height };
+      }),
+    );
+    assert.ok(boxes.length >= 10, `${name}: ${boxes.length} nodes drawn`);
+    for (const b of boxes) {
+      assert.ok(
+        b.x >= view.x && b.y >= view.y && b.x + b.width <= view.x + view.width && b.y + b.height <= view.y + view.height,
+        `${name}: node ${b.id} is outside the view`,
+      );
+    }
+    for (const [i, a] of boxes.entries()) {
+      for (const b of boxes.slice(i + 1)) {
+        const apart = a.x + a.width <= b.x || b.x + b.width <= a.x || a.y + a.height <= b.y || b.y + b.height <= a.y;
+        assert.ok(apart, `${name}: nodes ${a.id} and ${b.id} overlap`);
+      }
+    }
+  }
+  // Booleans show a control that can be seen and toggled.
+  const debug = param('swap', 'debug');
+  assert.ok(await debug.isVisible(), "BlockSwap's debug toggle is not visible");
+  await page.screenshot({ path: `${artifacts}/editor-main.png` });
   assert.deepEqual(consoleErrors, [], 'the page logged errors');
 }
