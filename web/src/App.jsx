@@ -13,6 +13,7 @@ import {
 } from '@xyflow/react';
 import { api, subscribe } from './api.js';
 import { EditorContext } from './context.js';
+import { NodeSearch } from './NodeSearch.jsx';
 import { SocketNode } from './SocketNode.jsx';
 import { layered, overlapping } from './layout.js';
 import { categoryColour, defaultParams, edge, freshId, fromYaml, socketOf, toYaml } from './workflow.js';
@@ -97,7 +98,18 @@ export function App() {
 
   // A graph just opened is arranged (when it lacks positions or its nodes overlap) and fitted
   // into view once React Flow has measured its nodes.
-  const { fitView } = useReactFlow();
+  const { fitView, screenToFlowPosition } = useReactFlow();
+  // Search-to-add: a double click on the empty canvas opens a search box there.
+  const [search, setSearch] = useState(null);
+  const openSearch = (event) => {
+    if (!event.target.classList?.contains('react-flow__pane')) return;
+    const bounds = event.currentTarget.getBoundingClientRect();
+    setSearch({
+      at: screenToFlowPosition({ x: event.clientX, y: event.clientY }),
+      left: event.clientX - bounds.left,
+      top: event.clientY - bounds.top,
+    });
+  };
   const [arranging, setArranging] = useState(false);
   const measured = nodes.length > 0 && nodes.every((n) => n.measured?.width);
   useEffect(() => {
@@ -191,10 +203,10 @@ export function App() {
   const setParam = useCallback((id, name, value) => patchNode(id, (d) => ({ params: { ...d.params, [name]: value } })), [patchNode]);
 
   const addNode = useCallback(
-    (descriptor) =>
+    (descriptor, at) =>
       setNodes((all) => {
         const id = freshId(descriptor.type_name, new Set(all.map((n) => n.id)));
-        const position = { x: 40 + (all.length % 4) * 380, y: 40 + Math.floor(all.length / 4) * 440 };
+        const position = at ?? { x: 40 + (all.length % 4) * 380, y: 40 + Math.floor(all.length / 4) * 440 };
         const data = { nodeType: descriptor.type_name, descriptor, enabled: true, params: defaultParams(descriptor), placed: true };
         return [...all, { id, type: 'socket', position, data }];
       }),
@@ -223,6 +235,9 @@ export function App() {
   );
 
   const yaml = () => toYaml({ ...meta, nodes, edges });
+  // What was last opened or saved, to tell unsaved changes.
+  const [savedText, setSavedText] = useState(() => toYaml({ nodes: [], edges: [] }));
+  const unsaved = yaml() !== savedText;
 
   const showProblems = (errors) => {
     setNodes((all) => all.map((n) => ({ ...n, data: { ...n.data, problems: errors.filter((e) => e.node === n.id) } })));
@@ -261,7 +276,9 @@ export function App() {
 
   const save = async () => {
     try {
-      await api.saveWorkflow(fileName, yaml());
+      const text = yaml();
+      await api.saveWorkflow(fileName, text);
+      setSavedText(text);
       setMessage(`Saved ${fileName}.`);
       refreshSaved();
     } catch (error) {
@@ -275,6 +292,7 @@ export function App() {
       setNodes(graph.nodes);
       setEdges(graph.edges);
       setArranging(true);
+      setSavedText(toYaml({ name: graph.name, description: graph.description, nodes: graph.nodes, edges: graph.edges }));
       setMeta({ name: graph.name, description: graph.description });
       setFileName(name);
       setImages([]);
@@ -289,6 +307,7 @@ export function App() {
     setNodes([]);
     setEdges([]);
     setMeta({});
+    setSavedText(toYaml({ nodes: [], edges: [] }));
     setMessage('');
   };
 
@@ -305,6 +324,7 @@ export function App() {
             ))}
           </select>
           <input data-field="filename" value={fileName} onChange={(e) => setFileName(e.target.value)} />
+          <span data-unsaved={unsaved} title={unsaved ? 'Changed since opened or saved' : 'Saved'}>{unsaved ? '●' : ''}</span>
           <button data-action="save" onClick={save}>Save</button>
           <button data-action="arrange" onClick={arrange} title="Lay the graph out along its links and fit it into view">Arrange</button>
           <button data-action="validate" onClick={() => validate().catch((e) => setMessage(e.message))}>Validate</button>
@@ -313,7 +333,18 @@ export function App() {
           <span className="message" data-message>{message}</span>
         </header>
         <Palette descriptors={descriptors} onAdd={addNode} />
-        <main className="canvas">
+        <main className="canvas" onDoubleClick={openSearch}>
+          {search && (
+            <NodeSearch
+              descriptors={descriptors}
+              style={{ left: search.left, top: search.top }}
+              onPick={(descriptor) => {
+                addNode(descriptor, search.at);
+                setSearch(null);
+              }}
+              onClose={() => setSearch(null)}
+            />
+          )}
           <ReactFlow
             nodes={nodes}
             edges={edges}
@@ -324,6 +355,7 @@ export function App() {
             isValidConnection={isValidConnection}
             deleteKeyCode={['Delete', 'Backspace']}
             minZoom={0.1}
+            zoomOnDoubleClick={false}
           >
             <Background />
             <Controls />

@@ -193,6 +193,15 @@ async function steps(page, consoleErrors) {
       }
     }
   }
+  // Search-to-add: a double click on the empty canvas, a few letters, Enter.
+  const before = await page.locator('.react-flow__node').count();
+  const view = await page.locator('.react-flow').boundingBox();
+  await page.locator('.react-flow__pane').dblclick({ position: { x: view.width / 2, y: 12 } });
+  await page.fill('[data-field="node-search"]', 'vae decode tiled');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled"]');
+  assert.equal(await page.locator('.react-flow__node').count(), before + 1);
+  assert.equal(await page.locator('[data-unsaved="true"]').count(), 1, 'the added node is not shown as unsaved');
   // Booleans show a control that can be seen and toggled.
   const debug = param('swap', 'debug');
   assert.ok(await debug.isVisible(), "BlockSwap's debug toggle is not visible");
