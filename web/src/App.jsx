@@ -15,6 +15,7 @@ import { api, subscribe } from './api.js';
 import { EditorContext } from './context.js';
 import { NodeSearch } from './NodeSearch.jsx';
 import { SocketNode } from './SocketNode.jsx';
+import { useHistory } from './history.js';
 import { layered, overlapping } from './layout.js';
 import { categoryColour, defaultParams, edge, freshId, fromYaml, socketOf, toYaml } from './workflow.js';
 
@@ -84,8 +85,47 @@ export function App() {
   const [descriptors, setDescriptors] = useState([]);
   // Socket types by name: their colours and the other types each one takes.
   const [sockets, setSockets] = useState({});
-  const [nodes, setNodes, onNodesChange] = useNodesState([]);
-  const [edges, setEdges, onEdgesChange] = useEdgesState([]);
+  const [nodes, setNodes, applyNodeChanges] = useNodesState([]);
+  const [edges, setEdges, applyEdgeChanges] = useEdgesState([]);
+  // Undo and redo: the graph is recorded before each change a user makes.
+  const graphRef = useRef({ nodes, edges });
+  graphRef.current = { nodes, edges };
+  const history = useHistory(
+    useCallback(() => graphRef.current, []),
+    useCallback(
+      (graph) => {
+        setNodes(graph.nodes);
+        setEdges(graph.edges);
+      },
+      [setNodes, setEdges],
+    ),
+  );
+  const onNodesChange = useCallback(
+    (changes) => {
+      if (changes.some((c) => c.type === 'remove')) history.record();
+      applyNodeChanges(changes);
+    },
+    [applyNodeChanges, history],
+  );
+  const onEdgesChange = useCallback(
+    (changes) => {
+      if (changes.some((c) => c.type === 'remove')) history.record();
+      applyEdgeChanges(changes);
+    },
+    [applyEdgeChanges, history],
+  );
+  useEffect(() => {
+    const onKey = (event) => {
+      if (!(event.ctrlKey || event.metaKey) || event.target.closest?.('input, textarea, select')) return;
+      const key = event.key.toLowerCase();
+      if (key === 'z' && !event.shiftKey) history.undo();
+      else if (key === 'y' || (key === 'z' && event.shiftKey)) history.redo();
+      else return;
+      event.preventDefault();
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [history]);
   const [meta, setMeta] = useState({ name: undefined, description: undefined });
   const [fileName, setFileName] = useState('untitled.yaml');
   const [saved, setSaved] = useState([]);
@@ -120,6 +160,7 @@ export function App() {
     requestAnimationFrame(() => fitView({ padding: 0.08 }));
   }, [arranging, measured, edges, fitView, setNodes]);
   const arrange = () => {
+    history.record();
     setNodes((all) => layered(all, edges));
     requestAnimationFrame(() => fitView({ padding: 0.08 }));
   };
@@ -200,17 +241,25 @@ export function App() {
     [applyRunEvent],
   );
 
-  const setParam = useCallback((id, name, value) => patchNode(id, (d) => ({ params: { ...d.params, [name]: value } })), [patchNode]);
+  const setParam = useCallback(
+    (id, name, value) => {
+      history.record(`param ${id}.${name}`);
+      patchNode(id, (d) => ({ params: { ...d.params, [name]: value } }));
+    },
+    [patchNode, history],
+  );
 
   const addNode = useCallback(
-    (descriptor, at) =>
+    (descriptor, at) => {
+      history.record();
       setNodes((all) => {
         const id = freshId(descriptor.type_name, new Set(all.map((n) => n.id)));
         const position = at ?? { x: 40 + (all.length % 4) * 380, y: 40 + Math.floor(all.length / 4) * 440 };
         const data = { nodeType: descriptor.type_name, descriptor, enabled: true, params: defaultParams(descriptor), placed: true };
         return [...all, { id, type: 'socket', position, data }];
-      }),
-    [setNodes],
+      });
+    },
+    [setNodes, history],
   );
 
   const nodeById = useCallback((id) => nodes.find((n) => n.id === id), [nodes]);
@@ -226,12 +275,14 @@ export function App() {
   );
 
   const onConnect = useCallback(
-    (c) =>
+    (c) => {
+      history.record();
       setEdges((all) =>
         // An input takes one link: a new one replaces the old.
         addEdge(edge(c.source, c.sourceHandle, c.target, c.targetHandle), all.filter((e) => !(e.target === c.target && e.targetHandle === c.targetHandle))),
-      ),
-    [setEdges],
+      );
+    },
+    [setEdges, history],
   );
 
   const yaml = () => toYaml({ ...meta, nodes, edges });
@@ -292,6 +343,7 @@ export function App() {
       setNodes(graph.nodes);
       setEdges(graph.edges);
       setArranging(true);
+      history.reset();
       setSavedText(toYaml({ name: graph.name, description: graph.description, nodes: graph.nodes, edges: graph.edges }));
       setMeta({ name: graph.name, description: graph.description });
       setFileName(name);
@@ -304,6 +356,7 @@ export function App() {
   };
 
   const clear = () => {
+    history.reset();
     setNodes([]);
     setEdges([]);
     setMeta({});
@@ -326,6 +379,8 @@ export function App() {
           <input data-field="filename" value={fileName} onChange={(e) => setFileName(e.target.value)} />
           <span data-unsaved={unsaved} title={unsaved ? 'Changed since opened or saved' : 'Saved'}>{unsaved ? '●' : ''}</span>
           <button data-action="save" onClick={save}>Save</button>
+          <button data-action="undo" onClick={history.undo} title="Undo (Ctrl+Z)">Undo</button>
+          <button data-action="redo" onClick={history.redo} title="Redo (Ctrl+Shift+Z)">Redo</button>
           <button data-action="arrange" onClick={arrange} title="Lay the graph out along its links and fit it into view">Arrange</button>
           <button data-action="validate" onClick={() => validate().catch((e) => setMessage(e.message))}>Validate</button>
           <button data-action="run" onClick={run}>Run</button>
@@ -352,6 +407,7 @@ export function App() {
             onNodesChange={onNodesChange}
             onEdgesChange={onEdgesChange}
             onConnect={onConnect}
+            onNodeDragStart={() => history.record()}
             isValidConnection={isValidConnection}
             deleteKeyCode={['Delete', 'Backspace']}
             minZoom={0.1}

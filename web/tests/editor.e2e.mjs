@@ -202,6 +202,13 @@ async function steps(page, consoleErrors) {
   await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled"]');
   assert.equal(await page.locator('.react-flow__node').count(), before + 1);
   assert.equal(await page.locator('[data-unsaved="true"]').count(), 1, 'the added node is not shown as unsaved');
+  // Undo takes the added node away again, redo brings it back.
+  const count = () => page.locator('.react-flow__node').count();
+  await page.keyboard.press('Control+z');
+  await page.waitForFunction((n) => document.querySelectorAll('.react-flow__node').length === n, before);
+  await page.click('[data-action="redo"]');
+  await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled"]');
+  assert.equal(await count(), before + 1);
   // Booleans show a control that can be seen and toggled.
   const debug = param('swap', 'debug');
   assert.ok(await debug.isVisible(), "BlockSwap's debug toggle is not visible");
