@@ -133,12 +133,15 @@ export function App() {
   const [job, setJob] = useState(null);
   const [images, setImages] = useState([]);
   const [memory, setMemory] = useState([]);
+  // Every job of the server, as its queue events list them; and the last validation's problems.
+  const [queue, setQueue] = useState([]);
+  const [problems, setProblems] = useState([]);
   const jobRef = useRef(null);
   const descriptorsRef = useRef([]);
 
   // A graph just opened is arranged (when it lacks positions or its nodes overlap) and fitted
   // into view once React Flow has measured its nodes.
-  const { fitView, screenToFlowPosition } = useReactFlow();
+  const { fitView, screenToFlowPosition, setCenter } = useReactFlow();
   // Search-to-add: a double click on the empty canvas opens a search box there.
   const [search, setSearch] = useState(null);
   const openSearch = (event) => {
@@ -227,6 +230,7 @@ export function App() {
   useEffect(
     () =>
       subscribe((message) => {
+        if (message.kind === 'queue') setQueue(message.jobs);
         if (message.kind !== 'run') return;
         if (message.job === jobRef.current) {
           applyRunEvent(message);
@@ -290,7 +294,17 @@ export function App() {
   const [savedText, setSavedText] = useState(() => toYaml({ nodes: [], edges: [] }));
   const unsaved = yaml() !== savedText;
 
+  // Selects the node a problem names and brings it to the middle of the view.
+  const showNode = (id) => {
+    const node = nodes.find((n) => n.id === id);
+    if (!node) return;
+    setNodes((all) => all.map((n) => ({ ...n, selected: n.id === id })));
+    const { width = 290, height = 200 } = node.measured || {};
+    setCenter(node.position.x + width / 2, node.position.y + height / 2, { zoom: 1 });
+  };
+
   const showProblems = (errors) => {
+    setProblems(errors);
     setNodes((all) => all.map((n) => ({ ...n, data: { ...n.data, problems: errors.filter((e) => e.node === n.id) } })));
     const general = errors.filter((e) => !e.node);
     setMessage(`${errors.length} problem${errors.length === 1 ? '' : 's'}${general.length ? ': ' + general.map((e) => e.message).join('; ') : ' (shown on the nodes)'}`);
@@ -431,6 +445,38 @@ export function App() {
               <figcaption>{name}</figcaption>
             </figure>
           ))}
+          {problems.length > 0 && (
+            <section data-panel="problems">
+              <h3>Problems</h3>
+              <ul className="problems">
+                {problems.map((p, i) => (
+                  <li key={i}>
+                    <button data-problem={p.node || ''} disabled={!p.node} onClick={() => showNode(p.node)}>
+                      {p.node ? <strong>{p.node}{p.field ? `.${p.field}` : ''}: </strong> : null}
+                      {p.message}
+                    </button>
+                  </li>
+                ))}
+              </ul>
+            </section>
+          )}
+          {queue.length > 0 && (
+            <section data-panel="queue">
+              <h3>Queue</h3>
+              <ul className="queue">
+                {queue.map((j) => (
+                  <li key={j.id} data-queued-job={j.id} data-state={j.state}>
+                    Job {j.id}: {j.state}
+                    {['queued', 'running'].includes(j.state) && (
+                      <button data-cancel={j.id} onClick={() => api.cancel(j.id).catch((e) => setMessage(e.message))}>
+                        Cancel
+                      </button>
+                    )}
+                  </li>
+                ))}
+              </ul>
+            </section>
+          )}
           <MemoryPanel reports={memory} />
         </aside>
       </div>

@@ -120,6 +120,9 @@ async function steps(page, consoleErrors) {
   await param('ksampler', 'cfg').fill('1000');
   await page.click('[data-action="validate"]');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] .param.invalid');
+  // The problems panel lists it; a click selects the node it names.
+  await page.click('[data-panel="problems"] [data-problem="ksampler"]');
+  await page.waitForSelector('.react-flow__node.selected[data-id="ksampler"]');
   await param('ksampler', 'cfg').fill('5');
 
   await page.click('[data-action="run"]');
@@ -130,6 +133,7 @@ async function steps(page, consoleErrors) {
     return img && img.complete && img.naturalWidth === 128;
   });
   await page.waitForSelector('[data-state="succeeded"]');
+  await page.waitForSelector('[data-panel="queue"] [data-state="succeeded"]');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] .node-done');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] [data-progress="3/3"]');
   await page.waitForSelector('[data-panel="memory"]');
