@@ -189,8 +189,8 @@ pub struct ServeArgs {
     /// Largest request body accepted, in KiB.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_body_kib: u64,
-    /// Previews of each sampler step for the clients watching a job (ComfyUI's websocket gets
-    /// them as binary PNG frames): none, or latent2rgb (auto is the same).
+    /// Previews of each sampler step for ComfyUI's websocket clients, as binary PNG frames: none,
+    /// or latent2rgb (auto is the same). The editor shows previews either way.
     #[arg(long, default_value = "none", value_parser = ["none", "auto", "latent2rgb"])]
     pub preview_method: String,
 }

@@ -28,6 +28,9 @@ pub enum ServerEvent {
         /// For a written image, its name under `/api/images/`.
         #[serde(skip_serializing_if = "Option::is_none")]
         image: Option<String>,
+        /// For a preview of a step, the picture as a PNG data URL.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        preview: Option<String>,
     },
 }
 

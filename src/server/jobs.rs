@@ -110,8 +110,6 @@ pub struct ExecutorOptions {
     pub vram_budget: VramBudget,
     /// The folders file names resolve in and outputs go to.
     pub files: FileRoots,
-    /// Whether samplers send previews of each step.
-    pub previews: bool,
 }
 
 impl JobQueue {
@@ -262,7 +260,9 @@ async fn execute(
             ..RunOptions::default()
         };
         let (sink, mut run_events) = EventSink::channel();
-        let sink = if options.previews { sink.with_previews() } else { sink };
+        // Samplers preview every step: the editor's stream shows them (ComfyUI's clients get
+        // them only when asked for, see `ServerConfig::previews`).
+        let sink = sink.with_previews();
         let forward = {
             let queue = Arc::clone(&queue);
             let output_dir = options.files.outputs.clone();
@@ -287,7 +287,16 @@ async fn execute(
                         queue.update(id, |info| info.progress = Some(progress));
                     }
                     let image = image.map(|image| image.name);
-                    queue.events.send(ServerEvent::Run { job: id, event, image });
+                    let preview = match &event {
+                        Event::Preview { width, height, rgb, .. } => png_data_url(*width, *height, rgb),
+                        _ => None,
+                    };
+                    queue.events.send(ServerEvent::Run {
+                        job: id,
+                        event,
+                        image,
+                        preview,
+                    });
                 }
             })
         };
@@ -328,4 +337,16 @@ fn image_name(output_dir: &Path, path: &Path) -> Option<String> {
     let relative = path.strip_prefix(output_dir).ok()?;
     let parts: Vec<&str> = relative.iter().map(|part| part.to_str()).collect::<Option<_>>()?;
     Some(parts.join("/"))
+}
+
+/// An RGB picture as a `data:image/png;base64,` URL, for a browser's `<img>`.
+fn png_data_url(width: u32, height: u32, rgb: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let picture = image::RgbImage::from_raw(width, height, rgb.to_vec())?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    picture.write_to(&mut png, image::ImageFormat::Png).ok()?;
+    Some(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png.get_ref())
+    ))
 }

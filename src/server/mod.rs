@@ -41,9 +41,9 @@ pub struct ServerConfig {
     pub workflows_dir: PathBuf,
     /// Requests with a larger body are refused (413).
     pub max_body_bytes: u64,
-    /// Whether samplers send previews of each step to the clients watching (ComfyUI's
+    /// Whether ComfyUI's websocket clients get previews of each step as binary frames (ComfyUI's
     /// `--preview-method`; off by default, as there, since some clients take binary frames for
-    /// output images).
+    /// output images). The editor's event stream always carries them.
     pub previews: bool,
 }
 
@@ -60,6 +60,8 @@ pub struct State {
     max_body_bytes: u64,
     /// What ComfyUI's clients sent with the jobs they queued.
     submissions: comfy::Submissions,
+    /// Whether ComfyUI's websocket clients get previews (see [`ServerConfig::previews`]).
+    comfy_previews: bool,
 }
 
 impl State {
@@ -83,7 +85,6 @@ pub fn app(
         device: config.device,
         vram_budget: config.vram_budget,
         files: config.files.clone(),
-        previews: config.previews,
     };
     let (jobs, executor) = JobQueue::new(Arc::clone(&engine), options, events.clone());
     let state = Arc::new(State {
@@ -96,6 +97,7 @@ pub fn app(
         workflows_dir: config.workflows_dir,
         max_body_bytes: config.max_body_bytes,
         submissions: comfy::Submissions::default(),
+        comfy_previews: config.previews,
     });
     let socket_state = Arc::clone(&state);
     let websocket = warp::path!("api" / "events")

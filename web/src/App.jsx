@@ -192,7 +192,7 @@ export function App() {
       switch (message.event) {
         case 'run_started':
           setJob((j) => ({ ...j, state: 'running' }));
-          setNodes((all) => all.map((n) => ({ ...n, data: { ...n.data, status: undefined, progress: undefined } })));
+          setNodes((all) => all.map((n) => ({ ...n, data: { ...n.data, status: undefined, progress: undefined, preview: undefined } })));
           break;
         case 'node_started':
           patchNode(message.node, () => ({ status: 'running' }));
@@ -202,6 +202,9 @@ export function App() {
           break;
         case 'progress':
           patchNode(message.node, () => ({ progress: { step: message.step, total: message.total } }));
+          break;
+        case 'preview':
+          if (message.preview) patchNode(message.node, () => ({ preview: message.preview }));
           break;
         case 'node_finished':
           patchNode(message.node, () => ({ status: 'done' }));

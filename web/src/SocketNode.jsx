@@ -86,6 +86,7 @@ export function SocketNode({ id, data }) {
           <div style={{ width: `${(100 * data.progress.step) / data.progress.total}%` }} />
         </div>
       )}
+      {data.preview && <img className="node-preview" src={data.preview} alt="the step's preview" data-preview />}
       {nodeProblems.map((p, i) => (
         <div key={i} className="problem">
           {p.message}

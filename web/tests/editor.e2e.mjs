@@ -136,6 +136,9 @@ async function steps(page, consoleErrors) {
   await page.waitForSelector('[data-panel="queue"] [data-state="succeeded"]');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] .node-done');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] [data-progress="3/3"]');
+  // The sampler's node shows the last step's preview.
+  await page.waitForSelector('.react-flow__node[data-id="ksampler"] img[data-preview]');
+  assert.match(await page.locator('.react-flow__node[data-id="ksampler"] img[data-preview]').getAttribute('src'), /^data:image\/png;base64,/);
   await page.waitForSelector('[data-panel="memory"]');
   assert.match(await page.locator('[data-panel="memory"]').innerText(), /BlockSwap/);
   await page.screenshot({ path: `${artifacts}/editor-txt2img.png` });

@@ -80,7 +80,7 @@ impl Translator {
                 messages.push(status(jobs, None));
                 messages
             }
-            ServerEvent::Run { job, event, image } => match job_of(*job) {
+            ServerEvent::Run { job, event, image, .. } => match job_of(*job) {
                 Some(info) if self.hears(&info) => {
                     let prompt_id = submissions.prompt_id(*job);
                     self.run_event(*job, &prompt_id, event, image.as_deref())

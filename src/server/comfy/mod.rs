@@ -334,7 +334,11 @@ async fn stream(socket: WebSocket, client: String, state: Arc<State>) {
         tokio::select! {
             received = events.recv() => match received {
                 Ok(event) => {
-                    if let Some(frame) = translator.preview_frame(&event, |job| state.jobs.get(job)) {
+                    let frame = state
+                        .comfy_previews
+                        .then(|| translator.preview_frame(&event, |job| state.jobs.get(job)))
+                        .flatten();
+                    if let Some(frame) = frame {
                         if outgoing.send(Message::binary(frame)).await.is_err() {
                             return;
                         }
