@@ -51,6 +51,12 @@ fn post_workflow(
         .and(body(state))
 }
 
+/// `POST /api/import`'s query: the dropped file's name, for messages.
+#[derive(serde::Deserialize)]
+struct ImportQuery {
+    name: Option<String>,
+}
+
 /// All `/api` routes.
 pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
     let api = warp::path("api");
@@ -215,8 +221,27 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         });
+    let import = api
+        .and(warp::path("import"))
+        .and(warp::query::<ImportQuery>())
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(with_state(state))
+        .and(body(state))
+        .map(|query: ImportQuery, state: Arc<State>, bytes: bytes::Bytes| {
+            let name = query.name.unwrap_or_else(|| "the dropped file".to_string());
+            match super::import::workflow_yaml(&name, &bytes, state.engine.registry()) {
+                Ok(yaml) => warp::http::Response::builder()
+                    .header("content-type", "application/yaml; charset=utf-8")
+                    .body(yaml.into())
+                    .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the response")),
+                Err(problem) => error(StatusCode::BAD_REQUEST, problem),
+            }
+        });
     nodes
         .or(sockets)
+        .unify()
+        .or(import)
         .unify()
         .or(system)
         .unify()

@@ -7,6 +7,7 @@ mod assets;
 mod comfy;
 mod events;
 mod files;
+mod import;
 mod jobs;
 
 pub use events::ServerEvent;

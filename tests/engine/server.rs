@@ -372,3 +372,38 @@ async fn under_load_every_request_is_answered_and_every_job_accounted_for() {
         latencies[199].as_secs_f64() * 1e3
     );
 }
+
+#[tokio::test]
+async fn import_turns_what_is_dropped_into_workflow_yaml_and_names_what_it_cannot() {
+    let server = server(packs());
+    let import = |name: &'static str, body: Vec<u8>| {
+        let routes = server.routes.clone();
+        async move {
+            let response = warp::test::request()
+                .method("POST")
+                .path(&format!("/api/import?name={name}"))
+                .body(body)
+                .reply(&routes)
+                .await;
+            (
+                response.status().as_u16(),
+                String::from_utf8_lossy(response.body()).into_owned(),
+            )
+        }
+    };
+    let comfy = std::fs::read("tests/cases/comfyui/txt2img_editor.json").unwrap();
+    let (status, yaml) = import("txt2img.json", comfy).await;
+    assert_eq!(status, 200, "{yaml}");
+    assert!(yaml.contains("type: KSampler"), "{yaml}");
+    let (status, body) = import("notes.txt", b"just: [some, text".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("notes.txt is not a workflow"), "{body}");
+    // A PNG without a workflow in it.
+    let mut bare = std::io::Cursor::new(Vec::new());
+    image::RgbImage::new(2, 2)
+        .write_to(&mut bare, image::ImageFormat::Png)
+        .unwrap();
+    let (status, body) = import("bare.png", bare.into_inner()).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("bare.png carries no workflow"), "{body}");
+}

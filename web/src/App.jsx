@@ -356,20 +356,40 @@ export function App() {
 
   const load = async (name) => {
     try {
-      const graph = fromYaml(await api.loadWorkflow(name), descriptorsRef.current);
-      setNodes(graph.nodes);
-      setEdges(graph.edges);
-      setArranging(true);
-      history.reset();
-      setSavedText(toYaml({ name: graph.name, description: graph.description, nodes: graph.nodes, edges: graph.edges }));
-      setMeta({ name: graph.name, description: graph.description });
-      setFileName(name);
-      setImages([]);
-      setMemory([]);
+      openText(name, await api.loadWorkflow(name));
       setMessage(`Loaded ${name}.`);
     } catch (error) {
       setMessage(error.message);
     }
+  };
+
+  // A file dropped on the canvas: workflow YAML as it is; ComfyUI's JSON, or a PNG carrying a
+  // workflow (swapgraph's or ComfyUI's), through the server's importer.
+  const drop = async (event) => {
+    const file = event.dataTransfer?.files?.[0];
+    if (!file) return;
+    event.preventDefault();
+    try {
+      const text = /\.ya?ml$/i.test(file.name) ? await file.text() : await api.importWorkflow(file.name, await file.arrayBuffer());
+      openText(file.name.replace(/\.[^.]*$/, '') + '.yaml', text);
+      setMessage(`Opened ${file.name}.`);
+    } catch (error) {
+      setMessage(error.message);
+    }
+  };
+
+  /** Puts the workflow `text` on the canvas as the file `name`. */
+  const openText = (name, text) => {
+    const graph = fromYaml(text, descriptorsRef.current);
+    setNodes(graph.nodes);
+    setEdges(graph.edges);
+    setArranging(true);
+    history.reset();
+    setSavedText(toYaml({ name: graph.name, description: graph.description, nodes: graph.nodes, edges: graph.edges }));
+    setMeta({ name: graph.name, description: graph.description });
+    setFileName(name);
+    setImages([]);
+    setMemory([]);
   };
 
   const clear = () => {
@@ -405,7 +425,7 @@ export function App() {
           <span className="message" data-message>{message}</span>
         </header>
         <Palette descriptors={descriptors} onAdd={addNode} />
-        <main className="canvas" onDoubleClick={openSearch}>
+        <main className="canvas" onDoubleClick={openSearch} onDragOver={(e) => e.preventDefault()} onDrop={drop}>
           {search && (
             <NodeSearch
               descriptors={descriptors}

@@ -34,6 +34,12 @@ export const api = {
     return response.text();
   },
   saveWorkflow: (name, yaml) => request('PUT', `/api/workflows/${encodeURIComponent(name)}`, yaml, 'application/yaml'),
+  /** A dropped file (ComfyUI JSON, a PNG with a workflow, or YAML) as workflow YAML. */
+  async importWorkflow(name, bytes) {
+    const response = await fetch(`/api/import?name=${encodeURIComponent(name)}`, { method: 'POST', body: bytes });
+    if (!response.ok) throw new Error((await response.json()).error);
+    return response.text();
+  },
 };
 
 /** Opens /api/events and calls `onEvent` with each parsed message; reconnects when dropped. */

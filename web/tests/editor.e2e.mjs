@@ -133,6 +133,7 @@ async function steps(page, consoleErrors) {
     return img && img.complete && img.naturalWidth === 128;
   });
   await page.waitForSelector('[data-state="succeeded"]');
+  const savedImage = await image.getAttribute('data-image');
   await page.waitForSelector('[data-panel="queue"] [data-state="succeeded"]');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] .node-done');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] [data-progress="3/3"]');
@@ -220,5 +221,27 @@ async function steps(page, consoleErrors) {
   const debug = param('swap', 'debug');
   assert.ok(await debug.isVisible(), "BlockSwap's debug toggle is not visible");
   await page.screenshot({ path: `${artifacts}/editor-main.png` });
+
+  // Dropped on the canvas: the PNG the run saved opens the graph that made it, and ComfyUI's
+  // editor JSON opens through the importer.
+  const dropFile = async (name, bytes, type) => {
+    const transfer = await page.evaluateHandle(
+      ({ name, b64, type }) => {
+        const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([data], name, { type }));
+        return transfer;
+      },
+      { name, b64: Buffer.from(bytes).toString('base64'), type },
+    );
+    await page.dispatchEvent('.canvas', 'drop', { dataTransfer: transfer });
+    await page.waitForSelector(`[data-message]:has-text("Opened ${name}")`);
+  };
+  const png = await (await page.request.get(`${url}api/images/${savedImage}`)).body();
+  await dropFile('made.png', png, 'image/png');
+  assert.equal(await page.locator('.react-flow__node').count(), 8, 'the PNG did not give back its graph');
+  assert.equal(await param('ksampler', 'steps').inputValue(), '3');
+  await dropFile('comfy.json', readFileSync('tests/cases/comfyui/txt2img_editor.json'), 'application/json');
+  assert.ok((await page.locator('.react-flow__node').count()) >= 7, 'the ComfyUI workflow did not open');
   assert.deepEqual(consoleErrors, [], 'the page logged errors');
 }

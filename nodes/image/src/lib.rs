@@ -16,7 +16,7 @@ mod scale;
 
 use swapgraph_node_api::{Registry, RegistryError};
 
-pub use pixels::{decode_png_workflow, encode_png};
+pub use pixels::{decode_png_workflow, encode_png, png_texts};
 pub use resample::{crop_to_aspect, resize, ScaleMethod};
 
 /// Adds this pack's node types to `registry`.

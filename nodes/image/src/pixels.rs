@@ -47,15 +47,35 @@ pub fn encode_png(image: &Tensor, workflow: Option<&str>) -> Result<Vec<u8>, Nod
 /// # Errors
 /// A message when the bytes are not a PNG.
 pub fn decode_png_workflow(bytes: &[u8]) -> Result<Option<String>, NodeError> {
+    Ok(png_texts(bytes)?
+        .into_iter()
+        .find(|(keyword, _)| keyword == WORKFLOW_KEYWORD)
+        .map(|(_, text)| text))
+}
+
+/// Every text a PNG carries, keyword and text, in the order of its chunks of each kind (iTXt,
+/// then tEXt, then zTXt): swapgraph's workflow, or ComfyUI's `workflow` and `prompt` JSON.
+///
+/// # Errors
+/// A message when the bytes are not a PNG.
+pub fn png_texts(bytes: &[u8]) -> Result<Vec<(String, String)>, NodeError> {
     let reader = png::Decoder::new(std::io::Cursor::new(bytes))
         .read_info()
         .map_err(|e| NodeError::msg(format!("not a PNG: {e}")))?;
     let info = reader.info();
-    Ok(info
+    let international = info
         .utf8_text
         .iter()
-        .find(|chunk| chunk.keyword == WORKFLOW_KEYWORD)
-        .and_then(|chunk| chunk.get_text().ok()))
+        .filter_map(|chunk| Some((chunk.keyword.clone(), chunk.get_text().ok()?)));
+    let latin1 = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|chunk| (chunk.keyword.clone(), chunk.text.clone()));
+    let compressed = info
+        .compressed_latin1_text
+        .iter()
+        .filter_map(|chunk| Some((chunk.keyword.clone(), chunk.get_text().ok()?)));
+    Ok(international.chain(latin1).chain(compressed).collect())
 }
 
 /// Decoded 8-bit RGB pixels as an IMAGE tensor `[1, h, w, 3]` in 0..1 on `device`.
