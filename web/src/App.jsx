@@ -114,18 +114,56 @@ export function App() {
     },
     [applyEdgeChanges, history],
   );
+  // Copied nodes (with the links among them), for pasting and duplicating.
+  const clipboard = useRef(null);
+  const copySelection = useCallback(() => {
+    const { nodes: all, edges: links } = graphRef.current;
+    const chosen = all.filter((n) => n.selected);
+    const ids = new Set(chosen.map((n) => n.id));
+    if (!chosen.length) return false;
+    clipboard.current = { nodes: chosen, edges: links.filter((e) => ids.has(e.source) && ids.has(e.target)) };
+    return true;
+  }, []);
+  const paste = useCallback(() => {
+    const copied = clipboard.current;
+    if (!copied) return;
+    history.record();
+    const { nodes: all, edges: links } = graphRef.current;
+    const taken = new Set(all.map((n) => n.id));
+    const renamed = new Map();
+    for (const node of copied.nodes) {
+      const id = freshId(node.data.nodeType, taken);
+      taken.add(id);
+      renamed.set(node.id, id);
+    }
+    const pasted = copied.nodes.map((node) => ({
+      ...node,
+      id: renamed.get(node.id),
+      position: { x: node.position.x + 40, y: node.position.y + 40 },
+      selected: true,
+      data: { ...node.data, status: undefined, progress: undefined, preview: undefined, problems: undefined },
+    }));
+    const pastedLinks = copied.edges.map((e) => edge(renamed.get(e.source), e.sourceHandle, renamed.get(e.target), e.targetHandle));
+    setNodes([...all.map((n) => ({ ...n, selected: false })), ...pasted]);
+    setEdges([...links, ...pastedLinks]);
+    // A second paste lands beside this one.
+    clipboard.current = { nodes: pasted, edges: pastedLinks };
+  }, [history, setNodes, setEdges]);
   useEffect(() => {
     const onKey = (event) => {
       if (!(event.ctrlKey || event.metaKey) || event.target.closest?.('input, textarea, select')) return;
       const key = event.key.toLowerCase();
       if (key === 'z' && !event.shiftKey) history.undo();
       else if (key === 'y' || (key === 'z' && event.shiftKey)) history.redo();
+      else if (key === 'c') copySelection();
+      else if (key === 'v') paste();
+      else if (key === 'd') copySelection() && paste();
       else return;
       event.preventDefault();
     };
     window.addEventListener('keydown', onKey);
     return () => window.removeEventListener('keydown', onKey);
-  }, [history]);
+  }, [history, copySelection, paste]);
   const [meta, setMeta] = useState({ name: undefined, description: undefined });
   const [fileName, setFileName] = useState('untitled.yaml');
   const [saved, setSaved] = useState([]);
@@ -155,17 +193,24 @@ export function App() {
   };
   const [arranging, setArranging] = useState(false);
   const measured = nodes.length > 0 && nodes.every((n) => n.measured?.width);
+  // The view is fitted in an effect after the render that moved the nodes: React Flow (a child)
+  // has taken their new positions by then.
+  const [fitting, setFitting] = useState(false);
+  useEffect(() => {
+    if (!fitting) return;
+    setFitting(false);
+    fitView({ padding: 0.08 });
+  }, [fitting, nodes, fitView]);
   useEffect(() => {
     if (!arranging || !measured) return;
     setArranging(false);
     setNodes((all) => (all.some((n) => !n.data.placed) || overlapping(all) ? layered(all, edges) : all));
-    // After the moved nodes are drawn.
-    requestAnimationFrame(() => fitView({ padding: 0.08 }));
-  }, [arranging, measured, edges, fitView, setNodes]);
+    setFitting(true);
+  }, [arranging, measured, edges, setNodes]);
   const arrange = () => {
     history.record();
     setNodes((all) => layered(all, edges));
-    requestAnimationFrame(() => fitView({ padding: 0.08 }));
+    setFitting(true);
   };
 
   const refreshSaved = useCallback(() => api.workflows().then((list) => setSaved(list.workflows)), []);

@@ -217,6 +217,13 @@ async function steps(page, consoleErrors) {
   await page.click('[data-action="redo"]');
   await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled"]');
   assert.equal(await count(), before + 1);
+  // Copy and paste: the selected node comes again with a fresh id; Ctrl+D duplicates.
+  await page.locator('.react-flow__node[data-id="vaedecodetiled"] .node-header').click();
+  await page.keyboard.press('Control+c');
+  await page.keyboard.press('Control+v');
+  await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled_2"]');
+  await page.keyboard.press('Control+d');
+  await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled_3"]');
   // Booleans show a control that can be seen and toggled.
   const debug = param('swap', 'debug');
   assert.ok(await debug.isVisible(), "BlockSwap's debug toggle is not visible");
