@@ -182,14 +182,50 @@ export function App() {
   const { fitView, screenToFlowPosition, setCenter } = useReactFlow();
   // Search-to-add: a double click on the empty canvas opens a search box there.
   const [search, setSearch] = useState(null);
-  const openSearch = (event) => {
-    if (!event.target.classList?.contains('react-flow__pane')) return;
-    const bounds = event.currentTarget.getBoundingClientRect();
+  const canvasRef = useRef(null);
+  /** Opens the search where `event` happened, for a link from `link` when given. */
+  const searchAt = (event, link) => {
+    const { clientX, clientY } = 'changedTouches' in event ? event.changedTouches[0] : event;
+    const bounds = canvasRef.current.getBoundingClientRect();
     setSearch({
-      at: screenToFlowPosition({ x: event.clientX, y: event.clientY }),
-      left: event.clientX - bounds.left,
-      top: event.clientY - bounds.top,
+      at: screenToFlowPosition({ x: clientX, y: clientY }),
+      left: clientX - bounds.left,
+      top: clientY - bounds.top,
+      link,
     });
+  };
+  const openSearch = (event) => {
+    if (event.target.classList?.contains('react-flow__pane')) searchAt(event);
+  };
+  // A link dropped on the empty canvas: the search lists the node types that can take it.
+  const onConnectEnd = (event, state) => {
+    if (state.isValid || state.toNode || !state.fromNode || !state.fromHandle) return;
+    const from = state.fromHandle.type === 'source' ? 'source' : 'target';
+    const socket = socketOf(state.fromNode, state.fromHandle.id, from);
+    if (socket) searchAt(event, { node: state.fromNode.id, handle: state.fromHandle.id, from, socket });
+  };
+  const accepts = useCallback((to, from) => from === to || !!sockets[to]?.accepts.includes(from), [sockets]);
+  /** The socket of `descriptor` a link from `link` would join: an input taking an output's
+   * type, or an output an input takes. */
+  const joining = useCallback(
+    (descriptor, link) =>
+      link.from === 'source'
+        ? descriptor.inputs.find((i) => accepts(i.socket, link.socket))
+        : descriptor.outputs.find((o) => accepts(link.socket, o.socket)),
+    [accepts],
+  );
+  const pick = (descriptor) => {
+    const { at, link } = search;
+    setSearch(null);
+    if (!link) return addNode(descriptor, at);
+    history.record();
+    const id = freshId(descriptor.type_name, new Set(graphRef.current.nodes.map((n) => n.id)));
+    const data = { nodeType: descriptor.type_name, descriptor, enabled: true, params: defaultParams(descriptor), placed: true };
+    setNodes((all) => [...all, { id, type: 'socket', position: at, data }]);
+    const socket = joining(descriptor, link).name;
+    const joined = link.from === 'source' ? edge(link.node, link.handle, id, socket) : edge(id, socket, link.node, link.handle);
+    // An input takes one link: a new one replaces the old.
+    setEdges((all) => [...all.filter((e) => !(e.target === joined.target && e.targetHandle === joined.targetHandle)), joined]);
   };
   const [arranging, setArranging] = useState(false);
   const measured = nodes.length > 0 && nodes.every((n) => n.measured?.width);
@@ -320,10 +356,10 @@ export function App() {
     (c) => {
       const from = socketOf(nodeById(c.source), c.sourceHandle, 'source');
       const to = socketOf(nodeById(c.target), c.targetHandle, 'target');
-      const accepted = from === to || !!sockets[to]?.accepts.includes(from);
+      const accepted = accepts(to, from);
       return !!from && accepted && c.source !== c.target;
     },
-    [nodeById, sockets],
+    [nodeById, accepts],
   );
 
   const onConnect = useCallback(
@@ -470,15 +506,13 @@ export function App() {
           <span className="message" data-message>{message}</span>
         </header>
         <Palette descriptors={descriptors} onAdd={addNode} />
-        <main className="canvas" onDoubleClick={openSearch} onDragOver={(e) => e.preventDefault()} onDrop={drop}>
+        <main className="canvas" ref={canvasRef} onDoubleClick={openSearch} onDragOver={(e) => e.preventDefault()} onDrop={drop}>
           {search && (
             <NodeSearch
               descriptors={descriptors}
+              fits={search.link && ((d) => !!joining(d, search.link))}
               style={{ left: search.left, top: search.top }}
-              onPick={(descriptor) => {
-                addNode(descriptor, search.at);
-                setSearch(null);
-              }}
+              onPick={pick}
               onClose={() => setSearch(null)}
             />
           )}
@@ -489,6 +523,7 @@ export function App() {
             onNodesChange={onNodesChange}
             onEdgesChange={onEdgesChange}
             onConnect={onConnect}
+            onConnectEnd={onConnectEnd}
             onNodeDragStart={() => history.record()}
             isValidConnection={isValidConnection}
             deleteKeyCode={['Delete', 'Backspace']}

@@ -1,6 +1,7 @@
-// The search box a double click on the empty canvas opens: type to filter the node types by
-// name (then by description), Enter or a click adds the first or the chosen one where the
-// canvas was clicked, Escape closes it.
+// The search box a double click on the empty canvas opens (or a link dropped there, listing the
+// node types that can take it): type to filter the node types by name (then by description),
+// Enter or a click adds the first or the chosen one where the canvas was clicked, Escape closes
+// it.
 
 import React, { useMemo, useState } from 'react';
 
@@ -13,9 +14,13 @@ function matches(descriptors, query) {
   return [...byName, ...byDescription];
 }
 
-export function NodeSearch({ descriptors, style, onPick, onClose }) {
+/** `descriptors` filtered by `fits` (all when none), then by `query`. */
+export function NodeSearch({ descriptors, fits, style, onPick, onClose }) {
   const [query, setQuery] = useState('');
-  const found = useMemo(() => matches(descriptors, query).slice(0, 12), [descriptors, query]);
+  const found = useMemo(
+    () => matches(fits ? descriptors.filter(fits) : descriptors, query).slice(0, 12),
+    [descriptors, fits, query],
+  );
   return (
     <div className="node-search" style={style} data-panel="node-search" onDoubleClick={(e) => e.stopPropagation()}>
       <input

@@ -217,6 +217,20 @@ async function steps(page, consoleErrors) {
   await page.click('[data-action="redo"]');
   await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled"]');
   assert.equal(await count(), before + 1);
+  // A link from the decoder's image dropped on the empty canvas offers the nodes that take an
+  // image; the one picked comes linked.
+  const edgesBefore = await edgeCount();
+  const from = await handle('decode', 'source', 'image').boundingBox();
+  await page.mouse.move(from.x + from.width / 2, from.y + from.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(view.x + 30, view.y + 14, { steps: 12 });
+  await page.mouse.up();
+  await page.waitForSelector('[data-panel="node-search"] [data-pick="PreviewImage"]');
+  assert.equal(await page.locator('[data-panel="node-search"] [data-pick="KSampler"]').count(), 0, 'a sampler cannot take an image');
+  await page.fill('[data-field="node-search"]', 'preview');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.react-flow__node[data-id="previewimage"]');
+  await page.waitForFunction((n) => document.querySelectorAll('.react-flow__edge').length === n, edgesBefore + 1);
   // Copy and paste: the selected node comes again with a fresh id; Ctrl+D duplicates.
   await page.locator('.react-flow__node[data-id="vaedecodetiled"] .node-header').click();
   await page.keyboard.press('Control+c');
