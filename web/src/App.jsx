@@ -459,6 +459,18 @@ export function App() {
     }
   };
 
+  // An image the run saved carries the workflow that made it: open that.
+  const openImage = async (name) => {
+    try {
+      const bytes = await (await fetch(`/api/images/${name}`)).arrayBuffer();
+      const base = name.split('/').pop();
+      openText(base.replace(/\.[^.]*$/, '') + '.yaml', await api.importWorkflow(base, bytes));
+      setMessage(`Opened the workflow of ${base}.`);
+    } catch (error) {
+      setMessage(error.message);
+    }
+  };
+
   /** Puts the workflow `text` on the canvas as the file `name`. */
   const openText = (name, text) => {
     const graph = fromYaml(text, descriptorsRef.current);
@@ -545,7 +557,12 @@ export function App() {
           {images.map((name) => (
             <figure key={name}>
               <img src={`/api/images/${name}`} alt={name} data-image={name} />
-              <figcaption>{name}</figcaption>
+              <figcaption>
+                {name}{' '}
+                <button data-open-image={name} title="Open the workflow this image carries" onClick={() => openImage(name)}>
+                  Open its workflow
+                </button>
+              </figcaption>
             </figure>
           ))}
           {problems.length > 0 && (

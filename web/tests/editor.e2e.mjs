@@ -143,6 +143,10 @@ async function steps(page, consoleErrors) {
   await page.waitForSelector('[data-panel="memory"]');
   assert.match(await page.locator('[data-panel="memory"]').innerText(), /BlockSwap/);
   await page.screenshot({ path: `${artifacts}/editor-txt2img.png` });
+  // The image opens the workflow it carries.
+  await page.click(`[data-open-image="${savedImage}"]`);
+  await page.waitForSelector('[data-message]:has-text("Opened the workflow of")');
+  assert.equal(await page.locator('.react-flow__node').count(), 8);
 
   await page.fill('[data-field="filename"]', 'e2e_txt2img.yaml');
   await page.click('[data-action="save"]');
