@@ -53,6 +53,11 @@ impl Broadcast {
         let _ = self.0.send(event);
     }
 
+    /// Whether any client listens (the editor's or ComfyUI's websocket).
+    pub fn watched(&self) -> bool {
+        self.0.receiver_count() > 0
+    }
+
     /// A new receiver of everything sent from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ServerEvent> {
         self.0.subscribe()

@@ -260,9 +260,14 @@ async fn execute(
             ..RunOptions::default()
         };
         let (sink, mut run_events) = EventSink::channel();
-        // Samplers preview every step: the editor's stream shows them (ComfyUI's clients get
-        // them only when asked for, see `ServerConfig::previews`).
-        let sink = sink.with_previews();
+        // While a client watches, samplers preview every step: the editor's stream shows them
+        // (ComfyUI's clients get them only when asked for, see `ServerConfig::previews`). Unwatched
+        // jobs skip them: each copies the step's latents to the host.
+        let sink = if queue.events.watched() {
+            sink.with_previews()
+        } else {
+            sink
+        };
         let forward = {
             let queue = Arc::clone(&queue);
             let output_dir = options.files.outputs.clone();

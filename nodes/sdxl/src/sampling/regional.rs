@@ -477,3 +477,45 @@ impl Denoiser for RegionalDenoiser<'_> {
         both_sides(self.predict(x, sigma, true)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditioning::PlacementMask;
+
+    /// The positive side's regions for `conditionings` on 1x4x8x8 latents.
+    fn positive_regions(conditionings: &[Conditioning]) -> Vec<Region<'_>> {
+        let text = |c: &Conditioning| {
+            Ok(TextConditioning {
+                context: c.context.clone(),
+                pooled: c.pooled.clone(),
+                time_ids: Tensor::zeros((1, 6), DType::F32, &Device::Cpu).map_err(|e| e.to_string())?,
+            })
+        };
+        let negative = std::slice::from_ref(&conditionings[0]);
+        regions(
+            (conditionings, negative),
+            text,
+            |_, _| Ok(RegionAdapters::default()),
+            (1, 4, 8, 8),
+            &DiscreteSchedule::sdxl(),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn a_mask_over_part_of_the_image_leaves_the_rest_uncovered_until_an_unplaced_one_joins() {
+        let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+        let plain = Conditioning::text(zeros(&[1, 2, 8]), zeros(&[1, 4]), None);
+        let left = Tensor::from_vec((0..64).map(|i| f32::from(i % 8 < 4)).collect(), (1, 8, 8), &Device::Cpu).unwrap();
+        let mut masked = plain.clone();
+        masked.placement.mask = Some(PlacementMask::new(&left, 1.0, false).unwrap());
+        let shape = (1, 4, 8, 8);
+        let alone = [masked.clone()];
+        assert!(leaves_uncovered(&positive_regions(&alone), shape).unwrap());
+        let beside = [masked, plain];
+        assert!(!leaves_uncovered(&positive_regions(&beside), shape).unwrap());
+    }
+}
