@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the workspace, on a fresh machine too: installs what the editor's browser test
-# needs when it is missing (Node.js, Debian's Chromium, the editor's npm packages) and the
+# needs when it is missing (Node.js, Debian's Chromium, the editor's npm packages), Debian's
+# nats-server for the shared queue's tests, and the
 # published ComfyUI client the ComfyUI API test drives (a Python environment in
 # target/comfy-client), then runs `cargo test --workspace` with any arguments given.
 set -euo pipefail
@@ -9,10 +10,11 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v node >/dev/null || packages+=(nodejs npm)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || packages+=(chromium)
+command -v "${NATS_SERVER:-nats-server}" >/dev/null || packages+=(nats-server)
 if ((${#packages[@]})); then
   as_root=()
   [ "$(id -u)" = 0 ] || as_root=(sudo)
-  echo "installing ${packages[*]} for the editor's browser test" >&2
+  echo "installing ${packages[*]} for the editor's browser test and the shared queue's tests" >&2
   "${as_root[@]}" apt-get update -qq
   "${as_root[@]}" apt-get install -y -qq "${packages[@]}"
 fi

@@ -19,6 +19,7 @@ mod engine {
     pub mod regions;
     pub mod rehearsal;
     pub mod server;
+    pub mod shared_queue;
     pub mod validation;
     pub mod workflows;
 }

@@ -11,7 +11,7 @@ use petgraph::Direction::{Incoming, Outgoing};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use swapgraph_node_api::{NodeType, Value};
+use swapgraph_node_api::{FileFolder, NodeType, Value};
 
 /// The steps of a run in an order where every step comes after the steps it reads from.
 pub struct Plan {
@@ -51,6 +51,27 @@ pub struct StepInput {
 }
 
 impl Plan {
+    /// The file names the steps' literal params give in `folder`, as (param, name) without
+    /// repeats, in plan order: the models a job loads (built-in names among them), which the
+    /// job queues place jobs by, or the inputs it reads, which travel with a job to workers.
+    /// Names that reach a param through a link are known only while running.
+    pub fn files_named(&self, folder: FileFolder) -> Vec<(&'static str, String)> {
+        let mut named = Vec::new();
+        for step in &self.steps {
+            let params = step.node_type.descriptor().params.iter();
+            for param in params.filter(|param| param.reads == Some(folder)) {
+                let literal = step.literals.iter().find(|(name, _)| *name == param.name);
+                if let Some((_, Value::String(name))) = literal {
+                    let entry = (param.name, name.to_string());
+                    if !name.is_empty() && !named.contains(&entry) {
+                        named.push(entry);
+                    }
+                }
+            }
+        }
+        named
+    }
+
     /// Plans a validated graph of `document`.
     pub fn new(graph: ValidGraph, document: Workflow) -> Self {
         let nodes = graph.nodes;

@@ -1,5 +1,7 @@
 //! Command-line arguments.
 
+use super::devices::DeviceList;
+use crate::shared::NatsArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use swapgraph_node_api::{DeviceSpec, FileRoots, VramBudget};
@@ -43,9 +45,13 @@ pub enum Command {
     /// such a file directly.
     #[command(after_help = EXIT_CODES)]
     Import(ImportArgs),
-    /// Serve the browser editor and the HTTP API (jobs run one at a time on one device; loaded
-    /// models stay cached between jobs). Listens on loopback unless told otherwise.
+    /// Serve the browser editor and the HTTP API (jobs run one at a time on each device; loaded
+    /// models stay cached between jobs), or put jobs on a shared queue on NATS (--nats).
+    /// Listens on loopback unless told otherwise.
     Serve(ServeArgs),
+    /// Run jobs from the shared queue on a NATS server (what `serve --nats` queues), on every
+    /// device given. Listens on nothing; needs only the NATS server and the models folder.
+    Worker(WorkerArgs),
 }
 
 impl Command {
@@ -54,7 +60,7 @@ impl Command {
         match self {
             Self::Run(args) => Some(&mut args.workflow.set_type),
             Self::Validate(args) => Some(&mut args.workflow.set_type),
-            Self::Nodes(_) | Self::Import(_) | Self::Serve(_) => None,
+            Self::Nodes(_) | Self::Import(_) | Self::Serve(_) | Self::Worker(_) => None,
         }
     }
 }
@@ -173,9 +179,12 @@ pub struct ServeArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 8188)]
     pub port: u16,
-    /// Where jobs run: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceSpec,
+    /// Where jobs run: cpu, cuda, cuda:N, a comma-separated list (cuda:0,cuda:2) or cuda:all,
+    /// one job at a time on each device, each with its own cache of loaded models. A job goes
+    /// to a free device that holds its models, else to the least loaded free one. A device
+    /// named twice runs two jobs at once (cpu,cpu).
+    #[arg(long, default_value = "cpu", value_name = "DEVICES")]
+    pub device: DeviceList,
     /// How much device memory each job may use, in MiB, or auto: what the device has free, less
     /// a margin. Models leave the device when others need the room, BlockSwap streams more and
     /// the VAE decodes in tiles to stay within it.
@@ -183,6 +192,16 @@ pub struct ServeArgs {
     pub vram_budget: VramBudget,
     #[command(flatten)]
     pub folders: FolderArgs,
+    /// Put jobs on the shared queue of this NATS server (with JetStream) instead of running
+    /// them here: `swapgraph worker` processes on any machine run them, and the server relays
+    /// their progress and copies their outputs into --output-dir. Queued jobs survive restarts
+    /// of the server, the workers and the NATS server.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// With --nats: how many times a job may be started (its worker failing or dying each
+    /// time) before it fails with every attempt's reason.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
     /// Folder of workflow files the editor opens and saves.
     #[arg(long, default_value = "workflows")]
     pub workflows_dir: PathBuf,
@@ -193,4 +212,32 @@ pub struct ServeArgs {
     /// or latent2rgb (auto is the same). The editor shows previews either way.
     #[arg(long, default_value = "none", value_parser = ["none", "auto", "latent2rgb"])]
     pub preview_method: String,
+}
+
+/// Arguments of `swapgraph worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The devices jobs run on, one job at a time each: cpu, cuda, cuda:N, a comma-separated
+    /// list or cuda:all.
+    #[arg(long, default_value = "cpu", value_name = "DEVICES")]
+    pub device: DeviceList,
+    /// How much device memory each job may use, in MiB, or auto.
+    #[arg(long, default_value = "auto", value_name = "auto|MiB")]
+    pub vram_budget: VramBudget,
+    /// Folder that model names resolve in; a workflow naming a file outside it is refused as
+    /// `run` refuses it.
+    #[arg(long, default_value = ".")]
+    pub models_dir: PathBuf,
+    /// Where each job's inputs and outputs are kept while it runs (removed after).
+    #[arg(long, default_value_t = std::env::temp_dir().join("swapgraph-worker").display().to_string())]
+    pub scratch_dir: String,
+    /// The worker's name in job records (default: the host name and the process id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Send a preview of each sampler step to the servers' clients (each copies the step's
+    /// latents to the host).
+    #[arg(long)]
+    pub previews: bool,
 }

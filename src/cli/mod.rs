@@ -1,16 +1,18 @@
-//! The `swapgraph` command line: `run`, `validate`, `nodes` and `serve`, and what the packs add
+//! The `swapgraph` command line: `run`, `validate`, `nodes`, `import`, `serve` and `worker`, and what the packs add
 //! (BlockSwap's `doctor` and `--blockswap-preset`).
 //!
 //! Exit codes, documented in `--help` and the README, are the [`Exit`] values.
 
 mod args;
 mod check_workflow;
+mod devices;
 mod exit;
 mod import;
 mod nodes;
 mod render;
 mod run;
 mod serve;
+mod worker;
 
 pub use args::{Cli, Command};
 pub use exit::Exit;
@@ -45,6 +47,7 @@ pub fn main(registry: Registry, packs: &[Pack]) -> ExitCode {
         Command::Nodes(args) => nodes::list(args, &registry),
         Command::Import(args) => import::import(args, &registry),
         Command::Serve(args) => serve::serve(args, registry),
+        Command::Worker(args) => worker::worker(args, registry),
     };
     exit.into()
 }

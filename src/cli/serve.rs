@@ -4,16 +4,15 @@ use super::args::ServeArgs;
 use super::Exit;
 use crate::exec::Engine;
 use crate::server::{self, ServerConfig};
-use swapgraph_node_api::{DeviceSpec, Registry};
+use crate::shared::SharedQueue;
+use std::time::Duration;
+use swapgraph_node_api::Registry;
 use tracing::{error, info, warn};
 
 /// Serves the editor and API until Ctrl-C.
 pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
-    if matches!(args.device, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
-        error!(
-            "--device {}: this build of swapgraph runs on the CPU only; build with --features cuda",
-            args.device
-        );
+    if let Some(device) = args.device.unsupported() {
+        error!("--device {device}: this build of swapgraph runs on the CPU only; build with --features cuda");
         return Exit::Usage;
     }
     if !args.workflows_dir.is_dir() {
@@ -44,8 +43,26 @@ pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
             return Exit::RuntimeFailure;
         }
     };
+    let shared = match &args.nats.nats {
+        Some(url) => {
+            let ack_wait = Duration::from_secs(args.nats.ack_wait);
+            let connected = SharedQueue::connect(&args.nats, url, ack_wait, args.max_attempts);
+            match runtime.block_on(connected) {
+                Ok(queue) => {
+                    info!("jobs go to the shared queue on {url}");
+                    Some(queue)
+                }
+                Err(problem) => {
+                    error!("{problem}");
+                    return Exit::Usage;
+                }
+            }
+        }
+        None => None,
+    };
     let config = ServerConfig {
-        device: args.device,
+        devices: args.device.0,
+        shared,
         vram_budget: args.vram_budget,
         files,
         workflows_dir: args.workflows_dir,

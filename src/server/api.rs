@@ -4,8 +4,8 @@
 //! status that says whose fault it was.
 
 use super::files::{self, FileError};
-use super::jobs::CancelError;
-use super::State;
+use super::jobs::{CancelError, Submission};
+use super::{Jobs, State};
 use std::sync::Arc;
 use swapgraph_model::{candle_device, device_info, device_memory};
 use swapgraph_node_api::{DeviceSpec, NodeError};
@@ -84,12 +84,19 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
             Err(report) => json(&serde_json::json!({ "valid": false, "report": report })).into_response(),
         }
     });
-    let submit = post_workflow(state, "jobs").map(|state: Arc<State>, bytes: bytes::Bytes| {
+    let submit = post_workflow(state, "jobs").then(|state: Arc<State>, bytes: bytes::Bytes| async move {
         match state.prepare("workflow", &bytes) {
             Ok(plan) => {
                 let name = plan.name().unwrap_or("workflow").to_string();
-                let job = state.jobs.submit(plan, name, None);
-                with_status(json(&job), StatusCode::CREATED).into_response()
+                let submission = Submission {
+                    plan,
+                    name,
+                    client_id: None,
+                };
+                match state.jobs.submit(submission, |_| {}).await {
+                    Ok(job) => with_status(json(&job), StatusCode::CREATED).into_response(),
+                    Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem),
+                }
             }
             Err(report) => with_status(
                 json(&serde_json::json!({
@@ -121,11 +128,12 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
             },
             Err(reply) => reply,
         });
-    let cancel_job =
-        job.and(warp::delete())
-            .and(with_state(state))
-            .map(|id: String, state: Arc<State>| match parse_id(&id) {
-                Ok(id) => match state.jobs.cancel(id) {
+    let cancel_job = job
+        .and(warp::delete())
+        .and(with_state(state))
+        .then(|id: String, state: Arc<State>| async move {
+            match parse_id(&id) {
+                Ok(id) => match state.jobs.cancel(id).await {
                     Ok(job) => json(&job).into_response(),
                     Err(CancelError::Unknown) => error(StatusCode::NOT_FOUND, format!("job {id} not found")),
                     Err(CancelError::Finished(state)) => error(
@@ -135,9 +143,11 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
                             serde_json::to_value(state).unwrap_or_default()
                         ),
                     ),
+                    Err(CancelError::Unreachable(problem)) => error(StatusCode::SERVICE_UNAVAILABLE, problem),
                 },
                 Err(reply) => reply,
-            });
+            }
+        });
     let image = api
         .and(warp::path("images"))
         .and(warp::path::tail())
@@ -214,11 +224,9 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state(state))
         .then(|state: Arc<State>| async move {
-            let device = state.device;
-            match tokio::task::spawn_blocking(move || system_report(device)).await {
-                Ok(Ok(report)) => json(&report).into_response(),
-                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            match system_report(&state.jobs).await {
+                Ok(report) => json(&report).into_response(),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
             }
         });
     let import = api
@@ -266,9 +274,39 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// The jobs' device and its memory: what the memory pool holds (`allocated`, `reserved`,
+/// What runs the jobs: for the server's own queue each device with its memory, the job running
+/// there and the models it holds (the first device's figures also at the top level, as before
+/// there were several); for a shared queue the workers that advertise themselves.
+///
+/// # Errors
+/// Why a device could not be asked.
+pub(super) async fn system_report(jobs: &Jobs) -> Result<serde_json::Value, String> {
+    let queue = match jobs {
+        Jobs::Local(queue) => queue,
+        Jobs::Shared(queue, _) => return Ok(serde_json::json!({ "workers": queue.workers().await? })),
+    };
+    let executors = queue.executors();
+    let mut devices = Vec::new();
+    for executor in executors {
+        let device = executor.device;
+        let mut report = tokio::task::spawn_blocking(move || device_report(device))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        report["runner"] = executor.runner.into();
+        report["running"] = executor.running.into();
+        report["jobs_taken"] = executor.jobs_taken.into();
+        report["holds"] = executor.holds.into();
+        devices.push(report);
+    }
+    let mut report = devices.first().cloned().unwrap_or_default();
+    report["devices"] = devices.into();
+    Ok(report)
+}
+
+/// A device and its memory: what the memory pool holds (`allocated`, `reserved`,
 /// `peak_allocated`) and the whole device (`free`, `total`), in bytes; `null` on the CPU.
-pub(super) fn system_report(device: DeviceSpec) -> Result<serde_json::Value, NodeError> {
+fn device_report(device: DeviceSpec) -> Result<serde_json::Value, NodeError> {
     let candle = candle_device(device)?;
     let memory = device_memory(&candle).map(|m| {
         serde_json::json!({

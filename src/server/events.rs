@@ -4,12 +4,12 @@
 use super::jobs::JobInfo;
 use crate::exec::Event;
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use warp::ws::{Message, WebSocket};
 
 /// A message on `/api/events`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ServerEvent {
     /// The queue changed: every job with its state.
@@ -32,6 +32,35 @@ pub enum ServerEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         preview: Option<String>,
     },
+}
+
+impl ServerEvent {
+    /// `event` of job `job`, with the name of the image it wrote, if any, and a preview's
+    /// picture as a data URL.
+    pub fn run(job: u64, event: Event, image: Option<String>) -> Self {
+        let preview = match &event {
+            Event::Preview { width, height, rgb, .. } => png_data_url(*width, *height, rgb),
+            _ => None,
+        };
+        Self::Run {
+            job,
+            event,
+            image,
+            preview,
+        }
+    }
+}
+
+/// An RGB picture as a `data:image/png;base64,` URL, for a browser's `<img>`.
+fn png_data_url(width: u32, height: u32, rgb: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let picture = image::RgbImage::from_raw(width, height, rgb.to_vec())?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    picture.write_to(&mut png, image::ImageFormat::Png).ok()?;
+    Some(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png.get_ref())
+    ))
 }
 
 /// How many events a slow client may fall behind before it misses some.
@@ -88,5 +117,26 @@ pub async fn stream(socket: WebSocket, snapshot: ServerEvent, mut events: broadc
                 _ => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_events_read_back_from_json() {
+        let event = ServerEvent::run(
+            3,
+            Event::Progress {
+                node: crate::workflow::NodeId::parse("sample").unwrap(),
+                step: 2,
+                total: 9,
+            },
+            None,
+        );
+        let json = serde_json::to_string(&event).unwrap();
+        let back: ServerEvent = serde_json::from_str(&json).expect(&json);
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
     }
 }

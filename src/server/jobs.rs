@@ -1,20 +1,18 @@
-//! The job queue: workflows submitted to the server wait in order for the one executor of the
-//! server's device, which runs them on a shared engine, so models loaded by one job are cached
-//! for the next.
+//! Jobs as the API shows them, and the queue behind the API: the server's own devices
+//! ([`LocalQueue`]) or a queue on NATS shared with workers on other machines ([`SharedQueue`]).
 
-use super::events::{Broadcast, ServerEvent};
-use crate::exec::{Engine, Event, EventSink, RunError, RunOptions};
+use super::local_queue::LocalQueue;
+use crate::exec::Event;
+use crate::job_run::JobOutcome;
 use crate::plan::Plan;
-use crate::preflight;
-use serde::Serialize;
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use crate::shared::SharedQueue;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use swapgraph_node_api::{CancelToken, DeviceSpec, FileRoots, VramBudget};
-use tokio::sync::mpsc;
+use swapgraph_node_api::FileRoots;
 
 /// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for the executor.
@@ -37,9 +35,9 @@ impl JobState {
 }
 
 /// A job as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobInfo {
-    /// Its id, unique within the server's life.
+    /// Its id: unique within the server's life, and across every server of a shared queue.
     pub id: u64,
     /// The workflow's name, from its `name` field or the submission.
     pub name: String,
@@ -47,21 +45,29 @@ pub struct JobInfo {
     pub state: JobState,
     /// Seconds since the Unix epoch when it was submitted.
     pub submitted_at: f64,
+    /// Seconds since the Unix epoch when it last started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
     /// Images it wrote, in order.
+    #[serde(default)]
     pub images: Vec<JobImage>,
+    /// Where it runs or ran: the device (`cuda:1`; `cpu/2` for the second of two executors on
+    /// one device), or for a shared queue the worker and its device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     /// The client that submitted it, when it named itself: its events go to that client.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// Why it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The last step a node reported done, e.g. the sampler's step 3 of 30.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<JobProgress>,
 }
 
 /// An image a job wrote.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobImage {
     /// The id of the node that wrote it.
     pub node: String,
@@ -70,7 +76,7 @@ pub struct JobImage {
 }
 
 /// Step `step` of `total` of node `node` is done.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobProgress {
     /// The node's id.
     pub node: String,
@@ -80,9 +86,65 @@ pub struct JobProgress {
     pub total: u64,
 }
 
-struct Job {
-    info: JobInfo,
-    cancel: CancelToken,
+impl JobInfo {
+    /// A job just submitted, queued.
+    pub fn queued(id: u64, name: String, client_id: Option<String>) -> Self {
+        Self {
+            id,
+            name,
+            state: JobState::Queued,
+            submitted_at: seconds_now(),
+            started_at: None,
+            images: Vec::new(),
+            runner: None,
+            client_id,
+            error: None,
+            progress: None,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn seconds_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl JobInfo {
+    /// Marks it running on `runner` from now.
+    pub fn start(&mut self, runner: String) {
+        self.state = JobState::Running;
+        self.runner = Some(runner);
+        self.started_at = Some(seconds_now());
+        self.progress = None;
+    }
+
+    /// Records how its run ended.
+    pub fn finish(&mut self, outcome: JobOutcome) {
+        match outcome {
+            JobOutcome::Succeeded => self.state = JobState::Succeeded,
+            JobOutcome::Cancelled => self.state = JobState::Cancelled,
+            JobOutcome::Failed(error) => {
+                self.state = JobState::Failed;
+                self.error = Some(error);
+            }
+        }
+    }
+}
+
+impl JobProgress {
+    /// The progress `event` reports, if it is a step done.
+    pub fn of(event: &Event) -> Option<Self> {
+        match event {
+            Event::Progress { node, step, total } => Some(Self {
+                node: node.to_string(),
+                step: *step,
+                total: *total,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Why a job could not be cancelled.
@@ -92,266 +154,68 @@ pub enum CancelError {
     Unknown,
     /// The job already ended in this state.
     Finished(JobState),
+    /// The shared queue could not be reached: the message says why.
+    Unreachable(String),
 }
 
-/// The queue and the record of every job of this server's life.
-pub struct JobQueue {
-    jobs: Mutex<Vec<Job>>,
-    sender: mpsc::UnboundedSender<(u64, Plan)>,
-    events: Broadcast,
+/// A workflow the API accepted, for the queue.
+pub struct Submission {
+    /// The checked plan.
+    pub plan: Plan,
+    /// The job's name.
+    pub name: String,
+    /// The client that submitted it, when it named itself.
+    pub client_id: Option<String>,
 }
 
-/// How the executor runs jobs.
-#[derive(Clone, Debug)]
-pub struct ExecutorOptions {
-    /// The device every job runs on.
-    pub device: DeviceSpec,
-    /// How much of the device's memory each job may use.
-    pub vram_budget: VramBudget,
-    /// The folders file names resolve in and outputs go to.
-    pub files: FileRoots,
+/// The queue behind the API.
+#[derive(Clone)]
+pub enum Jobs {
+    /// Jobs run on this server's devices, queued in memory.
+    Local(Arc<LocalQueue>),
+    /// Jobs go to a durable queue on NATS that workers take them from; their input files are
+    /// read from these folders.
+    Shared(Arc<SharedQueue>, FileRoots),
 }
 
-impl JobQueue {
-    /// A queue whose executor runs on `engine` until the queue is dropped; start the executor
-    /// by spawning the returned future on the async runtime.
-    pub fn new(
-        engine: Arc<Engine>,
-        options: ExecutorOptions,
-        events: Broadcast,
-    ) -> (Arc<Self>, impl std::future::Future<Output = ()> + Send + 'static) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let queue = Arc::new(Self {
-            jobs: Mutex::new(Vec::new()),
-            sender,
-            events,
-        });
-        let executor = execute(Arc::downgrade(&queue), receiver, engine, options);
-        (queue, executor)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<Job>> {
-        // A panic while holding the lock leaves plain data behind: keep serving it.
-        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Queues `plan` under `name` for the client `client_id`, if it named itself; returns the
-    /// new job.
-    pub fn submit(&self, plan: Plan, name: String, client_id: Option<String>) -> JobInfo {
-        self.submit_with(plan, name, client_id, |_| {})
-    }
-
-    /// [`JobQueue::submit`], calling `before_queueing` with the new job's id before the
-    /// executor can start it (to record what belongs with the job first).
-    pub fn submit_with(
-        &self,
-        plan: Plan,
-        name: String,
-        client_id: Option<String>,
-        before_queueing: impl FnOnce(u64),
-    ) -> JobInfo {
-        let info = {
-            let mut jobs = self.lock();
-            let info = JobInfo {
-                id: jobs.len() as u64 + 1,
-                name,
-                state: JobState::Queued,
-                submitted_at: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
-                images: Vec::new(),
-                client_id,
-                error: None,
-                progress: None,
-            };
-            jobs.push(Job {
-                info: info.clone(),
-                cancel: CancelToken::new(),
-            });
-            info
-        };
-        before_queueing(info.id);
-        // The executor lives as long as the queue, so the channel is open.
-        let _ = self.sender.send((info.id, plan));
-        self.publish_queue();
-        info
+impl Jobs {
+    /// Queues `submission`, calling `before_queueing` with the new job's id before any runner
+    /// can start it (to record what belongs with the job first).
+    ///
+    /// # Errors
+    /// Why the shared queue did not take the job; nothing was queued then.
+    pub async fn submit(&self, submission: Submission, before_queueing: impl FnOnce(u64)) -> Result<JobInfo, String> {
+        match self {
+            Self::Local(queue) => Ok(queue.submit(submission, before_queueing)),
+            Self::Shared(queue, files) => queue.submit(submission, files, before_queueing).await,
+        }
     }
 
     /// Every job, oldest first.
     pub fn list(&self) -> Vec<JobInfo> {
-        self.lock().iter().map(|job| job.info.clone()).collect()
+        match self {
+            Self::Local(queue) => queue.list(),
+            Self::Shared(queue, _) => queue.list(),
+        }
     }
 
     /// One job.
     pub fn get(&self, id: u64) -> Option<JobInfo> {
-        self.lock()
-            .iter()
-            .find(|job| job.info.id == id)
-            .map(|job| job.info.clone())
+        match self {
+            Self::Local(queue) => queue.get(id),
+            Self::Shared(queue, _) => queue.get(id),
+        }
     }
 
     /// Cancels a queued job (it will not run) or a running one (it stops after the current
-    /// step or sampler iteration).
+    /// step or sampler iteration, wherever it runs).
     ///
     /// # Errors
-    /// [`CancelError`] for an unknown or finished job.
-    pub fn cancel(&self, id: u64) -> Result<JobInfo, CancelError> {
-        let info = {
-            let mut jobs = self.lock();
-            let job = jobs
-                .iter_mut()
-                .find(|job| job.info.id == id)
-                .ok_or(CancelError::Unknown)?;
-            match job.info.state {
-                state if state.is_final() => return Err(CancelError::Finished(state)),
-                JobState::Queued => job.info.state = JobState::Cancelled,
-                _ => {}
-            }
-            job.cancel.cancel();
-            job.info.clone()
-        };
-        self.publish_queue();
-        Ok(info)
-    }
-
-    /// Sends the whole queue to event listeners.
-    pub fn publish_queue(&self) {
-        self.events.send(ServerEvent::Queue { jobs: self.list() });
-    }
-
-    fn update(&self, id: u64, change: impl FnOnce(&mut JobInfo)) {
-        if let Some(job) = self.lock().iter_mut().find(|job| job.info.id == id) {
-            change(&mut job.info);
+    /// [`CancelError`] for an unknown or finished job, or an unreachable shared queue.
+    pub async fn cancel(&self, id: u64) -> Result<JobInfo, CancelError> {
+        match self {
+            Self::Local(queue) => queue.cancel(id),
+            Self::Shared(queue, _) => queue.cancel(id).await,
         }
     }
-
-    /// Marks a queued job running and returns its cancel token; `None` if it was cancelled.
-    fn start(&self, id: u64) -> Option<CancelToken> {
-        let mut jobs = self.lock();
-        let job = jobs.iter_mut().find(|job| job.info.id == id)?;
-        if job.info.state != JobState::Queued {
-            return None;
-        }
-        job.info.state = JobState::Running;
-        Some(job.cancel.clone())
-    }
-}
-
-/// Runs queued jobs one after another until the queue is gone.
-async fn execute(
-    queue: std::sync::Weak<JobQueue>,
-    mut receiver: mpsc::UnboundedReceiver<(u64, Plan)>,
-    engine: Arc<Engine>,
-    options: ExecutorOptions,
-) {
-    while let Some((id, plan)) = receiver.recv().await {
-        let Some(queue) = queue.upgrade() else {
-            return;
-        };
-        let Some(cancel) = queue.start(id) else {
-            continue;
-        };
-        queue.publish_queue();
-        let run_options = RunOptions {
-            device: options.device,
-            vram_budget: options.vram_budget,
-            files: options.files.clone(),
-            cancel,
-            ..RunOptions::default()
-        };
-        let (sink, mut run_events) = EventSink::channel();
-        // While a client watches, samplers preview every step: the editor's stream shows them
-        // (ComfyUI's clients get them only when asked for, see `ServerConfig::previews`). Unwatched
-        // jobs skip them: each copies the step's latents to the host.
-        let sink = if queue.events.watched() {
-            sink.with_previews()
-        } else {
-            sink
-        };
-        let forward = {
-            let queue = Arc::clone(&queue);
-            let output_dir = options.files.outputs.clone();
-            tokio::spawn(async move {
-                while let Some(event) = run_events.recv().await {
-                    let image = match &event {
-                        Event::OutputWritten { path, node } => image_name(&output_dir, path).map(|name| JobImage {
-                            node: node.to_string(),
-                            name,
-                        }),
-                        _ => None,
-                    };
-                    if let Some(image) = &image {
-                        queue.update(id, |info| info.images.push(image.clone()));
-                    }
-                    if let Event::Progress { node, step, total } = &event {
-                        let progress = JobProgress {
-                            node: node.to_string(),
-                            step: *step,
-                            total: *total,
-                        };
-                        queue.update(id, |info| info.progress = Some(progress));
-                    }
-                    let image = image.map(|image| image.name);
-                    let preview = match &event {
-                        Event::Preview { width, height, rgb, .. } => png_data_url(*width, *height, rgb),
-                        _ => None,
-                    };
-                    queue.events.send(ServerEvent::Run {
-                        job: id,
-                        event,
-                        image,
-                        preview,
-                    });
-                }
-            })
-        };
-        // Err(None) when cancelled, else the error.
-        let result = match checked(&engine, plan, &run_options).await {
-            Ok(plan) => match engine.run(&plan, &run_options, &sink).await {
-                Ok(_) => Ok(()),
-                Err(RunError::Cancelled) => Err(None),
-                Err(error) => Err(Some(error.to_string())),
-            },
-            Err(refused) => Err(Some(refused)),
-        };
-        drop(sink);
-        let _ = forward.await;
-        queue.update(id, |info| match result {
-            Ok(()) => info.state = JobState::Succeeded,
-            Err(None) => info.state = JobState::Cancelled,
-            Err(Some(error)) => {
-                info.state = JobState::Failed;
-                info.error = Some(error);
-            }
-        });
-        queue.publish_queue();
-    }
-}
-
-/// `plan` once the check before a run (see [`preflight`]) found that it fits the device, else
-/// why not.
-async fn checked(engine: &Arc<Engine>, plan: Plan, options: &RunOptions) -> Result<Arc<Plan>, String> {
-    let (engine, plan, options) = (Arc::clone(engine), Arc::new(plan), options.clone());
-    tokio::task::spawn_blocking(move || preflight::check(&engine, &plan, &options).map(|()| plan))
-        .await
-        .unwrap_or_else(|panic| Err(format!("the check before the run failed: {panic}")))
-}
-
-/// A written file's name relative to the output directory, `/`-separated.
-fn image_name(output_dir: &Path, path: &Path) -> Option<String> {
-    let relative = path.strip_prefix(output_dir).ok()?;
-    let parts: Vec<&str> = relative.iter().map(|part| part.to_str()).collect::<Option<_>>()?;
-    Some(parts.join("/"))
-}
-
-/// An RGB picture as a `data:image/png;base64,` URL, for a browser's `<img>`.
-fn png_data_url(width: u32, height: u32, rgb: &[u8]) -> Option<String> {
-    use base64::Engine as _;
-    let picture = image::RgbImage::from_raw(width, height, rgb.to_vec())?;
-    let mut png = std::io::Cursor::new(Vec::new());
-    picture.write_to(&mut png, image::ImageFormat::Png).ok()?;
-    Some(format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(png.get_ref())
-    ))
 }

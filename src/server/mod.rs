@@ -1,6 +1,7 @@
 //! `swapgraph serve`: the editor and the API from one binary. The editor's built assets are
-//! embedded; the API runs workflows through one job queue per server (one device), and streams
-//! what happens on a websocket.
+//! embedded; the API runs workflows through the server's queue (its own devices, one executor
+//! each, or a shared queue on NATS that workers take jobs from), and streams what happens on a
+//! websocket.
 
 mod api;
 mod assets;
@@ -9,15 +10,17 @@ mod events;
 mod files;
 mod import;
 mod jobs;
+mod local_queue;
+mod placement;
 
-pub use events::ServerEvent;
-pub use jobs::{ExecutorOptions, JobImage, JobInfo, JobState};
+pub use events::{Broadcast, ServerEvent};
+pub use jobs::{seconds_now, CancelError, JobImage, JobInfo, JobProgress, JobState, Jobs, Submission};
+pub use local_queue::{image_name, runner_names, ExecutorInfo, ExecutorOptions, LocalQueue};
 
 use crate::exec::Engine;
 use crate::plan::Plan;
+use crate::shared::SharedQueue;
 use crate::validate::ValidationReport;
-use events::Broadcast;
-use jobs::JobQueue;
 use std::path::PathBuf;
 use std::sync::Arc;
 use swapgraph_node_api::FileRoots;
@@ -25,15 +28,20 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+/// What runs jobs beside the routes: the devices' executors, or the shared queue's relay.
+pub type Runner = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
 /// The largest request body accepted, unless configured otherwise: far above any workflow.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4 << 20;
 
 /// Where the server finds and puts things.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// The device jobs run on.
-    pub device: swapgraph_node_api::DeviceSpec,
-    /// How much of the device's memory each job may use.
+    /// The devices jobs run on, one executor each (unused with a shared queue).
+    pub devices: Vec<swapgraph_node_api::DeviceSpec>,
+    /// The shared queue on NATS jobs go to instead, when the server has one.
+    pub shared: Option<Arc<SharedQueue>>,
+    /// How much of each device's memory a job may use.
     pub vram_budget: swapgraph_node_api::VramBudget,
     /// The folders jobs read models and inputs from and write outputs to; `/api/images` serves
     /// only files inside the output folder.
@@ -51,8 +59,7 @@ pub struct ServerConfig {
 /// What every handler shares.
 pub struct State {
     engine: Arc<Engine>,
-    device: swapgraph_node_api::DeviceSpec,
-    jobs: Arc<JobQueue>,
+    jobs: Jobs,
     events: Broadcast,
     output_dir: PathBuf,
     /// Where `/upload/image` puts images and `/view?type=input` reads them.
@@ -71,26 +78,29 @@ impl State {
     }
 }
 
-/// The whole server as one filter, and the executor future that must be spawned beside it to
-/// run jobs. Tests drive the filter with warp's test helpers.
-pub fn app(
-    engine: Engine,
-    config: ServerConfig,
-) -> (
-    warp::filters::BoxedFilter<(Response,)>,
-    impl std::future::Future<Output = ()> + Send + 'static,
-) {
+/// The whole server as one filter, and the future that must be spawned beside it to run jobs
+/// (the devices' executors, or the shared queue's relay of job records and events). Tests
+/// drive the filter with warp's test helpers.
+pub fn app(engine: Engine, config: ServerConfig) -> (warp::filters::BoxedFilter<(Response,)>, Runner) {
     let engine = Arc::new(engine);
     let events = Broadcast::default();
-    let options = ExecutorOptions {
-        device: config.device,
-        vram_budget: config.vram_budget,
-        files: config.files.clone(),
+    let (jobs, runner): (Jobs, Runner) = match &config.shared {
+        Some(shared) => {
+            let relay = Arc::clone(shared).relay(events.clone(), config.files.outputs.clone());
+            (Jobs::Shared(Arc::clone(shared), config.files.clone()), Box::pin(relay))
+        }
+        None => {
+            let options = ExecutorOptions {
+                devices: config.devices.clone(),
+                vram_budget: config.vram_budget,
+                files: config.files.clone(),
+            };
+            let (queue, executors) = LocalQueue::new(engine.registry(), options, events.clone());
+            (Jobs::Local(queue), Box::pin(executors))
+        }
     };
-    let (jobs, executor) = JobQueue::new(Arc::clone(&engine), options, events.clone());
     let state = Arc::new(State {
         engine,
-        device: config.device,
         jobs,
         events,
         output_dir: config.files.outputs,
@@ -123,7 +133,7 @@ pub fn app(
         .recover(|rejection| async move { Ok::<_, std::convert::Infallible>(rejected(&rejection)) })
         .unify()
         .boxed();
-    (routes, executor)
+    (routes, runner)
 }
 
 /// Serves `app` on `listener` until `shutdown` completes.
@@ -133,8 +143,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let (routes, executor) = app(engine, config);
-    let executor = tokio::spawn(executor);
+    let (routes, runner) = app(engine, config);
+    let executor = tokio::spawn(runner);
     warp::serve(routes).incoming(listener).graceful(shutdown).run().await;
     executor.abort();
 }

@@ -216,7 +216,8 @@ async fn the_websocket_tells_the_client_that_queued_what_comfyui_tells_it() {
         tempfile::tempdir().unwrap(),
     );
     let config = swapgraph::server::ServerConfig {
-        device: swapgraph_node_api::DeviceSpec::Cpu,
+        devices: vec![swapgraph_node_api::DeviceSpec::Cpu],
+        shared: None,
         vram_budget: swapgraph_node_api::VramBudget::Auto,
         files: swapgraph_node_api::FileRoots {
             outputs: output.path().to_path_buf(),

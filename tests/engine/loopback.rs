@@ -3,8 +3,10 @@
 
 use super::fixtures::packs;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use swapgraph::exec::Engine;
 use swapgraph::server::{serve, ServerConfig, DEFAULT_MAX_BODY_BYTES};
+use swapgraph::shared::SharedQueue;
 use swapgraph_node_api::{DeviceSpec, FileRoots};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,6 +28,11 @@ pub struct LoopbackServer {
 impl LoopbackServer {
     /// Starts the server; call it inside a tokio runtime.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts the server, putting jobs on `shared` when given.
+    pub async fn start_with(shared: Option<Arc<SharedQueue>>) -> Self {
         let (output, workflows, inputs) = (
             tempfile::tempdir().unwrap(),
             tempfile::tempdir().unwrap(),
@@ -34,7 +41,8 @@ impl LoopbackServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = ServerConfig {
-            device: DeviceSpec::Cpu,
+            devices: vec![DeviceSpec::Cpu],
+            shared,
             vram_budget: swapgraph_node_api::VramBudget::Auto,
             files: FileRoots {
                 outputs: output.path().to_path_buf(),

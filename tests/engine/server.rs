@@ -19,9 +19,15 @@ struct TestServer {
 }
 
 fn server(registry: swapgraph_node_api::Registry) -> TestServer {
+    server_on(registry, vec![swapgraph_node_api::DeviceSpec::Cpu])
+}
+
+/// A server with one executor per entry of `devices`.
+fn server_on(registry: swapgraph_node_api::Registry, devices: Vec<swapgraph_node_api::DeviceSpec>) -> TestServer {
     let (output, workflows) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let config = ServerConfig {
-        device: swapgraph_node_api::DeviceSpec::Cpu,
+        devices,
+        shared: None,
         vram_budget: swapgraph_node_api::VramBudget::Auto,
         files: FileRoots {
             outputs: output.path().to_path_buf(),
@@ -88,10 +94,54 @@ async fn the_system_route_names_the_device_and_its_memory() {
     let server = server(packs());
     let (status, system) = call(&server, "GET", "/api/system", "").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        system,
-        serde_json::json!({ "device": "cpu", "name": "CPU", "memory": null })
-    );
+    let device = serde_json::json!({
+        "device": "cpu", "name": "CPU", "memory": null,
+        "runner": "cpu", "running": null, "jobs_taken": 0, "holds": [],
+    });
+    let mut expected = device.clone();
+    expected["devices"] = serde_json::json!([device]);
+    assert_eq!(system, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_device_runs_a_job_of_its_own_at_once() {
+    let probe = Arc::new(Probe::default());
+    let cpu = swapgraph_node_api::DeviceSpec::Cpu;
+    let server = server_on(registry(&probe), vec![cpu, cpu]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, job) = call(&server, "POST", "/api/jobs", &sleeper(600)).await;
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_u64().unwrap());
+    }
+    // Both run at once: one executor each.
+    let started = std::time::Instant::now();
+    loop {
+        let (_, list) = call(&server, "GET", "/api/jobs", "").await;
+        let running = list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|job| job["state"] == "running")
+            .count();
+        if running == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never both running: {list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, system) = call(&server, "GET", "/api/system", "").await;
+    let devices = system["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2, "{system}");
+    assert!(devices.iter().all(|device| device["running"].is_u64()), "{system}");
+    let mut runners: Vec<String> = Vec::new();
+    for id in ids {
+        let job = finished(&server, id).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        runners.push(job["runner"].as_str().unwrap().into());
+    }
+    runners.sort();
+    assert_eq!(runners, ["cpu/1", "cpu/2"]);
 }
 
 #[tokio::test]

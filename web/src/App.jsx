@@ -47,6 +47,36 @@ function Palette({ descriptors, onAdd }) {
   );
 }
 
+/**
+ * What runs the jobs, from /api/system: each of the server's devices with its memory, the job
+ * running there and the models it holds, or the shared queue's workers. Refreshed with every
+ * queue change.
+ */
+function DevicesPanel({ queue }) {
+  const [system, setSystem] = useState(null);
+  useEffect(() => {
+    api.system().then(setSystem).catch(() => setSystem(null));
+  }, [queue]);
+  if (!system) return null;
+  const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+  const rows = system.devices || system.workers || [];
+  return (
+    <section data-panel="devices">
+      <h3>{system.workers ? 'Workers' : 'Devices'}</h3>
+      <ul className="devices">
+        {rows.map((d) => (
+          <li key={d.runner} data-runner={d.runner}>
+            <strong>{d.runner}</strong>
+            {d.name ? ` (${d.name})` : ''}: {d.running ? `job ${d.running}` : 'idle'}
+            {d.memory ? `, ${gib(d.memory.free)} free of ${gib(d.memory.total)}` : ''}
+            {d.holds?.length ? <div className="holds">holds {d.holds.join(', ')}</div> : null}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
 function MemoryPanel({ reports }) {
   const gib = (bytes) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
   if (!reports.length) return null;
@@ -587,6 +617,7 @@ export function App() {
                 {queue.map((j) => (
                   <li key={j.id} data-queued-job={j.id} data-state={j.state}>
                     Job {j.id}: {j.state}
+                    {j.runner ? ` on ${j.runner}` : ''}
                     {['queued', 'running'].includes(j.state) && (
                       <button data-cancel={j.id} onClick={() => api.cancel(j.id).catch((e) => setMessage(e.message))}>
                         Cancel
@@ -597,6 +628,7 @@ export function App() {
               </ul>
             </section>
           )}
+          <DevicesPanel queue={queue} />
           <MemoryPanel reports={memory} />
         </aside>
       </div>

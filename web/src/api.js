@@ -27,6 +27,7 @@ export const api = {
   validate: (yaml) => request('POST', '/api/validate', yaml, 'application/yaml'),
   submit: (yaml) => request('POST', '/api/jobs', yaml, 'application/yaml'),
   cancel: (id) => request('DELETE', `/api/jobs/${id}`),
+  system: () => request('GET', '/api/system'),
   workflows: () => request('GET', '/api/workflows'),
   async loadWorkflow(name) {
     const response = await fetch(`/api/workflows/${encodeURIComponent(name)}`);

@@ -135,6 +135,9 @@ async function steps(page, consoleErrors) {
   await page.waitForSelector('[data-state="succeeded"]');
   const savedImage = await image.getAttribute('data-image');
   await page.waitForSelector('[data-panel="queue"] [data-state="succeeded"]');
+  // The devices panel lists the server's device; the queue says where the job ran.
+  await page.waitForSelector('[data-panel="devices"] [data-runner="cpu"]');
+  assert.match(await page.locator('[data-panel="queue"] [data-state="succeeded"]').first().innerText(), /on cpu/);
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] .node-done');
   await page.waitForSelector('.react-flow__node[data-id="ksampler"] [data-progress="3/3"]');
   // The sampler's node shows the last step's preview.

@@ -2,34 +2,40 @@
 //! server's websocket all read.
 
 use crate::workflow::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use swapgraph_node_api::{MemoryReport, NodeReporter, Preview};
 use tokio::sync::mpsc;
 
-/// Something that happened during a run.
-#[derive(Clone, Debug, Serialize)]
+/// A node type's name as events carry it: the registry's own name, or one read back from
+/// another process's events (workers of a shared queue send theirs over the network).
+pub type NodeTypeName = Cow<'static, str>;
+
+/// Something that happened during a run. Events read back from JSON (another process's run)
+/// carry no preview pixels: those travel as an image of their own.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A run began with this many steps.
     RunStarted { steps: usize },
     /// A node began computing.
-    NodeStarted { node: NodeId, node_type: &'static str },
+    NodeStarted { node: NodeId, node_type: NodeTypeName },
     /// A node's result was taken from the cache.
-    NodeCached { node: NodeId, node_type: &'static str },
+    NodeCached { node: NodeId, node_type: NodeTypeName },
     /// A node finished step `step` of `total` of a long loop.
     Progress { node: NodeId, step: u64, total: u64 },
     /// A node computed its outputs.
     NodeFinished {
         node: NodeId,
-        node_type: &'static str,
+        node_type: NodeTypeName,
         elapsed_ms: f64,
     },
     /// A node failed; the run stops.
     NodeFailed {
         node: NodeId,
-        node_type: &'static str,
+        node_type: NodeTypeName,
         error: String,
     },
     /// A memory snapshot from a node, or from the engine at the end of a run (`node` absent).
@@ -46,7 +52,7 @@ pub enum Event {
         node: NodeId,
         width: u32,
         height: u32,
-        #[serde(skip)]
+        #[serde(skip, default = "no_pixels")]
         rgb: Arc<[u8]>,
     },
     /// The run ended; `cancelled` or `failed` tell why it ended early.
@@ -57,6 +63,10 @@ pub enum Event {
         cancelled: bool,
         failed: bool,
     },
+}
+
+fn no_pixels() -> Arc<[u8]> {
+    Arc::from([])
 }
 
 /// The sending end of the event stream. Cloning shares the stream; sending never blocks and

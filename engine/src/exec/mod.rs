@@ -12,7 +12,7 @@ mod file_identity;
 mod rehearse;
 mod schedule;
 
-pub use events::{Event, EventSink, NodeEvents};
+pub use events::{Event, EventSink, NodeEvents, NodeTypeName};
 
 use crate::plan::{Plan, Step};
 use crate::workflow::NodeId;
@@ -139,7 +139,7 @@ impl Engine {
                     Some(outputs) => {
                         events.send(Event::NodeCached {
                             node: step.id.clone(),
-                            node_type: descriptor.type_name,
+                            node_type: descriptor.type_name.into(),
                         });
                         summary.cached += 1;
                         schedule.complete(index, outputs);
@@ -147,7 +147,7 @@ impl Engine {
                     None => {
                         events.send(Event::NodeStarted {
                             node: step.id.clone(),
-                            node_type: descriptor.type_name,
+                            node_type: descriptor.type_name.into(),
                         });
                         device_busy |= uses_device(index);
                         let job = job(index, plan, &schedule, options, events);
@@ -167,7 +167,7 @@ impl Engine {
                     let elapsed_ms = elapsed.as_secs_f64() * 1e3;
                     events.send(Event::NodeFinished {
                         node: step.id.clone(),
-                        node_type,
+                        node_type: node_type.into(),
                         elapsed_ms,
                     });
                     summary.executed += 1;
@@ -182,7 +182,7 @@ impl Engine {
                     let error = error.to_string();
                     events.send(Event::NodeFailed {
                         node: step.id.clone(),
-                        node_type,
+                        node_type: node_type.into(),
                         error: error.clone(),
                     });
                     if failure.is_none() {

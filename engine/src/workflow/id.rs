@@ -1,6 +1,6 @@
 //! Node ids and links between nodes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 
@@ -9,9 +9,17 @@ const MAX_ID_CHARS: usize = 128;
 
 /// A node's id: letters, digits, `_` and `-`, at most 128 characters. No dots, since a link is
 /// `node_id.output_name`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct NodeId(Arc<str>);
+
+impl TryFrom<String> for NodeId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
 
 impl NodeId {
     /// Checks and wraps an id.

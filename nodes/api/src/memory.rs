@@ -1,11 +1,12 @@
 //! Memory reports that nodes (BlockSwap above all) and the engine publish during a run.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A snapshot of memory use, as the CLI and the editor show it. Every figure is optional because
 /// not every device can report every figure; `details` carries extra labelled lines (per-unit
 /// transfer times, overlap) in the order they should be shown.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MemoryReport {
     /// What the report is about, e.g. "BlockSwap" or "run".
     pub title: String,

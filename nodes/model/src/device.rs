@@ -30,6 +30,14 @@ pub fn candle_device(spec: DeviceSpec) -> Result<Device, NodeError> {
     }
 }
 
+/// How many GPUs this process can use, for `--device cuda:all`.
+///
+/// # Errors
+/// A message when the build has no CUDA or the driver cannot be asked.
+pub fn gpu_count() -> Result<usize, NodeError> {
+    gpu::count().map_err(|e| NodeError::msg(format!("cannot count the GPUs: {e}")))
+}
+
 /// The share of free device memory kept free beyond weights and activations (the memory pool's
 /// fragmentation, cuBLAS workspaces, the VAE decode that follows) when settings are recommended.
 pub const HEADROOM_FRACTION: f64 = 0.10;
@@ -96,6 +104,11 @@ mod gpu {
     use std::sync::{Mutex, OnceLock, PoisonError};
 
     static DEVICES: OnceLock<Mutex<HashMap<usize, Device>>> = OnceLock::new();
+
+    pub fn count() -> Result<usize, String> {
+        let count = CudaContext::device_count().map_err(|e| e.to_string())?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
 
     pub fn shared_device(ordinal: usize) -> candle_core::Result<Device> {
         let mut devices = DEVICES
@@ -232,6 +245,10 @@ mod gpu {
     pub fn release_cached(_device: &Device) {}
 
     pub fn reset_peak(_device: &Device) {}
+
+    pub fn count() -> Result<usize, String> {
+        Err("this build of swapgraph runs on the CPU only; build with --features cuda".into())
+    }
 }
 
 #[cfg(test)]

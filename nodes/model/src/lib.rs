@@ -22,7 +22,7 @@ mod values;
 mod widen;
 
 pub use device::{
-    candle_device, device_info, device_memory, is_out_of_memory, release_cached_memory, reset_peak_memory,
+    candle_device, device_info, device_memory, gpu_count, is_out_of_memory, release_cached_memory, reset_peak_memory,
     weight_dtype, DeviceInfo, DeviceMemory, HEADROOM_FRACTION,
 };
 pub use family::{StreamedFamily, TinyModel};

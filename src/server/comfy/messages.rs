@@ -20,7 +20,7 @@ pub struct Translator {
     /// Jobs whose end it was told of (or that had ended when it connected).
     ended: HashSet<u64>,
     /// The node that failed in each job, and its type.
-    failed: HashMap<u64, (String, &'static str)>,
+    failed: HashMap<u64, (String, String)>,
 }
 
 /// `{"type": kind, "data": data}`.
@@ -182,7 +182,7 @@ impl Translator {
                 }),
             ),
             Event::NodeFailed { node, node_type, .. } => {
-                self.failed.insert(job, (node.to_string(), node_type));
+                self.failed.insert(job, (node.to_string(), node_type.to_string()));
                 return None;
             }
             _ => return None,

@@ -48,17 +48,19 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
             .and(warp::body::content_length_limit(state.max_body_bytes))
             .and(warp::body::bytes())
     };
-    let submit = post_json("prompt").map(|state: Arc<State>, body: bytes::Bytes| submit(&state, &body));
+    let submit =
+        post_json("prompt").then(|state: Arc<State>, body: bytes::Bytes| async move { submit(&state, &body).await });
     let queue = get("queue")
         .map(|state: Arc<State>| json(&history::queue(&state.jobs.list(), &state.submissions)).into_response());
-    let edit_queue = post_json("queue").map(|state: Arc<State>, body: bytes::Bytes| edit_queue(&state, &body));
+    let edit_queue =
+        post_json("queue").then(|state: Arc<State>, body: bytes::Bytes| async move { edit_queue(&state, &body).await });
     let interrupt = warp::path("interrupt")
         .and(warp::path::end())
         .and(warp::post())
         .and(with_state(state))
         .and(warp::body::content_length_limit(state.max_body_bytes))
         .and(warp::body::bytes())
-        .map(|state: Arc<State>, body: bytes::Bytes| interrupt(&state, &body));
+        .then(|state: Arc<State>, body: bytes::Bytes| async move { interrupt(&state, &body).await });
     let all_history = get("history").and(warp::query::<HashMap<String, String>>()).map(
         |state: Arc<State>, query: HashMap<String, String>| {
             let most = query.get("max_items").and_then(|n| n.parse().ok());
@@ -103,11 +105,9 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
             json(&nodes).into_response()
         });
     let system_stats = get("system_stats").then(|state: Arc<State>| async move {
-        let device = state.device;
-        match tokio::task::spawn_blocking(move || super::api::system_report(device)).await {
-            Ok(Ok(report)) => json(&system_stats(&report)).into_response(),
-            Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        match super::api::system_report(&state.jobs).await {
+            Ok(report) => json(&system_stats(&report)).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         }
     });
     let embeddings = warp::path("embeddings")
@@ -156,7 +156,7 @@ pub fn routes(state: &Arc<State>) -> warp::filters::BoxedFilter<(Response,)> {
 }
 
 /// `POST /prompt`: validates the workflow and queues it, or answers ComfyUI's error body.
-fn submit(state: &Arc<State>, body: &[u8]) -> Response {
+async fn submit(state: &Arc<State>, body: &[u8]) -> Response {
     let request = match prompt::read_request(body) {
         Ok(request) => request,
         Err(problem) => return with_status(json(&problem), StatusCode::BAD_REQUEST).into_response(),
@@ -183,7 +183,12 @@ fn submit(state: &Arc<State>, body: &[u8]) -> Response {
     let name = plan.name().unwrap_or("prompt").to_string();
     // The submission is recorded under the job's id before the job can start, so its events
     // already carry the client's prompt id.
-    let job = state.jobs.submit_with(plan, name, request.client_id.clone(), |id| {
+    let submission = super::Submission {
+        plan,
+        name,
+        client_id: request.client_id.clone(),
+    };
+    let queued = state.jobs.submit(submission, |id| {
         state.submissions.insert(
             id,
             prompt::Submission {
@@ -194,12 +199,16 @@ fn submit(state: &Arc<State>, body: &[u8]) -> Response {
             },
         );
     });
+    let job = match queued.await {
+        Ok(job) => job,
+        Err(problem) => return error(StatusCode::SERVICE_UNAVAILABLE, problem),
+    };
     let prompt_id = state.submissions.prompt_id(job.id);
     json(&json!({ "prompt_id": prompt_id, "number": job.id, "node_errors": {} })).into_response()
 }
 
 /// `POST /queue`: `{"clear": true}` cancels every queued job, `{"delete": [prompt ids]}` those.
-fn edit_queue(state: &Arc<State>, body: &[u8]) -> Response {
+async fn edit_queue(state: &Arc<State>, body: &[u8]) -> Response {
     let request: Value = match serde_json::from_slice(body) {
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
@@ -207,7 +216,7 @@ fn edit_queue(state: &Arc<State>, body: &[u8]) -> Response {
     let queued = |job: &&super::JobInfo| job.state == super::JobState::Queued;
     if request.get("clear").and_then(Value::as_bool) == Some(true) {
         for job in state.jobs.list().iter().filter(queued) {
-            let _ = state.jobs.cancel(job.id);
+            let _ = state.jobs.cancel(job.id).await;
         }
     }
     for prompt_id in request.get("delete").and_then(Value::as_array).into_iter().flatten() {
@@ -215,7 +224,7 @@ fn edit_queue(state: &Arc<State>, body: &[u8]) -> Response {
             continue;
         };
         if state.jobs.get(job).as_ref().is_some_and(|job| queued(&job)) {
-            let _ = state.jobs.cancel(job);
+            let _ = state.jobs.cancel(job).await;
         }
     }
     warp::reply().into_response()
@@ -223,14 +232,14 @@ fn edit_queue(state: &Arc<State>, body: &[u8]) -> Response {
 
 /// `POST /interrupt`: stops the running job (only the one named, when the body names a
 /// `prompt_id`) after its current step.
-fn interrupt(state: &Arc<State>, body: &[u8]) -> Response {
+async fn interrupt(state: &Arc<State>, body: &[u8]) -> Response {
     let only = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|request| request.get("prompt_id").and_then(Value::as_str).map(str::to_string))
         .and_then(|prompt_id| state.submissions.job(&prompt_id));
     for job in state.jobs.list() {
         if job.state == super::JobState::Running && only.is_none_or(|id| id == job.id) {
-            let _ = state.jobs.cancel(job.id);
+            let _ = state.jobs.cancel(job.id).await;
         }
     }
     warp::reply().into_response()
@@ -288,10 +297,27 @@ async fn upload(state: &Arc<State>, form: warp::multipart::FormData) -> Response
     }
 }
 
-/// `GET /system_stats` in ComfyUI's shape, from the device report of `/api/system`.
+/// `GET /system_stats` in ComfyUI's shape, from the device reports of `/api/system` (none for
+/// a shared queue, whose devices are the workers').
 fn system_stats(report: &Value) -> Value {
-    let memory = &report["memory"];
-    let cuda = !memory.is_null();
+    let devices: Vec<Value> = report["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(index, device)| {
+            let memory = &device["memory"];
+            json!({
+                "name": device["name"],
+                "type": if memory.is_null() { "cpu" } else { "cuda" },
+                "index": index,
+                "vram_total": memory["total"].as_u64().unwrap_or(0),
+                "vram_free": memory["free"].as_u64().unwrap_or(0),
+                "torch_vram_total": memory["reserved"].as_u64().unwrap_or(0),
+                "torch_vram_free": memory["reserved"].as_u64().unwrap_or(0).saturating_sub(memory["allocated"].as_u64().unwrap_or(0)),
+            })
+        })
+        .collect();
     json!({
         "system": {
             "os": std::env::consts::OS,
@@ -303,15 +329,7 @@ fn system_stats(report: &Value) -> Value {
             "embedded_python": false,
             "argv": std::env::args().collect::<Vec<_>>(),
         },
-        "devices": [{
-            "name": report["name"],
-            "type": if cuda { "cuda" } else { "cpu" },
-            "index": 0,
-            "vram_total": memory["total"].as_u64().unwrap_or(0),
-            "vram_free": memory["free"].as_u64().unwrap_or(0),
-            "torch_vram_total": memory["reserved"].as_u64().unwrap_or(0),
-            "torch_vram_free": memory["reserved"].as_u64().unwrap_or(0).saturating_sub(memory["allocated"].as_u64().unwrap_or(0)),
-        }],
+        "devices": devices,
     })
 }
 
