@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the workspace, on a fresh machine too: installs what the editor's browser test
 # needs when it is missing (Node.js, Debian's Chromium, the editor's npm packages), Debian's
-# nats-server for the shared queue's tests, and the
+# nats-server and openssl (certificates for its TLS test) for the shared queue's tests, and the
 # published ComfyUI client the ComfyUI API test drives (a Python environment in
 # target/comfy-client), then runs `cargo test --workspace` with any arguments given.
 set -euo pipefail
@@ -11,6 +11,7 @@ packages=()
 command -v node >/dev/null || packages+=(nodejs npm)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || packages+=(chromium)
 command -v "${NATS_SERVER:-nats-server}" >/dev/null || packages+=(nats-server)
+command -v openssl >/dev/null || packages+=(openssl)
 if ((${#packages[@]})); then
   as_root=()
   [ "$(id -u)" = 0 ] || as_root=(sudo)

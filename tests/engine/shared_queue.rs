@@ -464,3 +464,47 @@ async fn credentials_are_checked() {
     accepted.kill().unwrap();
     accepted.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_reaches_a_tls_server_through_its_authority_only() {
+    let certificates = tempfile::tempdir().unwrap();
+    let folder = certificates.path();
+    let openssl = |args: &str| {
+        let status = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(folder)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl makes the test's certificates");
+        assert!(status.success(), "openssl {args}");
+    };
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(&format!(
+        "req -x509 {key} -keyout ca.key -out ca.pem -days 1 -subj /CN=swapgraph-test-authority -addext basicConstraints=critical,CA:TRUE"
+    ));
+    openssl(&format!("req {key} -keyout server.key -out server.csr -subj /CN=127.0.0.1"));
+    std::fs::write(folder.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext");
+    let cert = folder.join("server.pem").display().to_string();
+    let key = folder.join("server.key").display().to_string();
+    let nats = NatsServer::start(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+    let worker = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+            .args(["worker", "--nats", &url, "--models-dir"])
+            .arg(repository())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let refused = worker(&[]).wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
+    let authority = folder.join("ca.pem").display().to_string();
+    let mut accepted = worker(&["--nats-ca", &authority]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(accepted.try_wait().unwrap().is_none(), "the worker trusting the authority stopped");
+    accepted.kill().unwrap();
+    accepted.wait().unwrap();
+}
