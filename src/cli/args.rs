@@ -192,10 +192,8 @@ pub struct ServeArgs {
     pub vram_budget: VramBudget,
     #[command(flatten)]
     pub folders: FolderArgs,
-    /// Put jobs on the shared queue of this NATS server (with JetStream) instead of running
-    /// them here: `swapgraph worker` processes on any machine run them, and the server relays
-    /// their progress and copies their outputs into --output-dir. Queued jobs survive restarts
-    /// of the server, the workers and the NATS server.
+    // --nats URL: jobs go to the shared queue of that NATS server (with JetStream) instead of
+    // running here; `swapgraph worker` processes on any machine run them.
     #[command(flatten)]
     pub nats: NatsArgs,
     /// With --nats: how many times a job may be started (its worker failing or dying each
@@ -231,8 +229,8 @@ pub struct WorkerArgs {
     #[arg(long, default_value = ".")]
     pub models_dir: PathBuf,
     /// Where each job's inputs and outputs are kept while it runs (removed after).
-    #[arg(long, default_value_t = std::env::temp_dir().join("swapgraph-worker").display().to_string())]
-    pub scratch_dir: String,
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("swapgraph-worker"))]
+    pub scratch_dir: PathBuf,
     /// The worker's name in job records (default: the host name and the process id).
     #[arg(long)]
     pub name: Option<String>,

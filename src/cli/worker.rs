@@ -3,7 +3,6 @@
 use super::args::WorkerArgs;
 use super::Exit;
 use crate::shared::{Queue, Worker, WorkerOptions};
-use std::path::PathBuf;
 use std::time::Duration;
 use swapgraph_node_api::Registry;
 use tracing::{error, info};
@@ -22,7 +21,7 @@ pub fn worker(args: WorkerArgs, registry: Registry) -> Exit {
         error!("--models-dir {}: not a folder", args.models_dir.display());
         return Exit::Usage;
     }
-    let scratch_dir = PathBuf::from(&args.scratch_dir);
+    let scratch_dir = args.scratch_dir;
     if let Err(e) = std::fs::create_dir_all(&scratch_dir) {
         error!("--scratch-dir {}: {e}", scratch_dir.display());
         return Exit::Usage;

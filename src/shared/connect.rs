@@ -8,8 +8,10 @@ use std::time::Duration;
 /// How to reach the NATS server (`--nats` and the flags beside it).
 #[derive(Clone, Debug, Args)]
 pub struct NatsArgs {
-    /// The NATS server with JetStream (`nats-server -js`): nats://host:4222, or tls://host:4222
-    /// for TLS. Several, comma-separated, for a cluster.
+    /// The NATS server with JetStream (`nats-server -js`) whose shared queue jobs go to
+    /// (`serve`: instead of running here; `worker`: taken from): nats://host:4222, or
+    /// tls://host:4222 for TLS. Several, comma-separated, for a cluster. Queued jobs survive
+    /// restarts of servers, workers and the NATS server.
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
     /// A credentials file (`.creds`: a user JWT and its nkey seed) for the NATS server.
@@ -35,7 +37,7 @@ pub struct NatsArgs {
     pub nats_key: Option<PathBuf>,
     /// Seconds a job's worker may stay silent before the job goes to another worker; set when
     /// the queue is first created (workers report every third of it while a job runs).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub ack_wait: u64,
 }
 
