@@ -482,9 +482,13 @@ async fn a_worker_reaches_a_tls_server_through_its_authority_only() {
     openssl(&format!(
         "req -x509 {key} -keyout ca.key -out ca.pem -days 1 -subj /CN=swapgraph-test-authority -addext basicConstraints=critical,CA:TRUE"
     ));
-    openssl(&format!("req {key} -keyout server.key -out server.csr -subj /CN=127.0.0.1"));
+    openssl(&format!(
+        "req {key} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+    ));
     std::fs::write(folder.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl("x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext");
+    openssl(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile san.ext",
+    );
     let cert = folder.join("server.pem").display().to_string();
     let key = folder.join("server.key").display().to_string();
     let nats = NatsServer::start(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
@@ -500,11 +504,19 @@ async fn a_worker_reaches_a_tls_server_through_its_authority_only() {
             .unwrap()
     };
     let refused = worker(&[]).wait_with_output().unwrap();
-    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let authority = folder.join("ca.pem").display().to_string();
     let mut accepted = worker(&["--nats-ca", &authority]);
     std::thread::sleep(Duration::from_secs(2));
-    assert!(accepted.try_wait().unwrap().is_none(), "the worker trusting the authority stopped");
+    assert!(
+        accepted.try_wait().unwrap().is_none(),
+        "the worker trusting the authority stopped"
+    );
     accepted.kill().unwrap();
     accepted.wait().unwrap();
 }
