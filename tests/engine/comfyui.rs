@@ -125,6 +125,42 @@ fn import_writes_bypassed_nodes_disabled_and_refuses_what_is_not_a_comfyui_workf
     assert!(error.contains("is not a ComfyUI workflow"), "{error}");
 }
 
+#[test]
+fn import_keeps_groups_and_collapsed_nodes_and_the_workflow_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let editor: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/cases/comfyui/txt2img_editor.json").unwrap()).unwrap();
+    let mut editor = editor;
+    editor["groups"] =
+        serde_json::json!([{ "title": "Sampling", "bounding": [800, 100, 520, 410], "color": "#3f789e" }]);
+    let sampler = editor["nodes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|node| node["id"] == 3)
+        .unwrap();
+    sampler["flags"] = serde_json::json!({ "collapsed": true });
+    let file = dir.path().join("grouped.json");
+    std::fs::write(&file, editor.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+        .arg("import")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    for expected in ["groups:", "title: Sampling", "width: 520", "3f789e", "collapsed: true"] {
+        assert!(yaml.contains(expected), "{expected} in:\n{yaml}");
+    }
+    let plan = swapgraph::prepare("grouped.yaml", yaml.as_bytes(), &[], &packs()).unwrap_or_else(|r| panic!("{r}"));
+    // The workflow the run embeds in its images keeps them too.
+    let again = plan.workflow_yaml();
+    assert!(
+        again.contains("title: Sampling") && again.contains("collapsed: true"),
+        "{again}"
+    );
+}
+
 /// The pixels of the image `swapgraph run WORKFLOW --set-type ... --output-dir` saves.
 fn image_from_run(workflow: &std::path::Path, models: &str) -> Vec<u8> {
     let out = tempfile::tempdir().unwrap();

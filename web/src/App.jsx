@@ -14,12 +14,42 @@ import {
 import { api, subscribe } from './api.js';
 import { EditorContext } from './context.js';
 import { NodeSearch } from './NodeSearch.jsx';
+import { GroupNode, boxAround, nodesInside } from './GroupNode.jsx';
 import { SocketNode } from './SocketNode.jsx';
 import { useHistory } from './history.js';
 import { layered, overlapping } from './layout.js';
-import { categoryColour, defaultParams, edge, freshId, fromYaml, socketOf, toYaml } from './workflow.js';
+import {
+  GROUP_PREFIX,
+  categoryColour,
+  defaultParams,
+  edge,
+  freshId,
+  fromYaml,
+  groupNode,
+  isGroup,
+  socketOf,
+  toYaml,
+} from './workflow.js';
 
-const nodeTypes = { socket: SocketNode };
+// Groups are 'frame' nodes: React Flow's own 'group' type is a parent of sub-flows.
+const nodeTypes = { socket: SocketNode, frame: GroupNode };
+
+/**
+ * The workflow nodes laid out along `edges` (see layout.js); each group is redrawn around the
+ * nodes it held before.
+ */
+function arranged(all, edges) {
+  const groups = all.filter(isGroup);
+  const members = new Map(groups.map((g) => [g.id, new Set(nodesInside(g, all).map((n) => n.id))]));
+  const placed = layered(all.filter((n) => !isGroup(n)), edges);
+  const regrouped = groups.map((g) => {
+    const inside = placed.filter((n) => members.get(g.id).has(n.id));
+    if (!inside.length) return g;
+    const { x, y, width, height } = boxAround(inside);
+    return { ...g, position: { x, y }, width, height };
+  });
+  return [...regrouped, ...placed];
+}
 
 function Palette({ descriptors, onAdd }) {
   const categories = useMemo(() => {
@@ -73,6 +103,36 @@ function DevicesPanel({ queue }) {
           </li>
         ))}
       </ul>
+    </section>
+  );
+}
+
+/** Every image of the server's jobs, newest first; a click opens the workflow it carries. */
+function Gallery({ queue, onOpen }) {
+  const images = queue
+    .filter((job) => job.images?.length)
+    .reverse()
+    .flatMap((job) => job.images.map((image) => ({ ...image, job: job.id })));
+  if (!images.length) return null;
+  return (
+    <section data-panel="gallery">
+      <h3>Gallery</h3>
+      <div className="gallery">
+        {images.map((image) => (
+          <figure key={image.name} data-gallery-image={image.name}>
+            <img
+              src={`/api/images/${image.name}`}
+              loading="lazy"
+              alt={image.name}
+              title="Open the workflow this image carries"
+              onClick={() => onOpen(image.name)}
+            />
+            <figcaption>
+              job {image.job}, {image.node}
+            </figcaption>
+          </figure>
+        ))}
+      </div>
     </section>
   );
 }
@@ -148,7 +208,7 @@ export function App() {
   const clipboard = useRef(null);
   const copySelection = useCallback(() => {
     const { nodes: all, edges: links } = graphRef.current;
-    const chosen = all.filter((n) => n.selected);
+    const chosen = all.filter((n) => n.selected && !isGroup(n));
     const ids = new Set(chosen.map((n) => n.id));
     if (!chosen.length) return false;
     clipboard.current = { nodes: chosen, edges: links.filter((e) => ids.has(e.source) && ids.has(e.target)) };
@@ -270,14 +330,51 @@ export function App() {
   useEffect(() => {
     if (!arranging || !measured) return;
     setArranging(false);
-    setNodes((all) => (all.some((n) => !n.data.placed) || overlapping(all) ? layered(all, edges) : all));
+    setNodes((all) => {
+      const placed = all.filter((n) => !isGroup(n));
+      return placed.some((n) => !n.data.placed) || overlapping(placed) ? arranged(all, edges) : all;
+    });
     setFitting(true);
   }, [arranging, measured, edges, setNodes]);
   const arrange = () => {
     history.record();
-    setNodes((all) => layered(all, edges));
+    setNodes((all) => arranged(all, edges));
     setFitting(true);
   };
+
+  // Groups: a box around the selected nodes; moving a group moves the nodes inside it.
+  const groupSelection = () => {
+    const chosen = graphRef.current.nodes.filter((n) => n.selected && !isGroup(n));
+    if (!chosen.length) return setMessage('Select the nodes to group first (Ctrl-click them, or shift-drag a box around them).');
+    history.record();
+    const taken = new Set(graphRef.current.nodes.map((n) => n.id));
+    let number = 1;
+    while (taken.has(`${GROUP_PREFIX}${number}`)) number += 1;
+    setNodes((all) => [groupNode(`${GROUP_PREFIX}${number}`, { title: 'Group', ...boxAround(chosen) }), ...all]);
+  };
+  const dragged = useRef(null);
+  const onNodeDragStart = (_, node) => {
+    history.record();
+    dragged.current = isGroup(node)
+      ? { from: node.position, members: nodesInside(node, graphRef.current.nodes).map((n) => [n.id, n.position]) }
+      : null;
+  };
+  const onNodeDrag = (_, node) => {
+    if (!isGroup(node) || !dragged.current) return;
+    const dx = node.position.x - dragged.current.from.x;
+    const dy = node.position.y - dragged.current.from.y;
+    const starts = new Map(dragged.current.members);
+    setNodes((all) =>
+      all.map((n) => (starts.has(n.id) ? { ...n, position: { x: starts.get(n.id).x + dx, y: starts.get(n.id).y + dy } } : n)),
+    );
+  };
+  const setGroupTitle = useCallback(
+    (id, title) => {
+      history.record(`group ${id}`);
+      setNodes((all) => all.map((n) => (n.id === id ? { ...n, data: { ...n.data, title } } : n)));
+    },
+    [history, setNodes],
+  );
 
   const refreshSaved = useCallback(() => api.workflows().then((list) => setSaved(list.workflows)), []);
 
@@ -357,6 +454,14 @@ export function App() {
         while (events.size > 4) events.delete(events.keys().next().value);
       }),
     [applyRunEvent],
+  );
+
+  const setCollapsed = useCallback(
+    (id, collapsed) => {
+      history.record();
+      patchNode(id, () => ({ collapsed }));
+    },
+    [patchNode, history],
   );
 
   const setParam = useCallback(
@@ -525,7 +630,7 @@ export function App() {
   };
 
   return (
-    <EditorContext.Provider value={{ setParam, sockets }}>
+    <EditorContext.Provider value={{ setParam, sockets, setCollapsed, setGroupTitle }}>
       <div className="editor">
         <header className="toolbar">
           <strong>swapgraph</strong>
@@ -542,6 +647,7 @@ export function App() {
           <button data-action="undo" onClick={history.undo} title="Undo (Ctrl+Z)">Undo</button>
           <button data-action="redo" onClick={history.redo} title="Redo (Ctrl+Shift+Z)">Redo</button>
           <button data-action="arrange" onClick={arrange} title="Lay the graph out along its links and fit it into view">Arrange</button>
+          <button data-action="group" onClick={groupSelection} title="Draw a group around the selected nodes">Group</button>
           <button data-action="validate" onClick={() => validate().catch((e) => setMessage(e.message))}>Validate</button>
           <button data-action="run" onClick={run}>Run</button>
           <button data-action="cancel" onClick={cancel} disabled={!job || !['queued', 'running'].includes(job.state)}>Cancel</button>
@@ -566,7 +672,8 @@ export function App() {
             onEdgesChange={onEdgesChange}
             onConnect={onConnect}
             onConnectEnd={onConnectEnd}
-            onNodeDragStart={() => history.record()}
+            onNodeDragStart={onNodeDragStart}
+            onNodeDrag={onNodeDrag}
             isValidConnection={isValidConnection}
             deleteKeyCode={['Delete', 'Backspace']}
             minZoom={0.1}
@@ -574,7 +681,7 @@ export function App() {
           >
             <Background />
             <Controls />
-            <MiniMap pannable zoomable nodeColor={(n) => categoryColour(n.data.descriptor?.category)} />
+            <MiniMap pannable zoomable nodeColor={(n) => (isGroup(n) ? '#44475a55' : categoryColour(n.data.descriptor?.category))} />
           </ReactFlow>
         </main>
         <aside className="results">
@@ -628,6 +735,7 @@ export function App() {
               </ul>
             </section>
           )}
+          <Gallery queue={queue} onOpen={openImage} />
           <DevicesPanel queue={queue} />
           <MemoryPanel reports={memory} />
         </aside>

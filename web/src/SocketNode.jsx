@@ -58,9 +58,28 @@ function ParamWidget({ nodeId, spec, value, onChange }) {
   }
 }
 
+/** A collapsed node: its header alone, every socket at its edges so links stay drawn. */
+function CollapsedNode({ id, data, descriptor, colour, toggle }) {
+  return (
+    <div className={`node node-collapsed node-${data.status || 'idle'}`} data-node={id} data-type={data.nodeType} data-collapsed>
+      <div className="node-header" title={descriptor.description} style={{ background: categoryColour(descriptor.category) }}>
+        {toggle}
+        <span className="node-id">{id}</span> <span className="node-type">{data.title || data.nodeType}</span>
+        {data.progress && <span className="node-status">{`${data.progress.step}/${data.progress.total}`}</span>}
+      </div>
+      {descriptor.inputs.map((input) => (
+        <Handle key={input.name} type="target" position={Position.Left} id={input.name} className="socket" style={colour(input.socket)} />
+      ))}
+      {descriptor.outputs.map((output) => (
+        <Handle key={output.name} type="source" position={Position.Right} id={output.name} className="socket" style={colour(output.socket)} />
+      ))}
+    </div>
+  );
+}
+
 /** The custom node type `socket`. */
 export function SocketNode({ id, data }) {
-  const { setParam, sockets } = useContext(EditorContext);
+  const { setParam, sockets, setCollapsed } = useContext(EditorContext);
   const colour = (socket) => ({ background: sockets?.[socket]?.colour });
   const descriptor = data.descriptor;
   const problems = data.problems || [];
@@ -73,11 +92,23 @@ export function SocketNode({ id, data }) {
       </div>
     );
   }
+  const toggle = (
+    <button
+      className="collapse nodrag"
+      data-collapse={id}
+      title={data.collapsed ? 'expand' : 'collapse'}
+      onClick={() => setCollapsed(id, !data.collapsed)}
+    >
+      {data.collapsed ? '▸' : '▾'}
+    </button>
+  );
+  if (data.collapsed) return <CollapsedNode id={id} data={data} descriptor={descriptor} colour={colour} toggle={toggle} />;
   const classes = ['node', `node-${data.status || 'idle'}`];
   if (problems.length) classes.push('node-invalid');
   return (
     <div className={classes.join(' ')} data-node={id} data-type={data.nodeType}>
       <div className="node-header" title={descriptor.description} style={{ background: categoryColour(descriptor.category) }}>
+        {toggle}
         <span className="node-id">{id}</span> <span className="node-type">{data.title || data.nodeType}</span>
         {data.status && <span className="node-status">{data.status}</span>}
       </div>

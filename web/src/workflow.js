@@ -1,5 +1,6 @@
 // Between the editor's graph (nodes and edges of the canvas) and workflow YAML, version 1.
-// Node ids, titles, params, links, `enabled` and `ui` positions survive a round trip.
+// Node ids, titles, params, links, `enabled`, `ui` positions and collapsed nodes, and the
+// workflow's groups (`ui.groups`), survive a round trip.
 
 import YAML from 'yaml';
 
@@ -17,6 +18,7 @@ export function fromYaml(text, descriptors) {
       // Without a position the node waits for the layout (see layout.js) at the origin.
       position: spec.ui ? { x: spec.ui.x, y: spec.ui.y } : { x: 0, y: 0 },
       data: {
+        collapsed: !!spec.ui?.collapsed,
         nodeType: spec.type,
         descriptor,
         title: spec.title,
@@ -32,7 +34,27 @@ export function fromYaml(text, descriptors) {
       edges.push(edge(source, output, id, input));
     });
   });
+  // Groups come first, so they are drawn beneath the nodes.
+  nodes.unshift(...(doc.ui?.groups || []).map((g, i) => groupNode(`${GROUP_PREFIX}${i + 1}`, g)));
   return { name: doc.name, description: doc.description, nodes, edges };
+}
+
+/** Group ids start with a character node ids cannot hold, so the two never clash. */
+export const GROUP_PREFIX = '#group';
+
+/** Whether a canvas node is a group (a titled box behind nodes) rather than a workflow node. */
+export const isGroup = (node) => node.type === 'frame';
+
+/** The canvas node of group `g` (`title`, `x`, `y`, `width`, `height`, `color`). */
+export function groupNode(id, g) {
+  return {
+    id,
+    type: 'frame',
+    position: { x: g.x, y: g.y },
+    width: g.width,
+    height: g.height,
+    data: { title: g.title ?? 'Group', color: g.color },
+  };
 }
 
 /** The edge linking `source.output` to `target`'s input `input`. */
@@ -46,7 +68,15 @@ export function toYaml({ name, description, nodes, edges }) {
   if (name) doc.name = name;
   if (description) doc.description = description;
   doc.nodes = {};
-  for (const node of nodes) {
+  const groups = nodes.filter(isGroup).map((g) => {
+    const box = { title: g.data.title, x: Math.round(g.position.x), y: Math.round(g.position.y) };
+    box.width = Math.round(g.width ?? g.measured?.width ?? 300);
+    box.height = Math.round(g.height ?? g.measured?.height ?? 200);
+    if (g.data.color) box.color = g.data.color;
+    return box;
+  });
+  if (groups.length) doc.ui = { groups };
+  for (const node of nodes.filter((n) => !isGroup(n))) {
     const spec = { type: node.data.nodeType };
     if (node.data.title) spec.title = node.data.title;
     const inputs = {};
@@ -55,6 +85,7 @@ export function toYaml({ name, description, nodes, edges }) {
     const params = Object.fromEntries(Object.entries(node.data.params).filter(([, v]) => v !== undefined && v !== null));
     if (Object.keys(params).length) spec.params = params;
     spec.ui = { x: Math.round(node.position.x), y: Math.round(node.position.y) };
+    if (node.data.collapsed) spec.ui.collapsed = true;
     if (node.data.enabled === false) spec.enabled = false;
     doc.nodes[node.id] = spec;
   }

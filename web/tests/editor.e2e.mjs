@@ -135,6 +135,8 @@ async function steps(page, consoleErrors) {
   await page.waitForSelector('[data-state="succeeded"]');
   const savedImage = await image.getAttribute('data-image');
   await page.waitForSelector('[data-panel="queue"] [data-state="succeeded"]');
+  // The gallery shows every job's images.
+  await page.waitForSelector('[data-panel="gallery"] [data-gallery-image]');
   // The devices panel lists the server's device; the queue says where the job ran.
   await page.waitForSelector('[data-panel="devices"] [data-runner="cpu"]');
   assert.match(await page.locator('[data-panel="queue"] [data-state="succeeded"]').first().innerText(), /on cpu/);
@@ -245,6 +247,51 @@ async function steps(page, consoleErrors) {
   await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled_2"]');
   await page.keyboard.press('Control+d');
   await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled_3"]');
+  // Groups: a box around the selected nodes; moved by its header, it moves them; its title is
+  // edited in place. A collapsed node shows its header alone. Both are saved and come back.
+  // (The pasted nodes lie over each other; the second is Ctrl-clicked where the first, raised
+  // by its selection, leaves its header free.)
+  await page.locator('.react-flow__node[data-id="vaedecodetiled"] .node-header .node-id').click();
+  const second = page.locator('.react-flow__node[data-id="vaedecodetiled_2"] .node-header');
+  const secondBox = await second.boundingBox();
+  await second.click({ position: { x: secondBox.width - 6, y: secondBox.height / 2 }, modifiers: ['Control'] });
+  await page.click('[data-action="group"]');
+  await page.waitForSelector('.react-flow__node[data-id="#group1"]');
+  await page.click('.react-flow__controls-fitview');
+  await page.waitForTimeout(300);
+  const groupHeader = page.locator('.react-flow__node[data-id="#group1"] .group-header');
+  await groupHeader.dblclick();
+  await page.locator('.react-flow__node[data-id="#group1"] .group-title').fill('Decoders');
+  await page.keyboard.press('Enter');
+  const member = page.locator('.react-flow__node[data-id="vaedecodetiled_2"]');
+  const memberBefore = await member.boundingBox();
+  const header = await groupHeader.boundingBox();
+  await page.mouse.move(header.x + header.width - 20, header.y + header.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(header.x + header.width + 60, header.y + header.height / 2 + 40, { steps: 10 });
+  await page.mouse.up();
+  const memberAfter = await member.boundingBox();
+  const headerAfter = await groupHeader.boundingBox();
+  const moved = { x: headerAfter.x - header.x, y: headerAfter.y - header.y };
+  assert.ok(moved.x > 40 && moved.y > 20, `the group did not move: ${JSON.stringify(moved)}`);
+  assert.ok(
+    Math.abs(memberAfter.x - memberBefore.x - moved.x) < 2 && Math.abs(memberAfter.y - memberBefore.y - moved.y) < 2,
+    'the group did not move its node with it',
+  );
+  await page.click('[data-collapse="vaedecodetiled"]');
+  await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled"] [data-collapsed]');
+  await page.fill('[data-field="filename"]', 'e2e_groups.yaml');
+  await page.click('[data-action="save"]');
+  await page.waitForSelector('[data-message]:has-text("Saved e2e_groups.yaml")');
+  const grouped = await (await page.request.get(`${url}api/workflows/e2e_groups.yaml`)).text();
+  assert.match(grouped, /groups:\n\s+- title: Decoders/);
+  assert.match(grouped, /collapsed: true/);
+  await page.reload();
+  await page.waitForSelector('[data-action="open"] option[value="e2e_groups.yaml"]', { state: 'attached' });
+  await page.selectOption('[data-action="open"]', 'e2e_groups.yaml');
+  await page.waitForSelector('[data-message]:has-text("Loaded e2e_groups.yaml")');
+  await page.waitForSelector('.react-flow__node[data-id="#group1"] [data-group="Decoders"]');
+  await page.waitForSelector('.react-flow__node[data-id="vaedecodetiled"] [data-collapsed]');
   // Booleans show a control that can be seen and toggled.
   const debug = param('swap', 'debug');
   assert.ok(await debug.isVisible(), "BlockSwap's debug toggle is not visible");

@@ -36,6 +36,8 @@ pub(super) struct ImportedNode {
     pub params: Map<String, Value>,
     /// Its position in the editor.
     pub ui: Option<[f64; 2]>,
+    /// Drawn collapsed.
+    pub collapsed: bool,
     /// False for a bypassed node.
     pub enabled: bool,
 }
@@ -54,9 +56,11 @@ impl ImportedNode {
         if !self.params.is_empty() {
             spec.insert("params".into(), Value::Object(self.params));
         }
-        if let Some([x, y]) = self.ui {
-            spec.insert("ui".into(), serde_json::json!({ "x": x, "y": y }));
-        }
+        match (self.ui, self.collapsed) {
+            (Some([x, y]), true) => spec.insert("ui".into(), serde_json::json!({ "x": x, "y": y, "collapsed": true })),
+            (Some([x, y]), false) => spec.insert("ui".into(), serde_json::json!({ "x": x, "y": y })),
+            (None, _) => None,
+        };
         if !self.enabled {
             spec.insert("enabled".into(), Value::Bool(false));
         }
@@ -68,13 +72,20 @@ impl ImportedNode {
 ///
 /// # Errors
 /// The YAML writer's failure, as a sentence.
-pub(super) fn write_workflow(name: &str, nodes: Vec<(String, ImportedNode)>) -> Result<String, String> {
+pub(super) fn write_workflow(
+    name: &str,
+    nodes: Vec<(String, ImportedNode)>,
+    groups: Vec<Value>,
+) -> Result<String, String> {
     let nodes: Map<String, Value> = nodes.into_iter().map(|(id, node)| (id, node.into_spec())).collect();
-    let workflow = serde_json::json!({
+    let mut workflow = serde_json::json!({
         "version": super::FORMAT_VERSION,
         "name": format!("{name} (imported from ComfyUI)"),
         "nodes": nodes,
     });
+    if !groups.is_empty() {
+        workflow["ui"] = serde_json::json!({ "groups": groups });
+    }
     serde_saphyr::to_string(&workflow).map_err(|e| format!("cannot write the workflow: {e}"))
 }
 
@@ -123,11 +134,12 @@ pub fn from_comfyui_api(name: &str, bytes: &[u8], registry: &Registry) -> Result
             inputs,
             params,
             ui: None,
+            collapsed: false,
             enabled: true,
         };
         converted.push((id.clone(), node));
     }
-    Ok((write_workflow(name, converted)?, problems))
+    Ok((write_workflow(name, converted, Vec::new())?, problems))
 }
 
 /// A ComfyUI link: `[node_id, output_index]`.

@@ -125,11 +125,42 @@ pub fn from_comfyui_editor(name: &str, bytes: &[u8], registry: &Registry) -> Res
             inputs,
             params,
             ui: node.get("pos").and_then(position),
+            collapsed: node
+                .get("flags")
+                .and_then(|flags| flags.get("collapsed"))
+                .and_then(Value::as_bool)
+                == Some(true),
             enabled: mode != 4,
         };
         converted.push((id.to_string(), node));
     }
-    Ok((write_workflow(name, converted)?, problems))
+    let groups = file.get("groups").and_then(Value::as_array).into_iter().flatten();
+    Ok((
+        write_workflow(name, converted, groups.filter_map(group).collect())?,
+        problems,
+    ))
+}
+
+/// A ComfyUI group (`title`, `bounding` as x, y, width, height, `color`) as the workflow's
+/// `ui.groups` entry; `None` without a box.
+fn group(group: &Value) -> Option<Value> {
+    let bounding: Vec<f64> = group
+        .get("bounding")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let [x, y, width, height] = bounding.as_slice() else {
+        return None;
+    };
+    let mut entry = serde_json::json!({
+        "title": group.get("title").and_then(Value::as_str).unwrap_or("Group"),
+        "x": x, "y": y, "width": width, "height": height,
+    });
+    if let Some(color) = group.get("color").and_then(Value::as_str) {
+        entry["color"] = color.into();
+    }
+    Some(entry)
 }
 
 /// Where a link's value comes from, past any `Reroute` nodes.

@@ -50,6 +50,44 @@ pub struct Workflow {
     /// ```
     #[serde(default)]
     pub nodes: Entries<NodeSpec>,
+    /// What the editor draws besides the nodes: groups, titled boxes behind them (ComfyUI's
+    /// groups, which `import` keeps).
+    ///
+    /// ```yaml
+    /// ui:
+    ///   groups:
+    ///     - { title: Face, x: 0, y: -40, width: 700, height: 420, color: "#3f789e" }
+    /// ```
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<WorkflowUi>,
+}
+
+/// The editor's drawing of a workflow beyond its nodes.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowUi {
+    /// The groups, in drawing order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<UiGroup>,
+}
+
+/// A group: a titled box the editor draws behind the nodes inside it, and moves with them.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiGroup {
+    /// The title shown at its top.
+    pub title: String,
+    /// Left edge in canvas units.
+    pub x: f64,
+    /// Top edge in canvas units.
+    pub y: f64,
+    /// Width in canvas units.
+    pub width: f64,
+    /// Height in canvas units.
+    pub height: f64,
+    /// Its colour, as CSS takes it (`#3f789e`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
 }
 
 /// One node of a workflow.
@@ -84,10 +122,10 @@ pub struct NodeSpec {
     /// ```
     #[serde(default, skip_serializing_if = "Entries::is_empty")]
     pub params: Entries<serde_json::Value>,
-    /// The node's position in the editor, kept on round trip.
+    /// The node's position in the editor, and whether it is drawn collapsed, kept on round trip.
     ///
     /// ```yaml
-    /// ui: { x: 120, y: 40 }
+    /// ui: { x: 120, y: 40, collapsed: true }
     /// ```
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ui: Option<UiPosition>,
@@ -100,7 +138,7 @@ pub struct NodeSpec {
     pub enabled: bool,
 }
 
-/// Where the editor draws a node.
+/// Where and how the editor draws a node.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UiPosition {
@@ -108,6 +146,9 @@ pub struct UiPosition {
     pub x: f64,
     /// Vertical position in canvas units.
     pub y: f64,
+    /// Drawn as its header alone.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub collapsed: bool,
 }
 
 fn enabled_by_default() -> bool {
@@ -116,4 +157,8 @@ fn enabled_by_default() -> bool {
 
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }

@@ -24,6 +24,7 @@ pub(super) fn read(text: &str) -> Option<Workflow> {
         name: None,
         description: None,
         nodes: Entries::default(),
+        ui: None,
     };
     let mut seen = Vec::new();
     while let Some(line) = lines.next_in_block(0)? {
@@ -102,12 +103,21 @@ fn read_node(lines: &mut Lines, parent_indent: usize) -> Option<Located<NodeSpec
     Some(Located::new(spec, at))
 }
 
-/// `ui:` with exactly `x` and `y`, as a flow mapping or a block.
+/// `ui:` with exactly `x` and `y`, as a flow mapping or a block (a collapsed node's is read by
+/// the general parser).
 fn read_ui(lines: &mut Lines, after_key: Cursor) -> Option<UiPosition> {
     let entries = read_mapping(lines, after_key, |s| s.into_f64())?;
     match entries.0.as_slice() {
-        [(a, x), (b, y)] if a.value == "x" && b.value == "y" => Some(UiPosition { x: x.value, y: y.value }),
-        [(a, y), (b, x)] if a.value == "y" && b.value == "x" => Some(UiPosition { x: x.value, y: y.value }),
+        [(a, x), (b, y)] if a.value == "x" && b.value == "y" => Some(UiPosition {
+            x: x.value,
+            y: y.value,
+            collapsed: false,
+        }),
+        [(a, y), (b, x)] if a.value == "y" && b.value == "x" => Some(UiPosition {
+            x: x.value,
+            y: y.value,
+            collapsed: false,
+        }),
         _ => None,
     }
 }
