@@ -14,6 +14,7 @@ import {
 import { api, subscribe } from './api.js';
 import { EditorContext } from './context.js';
 import { NodeSearch } from './NodeSearch.jsx';
+import { BlockSwapCharts } from './BlockSwapCharts.jsx';
 import { GroupNode, boxAround, nodesInside } from './GroupNode.jsx';
 import { SocketNode } from './SocketNode.jsx';
 import { useHistory } from './history.js';
@@ -261,6 +262,8 @@ export function App() {
   const [job, setJob] = useState(null);
   const [images, setImages] = useState([]);
   const [memory, setMemory] = useState([]);
+  // Every memory report of the run with the time it came, for the charts.
+  const [memorySamples, setMemorySamples] = useState([]);
   // Every job of the server, as its queue events list them; and the last validation's problems.
   const [queue, setQueue] = useState([]);
   const [problems, setProblems] = useState([]);
@@ -422,6 +425,7 @@ export function App() {
           break;
         case 'memory':
           setMemory((all) => [...all.filter((m) => m.node !== message.node || m.report.title !== message.report.title), message]);
+          setMemorySamples((all) => [...all, { at: performance.now(), report: message.report }]);
           break;
         case 'output_written':
           if (message.image) setImages((all) => [...all, message.image]);
@@ -543,6 +547,7 @@ export function App() {
       if (!(await validate())) return;
       setImages([]);
       setMemory([]);
+      setMemorySamples([]);
       const submitted = await api.submit(yaml());
       jobRef.current = submitted.id;
       setJob({ id: submitted.id, state: 'queued' });
@@ -618,6 +623,7 @@ export function App() {
     setFileName(name);
     setImages([]);
     setMemory([]);
+    setMemorySamples([]);
   };
 
   const clear = () => {
@@ -737,6 +743,7 @@ export function App() {
           )}
           <Gallery queue={queue} onOpen={openImage} />
           <DevicesPanel queue={queue} />
+          <BlockSwapCharts samples={memorySamples} />
           <MemoryPanel reports={memory} />
         </aside>
       </div>

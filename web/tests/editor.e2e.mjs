@@ -147,6 +147,15 @@ async function steps(page, consoleErrors) {
   assert.match(await page.locator('.react-flow__node[data-id="ksampler"] img[data-preview]').getAttribute('src'), /^data:image\/png;base64,/);
   await page.waitForSelector('[data-panel="memory"]');
   assert.match(await page.locator('[data-panel="memory"]').innerText(), /BlockSwap/);
+  // BlockSwap drawn: the pass's timeline has one copy bar per streamed unit (as many as the
+  // report says it swaps) and one compute bar per unit; memory over the run has its points.
+  const swapped = Number((await page.locator('[data-panel="memory"]').innerText()).match(/units swapped\s+(\d+) of (\d+)/)[1]);
+  assert.ok(swapped > 0, 'BlockSwap swapped no unit');
+  const timeline = page.locator('[data-chart="timeline"]');
+  await timeline.waitFor();
+  assert.equal(Number(await timeline.getAttribute('data-copy-bars')), swapped);
+  assert.ok(Number(await timeline.getAttribute('data-compute-bars')) >= swapped);
+  assert.ok(Number(await page.locator('[data-chart="memory"]').getAttribute('data-points')) >= 2);
   await page.screenshot({ path: `${artifacts}/editor-txt2img.png` });
   // The image opens the workflow it carries.
   await page.click(`[data-open-image="${savedImage}"]`);

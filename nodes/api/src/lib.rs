@@ -36,7 +36,7 @@ pub use descriptor::{InputSpec, NodeDescriptor, OutputSpec};
 pub use device::{DeviceParseError, DeviceSpec, VramBudget, VramBudgetParseError};
 pub use error::NodeError;
 pub use files::{FileRoots, BUILTIN_PREFIX};
-pub use memory::{host_available_bytes, host_total_bytes, MemoryReport};
+pub use memory::{host_available_bytes, host_total_bytes, MemoryReport, PassTimeline, UnitSpan};
 pub use node::NodeType;
 pub use pack::{
     CheckWorkflow, CheckedWorkflow, CommandContext, Pack, PackCommand, RunCommand, TypeFlag, WorkflowCheck,

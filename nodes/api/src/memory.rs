@@ -28,6 +28,34 @@ pub struct MemoryReport {
     /// Further labelled figures, already formatted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<(String, String)>,
+    /// One forward pass of a streamed model as it ran, for a timeline (BlockSwap with `debug`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<PassTimeline>,
+}
+
+/// When each unit of one forward pass was copied to the device, waited for and used, in
+/// milliseconds from the pass's start: what a timeline of the copy stream and the compute draws.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassTimeline {
+    /// The units, in the order the pass used them.
+    pub units: Vec<UnitSpan>,
+}
+
+/// One unit's part of a [`PassTimeline`]; each span is `[start, end]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnitSpan {
+    /// The unit's name (`up_blocks.0.attentions.1`).
+    pub unit: String,
+    /// Its copy to the device; absent for a unit that stays on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<[f64; 2]>,
+    /// Compute standing still until the copy was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<[f64; 2]>,
+    /// The unit's compute, where it is measured (on the host clock when compute is synchronous;
+    /// on a GPU the compute between two waits is the previous unit's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<[f64; 2]>,
 }
 
 /// Host memory the system could give this process without swapping (Linux: `MemAvailable` of

@@ -26,6 +26,7 @@ pub mod store;
 mod stream_ops;
 #[cfg(feature = "cuda")]
 mod streaming;
+mod timeline;
 
 pub use plan::{plan, PlanError, SwapPlan};
 pub use settings::{Granularity, SwapSettings};

@@ -5,7 +5,7 @@ use crate::plan::SwapPlan;
 use crate::settings::{Granularity, SwapSettings};
 use candle_core::DType;
 use swapgraph_model::DeviceMemory;
-use swapgraph_node_api::MemoryReport;
+use swapgraph_node_api::{MemoryReport, PassTimeline};
 
 /// How weights kept in `dtype` are held and moved, for the summary.
 pub fn kept_name(dtype: DType) -> &'static str {
@@ -83,6 +83,8 @@ pub struct RunFigures {
     pub units: Vec<UnitLine>,
     /// The device's memory, where it reports it.
     pub device: Option<DeviceMemory>,
+    /// The last forward pass, unit by unit.
+    pub timeline: PassTimeline,
 }
 
 /// Units listed one by one in the summary: the slowest transfers.
@@ -125,6 +127,9 @@ pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, kept: DType, figures
     details.push(("transfer per pass".into(), format!("{transfer:.2} ms")));
     details.push(("compute wait per pass".into(), format!("{wait:.2} ms")));
     details.push(("overlap".into(), overlap(transfer, wait)));
+    if !figures.timeline.units.is_empty() {
+        report.timeline = Some(figures.timeline.clone());
+    }
     let mut slowest = figures.units.clone();
     slowest.sort_by(|a, b| b.transfer_ms.total_cmp(&a.transfer_ms));
     for unit in slowest.into_iter().take(UNITS_SHOWN) {

@@ -15,6 +15,7 @@
 use crate::plan::{block_of, SwapPlan};
 use crate::report::{RunFigures, UnitLine};
 use crate::settings::{Granularity, SwapSettings};
+use crate::timeline::PassClock;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -59,6 +60,11 @@ impl Transfers {
     }
 }
 
+/// Locks `mutex`; a panic while holding it leaves plain figures behind: keep using them.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Counters since the store was built.
 #[derive(Default)]
 struct Stats {
@@ -87,6 +93,8 @@ pub struct SwapStore {
     /// Block granularity: the block whose units are on the device, and those units.
     current_block: Mutex<Option<(String, HashMap<usize, UnitWeights>)>>,
     stats: Mutex<Stats>,
+    /// The synchronous path's pass timeline (with `debug`).
+    clock: Mutex<PassClock>,
 }
 
 impl SwapStore {
@@ -187,6 +195,7 @@ impl SwapStore {
             scales,
             current_block: Mutex::new(None),
             stats: Mutex::new(stats),
+            clock: Mutex::default(),
         })
     }
 
@@ -263,6 +272,10 @@ impl SwapStore {
         let started = Instant::now();
         let weights = self.bring_in(unit)?;
         let elapsed = started.elapsed();
+        if self.settings.debug {
+            let name = &self.units[unit].name;
+            lock(&self.clock).copied(unit, name, started, started + elapsed);
+        }
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         stats.bytes_streamed += weights.bytes();
         stats.transfer += elapsed;
@@ -316,6 +329,9 @@ impl WeightStore for SwapStore {
         let weights = self
             .acquire_unscaled(unit)?
             .with_eight_bit_products(self.dtypes.eight_bit_products);
+        if self.settings.debug && self.units[unit].group.every_pass {
+            lock(&self.clock).computing(unit, &self.units[unit].name);
+        }
         Ok(match self.scales.get(unit) {
             Some(scales) if !scales.is_empty() => weights.with_scales(Arc::clone(scales)),
             _ => weights,
@@ -323,6 +339,9 @@ impl WeightStore for SwapStore {
     }
 
     fn release(&self, unit: usize) {
+        if self.settings.debug {
+            lock(&self.clock).released(unit);
+        }
         #[cfg(feature = "cuda")]
         if let Transfers::Streaming(streamer) = &self.transfers {
             streamer.release(unit);
@@ -358,6 +377,13 @@ impl SwapStore {
     fn acquire_unscaled(&self, unit: usize) -> Result<UnitWeights> {
         if unit == 0 {
             self.stats.lock().unwrap_or_else(PoisonError::into_inner).forward_passes += 1;
+            if self.settings.debug {
+                lock(&self.clock).begin_pass();
+                #[cfg(feature = "cuda")]
+                if let Transfers::Streaming(streamer) = &self.transfers {
+                    streamer.begin_pass();
+                }
+            }
         }
         if self.units.get(unit).is_some_and(|u| !u.group.every_pass) {
             // A context projection, once per conditioning: outside the pass's figures.
@@ -421,7 +447,24 @@ impl SwapStore {
             #[cfg(feature = "cuda")]
             Transfers::Streaming(streamer) => (Some(streamer.pinned_bytes()), Some(streamer.ring_bytes())),
         };
+        let timeline = match &self.transfers {
+            Transfers::Synchronous => lock(&self.clock).timeline(),
+            #[cfg(feature = "cuda")]
+            Transfers::Streaming(streamer) => swapgraph_node_api::PassTimeline {
+                units: streamer
+                    .timeline()
+                    .into_iter()
+                    .map(|(unit, copy, wait)| swapgraph_node_api::UnitSpan {
+                        unit: self.units[unit].name.clone(),
+                        copy,
+                        wait: Some(wait),
+                        compute: None,
+                    })
+                    .collect(),
+            },
+        };
         RunFigures {
+            timeline,
             transfers: self.transfers.describe().to_string(),
             pinned_bytes,
             ring_bytes,

@@ -76,6 +76,8 @@ struct PlacementEvents {
 /// Timestamps of one use of a streamed unit, read when a report asks for them.
 struct PendingTiming {
     unit: usize,
+    /// The forward pass it belongs to (see [`Streamer::begin_pass`]).
+    pass: u64,
     copy: Option<(CudaEvent, CudaEvent)>,
     wait: (CudaEvent, CudaEvent),
 }
@@ -101,7 +103,18 @@ struct State {
     copy_events: HashMap<usize, (CudaEvent, CudaEvent)>,
     pending: Vec<PendingTiming>,
     totals: HashMap<usize, UnitTiming>,
+    /// The forward pass running now (debug only), and an event recorded on the compute stream
+    /// at the start of each recent one.
+    pass: u64,
+    origins: HashMap<u64, CudaEvent>,
+    /// The latest pass harvested: each streamed use's copy and wait, in milliseconds from the
+    /// pass's start.
+    last_pass: (u64, Vec<UnitUse>),
 }
+
+/// One streamed unit's copy (absent when it was copied outside the timed ring) and the compute
+/// stream's wait for it, as `[start, end]` in milliseconds from its pass's start.
+pub type UnitUse = (usize, Option<[f64; 2]>, [f64; 2]);
 
 /// Streams swapped units to one CUDA device.
 pub struct Streamer {
@@ -188,6 +201,9 @@ impl Streamer {
             copy_events: HashMap::new(),
             pending: Vec::new(),
             totals: HashMap::new(),
+            pass: 0,
+            origins: HashMap::new(),
+            last_pass: (0, Vec::new()),
         };
         Ok(Self {
             arena,
@@ -335,6 +351,7 @@ impl Streamer {
                     let copy = state.copy_events.remove(placement);
                     state.pending.push(PendingTiming {
                         unit,
+                        pass: state.pass,
                         copy,
                         wait: (before, after),
                     });
@@ -347,6 +364,32 @@ impl Streamer {
             }
         }
         Ok(0)
+    }
+
+    /// A forward pass starts (debug only): later timings are placed on its timeline.
+    pub fn begin_pass(&self) {
+        if !self.timing {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.pass += 1;
+        let pass = state.pass;
+        match self.timing_event(&self.compute_stream) {
+            Ok(origin) => {
+                state.origins.insert(pass, origin);
+            }
+            Err(e) => tracing::warn!("BlockSwap: timing a pass failed: {e}"),
+        }
+        // Timings not yet harvested may belong to the few passes before.
+        state.origins.retain(|earlier, _| *earlier + 4 > pass);
+    }
+
+    /// The latest forward pass's streamed uses, unit by unit. Waits for the recorded work to
+    /// finish.
+    pub fn timeline(&self) -> Vec<UnitUse> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        harvest(&mut state);
+        state.last_pass.1.clone()
     }
 
     /// Per-unit transfer and wait totals so far. Waits for the recorded work to finish.
@@ -389,15 +432,28 @@ impl Drop for Streamer {
     }
 }
 
-/// Adds finished timings to the totals.
+/// Adds finished timings to the totals, and those of the latest pass to its timeline.
 fn harvest(state: &mut State) {
-    for timing in state.pending.drain(..) {
+    let pending = std::mem::take(&mut state.pending);
+    for timing in pending {
         let total = state.totals.entry(timing.unit).or_default();
-        if let Some((start, end)) = timing.copy {
-            total.transfer_ms += f64::from(start.elapsed_ms(&end).unwrap_or(0.0));
+        if let Some((start, end)) = &timing.copy {
+            total.transfer_ms += f64::from(start.elapsed_ms(end).unwrap_or(0.0));
         }
         total.wait_ms += f64::from(timing.wait.0.elapsed_ms(&timing.wait.1).unwrap_or(0.0));
         total.uses += 1;
+        let Some(origin) = state.origins.get(&timing.pass) else {
+            continue;
+        };
+        let since = |event: &CudaEvent| f64::from(origin.elapsed_ms(event).unwrap_or(0.0));
+        let copy = timing.copy.as_ref().map(|(start, end)| [since(start), since(end)]);
+        let wait = [since(&timing.wait.0), since(&timing.wait.1)];
+        if timing.pass > state.last_pass.0 {
+            state.last_pass = (timing.pass, Vec::new());
+        }
+        if timing.pass == state.last_pass.0 {
+            state.last_pass.1.push((timing.unit, copy, wait));
+        }
     }
 }
 
