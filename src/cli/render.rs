@@ -60,6 +60,13 @@ pub async fn render(mut events: UnboundedReceiver<Event>, interactive: bool) {
             Event::NodeFailed { node, node_type, error } => {
                 log(&|| error!("{node} ({node_type}) failed: {error}"));
             }
+            // A node's bare snapshots (a sampler's after each step) are for charts: debug level.
+            Event::Memory {
+                node: Some(node),
+                report,
+            } if report.details.is_empty() => {
+                log(&|| debug!("{node}: {}", describe(&report)));
+            }
             Event::Memory { node, report } => {
                 let who = node.map_or_else(|| "engine".to_string(), |n| n.to_string());
                 log(&|| info!("{who}: {}", describe(&report)));

@@ -84,20 +84,30 @@ function TimelineChart({ timeline }) {
 
 const describeMemory = (chart) => ({ points: String(chart.getDatasetMeta(0).data.length) });
 
-/** Memory over the run: each report's figures at the time it came. */
+/** Memory over the run: each report's figures at the time it came; on a GPU, the device's
+ * allocation split into what BlockSwap accounts for (its weights, its transfer ring) and the
+ * rest (activations and other models). */
 function MemoryChart({ samples }) {
   const config = useMemo(() => {
     const start = samples[0].at;
-    const series = (label, field, colour) => ({
+    const at = (s) => (s.at - start) / 1000;
+    const series = (label, value, colour) => ({
       label,
-      data: samples.filter((s) => s.report[field] !== undefined).map((s) => ({ x: (s.at - start) / 1000, y: s.report[field] / MIB })),
+      data: samples.filter((s) => value(s.report) !== undefined).map((s) => ({ x: at(s), y: value(s.report) / MIB })),
       borderColor: colour,
       backgroundColor: colour,
     });
+    const part = (name) => (r) => r.device_parts?.find(([kind]) => kind === name)?.[1];
+    const rest = (r) => {
+      if (r.device_allocated_bytes === undefined || !r.device_parts?.length) return undefined;
+      return Math.max(0, r.device_allocated_bytes - r.device_parts.reduce((sum, [, bytes]) => sum + bytes, 0));
+    };
     const datasets = [
-      series('host resident', 'host_resident_bytes', '#8a63d2'),
-      series('device allocated', 'device_allocated_bytes', '#e0533d'),
-      series('device reserved', 'device_reserved_bytes', '#f0a030'),
+      series('host resident', (r) => r.host_resident_bytes, '#8a63d2'),
+      series('device allocated', (r) => r.device_allocated_bytes, '#e0533d'),
+      series('weights kept on the device', part('weights kept on the device'), '#5b8def'),
+      series('transfer ring', part('transfer ring'), '#4caf7d'),
+      series('activations and other models', rest, '#f0a030'),
     ].filter((d, i) => i === 0 || d.data.length);
     return {
       type: 'line',

@@ -42,7 +42,8 @@ pub enum Event {
     Memory {
         #[serde(skip_serializing_if = "Option::is_none")]
         node: Option<NodeId>,
-        report: MemoryReport,
+        /// Boxed: with a timeline it is the largest event by far.
+        report: Box<MemoryReport>,
     },
     /// An output node wrote a file.
     OutputWritten { node: NodeId, path: PathBuf },
@@ -136,7 +137,7 @@ impl NodeReporter for NodeEvents {
     fn memory(&self, report: MemoryReport) {
         self.sink.send(Event::Memory {
             node: Some(self.node.clone()),
-            report,
+            report: Box::new(report),
         });
     }
 

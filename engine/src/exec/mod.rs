@@ -199,7 +199,7 @@ impl Engine {
         self.keep_used_results(&signatures, &schedule);
         events.send(Event::Memory {
             node: None,
-            report: MemoryReport::of_process("process"),
+            report: Box::new(MemoryReport::of_process("process")),
         });
         let cancelled = failure.is_none() && !schedule.all_done();
         events.send(Event::RunFinished {

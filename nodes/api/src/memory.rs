@@ -28,6 +28,11 @@ pub struct MemoryReport {
     /// Further labelled figures, already formatted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<(String, String)>,
+    /// What the device's allocated bytes hold, by kind, where a node knows (BlockSwap: the
+    /// weights it keeps on the device and its transfer ring); the rest of the allocation is
+    /// activations and other models.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_parts: Vec<(String, u64)>,
     /// One forward pass of a streamed model as it ran, for a timeline (BlockSwap with `debug`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<PassTimeline>,

@@ -90,17 +90,31 @@ pub struct RunFigures {
 /// Units listed one by one in the summary: the slowest transfers.
 const UNITS_SHOWN: usize = 8;
 
-/// The summary after running: the plan's lines, device and host memory, then transfer totals
-/// and the slowest units with their overlap.
-pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, kept: DType, figures: &RunFigures) -> MemoryReport {
-    let host = MemoryReport::of_process("BlockSwap");
-    let mut report = plan_report(plan, settings, kept);
-    report.host_resident_bytes = host.host_resident_bytes;
-    report.host_peak_bytes = host.host_peak_bytes;
-    if let Some(device) = figures.device {
+/// Memory as it stands: the process's host memory, the device's, and what of the device's
+/// allocation the plan accounts for (its resident weights and its transfer buffers).
+pub fn memory_now(plan: &SwapPlan, ring_bytes: Option<u64>, device: Option<DeviceMemory>) -> MemoryReport {
+    let mut report = MemoryReport::of_process("BlockSwap");
+    if let Some(device) = device {
         report.device_allocated_bytes = Some(device.allocated);
         report.device_reserved_bytes = Some(device.reserved);
         report.device_total_bytes = Some(device.total);
+        report.device_parts = vec![
+            ("weights kept on the device".into(), plan.resident_bytes),
+            ("transfer ring".into(), ring_bytes.unwrap_or(plan.buffer_bytes)),
+        ];
+    }
+    report
+}
+
+/// The summary after running: the plan's lines, device and host memory, then transfer totals
+/// and the slowest units with their overlap.
+pub fn run_report(plan: &SwapPlan, settings: &SwapSettings, kept: DType, figures: &RunFigures) -> MemoryReport {
+    let now = memory_now(plan, figures.ring_bytes, figures.device);
+    let mut report = MemoryReport {
+        details: plan_report(plan, settings, kept).details,
+        ..now
+    };
+    if let Some(device) = figures.device {
         report.details.push((
             "GPU utilization".into(),
             format!("{:.1}%", 100.0 * device.allocated as f64 / device.total.max(1) as f64),
@@ -193,6 +207,39 @@ mod tests {
         let kept = report.details.iter().find(|(name, _)| name == "weights kept in");
         assert_eq!(kept.map(|(_, value)| value.as_str()), Some(kept_name(DType::F8E4M3)));
         assert!(kept_name(DType::F8E4M3).starts_with("fp8"));
+    }
+
+    #[test]
+    fn on_a_gpu_the_allocation_is_split_into_weights_and_ring() {
+        let units = vec![swapgraph_model::UnitSpec {
+            name: "mid_block.resnets.0".into(),
+            group: swapgraph_model::UnitGroup::in_block("mid_block", "mid", 0),
+            tensors: vec![("weight".into(), (64usize, 64usize).into())],
+        }];
+        let settings = SwapSettings {
+            blocks_to_swap: 1,
+            ..SwapSettings::default()
+        };
+        let plan = crate::plan::plan(&units, DType::F16, &settings).unwrap();
+        let device = DeviceMemory {
+            allocated: 100 << 20,
+            reserved: 120 << 20,
+            total: 80 << 30,
+            ..DeviceMemory::default()
+        };
+        let report = memory_now(&plan, Some(3 << 20), Some(device));
+        assert_eq!(report.device_allocated_bytes, Some(100 << 20));
+        assert_eq!(
+            report.device_parts,
+            vec![
+                ("weights kept on the device".to_string(), plan.resident_bytes),
+                ("transfer ring".to_string(), 3 << 20),
+            ]
+        );
+        assert!(
+            memory_now(&plan, None, None).device_parts.is_empty(),
+            "no device, no parts"
+        );
     }
 
     #[test]

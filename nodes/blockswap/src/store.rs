@@ -359,6 +359,22 @@ impl WeightStore for SwapStore {
         self.dtypes.compute
     }
 
+    fn memory_now(&self) -> Option<MemoryReport> {
+        if !self.settings.debug {
+            return None;
+        }
+        let ring_bytes = match &self.transfers {
+            Transfers::Synchronous => None,
+            #[cfg(feature = "cuda")]
+            Transfers::Streaming(streamer) => Some(streamer.ring_bytes()),
+        };
+        Some(crate::report::memory_now(
+            &self.plan,
+            ring_bytes,
+            device_memory(&self.device),
+        ))
+    }
+
     fn report(&self) -> Option<MemoryReport> {
         if !self.settings.debug {
             return None;

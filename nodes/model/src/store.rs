@@ -207,6 +207,12 @@ pub trait WeightStore: Send + Sync {
     fn report(&self) -> Option<swapgraph_node_api::MemoryReport> {
         None
     }
+
+    /// Memory as it stands, cheaply (no waiting on the device), from stores that keep a
+    /// summary: samplers publish it after every step, for memory over the run.
+    fn memory_now(&self) -> Option<swapgraph_node_api::MemoryReport> {
+        None
+    }
 }
 
 /// Every unit's weights on the compute device for the model's lifetime.

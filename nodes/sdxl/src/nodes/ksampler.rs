@@ -244,6 +244,9 @@ impl NodeType for KSampler {
                 ctx.reporter.preview(latent_preview(&denoised)?);
             }
             ctx.progress(step as u64, total as u64);
+            if let Some(report) = store.memory_now() {
+                ctx.reporter.memory(report);
+            }
             if ctx.cancel.is_cancelled() {
                 cancelled.set(true);
                 candle_core::bail!("cancelled");
