@@ -191,8 +191,8 @@ mod tests {
         assert_eq!(overlap(0.0, 0.0), "-");
     }
 
-    #[test]
-    fn the_summary_says_how_the_weights_are_kept() {
+    /// The plan swapping the one block of a one-unit model kept in `dtype`.
+    fn one_swapped_unit(dtype: DType) -> (SwapPlan, SwapSettings) {
         let units = vec![swapgraph_model::UnitSpec {
             name: "mid_block.resnets.0".into(),
             group: swapgraph_model::UnitGroup::in_block("mid_block", "mid", 0),
@@ -202,7 +202,12 @@ mod tests {
             blocks_to_swap: 1,
             ..SwapSettings::default()
         };
-        let plan = crate::plan::plan(&units, DType::F8E4M3, &settings).unwrap();
+        (crate::plan::plan(&units, dtype, &settings).unwrap(), settings)
+    }
+
+    #[test]
+    fn the_summary_says_how_the_weights_are_kept() {
+        let (plan, settings) = one_swapped_unit(DType::F8E4M3);
         let report = plan_report(&plan, &settings, DType::F8E4M3);
         let kept = report.details.iter().find(|(name, _)| name == "weights kept in");
         assert_eq!(kept.map(|(_, value)| value.as_str()), Some(kept_name(DType::F8E4M3)));
@@ -211,16 +216,7 @@ mod tests {
 
     #[test]
     fn on_a_gpu_the_allocation_is_split_into_weights_and_ring() {
-        let units = vec![swapgraph_model::UnitSpec {
-            name: "mid_block.resnets.0".into(),
-            group: swapgraph_model::UnitGroup::in_block("mid_block", "mid", 0),
-            tensors: vec![("weight".into(), (64usize, 64usize).into())],
-        }];
-        let settings = SwapSettings {
-            blocks_to_swap: 1,
-            ..SwapSettings::default()
-        };
-        let plan = crate::plan::plan(&units, DType::F16, &settings).unwrap();
+        let (plan, _) = one_swapped_unit(DType::F16);
         let device = DeviceMemory {
             allocated: 100 << 20,
             reserved: 120 << 20,
