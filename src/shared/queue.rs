@@ -6,6 +6,7 @@
 use super::{cancel_subject, order_subject, record_key, JobOrder, JobRecord, NatsArgs, Queue, ALL_EVENTS};
 use crate::exec::Event;
 use crate::server::{Broadcast, CancelError, JobInfo, JobProgress, JobState, ServerEvent, Submission};
+use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -118,28 +119,28 @@ impl SharedQueue {
         Ok(record.info)
     }
 
-    /// A new job id, unique across every server of the queue.
+    /// A new job id, unique across every server of the queue: the counter is advanced by
+    /// compare-and-set, again whenever another server got there first.
     async fn next_id(&self) -> Result<u64, String> {
         let unreachable = |e: &dyn std::fmt::Display| format!("taking a job id: {e}");
         loop {
             let entry = self.queue.jobs.entry(NEXT_ID_KEY).await.map_err(|e| unreachable(&e))?;
-            let taken = match entry {
-                None => self.queue.jobs.create(NEXT_ID_KEY, "2".into()).await.map(|_| 1),
-                Some(entry) => {
-                    let next: u64 = std::str::from_utf8(&entry.value)
-                        .ok()
-                        .and_then(|text| text.parse().ok())
-                        .ok_or_else(|| format!("the queue's {NEXT_ID_KEY} is not a number"))?;
-                    let after = (next + 1).to_string();
-                    match self.queue.jobs.update(NEXT_ID_KEY, after.into(), entry.revision).await {
-                        Ok(_) => Ok(next),
-                        Err(_) => continue,
-                    }
+            let Some(entry) = entry else {
+                match self.queue.jobs.create(NEXT_ID_KEY, "2".into()).await {
+                    Ok(_) => return Ok(1),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(unreachable(&e)),
                 }
             };
-            // Another server took the first id at the same moment: read again.
-            if let Ok(id) = taken {
-                return Ok(id);
+            let next: u64 = std::str::from_utf8(&entry.value)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| format!("the queue's {NEXT_ID_KEY} is not a number"))?;
+            let after = (next + 1).to_string();
+            match self.queue.jobs.update(NEXT_ID_KEY, after.into(), entry.revision).await {
+                Ok(_) => return Ok(next),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(unreachable(&e)),
             }
         }
     }
