@@ -107,5 +107,26 @@ fn describe(report: &MemoryReport) -> String {
         .filter_map(|(label, bytes)| bytes.map(|b| format!("{label} {}", mib(b))))
         .collect();
     parts.extend(report.details.iter().map(|(label, value)| format!("{label} {value}")));
+    if let Some(timeline) = &report.timeline {
+        parts.push(describe_pass(timeline));
+    }
     format!("{} memory: {}", report.title, parts.join(", "))
+}
+
+/// The last forward pass in one phrase: how long it took, how many units were copied in, and
+/// how long copies ran and compute waited for them.
+fn describe_pass(timeline: &swapgraph_node_api::PassTimeline) -> String {
+    let length = |span: &Option<[f64; 2]>| span.map_or(0.0, |[start, end]| end - start);
+    let copied = timeline.units.iter().filter(|unit| unit.copy.is_some()).count();
+    let copying: f64 = timeline.units.iter().map(|unit| length(&unit.copy)).sum();
+    let waiting: f64 = timeline.units.iter().map(|unit| length(&unit.wait)).sum();
+    let ends = timeline
+        .units
+        .iter()
+        .flat_map(|unit| [unit.copy, unit.wait, unit.compute]);
+    let end = ends.flatten().map(|[_, end]| end).fold(0.0, f64::max);
+    format!(
+        "last pass {end:.2} ms with {copied} of {} units copied in (copies {copying:.2} ms, compute waiting {waiting:.2} ms)",
+        timeline.units.len()
+    )
 }
