@@ -198,7 +198,7 @@ pub struct ServeArgs {
     pub nats: NatsArgs,
     /// With --nats: how many times a job may be started (its worker failing or dying each
     /// time) before it fails with every attempt's reason.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// Folder of workflow files the editor opens and saves.
     #[arg(long, default_value = "workflows")]
