@@ -24,17 +24,14 @@ impl FromStr for DeviceList {
             .split(',')
             .map(|device| device.trim().parse::<DeviceSpec>().map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(gpu) = devices.iter().find(|device| matches!(device, DeviceSpec::Cuda(_))) {
+            if !cfg!(feature = "cuda") {
+                return Err(format!(
+                    "{gpu}: this build of swapgraph runs on the CPU only; build with --features cuda"
+                ));
+            }
+        }
         Ok(Self(devices))
-    }
-}
-
-impl DeviceList {
-    /// The first CUDA device, when this build cannot run it.
-    pub fn unsupported(&self) -> Option<DeviceSpec> {
-        self.0
-            .iter()
-            .copied()
-            .find(|device| matches!(device, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda"))
     }
 }
 
@@ -45,16 +42,24 @@ mod tests {
     #[test]
     fn lists_and_single_devices_parse() {
         assert_eq!("cpu".parse(), Ok(DeviceList(vec![DeviceSpec::Cpu])));
-        assert_eq!(
-            "cuda:0, cuda:2".parse(),
-            Ok(DeviceList(vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(2)]))
-        );
+        if cfg!(feature = "cuda") {
+            assert_eq!(
+                "cuda:0, cuda:2".parse(),
+                Ok(DeviceList(vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(2)]))
+            );
+        } else {
+            let error = "cpu,cuda:1".parse::<DeviceList>().unwrap_err();
+            assert!(
+                error.contains("cuda:1: this build of swapgraph runs on the CPU only"),
+                "{error}"
+            );
+        }
         assert_eq!("cpu,cpu".parse::<DeviceList>().map(|list| list.0.len()), Ok(2));
     }
 
     #[test]
     fn a_bad_device_in_a_list_is_named() {
-        let error = "cuda:0,gpu".parse::<DeviceList>().unwrap_err();
+        let error = "cpu,gpu".parse::<DeviceList>().unwrap_err();
         assert!(error.contains("\"gpu\""), "{error}");
     }
 }

@@ -52,6 +52,17 @@ pub fn main(registry: Registry, packs: &[Pack]) -> ExitCode {
     exit.into()
 }
 
+/// The multi-threaded async runtime the commands that run jobs use; the failure is logged.
+fn async_runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            tracing::error!("cannot start the async runtime: {e}");
+            Exit::RuntimeFailure
+        })
+}
+
 /// The command line with the packs' commands and their flags of `run` and `validate`.
 fn with_packs(mut command: clap::Command, packs: &[Pack]) -> clap::Command {
     for pack in packs {

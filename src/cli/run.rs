@@ -31,12 +31,9 @@ pub fn run(args: RunArgs, registry: Registry) -> Exit {
         Ok(plan) => plan,
         Err(exit) => return exit,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match super::async_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            error!("cannot start the async runtime: {e}");
-            return Exit::RuntimeFailure;
-        }
+        Err(exit) => return exit,
     };
     let engine = Engine::new(registry);
     let options = |cancel: &CancelToken| RunOptions {

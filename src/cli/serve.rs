@@ -11,10 +11,6 @@ use tracing::{error, info, warn};
 
 /// Serves the editor and API until Ctrl-C.
 pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
-    if let Some(device) = args.device.unsupported() {
-        error!("--device {device}: this build of swapgraph runs on the CPU only; build with --features cuda");
-        return Exit::Usage;
-    }
     if !args.workflows_dir.is_dir() {
         error!("--workflows-dir {}: not a folder", args.workflows_dir.display());
         return Exit::Usage;
@@ -36,12 +32,9 @@ pub fn serve(args: ServeArgs, registry: Registry) -> Exit {
             args.host
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match super::async_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            error!("cannot start the async runtime: {e}");
-            return Exit::RuntimeFailure;
-        }
+        Err(exit) => return exit,
     };
     let shared = match &args.nats.nats {
         Some(url) => {

@@ -13,10 +13,6 @@ pub fn worker(args: WorkerArgs, registry: Registry) -> Exit {
         error!("worker needs the NATS server: --nats nats://host:4222");
         return Exit::Usage;
     };
-    if let Some(device) = args.device.unsupported() {
-        error!("--device {device}: this build of swapgraph runs on the CPU only; build with --features cuda");
-        return Exit::Usage;
-    }
     if !args.models_dir.is_dir() {
         error!("--models-dir {}: not a folder", args.models_dir.display());
         return Exit::Usage;
@@ -26,12 +22,9 @@ pub fn worker(args: WorkerArgs, registry: Registry) -> Exit {
         error!("--scratch-dir {}: {e}", scratch_dir.display());
         return Exit::Usage;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match super::async_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            error!("cannot start the async runtime: {e}");
-            return Exit::RuntimeFailure;
-        }
+        Err(exit) => return exit,
     };
     runtime.block_on(async {
         let queue = match args.nats.connect(&url).await {

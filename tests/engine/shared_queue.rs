@@ -520,3 +520,57 @@ async fn a_worker_reaches_a_tls_server_through_its_authority_only() {
     accepted.kill().unwrap();
     accepted.wait().unwrap();
 }
+
+#[test]
+fn a_worker_started_wrong_says_what_is_wrong_and_exits_2() {
+    let worker = |args: &[&str], password: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_swapgraph"));
+        command.arg("worker").args(args).env_remove("SWAPGRAPH_NATS_PASSWORD");
+        if let Some(password) = password {
+            command.env("SWAPGRAPH_NATS_PASSWORD", password);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    // Nothing listens on this port: the reason is named before any connection is tried.
+    let url = "nats://127.0.0.1:9";
+    for (args, expected) in [
+        (vec![], "worker needs the NATS server: --nats"),
+        (
+            vec!["--nats", url, "--nats-user", "studio"],
+            "set the password in SWAPGRAPH_NATS_PASSWORD",
+        ),
+        (
+            vec!["--nats", url, "--nats-nkey", "/no/such.nk"],
+            "--nats-nkey /no/such.nk",
+        ),
+        (
+            vec!["--nats", url, "--nats-ca", "/no/such.pem"],
+            "--nats-ca /no/such.pem: no such file",
+        ),
+        (
+            vec!["--nats", url, "--models-dir", "/no/such/folder"],
+            "--models-dir /no/such/folder: not a folder",
+        ),
+        (vec!["--nats", url], "--nats nats://127.0.0.1:9"),
+    ] {
+        let (code, stderr) = worker(&args, None);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {expected:?} not in {stderr}");
+    }
+    let (code, stderr) = worker(&["--nats", url, "--device", "cpu,gpu"], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("unknown device \"gpu\""), "{stderr}");
+    let (code, stderr) = worker(
+        &["--nats", url, "--nats-user", "a", "--nats-creds", "x.creds"],
+        Some("p"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("give one of --nats-creds, --nats-user and --nats-nkey"),
+        "{stderr}"
+    );
+}
