@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine: the main job with its UNet from GGUF files, as ComfyUI-GGUF's users
-# run it, against the f16 single-file checkpoint. PARTS="write" writes the models (as
+# Runs on the GPU machine: GGUF UNets, their blocks kept quantized and dequantized on the device.
+# PARTS="step": the SDXL-size UNet step (unet_step, 1024x1024, 10 steps) resident and as a full
+# swap (blocks:3, prefetch 4) with f16 weights, then from GGUF files of the same random weights
+# in Q8_0 and Q4_K (written by unet_step), one process each, in one call: results in
+# $OUT/gguf_step.jsonl. The main job with its UNet from GGUF files, as ComfyUI-GGUF's users
+# run it, against the f16 single-file checkpoint: PARTS="write" writes the models (as
 # bench/gpu_small_card.sh does) and converts the checkpoint's UNet to GGUF Q8_0 and Q4_0 with
 # the gguf package (its wheel in .gpu/), in ComfyUI-GGUF's converter's layout (vectors and small
 # tensors in F32, a tensor whose rows do not split into blocks reshaped to rows of 256 with its
 # shape kept as comfy.gguf.orig_shape); PARTS="run" runs the main job (1024x1024, 30 steps,
 # default settings, the whole card) with the checkpoint's UNet, then with each GGUF UNet through
-# UnetLoaderGGUF (text encoders and VAE still from the checkpoint). Default: both.
+# UnetLoaderGGUF (text encoders and VAE still from the checkpoint). Default: write and run.
 # Reports per run: wall, the time until the weights were ready, per step, host peak, and the
 # image's difference from the f16 one. Results under $OUT: gguf.jsonl.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 MODELS=/tmp/small-card-models
 PARTS=${PARTS:-write run}
+
+if [[ " $PARTS " == *" step "* ]]; then
+echo "== the UNet step, f16 weights and GGUF blocks"
+for weights in compute q8_0 q4_k; do
+  timeout 300 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --weights $weights \
+    --configs none,blocks:3/p4 > /tmp/gguf_step.txt 2>&1
+  grep written /tmp/gguf_step.txt; grep '^{' /tmp/gguf_step.txt | tee -a "$OUT/gguf_step.jsonl"
+done
+fi
 
 if [[ " $PARTS " == *" write "* ]]; then
 echo "== writing the models and the GGUF UNets"

@@ -1,8 +1,13 @@
 //! SDXL-size UNet steps on a device, resident or through BlockSwap, with seeded random weights:
 //! the figures BlockSwap's promises are measured by.
 //!
-//! `cargo bench --bench unet_step [--features cuda] -- --device cuda:0 --latent 128 --steps 10 [--weights fp8|fp8-fast]
-//! --configs none,blocks:3/p1,blocks:3/sync,budget:4096/p2/debug`
+//! `cargo bench --bench unet_step [--features cuda] -- --device cuda:0 --latent 128 --steps 10
+//! [--weights fp8|fp8-fast|q8_0|q4_k] --configs none,blocks:3/p1,blocks:3/sync,budget:4096/p2/debug`
+//!
+//! `--weights q8_0` and `q4_k` write the random weights to a GGUF file first (as ComfyUI-GGUF's
+//! converter lays them out: blocks wherever the values split into them, a tensor whose rows do
+//! not reshaped to rows of 256, vectors in f32) and run the UNet from it, its blocks kept as
+//! stored and dequantized on the device.
 //!
 //! Each configuration is a swap choice (`none`, `blocks:N`, `budget:MB`) with optional modifiers:
 //! `pN` prefetch N units, `sync` synchronous copies (`non_blocking: false`), `block` block
@@ -53,6 +58,7 @@
 //! measured in this process after its steps, the way `swapgraph doctor` measures it, to hold
 //! beside the rate the floors take.
 
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,8 +70,8 @@ use swapgraph_blockswap::simulate::Replay;
 use swapgraph_blockswap::store::SwapStore;
 use swapgraph_blockswap::{plan, Granularity, SwapPlan, SwapSettings};
 use swapgraph_model::{
-    candle_device, device_memory, reset_peak_memory, weight_dtype, ModelHandle, ResidentStore, TensorSource,
-    WeightStore,
+    candle_device, device_memory, reset_peak_memory, weight_dtype, GgufFile, ModelHandle, ResidentStore, TensorSource,
+    WeightStore, KEPT_AS_STORED,
 };
 use swapgraph_node_api::DeviceSpec;
 use swapgraph_sdxl::unet::{ProjectedContext, UNet, UNetConfig, UNetInput};
@@ -131,18 +137,27 @@ fn main() {
     // `--weights fp8` keeps the weights in 8-bit floats, widened layer by layer as the UNet runs;
     // `fp8-fast` multiplies them as kept in the linear layers (`fp8_e4m3fn_fast`).
     let weights = value("--weights", "compute");
-    let (kept, eight_bit_products) = match weights.as_str() {
-        "compute" => (dtype, false),
-        "fp8" => (DType::F8E4M3, false),
-        "fp8-fast" => (DType::F8E4M3, true),
+    let (kept, eight_bit_products, blocks) = match weights.as_str() {
+        "compute" => (dtype, false, None),
+        "fp8" => (DType::F8E4M3, false, None),
+        "fp8-fast" => (DType::F8E4M3, true, None),
+        "q8_0" => (KEPT_AS_STORED, false, Some(GgmlDType::Q8_0)),
+        "q4_k" => (KEPT_AS_STORED, false, Some(GgmlDType::Q4K)),
         other => {
-            eprintln!("unet_step: --weights is compute, fp8 or fp8-fast, not `{other}`");
+            eprintln!("unet_step: --weights is compute, fp8, fp8-fast, q8_0 or q4_k, not `{other}`");
             std::process::exit(2);
         }
     };
     let cfg = UNetConfig::sdxl();
     let unet = UNet::new(cfg.clone()).expect("the SDXL layout");
-    let units = unet.units().to_vec();
+    let logical_units = unet.units().to_vec();
+    let source = match blocks {
+        Some(kind) => quantized_source(&logical_units, kind),
+        None => TensorSource::from_tensors("random", random_weights(&logical_units, kept)),
+    };
+    // The units as kept (blocks in their bytes) for plans, pieces and figures; the stores read
+    // through the model's own.
+    let units: Vec<_> = logical_units.iter().map(|unit| source.kept_unit(unit, kept)).collect();
     // The pass's units come first, then the context projections, run once before the steps.
     let pass_units = units.iter().take_while(|u| u.group.every_pass).count();
     // Each unit's pieces in bytes, as the streaming path copies them, for the replays.
@@ -156,13 +171,9 @@ fn main() {
                 .collect()
         })
         .collect();
-    let model = ModelHandle::new(
-        "random SDXL UNet",
-        Arc::new(unet),
-        Arc::new(TensorSource::from_tensors("random", random_weights(&units, kept))),
-    )
-    .with_kept_dtype(Some(kept))
-    .with_eight_bit_products(eight_bit_products);
+    let model = ModelHandle::new("random SDXL UNet", Arc::new(unet), Arc::new(source))
+        .with_kept_dtype(Some(kept))
+        .with_eight_bit_products(eight_bit_products);
     let unet = model.network.as_any().downcast_ref::<UNet>().expect("a UNet");
     let inputs = Inputs::new(&cfg, latent, dtype, &device).expect("inputs");
     let mut resident_output: Option<Vec<f32>> = None;
@@ -180,7 +191,7 @@ fn main() {
         let swap_plan = swapped.then(|| plan(&units, kept, &settings).expect("a swap plan"));
         let swap = swap_plan.clone().map(|swap_plan| {
             SwapStore::load(
-                units.clone(),
+                logical_units.clone(),
                 &model.source,
                 swap_plan,
                 settings,
@@ -192,7 +203,7 @@ fn main() {
         // Built here rather than through the model's placement, which would keep it cached on
         // the device for the configurations after it.
         let resident = swap.is_none().then(|| {
-            ResidentStore::load(units.clone(), &model.source, model.dtypes(dtype), &device)
+            ResidentStore::load(logical_units.clone(), &model.source, model.dtypes(dtype), &device)
                 .expect("weights on the device")
         });
         let store: &dyn WeightStore = match (&swap, &resident) {
@@ -370,7 +381,7 @@ fn main() {
                 "transfers": figures.as_ref().map_or("resident".to_string(), |f| f.transfers.clone()),
                 "latent": latent,
                 "dtype": format!("{dtype:?}"),
-                "weights": format!("{kept:?}"),
+                "weights": blocks.map_or_else(|| format!("{kept:?}"), |kind| format!("{kind:?}")),
                 "eight_bit_products": eight_bit_products,
                 "median_ms": round(median, 1),
                 "context_projection_ms": round(projection_ms, 1),
@@ -479,21 +490,100 @@ fn parse_config(config: &str) -> Config {
     }
 }
 
+/// Random weights as [`random_weights`] draws them, written to a GGUF file in `kind`'s blocks
+/// as ComfyUI-GGUF's converter lays them out, and opened as the UNet's source; quantized on
+/// every core.
+fn quantized_source(units: &[swapgraph_model::UnitSpec], kind: GgmlDType) -> TensorSource {
+    let started = Instant::now();
+    let keyed: Vec<(String, candle_core::Shape)> = units
+        .iter()
+        .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(4, usize::from);
+    let block = kind.block_size();
+    let quantized: Vec<(String, QTensor, Option<Vec<usize>>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = keyed
+            .chunks(keyed.len().div_ceil(cores))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(key, shape)| {
+                            let values = random_tensor(shape, DType::F32);
+                            let dims = shape.dims();
+                            if dims.len() == 1 || shape.elem_count() % 256 != 0 {
+                                return (key.clone(), QTensor::quantize(&values, GgmlDType::F32).unwrap(), None);
+                            }
+                            let (rows, original) = if dims[dims.len() - 1] % block == 0 {
+                                (values, None)
+                            } else {
+                                let rows = values.reshape((shape.elem_count() / 256, 256)).unwrap();
+                                (rows, Some(dims.to_vec()))
+                            };
+                            (
+                                key.clone(),
+                                QTensor::quantize(&rows, kind).expect("quantized"),
+                                original,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a quantizing thread"))
+            .collect()
+    });
+    let shapes: Vec<(String, gguf_file::Value)> = quantized
+        .iter()
+        .filter_map(|(key, _, original)| {
+            let dims = original
+                .as_ref()?
+                .iter()
+                .map(|&d| gguf_file::Value::I32(d as i32))
+                .collect();
+            Some((format!("comfy.gguf.orig_shape.{key}"), gguf_file::Value::Array(dims)))
+        })
+        .collect();
+    let architecture = gguf_file::Value::String("sdxl".into());
+    let mut metadata: Vec<(&str, &gguf_file::Value)> = vec![("general.architecture", &architecture)];
+    metadata.extend(shapes.iter().map(|(k, v)| (k.as_str(), v)));
+    let table: Vec<(&str, &QTensor)> = quantized.iter().map(|(k, q, _)| (k.as_str(), q)).collect();
+    let path = std::env::temp_dir().join(format!("unet_step_{kind:?}.gguf"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("the GGUF file"));
+    gguf_file::write(&mut file, &metadata, &table).expect("the GGUF file written");
+    drop(file);
+    eprintln!(
+        "unet_step: {} tensors in {kind:?} written to {} in {:.1} s",
+        table.len(),
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let file = GgufFile::open(&path).expect("the GGUF file read back");
+    TensorSource::from_gguf(file, path.display().to_string())
+}
+
 /// Seeded random weights, N(0, 1/fan_in), for every tensor of `units`.
 fn random_weights(units: &[swapgraph_model::UnitSpec], dtype: DType) -> HashMap<String, Tensor> {
     units
         .iter()
         .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
         .map(|(key, shape)| {
-            let fan_in: usize = shape.dims().iter().skip(1).product::<usize>().max(1);
-            let scale = (1.0 / fan_in as f64).sqrt();
-            let tensor = Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
-                .and_then(|t| t.affine(scale, 0.0))
-                .and_then(|t| t.to_dtype(dtype))
-                .expect("random weights");
+            let tensor = random_tensor(&shape, dtype);
             (key, tensor)
         })
         .collect()
+}
+
+/// Random values of `shape`, N(0, 1/fan_in), in `dtype`.
+fn random_tensor(shape: &candle_core::Shape, dtype: DType) -> Tensor {
+    let fan_in: usize = shape.dims().iter().skip(1).product::<usize>().max(1);
+    let scale = (1.0 / fan_in as f64).sqrt();
+    Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
+        .and_then(|t| t.affine(scale, 0.0))
+        .and_then(|t| t.to_dtype(dtype))
+        .expect("random weights")
 }
 
 /// One CFG batch of SDXL inputs at `latent` x `latent`.

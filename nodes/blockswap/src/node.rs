@@ -157,9 +157,11 @@ fn plan_for_node(model: &ModelHandle, settings: &SwapSettings, ctx: &RunContext)
         return Err(NodeError::msg(error.to_string()));
     }
     let device = candle_device(ctx.device)?;
-    // Planned in the bytes the weights are kept in (8-bit weights stream half of f16's).
-    let kept = model.dtypes(weight_dtype(&device)).kept;
-    let swap_plan = plan(units, kept, settings).map_err(|e| NodeError::msg(e.to_string()))?;
+    // Planned in the bytes the weights are kept in (8-bit weights stream half of f16's, Q4_K
+    // blocks about a quarter).
+    let compute = weight_dtype(&device);
+    let kept = model.dtypes(compute).kept;
+    let swap_plan = plan(&model.kept_units(compute), kept, settings).map_err(|e| NodeError::msg(e.to_string()))?;
     tracing::info!(
         "{}: BlockSwap streams {} of {} units ({}), {} of weights stay on the device",
         ctx.node_id,

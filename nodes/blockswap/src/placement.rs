@@ -69,9 +69,10 @@ impl Placement for BlockSwapPlacement {
         room: &Room,
     ) -> Result<Arc<dyn WeightStore>, SourceError> {
         self.cache.get_or_build(model, device, dtype, room, || {
-            let units = model.network.units().to_vec();
+            // Planned in the bytes the weights are kept and moved in.
+            let kept_units = model.kept_units(dtype);
             let dtypes = model.dtypes(dtype);
-            let settings = self.fitted(&units, dtypes.kept, room.bytes);
+            let settings = self.fitted(&kept_units, dtypes.kept, room.bytes);
             let fitted = settings.vram_budget_mb != self.settings.vram_budget_mb;
             if fitted {
                 tracing::info!(
@@ -80,7 +81,7 @@ impl Placement for BlockSwapPlacement {
                     model.name
                 );
             }
-            let swap_plan = plan(&units, dtypes.kept, &settings).map_err(|e| match e {
+            let swap_plan = plan(&kept_units, dtypes.kept, &settings).map_err(|e| match e {
                 PlanError::BudgetTooSmall {
                     budget_mb, minimum_mb, ..
                 } if fitted => SourceError::Device(format!(
@@ -96,15 +97,16 @@ impl Placement for BlockSwapPlacement {
                 },
             })?;
             let bytes = swap_plan.device_bytes();
+            let units = model.network.units().to_vec();
             let store = SwapStore::load(units, &model.source, swap_plan, settings, device, dtypes)?;
             Ok((Arc::new(store) as Arc<dyn WeightStore>, bytes))
         })
     }
 
     fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64 {
-        let units = model.network.units();
+        let units = model.kept_units(dtype);
         let kept = model.dtypes(dtype).kept;
-        plan(units, kept, &self.settings).map_or_else(
+        plan(&units, kept, &self.settings).map_or_else(
             |_| units.iter().map(|unit| unit.bytes(kept)).sum(),
             |swap_plan| swap_plan.device_bytes(),
         )
@@ -112,7 +114,7 @@ impl Placement for BlockSwapPlacement {
 
     fn streaming_minimum_bytes(&self, model: &ModelHandle, dtype: DType) -> Option<u64> {
         Some(minimum_device_bytes(
-            model.network.units(),
+            &model.kept_units(dtype),
             model.dtypes(dtype).kept,
             &self.settings,
         ))

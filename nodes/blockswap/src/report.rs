@@ -11,6 +11,7 @@ use swapgraph_node_api::{MemoryReport, PassTimeline};
 pub fn kept_name(dtype: DType) -> &'static str {
     match dtype {
         DType::F8E4M3 => "fp8 (e4m3), widened layer by layer as the model runs",
+        DType::U8 => "as stored (GGUF blocks), dequantized on the device layer by layer as the model runs",
         DType::F16 => "f16",
         DType::BF16 => "bf16",
         DType::F32 => "f32",

@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use swapgraph_model::{device_memory, SourceError, TensorSource, UnitSpec, UnitWeights, WeightDTypes, WeightStore};
+use swapgraph_model::{
+    device_memory, SourceError, TensorSource, UnitDecoding, UnitSpec, UnitWeights, WeightDTypes, WeightStore,
+};
 use swapgraph_node_api::{host_available_bytes, MemoryReport};
 
 /// Host memory left to the rest of the process (activations on the CPU, images, the models'
@@ -88,8 +90,8 @@ pub struct SwapStore {
     device: Device,
     /// The dtypes the model computes in and keeps its weights in.
     dtypes: WeightDTypes,
-    /// Each unit's scales of weights kept in 8 bits that were stored scaled.
-    scales: Vec<Arc<HashMap<String, f64>>>,
+    /// What each unit's kept weights need to become values (8-bit scales, stored encodings).
+    decodings: Vec<Arc<UnitDecoding>>,
     /// Block granularity: the block whose units are on the device, and those units.
     current_block: Mutex<Option<(String, HashMap<usize, UnitWeights>)>>,
     stats: Mutex<Stats>,
@@ -130,7 +132,7 @@ impl SwapStore {
         let on_host = |index: usize| plan.swapped[index] || !units[index].group.every_pass;
         let host_bytes: u64 = (0..units.len())
             .filter(|&i| on_host(i))
-            .map(|i| units[i].bytes(dtype))
+            .map(|i| source.kept_unit(&units[i], dtype).bytes(dtype))
             .sum();
         let short_of_host = host_room.is_some_and(|room| host_bytes > room);
         let (transfers, fallback) = if short_of_host {
@@ -174,9 +176,9 @@ impl SwapStore {
                 })
             })
             .collect::<std::result::Result<Vec<_>, SourceError>>()?;
-        let scales = units
+        let decodings = units
             .iter()
-            .map(|unit| source.unit_scales(unit, dtype).map(Arc::new))
+            .map(|unit| source.unit_decoding(unit, dtype).map(Arc::new))
             .collect::<std::result::Result<Vec<_>, SourceError>>()?;
         let stats = Stats {
             per_unit: vec![Duration::ZERO; units.len()],
@@ -192,7 +194,7 @@ impl SwapStore {
             fallback,
             device: device.clone(),
             dtypes,
-            scales,
+            decodings,
             current_block: Mutex::new(None),
             stats: Mutex::new(stats),
             clock: Mutex::default(),
@@ -327,13 +329,13 @@ impl WeightStore for SwapStore {
 
     fn acquire(&self, unit: usize) -> Result<UnitWeights> {
         let weights = self
-            .acquire_unscaled(unit)?
+            .acquire_as_kept(unit)?
             .with_eight_bit_products(self.dtypes.eight_bit_products);
         if self.settings.debug && self.units[unit].group.every_pass {
             lock(&self.clock).computing(unit, &self.units[unit].name);
         }
-        Ok(match self.scales.get(unit) {
-            Some(scales) if !scales.is_empty() => weights.with_scales(Arc::clone(scales)),
+        Ok(match self.decodings.get(unit) {
+            Some(decoding) if !decoding.is_empty() => weights.with_decoding(Arc::clone(decoding)),
             _ => weights,
         })
     }
@@ -390,7 +392,7 @@ impl WeightStore for SwapStore {
 
 impl SwapStore {
     /// Unit `unit`'s weights on the device, as kept.
-    fn acquire_unscaled(&self, unit: usize) -> Result<UnitWeights> {
+    fn acquire_as_kept(&self, unit: usize) -> Result<UnitWeights> {
         if unit == 0 {
             self.stats.lock().unwrap_or_else(PoisonError::into_inner).forward_passes += 1;
             if self.settings.debug {
@@ -619,6 +621,105 @@ mod tests {
                 .map(|(unit, _)| unit.parameter_count() as f64)
                 .sum::<f64>(),
             "swapped units move a byte a weight"
+        );
+    }
+
+    /// The tiny UNet's seeded weights written as a GGUF file as ComfyUI-GGUF's converter writes
+    /// them: Q8_0 blocks wherever the values split into them (a tensor whose rows do not,
+    /// reshaped to rows of one block with its shape kept in the metadata), f32 elsewhere.
+    fn tiny_gguf(dir: &std::path::Path) -> (Vec<UnitSpec>, Arc<TensorSource>) {
+        use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+        let (units, seeded) = tiny_model();
+        let mut shapes = Vec::new();
+        let tensors: Vec<(String, QTensor)> = units
+            .iter()
+            .flat_map(|u| u.tensors.iter().map(move |(n, s)| (u.key(n), s.clone())))
+            .map(|(key, shape)| {
+                let values = seeded.load(&key, &shape, DType::F32, &Device::Cpu).unwrap();
+                if shape.rank() == 1 || shape.elem_count() % 32 != 0 {
+                    return (key, QTensor::quantize(&values, GgmlDType::F32).unwrap());
+                }
+                let rows = if shape.dims()[shape.rank() - 1] % 32 == 0 {
+                    values
+                } else {
+                    let dims = shape.dims().iter().map(|&d| gguf_file::Value::I32(d as i32)).collect();
+                    shapes.push((format!("comfy.gguf.orig_shape.{key}"), gguf_file::Value::Array(dims)));
+                    values.reshape((shape.elem_count() / 32, 32)).unwrap()
+                };
+                (key, QTensor::quantize(&rows, GgmlDType::Q8_0).unwrap())
+            })
+            .collect();
+        let table: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, q)| (k.as_str(), q)).collect();
+        let metadata: Vec<(&str, &gguf_file::Value)> = shapes.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let path = dir.join("unet.gguf");
+        gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &metadata, &table).unwrap();
+        let file = swapgraph_model::GgufFile::open(&path).unwrap();
+        (units, Arc::new(TensorSource::from_gguf(file, "unet.gguf")))
+    }
+
+    #[test]
+    fn gguf_blocks_are_kept_and_swapped_as_stored_and_dequantized_as_layers_are_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let (units, source) = tiny_gguf(dir.path());
+        assert!(source.holds_quantized_blocks());
+        let stored = WeightDTypes {
+            compute: DType::F32,
+            kept: swapgraph_model::KEPT_AS_STORED,
+            eight_bit_products: false,
+        };
+        let kept_units: Vec<UnitSpec> = units.iter().map(|u| source.kept_unit(u, stored.kept)).collect();
+        let stored_bytes = |unit: &UnitSpec| -> u64 {
+            source
+                .unit_decoding(unit, stored.kept)
+                .unwrap()
+                .encodings
+                .values()
+                .map(|encoding| encoding.bytes() as u64)
+                .sum()
+        };
+        let quantized = units
+            .iter()
+            .flat_map(|unit| source.unit_decoding(unit, stored.kept).unwrap().encodings.into_values())
+            .filter(|encoding| encoding.kind == candle_core::quantized::GgmlDType::Q8_0)
+            .count();
+        assert!(quantized > 20, "{quantized} tensors in Q8_0 blocks");
+        let total = |units: &[UnitSpec], dtype: DType| units.iter().map(|u| u.bytes(dtype)).sum::<u64>();
+        assert!(
+            total(&kept_units, stored.kept) < total(&units, DType::F16) * 6 / 10,
+            "Q8_0 blocks take about half of f16's bytes"
+        );
+        let settings = SwapSettings::default();
+        let swap_plan = plan(&kept_units, stored.kept, &settings).unwrap();
+        // The reference: the same file read into f32, every weight on the device.
+        let resident = ResidentStore::load(units.clone(), &source, DType::F32, &Device::Cpu).unwrap();
+        let store = SwapStore::load_within(
+            units.clone(),
+            &source,
+            swap_plan,
+            settings,
+            (&Device::Cpu, stored),
+            None,
+        )
+        .unwrap();
+        assert!(store.homes.iter().any(|h| matches!(h, Home::Host(_))));
+        for (index, unit) in units.iter().enumerate() {
+            let weights = store.acquire(index).unwrap();
+            assert_eq!(weights.bytes(), stored_bytes(unit), "{}: the file's bytes", unit.name);
+            assert_eq!(kept_units[index].bytes(stored.kept), stored_bytes(unit));
+            same_weights(&weights, &resident.acquire(index).unwrap(), unit);
+            store.release(index);
+        }
+        let swapped: u64 = units
+            .iter()
+            .zip(&store.plan.swapped)
+            .filter(|(_, swapped)| **swapped)
+            .map(|(unit, _)| stored_bytes(unit))
+            .sum();
+        assert!(swapped > 0);
+        assert_eq!(
+            store.figures().streamed_per_pass,
+            swapped as f64,
+            "swapped units move their blocks"
         );
     }
 }

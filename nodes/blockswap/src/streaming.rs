@@ -167,7 +167,7 @@ impl Streamer {
         let mut packed = HashMap::new();
         let mut end = 0;
         for &index in &indices {
-            let unit = layout(&units[index], dtype);
+            let unit = layout(&source.kept_unit(&units[index], dtype), dtype);
             let bytes = unit.bytes.len();
             packed.insert(
                 index,
@@ -487,7 +487,10 @@ fn device_address(buffer: &Tensor, stream: &CudaStream) -> candle_core::Result<s
         DType::BF16 => cuda.as_cuda_slice::<bf16>()?.device_ptr(stream).0,
         DType::F32 => cuda.as_cuda_slice::<f32>()?.device_ptr(stream).0,
         DType::F8E4M3 => cuda.as_cuda_slice::<float8::F8E4M3>()?.device_ptr(stream).0,
-        other => candle_core::bail!("BlockSwap streams f16, bf16, f32 or fp8 (e4m3) weights, not {other:?}"),
+        DType::U8 => cuda.as_cuda_slice::<u8>()?.device_ptr(stream).0,
+        other => {
+            candle_core::bail!("BlockSwap streams f16, bf16, f32, fp8 (e4m3) or stored (GGUF) weights, not {other:?}")
+        }
     };
     Ok(address)
 }
@@ -511,7 +514,8 @@ fn layout(unit: &UnitSpec, dtype: DType) -> PackedUnit {
     }
 }
 
-/// Reads `unit`'s tensors in `dtype` into `part`, laid out as `tensors` say, padding zeroed.
+/// Reads `unit`'s tensors in `dtype` into `part`, laid out as `tensors` (the unit as kept) say,
+/// padding zeroed.
 fn fill(
     unit: &UnitSpec,
     tensors: &[PackedTensor],
@@ -520,11 +524,11 @@ fn fill(
     part: &mut [u8],
 ) -> Result<(), SetupError> {
     let element = dtype.size_in_bytes();
-    for tensor in tensors {
+    for (tensor, (_, shape)) in tensors.iter().zip(&unit.tensors) {
         let start = tensor.offset * element;
         let written = start + tensor.shape.elem_count() * element;
         // Read from the file straight into the arena where the file allows.
-        source.read_into(&unit.key(&tensor.name), &tensor.shape, dtype, &mut part[start..written])?;
+        source.read_into(&unit.key(&tensor.name), shape, dtype, &mut part[start..written])?;
         part[written..start + tensor.piece * element].fill(0);
     }
     Ok(())

@@ -1,12 +1,13 @@
 //! GGUF files, as quantized diffusion models are shared (ComfyUI-GGUF's UNets): metadata, a
 //! table of tensors, then each tensor's data at an aligned offset, in quantized blocks (Q8_0,
 //! Q5_K, Q4_K and their kin) or as f16, bf16 or f32. The header is read once and checked against
-//! the file's size; tensors are read when asked for, with positioned reads, and dequantized on
-//! the host by candle's block types.
+//! the file's size; tensors are read when asked for, with positioned reads, either as stored
+//! (kept quantized, see [`crate::encoding`]) or dequantized on the host by candle's block types.
 
+use crate::encoding::{dequantize_on_host, Encoding};
 use crate::safetensors_file::read_exact_at;
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
-use candle_core::{DType, Device, Tensor};
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Shape, Tensor};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -88,6 +89,13 @@ impl GgufFile {
         counts
     }
 
+    /// Whether any tensor is stored in quantized blocks (not plain f16, bf16 or f32).
+    pub(crate) fn holds_quantized_blocks(&self) -> bool {
+        self.entries
+            .values()
+            .any(|entry| !matches!(entry.kind, GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::F32))
+    }
+
     /// Every tensor's name.
     pub(crate) fn names(&self) -> impl Iterator<Item = &String> {
         self.entries.keys()
@@ -114,24 +122,37 @@ impl GgufFile {
     /// A tensor the file lacks, or a failed read.
     pub(crate) fn read(&self, name: &str) -> Result<Tensor, String> {
         let entry = self.entries.get(name).ok_or_else(|| "not in the file".to_string())?;
-        let shape = entry.shape.as_slice();
-        let failed = |e: candle_core::Error| e.to_string();
         match entry.kind {
             GgmlDType::F16 => self.read_plain::<half::f16>(entry),
             GgmlDType::BF16 => self.read_plain::<half::bf16>(entry),
             GgmlDType::F32 => self.read_plain::<f32>(entry),
             kind => {
-                // Eight-byte words, so that candle's blocks (f16 and u32 fields) lie aligned.
-                let mut words = vec![0u64; entry.len.div_ceil(8)];
-                let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..entry.len];
-                self.read_bytes(entry, bytes)?;
-                let elements = shape.iter().product::<usize>();
-                qtensor_from_ggml(kind, bytes, vec![elements], &Device::Cpu)
-                    .and_then(|q| q.dequantize(&Device::Cpu))
-                    .and_then(|t| t.reshape(shape))
-                    .map_err(failed)
+                let mut stored = vec![0u8; entry.len];
+                self.read_bytes(entry, &mut stored)?;
+                dequantize_on_host(kind, &stored, &Shape::from(entry.shape.as_slice())).map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// How tensor `name` is stored: its storage type and the shape the model uses.
+    pub(crate) fn encoding(&self, name: &str) -> Option<Encoding> {
+        self.entries.get(name).map(|entry| Encoding {
+            kind: entry.kind,
+            shape: Shape::from(entry.shape.as_slice()),
+        })
+    }
+
+    /// Reads tensor `name`'s bytes as stored (quantized blocks stay quantized) into `target`,
+    /// which must be as long as they are.
+    ///
+    /// # Errors
+    /// A tensor the file lacks, a target of another length, or a failed read.
+    pub(crate) fn read_stored(&self, name: &str, target: &mut [u8]) -> Result<(), String> {
+        let entry = self.entries.get(name).ok_or_else(|| "not in the file".to_string())?;
+        if target.len() != entry.len {
+            return Err(format!("holds {} bytes, {} were expected", entry.len, target.len()));
+        }
+        self.read_bytes(entry, target)
     }
 
     fn read_plain<T: candle_core::WithDType + bytemuck::Pod>(&self, entry: &Entry) -> Result<Tensor, String> {

@@ -146,7 +146,7 @@ impl Placement for Resident {
 
     fn device_bytes(&self, model: &ModelHandle, dtype: DType) -> u64 {
         let kept = model.dtypes(dtype).kept;
-        model.network.units().iter().map(|unit| unit.bytes(kept)).sum()
+        model.kept_units(dtype).iter().map(|unit| unit.bytes(kept)).sum()
     }
 
     fn resident(&self) -> Option<ResidentId> {
@@ -169,7 +169,8 @@ pub struct ModelHandle {
     /// conditioning) live; `None` keeps their own placement.
     pub companion_placement: Option<Arc<dyn Placement>>,
     /// The dtype the weights are kept and moved in when not the one the model computes in
-    /// (8-bit floats: half the memory and transfers of f16); `None`: the compute dtype.
+    /// (8-bit floats: half the memory and transfers of f16; [`crate::KEPT_AS_STORED`]: a GGUF
+    /// file's quantized blocks as stored); `None`: the compute dtype.
     pub kept_dtype: Option<DType>,
     /// Whether linear layers whose weights are kept in 8 bits multiply them as kept, on 8-bit
     /// tensor cores, with their inputs rounded to 8 bits (ComfyUI's `fp8_e4m3fn_fast`).
@@ -214,6 +215,18 @@ impl ModelHandle {
             kept: self.kept_dtype.unwrap_or(compute),
             eight_bit_products: self.eight_bit_products,
         }
+    }
+
+    /// The model's units with each tensor's shape as kept when it computes in `compute`: their
+    /// bytes, for weights kept as stored (see [`TensorSource::kept_unit`]). What placements
+    /// plan and count device memory with.
+    pub fn kept_units(&self, compute: DType) -> Vec<UnitSpec> {
+        let kept = self.dtypes(compute).kept;
+        self.network
+            .units()
+            .iter()
+            .map(|unit| self.source.kept_unit(unit, kept))
+            .collect()
     }
 
     /// The same model with another placement (what BlockSwap returns).

@@ -7,6 +7,7 @@
 //! tensor shapes and bytes, in execution order.
 
 mod device;
+mod encoding;
 mod family;
 mod gguf_file;
 mod handle;
@@ -25,6 +26,7 @@ pub use device::{
     candle_device, device_info, device_memory, gpu_count, is_out_of_memory, release_cached_memory, reset_peak_memory,
     weight_dtype, DeviceInfo, DeviceMemory, HEADROOM_FRACTION,
 };
+pub use encoding::{decode, Encoding, KEPT_AS_STORED};
 pub use family::{StreamedFamily, TinyModel};
 pub use gguf_file::GgufFile;
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};
@@ -33,7 +35,7 @@ pub use patches::{LowRank, WeightPatches};
 pub use record::record_params;
 pub use seeded::{seeded_tensor, seeded_tensors};
 pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
-pub use store::{load_unit, ResidentStore, UnitWeights, WeightDTypes, WeightStore};
+pub use store::{load_unit, ResidentStore, UnitDecoding, UnitWeights, WeightDTypes, WeightStore};
 pub use unit::{UnitGroup, UnitSpec};
 pub use values::{Image, Latent, Mask};
 pub use widen::{to_e4m3, widen, E4M3_MAX};

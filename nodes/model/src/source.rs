@@ -1,11 +1,13 @@
 //! Where weights come from: safetensors files (with a key map for other layouts), tensors made
 //! in memory, or the built-in models' seeded weights, drawn whenever they are read.
 
+use crate::encoding::{Encoding, KEPT_AS_STORED};
 use crate::gguf_file::GgufFile;
 use crate::patches::WeightPatches;
 use crate::safetensors_file::SafetensorsFiles;
 use crate::seeded::seeded_tensor;
-use crate::UnitSpec;
+use crate::{UnitDecoding, UnitSpec};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Shape, Tensor};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -234,6 +236,12 @@ impl TensorSource {
         self
     }
 
+    /// Whether the source is a GGUF file holding quantized blocks, which a model can keep as
+    /// stored ([`KEPT_AS_STORED`]).
+    pub fn holds_quantized_blocks(&self) -> bool {
+        matches!(&*self.backing, Backing::Gguf(file) if file.holds_quantized_blocks())
+    }
+
     /// Every key the source holds, in its own naming.
     pub fn keys(&self) -> Vec<String> {
         match &*self.backing {
@@ -276,12 +284,22 @@ impl TensorSource {
     }
 
     /// Loads the tensor the model calls `key`, checks its shape, converts it to `dtype` on
-    /// `device`.
+    /// `device`; in [`KEPT_AS_STORED`], its bytes as stored (see [`TensorSource::kept_unit`]).
     ///
     /// # Errors
     /// [`SourceError::Missing`], [`SourceError::Shape`] or [`SourceError::Tensor`], naming the
     /// source's key.
     pub fn load(&self, key: &str, shape: &Shape, dtype: DType, device: &Device) -> Result<Tensor, SourceError> {
+        if dtype == KEPT_AS_STORED {
+            let (encoding, _) = self.stored_encoding(key, shape);
+            let mut stored = vec![0u8; encoding.bytes()];
+            self.read_stored(key, shape, &mut stored)?;
+            return Tensor::from_vec(stored, encoding.bytes(), device).map_err(|e| SourceError::Tensor {
+                source_name: self.name.clone(),
+                key: key.to_string(),
+                message: e.to_string(),
+            });
+        }
         let missing = |key: String| SourceError::Missing {
             source_name: self.name.clone(),
             key,
@@ -325,7 +343,7 @@ impl TensorSource {
         }
         let patches = self.patches.as_ref().filter(|patches| patches.changes(key));
         // A scaled 8-bit weight is its values times its scale. Kept in 8 bits it stays as
-        // stored, its scale handed out beside it (`unit_scales`); else it is scaled here.
+        // stored, its scale handed out beside it (`unit_decoding`); else it is scaled here.
         let scale = self.stored_scale(&source_key).map_err(|message| SourceError::Tensor {
             source_name: self.name.clone(),
             key: source_key.clone(),
@@ -390,17 +408,25 @@ impl TensorSource {
         }
     }
 
-    /// The scales of `unit`'s weights that are kept in 8 bits in `dtype` and stored scaled
-    /// (a layer's `scale_weight` or `weight_scale` beside its `weight`), keyed by the unit's own
-    /// tensor names: what each kept weight is multiplied by when it is widened to run.
+    /// What `unit`'s weights kept in `kept` need to become the values its layers use, keyed by
+    /// the unit's own tensor names: the scales of weights kept in 8 bits that were stored scaled
+    /// (a layer's `scale_weight` or `weight_scale` beside its `weight`), each kept weight's
+    /// multiplier when it is widened to run; and, for weights kept as stored, each one's
+    /// [`Encoding`].
     ///
     /// # Errors
     /// A scale that cannot be read as one number.
-    pub fn unit_scales(&self, unit: &UnitSpec, dtype: DType) -> Result<HashMap<String, f64>, SourceError> {
-        if dtype != DType::F8E4M3 {
-            return Ok(HashMap::new());
+    pub fn unit_decoding(&self, unit: &UnitSpec, kept: DType) -> Result<UnitDecoding, SourceError> {
+        let mut decoding = UnitDecoding::default();
+        if kept == KEPT_AS_STORED {
+            for (name, shape) in &unit.tensors {
+                let (encoding, _) = self.stored_encoding(&unit.key(name), shape);
+                decoding.encodings.insert(name.clone(), encoding);
+            }
         }
-        let mut scales = HashMap::new();
+        if kept != DType::F8E4M3 {
+            return Ok(decoding);
+        }
         for (name, _) in &unit.tensors {
             let key = unit.key(name);
             let Some(SourceKey { key: source_key, .. }) = self.source_key(&key) else {
@@ -412,10 +438,77 @@ impl TensorSource {
                 message,
             })?;
             if let Some(scale) = scale {
-                scales.insert(name.clone(), scale);
+                decoding.scales.insert(name.clone(), scale);
             }
         }
-        Ok(scales)
+        Ok(decoding)
+    }
+
+    /// `unit` with each tensor's shape as kept in `kept`: for weights kept as stored, its
+    /// length in bytes (what stores hold, move and plan with), else the model's shape.
+    pub fn kept_unit(&self, unit: &UnitSpec, kept: DType) -> UnitSpec {
+        if kept != KEPT_AS_STORED {
+            return unit.clone();
+        }
+        let tensors = unit
+            .tensors
+            .iter()
+            .map(|(name, shape)| {
+                let (encoding, _) = self.stored_encoding(&unit.key(name), shape);
+                (name.clone(), Shape::from(encoding.bytes()))
+            })
+            .collect();
+        UnitSpec {
+            tensors,
+            ..unit.clone()
+        }
+    }
+
+    /// How the tensor the model calls `key` (of `shape`) is kept as stored, and whether that is
+    /// the file's own bytes: a GGUF file's tensor as the file has it, quantized or not; a tensor
+    /// a LoRA changes, a part of a stored tensor or one from another format, in f16.
+    fn stored_encoding(&self, key: &str, shape: &Shape) -> (Encoding, bool) {
+        let as_f16 = Encoding {
+            kind: GgmlDType::F16,
+            shape: shape.clone(),
+        };
+        let patched = self.patches.as_ref().is_some_and(|patches| patches.changes(key));
+        let (Backing::Gguf(file), Some(SourceKey { key, part: Part::Whole }), false) =
+            (&*self.backing, self.source_key(key), patched)
+        else {
+            return (as_f16, false);
+        };
+        match file.encoding(&key) {
+            Some(encoding) if encoding.shape == *shape => (encoding, true),
+            _ => (as_f16, false),
+        }
+    }
+
+    /// The tensor the model calls `key` as stored (see [`TensorSource::stored_encoding`]), in a
+    /// host buffer as long as its encoding.
+    fn read_stored(&self, key: &str, shape: &Shape, target: &mut [u8]) -> Result<(), SourceError> {
+        let (encoding, own_bytes) = self.stored_encoding(key, shape);
+        let failed = |message: String| SourceError::Tensor {
+            source_name: self.name.clone(),
+            key: key.to_string(),
+            message,
+        };
+        if target.len() != encoding.bytes() {
+            return Err(failed(format!(
+                "holds {} bytes as stored, {} were expected",
+                encoding.bytes(),
+                target.len()
+            )));
+        }
+        match (&*self.backing, self.source_key(key)) {
+            (Backing::Gguf(file), Some(SourceKey { key: source_key, .. })) if own_bytes => {
+                file.read_stored(&source_key, target).map_err(failed)
+            }
+            _ => {
+                let values = self.load(key, shape, DType::F16, &Device::Cpu)?;
+                write_bytes(&values, target).map_err(|e| failed(e.to_string()))
+            }
+        }
     }
 
     /// The scale stored beside the 8-bit weight `source_key` (`….scale_weight`, as ComfyUI's
@@ -457,6 +550,9 @@ impl TensorSource {
     /// # Errors
     /// As [`TensorSource::load`], or a `target` whose length is not the tensor's.
     pub fn read_into(&self, key: &str, shape: &Shape, dtype: DType, target: &mut [u8]) -> Result<(), SourceError> {
+        if dtype == KEPT_AS_STORED {
+            return self.read_stored(key, shape, target);
+        }
         let patched = self.patches.as_ref().is_some_and(|patches| patches.changes(key));
         if let (
             Backing::Files(files),
@@ -720,5 +816,65 @@ mod tests {
             eight_bits(weight),
             "without the change: the weight rounded"
         );
+    }
+
+    #[test]
+    fn gguf_blocks_are_kept_as_stored_and_a_changed_weight_in_f16() {
+        use candle_core::quantized::{gguf_file, QTensor};
+        let cpu = Device::Cpu;
+        let values = (Tensor::arange(0f32, 64.0, &cpu).unwrap() / 16.0)
+            .unwrap()
+            .reshape((2, 32))
+            .unwrap();
+        let blocks = QTensor::quantize(&values, GgmlDType::Q8_0).unwrap();
+        let bias = QTensor::quantize(&Tensor::new(&[0.5f32, -1.0], &cpu).unwrap(), GgmlDType::F32).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.gguf");
+        let table = [("w", &blocks), ("b", &bias)];
+        gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &[], &table).unwrap();
+        let source = TensorSource::from_gguf(GgufFile::open(&path).unwrap(), "w.gguf");
+        assert!(source.holds_quantized_blocks());
+        let unit = UnitSpec {
+            name: String::new(),
+            group: crate::UnitGroup::outside_blocks(0),
+            tensors: vec![("w".into(), Shape::from((2, 32))), ("b".into(), Shape::from(2))],
+        };
+        let kept = source.kept_unit(&unit, KEPT_AS_STORED);
+        assert_eq!(kept.tensors[0].1.dims(), [2 * 34], "two Q8_0 blocks of 34 bytes");
+        assert_eq!(kept.tensors[1].1.dims(), [8], "two f32 values");
+        let stored = source.load("w", &unit.tensors[0].1, KEPT_AS_STORED, &cpu).unwrap();
+        assert_eq!(stored.to_vec1::<u8>().unwrap(), blocks.data().unwrap().to_vec());
+        let decoding = source.unit_decoding(&unit, KEPT_AS_STORED).unwrap();
+        let decoded = crate::decode(&stored, &decoding.encodings["w"], DType::F32).unwrap();
+        let dequantized = blocks.dequantize(&cpu).unwrap();
+        assert_eq!(decoded.to_vec2::<f32>().unwrap(), dequantized.to_vec2::<f32>().unwrap());
+
+        let mut patches = WeightPatches::default();
+        patches.add(
+            "w",
+            crate::LowRank {
+                up: Tensor::ones((2, 1), DType::F32, &cpu).unwrap(),
+                down: Tensor::ones((1, 32), DType::F32, &cpu).unwrap(),
+                scale: 0.25,
+            },
+        );
+        let patched = source.patched(&patches);
+        let changed = patched.unit_decoding(&unit, KEPT_AS_STORED).unwrap();
+        assert_eq!(
+            changed.encodings["w"].kind,
+            GgmlDType::F16,
+            "a changed weight is kept in f16"
+        );
+        assert_eq!(changed.encodings["b"].kind, GgmlDType::F32, "the others as stored");
+        let bytes = patched.load("w", &unit.tensors[0].1, KEPT_AS_STORED, &cpu).unwrap();
+        assert_eq!(bytes.dims(), [2 * 32 * 2]);
+        let merged = crate::decode(&bytes, &changed.encodings["w"], DType::F32).unwrap();
+        let expected = (dequantized + 0.25)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        assert_eq!(merged.to_vec2::<f32>().unwrap(), expected.to_vec2::<f32>().unwrap());
     }
 }

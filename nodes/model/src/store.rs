@@ -1,5 +1,6 @@
 //! Weight stores: who holds each unit's weights and hands them to the model when it runs.
 
+use crate::encoding::{decode, Encoding};
 use crate::widen::widen;
 use crate::{SourceError, TensorSource, UnitSpec};
 use candle_core::{DType, Device, Result, Shape, Tensor};
@@ -8,13 +9,32 @@ use candle_nn::{Init, VarBuilder};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The weights of one unit on the compute device, keyed by names relative to the unit, with the
-/// scales of those kept in 8 bits that were stored scaled. Cloning shares them.
+/// The weights of one unit on the compute device, keyed by names relative to the unit, with
+/// what those kept in another form need to become values (see [`UnitDecoding`]). Cloning shares
+/// them.
 #[derive(Clone, Debug)]
 pub struct UnitWeights {
     tensors: Arc<HashMap<String, Tensor>>,
-    scales: Arc<HashMap<String, f64>>,
+    decoding: Arc<UnitDecoding>,
     eight_bit_products: bool,
+}
+
+/// What a unit's weights, as kept, need to become the values its layers use, keyed by the
+/// unit's tensor names: the scales of weights kept in 8 bits that were stored scaled, and the
+/// encodings of weights kept as stored (quantized blocks), decoded as each layer asks for them.
+#[derive(Clone, Debug, Default)]
+pub struct UnitDecoding {
+    /// The multiplier of each weight kept in 8 bits that its file stored scaled.
+    pub scales: HashMap<String, f64>,
+    /// How each weight kept as stored reads back.
+    pub encodings: HashMap<String, Encoding>,
+}
+
+impl UnitDecoding {
+    /// Whether the weights are used as kept (no scales, nothing encoded).
+    pub fn is_empty(&self) -> bool {
+        self.scales.is_empty() && self.encodings.is_empty()
+    }
 }
 
 impl UnitWeights {
@@ -22,15 +42,15 @@ impl UnitWeights {
     pub fn new(tensors: HashMap<String, Tensor>) -> Self {
         Self {
             tensors: Arc::new(tensors),
-            scales: Arc::default(),
+            decoding: Arc::default(),
             eight_bit_products: false,
         }
     }
 
-    /// The same weights, each named in `scales` multiplied by its scale when it is widened to
-    /// run (see [`TensorSource::unit_scales`]).
-    pub fn with_scales(self, scales: Arc<HashMap<String, f64>>) -> Self {
-        Self { scales, ..self }
+    /// The same weights, decoded as `decoding` says when layers ask for them (see
+    /// [`TensorSource::unit_decoding`]).
+    pub fn with_decoding(self, decoding: Arc<UnitDecoding>) -> Self {
+        Self { decoding, ..self }
     }
 
     /// The same weights, offered to layers that take their products in 8 bits when `on` (see
@@ -82,20 +102,23 @@ impl UnitWeights {
         (self.eight_bit_products && kept_in_eight_bits).then_some(weight)
     }
 
-    /// Tensor `name` as a layer asks for it: its scale as a host scalar, as stored when kept and
-    /// asked in 8 bits with 8-bit products, else widened to `dtype` and multiplied
-    /// by its scale, if it has one.
+    /// Tensor `name` as a layer asks for it: its scale as a host scalar, decoded to `dtype` when
+    /// kept as stored, as stored when kept and asked in 8 bits with 8-bit products, else widened
+    /// to `dtype` and multiplied by its scale, if it has one.
     fn widened(&self, name: &str, dtype: DType) -> Result<Tensor> {
         if let Some(weight) = self.scaled_weight_of(name) {
-            let scale = self.scales.get(&weight).copied().unwrap_or(1.0);
+            let scale = self.decoding.scales.get(&weight).copied().unwrap_or(1.0);
             return Tensor::new(scale, &Device::Cpu)?.to_dtype(dtype);
         }
         let tensor = self.tensor(name)?;
+        if let Some(encoding) = self.decoding.encodings.get(name) {
+            return decode(tensor, encoding, dtype);
+        }
         if self.eight_bit_products && tensor.dtype() == DType::F8E4M3 && dtype == DType::F8E4M3 {
             return Ok(tensor.clone());
         }
         let tensor = widen(tensor, dtype)?;
-        match self.scales.get(name) {
+        match self.decoding.scales.get(name) {
             Some(&scale) => tensor.affine(scale, 0.0),
             None => Ok(tensor),
         }
@@ -134,9 +157,10 @@ impl SimpleBackend for UnitWeights {
     }
 }
 
-/// The dtype a model computes in, and the one its weights are kept and moved in: the same, or
+/// The dtype a model computes in, and the one its weights are kept and moved in: the same,
 /// 8-bit floats (half the bytes of f16 to hold and to stream), widened layer by layer as the
-/// model runs or, for linear layers with 8-bit products, multiplied as kept.
+/// model runs or, for linear layers with 8-bit products, multiplied as kept, or
+/// [`crate::KEPT_AS_STORED`] (a GGUF file's blocks), decoded layer by layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct WeightDTypes {
     /// The dtype layers compute in.
@@ -174,9 +198,9 @@ pub fn load_unit(
         .iter()
         .map(|(name, shape)| Ok((name.clone(), source.load(&unit.key(name), shape, dtypes.kept, device)?)))
         .collect::<std::result::Result<HashMap<_, _>, SourceError>>()?;
-    let scales = source.unit_scales(unit, dtypes.kept)?;
+    let decoding = source.unit_decoding(unit, dtypes.kept)?;
     Ok(UnitWeights::new(tensors)
-        .with_scales(Arc::new(scales))
+        .with_decoding(Arc::new(decoding))
         .with_eight_bit_products(dtypes.eight_bit_products))
 }
 
@@ -286,7 +310,10 @@ mod tests {
             .unwrap();
         let tensors = HashMap::from([("l.weight".to_string(), weight), ("l.bias".to_string(), bias)]);
         UnitWeights::new(tensors)
-            .with_scales(Arc::new(HashMap::from([("l.weight".to_string(), 0.5)])))
+            .with_decoding(Arc::new(UnitDecoding {
+                scales: HashMap::from([("l.weight".to_string(), 0.5)]),
+                ..UnitDecoding::default()
+            }))
             .with_eight_bit_products(eight_bit_products)
     }
 

@@ -11,7 +11,7 @@ use crate::unet::{UNet, UNetConfig};
 use candle_core::DType;
 use std::path::Path;
 use std::sync::Arc;
-use swapgraph_model::{GgufFile, ModelHandle, SourceKey, TensorSource};
+use swapgraph_model::{GgufFile, ModelHandle, SourceKey, TensorSource, KEPT_AS_STORED};
 use swapgraph_node_api::NodeError;
 
 /// Loads the UNet `name`, its weights still in the file, kept in 8 bits when the file stores
@@ -40,7 +40,8 @@ pub fn is_gguf(path: &Path) -> bool {
 
 /// A GGUF UNet as ComfyUI-GGUF's converter writes SDXL's (architecture `sdxl`, the original
 /// layout), of sizes `cfg` (`None`: read from its tensors' shapes, as [`load_single_file`]),
-/// its quantized tensors dequantized as they are read.
+/// its quantized tensors kept quantized (in host memory, on the bus and on the device) and
+/// dequantized on the device as each layer is built.
 ///
 /// # Errors
 /// As [`load`], and a GGUF file of another architecture, named.
@@ -144,12 +145,17 @@ fn from_single_file(path: &Path, source: TensorSource, cfg: Option<UNetConfig>) 
     handle(path, cfg, source)
 }
 
-/// The UNet of `cfg` reading `source`, kept in 8 bits when the file stores it so.
+/// The UNet of `cfg` reading `source`, kept in 8 bits when the file stores it so, and as
+/// stored when it holds quantized blocks (a GGUF file).
 fn handle(path: &Path, cfg: UNetConfig, source: TensorSource) -> Result<ModelHandle, NodeError> {
     let name = path.display().to_string();
     let unet = UNet::new(cfg).map_err(|e| NodeError::msg(format!("{name}: {e}")))?;
     let model = ModelHandle::new(name, Arc::new(unet), Arc::new(source));
-    let kept = stored_in_eight_bits(&model).then_some(DType::F8E4M3);
+    let kept = if stored_in_eight_bits(&model) {
+        Some(DType::F8E4M3)
+    } else {
+        model.source.holds_quantized_blocks().then_some(KEPT_AS_STORED)
+    };
     Ok(model.with_kept_dtype(kept))
 }
 

@@ -595,11 +595,15 @@ mod tests {
         // (x, outputs, bias, residual): the UNet's widths, the text's 77 tokens, one row.
         let cases = [
             (vec![2, 4096, 640], 640, true, true),
+            (vec![2, 4096, 640], 640, true, false),
+            (vec![2, 4096, 640], 640, false, true),
             (vec![2, 1024, 5120], 1280, true, false),
             (vec![2, 77, 2048], 640, false, false),
             (vec![2, 1024, 1280], 10240, true, false),
             (vec![2, 1280], 1280, true, false),
         ];
+        // Every case's error, so that a failure shows which ones and by how much.
+        let mut errors = Vec::new();
         for (x_shape, outputs, with_bias, with_residual) in cases {
             let case = format!("{x_shape:?} -> {outputs}, bias {with_bias}, residual {with_residual}");
             let inputs = *x_shape.last().unwrap();
@@ -609,6 +613,8 @@ mod tests {
             let (b, b_gpu) = random(&[outputs], 1.0, &gpu)?;
             let (r, r_gpu) = random(&[&x_shape[..x_shape.len() - 1], &[outputs]].concat(), 1.0, &gpu)?;
             let rounded = swapgraph_model::to_e4m3(&x)?.to_dtype(DType::F32)?;
+            let rounded_on_gpu = swapgraph_model::to_e4m3(&x_gpu)?;
+            let rounding = max_relative_error(&rounded_on_gpu, &rounded)?;
             let widened = (weight.to_dtype(DType::F32)? * f64::from(scale))?;
             let mut expected = rounded.broadcast_matmul(&widened.t()?)?;
             if with_bias {
@@ -618,7 +624,7 @@ mod tests {
                 expected = (expected + &r)?;
             }
             let out = super::linear_e4m3(
-                &swapgraph_model::to_e4m3(&x_gpu)?,
+                &rounded_on_gpu,
                 &weight.to_device(&gpu)?,
                 scale,
                 with_bias.then_some(&b_gpu),
@@ -626,8 +632,14 @@ mod tests {
             )?
             .expect("8-bit products apply");
             assert_eq!(out.dims(), expected.dims(), "{case}");
-            assert!(max_relative_error(&out, &expected)? < 1e-2, "{case}");
+            errors.push((case, rounding, max_relative_error(&out, &expected)?));
         }
+        assert!(
+            errors
+                .iter()
+                .all(|(_, rounding, error)| *rounding == 0.0 && *error < 1e-2),
+            "(case, inputs rounded on the GPU against the CPU, output error): {errors:#?}"
+        );
         Ok(())
     }
 

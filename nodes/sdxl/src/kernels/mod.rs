@@ -11,6 +11,10 @@ mod convolution;
 mod cuda;
 #[cfg(feature = "cuda")]
 mod cudnn;
+// The model seam's decoding of weights kept as stored (GGUF blocks), checked on the device with
+// the kernels' tests.
+#[cfg(all(test, feature = "cuda"))]
+mod decode_tests;
 mod epilogue;
 mod gemm;
 mod group_norm;

@@ -145,9 +145,13 @@ impl UNetOnDevice<'_> {
         let (model, dtype) = (self.model, self.dtype);
         let weight_bytes = model.placement.device_bytes(model, dtype);
         let held = if weights_loaded { weight_bytes } else { 0 };
-        let units = self.unet.units();
         let kept = model.dtypes(dtype).kept;
-        let largest = units.iter().map(|unit| unit.bytes(kept)).max().unwrap_or(0);
+        let largest = model
+            .kept_units(dtype)
+            .iter()
+            .map(|unit| unit.bytes(kept))
+            .max()
+            .unwrap_or(0);
         let streaming_minimum = model.placement.streaming_minimum_bytes(model, dtype);
         let shortfall = Shortfall {
             stage: stage.to_owned(),

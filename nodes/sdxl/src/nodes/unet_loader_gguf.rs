@@ -26,8 +26,9 @@ impl UnetLoaderGguf {
             "UnetLoaderGGUF",
             "loaders",
             "Loads an SDXL UNet from a GGUF file (ComfyUI-GGUF's format: quantized blocks such as Q8_0, Q5_K or \
-             Q4_K). The blocks are dequantized as the weights are read, so the UNet runs and streams in the \
-             device's dtype; UNETLoader's fp8_e4m3fn halves that again.",
+             Q4_K). The blocks stay quantized in memory, on the device and through BlockSwap, which holds and \
+             streams them as stored (a Q4_K UNet moves under a third of f16's bytes), and each layer's are \
+             dequantized on the device just before it runs.",
         )
         .params::<GgufUNetFile>()
         .output(SocketType::MODEL, "The UNet.");

@@ -9,7 +9,7 @@ use crate::{assert_close, fixture, largest, load_cases};
 use candle_core::{DType, Device, Module};
 use std::collections::HashMap;
 use std::sync::Arc;
-use swapgraph_model::{ModelHandle, TensorSource, UnitWeights};
+use swapgraph_model::{ModelHandle, TensorSource, UnitDecoding, UnitWeights};
 use swapgraph_sdxl::blocks::Linear;
 use swapgraph_sdxl::checkpoint::unet_file;
 use swapgraph_sdxl::unet::{UNet, UNetConfig};
@@ -78,10 +78,10 @@ fn a_linear_layer_with_eight_bit_products_takes_them_as_comfyui_fast_fp8_does() 
         ("layer.weight".to_string(), weight),
         ("layer.bias".to_string(), case("bias")),
     ]);
-    let weights = UnitWeights::new(tensors).with_scales(Arc::new(HashMap::from([(
-        "layer.weight".to_string(),
-        f64::from(scale),
-    )])));
+    let weights = UnitWeights::new(tensors).with_decoding(Arc::new(UnitDecoding {
+        scales: HashMap::from([("layer.weight".to_string(), f64::from(scale))]),
+        ..UnitDecoding::default()
+    }));
     let (outputs, inputs) = case("weight").dims2().unwrap();
     let build = |weights: UnitWeights| {
         Linear::new(

@@ -6,6 +6,7 @@ use super::unet::square_case;
 use crate::{assert_close, fixture, largest, load_cases};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device};
+use swapgraph_model::KEPT_AS_STORED;
 use swapgraph_sdxl::checkpoint::unet_file;
 use swapgraph_sdxl::unet::UNetConfig;
 
@@ -53,7 +54,17 @@ fn a_gguf_unet_reads_every_type_as_the_gguf_package_dequantizes_it_and_matches_d
         }
     }
     assert_eq!(checked, cases.len() - 1, "every weight of the file is the model's");
-    assert_close("GGUF UNet", &square_case(&model).0, &cases["out"]);
+    assert_eq!(model.kept_dtype, Some(KEPT_AS_STORED), "the blocks are kept as stored");
+    let (out, kept) = square_case(&model);
+    let stored: u64 = model
+        .kept_units(DType::F32)
+        .iter()
+        .map(|unit| unit.bytes(KEPT_AS_STORED))
+        .sum();
+    let parameters: u64 = model.network.units().iter().map(|u| u.parameter_count() as u64).sum();
+    assert_eq!(kept, stored, "the device holds the file's bytes");
+    assert!(kept < 4 * parameters, "{kept} bytes for {parameters} weights");
+    assert_close("GGUF UNet", &out, &cases["out"]);
 }
 
 #[test]
