@@ -57,6 +57,11 @@
 //! the pace. With CUDA, `pinned_gb_s_this_process` is the page-locked host-to-device rate
 //! measured in this process after its steps, the way `swapgraph doctor` measures it, to hold
 //! beside the rate the floors take.
+//!
+//! With weights kept in another form than drawn (`fp8`, `fp8-fast`, `q8_0`, `q4_k`), a last line
+//! holds the first resident configuration's output to the same step on the drawn weights
+//! themselves (kept in the compute dtype): the relative error of the whole output, and the
+//! largest error against the largest value.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -151,9 +156,18 @@ fn main() {
     let cfg = UNetConfig::sdxl();
     let unet = UNet::new(cfg.clone()).expect("the SDXL layout");
     let logical_units = unet.units().to_vec();
+    // Drawn once in the compute dtype; weights kept otherwise are these rounded to 8 bits or
+    // quantized, and the step on these is the reference the kept step's output is held to.
+    let drawn = random_weights(&logical_units, dtype);
     let source = match blocks {
-        Some(kind) => quantized_source(&logical_units, kind),
-        None => TensorSource::from_tensors("random", random_weights(&logical_units, kept)),
+        Some(kind) => quantized_source(&drawn, kind),
+        None => TensorSource::from_tensors(
+            "random",
+            drawn
+                .iter()
+                .map(|(key, tensor)| (key.clone(), tensor.to_dtype(kept).expect("the kept dtype")))
+                .collect(),
+        ),
     };
     // The units as kept (blocks in their bytes) for plans, pieces and figures; the stores read
     // through the model's own.
@@ -411,6 +425,38 @@ fn main() {
             })
         );
     }
+    // Weights kept in another form than drawn (8 bits, quantized blocks): the resident step's
+    // output against the same step on the drawn weights themselves.
+    if let (true, Some(kept_output)) = (kept != dtype, &resident_output) {
+        let drawn = TensorSource::from_tensors("drawn", drawn);
+        let reference = ResidentStore::load(logical_units.clone(), &drawn, dtype, &device).expect("the drawn weights");
+        let projected = unet
+            .project_context(&reference, &inputs.context)
+            .expect("the context projected");
+        let expected: Vec<f32> = inputs
+            .run(unet, &reference, &projected)
+            .to_dtype(DType::F32)
+            .and_then(|o| o.flatten_all()?.to_vec1())
+            .expect("the reference output");
+        let squares = |values: &mut dyn Iterator<Item = f64>| values.map(|v| v * v).sum::<f64>().sqrt();
+        let difference = squares(&mut kept_output.iter().zip(&expected).map(|(a, b)| f64::from(a - b)));
+        let magnitude = squares(&mut expected.iter().map(|&v| f64::from(v)));
+        let largest = |values: &[f32]| values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = kept_output
+            .iter()
+            .zip(&expected)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        println!(
+            "{}",
+            serde_json::json!({
+                "weights": blocks.map_or_else(|| format!("{kept:?}"), |kind| format!("{kind:?}")),
+                "eight_bit_products": eight_bit_products,
+                "against": format!("the same step on the drawn {dtype:?} weights"),
+                "relative_error": (difference / magnitude * 1e4).round() / 1e4,
+                "largest_error_of_largest_value": f64::from((worst / largest(&expected) * 1e4).round() / 1e4),
+            })
+        );
+    }
 }
 
 /// Milliseconds summed by block, in order of first appearance, to one decimal.
@@ -490,15 +536,11 @@ fn parse_config(config: &str) -> Config {
     }
 }
 
-/// Random weights as [`random_weights`] draws them, written to a GGUF file in `kind`'s blocks
-/// as ComfyUI-GGUF's converter lays them out, and opened as the UNet's source; quantized on
-/// every core.
-fn quantized_source(units: &[swapgraph_model::UnitSpec], kind: GgmlDType) -> TensorSource {
+/// `drawn` written to a GGUF file in `kind`'s blocks as ComfyUI-GGUF's converter lays them
+/// out, and opened as the UNet's source; quantized on every core.
+fn quantized_source(drawn: &HashMap<String, Tensor>, kind: GgmlDType) -> TensorSource {
     let started = Instant::now();
-    let keyed: Vec<(String, candle_core::Shape)> = units
-        .iter()
-        .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
-        .collect();
+    let keyed: Vec<(&String, &Tensor)> = drawn.iter().collect();
     let cores = std::thread::available_parallelism().map_or(4, usize::from);
     let block = kind.block_size();
     let quantized: Vec<(String, QTensor, Option<Vec<usize>>)> = std::thread::scope(|scope| {
@@ -508,16 +550,18 @@ fn quantized_source(units: &[swapgraph_model::UnitSpec], kind: GgmlDType) -> Ten
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|(key, shape)| {
-                            let values = random_tensor(shape, DType::F32);
+                        .map(|&(key, drawn)| {
+                            let values = drawn.to_dtype(DType::F32).expect("f32 values");
+                            let shape = values.shape();
                             let dims = shape.dims();
                             if dims.len() == 1 || shape.elem_count() % 256 != 0 {
-                                return (key.clone(), QTensor::quantize(&values, GgmlDType::F32).unwrap(), None);
+                                let plain = QTensor::quantize(&values, GgmlDType::F32).expect("f32 values");
+                                return (key.clone(), plain, None);
                             }
                             let (rows, original) = if dims[dims.len() - 1] % block == 0 {
-                                (values, None)
+                                (values.clone(), None)
                             } else {
-                                let rows = values.reshape((shape.elem_count() / 256, 256)).unwrap();
+                                let rows = values.reshape((shape.elem_count() / 256, 256)).expect("rows");
                                 (rows, Some(dims.to_vec()))
                             };
                             (
@@ -564,26 +608,21 @@ fn quantized_source(units: &[swapgraph_model::UnitSpec], kind: GgmlDType) -> Ten
     TensorSource::from_gguf(file, path.display().to_string())
 }
 
-/// Seeded random weights, N(0, 1/fan_in), for every tensor of `units`.
+/// Random weights, N(0, 1/fan_in), for every tensor of `units`.
 fn random_weights(units: &[swapgraph_model::UnitSpec], dtype: DType) -> HashMap<String, Tensor> {
     units
         .iter()
         .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
         .map(|(key, shape)| {
-            let tensor = random_tensor(&shape, dtype);
+            let fan_in: usize = shape.dims().iter().skip(1).product::<usize>().max(1);
+            let scale = (1.0 / fan_in as f64).sqrt();
+            let tensor = Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
+                .and_then(|t| t.affine(scale, 0.0))
+                .and_then(|t| t.to_dtype(dtype))
+                .expect("random weights");
             (key, tensor)
         })
         .collect()
-}
-
-/// Random values of `shape`, N(0, 1/fan_in), in `dtype`.
-fn random_tensor(shape: &candle_core::Shape, dtype: DType) -> Tensor {
-    let fan_in: usize = shape.dims().iter().skip(1).product::<usize>().max(1);
-    let scale = (1.0 / fan_in as f64).sqrt();
-    Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
-        .and_then(|t| t.affine(scale, 0.0))
-        .and_then(|t| t.to_dtype(dtype))
-        .expect("random weights")
 }
 
 /// One CFG batch of SDXL inputs at `latent` x `latent`.
