@@ -3,8 +3,8 @@
 # PARTS="step": the SDXL-size UNet step (unet_step, 1024x1024, 10 steps) resident and as a full
 # swap (blocks:3, prefetch 4) with f16 weights, then from GGUF files of the same random weights
 # in Q4_K and Q8_0 (written by unet_step), one process each, in one call: results in
-# $OUT/gguf_step.jsonl (STEP_WEIGHTS picks the weights, default "compute q4_k q8_0"). The main job with its UNet from GGUF files, as ComfyUI-GGUF's users
-# run it, against the f16 single-file checkpoint: PARTS="write" writes the models (as
+# $OUT/gguf_step.jsonl (STEP_WEIGHTS picks the weights, default "compute q4_k q8_0"). The main
+# job with its UNet from GGUF files, as ComfyUI-GGUF's users run it, against the f16 single-file checkpoint: PARTS="write" writes the models (as
 # bench/gpu_small_card.sh does) and converts the checkpoint's UNet to GGUF Q8_0 and Q4_0 with
 # the gguf package (its wheel in .gpu/), in ComfyUI-GGUF's converter's layout (vectors and small
 # tensors in F32, a tensor whose rows do not split into blocks reshaped to rows of 256 with its
