@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: GGUF UNets, their blocks kept quantized and dequantized on the device.
+#
 # PARTS="step": the SDXL-size UNet step (unet_step, 1024x1024, 10 steps) resident and as a full
-# swap (blocks:3, prefetch 4) with f16 weights, then from GGUF files of the same random weights
-# in Q4_K and Q8_0 (written by unet_step), one process each, in one call: results in
-# $OUT/gguf_step.jsonl (STEP_WEIGHTS picks the weights, default "compute q4_k q8_0"). The main
-# job with its UNet from GGUF files, as ComfyUI-GGUF's users run it, against the f16 single-file checkpoint: PARTS="write" writes the models (as
-# bench/gpu_small_card.sh does) and converts the checkpoint's UNet to GGUF Q8_0 and Q4_0 with
-# the gguf package (its wheel in .gpu/), in ComfyUI-GGUF's converter's layout (vectors and small
-# tensors in F32, a tensor whose rows do not split into blocks reshaped to rows of 256 with its
-# shape kept as comfy.gguf.orig_shape); PARTS="run" runs the main job (1024x1024, 30 steps,
-# default settings, the whole card) with the checkpoint's UNet, then with each GGUF UNet through
-# UnetLoaderGGUF (text encoders and VAE still from the checkpoint). Default: write and run.
-# Reports per run: wall, the time until the weights were ready, per step, host peak, and the
-# image's difference from the f16 one. Results under $OUT: gguf.jsonl.
+# swap (blocks:3, prefetch 4), with f16 weights, then from GGUF files of random weights in Q4_K
+# and Q8_0 (written by unet_step, each step also held to the same step on the f16 weights the
+# blocks were made from), one process each, in one call: results in $OUT/gguf_step.jsonl.
+# STEP_WEIGHTS picks the weights (default "compute q4_k q8_0").
+#
+# The main job with its UNet from GGUF files, as ComfyUI-GGUF's users run it, against the f16
+# single-file checkpoint: PARTS="write" writes the models (as bench/gpu_small_card.sh does) and
+# converts the checkpoint's UNet to GGUF Q8_0 and Q4_0 with the gguf package (its wheel in
+# .gpu/), in ComfyUI-GGUF's converter's layout (vectors and small tensors in F32, a tensor whose
+# rows do not split into blocks reshaped to rows of 256 with its shape kept as
+# comfy.gguf.orig_shape); PARTS="run" runs the main job (1024x1024, 30 steps, default settings,
+# the whole card) with the checkpoint's UNet, then with each GGUF UNet through UnetLoaderGGUF
+# (text encoders and VAE still from the checkpoint). Default: write and run. Reports per run:
+# wall, the time until the weights were ready, per step, host peak, and the image's difference
+# from the f16 one. Results under $OUT: gguf.jsonl.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 MODELS=/tmp/small-card-models
