@@ -43,9 +43,10 @@ PY
 
 # Writes the main job's models into $1 at real size with random weights, in their published
 # formats: a single-file SDXL checkpoint, a diffusers ControlNet folder and InstantID's
-# ip-adapter.bin (the built-in random models' weights, written by .gpu/write_models).
+# ip-adapter.bin (the built-in random models' weights, written by .gpu/write_models); further
+# arguments go to .gpu/write_models (`--unet-gguf q8_0,q4_k` adds the UNet as GGUF files).
 write_models() {
-  .gpu/write_models "$1" || return 1
+  .gpu/write_models "$@" || return 1
   python3 - "$1" <<'PY' || return 1
 # InstantID publishes its adapter as a PyTorch file: rewrite the safetensors file as one.
 import json, struct, sys

@@ -8,15 +8,15 @@
 # STEP_WEIGHTS picks the weights (default "compute q4_k q8_0").
 #
 # The main job with its UNet from GGUF files, as ComfyUI-GGUF's users run it, against the f16
-# single-file checkpoint: PARTS="write" writes the models (as bench/gpu_small_card.sh does) and
-# converts the checkpoint's UNet to GGUF Q8_0 and Q4_0 with the gguf package (its wheel in
-# .gpu/), in ComfyUI-GGUF's converter's layout (vectors and small tensors in F32, a tensor whose
-# rows do not split into blocks reshaped to rows of 256 with its shape kept as
-# comfy.gguf.orig_shape); PARTS="run" runs the main job (1024x1024, 30 steps, default settings,
-# the whole card) with the checkpoint's UNet, then with each GGUF UNet through UnetLoaderGGUF
-# (text encoders and VAE still from the checkpoint). Default: write and run. Reports per run:
-# wall, the time until the weights were ready, per step, host peak, and the image's difference
-# from the f16 one. Results under $OUT: gguf.jsonl.
+# single-file checkpoint: PARTS="write" writes the models (as bench/gpu_small_card.sh does) with
+# the checkpoint's UNet also as GGUF Q8_0 and Q4_K files in ComfyUI-GGUF's converter's layout
+# (bench/gguf_writer.rs: vectors and small tensors in F32, a tensor whose rows do not split into
+# blocks reshaped to rows of 256 with its shape kept as comfy.gguf.orig_shape); PARTS="run"
+# runs the main job (1024x1024, 30 steps, default settings, the whole card) with the
+# checkpoint's UNet, then with each GGUF UNet through UnetLoaderGGUF (text encoders and VAE
+# still from the checkpoint). Default: write and run. Reports per run: wall, the time until the
+# weights were ready, per step, host peak, and the image's difference from the f16 one. Results
+# under $OUT: gguf.jsonl.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 MODELS=/tmp/small-card-models
@@ -33,38 +33,9 @@ fi
 
 if [[ " $PARTS " == *" write "* ]]; then
 echo "== writing the models and the GGUF UNets"
-mkdir -p "$MODELS" /tmp/gguf-site
+mkdir -p "$MODELS"
 SECONDS=0
-[ -e "$MODELS/sd_xl_random.safetensors" ] || write_models "$MODELS" || exit 1
-python3 -m pip install --quiet --no-index --no-deps --target /tmp/gguf-site .gpu/gguf-*.whl || exit 1
-PYTHONPATH=/tmp/gguf-site python3 - "$MODELS" <<'PY' || exit 1
-import sys
-import numpy as np
-import gguf
-from gguf import GGMLQuantizationType as Q
-from safetensors import safe_open
-folder = sys.argv[1]
-prefix = "model.diffusion_model."
-with safe_open(f"{folder}/sd_xl_random.safetensors", "np") as checkpoint:
-    unet = {key[len(prefix):]: checkpoint.get_tensor(key) for key in checkpoint.keys() if key.startswith(prefix)}
-for qtype in (Q.Q8_0, Q.Q4_0):
-    writer = gguf.GGUFWriter(f"{folder}/unet_{qtype.name.lower()}.gguf", "sdxl")
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
-    for name, value in unet.items():
-        data = value.astype(np.float32)
-        kind = qtype if data.ndim > 1 and data.size > 1024 else Q.F32
-        if kind != Q.F32 and data.shape[-1] % block:
-            if data.size % 256:
-                kind = Q.F16
-            else:
-                writer.add_array(f"comfy.gguf.orig_shape.{name}", [int(d) for d in data.shape])
-                data = data.reshape(-1, 256)
-        writer.add_tensor(name, gguf.quants.quantize(data, kind), raw_dtype=kind)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-PY
+[ -e "$MODELS/unet_q4_k.gguf" ] || write_models "$MODELS" --unet-gguf q8_0,q4_k || exit 1
 echo "written in ${SECONDS} s:"; du -sh "$MODELS"/*.gguf "$MODELS"/sd_xl_random.safetensors
 fi
 [[ " $PARTS " == *" run "* ]] || exit 0
@@ -73,7 +44,7 @@ echo "== the main job, its UNet from the checkpoint and from GGUF"
 FILES="--models-dir $MODELS --set ckpt.ckpt_name=sd_xl_random.safetensors --set instantid.instantid_file=ip-adapter.bin \
   --set controlnet.control_net_name=ControlNetModel"
 SIZE="--set latent.width=1024 --set latent.height=1024 --set sample.steps=30"
-for unet in checkpoint unet_q8_0.gguf unet_q4_0.gguf; do
+for unet in checkpoint unet_q8_0.gguf unet_q4_k.gguf; do
   workflow=workflows/instantid_blockswap.yaml
   if [ "$unet" != checkpoint ]; then
     workflow=/tmp/gguf_$unet.yaml

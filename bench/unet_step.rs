@@ -63,7 +63,7 @@
 //! themselves (kept in the compute dtype): the relative error of the whole output, and the
 //! largest error against the largest value.
 
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,6 +83,8 @@ use swapgraph_sdxl::unet::{ProjectedContext, UNet, UNetConfig, UNetInput};
 
 #[path = "unet_step/bus_load.rs"]
 mod bus_load;
+#[path = "gguf_writer.rs"]
+mod gguf_writer;
 #[path = "unet_step/timed_store.rs"]
 mod timed_store;
 
@@ -537,70 +539,17 @@ fn parse_config(config: &str) -> Config {
 }
 
 /// `drawn` written to a GGUF file in `kind`'s blocks as ComfyUI-GGUF's converter lays them
-/// out, and opened as the UNet's source; quantized on every core.
+/// out ([`gguf_writer`]), and opened as the UNet's source.
 fn quantized_source(drawn: &HashMap<String, Tensor>, kind: GgmlDType) -> TensorSource {
     let started = Instant::now();
-    let keyed: Vec<(&String, &Tensor)> = drawn.iter().collect();
-    let cores = std::thread::available_parallelism().map_or(4, usize::from);
-    let block = kind.block_size();
-    let quantized: Vec<(String, QTensor, Option<Vec<usize>>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = keyed
-            .chunks(keyed.len().div_ceil(cores))
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&(key, drawn)| {
-                            let values = drawn.to_dtype(DType::F32).expect("f32 values");
-                            let shape = values.shape();
-                            let dims = shape.dims();
-                            if dims.len() == 1 || shape.elem_count() % 256 != 0 {
-                                let plain = QTensor::quantize(&values, GgmlDType::F32).expect("f32 values");
-                                return (key.clone(), plain, None);
-                            }
-                            let (rows, original) = if dims[dims.len() - 1] % block == 0 {
-                                (values.clone(), None)
-                            } else {
-                                let rows = values.reshape((shape.elem_count() / 256, 256)).expect("rows");
-                                (rows, Some(dims.to_vec()))
-                            };
-                            (
-                                key.clone(),
-                                QTensor::quantize(&rows, kind).expect("quantized"),
-                                original,
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a quantizing thread"))
-            .collect()
-    });
-    let shapes: Vec<(String, gguf_file::Value)> = quantized
-        .iter()
-        .filter_map(|(key, _, original)| {
-            let dims = original
-                .as_ref()?
-                .iter()
-                .map(|&d| gguf_file::Value::I32(d as i32))
-                .collect();
-            Some((format!("comfy.gguf.orig_shape.{key}"), gguf_file::Value::Array(dims)))
-        })
-        .collect();
-    let architecture = gguf_file::Value::String("sdxl".into());
-    let mut metadata: Vec<(&str, &gguf_file::Value)> = vec![("general.architecture", &architecture)];
-    metadata.extend(shapes.iter().map(|(k, v)| (k.as_str(), v)));
-    let table: Vec<(&str, &QTensor)> = quantized.iter().map(|(k, q, _)| (k.as_str(), q)).collect();
+    let tensors: Vec<(String, candle_core::Shape)> =
+        drawn.iter().map(|(k, t)| (k.clone(), t.shape().clone())).collect();
     let path = std::env::temp_dir().join(format!("unet_step_{kind:?}.gguf"));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("the GGUF file"));
-    gguf_file::write(&mut file, &metadata, &table).expect("the GGUF file written");
-    drop(file);
+    let bytes = gguf_writer::write_gguf(&path, &tensors, kind, |name| drawn[name].clone()).expect("the GGUF file");
     eprintln!(
-        "unet_step: {} tensors in {kind:?} written to {} in {:.1} s",
-        table.len(),
+        "unet_step: {} tensors in {kind:?} ({:.2} GiB) written to {} in {:.1} s",
+        tensors.len(),
+        bytes as f64 / (1u64 << 30) as f64,
         path.display(),
         started.elapsed().as_secs_f64()
     );

@@ -12,10 +12,15 @@
 //! Every tensor is written in f16 as the built-ins draw it, so a workflow on these files gives
 //! the built-ins' image. Tensors are drawn and written one at a time.
 //!
-//! Run with `cargo bench --bench write_models -- DIR`.
+//! `--unet-gguf q8_0,q4_k` (any of q8_0, q5_0, q4_0, q6_k, q5_k, q4_k) also writes the
+//! checkpoint's UNet as `unet_<kind>.gguf` for each, laid out as ComfyUI-GGUF's converter lays
+//! out SDXL UNets (the original layout's keys, without the checkpoint's prefix).
+//!
+//! Run with `cargo bench --bench write_models -- DIR [--unet-gguf KINDS]`.
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Shape, Tensor};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 use swapgraph_instantid::weights::InstantIdWeights;
@@ -26,6 +31,9 @@ use swapgraph_sdxl::controlnet::{ControlNet, ControlNetConfig};
 use swapgraph_sdxl::ip_adapter::ResamplerConfig;
 use swapgraph_sdxl::unet::{UNet, UNetConfig};
 use swapgraph_sdxl::vae::{Vae, VaeConfig};
+
+#[path = "gguf_writer.rs"]
+mod gguf_writer;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -72,19 +80,57 @@ struct Stored {
 }
 
 fn main() -> Result<()> {
-    let dir = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let gguf_kinds = match args.iter().position(|a| a == "--unet-gguf") {
+        Some(at) => {
+            let kinds = args
+                .get(at + 1)
+                .ok_or("--unet-gguf takes the block types, as q8_0,q4_k")?;
+            kinds.split(',').map(block_kind).collect::<Result<Vec<_>>>()?
+        }
+        None => Vec::new(),
+    };
+    let dir = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--unet-gguf"))
+        .map(|(_, a)| a)
         .ok_or("give the folder to write into")?;
-    let dir = Path::new(&dir);
+    let dir = Path::new(dir);
     std::fs::create_dir_all(dir.join("ControlNetModel"))?;
 
     let mut checkpoint = BTreeMap::new();
     let unet_cfg = UNetConfig::sdxl();
     let unet = UNet::new(unet_cfg.clone())?;
+    let mut unet_keys = HashMap::new();
     for (key, shape) in unit_params(unet.units()) {
         let stored = unet_key(&key, &unet_cfg).ok_or_else(|| format!("no original key for UNet {key}"))?;
+        let bare = stored
+            .strip_prefix("model.diffusion_model.")
+            .unwrap_or(&stored)
+            .to_string();
+        unet_keys.insert(bare, (key.clone(), shape.clone()));
         add(&mut checkpoint, SourceKey::whole(stored), "unet", key, shape);
+    }
+    for kind in gguf_kinds {
+        let path = dir.join(format!(
+            "unet_{}.gguf",
+            format!("{kind:?}").to_lowercase().replace('k', "_k")
+        ));
+        let tensors: Vec<(String, Shape)> = unet_keys
+            .iter()
+            .map(|(bare, (_, shape))| (bare.clone(), shape.clone()))
+            .collect();
+        let bytes = gguf_writer::write_gguf(&path, &tensors, kind, |bare| {
+            let (key, shape) = &unet_keys[bare];
+            seeded_tensor("unet", key, shape, DType::F16).expect("the UNet's weights")
+        })?;
+        println!(
+            "{}: {} tensors, {:.2} GiB",
+            path.display(),
+            tensors.len(),
+            bytes as f64 / (1u64 << 30) as f64
+        );
     }
     for (part, cfg) in [("clip_l", ClipConfig::vit_l()), ("clip_g", ClipConfig::vit_big_g())] {
         for (key, shape) in record_params(|vb| ClipTextEncoder::new(vb, &cfg))? {
@@ -132,6 +178,19 @@ fn main() -> Result<()> {
     write_safetensors(&dir.join("ip-adapter.safetensors"), adapter)?;
     println!("wrote {}", dir.display());
     Ok(())
+}
+
+/// GGML's block type named `name` (`q8_0`, `q4_k`, ...).
+fn block_kind(name: &str) -> Result<GgmlDType> {
+    Ok(match name {
+        "q8_0" => GgmlDType::Q8_0,
+        "q5_0" => GgmlDType::Q5_0,
+        "q4_0" => GgmlDType::Q4_0,
+        "q6_k" => GgmlDType::Q6K,
+        "q5_k" => GgmlDType::Q5K,
+        "q4_k" => GgmlDType::Q4K,
+        other => return Err(format!("--unet-gguf: no block type {other} (q8_0, q5_0, q4_0, q6_k, q5_k, q4_k)").into()),
+    })
 }
 
 /// Each unit's tensors under the model's own keys.
