@@ -1,14 +1,13 @@
-//! Writes weights as a GGUF file laid out as ComfyUI-GGUF's converter lays out quantized UNets:
-//! matrices and kernels in the chosen blocks, a tensor whose rows do not split into them
-//! reshaped to rows of 256 with its shape kept as `comfy.gguf.orig_shape.<name>` (in f16 when
-//! even that does not split), and vectors and small tensors in f32. Quantized on every core.
+//! Writes weights as a GGUF file laid out as ComfyUI-GGUF's converter lays out quantized UNets
+//! ([`converter_encoding`]): matrices and kernels in the chosen blocks, a tensor whose rows do
+//! not split into them reshaped to rows of 256 with its shape kept as
+//! `comfy.gguf.orig_shape.<name>` (in f16 when even that does not split), and vectors and small
+//! tensors in f32. Quantized on every core.
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Shape, Tensor};
 use std::path::Path;
-
-/// Tensors of at most this many values stay in f32, as the converter leaves them.
-const SMALL: usize = 1024;
+use swapgraph_model::converter_encoding;
 
 /// A tensor as written: its blocks, and the shape the model uses when it was reshaped.
 type Written = (String, QTensor, Option<Vec<usize>>);
@@ -62,20 +61,18 @@ pub fn write_gguf(
     Ok(written.iter().map(|(_, q, _)| q.storage_size_in_bytes() as u64).sum())
 }
 
-/// One tensor as the converter writes it.
+/// One tensor as the converter writes it ([`converter_encoding`]).
 fn quantize(name: &str, shape: &Shape, kind: GgmlDType, values: Tensor) -> candle_core::Result<Written> {
     let values = values.to_dtype(DType::F32)?.reshape(shape)?;
-    let dims = shape.dims();
-    let elements = shape.elem_count();
-    if dims.len() == 1 || elements <= SMALL {
-        return Ok((name.to_string(), QTensor::quantize(&values, GgmlDType::F32)?, None));
+    let stored = converter_encoding(shape, kind).kind;
+    let rows_split = shape.dims().last().is_some_and(|last| last % kind.block_size() == 0);
+    if stored != kind || rows_split {
+        return Ok((name.to_string(), QTensor::quantize(&values, stored)?, None));
     }
-    if dims[dims.len() - 1] % kind.block_size() == 0 {
-        return Ok((name.to_string(), QTensor::quantize(&values, kind)?, None));
-    }
-    if elements % 256 != 0 {
-        return Ok((name.to_string(), QTensor::quantize(&values, GgmlDType::F16)?, None));
-    }
-    let rows = values.reshape((elements / 256, 256))?;
-    Ok((name.to_string(), QTensor::quantize(&rows, kind)?, Some(dims.to_vec())))
+    let rows = values.reshape((shape.elem_count() / 256, 256))?;
+    Ok((
+        name.to_string(),
+        QTensor::quantize(&rows, kind)?,
+        Some(shape.dims().to_vec()),
+    ))
 }

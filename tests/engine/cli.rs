@@ -254,6 +254,9 @@ fn doctor_checks_the_cpu_and_says_what_it_cannot_measure() {
     let eight_bit = swapgraph(&["doctor", "--device", "cpu", "--json", "--weight-dtype", "fp8_e4m3fn"]);
     let diagnosis: serde_json::Value = serde_json::from_slice(&eight_bit.stdout).unwrap();
     assert!(diagnosis["weights"].as_str().unwrap().starts_with("fp8"), "{diagnosis}");
+    let blocks = swapgraph(&["doctor", "--device", "cpu", "--json", "--weight-dtype", "q4_k"]);
+    let diagnosis: serde_json::Value = serde_json::from_slice(&blocks.stdout).unwrap();
+    assert!(diagnosis["weights"].as_str().unwrap().starts_with("Q4_K blocks"), "{diagnosis}");
 
     let out = scratch("swapgraph-doctor");
     let preset = out.path().join("preset.json");

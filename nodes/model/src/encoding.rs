@@ -29,7 +29,35 @@ impl Encoding {
 
     /// GGML's name of the storage type (`Q4_K`, `F16`).
     pub fn kind_name(&self) -> String {
-        format!("{:?}", self.kind).replace('K', "_K")
+        ggml_name(self.kind)
+    }
+}
+
+/// GGML's name of a storage type (`Q4_K`, `Q8_0`, `F16`).
+pub fn ggml_name(kind: GgmlDType) -> String {
+    format!("{kind:?}").replace('K', "_K")
+}
+
+/// Tensors of at most this many values stay in f32 in a quantized GGUF file, as ComfyUI-GGUF's
+/// converter leaves them.
+const CONVERTER_SMALL: usize = 1024;
+
+/// How ComfyUI-GGUF's converter stores a tensor of `shape` when it quantizes a UNet to
+/// `blocks`: matrices and kernels of more than 1024 values in `blocks` (reshaped to rows of 256
+/// when their rows do not split into blocks; in f16 when even that does not split), vectors and
+/// small tensors in f32. What a GGUF file of such a UNet holds, for sizing one before it exists.
+pub fn converter_encoding(shape: &Shape, blocks: GgmlDType) -> Encoding {
+    let dims = shape.dims();
+    let elements = shape.elem_count();
+    let splits = dims.last().is_some_and(|last| last % blocks.block_size() == 0) || elements % 256 == 0;
+    let kind = match () {
+        _ if dims.len() < 2 || elements <= CONVERTER_SMALL => GgmlDType::F32,
+        _ if splits => blocks,
+        _ => GgmlDType::F16,
+    };
+    Encoding {
+        kind,
+        shape: shape.clone(),
     }
 }
 
@@ -201,6 +229,27 @@ mod cuda {
 mod tests {
     use super::*;
     use candle_core::quantized::QTensor;
+
+    #[test]
+    fn the_converters_layout_quantizes_matrices_and_kernels_and_leaves_vectors_in_f32() {
+        let kind = |dims: &[usize]| converter_encoding(&Shape::from(dims), GgmlDType::Q4K).kind;
+        assert_eq!(kind(&[1280, 1280]), GgmlDType::Q4K, "rows of 5 blocks");
+        assert_eq!(
+            kind(&[320, 320, 3, 3]),
+            GgmlDType::Q4K,
+            "a kernel, reshaped to rows of 256"
+        );
+        assert_eq!(kind(&[1280]), GgmlDType::F32, "a vector");
+        assert_eq!(kind(&[4, 320, 1, 1]), GgmlDType::Q4K, "1280 values: five rows of 256");
+        assert_eq!(kind(&[30, 30]), GgmlDType::F32, "small");
+        assert_eq!(
+            kind(&[33, 33]),
+            GgmlDType::F16,
+            "1089 values: neither rows of 256 nor of blocks"
+        );
+        let q4k = converter_encoding(&Shape::from((1280, 1280)), GgmlDType::Q4K);
+        assert_eq!(q4k.bytes(), 1280 * 1280 / 256 * 144, "144 bytes a block of 256");
+    }
 
     #[test]
     fn stored_blocks_decode_to_what_candle_dequantizes_and_plain_values_to_themselves() {

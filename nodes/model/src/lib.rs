@@ -26,7 +26,7 @@ pub use device::{
     candle_device, device_info, device_memory, gpu_count, is_out_of_memory, release_cached_memory, reset_peak_memory,
     weight_dtype, DeviceInfo, DeviceMemory, HEADROOM_FRACTION,
 };
-pub use encoding::{decode, Encoding, KEPT_AS_STORED};
+pub use encoding::{converter_encoding, decode, ggml_name, Encoding, KEPT_AS_STORED};
 pub use family::{StreamedFamily, TinyModel};
 pub use gguf_file::GgufFile;
 pub use handle::{ModelHandle, Network, Placement, Resident, Room, StoreCache};

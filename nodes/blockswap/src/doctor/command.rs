@@ -1,9 +1,10 @@
 //! `swapgraph doctor`, the command the BlockSwap pack adds: the setup check, with settings
 //! recommended from measurements.
 
-use super::{diagnose, workflow, Diagnosis, Fit, Recommendation, Status};
+use super::{diagnose, workflow, Diagnosis, Fit, KeptWeights, Recommendation, Status};
 use crate::preset;
 use crate::SwapSettings;
+use candle_core::quantized::GgmlDType;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,9 +48,10 @@ struct DoctorArgs {
     #[arg(long)]
     json: bool,
     /// How the UNet's weights are kept for the recommendations: default (the device's dtype, f16
-    /// on GPUs) or fp8_e4m3fn (8-bit floats, as UNETLoader keeps them: half the bytes to hold
-    /// and to stream).
-    #[arg(long, default_value = "default", value_parser = ["default", "fp8_e4m3fn"])]
+    /// on GPUs), fp8_e4m3fn (8-bit floats, as UNETLoader keeps them: half the bytes to hold and
+    /// to stream), or the blocks of a GGUF UNet as UnetLoaderGGUF keeps them (q8_0, q5_0, q4_0,
+    /// q6_k, q5_k, q4_k; laid out as ComfyUI-GGUF's converter writes SDXL UNets).
+    #[arg(long, default_value = "default", value_parser = ["default", "fp8_e4m3fn", "q8_0", "q5_0", "q4_0", "q6_k", "q5_k", "q4_k"])]
     weight_dtype: String,
     /// Write the 1024x1024 recommendation as a BlockSwap preset file (the keys
     /// enable_blockswap, blockswap_blocks, ...), for `run --blockswap-preset`.
@@ -99,7 +101,16 @@ fn doctor(args: DoctorArgs, family: &dyn StreamedFamily, context: &CommandContex
             return FAILED;
         }
     };
-    let kept = (args.weight_dtype == "fp8_e4m3fn").then_some(candle_core::DType::F8E4M3);
+    let kept = match args.weight_dtype.as_str() {
+        "fp8_e4m3fn" => KeptWeights::Dtype(candle_core::DType::F8E4M3),
+        "q8_0" => KeptWeights::Blocks(GgmlDType::Q8_0),
+        "q5_0" => KeptWeights::Blocks(GgmlDType::Q5_0),
+        "q4_0" => KeptWeights::Blocks(GgmlDType::Q4_0),
+        "q6_k" => KeptWeights::Blocks(GgmlDType::Q6K),
+        "q5_k" => KeptWeights::Blocks(GgmlDType::Q5K),
+        "q4_k" => KeptWeights::Blocks(GgmlDType::Q4K),
+        _ => KeptWeights::Compute,
+    };
     let diagnosis = diagnose(&device, family, kept);
     let checked = match check_workflow(&args, context) {
         Ok(checked) => checked,

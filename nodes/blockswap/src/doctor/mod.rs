@@ -12,9 +12,11 @@ pub use recommend::{recommend, Fit, Recommendation, HEADROOM_FRACTION};
 pub use round_trip::{round_trip, RoundTrip};
 
 use crate::probe::probe_transfers;
-use candle_core::DType;
-use candle_core::Device;
-use swapgraph_model::{device_info, device_memory, weight_dtype, StreamedFamily};
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Shape};
+use swapgraph_model::{
+    converter_encoding, device_info, device_memory, ggml_name, weight_dtype, StreamedFamily, UnitSpec, KEPT_AS_STORED,
+};
 
 /// Resolutions recommendations are made for.
 pub const RESOLUTIONS: [usize; 2] = [1024, 1280];
@@ -50,8 +52,8 @@ pub struct Check {
 pub struct Diagnosis {
     /// The network the recommendations are for, e.g. "SDXL UNet".
     pub model: &'static str,
-    /// How its weights are kept for the recommendations (f16, or fp8 (e4m3)).
-    pub weights: &'static str,
+    /// How its weights are kept for the recommendations (f16, fp8 (e4m3), GGUF blocks).
+    pub weights: String,
     /// The checks, in the order they ran.
     pub checks: Vec<Check>,
     /// Settings per resolution (GPU only).
@@ -75,14 +77,62 @@ impl Diagnosis {
     }
 }
 
+/// How the weights the recommendations are made for are kept.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KeptWeights {
+    /// In the device's dtype.
+    Compute,
+    /// In this dtype (8-bit floats).
+    Dtype(DType),
+    /// As a GGUF file of these blocks stores them (laid out as ComfyUI-GGUF's converter
+    /// writes them).
+    Blocks(GgmlDType),
+}
+
+impl KeptWeights {
+    /// The dtype stores keep the weights in on `device`.
+    fn dtype(self, device: &Device) -> DType {
+        match self {
+            Self::Compute => weight_dtype(device),
+            Self::Dtype(dtype) => dtype,
+            Self::Blocks(_) => KEPT_AS_STORED,
+        }
+    }
+
+    /// `unit` as kept: for blocks, each tensor's shape its bytes in the converter's layout.
+    fn unit(self, unit: &UnitSpec) -> UnitSpec {
+        let Self::Blocks(blocks) = self else {
+            return unit.clone();
+        };
+        let tensors = unit
+            .tensors
+            .iter()
+            .map(|(name, shape)| (name.clone(), Shape::from(converter_encoding(shape, blocks).bytes())))
+            .collect();
+        UnitSpec {
+            tensors,
+            ..unit.clone()
+        }
+    }
+
+    /// How the weights are kept, for the summary.
+    fn describe(self, device: &Device) -> String {
+        match self {
+            Self::Blocks(blocks) => format!(
+                "{} blocks (GGUF, as stored), dequantized on the device layer by layer as the model runs",
+                ggml_name(blocks)
+            ),
+            _ => crate::report::kept_name(self.dtype(device)).to_string(),
+        }
+    }
+}
+
 /// Runs every check on `device` (already opened by the caller, which reports failing to open
-/// it), streaming and sizing a model of `family` whose weights are kept in `kept` (`None`: the
-/// device's dtype).
-pub fn diagnose(device: &Device, family: &dyn StreamedFamily, kept: Option<DType>) -> Diagnosis {
-    let kept = kept.unwrap_or_else(|| weight_dtype(device));
+/// it), streaming and sizing a model of `family` whose weights are kept as `kept` says.
+pub fn diagnose(device: &Device, family: &dyn StreamedFamily, kept: KeptWeights) -> Diagnosis {
     let mut diagnosis = Diagnosis {
         model: family.name(),
-        weights: crate::report::kept_name(kept),
+        weights: kept.describe(device),
         ..Diagnosis::default()
     };
     let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
@@ -177,14 +227,21 @@ pub fn diagnose(device: &Device, family: &dyn StreamedFamily, kept: Option<DType
 }
 
 /// Measures activations per resolution and recommends settings for `family`'s network, its
-/// weights kept in `kept`.
-fn recommend_all(device: &Device, free: u64, family: &dyn StreamedFamily, kept: DType, diagnosis: &mut Diagnosis) {
+/// weights kept as `kept` says.
+fn recommend_all(
+    device: &Device,
+    free: u64,
+    family: &dyn StreamedFamily,
+    kept: KeptWeights,
+    diagnosis: &mut Diagnosis,
+) {
     let dtype = weight_dtype(device);
     let name = family.name();
-    let units = match family.units() {
-        Ok(units) => units,
+    let units: Vec<UnitSpec> = match family.units() {
+        Ok(units) => units.iter().map(|unit| kept.unit(unit)).collect(),
         Err(e) => return diagnosis.push("recommendations", Status::Fail, format!("{name} layout: {e}")),
     };
+    let kept = kept.dtype(device);
     let companions = match family.companion_bytes(device) {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -212,5 +269,25 @@ fn recommend_all(device: &Device, free: u64, family: &dyn StreamedFamily, kept: 
             Ok(recommendation) => diagnosis.recommendations.push(recommendation),
             Err(e) => diagnosis.push("recommendations", Status::Fail, e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swapgraph_sdxl::unet::{UNet, UNetConfig};
+
+    #[test]
+    fn gguf_blocks_are_planned_in_the_converters_bytes() {
+        let units = UNet::new(UNetConfig::sdxl()).unwrap().units().to_vec();
+        let bytes = |kept: KeptWeights| -> u64 {
+            let dtype = kept.dtype(&Device::Cpu);
+            units.iter().map(|unit| kept.unit(unit).bytes(dtype)).sum()
+        };
+        let f16 = bytes(KeptWeights::Dtype(DType::F16));
+        let ratio = |kind| bytes(KeptWeights::Blocks(kind)) as f64 / f16 as f64;
+        // 4.5 and 8.5 bits a weight in blocks, with the vectors in f32.
+        assert!((0.28..0.30).contains(&ratio(GgmlDType::Q4K)), "Q4_K: {}", ratio(GgmlDType::Q4K));
+        assert!((0.53..0.55).contains(&ratio(GgmlDType::Q8_0)), "Q8_0: {}", ratio(GgmlDType::Q8_0));
     }
 }
