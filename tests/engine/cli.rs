@@ -256,7 +256,10 @@ fn doctor_checks_the_cpu_and_says_what_it_cannot_measure() {
     assert!(diagnosis["weights"].as_str().unwrap().starts_with("fp8"), "{diagnosis}");
     let blocks = swapgraph(&["doctor", "--device", "cpu", "--json", "--weight-dtype", "q4_k"]);
     let diagnosis: serde_json::Value = serde_json::from_slice(&blocks.stdout).unwrap();
-    assert!(diagnosis["weights"].as_str().unwrap().starts_with("Q4_K blocks"), "{diagnosis}");
+    assert!(
+        diagnosis["weights"].as_str().unwrap().starts_with("Q4_K blocks"),
+        "{diagnosis}"
+    );
 
     let out = scratch("swapgraph-doctor");
     let preset = out.path().join("preset.json");

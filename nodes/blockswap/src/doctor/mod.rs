@@ -287,7 +287,15 @@ mod tests {
         let f16 = bytes(KeptWeights::Dtype(DType::F16));
         let ratio = |kind| bytes(KeptWeights::Blocks(kind)) as f64 / f16 as f64;
         // 4.5 and 8.5 bits a weight in blocks, with the vectors in f32.
-        assert!((0.28..0.30).contains(&ratio(GgmlDType::Q4K)), "Q4_K: {}", ratio(GgmlDType::Q4K));
-        assert!((0.53..0.55).contains(&ratio(GgmlDType::Q8_0)), "Q8_0: {}", ratio(GgmlDType::Q8_0));
+        assert!(
+            (0.28..0.30).contains(&ratio(GgmlDType::Q4K)),
+            "Q4_K: {}",
+            ratio(GgmlDType::Q4K)
+        );
+        assert!(
+            (0.53..0.55).contains(&ratio(GgmlDType::Q8_0)),
+            "Q8_0: {}",
+            ratio(GgmlDType::Q8_0)
+        );
     }
 }
