@@ -849,17 +849,24 @@ mod tests {
         let dequantized = blocks.dequantize(&cpu).unwrap();
         assert_eq!(decoded.to_vec2::<f32>().unwrap(), dequantized.to_vec2::<f32>().unwrap());
         // What the file does not hold as the model needs it is refused by name, as stored too.
-        let misshaped = source.load("w", &Shape::from((4, 16)), KEPT_AS_STORED, &cpu).unwrap_err();
+        let misshaped = source
+            .load("w", &Shape::from((4, 16)), KEPT_AS_STORED, &cpu)
+            .unwrap_err();
         assert_eq!(
             misshaped.to_string(),
             "w.gguf: tensor \"w\" has shape [2, 32], the model needs [4, 16]"
         );
-        let missing = source.load("absent", &Shape::from(2), KEPT_AS_STORED, &cpu).unwrap_err();
+        let missing = source
+            .load("absent", &Shape::from(2), KEPT_AS_STORED, &cpu)
+            .unwrap_err();
         assert_eq!(missing.to_string(), "w.gguf has no tensor \"absent\"");
         let short = source
             .read_into("w", &unit.tensors[0].1, KEPT_AS_STORED, &mut [0; 10])
             .unwrap_err();
-        assert!(short.to_string().contains("holds 68 bytes as stored, 10 were expected"), "{short}");
+        assert!(
+            short.to_string().contains("holds 68 bytes as stored, 10 were expected"),
+            "{short}"
+        );
 
         let mut patches = WeightPatches::default();
         patches.add(
