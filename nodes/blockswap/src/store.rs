@@ -536,6 +536,7 @@ mod tests {
         for (name, shape) in &unit.tensors {
             let get = |w: &UnitWeights| {
                 w.var_builder(DType::F32, &Device::Cpu)
+                    .unwrap()
                     .get(shape.clone(), name)
                     .unwrap()
             };

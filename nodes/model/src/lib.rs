@@ -7,11 +7,15 @@
 //! tensor shapes and bytes, in execution order.
 
 mod device;
+pub mod disk_cache;
 mod encoding;
 mod family;
 mod gguf_file;
 mod handle;
 mod memory;
+/// Kernel sources compiled at run time for the card they run on.
+#[cfg(feature = "cuda")]
+pub mod nvrtc;
 mod patches;
 mod record;
 mod safetensors_file;
@@ -38,4 +42,4 @@ pub use source::{KeyMap, Part, SourceError, SourceKey, TensorSource};
 pub use store::{load_unit, ResidentStore, UnitDecoding, UnitWeights, WeightDTypes, WeightStore};
 pub use unit::{UnitGroup, UnitSpec};
 pub use values::{Image, Latent, Mask};
-pub use widen::{to_e4m3, widen, E4M3_MAX};
+pub use widen::{to_e4m3, widen, widen_all, E4M3_MAX};

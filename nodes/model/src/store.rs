@@ -1,7 +1,7 @@
 //! Weight stores: who holds each unit's weights and hands them to the model when it runs.
 
 use crate::encoding::{decode, Encoding};
-use crate::widen::widen;
+use crate::widen::{widen, widen_all};
 use crate::{SourceError, TensorSource, UnitSpec};
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -63,14 +63,46 @@ impl UnitWeights {
     }
 
     /// A builder that unit layers are constructed from, exactly as from a checkpoint: weights
-    /// kept in another dtype (8-bit floats) are widened to `dtype` as each layer asks for them.
+    /// kept in 8-bit floats are widened to `dtype` here, all of the unit's together (see
+    /// [`widen_all`]), and weights kept as stored are decoded as each layer asks for them.
     ///
     /// With 8-bit products, a layer whose `weight` is kept in 8 bits also finds its
     /// `scale_weight` (the name scaled 8-bit files give it), a host f32 scalar, 1 where the
     /// file had none: it then asks for `weight` in its kept dtype and gets it as stored, to
-    /// multiply on 8-bit tensor cores with that scale.
-    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+    /// multiply on 8-bit tensor cores with that scale. Such matrices are not widened here.
+    ///
+    /// # Errors
+    /// A device error while widening.
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+        let weights = self.widened_together(dtype)?;
+        Ok(VarBuilder::from_backend(Box::new(weights), dtype, device.clone()))
+    }
+
+    /// These weights with those kept in 8 bits that layers take in `dtype` widened, together:
+    /// every one but the matrices offered for 8-bit products (which a layer multiplies as kept
+    /// where the device takes such products, and else has widened on its own).
+    fn widened_together(&self, dtype: DType) -> Result<Self> {
+        let taken_as_kept =
+            |name: &str, tensor: &Tensor| self.eight_bit_products && tensor.rank() == 2 && name.ends_with("weight");
+        let widening: Vec<(&String, &Tensor)> = self
+            .tensors
+            .iter()
+            .filter(|(name, tensor)| {
+                tensor.dtype() == DType::F8E4M3 && dtype != DType::F8E4M3 && !taken_as_kept(name, tensor)
+            })
+            .collect();
+        if widening.is_empty() {
+            return Ok(self.clone());
+        }
+        let kept: Vec<Tensor> = widening.iter().map(|(_, tensor)| (*tensor).clone()).collect();
+        let mut tensors = (*self.tensors).clone();
+        for ((name, _), wide) in widening.iter().zip(widen_all(&kept, dtype)?) {
+            tensors.insert((*name).clone(), wide);
+        }
+        Ok(Self {
+            tensors: Arc::new(tensors),
+            ..self.clone()
+        })
     }
 
     /// Total bytes of the tensors.
@@ -319,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_weight_kept_in_eight_bits_is_offered_as_stored_with_its_scale_only_for_eight_bit_products() {
-        let vb = layer(true).var_builder(DType::F32, &Device::Cpu).pp("l");
+        let vb = layer(true).var_builder(DType::F32, &Device::Cpu).unwrap().pp("l");
         assert!(vb.contains_tensor("scale_weight") && !vb.contains_tensor("bias_scale_weight"));
         let scale = vb.get((), "scale_weight").unwrap();
         assert_eq!(scale.to_scalar::<f32>().unwrap(), 0.5);
@@ -333,7 +365,7 @@ mod tests {
         let widened = vb.get((1, 2), "weight").unwrap();
         assert_eq!(widened.to_vec2::<f32>().unwrap(), [[1.0, -2.0]], "widened and scaled");
 
-        let vb = layer(false).var_builder(DType::F32, &Device::Cpu).pp("l");
+        let vb = layer(false).var_builder(DType::F32, &Device::Cpu).unwrap().pp("l");
         assert!(!vb.contains_tensor("scale_weight"), "no scale without 8-bit products");
         assert_eq!(
             vb.get((1, 2), "weight").unwrap().to_vec2::<f32>().unwrap(),

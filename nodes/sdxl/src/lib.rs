@@ -16,9 +16,6 @@ pub mod checkpoint;
 pub mod conditioning;
 mod config_json;
 pub mod device;
-// On the CPU only its tests are built.
-#[cfg(any(feature = "cuda", test))]
-mod disk_cache;
 mod family;
 mod measured;
 mod nodes;

@@ -4,13 +4,13 @@
 //! (`$XDG_CACHE_HOME/swapgraph/measurements`, else `~/.cache/...`), so a later run reads them
 //! instead of measuring again: part of the one-off work before the first step.
 
-#[cfg(feature = "cuda")]
-use crate::disk_cache::CacheFile;
 use candle_core::Device;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
+#[cfg(feature = "cuda")]
+use swapgraph_model::disk_cache::CacheFile;
 
 /// Measurements of one kind, keyed by what they were measured for.
 pub struct Measured<V> {
@@ -82,7 +82,7 @@ impl<V: Clone + Serialize + DeserializeOwned> Measured<V> {
 #[cfg(feature = "cuda")]
 fn disk_file(kind: &str, key: &str, device: &Device) -> Option<CacheFile> {
     let info = swapgraph_model::device_info(device)?;
-    let cache = crate::disk_cache::DiskCache::in_user_cache("measurements")?;
+    let cache = swapgraph_model::disk_cache::DiskCache::in_user_cache("measurements")?;
     let driver = info.driver.unwrap_or_default();
     Some(cache.file(kind, &[key, &info.name, &info.driver_cuda, &driver, &build()]))
 }

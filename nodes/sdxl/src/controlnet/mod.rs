@@ -172,8 +172,9 @@ impl ControlNet {
         let mut residuals = None;
         for (index, step) in self.steps.iter().enumerate() {
             let weights = store.acquire(index)?;
-            let vb = weights.var_builder(dtype, store.device());
-            let result = self.run(step, vb, &mut state, &pass, &mut residuals);
+            let result = weights
+                .var_builder(dtype, store.device())
+                .and_then(|vb| self.run(step, vb, &mut state, &pass, &mut residuals));
             store.release(index);
             result?;
         }

@@ -23,12 +23,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Opt
 #[cfg(feature = "cuda")]
 mod cuda {
     use crate::kernels::cuda::{all_packed_f16, view};
-    use crate::kernels::nvrtc;
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::WrapErr;
     use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor};
     use half::f16;
+    use swapgraph_model::nvrtc;
 
     const SOURCE: &str = concat!(include_str!("half.cuh"), include_str!("flash_attention.cu"));
     /// Head width the kernel is written for.

@@ -36,7 +36,7 @@ pub fn conv2d(
 #[cfg(feature = "cuda")]
 mod cuda {
     use crate::kernels::cuda::{all_packed_f16, grid_stride, held_view, view};
-    use crate::kernels::{cudnn, nvrtc};
+    use crate::kernels::cudnn;
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
     use candle_core::cuda_backend::{CudaDevice, DeviceId, WrapErr};
@@ -45,6 +45,7 @@ mod cuda {
     use std::collections::HashMap;
     use std::ffi::c_void;
     use std::sync::{Mutex, OnceLock, PoisonError};
+    use swapgraph_model::nvrtc;
 
     const SOURCE: &str = concat!(include_str!("half.cuh"), include_str!("convolution.cu"));
 

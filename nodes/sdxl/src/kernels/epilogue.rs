@@ -41,12 +41,12 @@ pub fn geglu(x: &Tensor, bias: &Tensor) -> Result<Option<Tensor>> {
 #[cfg(feature = "cuda")]
 mod cuda {
     use crate::kernels::cuda::{all_packed_f16, grid_stride, view};
-    use crate::kernels::nvrtc;
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
     use candle_core::cuda_backend::WrapErr;
     use candle_core::{CpuStorage, CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
     use half::f16;
+    use swapgraph_model::nvrtc;
 
     const SOURCE: &str = concat!(include_str!("half.cuh"), include_str!("epilogue.cu"));
     const MODULE: &str = "swapgraph-epilogue";

@@ -67,7 +67,6 @@ pub fn takes_e4m3_products(device: &Device) -> bool {
 #[cfg(feature = "cuda")]
 mod cuda {
     use crate::kernels::cuda::{held_view, packed_f16, view};
-    use crate::kernels::nvrtc::compute_capability;
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::cublaslt::{result, sys};
     use candle_core::cuda_backend::cudarc::driver::{
@@ -80,6 +79,7 @@ mod cuda {
     use std::collections::HashMap;
     use std::ffi::c_void;
     use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+    use swapgraph_model::nvrtc::compute_capability;
 
     /// cuBLAS's `cublasOperation_t` for a transposed operand.
     const CUBLAS_OP_T: i32 = 1;

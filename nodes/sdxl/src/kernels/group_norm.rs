@@ -36,12 +36,12 @@ pub fn group_norm(
 #[cfg(feature = "cuda")]
 mod cuda {
     use crate::kernels::cuda::{all_packed_f16, held_view, view};
-    use crate::kernels::nvrtc;
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::WrapErr;
     use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor};
     use half::f16;
+    use swapgraph_model::nvrtc;
 
     const SOURCE: &str = concat!(include_str!("half.cuh"), include_str!("group_norm.cu"));
     const THREADS: u32 = 1024;

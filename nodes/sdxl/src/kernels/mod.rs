@@ -18,10 +18,10 @@ mod decode_tests;
 mod epilogue;
 mod gemm;
 mod group_norm;
-// On the CPU only its tests are built.
-#[cfg(any(feature = "cuda", test))]
-#[cfg(feature = "cuda")]
-mod nvrtc;
+// The model seam's widening of weights kept in 8 bits, checked on the device with the kernels'
+// tests.
+#[cfg(all(test, feature = "cuda"))]
+mod widen_tests;
 
 pub use attention::attention;
 pub use convolution::conv2d;
@@ -29,4 +29,4 @@ pub use epilogue::{bias_add, geglu};
 pub use gemm::{linear, linear_e4m3, takes_e4m3_products};
 pub use group_norm::group_norm;
 #[cfg(feature = "cuda")]
-pub use nvrtc::compute_capability;
+pub use swapgraph_model::nvrtc::compute_capability;

@@ -57,7 +57,9 @@ pub(crate) fn project(
         }
         let unit = first_unit + offset;
         let weights = store.acquire(unit)?;
-        let built = step.op.build(weights.var_builder(dtype, store.device()), cfg);
+        let built = weights
+            .var_builder(dtype, store.device())
+            .and_then(|vb| step.op.build(vb, cfg));
         let keys = match built {
             Ok(Layer::ContextProjection(projection)) => projection.forward(&context),
             Ok(_) => Err(candle_core::Error::Msg(format!(

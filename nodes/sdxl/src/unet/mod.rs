@@ -145,8 +145,10 @@ impl UNet {
                 }
             }
             let weights = store.acquire(index)?;
-            let layer = step.op.build(weights.var_builder(dtype, store.device()), &self.cfg)?;
-            let result = state.apply(&layer, &step.op, input, context, dtype);
+            let result = weights
+                .var_builder(dtype, store.device())
+                .and_then(|vb| step.op.build(vb, &self.cfg))
+                .and_then(|layer| state.apply(&layer, &step.op, input, context, dtype));
             store.release(index);
             result?;
         }

@@ -87,7 +87,7 @@ fn a_linear_layer_with_eight_bit_products_takes_them_as_comfyui_fast_fp8_does() 
         Linear::new(
             inputs,
             outputs,
-            weights.var_builder(DType::F32, &Device::Cpu).pp("layer"),
+            weights.var_builder(DType::F32, &Device::Cpu).unwrap().pp("layer"),
         )
         .unwrap()
     };

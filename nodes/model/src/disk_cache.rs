@@ -22,7 +22,6 @@ impl DiskCache {
     }
 
     /// The user's cache of `kind` (see [`user_cache_dir`]).
-    #[cfg(feature = "cuda")]
     pub fn in_user_cache(kind: &str) -> Option<Self> {
         user_cache_dir(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")).map(|dir| Self::at(dir.join(kind)))
     }
