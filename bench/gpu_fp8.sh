@@ -4,13 +4,15 @@
 # 1. The SDXL-size UNet step (unet_step, 1024x1024, 10 steps): resident and a full swap
 #    (blocks:3, prefetch 4), with f16 weights, fp8 weights widened, and fp8 weights multiplied as
 #    kept by the linear layers (fp8-fast), in one call; with the bus's
-#    page-locked rate, so each full swap's floor (bytes a step / rate) can be stated.
+#    page-locked rate, so each full swap's floor (bytes a step / rate) can be stated; the fp8
+#    rows again with .gpu/before's unet_step when it is there.
 # 2. The main job at 1024x1024 and 30 steps from a single-file checkpoint whose UNet was saved in
 #    fp8 (the f16 file's UNet weights cast with PyTorch), with default settings, on the whole card
 #    and with 4 and 3 GiB free; and with its UNet loaded by UNETLoader from the f16 file with
 #    fp8_e4m3fn_fast (8-bit products) on the whole card and with 4 GiB free; each image against
 #    the f16 file's whole-card image.
-# PARTS="step" or PARTS="job" runs one of the two (default both); FP8_RUNS picks the job's runs
+# PARTS="step" or PARTS="job" runs one of the two (default both); FP8_CONFIGS picks the step's
+# unet_step configurations (default "none,blocks:3/p4"); FP8_RUNS picks the job's runs
 # (default "f16:whole fp8:whole fp8:4 fp8:3 fast:whole fast:4").
 # Results under $OUT: fp8_step.jsonl, fp8_job.jsonl.
 set -uo pipefail
@@ -25,7 +27,13 @@ BANDWIDTH=${BANDWIDTH-$(pinned_bandwidth)}
 echo "{\"pinned_gb_s\": \"$BANDWIDTH\"}" | tee "$OUT/fp8_step.jsonl"
 for weights in compute fp8 fp8-fast; do
   timeout 240 .gpu/unet_step --device cuda:0 --latent 128 --steps 10 --weights $weights ${BANDWIDTH:+--bandwidth-gb-s $BANDWIDTH} \
-    --configs none,blocks:3/p4 2>&1 | grep '^{' | tee -a "$OUT/fp8_step.jsonl"
+    --configs ${FP8_CONFIGS:-none,blocks:3/p4} 2>&1 | grep '^{' | tee -a "$OUT/fp8_step.jsonl"
+done
+# .gpu/before's binary, when present, runs the fp8 rows again in the same call.
+for weights in fp8 fp8-fast; do
+  [ -x .gpu/before/unet_step ] || break
+  timeout 240 .gpu/before/unet_step --device cuda:0 --latent 128 --steps 10 --weights $weights ${BANDWIDTH:+--bandwidth-gb-s $BANDWIDTH} \
+    --configs ${FP8_CONFIGS:-none,blocks:3/p4} 2>&1 | grep '^{' | sed 's/^{/{"build":"before",/' | tee -a "$OUT/fp8_step.jsonl"
 done
 fi
 [[ " $PARTS " == *" job "* ]] || exit 0

@@ -21,7 +21,7 @@ fn e4m3_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// `values` as e4m3 bits read back on the host, NaN as a marker that compares equal.
+/// `tensor`'s values as f32 bits on the host, every NaN as one marker (so NaNs compare equal).
 fn bits_of(tensor: &Tensor) -> Result<Vec<u32>> {
     Ok(tensor
         .to_dtype(DType::F32)?
