@@ -75,8 +75,8 @@ use swapgraph_blockswap::simulate::Replay;
 use swapgraph_blockswap::store::SwapStore;
 use swapgraph_blockswap::{plan, Granularity, SwapPlan, SwapSettings};
 use swapgraph_model::{
-    candle_device, device_memory, reset_peak_memory, weight_dtype, GgufFile, ModelHandle, ResidentStore, TensorSource,
-    WeightStore, KEPT_AS_STORED,
+    candle_device, device_memory, reset_peak_memory, seeded_tensor, weight_dtype, GgufFile, ModelHandle, ResidentStore,
+    TensorSource, WeightStore, KEPT_AS_STORED,
 };
 use swapgraph_node_api::DeviceSpec;
 use swapgraph_sdxl::unet::{ProjectedContext, UNet, UNetConfig, UNetInput};
@@ -557,18 +557,15 @@ fn quantized_source(drawn: &HashMap<String, Tensor>, kind: GgmlDType) -> TensorS
     TensorSource::from_gguf(file, path.display().to_string())
 }
 
-/// Random weights, N(0, 1/fan_in), for every tensor of `units`.
+/// Seeded random weights for every tensor of `units`, as the built-in models draw theirs
+/// (matrices and kernels N(0, 1/fan_in), norm scales 1, biases 0): the same in every process,
+/// so that the kept forms' errors are held to the same weights.
 fn random_weights(units: &[swapgraph_model::UnitSpec], dtype: DType) -> HashMap<String, Tensor> {
     units
         .iter()
         .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
         .map(|(key, shape)| {
-            let fan_in: usize = shape.dims().iter().skip(1).product::<usize>().max(1);
-            let scale = (1.0 / fan_in as f64).sqrt();
-            let tensor = Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
-                .and_then(|t| t.affine(scale, 0.0))
-                .and_then(|t| t.to_dtype(dtype))
-                .expect("random weights");
+            let tensor = seeded_tensor("random SDXL UNet", &key, &shape, dtype).expect("random weights");
             (key, tensor)
         })
         .collect()
@@ -585,12 +582,19 @@ struct Inputs {
 
 impl Inputs {
     fn new(cfg: &UNetConfig, latent: usize, dtype: DType, device: &Device) -> candle_core::Result<Self> {
-        let randn = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, device)?.to_dtype(dtype);
+        // Seeded N(0, 1) values: drawn as a matrix of one column, whose fan-in of 1 leaves them
+        // unscaled.
+        let randn = |name: &str, shape: &[usize]| {
+            let count = shape.iter().product::<usize>();
+            seeded_tensor("unet_step inputs", name, &(count, 1).into(), dtype)?
+                .reshape(shape)?
+                .to_device(device)
+        };
         Ok(Self {
-            sample: randn(&[2, 4, latent, latent])?,
+            sample: randn("sample", &[2, 4, latent, latent])?,
             timesteps: Tensor::new(&[500f32, 500.0], device)?,
-            context: randn(&[2, 77, cfg.cross_attention_dim])?,
-            pooled: randn(&[2, cfg.pooled_text_dim])?,
+            context: randn("context", &[2, 77, cfg.cross_attention_dim])?,
+            pooled: randn("pooled", &[2, cfg.pooled_text_dim])?,
             ids: Tensor::new(&[[1024f32, 1024.0, 0.0, 0.0, 1024.0, 1024.0]; 2], device)?,
         })
     }
