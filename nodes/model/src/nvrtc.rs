@@ -1,8 +1,9 @@
 //! Kernel sources compiled once per device architecture: in memory for the rest of the process,
 //! and on disk for the next one, so that a run pays NVRTC's compilation only the first time a
-//! card, driver and build meet.
+//! card, driver and build meet; and the launch shape their grid-stride loops share.
 
 use crate::disk_cache::{CacheFile, DiskCache};
+use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
 use candle_core::cuda_backend::cudarc::{driver, nvrtc};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::Result;
@@ -30,6 +31,16 @@ pub fn compiled(device: &CudaDevice, module: &str, source: &str) -> Result<Compi
     let module = format!("{module}-sm{major}{minor}");
     let ptx = ptx_for(&module, source, major, minor)?;
     Ok(Compiled { module, ptx })
+}
+
+/// A launch of 256-thread blocks for a grid-stride loop over `items` items, at most 65 536
+/// blocks (the loop covers the rest).
+pub fn grid_stride(items: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (items.div_ceil(256).clamp(1, 1 << 16) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// The device's compute capability, `(major, minor)`.

@@ -1,7 +1,7 @@
 //! The CUDA side of the e4m3 conversions: `eight_bit.cu`'s kernels, and candle's cast kernels for
 //! what those do not take.
 
-use crate::nvrtc;
+use crate::nvrtc::{self, grid_stride};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     sys::CUdeviceptr, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -150,15 +150,6 @@ fn source_address(tensor: &Tensor, stream: &Arc<CudaStream>) -> Result<CUdevicep
     };
     let (base, _reading) = storage.as_cuda_slice::<F8E4M3>()?.device_ptr(stream);
     Ok(base + layout.start_offset() as u64)
-}
-
-/// A thread per `items`, 256 a block, grid-striding beyond 65,536 blocks.
-fn grid_stride(items: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (items.div_ceil(256).clamp(1, 1 << 16) as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    }
 }
 
 impl CustomOp1 for WidenTogether {

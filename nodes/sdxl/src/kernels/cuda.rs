@@ -1,6 +1,6 @@
 //! What the kernels' candle ops share: which tensors they take and how they launch.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig};
+use candle_core::cuda_backend::cudarc::driver::CudaView;
 use candle_core::{CudaStorage, DType, Device, Layout, Result, Storage, Tensor};
 use half::f16;
 
@@ -41,15 +41,7 @@ pub fn held_view<'a>(storage: &'a Storage, layout: &Layout) -> Result<CudaView<'
     }
 }
 
-/// A launch of 256-thread blocks for a grid-stride loop over `items` items, at most 65 536
-/// blocks (the loop covers the rest).
-pub fn grid_stride(items: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (items.div_ceil(256).clamp(1, 1 << 16) as u32, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
+pub use swapgraph_model::nvrtc::grid_stride;
 
 /// The largest error of a kernel's output (any device, any dtype) against an f32 reference on
 /// the CPU, relative to the reference's magnitude where that exceeds 1: `|out - ref| / max(1, |ref|)`.
