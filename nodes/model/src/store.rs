@@ -364,6 +364,11 @@ mod tests {
         );
         let widened = vb.get((1, 2), "weight").unwrap();
         assert_eq!(widened.to_vec2::<f32>().unwrap(), [[1.0, -2.0]], "widened and scaled");
+        assert_eq!(
+            vb.get(1, "bias").unwrap().to_vec1::<f32>().unwrap(),
+            [1.0],
+            "widened with the unit"
+        );
 
         let vb = layer(false).var_builder(DType::F32, &Device::Cpu).unwrap().pp("l");
         assert!(!vb.contains_tensor("scale_weight"), "no scale without 8-bit products");
@@ -371,5 +376,6 @@ mod tests {
             vb.get((1, 2), "weight").unwrap().to_vec2::<f32>().unwrap(),
             [[1.0, -2.0]]
         );
+        assert_eq!(vb.get(1, "bias").unwrap().to_vec1::<f32>().unwrap(), [1.0]);
     }
 }

@@ -59,3 +59,34 @@ pub fn to_e4m3(tensor: &Tensor) -> Result<Tensor> {
 
 #[cfg(feature = "cuda")]
 mod cuda;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn tensors_widened_together_keep_their_order_shapes_and_values() {
+        // The largest value, the smallest subnormal and the smallest normal one, and a matrix.
+        let values = [vec![448f32, -0.001_953_125, 0.5], vec![1.125, -3.0, 96.0, 0.015_625]];
+        let shapes = [vec![3], vec![2, 2]];
+        let kept: Vec<Tensor> = values
+            .iter()
+            .zip(&shapes)
+            .map(|(v, shape)| {
+                Tensor::from_slice(v, shape.as_slice(), &Device::Cpu)
+                    .and_then(|t| t.to_dtype(DType::F8E4M3))
+                    .unwrap()
+            })
+            .collect();
+        for dtype in [DType::F16, DType::BF16, DType::F32] {
+            let wide = widen_all(&kept, dtype).unwrap();
+            assert_eq!(wide.len(), 2);
+            for ((tensor, expected), shape) in wide.iter().zip(&values).zip(&shapes) {
+                assert_eq!((tensor.dims(), tensor.dtype()), (shape.as_slice(), dtype));
+                let back = tensor.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+                assert_eq!(&back.to_vec1::<f32>().unwrap(), expected, "{dtype:?}");
+            }
+        }
+    }
+}
