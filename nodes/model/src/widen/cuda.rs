@@ -108,7 +108,9 @@ impl WidenTogether {
             .map(|tensor| source_address(tensor, &stream))
             .collect::<Result<Vec<_>>>()?;
         let element = self.dtype.size_in_bytes() as u64;
-        for batch in (0..self.tensors.len()).collect::<Vec<_>>().chunks(RANGES_A_LAUNCH) {
+        let count = self.tensors.len();
+        for first in (0..count).step_by(RANGES_A_LAUNCH) {
+            let batch = first..count.min(first + RANGES_A_LAUNCH);
             let mut ranges = Ranges {
                 source: [0; RANGES_A_LAUNCH],
                 target: [0; RANGES_A_LAUNCH],
@@ -117,7 +119,7 @@ impl WidenTogether {
                 count: batch.len() as u32,
             };
             let mut chunks = 0u64;
-            for (slot, &index) in batch.iter().enumerate() {
+            for (slot, index) in batch.clone().enumerate() {
                 let elements = self.tensors[index].elem_count();
                 ranges.source[slot] = sources[index];
                 ranges.target[slot] = output_address + self.starts[index] as u64 * element;
