@@ -55,6 +55,17 @@ pub fn max_relative_error(output: &Tensor, reference: &Tensor) -> Result<f32> {
         .to_scalar::<f32>()
 }
 
+/// The largest error of a kernel's output against an f32 reference on the CPU, relative to the
+/// reference's largest value: for outputs whose every element sums thousands of large products,
+/// where an element near zero carries the absolute error of the large ones.
+#[cfg(test)]
+pub fn error_of_largest_value(output: &Tensor, reference: &Tensor) -> Result<f32> {
+    let output = output.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+    let largest = reference.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let worst = (output - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    Ok(worst / largest.max(f32::MIN_POSITIVE))
+}
+
 /// `values` rounded through f16, as f32 on the CPU (for the reference) and as f16 on `device`
 /// (for the kernel), so that both see exactly the same inputs.
 #[cfg(test)]

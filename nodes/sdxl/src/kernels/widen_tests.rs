@@ -22,8 +22,10 @@ fn e4m3_bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// `tensor`'s values as f32 bits on the host, every NaN as one marker (so NaNs compare equal).
+/// Moved to the host first: candle's own conversion from e4m3 has no CUDA kernel.
 fn bits_of(tensor: &Tensor) -> Result<Vec<u32>> {
     Ok(tensor
+        .to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?
