@@ -13,7 +13,8 @@
 #    the f16 file's whole-card image.
 # PARTS="step" or PARTS="job" runs one of the two (default both); FP8_CONFIGS picks the step's
 # unet_step configurations (default "none,blocks:3/p4"); FP8_RUNS picks the job's runs
-# (default "f16:whole fp8:whole fp8:4 fp8:3 fast:whole fast:4").
+# (default "f16:whole fp8:whole fp8:4 fp8:3 fast:whole fast:4"; the fp8 checkpoint is written only
+# for fp8 runs).
 # Results under $OUT: fp8_step.jsonl, fp8_job.jsonl.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
@@ -41,7 +42,8 @@ fi
 echo "== the main job from a checkpoint saved in fp8"
 mkdir -p "$MODELS"
 [ -e "$MODELS/sd_xl_random.safetensors" ] || write_models "$MODELS" || exit 1
-python3 - "$MODELS" <<'PY' || exit 1
+RUNS=${FP8_RUNS:-f16:whole fp8:whole fp8:4 fp8:3 fast:whole fast:4}
+[[ " $RUNS" != *" fp8:"* ]] || python3 - "$MODELS" <<'PY' || exit 1
 # The f16 checkpoint with its UNet's weights cast to float8_e4m3fn, as fp8 checkpoints are shared.
 import sys
 import torch
@@ -60,7 +62,7 @@ FAST=/tmp/fp8_fast.yaml
 sed -e "s/      model: ckpt.model/      model: unet.model/" \
     -e "s/^nodes:$/nodes:\n  unet:\n    type: UNETLoader\n    params: { unet_name: sd_xl_random.safetensors, weight_dtype: fp8_e4m3fn_fast }/" \
     workflows/instantid_blockswap.yaml > "$FAST"
-for run in ${FP8_RUNS:-f16:whole fp8:whole fp8:4 fp8:3 fast:whole fast:4}; do
+for run in $RUNS; do
   weights=${run%%:*}; free=${run##*:}; ckpt=sd_xl_random.safetensors; workflow=workflows/instantid_blockswap.yaml
   [ "$weights" = fp8 ] && ckpt=sd_xl_random_fp8.safetensors
   [ "$weights" = fast ] && workflow=$FAST
