@@ -33,8 +33,8 @@ mod cuda {
     const SOURCE: &str = concat!(include_str!("half.cuh"), include_str!("flash_attention.cu"));
     /// Head width the kernel is written for.
     pub const HEAD_DIM: usize = 64;
-    const ROWS_PER_BLOCK: usize = 64;
-    const THREADS: u32 = 128;
+    const ROWS_PER_BLOCK: usize = 128;
+    const THREADS: u32 = 256;
 
     /// Whether the kernel can take these tensors: CUDA, f16, matching batches and widths of
     /// whole 64-wide heads, contiguous from 16-byte aligned starts, and tensor cores that

@@ -1,20 +1,26 @@
 // Fused attention forward (flash-attention style) for f16 tensors with head dimension 64.
 //
-// Each block of 4 warps takes 64 query rows of one (batch, head) and walks the keys in tiles
-// of 64: scores, an online softmax and the weighted sum of values stay in registers, so no
-// score matrix ever reaches device memory. Products run on tensor cores (mma.sync m16n8k16,
-// f16 inputs, f32 accumulation); the softmax is in f32.
+// Each block of 8 warps takes 128 query rows of one (batch, head), 16 rows a warp, and walks
+// the keys in tiles of 64: scores, an online softmax and the weighted sum of values stay in
+// registers, so no score matrix ever reaches device memory. Products run on tensor cores
+// (mma.sync m16n8k16, f16 inputs, f32 accumulation); the softmax is in f32. Keys and values
+// are double-buffered in shared memory: the next tile is copied in (cp.async, straight from
+// global memory) while the current one is used, and the products read their fragments with
+// ldmatrix, the values transposed as they are read.
 //
 // Tensors are read and written in token layout, `[batch, tokens, heads * 64]` with the given
 // strides (in elements), so no transposes are needed around the kernel. Compiled at run time by
 // NVRTC after half.cuh.
 
 #define HEAD_DIM 64
-#define ROWS_PER_BLOCK 64
+#define ROWS_PER_BLOCK 128
 #define KEYS_PER_TILE 64
-#define THREADS 128
+#define THREADS 256
+// Padding that puts the eight rows an ldmatrix reads in eight different groups of banks.
 #define PAD 8
 #define SMEM_ROW (HEAD_DIM + PAD)
+// 16-byte pieces of a tile's keys (or values) each thread copies.
+#define PIECES_PER_THREAD (KEYS_PER_TILE * HEAD_DIM / 8 / THREADS)
 #define NEG_INF (-__int_as_float(0x7f800000))
 
 __device__ __forceinline__ void mma_16x8x16(float* c, const half2_bits* a, half2_bits b0, half2_bits b1) {
@@ -29,7 +35,62 @@ __device__ __forceinline__ half2_bits load_half2(const half_bits* p) {
     return *reinterpret_cast<const half2_bits*>(p);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) flash_attention_f16_d64(
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+    unsigned address;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(address) : "l"(p));
+    return address;
+}
+
+// 16 bytes from global to shared memory without passing through registers; zeros where
+// `valid` is false (the source is not read then).
+__device__ __forceinline__ void copy16_async(half_bits* target, const half_bits* source, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                 :: "r"(shared_address(target)), "l"(source), "r"(valid ? 16 : 0) : "memory");
+}
+
+__device__ __forceinline__ void commit_copies() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+// Waits for every committed group of copies but the newest.
+__device__ __forceinline__ void wait_for_all_but_newest_copies() {
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+}
+
+// Four 8x8 matrices of halves from shared memory (lanes 0-7 address the rows of the first,
+// 8-15 of the second, ...): each lane gets row lane/4, columns 2(lane%4) and 2(lane%4)+1 of
+// each, the layout of an mma operand fragment.
+__device__ __forceinline__ void load_matrices(half2_bits* r, const half_bits* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(row)) : "memory");
+}
+
+// The same, each matrix transposed: each lane gets column lane/4, rows 2(lane%4) and
+// 2(lane%4)+1.
+__device__ __forceinline__ void load_matrices_transposed(half2_bits* r, const half_bits* row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(shared_address(row)) : "memory");
+}
+
+// Starts copying the tile of keys and values from key `tile` into shared memory; keys past
+// `kv_len` are zeros.
+__device__ __forceinline__ void copy_tile_async(
+    half_bits (*keys)[SMEM_ROW], half_bits (*values)[SMEM_ROW],
+    const half_bits* k, const half_bits* v, int tile, int kv_len,
+    long long k_row_stride, long long v_row_stride) {
+    #pragma unroll
+    for (int i = 0; i < PIECES_PER_THREAD; ++i) {
+        const int piece = threadIdx.x + i * THREADS;
+        const int key = piece / 8;
+        const int col = (piece % 8) * 8;
+        const bool valid = tile + key < kv_len;
+        const long long row = valid ? tile + key : 0;
+        copy16_async(&keys[key][col], k + row * k_row_stride + col, valid);
+        copy16_async(&values[key][col], v + row * v_row_stride + col, valid);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) flash_attention_f16_d64(
     const half_bits* __restrict__ q, const half_bits* __restrict__ k, const half_bits* __restrict__ v,
     half_bits* __restrict__ o, int q_len, int kv_len,
     long long q_batch_stride, long long q_row_stride,
@@ -37,8 +98,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_attention_f16_d64(
     long long v_batch_stride, long long v_row_stride,
     long long o_batch_stride, long long o_row_stride,
     float scale_log2) {
-    __shared__ __align__(16) half_bits keys[KEYS_PER_TILE][SMEM_ROW];
-    __shared__ __align__(16) half_bits values_t[HEAD_DIM][SMEM_ROW];
+    __shared__ __align__(16) half_bits keys[2][KEYS_PER_TILE][SMEM_ROW];
+    __shared__ __align__(16) half_bits values[2][KEYS_PER_TILE][SMEM_ROW];
 
     const int tid = threadIdx.x;
     const int warp = tid / 32;
@@ -48,6 +109,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_attention_f16_d64(
     const int head = blockIdx.y;
     const int batch = blockIdx.z;
     const int row0 = blockIdx.x * ROWS_PER_BLOCK + warp * 16;
+    // The matrix of an ldmatrix this lane addresses a row of, and which row.
+    const int matrix = lane / 8;
+    const int matrix_row = lane % 8;
 
     q += batch * q_batch_stride + head * HEAD_DIM;
     k += batch * k_batch_stride + head * HEAD_DIM;
@@ -75,38 +139,32 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_attention_f16_d64(
     float max_a = NEG_INF, max_b = NEG_INF;
     float sum_a = 0.f, sum_b = 0.f;
 
-    for (int tile = 0; tile < kv_len; tile += KEYS_PER_TILE) {
-        __syncthreads();
-        // Keys as stored; values transposed, so both products read pairs along their k axis.
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int chunk = tid + i * THREADS;
-            const int key = chunk / 8;
-            const int col = (chunk % 8) * 8;
-            uint4 key_bits = make_uint4(0, 0, 0, 0);
-            uint4 value_bits = make_uint4(0, 0, 0, 0);
-            if (tile + key < kv_len) {
-                key_bits = *reinterpret_cast<const uint4*>(k + (tile + key) * k_row_stride + col);
-                value_bits = *reinterpret_cast<const uint4*>(v + (tile + key) * v_row_stride + col);
-            }
-            *reinterpret_cast<uint4*>(&keys[key][col]) = key_bits;
-            const half_bits* value_halves = reinterpret_cast<const half_bits*>(&value_bits);
-            #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                values_t[col + j][key] = value_halves[j];
-            }
+    copy_tile_async(keys[0], values[0], k, v, 0, kv_len, k_row_stride, v_row_stride);
+    commit_copies();
+    int stage = 0;
+    for (int tile = 0; tile < kv_len; tile += KEYS_PER_TILE, stage ^= 1) {
+        // The next tile's copies start before this one is used; the buffer they fill was last
+        // read in the previous iteration, which every warp has left (the barrier at its end).
+        if (tile + KEYS_PER_TILE < kv_len) {
+            copy_tile_async(keys[stage ^ 1], values[stage ^ 1], k, v, tile + KEYS_PER_TILE, kv_len,
+                            k_row_stride, v_row_stride);
         }
+        commit_copies();
+        wait_for_all_but_newest_copies();
         __syncthreads();
 
-        // Scores for 16 rows x 64 keys: eight 16x8 accumulators.
+        // Scores for 16 rows x 64 keys: eight 16x8 accumulators. Each ldmatrix brings the
+        // key fragments of two 16-wide slices of the head.
         float score[8][4];
         #pragma unroll
         for (int n = 0; n < 8; ++n) {
             score[n][0] = score[n][1] = score[n][2] = score[n][3] = 0.f;
             #pragma unroll
-            for (int chunk = 0; chunk < 4; ++chunk) {
-                const half_bits* key_row = &keys[n * 8 + group][chunk * 16 + in_group * 2];
-                mma_16x8x16(score[n], q_frag[chunk], load_half2(key_row), load_half2(key_row + 8));
+            for (int pair = 0; pair < 2; ++pair) {
+                half2_bits key_frag[4];
+                load_matrices(key_frag, &keys[stage][n * 8 + matrix_row][(2 * pair + matrix / 2) * 16 + (matrix % 2) * 8]);
+                mma_16x8x16(score[n], q_frag[2 * pair], key_frag[0], key_frag[1]);
+                mma_16x8x16(score[n], q_frag[2 * pair + 1], key_frag[2], key_frag[3]);
             }
         }
 
@@ -159,12 +217,17 @@ extern "C" __global__ void __launch_bounds__(THREADS) flash_attention_f16_d64(
             p[1] = pack_half2(score[2 * chunk][2], score[2 * chunk][3]);
             p[2] = pack_half2(score[2 * chunk + 1][0], score[2 * chunk + 1][1]);
             p[3] = pack_half2(score[2 * chunk + 1][2], score[2 * chunk + 1][3]);
+            // Each transposed ldmatrix brings the value fragments of two 8-wide slices of the
+            // head for this chunk's 16 keys.
             #pragma unroll
-            for (int n = 0; n < 8; ++n) {
-                const half_bits* value_row = &values_t[n * 8 + group][chunk * 16 + in_group * 2];
-                mma_16x8x16(out[n], p, load_half2(value_row), load_half2(value_row + 8));
+            for (int pair = 0; pair < 4; ++pair) {
+                half2_bits value_frag[4];
+                load_matrices_transposed(value_frag, &values[stage][chunk * 16 + (matrix % 2) * 8 + matrix_row][(2 * pair + matrix / 2) * 8]);
+                mma_16x8x16(out[2 * pair], p, value_frag[0], value_frag[1]);
+                mma_16x8x16(out[2 * pair + 1], p, value_frag[2], value_frag[3]);
             }
         }
+        __syncthreads();
     }
 
     #pragma unroll
