@@ -9,6 +9,13 @@ diffusers and of the original BlockSwap place them:
   runs and back after (`Module.to`), the stem and head resident.
 
     python bench/diffusers_baseline.py --latent 128 --steps 10 --mode group-leaf
+    python bench/diffusers_baseline.py --channels-last --compile max-autotune-no-cudagraphs
+
+`--compile` runs the resident UNet through torch.compile in the given mode (the compile happens
+in the warm-up step, whose time is reported as `compile_s`); `--channels-last` keeps the UNet's
+weights and input in channels-last layout, as compiled pipelines are usually run. The resident
+mode also reports the FLOPs of one forward (`torch.utils.flop_counter`), the count the
+tensor-core peak is measured against.
 
 As in the Rust bench, the timed steps are queued back to back after a warm-up step and each is
 timed on the device between events (`--synchronize-steps` waits for each before queueing the
@@ -17,6 +24,7 @@ next). Prints one JSON line per mode like the Rust bench.
 
 import argparse
 import json
+import time
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -62,7 +70,13 @@ def main():
     parser.add_argument("--mode", choices=sorted(LABELS), default="resident")
     parser.add_argument("--synchronize-steps", action="store_true",
                         help="wait for each step to finish before queueing the next")
+    parser.add_argument("--compile", choices=("default", "max-autotune-no-cudagraphs", "max-autotune"),
+                        help="torch.compile the resident UNet in this mode")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="weights and input in channels-last layout")
     args = parser.parse_args()
+    if args.compile and args.mode != "resident":
+        parser.error("--compile applies to the resident mode only")
     device = torch.device("cuda")
     with torch.device("meta"):
         unet = UNet2DConditionModel(**SDXL)
@@ -84,15 +98,24 @@ def main():
     context = torch.randn(2, 77, 2048, device=device, dtype=torch.half)
     added = {"text_embeds": torch.randn(2, 1280, device=device, dtype=torch.half),
              "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * 2, device=device, dtype=torch.half)}
+    flops = None
+    if args.mode == "resident":
+        with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+            unet(sample, t, context, added_cond_kwargs=added)
+        flops = counter.get_total_flops()
+    forward = torch.compile(unet, mode=args.compile) if args.compile else unet
+    torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     with torch.no_grad():
-        unet(sample, t, context, added_cond_kwargs=added)  # warm-up
+        began = time.perf_counter()
+        forward(sample, t, context, added_cond_kwargs=added)  # warm-up (and compile)
         torch.cuda.synchronize()
+        warm_up_s = time.perf_counter() - began
         marks = []
         for _ in range(args.steps):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            unet(sample, t, context, added_cond_kwargs=added)
+            forward(sample, t, context, added_cond_kwargs=added)
             end.record()
             if args.synchronize_steps:
                 torch.cuda.synchronize()
@@ -100,8 +123,13 @@ def main():
         torch.cuda.synchronize()
     times = [start.elapsed_time(end) for start, end in marks]
     times.sort()
-    print(json.dumps({"baseline": LABELS[args.mode], "mode": args.mode, "latent": n, "median_ms": round(times[len(times) // 2], 1),
-                      "min_ms": round(times[0], 1), "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}))
+    label = LABELS[args.mode] + (", channels last" if args.channels_last else "")
+    if args.compile:
+        label = "diffusers torch.compile (%s)%s" % (args.compile, ", channels last" if args.channels_last else "")
+    print(json.dumps({"baseline": label, "mode": args.mode, "compile": args.compile, "channels_last": args.channels_last,
+                      "latent": n, "median_ms": round(times[len(times) // 2], 1), "min_ms": round(times[0], 1),
+                      "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
+                      "compile_s" if args.compile else "warm_up_s": round(warm_up_s, 1), "flops_per_forward": flops}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ FAMILIES = [
     ("bias + residual add (swapgraph)", r"bias_add_f16"),
     ("GEGLU with bias (swapgraph)", r"geglu_f16"),
     ("GroupNorm + SiLU (swapgraph)", r"group_norm_f16"),
+    ("LayerNorm (swapgraph)", r"layer_norm_f16"),
     ("layout transforms (cuDNN, NCHW <-> NHWC)", r"nchwToNhwc|nhwcToNchw"),
     ("convolution (cuDNN)", r"fprop|implicit_gemm|cudnn|conv"),
     ("f16 GEMM, tensor cores (cuBLAS)", r"gemm|xmma|cutlass|s16816|h16816|sm90|sm80"),
@@ -31,7 +32,7 @@ FAMILIES = [
     ("GELU", r"gelu"),
     ("SiLU", r"silu"),
     ("reductions (norm statistics)", r"reduce|sum|max|min|fast_"),
-    ("LayerNorm / GroupNorm", r"norm"),
+    ("LayerNorm / GroupNorm (candle)", r"norm"),
 ]
 
 
