@@ -27,6 +27,7 @@ import json
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from diffusers import UNet2DConditionModel
 
 SDXL = dict(
@@ -100,7 +101,7 @@ def main():
              "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * 2, device=device, dtype=torch.half)}
     flops = None
     if args.mode == "resident":
-        with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             unet(sample, t, context, added_cond_kwargs=added)
         flops = counter.get_total_flops()
     forward = torch.compile(unet, mode=args.compile) if args.compile else unet

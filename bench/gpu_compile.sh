@@ -38,7 +38,7 @@ for part in "$@"; do
     tests) timeout 200 .gpu/sdxl_tests kernels:: 2>&1 | grep -v "^test .* ok$" | tail -30 | tee "$OUT/kernel_tests.txt" ;;
     eager) diffusers 200 ;;
     default) diffusers 400 --compile default ;;
-    max-autotune) diffusers 560 --compile max-autotune-no-cudagraphs ;;
+    max-autotune) diffusers 480 --compile max-autotune-no-cudagraphs ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
   esac
 done

@@ -1,11 +1,11 @@
-# Sourced by the bench/gpu_*.sh scripts on the GPU machine: unpacks .gpu/'s binaries (and
-# .gpu/before/'s), puts CUDA 13's libraries and cuDNN 9 from PyTorch's wheels on the library
+# Sourced by the bench/gpu_*.sh scripts on the GPU machine: unpacks .gpu/'s binaries (and those
+# of its folders, .gpu/before/ and the like), puts CUDA 13's libraries and cuDNN 9 from PyTorch's wheels on the library
 # path, and writes the card and the date to $OUT/card.txt; hold() leaves a card only so much
 # free memory, as a smaller card would, and write_models() writes the main job's models.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
-for f in .gpu/*.xz .gpu/before/*.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
+for f in .gpu/*.xz .gpu/*/*.xz; do [ -e "$f" ] && python3 -c "import lzma,sys,os; d=lzma.open(sys.argv[1]).read(); p=sys.argv[1][:-3]; open(p,'wb').write(d); os.chmod(p,0o755)" "$f"; done
 export LD_LIBRARY_PATH=$(python3 -c 'import nvidia,os,glob;p=list(nvidia.__path__)[0];print(":".join([os.path.join(p,"cu13","lib")]+sorted({os.path.dirname(f) for f in glob.glob(p+"/**/libcudnn.so.9",recursive=True)})))'):/usr/local/cuda/lib64
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 date -u +%F | tee -a "$OUT/card.txt"

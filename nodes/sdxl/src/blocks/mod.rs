@@ -8,6 +8,6 @@ mod sampling;
 
 pub use conv::Conv2d;
 pub use linear::Linear;
-pub use norm::GroupNorm;
+pub use norm::{GroupNorm, LayerNorm};
 pub use resnet::{ResnetBlock2D, ResnetConfig};
 pub use sampling::{Downsample2D, Upsample2D};

@@ -1,5 +1,6 @@
 //! GroupNorm, and GroupNorm followed by SiLU as every resnet uses it, in one fused kernel on
-//! CUDA (`kernels::group_norm`) and through candle's operations elsewhere.
+//! CUDA (`kernels::group_norm`); LayerNorm in a warp-per-row kernel on CUDA
+//! (`kernels::layer_norm`); both through candle's operations elsewhere.
 
 use crate::kernels;
 use candle_core::{Module, Result, Tensor};
@@ -62,6 +63,41 @@ impl GroupNorm {
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match kernels::group_norm(xs, &self.weight, &self.bias, None, self.groups, self.eps, false)? {
+            Some(out) => Ok(out),
+            None => self.generic.forward(xs),
+        }
+    }
+}
+
+/// LayerNorm over the last dimension, with an affine weight and bias: the transformer blocks'.
+#[derive(Debug)]
+pub struct LayerNorm {
+    generic: candle_nn::LayerNorm,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `weight` and `bias` (`[width]`).
+    ///
+    /// # Errors
+    /// A missing or mis-shaped weight.
+    pub fn new(width: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(width, "weight", candle_nn::Init::Const(1.))?;
+        let bias = vb.get_with_hints(width, "bias", candle_nn::Init::Const(0.))?;
+        Ok(Self {
+            generic: candle_nn::LayerNorm::new(weight.clone(), bias.clone(), eps),
+            weight,
+            bias,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match kernels::layer_norm(xs, &self.weight, &self.bias, self.eps)? {
             Some(out) => Ok(out),
             None => self.generic.forward(xs),
         }

@@ -18,6 +18,7 @@ mod decode_tests;
 mod epilogue;
 mod gemm;
 mod group_norm;
+mod layer_norm;
 // The model seam's widening of weights kept in 8 bits, checked on the device with the kernels'
 // tests.
 #[cfg(all(test, feature = "cuda"))]
@@ -28,5 +29,6 @@ pub use convolution::conv2d;
 pub use epilogue::{bias_add, geglu};
 pub use gemm::{linear, linear_e4m3, takes_e4m3_products};
 pub use group_norm::group_norm;
+pub use layer_norm::layer_norm;
 #[cfg(feature = "cuda")]
 pub use swapgraph_model::nvrtc::compute_capability;

@@ -2,10 +2,10 @@
 //! cross-attention on the text (plus optional extra image tokens, IP-Adapter style), and a GEGLU
 //! feed-forward, each after a LayerNorm and with a residual.
 
-use crate::blocks::Linear;
+use crate::blocks::{LayerNorm, Linear};
 use crate::kernels;
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Extra key/value tokens for a cross-attention layer: IP-Adapter's decoupled attention adds
 /// `scale * attention(q, k_ip, v_ip)` to the text attention's output, weighted per query token
@@ -267,11 +267,11 @@ impl BasicTransformerBlock {
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
         Ok(Self {
-            norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            norm1: LayerNorm::new(dim, 1e-5, vb.pp("norm1"))?,
             attn1: SelfAttention::new(vb.pp("attn1"), dim, heads)?,
-            norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            norm2: LayerNorm::new(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(vb.pp("attn2"), dim, heads)?,
-            norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            norm3: LayerNorm::new(dim, 1e-5, vb.pp("norm3"))?,
             ff: FeedForward::new(vb.pp("ff"), dim)?,
             span: tracing::span!(tracing::Level::TRACE, "transformer-block"),
         })
