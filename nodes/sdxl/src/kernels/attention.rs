@@ -34,7 +34,7 @@ mod cuda {
     /// Head width the kernel is written for.
     pub const HEAD_DIM: usize = 64;
     const ROWS_PER_BLOCK: usize = 128;
-    const THREADS: u32 = 256;
+    const THREADS: u32 = 128;
 
     /// Whether the kernel can take these tensors: CUDA, f16, matching batches and widths of
     /// whole 64-wide heads, contiguous from 16-byte aligned starts, and tensor cores that

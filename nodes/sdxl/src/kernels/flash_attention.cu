@@ -1,7 +1,8 @@
 // Fused attention forward (flash-attention style) for f16 tensors with head dimension 64.
 //
-// Each block of 8 warps takes 128 query rows of one (batch, head), 16 rows a warp, and walks
-// the keys in tiles of 64: scores, an online softmax and the weighted sum of values stay in
+// Each block of 4 warps takes 128 query rows of one (batch, head), 32 rows a warp (two tiles of
+// 16, so each key and value fragment read from shared memory serves two products), and walks the
+// keys in tiles of 64: scores, an online softmax and the weighted sum of values stay in
 // registers, so no score matrix ever reaches device memory. Products run on tensor cores
 // (mma.sync m16n8k16, f16 inputs, f32 accumulation); the softmax is in f32. Keys and values
 // are double-buffered in shared memory: the next tile is copied in (cp.async, straight from
@@ -13,9 +14,13 @@
 // NVRTC after half.cuh.
 
 #define HEAD_DIM 64
-#define ROWS_PER_BLOCK 128
+#define WARPS 4
+// 16-row tiles of queries a warp takes.
+#define M_TILES 2
+#define ROWS_PER_WARP (16 * M_TILES)
+#define ROWS_PER_BLOCK (WARPS * ROWS_PER_WARP)
 #define KEYS_PER_TILE 64
-#define THREADS 256
+#define THREADS (WARPS * 32)
 // Padding that puts the eight rows an ldmatrix reads in eight different groups of banks.
 #define PAD 8
 #define SMEM_ROW (HEAD_DIM + PAD)
@@ -108,7 +113,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) flash_attention_f16_d64
     const int in_group = lane % 4; // which pair of columns (or rows)
     const int head = blockIdx.y;
     const int batch = blockIdx.z;
-    const int row0 = blockIdx.x * ROWS_PER_BLOCK + warp * 16;
+    const int row0 = blockIdx.x * ROWS_PER_BLOCK + warp * ROWS_PER_WARP;
     // The matrix of an ldmatrix this lane addresses a row of, and which row.
     const int matrix = lane / 8;
     const int matrix_row = lane % 8;
@@ -118,26 +123,44 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) flash_attention_f16_d64
     v += batch * v_batch_stride + head * HEAD_DIM;
     o += batch * o_batch_stride + head * HEAD_DIM;
 
-    // This warp's 16 query rows as A fragments, one per 16 columns of the head.
-    half2_bits q_frag[4][4];
-    const int row_a = row0 + group;
-    const int row_b = row0 + group + 8;
+    // Rows are indexed [m][h]: tile m of the warp's rows, h = 0 for this lane's row `group` of
+    // the tile and h = 1 for row `group + 8`. An accumulator's elements 2h and 2h + 1 belong to
+    // row h.
+    int rows[M_TILES][2];
     #pragma unroll
-    for (int chunk = 0; chunk < 4; ++chunk) {
-        const int col = chunk * 16 + in_group * 2;
-        q_frag[chunk][0] = row_a < q_len ? load_half2(q + row_a * q_row_stride + col) : 0u;
-        q_frag[chunk][1] = row_b < q_len ? load_half2(q + row_b * q_row_stride + col) : 0u;
-        q_frag[chunk][2] = row_a < q_len ? load_half2(q + row_a * q_row_stride + col + 8) : 0u;
-        q_frag[chunk][3] = row_b < q_len ? load_half2(q + row_b * q_row_stride + col + 8) : 0u;
+    for (int m = 0; m < M_TILES; ++m) {
+        rows[m][0] = row0 + m * 16 + group;
+        rows[m][1] = rows[m][0] + 8;
     }
 
-    float out[8][4];
+    // This warp's query rows as A fragments, one per 16 columns of the head.
+    half2_bits q_frag[M_TILES][4][4];
     #pragma unroll
-    for (int n = 0; n < 8; ++n) {
-        out[n][0] = out[n][1] = out[n][2] = out[n][3] = 0.f;
+    for (int m = 0; m < M_TILES; ++m) {
+        #pragma unroll
+        for (int chunk = 0; chunk < 4; ++chunk) {
+            const int col = chunk * 16 + in_group * 2;
+            #pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const bool inside = rows[m][h] < q_len;
+                const half_bits* row = q + rows[m][h] * q_row_stride + col;
+                q_frag[m][chunk][h] = inside ? load_half2(row) : 0u;
+                q_frag[m][chunk][h + 2] = inside ? load_half2(row + 8) : 0u;
+            }
+        }
     }
-    float max_a = NEG_INF, max_b = NEG_INF;
-    float sum_a = 0.f, sum_b = 0.f;
+
+    float out[M_TILES][8][4];
+    float max_score[M_TILES][2], sum[M_TILES][2];
+    #pragma unroll
+    for (int m = 0; m < M_TILES; ++m) {
+        #pragma unroll
+        for (int n = 0; n < 8; ++n) {
+            out[m][n][0] = out[m][n][1] = out[m][n][2] = out[m][n][3] = 0.f;
+        }
+        max_score[m][0] = max_score[m][1] = NEG_INF;
+        sum[m][0] = sum[m][1] = 0.f;
+    }
 
     copy_tile_async(keys[0], values[0], k, v, 0, kv_len, k_row_stride, v_row_stride);
     commit_copies();
@@ -153,58 +176,62 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) flash_attention_f16_d64
         wait_for_all_but_newest_copies();
         __syncthreads();
 
-        // Scores for 16 rows x 64 keys: eight 16x8 accumulators. Each ldmatrix brings the
-        // key fragments of two 16-wide slices of the head.
-        float score[8][4];
+        // Scores for the warp's rows x 64 keys: eight 16x8 accumulators a tile of rows. Each
+        // ldmatrix brings the key fragments of two 16-wide slices of the head.
+        float score[M_TILES][8][4];
         #pragma unroll
         for (int n = 0; n < 8; ++n) {
-            score[n][0] = score[n][1] = score[n][2] = score[n][3] = 0.f;
+            #pragma unroll
+            for (int m = 0; m < M_TILES; ++m) {
+                score[m][n][0] = score[m][n][1] = score[m][n][2] = score[m][n][3] = 0.f;
+            }
             #pragma unroll
             for (int pair = 0; pair < 2; ++pair) {
                 half2_bits key_frag[4];
                 load_matrices(key_frag, &keys[stage][n * 8 + matrix_row][(2 * pair + matrix / 2) * 16 + (matrix % 2) * 8]);
-                mma_16x8x16(score[n], q_frag[2 * pair], key_frag[0], key_frag[1]);
-                mma_16x8x16(score[n], q_frag[2 * pair + 1], key_frag[2], key_frag[3]);
+                #pragma unroll
+                for (int m = 0; m < M_TILES; ++m) {
+                    mma_16x8x16(score[m][n], q_frag[m][2 * pair], key_frag[0], key_frag[1]);
+                    mma_16x8x16(score[m][n], q_frag[m][2 * pair + 1], key_frag[2], key_frag[3]);
+                }
             }
         }
 
-        float tile_max_a = NEG_INF, tile_max_b = NEG_INF;
+        // The online softmax, row by row: scale, mask keys past the end, rescale what was
+        // summed under the previous maximum.
         #pragma unroll
-        for (int n = 0; n < 8; ++n) {
+        for (int m = 0; m < M_TILES; ++m) {
             #pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                const bool valid = tile + n * 8 + in_group * 2 + j < kv_len;
-                score[n][j] = valid ? score[n][j] * scale_log2 : NEG_INF;
-                score[n][j + 2] = valid ? score[n][j + 2] * scale_log2 : NEG_INF;
-                tile_max_a = fmaxf(tile_max_a, score[n][j]);
-                tile_max_b = fmaxf(tile_max_b, score[n][j + 2]);
-            }
-        }
-        #pragma unroll
-        for (int offset = 1; offset < 4; offset *= 2) {
-            tile_max_a = fmaxf(tile_max_a, __shfl_xor_sync(0xffffffffu, tile_max_a, offset));
-            tile_max_b = fmaxf(tile_max_b, __shfl_xor_sync(0xffffffffu, tile_max_b, offset));
-        }
-        const float new_max_a = fmaxf(max_a, tile_max_a);
-        const float new_max_b = fmaxf(max_b, tile_max_b);
-        const float rescale_a = exp2f(max_a - new_max_a);
-        const float rescale_b = exp2f(max_b - new_max_b);
-        max_a = new_max_a;
-        max_b = new_max_b;
-        sum_a *= rescale_a;
-        sum_b *= rescale_b;
-        #pragma unroll
-        for (int n = 0; n < 8; ++n) {
-            out[n][0] *= rescale_a;
-            out[n][1] *= rescale_a;
-            out[n][2] *= rescale_b;
-            out[n][3] *= rescale_b;
-            #pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                score[n][j] = exp2f(score[n][j] - max_a);
-                score[n][j + 2] = exp2f(score[n][j + 2] - max_b);
-                sum_a += score[n][j];
-                sum_b += score[n][j + 2];
+            for (int h = 0; h < 2; ++h) {
+                float tile_max = NEG_INF;
+                #pragma unroll
+                for (int n = 0; n < 8; ++n) {
+                    #pragma unroll
+                    for (int j = 0; j < 2; ++j) {
+                        const bool valid = tile + n * 8 + in_group * 2 + j < kv_len;
+                        float& s = score[m][n][2 * h + j];
+                        s = valid ? s * scale_log2 : NEG_INF;
+                        tile_max = fmaxf(tile_max, s);
+                    }
+                }
+                #pragma unroll
+                for (int offset = 1; offset < 4; offset *= 2) {
+                    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, offset));
+                }
+                const float new_max = fmaxf(max_score[m][h], tile_max);
+                const float rescale = exp2f(max_score[m][h] - new_max);
+                max_score[m][h] = new_max;
+                sum[m][h] *= rescale;
+                #pragma unroll
+                for (int n = 0; n < 8; ++n) {
+                    #pragma unroll
+                    for (int j = 0; j < 2; ++j) {
+                        out[m][n][2 * h + j] *= rescale;
+                        float& s = score[m][n][2 * h + j];
+                        s = exp2f(s - new_max);
+                        sum[m][h] += s;
+                    }
+                }
             }
         }
 
@@ -212,41 +239,44 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) flash_attention_f16_d64
         // fragment of a 16-key slice, so P never leaves registers.
         #pragma unroll
         for (int chunk = 0; chunk < 4; ++chunk) {
-            half2_bits p[4];
-            p[0] = pack_half2(score[2 * chunk][0], score[2 * chunk][1]);
-            p[1] = pack_half2(score[2 * chunk][2], score[2 * chunk][3]);
-            p[2] = pack_half2(score[2 * chunk + 1][0], score[2 * chunk + 1][1]);
-            p[3] = pack_half2(score[2 * chunk + 1][2], score[2 * chunk + 1][3]);
+            half2_bits p[M_TILES][4];
+            #pragma unroll
+            for (int m = 0; m < M_TILES; ++m) {
+                p[m][0] = pack_half2(score[m][2 * chunk][0], score[m][2 * chunk][1]);
+                p[m][1] = pack_half2(score[m][2 * chunk][2], score[m][2 * chunk][3]);
+                p[m][2] = pack_half2(score[m][2 * chunk + 1][0], score[m][2 * chunk + 1][1]);
+                p[m][3] = pack_half2(score[m][2 * chunk + 1][2], score[m][2 * chunk + 1][3]);
+            }
             // Each transposed ldmatrix brings the value fragments of two 8-wide slices of the
             // head for this chunk's 16 keys.
             #pragma unroll
             for (int pair = 0; pair < 4; ++pair) {
                 half2_bits value_frag[4];
                 load_matrices_transposed(value_frag, &values[stage][chunk * 16 + (matrix % 2) * 8 + matrix_row][(2 * pair + matrix / 2) * 8]);
-                mma_16x8x16(out[2 * pair], p, value_frag[0], value_frag[1]);
-                mma_16x8x16(out[2 * pair + 1], p, value_frag[2], value_frag[3]);
+                #pragma unroll
+                for (int m = 0; m < M_TILES; ++m) {
+                    mma_16x8x16(out[m][2 * pair], p[m], value_frag[0], value_frag[1]);
+                    mma_16x8x16(out[m][2 * pair + 1], p[m], value_frag[2], value_frag[3]);
+                }
             }
         }
         __syncthreads();
     }
 
     #pragma unroll
-    for (int offset = 1; offset < 4; offset *= 2) {
-        sum_a += __shfl_xor_sync(0xffffffffu, sum_a, offset);
-        sum_b += __shfl_xor_sync(0xffffffffu, sum_b, offset);
-    }
-    const float inverse_a = 1.f / sum_a;
-    const float inverse_b = 1.f / sum_b;
-    #pragma unroll
-    for (int n = 0; n < 8; ++n) {
-        const int col = n * 8 + in_group * 2;
-        if (row_a < q_len) {
-            *reinterpret_cast<half2_bits*>(o + row_a * o_row_stride + col) =
-                pack_half2(out[n][0] * inverse_a, out[n][1] * inverse_a);
-        }
-        if (row_b < q_len) {
-            *reinterpret_cast<half2_bits*>(o + row_b * o_row_stride + col) =
-                pack_half2(out[n][2] * inverse_b, out[n][3] * inverse_b);
+    for (int m = 0; m < M_TILES; ++m) {
+        #pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float total = sum[m][h];
+            #pragma unroll
+            for (int offset = 1; offset < 4; offset *= 2) total += __shfl_xor_sync(0xffffffffu, total, offset);
+            const float inverse = 1.f / total;
+            if (rows[m][h] >= q_len) continue;
+            #pragma unroll
+            for (int n = 0; n < 8; ++n) {
+                *reinterpret_cast<half2_bits*>(o + rows[m][h] * o_row_stride + n * 8 + in_group * 2) =
+                    pack_half2(out[m][n][2 * h] * inverse, out[m][n][2 * h + 1] * inverse);
+            }
         }
     }
 }
