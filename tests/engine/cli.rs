@@ -66,6 +66,39 @@ fn run_writes_outputs_and_applies_overrides() {
 }
 
 #[test]
+fn run_logs_where_each_stage_of_an_image_took_its_time() {
+    let out = scratch("swapgraph-cli-times");
+    let run = Command::new(env!("CARGO_BIN_EXE_swapgraph"))
+        .args(["run", "workflows/sdxl_txt2img.yaml", "--output-dir"])
+        .arg(out.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = text(&run.stderr);
+    assert_eq!(run.status.code(), Some(0), "{log}");
+    // Each stage's line, with a time that parses, for the nodes of the workflow file.
+    let time_after = |line_start: &str, label: &str| -> f64 {
+        let line = log
+            .lines()
+            .find(|line| line.contains(line_start) && line.contains(label))
+            .unwrap_or_else(|| panic!("no {line_start:?} line with {label:?} in\n{log}"));
+        let rest = &line[line.find(label).unwrap() + label.len()..];
+        let number: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        number
+            .parse()
+            .unwrap_or_else(|_| panic!("no time after {label:?} in {line:?}"))
+    };
+    for prompt in ["pos: ", "neg: "] {
+        assert!(time_after(prompt, "CLIP-L weights ready in ") >= 0.0);
+        assert!(time_after(prompt, "bigG weights ready in ") >= 0.0);
+        assert!(time_after(prompt, "encoded in ") > 0.0, "encoding takes time");
+    }
+    assert!(time_after("decode: ", "128x128 decoded whole in ") > 0.0);
+    assert!(time_after("save: txt2img_00001.png", "PNG encoded in ") > 0.0);
+    assert!(time_after("save: txt2img_00001.png", "written in ") >= 0.0);
+}
+
+#[test]
 fn processes_saving_together_keep_every_output() {
     let out = scratch("swapgraph-cli-race");
     let dir = out.path().to_str().unwrap();

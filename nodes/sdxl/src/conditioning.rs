@@ -6,7 +6,9 @@ use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
+use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use swapgraph_model::{record_params, ModelHandle, OnDevice, TensorSource, WeightPatches};
 use swapgraph_node_api::VramBudget;
 
@@ -380,9 +382,17 @@ impl TextEncoders {
     /// `budget`), in 77-token windows (ComfyUI's chunking for long prompts), concatenating the
     /// hidden states of both (the second-to-last layer's unless `stopping_at` said otherwise).
     ///
+    /// Also returns where the time went, encoder by encoder.
+    ///
     /// # Errors
     /// A tensor error, or an encoder not fitting on the device.
-    pub fn encode(&self, device: &Device, budget: VramBudget, text_l: &str, text_g: &str) -> Result<Conditioning> {
+    pub fn encode(
+        &self,
+        device: &Device,
+        budget: VramBudget,
+        text_l: &str,
+        text_g: &str,
+    ) -> Result<(Conditioning, EncodeTimes)> {
         // CLIP-L pads with end-of-text, bigG with "!" (id 0), as SDXL's two tokenizers do.
         let mut windows_l = self.tokenizer.windows(text_l, END_OF_TEXT);
         let mut windows_g = self.tokenizer.windows(text_g, 0);
@@ -392,12 +402,12 @@ impl TextEncoders {
         windows_g.resize(count, self.tokenizer.windows("", 0)[0]);
         // The encoder already on the device goes first: where only one fits at a time, the
         // last prompt's bigG is not sent away for CLIP-L and brought back after it.
-        let (outputs_l, outputs_g) = if self.clip_g.is_on(device) && !self.clip_l.is_on(device) {
-            let outputs_g = self.run(&self.clip_g, device, budget, &windows_g)?;
-            (self.run(&self.clip_l, device, budget, &windows_l)?, outputs_g)
+        let ((outputs_l, clip_l), (outputs_g, clip_g)) = if self.clip_g.is_on(device) && !self.clip_l.is_on(device) {
+            let g = self.run(&self.clip_g, device, budget, &windows_g)?;
+            (self.run(&self.clip_l, device, budget, &windows_l)?, g)
         } else {
-            let outputs_l = self.run(&self.clip_l, device, budget, &windows_l)?;
-            (outputs_l, self.run(&self.clip_g, device, budget, &windows_g)?)
+            let l = self.run(&self.clip_l, device, budget, &windows_l)?;
+            (l, self.run(&self.clip_g, device, budget, &windows_g)?)
         };
         let contexts = outputs_l
             .iter()
@@ -409,7 +419,8 @@ impl TextEncoders {
             .next()
             .ok_or_else(|| candle_core::Error::Msg("no text window".into()))?
             .pooled;
-        Ok(Conditioning::text(Tensor::cat(&contexts, 1)?, pooled, None))
+        let encoded = Conditioning::text(Tensor::cat(&contexts, 1)?, pooled, None);
+        Ok((encoded, EncodeTimes { clip_l, clip_g }))
     }
 
     /// A stand-in for encoding `text_l` and `text_g`: zeros of the encoding's shape on the
@@ -437,19 +448,63 @@ impl TextEncoders {
         self.clip_l.bytes(device).max(self.clip_g.bytes(device))
     }
 
-    /// `encoder`'s outputs for each window, the encoder on the device only meanwhile.
+    /// `encoder`'s outputs for each window, the encoder on the device only meanwhile, and the
+    /// time it took.
     fn run(
         &self,
         encoder: &OnDevice<ClipTextEncoder>,
         device: &Device,
         budget: VramBudget,
         windows: &[[u32; 77]],
-    ) -> Result<Vec<ClipOutput>> {
+    ) -> Result<(Vec<ClipOutput>, EncoderTimes)> {
+        let started = Instant::now();
         let encoder = encoder.get(device, budget)?;
-        windows
+        device.synchronize()?;
+        let weights_ready = started.elapsed();
+        let outputs = windows
             .iter()
             .map(|window| encoder.forward(&Tensor::new(window, device)?.unsqueeze(0)?, self.from_end))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        device.synchronize()?;
+        let times = EncoderTimes {
+            weights_ready,
+            encoding: started.elapsed() - weights_ready,
+        };
+        Ok((outputs, times))
+    }
+}
+
+/// Where encoding a prompt's time went, encoder by encoder, the device synchronised at each
+/// mark so that queued work counts where it ran: what `run` logs for each text encoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EncodeTimes {
+    /// CLIP-L's.
+    pub clip_l: EncoderTimes,
+    /// bigG's.
+    pub clip_g: EncoderTimes,
+}
+
+/// One text encoder's times.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EncoderTimes {
+    /// Until its weights were on the device (nothing when they already were).
+    pub weights_ready: Duration,
+    /// Running it over the prompt's 77-token windows.
+    pub encoding: Duration,
+}
+
+impl fmt::Display for EncodeTimes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        for (name, times, separator) in [("CLIP-L", self.clip_l, "; "), ("bigG", self.clip_g, "")] {
+            write!(
+                f,
+                "{name} weights ready in {:.0} ms, encoded in {:.1} ms{separator}",
+                ms(times.weights_ready),
+                ms(times.encoding)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -459,6 +514,26 @@ mod tests {
     use candle_core::Device;
     use swapgraph_node_api::VramBudget;
 
+    #[test]
+    fn encode_times_name_each_encoder() {
+        use super::{EncodeTimes, EncoderTimes};
+        use std::time::Duration;
+        let times = EncodeTimes {
+            clip_l: EncoderTimes {
+                weights_ready: Duration::from_millis(120),
+                encoding: Duration::from_micros(3_140),
+            },
+            clip_g: EncoderTimes {
+                weights_ready: Duration::ZERO,
+                encoding: Duration::from_micros(9_860),
+            },
+        };
+        assert_eq!(
+            times.to_string(),
+            "CLIP-L weights ready in 120 ms, encoded in 3.1 ms; bigG weights ready in 0 ms, encoded in 9.9 ms"
+        );
+    }
+
     /// A rehearsal's stand-in for an encoding must have the encoding's shapes, or the nodes after
     /// it would rehearse on something the run never gives them.
     #[test]
@@ -466,7 +541,7 @@ mod tests {
         let clip = load(TINY_SDXL, &Device::Cpu, VramBudget::Auto).unwrap().clip;
         let long = "a portrait photo of an astronaut, ".repeat(12);
         for (text_l, text_g) in [("a cat", "a cat"), (long.as_str(), "short"), ("", "")] {
-            let encoded = clip.encode(&Device::Cpu, VramBudget::Auto, text_l, text_g).unwrap();
+            let (encoded, _) = clip.encode(&Device::Cpu, VramBudget::Auto, text_l, text_g).unwrap();
             let stand_in = clip.stand_in(text_l, text_g).unwrap();
             assert_eq!(stand_in.context.dims(), encoded.context.dims(), "{text_l:?}");
             assert_eq!(stand_in.pooled.dims(), encoded.pooled.dims(), "{text_l:?}");

@@ -119,10 +119,11 @@ impl NodeType for ClipTextEncode {
     fn run(&self, args: &Args, ctx: &RunContext) -> Result<Vec<Value>, NodeError> {
         let text = Prompt::from_args(args)?.text;
         let device = candle_device(ctx.device)?;
-        let encoded = args
+        let (encoded, times) = args
             .handle::<TextEncoders>("clip")?
             .encode(&device, ctx.vram_budget, &text, &text)
             .map_err(encode_error)?;
+        tracing::info!("{}: {times}", ctx.node_id);
         Ok(conditioning(encoded))
     }
 
@@ -162,9 +163,10 @@ impl NodeType for ClipTextEncodeSdxl {
         let p = SdxlPrompt::from_args(args)?;
         let clip = args.handle::<TextEncoders>("clip")?;
         let device = candle_device(ctx.device)?;
-        let mut encoded = clip
+        let (mut encoded, times) = clip
             .encode(&device, ctx.vram_budget, &p.text_l, &p.text_g)
             .map_err(encode_error)?;
+        tracing::info!("{}: {times}", ctx.node_id);
         encoded.size = Some(p.size_ids());
         Ok(conditioning(encoded))
     }

@@ -7,6 +7,7 @@ use crate::measured::Measured;
 use crate::vae::{decode_tiled, CoderCost, DecodePlan, Vae, VaeModel, MIN_TILE, TILE_OVERLAP};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use swapgraph_model::{device_memory, is_out_of_memory, memory_manager, Image, Latent};
 use swapgraph_node_api::{
     Args, DeviceNeed, Handle, NodeDescriptor, NodeError, NodeType, Params, Rehearsal, RunContext, SocketType, Value,
@@ -197,6 +198,29 @@ fn fitted_tiles(
     }
 }
 
+/// Where a decode's time went, for the log: the VAE's weights brought to the device, then the
+/// decode of an image of `size` pixels, whole or in tiles of `tile_size` pixels (the device
+/// synchronised after each, so queued work counts where it ran).
+fn describe_times(
+    weights_ready: Duration,
+    decoding: Duration,
+    size: (usize, usize),
+    tile_size: Option<usize>,
+) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let how = match tile_size {
+        Some(tile) => format!("in tiles of {tile} pixels"),
+        None => "whole".to_string(),
+    };
+    format!(
+        "VAE weights ready in {:.0} ms; {}x{} decoded {how} in {:.1} ms",
+        ms(weights_ready),
+        size.0,
+        size.1,
+        ms(decoding)
+    )
+}
+
 impl NodeType for VaeDecode {
     fn descriptor(&self) -> &NodeDescriptor {
         &self.descriptor
@@ -207,10 +231,13 @@ impl NodeType for VaeDecode {
         let device = candle_device(ctx.device)?;
         let (batch, _, h, w) = latent.samples.dims4().map_err(tensor_error)?;
         let size = (w * 8, h * 8);
+        let started = Instant::now();
         let vae = args
             .handle::<VaeModel>("vae")?
             .get(&device, ctx.vram_budget)
             .map_err(|e| explain_vae_decode(e.to_string(), size, None, &device))?;
+        device.synchronize().map_err(tensor_error)?;
+        let weights_ready = started.elapsed();
         let tiles = match self.tiled {
             true => Some(Self::given_tiles(args)?),
             false => fitted_tiles(&vae, &device, ctx, (batch, h, w))?,
@@ -226,10 +253,17 @@ impl NodeType for VaeDecode {
                 .clamp(0.0, 1.0)?
                 .permute((0, 2, 3, 1))?
                 .contiguous()?;
+            device.synchronize()?;
             Ok(Image { pixels })
         };
         let tile_size = tiles.map(|(tile, _)| tile * 8);
+        let decoding = Instant::now();
         let image = decode().map_err(|e| explain_vae_decode(e.to_string(), size, tile_size, &device))?;
+        tracing::info!(
+            "{}: {}",
+            ctx.node_id,
+            describe_times(weights_ready, decoding.elapsed(), size, tile_size)
+        );
         Ok(vec![Value::Handle(Handle::new(SocketType::IMAGE, Arc::new(image)))])
     }
 
@@ -248,5 +282,24 @@ impl NodeType for VaeDecode {
             None => None,
         };
         Ok(Rehearsal::StoodIn { outputs, need })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_times;
+    use std::time::Duration;
+
+    #[test]
+    fn decode_times_say_how_the_image_was_decoded() {
+        let (weights, decode) = (Duration::from_millis(85), Duration::from_micros(179_240));
+        assert_eq!(
+            describe_times(weights, decode, (1024, 768), None),
+            "VAE weights ready in 85 ms; 1024x768 decoded whole in 179.2 ms"
+        );
+        assert_eq!(
+            describe_times(weights, decode, (1024, 768), Some(512)),
+            "VAE weights ready in 85 ms; 1024x768 decoded in tiles of 512 pixels in 179.2 ms"
+        );
     }
 }
