@@ -9,7 +9,8 @@
 #   eager       diffusers' SDXL and SDXL ControlNet pipelines, eager, channels last
 #   compiled    the same under torch.compile's default mode
 # e.g. `bench/gpu_image.sh swapgraph compiled`. The swapgraph part needs .gpu/ with the CUDA build
-# of swapgraph and of the write_models bench; the diffusers parts diffusers' wheel and
+# of swapgraph and the write_models bench (a CPU build, `cargo bench --bench write_models
+# --no-run`: it only writes files, and fits the carry beside swapgraph); the diffusers parts diffusers' wheel and
 # .gpu/transformers-clip-site.tar.xz (bench/pack_clip_site.sh), the rest of their needs being
 # installed there. The two halves do not fit one call's carry beside the repository: send them in
 # two calls on the same machine, back to back (it keeps the first's files). IMAGES (default 5)

@@ -11,7 +11,8 @@
 # until its weights were ready, its first step and its later steps' time each), the device's peak beside the holder
 # (nvidia-smi, polled every 200 ms), the host's peak resident memory, the decode's plan, and
 # whether the image equals the whole-card one. Expects .gpu/ with the CUDA build of swapgraph and
-# of the write_models bench (`cargo bench --features cuda --bench write_models --no-run`).
+# the write_models bench (a CPU build, `cargo bench --bench write_models --no-run`: it only
+# writes files, and fits the carry beside swapgraph).
 # SIZES="3 2" measures only those card sizes (and the whole card and the refusal's advice).
 # Results under $OUT: small_card.jsonl, and logs.txt with each run's log (backtraces left out).
 set -uo pipefail
