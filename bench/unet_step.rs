@@ -24,8 +24,10 @@
 //! One JSON line per configuration: median and minimum ms per step, bytes streamed per step, the
 //! achieved host-to-device rate, the memory pool's peak from the warm-up step on (CUDA), and for
 //! a streamed configuration whether its output is bit for bit the first resident
-//! configuration's. The text's keys and values are projected once before the steps, as a sampler
-//! does (`context_projection_ms`), so the steps run without those weights. With `debug`, the
+//! configuration's, and the step's rate in TFLOP/s (`tflop_s`: [`UNetConfig::step_flops`], the
+//! products PyTorch's flop counter counts, over the median). The text's keys and values are
+//! projected once before the steps, as a sampler does (`context_projection_ms`), so the steps run
+//! without those weights. With `debug`, the
 //! compute stream's wait for copies per step, in all and by block; with `profile`, the time per
 //! step by block and by unit (compute, and waits for copies when streamed), and by unit how far
 //! the host was ahead of the device as it queued the unit (`host_lead_ms`; the least of them is
@@ -192,6 +194,8 @@ fn main() {
         .with_eight_bit_products(eight_bit_products);
     let unet = model.network.as_any().downcast_ref::<UNet>().expect("a UNet");
     let inputs = Inputs::new(&cfg, latent, dtype, &device).expect("inputs");
+    // What a step computes, for its rate (`tflop_s`): the CFG batch of two, one prompt window.
+    let step_flops = cfg.step_flops(2, latent, latent, 77);
     let mut resident_output: Option<Vec<f32>> = None;
     let mut resident_unit_ms: Option<Vec<f64>> = None;
     let mut loaded_unit_ms: Option<Vec<f64>> = None;
@@ -400,6 +404,7 @@ fn main() {
                 "weights": blocks.map_or_else(|| format!("{kept:?}"), |kind| format!("{kind:?}")),
                 "eight_bit_products": eight_bit_products,
                 "median_ms": round(median, 1),
+                "tflop_s": round(step_flops as f64 / (median * 1e-3) / 1e12, 1),
                 "context_projection_ms": round(projection_ms, 1),
                 "min_ms": round(times[0], 1),
                 "host_queue_ms": round(queued_median, 1),

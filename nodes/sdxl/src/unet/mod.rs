@@ -9,6 +9,7 @@ mod attention;
 mod config;
 mod context;
 mod embeddings;
+mod flops;
 mod layout;
 mod section;
 mod state;
