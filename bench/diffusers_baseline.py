@@ -15,7 +15,9 @@ diffusers and of the original BlockSwap place them:
 in the warm-up step, whose time is reported as `compile_s`); `--channels-last` keeps the UNet's
 weights and input in channels-last layout, as compiled pipelines are usually run. The resident
 mode also reports the FLOPs of one forward (`torch.utils.flop_counter`), the count the
-tensor-core peak is measured against.
+tensor-core peak is measured against. `--kernels FILE` then records three more forwards with
+PyTorch's profiler and writes each kernel's device time in the CSV form of an Nsight Compute
+summary, for bench/ncu_table.py (3 forwards), so both engines' kernels land in one table.
 
 As in the Rust bench, the timed steps are queued back to back after a warm-up step and each is
 timed on the device between events (`--synchronize-steps` waits for each before queueing the
@@ -23,6 +25,7 @@ next). Prints one JSON line per mode like the Rust bench.
 """
 
 import argparse
+import csv
 import json
 import time
 
@@ -64,6 +67,24 @@ def swap_blocks(unet, device):
         block.register_forward_hook(offload)
 
 
+def write_kernel_summary(forward, inputs, path, forwards=3):
+    """Each kernel's calls and mean device time over `forwards` forwards, as ncu's summary CSV."""
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        for _ in range(forwards):
+            forward(*inputs[0], **inputs[1])
+        torch.cuda.synchronize()
+    kernels = {}
+    for event in profile.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA and not event.name.startswith(("Memcpy", "Memset")):
+            calls, ns = kernels.get(event.name, (0, 0.0))
+            kernels[event.name] = (calls + 1, ns + event.device_time_total * 1e3)
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f, quoting=csv.QUOTE_ALL)
+        out.writerow(["Kernel Name", "Invocations", "Metric Name", "Average"])
+        for name, (calls, ns) in sorted(kernels.items(), key=lambda item: -item[1][1]):
+            out.writerow([name, calls, "gpu__time_duration.sum", f"{ns / calls:.1f}"])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--latent", type=int, default=128)
@@ -75,6 +96,8 @@ def main():
                         help="torch.compile the resident UNet in this mode")
     parser.add_argument("--channels-last", action="store_true",
                         help="weights and input in channels-last layout")
+    parser.add_argument("--kernels", metavar="FILE",
+                        help="write the kernels' device times of three forwards here (ncu summary CSV)")
     args = parser.parse_args()
     if args.compile and args.mode != "resident":
         parser.error("--compile applies to the resident mode only")
@@ -122,6 +145,8 @@ def main():
                 torch.cuda.synchronize()
             marks.append((start, end))
         torch.cuda.synchronize()
+    if args.kernels:
+        write_kernel_summary(forward, ((sample, t, context), {"added_cond_kwargs": added}), args.kernels)
     times = [start.elapsed_time(end) for start, end in marks]
     times.sort()
     label = LABELS[args.mode] + (", channels last" if args.channels_last else "")

@@ -7,8 +7,10 @@
 #   ncu, ncu:NAME  the per-kernel Nsight Compute summary of one forward of either, in
 #                  $OUT/ncu_after.csv or $OUT/ncu_NAME.csv (for bench/ncu_table.py)
 #   eager          diffusers eager, channels last
-#   default        diffusers under torch.compile's default mode, channels last
+#   default        diffusers under torch.compile's default mode, channels last (its kernels'
+#                  times in $OUT/torch_default.csv, for bench/ncu_table.py with @3)
 #   max-autotune   diffusers under torch.compile's max-autotune-no-cudagraphs mode, channels last
+#                  (kernels in $OUT/torch_max_autotune.csv)
 # e.g. `bench/gpu_compile.sh step step:before eager default max-autotune step`. Needs the diffusers wheel in
 # .gpu/. Inductor's caches stay in /tmp, so a mode whose compile ran out of time compiles faster
 # in a later call on the same machine. Results go under $OUT/compile.jsonl.
@@ -37,8 +39,8 @@ for part in "$@"; do
       echo "ncu $name: rc=$? $(wc -l < "$OUT/ncu_$name.csv") lines" ;;
     tests) timeout 200 .gpu/sdxl_tests kernels:: 2>&1 | grep -v "^test .* ok$" | tail -30 | tee "$OUT/kernel_tests.txt" ;;
     eager) diffusers 200 ;;
-    default) diffusers 400 --compile default ;;
-    max-autotune) diffusers 480 --compile max-autotune-no-cudagraphs ;;
+    default) diffusers 400 --compile default --kernels "$OUT/torch_default.csv" ;;
+    max-autotune) diffusers 480 --compile max-autotune-no-cudagraphs --kernels "$OUT/torch_max_autotune.csv" ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
   esac
 done

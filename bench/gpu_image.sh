@@ -10,15 +10,18 @@
 #   compiled    the same under torch.compile's default mode
 # e.g. `bench/gpu_image.sh swapgraph compiled`. The swapgraph part needs .gpu/ with the CUDA build
 # of swapgraph and the write_models bench (a CPU build, `cargo bench --bench write_models
-# --no-run`: it only writes files, and fits the carry beside swapgraph); the diffusers parts diffusers' wheel and
-# .gpu/transformers-clip-site.tar.xz (bench/pack_clip_site.sh), the rest of their needs being
-# installed there. The two halves do not fit one call's carry beside the repository: send them in
+# --no-run`: it only writes files, and fits the carry beside swapgraph); the diffusers parts diffusers' wheel, and
+# .gpu/transformers-clip-site.tar.xz (bench/pack_clip_site.sh) where the machine has no
+# transformers, the rest of their needs being installed there. The two halves do not fit one call's carry beside the repository: send them in
 # two calls on the same machine, back to back (it keeps the first's files). IMAGES (default 5)
 # images are timed after a warm-up each. Results under $OUT/images.jsonl.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 pip install -q --no-index --no-deps --target /tmp/site .gpu/*.whl 2>/dev/null
-[ -e .gpu/transformers-clip-site.tar.xz ] && tar -C /tmp/site -xJf .gpu/transformers-clip-site.tar.xz
+# The machine's own transformers when it has one (a packed newer one may need a newer
+# huggingface-hub than the machine's).
+python3 -c "import transformers" 2>/dev/null \
+  || { [ -e .gpu/transformers-clip-site.tar.xz ] && tar -C /tmp/site -xJf .gpu/transformers-clip-site.tar.xz; }
 MODELS=/tmp/image-models
 RESULTS="$OUT/images.jsonl"
 IMAGES=${IMAGES:-5}
@@ -34,10 +37,10 @@ for part in "$@"; do
   case "$part" in
     swapgraph)
       [ -e "$MODELS/sd_xl_random.safetensors" ] || { mkdir -p "$MODELS" && write_models "$MODELS"; } || exit 1
-      timeout 300 python3 bench/image_times.py .gpu/swapgraph workflows/sdxl_txt2img.yaml --images "$IMAGES" \
+      timeout 300 python3 bench/image_times.py .gpu/swapgraph workflows/sdxl_txt2img.yaml --images "$IMAGES" --log "$OUT/serve_txt2img.log" \
         --set ckpt.ckpt_name=sd_xl_random.safetensors $SIZE -- --device cuda:0 --models-dir "$MODELS" \
         --output-dir /tmp/image-out | tee -a "$RESULTS"
-      timeout 300 python3 bench/image_times.py .gpu/swapgraph workflows/instantid_blockswap.yaml --images "$IMAGES" \
+      timeout 300 python3 bench/image_times.py .gpu/swapgraph workflows/instantid_blockswap.yaml --images "$IMAGES" --log "$OUT/serve_main_job.log" \
         --set ckpt.ckpt_name=sd_xl_random.safetensors --set instantid.instantid_file=ip-adapter.bin \
         --set controlnet.control_net_name=ControlNetModel $SIZE -- --device cuda:0 --models-dir "$MODELS" \
         --output-dir /tmp/image-out | tee -a "$RESULTS" ;;

@@ -79,6 +79,7 @@ def main():
     parser.add_argument("workflow")
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE")
+    parser.add_argument("--log", help="file for the server's log (its stage times among it)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, serve_args = parser.parse_args(argv[:split]), argv[split + 1:]
@@ -86,8 +87,9 @@ def main():
         workflow = yaml.safe_load(f)
     apply_sets(workflow, args.set)
     port = free_port()
+    log = open(args.log, "w") if args.log else subprocess.DEVNULL
     server = subprocess.Popen([args.binary, "serve", "--port", str(port), *serve_args],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
@@ -104,6 +106,8 @@ def main():
     finally:
         server.terminate()
         server.wait()
+        if args.log:
+            log.close()
     print(json.dumps({"workflow": workflow.get("name", args.workflow), "sets": args.set,
                       "warm_up_s": [round(s, 3) for s in warm_up], "image_s": [round(s, 3) for s in images],
                       "median_image_s": round(statistics.median(images), 3)}))

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Per-kernel time of one UNet forward from Nsight Compute summaries (bench/gpu_kernels.sh).
 
-usage: ncu_table.py FORWARDS LABEL=ncu.csv [LABEL=ncu.csv ...]
+usage: ncu_table.py FORWARDS LABEL=ncu.csv[@FORWARDS] [LABEL=ncu.csv[@FORWARDS] ...]
 
 Each CSV is `ncu --metrics gpu__time_duration.sum --csv --print-summary per-kernel` of a
-unet_step run with FORWARDS UNet forwards (warm-up included); totals are divided by FORWARDS.
-Kernels are grouped into families by name; prints a markdown table with one column per label.
+unet_step run with FORWARDS UNet forwards (warm-up included); totals are divided by FORWARDS,
+or by a file's own count after `@`. PyTorch's kernels come in the same form from
+`bench/diffusers_baseline.py --kernels` (`@3`: three forwards). Kernels are grouped into families by name; prints a markdown table with one column per label.
 """
 import csv
 import re
@@ -13,10 +14,14 @@ import sys
 
 FAMILIES = [
     ("fused attention (swapgraph)", r"flash_attention"),
-    ("convolution bias + residual (swapgraph)", r"channel_bias_add_f16"),
+    ("fused attention (PyTorch SDPA: cuDNN or flash)", r"sdpa|flash_fwd|fmha|efficient_attention"),
+    ("fused reductions: norms (Triton, inductor)", r"^triton_(red|per)"),
+    ("fused pointwise (Triton, inductor)", r"^triton_poi"),
+    ("convolution bias + residual (swapgraph)", r"channel_bias_add|pixel_bias_add"),
     ("bias + residual add (swapgraph)", r"bias_add_f16"),
     ("GEGLU with bias (swapgraph)", r"geglu_f16"),
-    ("GroupNorm + SiLU (swapgraph)", r"group_norm_f16"),
+    ("GroupNorm + SiLU (swapgraph)", r"group_norm_f16|group_norm_pixels"),
+    ("channels-last copies (swapgraph)", r"planes_to_pixels"),
     ("LayerNorm (swapgraph)", r"layer_norm_f16"),
     ("layout transforms (cuDNN, NCHW <-> NHWC)", r"nchwToNhwc|nhwcToNchw"),
     ("convolution (cuDNN)", r"fprop|implicit_gemm|cudnn|conv"),
@@ -60,7 +65,10 @@ def per_family(path, forwards):
 def main():
     forwards = float(sys.argv[1])
     runs = [arg.split("=", 1) for arg in sys.argv[2:]]
-    tables = {label: per_family(path, forwards) for label, path in runs}
+    tables = {}
+    for label, spec in runs:
+        path, _, own = spec.partition("@")
+        tables[label] = per_family(path, float(own) if own else forwards)
     families = sorted({f for t in tables.values() for f in t}, key=lambda f: -max(t.get(f, (0, 0))[0] for t in tables.values()))
     print("| kernel family | " + " | ".join(f"{label}: ms (share, launches)" for label, _ in runs) + " |")
     print("|---|" + "---|" * len(runs))

@@ -2,6 +2,7 @@
 //! up (diffusers' `Downsample2D` and `Upsample2D` with `use_conv=True`).
 
 use super::Conv2d;
+use crate::kernels;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -69,6 +70,6 @@ impl Upsample2D {
     /// # Errors
     /// A tensor error on mismatched shapes.
     pub fn forward(&self, xs: &Tensor, height: usize, width: usize) -> Result<Tensor> {
-        self.conv.forward(&xs.upsample_nearest2d(height, width)?)
+        self.conv.forward(&kernels::upsample_nearest(xs, height, width)?)
     }
 }

@@ -17,10 +17,14 @@ pub type ConvolutionDescriptor = *mut c_void;
 
 /// `cudnnTensorFormat_t::CUDNN_TENSOR_NCHW`.
 pub const NCHW: c_int = 0;
+/// `cudnnTensorFormat_t::CUDNN_TENSOR_NHWC`: channels last (filters `[k, kh, kw, c]`).
+pub const NHWC: c_int = 1;
 /// `cudnnDataType_t::CUDNN_DATA_FLOAT`.
 pub const FLOAT: c_int = 0;
 /// `cudnnDataType_t::CUDNN_DATA_HALF`.
 pub const HALF: c_int = 2;
+/// `cudnnDataType_t::CUDNN_DATA_BFLOAT16`.
+pub const BFLOAT16: c_int = 9;
 /// `cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION`: what deep-learning frameworks call
 /// convolution.
 pub const CROSS_CORRELATION: c_int = 1;

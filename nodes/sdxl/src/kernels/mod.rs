@@ -8,7 +8,7 @@
 mod attention;
 mod convolution;
 #[cfg(feature = "cuda")]
-mod cuda;
+pub(crate) mod cuda;
 #[cfg(feature = "cuda")]
 mod cudnn;
 // The model seam's decoding of weights kept as stored (GGUF blocks), checked on the device with
@@ -19,6 +19,8 @@ mod epilogue;
 mod gemm;
 mod group_norm;
 mod layer_norm;
+mod layout;
+mod to_pixels;
 // The model seam's widening of weights kept in 8 bits, checked on the device with the kernels'
 // tests.
 #[cfg(all(test, feature = "cuda"))]
@@ -30,5 +32,6 @@ pub use epilogue::{bias_add, geglu};
 pub use gemm::{linear, linear_e4m3, takes_e4m3_products};
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
+pub use layout::{add, cat_channels, image, is_channels_last, pixels, to_channels_last, upsample_nearest};
 #[cfg(feature = "cuda")]
 pub use swapgraph_model::nvrtc::compute_capability;

@@ -8,6 +8,8 @@ mod activations;
 mod attention;
 mod config;
 mod context;
+#[cfg(all(test, feature = "cuda"))]
+mod cuda_tests;
 mod embeddings;
 mod flops;
 mod layout;
@@ -141,7 +143,7 @@ impl UNet {
                     residuals_applied.0 = true;
                 }
                 if matches!(step.section, Section::Up(_)) && !residuals_applied.1 {
-                    state.x = (&state.x + control.mid.to_dtype(dtype)?)?;
+                    state.x = crate::kernels::add(&state.x, &control.mid.to_dtype(dtype)?)?;
                     residuals_applied.1 = true;
                 }
             }

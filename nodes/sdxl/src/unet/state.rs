@@ -2,6 +2,7 @@
 
 use super::layout::{Layer, Op};
 use super::{ProjectedContext, UNetInput};
+use crate::kernels;
 use candle_core::{DType, Module, Result, Tensor};
 
 /// What flows between steps: the feature map, the time embedding, the tokens inside a
@@ -51,7 +52,7 @@ impl State {
                         .skips
                         .pop()
                         .ok_or_else(|| candle_core::Error::Msg("skip stack empty".into()))?;
-                    self.x = Tensor::cat(&[&self.x, &skip], 1)?;
+                    self.x = kernels::cat_channels(&self.x, &skip)?;
                 }
                 let emb = self
                     .emb
@@ -111,7 +112,7 @@ impl State {
             );
         }
         for (skip, residual) in self.skips.iter_mut().zip(residuals) {
-            *skip = (&*skip + residual.to_dtype(skip.dtype())?)?;
+            *skip = kernels::add(skip, &residual.to_dtype(skip.dtype())?)?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! the image layout `[b, c, h, w]` and the token layout `[b, h*w, c]`.
 
 use crate::blocks::{GroupNorm, Linear};
+use crate::kernels;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -54,11 +55,18 @@ impl TransformerOut {
     }
 
     /// Tokens back to the image: `proj_out(tokens)` as `[b, c, h, w]`, plus the input `residual`.
+    /// A channels-last residual is added in the product's epilogue, its memory already in token
+    /// order, and the image stays channels-last.
     ///
     /// # Errors
     /// A tensor error on mismatched shapes.
     pub fn leave(&self, tokens: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = residual.dims4()?;
+        if kernels::is_channels_last(residual) {
+            let residual_tokens = kernels::pixels(residual)?.reshape((b, h * w, c))?;
+            let summed = self.proj_out.forward_add(tokens, &residual_tokens)?;
+            return kernels::image(&summed.reshape((b, h, w, c))?);
+        }
         let image = self
             .proj_out
             .forward(tokens)?

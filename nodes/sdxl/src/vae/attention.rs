@@ -1,5 +1,6 @@
 //! The single-head spatial self-attention in the VAE's middle blocks.
 
+use crate::kernels;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{group_norm, linear, GroupNorm, Linear, VarBuilder};
 
@@ -39,13 +40,14 @@ impl Module for SpatialAttention {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
         // The tokens must be made contiguous: candle's batched matmul inside `Linear` gives wrong
-        // results for this transposed layout (caught by the parity test).
-        let tokens = self
-            .group_norm
-            .forward(xs)?
-            .reshape((b, c, h * w))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        // results for this transposed layout (caught by the parity test). A channels-last image
+        // is already in token order.
+        let normed = self.group_norm.forward(xs)?;
+        let tokens = if kernels::is_channels_last(&normed) {
+            kernels::pixels(&normed)?.reshape((b, h * w, c))?
+        } else {
+            normed.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?
+        };
         let q = self.to_q.forward(&tokens)?;
         let k = self.to_k.forward(&tokens)?;
         let v = self.to_v.forward(&tokens)?;
@@ -61,6 +63,9 @@ impl Module for SpatialAttention {
             })
             .collect::<Result<Vec<_>>>()?;
         let out = self.to_out.forward(&Tensor::cat(&chunks, 1)?)?;
+        if kernels::is_channels_last(xs) {
+            return kernels::add(&kernels::image(&out.reshape((b, h, w, c))?)?, xs);
+        }
         out.transpose(1, 2)?.reshape((b, c, h, w))? + xs
     }
 }

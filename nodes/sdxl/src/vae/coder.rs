@@ -2,9 +2,9 @@
 
 use super::attention::SpatialAttention;
 use super::VaeConfig;
-use crate::blocks::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
+use crate::blocks::{Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetConfig, Upsample2D};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 fn resnet(vb: VarBuilder, cfg: &VaeConfig, in_channels: usize, out_channels: usize) -> Result<ResnetBlock2D> {
     let resnet = ResnetConfig {
@@ -59,10 +59,6 @@ impl Encoder {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
-        let padded = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let channels = cfg.block_out_channels;
         let mut previous = channels[0];
         let mut levels = Vec::new();
@@ -87,11 +83,11 @@ impl Encoder {
         }
         let last = channels[3];
         Ok(Self {
-            conv_in: conv2d(3, channels[0], 3, padded, vb.pp("conv_in"))?,
+            conv_in: Conv2d::new(3, channels[0], 3, 1, 1, vb.pp("conv_in"))?,
             levels,
             mid: MidBlock::new(vb.pp("mid_block"), cfg, last)?,
-            norm_out: group_norm(cfg.norm_groups, last, 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: conv2d(last, 2 * cfg.latent_channels, 3, padded, vb.pp("conv_out"))?,
+            norm_out: GroupNorm::new(cfg.norm_groups, last, 1e-6, vb.pp("conv_norm_out"))?,
+            conv_out: Conv2d::new(last, 2 * cfg.latent_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }
 }
@@ -108,7 +104,7 @@ impl Module for Encoder {
             }
         }
         let xs = self.mid.forward(&xs)?;
-        self.conv_out.forward(&self.norm_out.forward(&xs)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&xs)?)
     }
 }
 
@@ -128,10 +124,6 @@ impl Decoder {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
-        let padded = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let reversed: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
         let mut previous = reversed[0];
         let mut levels = Vec::new();
@@ -156,11 +148,11 @@ impl Decoder {
         }
         let first = cfg.block_out_channels[0];
         Ok(Self {
-            conv_in: conv2d(cfg.latent_channels, reversed[0], 3, padded, vb.pp("conv_in"))?,
+            conv_in: Conv2d::new(cfg.latent_channels, reversed[0], 3, 1, 1, vb.pp("conv_in"))?,
             mid: MidBlock::new(vb.pp("mid_block"), cfg, reversed[0])?,
             levels,
-            norm_out: group_norm(cfg.norm_groups, first, 1e-6, vb.pp("conv_norm_out"))?,
-            conv_out: conv2d(first, 3, 3, padded, vb.pp("conv_out"))?,
+            norm_out: GroupNorm::new(cfg.norm_groups, first, 1e-6, vb.pp("conv_norm_out"))?,
+            conv_out: Conv2d::new(first, 3, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }
 }
@@ -177,6 +169,6 @@ impl Module for Decoder {
                 xs = up.forward(&xs, h, w)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&xs)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&xs)?)
     }
 }
