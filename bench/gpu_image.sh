@@ -6,6 +6,8 @@
 # UNet, ControlNet and VAE under torch.compile (bench/diffusers_images.py). Each argument names
 # one part, run in the order given:
 #   swapgraph   the text-to-image workflow and the main job (InstantID with BlockSwap)
+#   resident    the main job with BlockSwap streaming nothing (`swap.blocks_to_swap=0`): its
+#               compute alone, as diffusers' ControlNet pipeline runs with every weight on the card
 #   eager       diffusers' SDXL and SDXL ControlNet pipelines, eager, channels last
 #   compiled    the same under torch.compile's default mode
 # e.g. `bench/gpu_image.sh swapgraph compiled`. The swapgraph part needs .gpu/ with the CUDA build
@@ -32,18 +34,25 @@ diffusers() {
     --channels-last "${@:2}" 2> "$OUT/diffusers_images_$(date +%s).err" | tail -1 | tee -a "$RESULTS"
 }
 
+# The main job through `swapgraph serve`, its log in $1, further `--set`s after it.
+main_job() {
+  timeout 300 python3 bench/image_times.py .gpu/swapgraph workflows/instantid_blockswap.yaml --images "$IMAGES" --log "$1" \
+    --set ckpt.ckpt_name=sd_xl_random.safetensors --set instantid.instantid_file=ip-adapter.bin \
+    --set controlnet.control_net_name=ControlNetModel $SIZE "${@:2}" -- --device cuda:0 --models-dir "$MODELS" \
+    --output-dir /tmp/image-out | tee -a "$RESULTS"
+}
+
 for part in "$@"; do
   echo "== $part ($(date -u +%T))"
   case "$part" in
+    swapgraph|resident)
+      [ -e "$MODELS/sd_xl_random.safetensors" ] || { mkdir -p "$MODELS" && write_models "$MODELS"; } || exit 1 ;;&
     swapgraph)
-      [ -e "$MODELS/sd_xl_random.safetensors" ] || { mkdir -p "$MODELS" && write_models "$MODELS"; } || exit 1
       timeout 300 python3 bench/image_times.py .gpu/swapgraph workflows/sdxl_txt2img.yaml --images "$IMAGES" --log "$OUT/serve_txt2img.log" \
         --set ckpt.ckpt_name=sd_xl_random.safetensors $SIZE -- --device cuda:0 --models-dir "$MODELS" \
         --output-dir /tmp/image-out | tee -a "$RESULTS"
-      timeout 300 python3 bench/image_times.py .gpu/swapgraph workflows/instantid_blockswap.yaml --images "$IMAGES" --log "$OUT/serve_main_job.log" \
-        --set ckpt.ckpt_name=sd_xl_random.safetensors --set instantid.instantid_file=ip-adapter.bin \
-        --set controlnet.control_net_name=ControlNetModel $SIZE -- --device cuda:0 --models-dir "$MODELS" \
-        --output-dir /tmp/image-out | tee -a "$RESULTS" ;;
+      main_job "$OUT/serve_main_job.log" ;;
+    resident) main_job "$OUT/serve_main_job_resident.log" --set swap.blocks_to_swap=0 ;;
     eager) diffusers 300; diffusers 300 --controlnet ;;
     compiled) diffusers 560 --compile default; diffusers 560 --compile default --controlnet ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
