@@ -387,6 +387,7 @@ mod tests {
     fn other_dtypes_and_grids_take_the_generic_path() -> Result<()> {
         let gpu = Device::new_cuda(0)?;
         let (_, weight) = random_pair(&[4], &gpu)?;
+        let (_, six) = random_pair(&[6], &gpu)?;
         let f32_image = Tensor::zeros((1, 4, 4, 4), candle_core::DType::F32, &gpu)?;
         assert!(group_norm(&f32_image, &weight, &weight, None, 2, 1e-5, true)?.is_none());
         let (_, odd_grid) = random_pair(&[1, 4, 3, 3], &gpu)?;
@@ -397,6 +398,11 @@ mod tests {
         assert!(
             group_norm(&odd_grid, &weight, &weight, None, 3, 1e-5, true)?.is_none(),
             "3 groups do not divide 4 channels"
+        );
+        let (_, planes) = random_pair(&[1, 6, 4, 4], &gpu)?;
+        assert!(
+            group_norm(&to_channels_last(&planes)?, &six, &six, None, 6, 1e-5, true)?.is_none(),
+            "a channels-last image in groups of one channel"
         );
         let (_, image) = random_pair(&[2, 4, 4, 4], &gpu)?;
         let (_, one_shift) = random_pair(&[1, 4], &gpu)?;

@@ -162,4 +162,17 @@ mod tests {
         assert!(same(&upsample_nearest(&a_last, 9, 8)?, &a.upsample_nearest2d(9, 8)?)?);
         Ok(())
     }
+
+    #[test]
+    fn mismatched_images_and_other_ranks_are_errors() -> Result<()> {
+        let image = to_channels_last(&Tensor::zeros((1, 8, 3, 4), candle_core::DType::F32, &Device::Cpu)?)?;
+        let taller = Tensor::zeros((1, 8, 5, 4), candle_core::DType::F32, &Device::Cpu)?;
+        assert!(cat_channels(&image, &taller).is_err(), "heights differ");
+        assert!(add(&image, &taller).is_err(), "shapes differ");
+        let tokens = Tensor::zeros((1, 12, 8), candle_core::DType::F32, &Device::Cpu)?;
+        assert!(!is_channels_last(&tokens));
+        assert!(to_channels_last(&tokens).is_err(), "rank 3");
+        assert!(upsample_nearest(&tokens, 6, 8).is_err(), "rank 3");
+        Ok(())
+    }
 }
