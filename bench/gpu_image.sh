@@ -10,6 +10,8 @@
 #               compute alone, as diffusers' ControlNet pipeline runs with every weight on the card
 #   eager       diffusers' SDXL and SDXL ControlNet pipelines, eager, channels last
 #   compiled    the same under torch.compile's default mode
+#   compiled-controlnet  only the ControlNet pipeline under torch.compile (the main job's
+#               counterpart; its compile and five images fit one call beside `resident`)
 # e.g. `bench/gpu_image.sh swapgraph compiled`. The swapgraph part needs .gpu/ with the CUDA build
 # of swapgraph and the write_models bench (a CPU build, `cargo bench --bench write_models
 # --no-run`: it only writes files, and fits the carry beside swapgraph); the diffusers parts diffusers' wheel, and
@@ -55,6 +57,7 @@ for part in "$@"; do
     resident) main_job "$OUT/serve_main_job_resident.log" --set swap.blocks_to_swap=0 ;;
     eager) diffusers 300; diffusers 300 --controlnet ;;
     compiled) diffusers 560 --compile default; diffusers 560 --compile default --controlnet ;;
+    compiled-controlnet) diffusers 560 --compile default --controlnet ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
   esac
 done

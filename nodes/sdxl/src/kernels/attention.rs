@@ -14,6 +14,9 @@ use candle_core::{Result, Tensor};
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
     #[cfg(feature = "cuda")]
     if cuda::applies(q, k, v, heads)? {
+        if let Some(out) = super::cudnn_attention::attention(q, k, v, heads)? {
+            return Ok(Some(out));
+        }
         return q.apply_op3_no_bwd(k, v, &cuda::FlashAttention).map(Some);
     }
     let _ = (q, k, v, heads);
@@ -56,7 +59,7 @@ mod cuda {
     }
 
     /// The candle op around the kernel; `applies` is checked before it is used.
-    pub struct FlashAttention;
+    pub(crate) struct FlashAttention;
 
     impl CustomOp3 for FlashAttention {
         fn name(&self) -> &'static str {
@@ -146,11 +149,18 @@ mod tests {
         out.transpose(1, 2)?.reshape((b, n, h * d))
     }
 
-    #[test]
-    fn fused_attention_matches_the_cpu_f32_reference_within_f16_tolerance() -> Result<()> {
+    type Attention = fn(&Tensor, &Tensor, &Tensor, usize) -> Result<Option<Tensor>>;
+
+    /// swapgraph's own kernel, whatever cuDNN offers.
+    fn own_kernel(q: &Tensor, k: &Tensor, v: &Tensor, _heads: usize) -> Result<Option<Tensor>> {
+        q.apply_op3_no_bwd(k, v, &super::cuda::FlashAttention).map(Some)
+    }
+
+    /// `run` on SDXL's self- and cross-attention shapes, ragged tiles, a single token, and
+    /// sharp softmaxes (queries scaled up) that test the running maximum, against the
+    /// reference on the same f16-rounded inputs.
+    fn matches_the_reference(name: &str, run: Attention) -> Result<()> {
         let gpu = Device::new_cuda(0)?;
-        // SDXL's self- and cross-attention shapes, ragged tiles, a single token, and sharp
-        // softmaxes (queries scaled up) that test the running maximum.
         let cases = [
             (1, 2, 4096, 4096, 1.0),
             (2, 20, 1024, 77, 1.0),
@@ -165,21 +175,34 @@ mod tests {
             let k = Tensor::randn(0f32, 1.0, (batch, keys, width), &Device::Cpu)?;
             let v = Tensor::randn(0f32, 1.0, (batch, keys, width), &Device::Cpu)?;
             let on_gpu = |t: &Tensor| t.to_dtype(DType::F16)?.to_device(&gpu);
-            let fused = attention(&on_gpu(&q)?, &on_gpu(&k)?, &on_gpu(&v)?, heads)?
-                .expect("the kernel applies to f16 CUDA tensors with 64-wide heads");
+            let shape = (batch, heads, queries, keys, sharpness);
+            let fused = run(&on_gpu(&q)?, &on_gpu(&k)?, &on_gpu(&v)?, heads)?
+                .unwrap_or_else(|| panic!("{name} applies to f16 CUDA tensors with 64-wide heads, {shape:?}"));
             // The reference sees the same f16-rounded inputs, so only the kernel's arithmetic differs.
             let rounded = |t: &Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
             let expected = reference(&rounded(&q)?, &rounded(&k)?, &rounded(&v)?, heads)?;
             let difference = (fused.to_device(&Device::Cpu)?.to_dtype(DType::F32)? - &expected)?.abs()?;
             let max = difference.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             let mean = difference.mean_all()?.to_scalar::<f32>()?;
-            let shape = (batch, heads, queries, keys, sharpness);
             assert!(
                 max < 1e-2 && mean < 1e-3,
-                "{shape:?}: max difference {max}, mean {mean}"
+                "{name}, {shape:?}: max difference {max}, mean {mean}"
             );
         }
         Ok(())
+    }
+
+    #[test]
+    fn fused_attention_matches_the_cpu_f32_reference_within_f16_tolerance() -> Result<()> {
+        matches_the_reference("swapgraph's kernel", own_kernel)?;
+        // cuDNN's fused operation where the loaded cuDNN has it (9.13 and later), as `attention`
+        // takes it then.
+        let api = crate::kernels::cudnn::api().expect("these tests need libcudnn.so.9 on the library path");
+        // SAFETY: a plain query without arguments.
+        if unsafe { (api.version)() } >= 91300 {
+            matches_the_reference("cuDNN's fused attention", crate::kernels::cudnn_attention::attention)?;
+        }
+        matches_the_reference("attention", attention)
     }
 
     #[test]

@@ -125,7 +125,24 @@ pub struct Api {
         TensorDescriptor,
         *mut c_void,
     ) -> Status,
+    /// `cudnnBackendCreateDescriptor(type, descriptor)`: the graph API's descriptors.
+    pub backend_create: unsafe extern "C" fn(c_int, *mut BackendDescriptor) -> Status,
+    /// `cudnnBackendDestroyDescriptor`.
+    pub backend_destroy: unsafe extern "C" fn(BackendDescriptor) -> Status,
+    /// `cudnnBackendSetAttribute(descriptor, name, type, count, values)`.
+    pub backend_set: unsafe extern "C" fn(BackendDescriptor, c_int, c_int, i64, *const c_void) -> Status,
+    /// `cudnnBackendGetAttribute(descriptor, name, type, requested, count, values)`.
+    pub backend_get: unsafe extern "C" fn(BackendDescriptor, c_int, c_int, i64, *mut i64, *mut c_void) -> Status,
+    /// `cudnnBackendFinalize`.
+    pub backend_finalize: unsafe extern "C" fn(BackendDescriptor) -> Status,
+    /// `cudnnBackendExecute(handle, plan, variant_pack)`.
+    pub backend_execute: unsafe extern "C" fn(Handle, BackendDescriptor, BackendDescriptor) -> Status,
+    /// `cudnnGetLastErrorString(message, capacity)`: what the last failure on this thread was.
+    pub last_error: unsafe extern "C" fn(*mut c_char, usize),
 }
+
+/// A graph-API descriptor.
+pub type BackendDescriptor = *mut c_void;
 
 /// The library names tried, newest first.
 const LIBRARY_NAMES: [&str; 2] = ["libcudnn.so.9", "libcudnn.so"];
@@ -186,6 +203,13 @@ fn load() -> Result<Api, String> {
             forward_algorithms: symbol(&library, "cudnnGetConvolutionForwardAlgorithm_v7")?,
             workspace_size: symbol(&library, "cudnnGetConvolutionForwardWorkspaceSize")?,
             forward: symbol(&library, "cudnnConvolutionForward")?,
+            backend_create: symbol(&library, "cudnnBackendCreateDescriptor")?,
+            backend_destroy: symbol(&library, "cudnnBackendDestroyDescriptor")?,
+            backend_set: symbol(&library, "cudnnBackendSetAttribute")?,
+            backend_get: symbol(&library, "cudnnBackendGetAttribute")?,
+            backend_finalize: symbol(&library, "cudnnBackendFinalize")?,
+            backend_execute: symbol(&library, "cudnnBackendExecute")?,
+            last_error: symbol(&library, "cudnnGetLastErrorString")?,
             _library: library,
         }
     };
@@ -206,6 +230,18 @@ unsafe fn symbol<T: Copy>(library: &Library, name: &str) -> Result<T, String> {
 }
 
 impl Api {
+    /// cuDNN's own account of the last failure on this thread.
+    pub fn last_error_message(&self) -> String {
+        let mut message = [0 as c_char; 512];
+        // SAFETY: cuDNN writes at most `message.len()` bytes, NUL-terminated.
+        unsafe { (self.last_error)(message.as_mut_ptr(), message.len()) };
+        // SAFETY: NUL-terminated above (the buffer starts zeroed).
+        unsafe { CStr::from_ptr(message.as_ptr()) }
+            .to_string_lossy()
+            .trim()
+            .to_string()
+    }
+
     /// `status` as a result, with cuDNN's name for a failure and what was being done.
     ///
     /// # Errors

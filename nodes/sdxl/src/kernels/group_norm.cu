@@ -84,100 +84,99 @@ extern "C" __global__ void __launch_bounds__(THREADS) group_norm_bf16(
 }
 
 // The same over a channels-last image, `[batch, hw, channels]`, in three launches that each
-// spread over the whole device: `group_norm_pixels_partials_*` sums each group's values and
-// squares over a chunk of pixels per block (grid: chunks x batch), `group_norm_pixels_stats`
-// turns the chunks' sums into each group's mean and inverse deviation (one warp per group, a
-// block per image), and `group_norm_pixels_*` normalizes, a chunk of pixels per block. A
-// thread takes channels in pairs (groups have an even number of channels), so every warp's
-// reads are whole consecutive runs of a pixel's channels. Sums are in f32 and in a fixed
-// order, so the result does not depend on how blocks are scheduled.
+// spread over the whole device: `group_norm_pixels_partials_*` sums each channel's values and
+// squares over a chunk of pixels per block (grid: chunks x batch) and adds them up by group,
+// `group_norm_pixels_stats` turns the chunks' sums into each group's mean and inverse deviation
+// (one warp per group, a block per image), and `group_norm_pixels_*` normalizes, a chunk of
+// pixels per block. A block is `channels / 8` threads across (eight consecutive channels each,
+// read and written 16 bytes at a time, whatever group they fall in) by `blockDim.y` rows of
+// pixels. Sums are in f32 and in a fixed order, so the result does not depend on how blocks are
+// scheduled. `channels` is a multiple of 8, at most 8 x 320.
 
-#define PIXEL_THREADS 256
-// Channel pairs a thread takes: up to 2560 channels at 256 threads.
-#define MAX_PAIRS_PER_THREAD 5
-
-// Two consecutive values as floats.
+// The shift's eight values at `channel` of image `batch`, zeros without one.
 template <typename T>
-__device__ __forceinline__ void load2_as(const half_bits* p, float& low, float& high) {
-    const half2_bits bits = *reinterpret_cast<const half2_bits*>(p);
-    low = T::to_float((half_bits)(bits & 0xffffu));
-    high = T::to_float((half_bits)(bits >> 16));
+__device__ __forceinline__ void load_shift8(const half_bits* shift, int batch, int channels, int channel, float* s) {
+    if (shift) {
+        load8_as<T>(shift + (long long)batch * channels + channel, s);
+    } else {
+        #pragma unroll
+        for (int i = 0; i < 8; ++i) s[i] = 0.f;
+    }
 }
 
 template <typename T>
 __device__ void group_norm_pixels_partials(
-    const half_bits* __restrict__ x, const half_bits* __restrict__ shift, float* __restrict__ partials,
+    const half_bits* __restrict__ x, const half_bits* __restrict__ shift, float2* __restrict__ partials,
     int hw, int channels, int groups, int pixels_per_chunk) {
-    extern __shared__ float pair_sums[];  // [channels / 2][2]
-    const int batch = blockIdx.y, chunk = blockIdx.x, pairs = channels / 2;
+    extern __shared__ float2 channel_sums[];  // [blockDim.y][channels]: (sum, sum of squares)
+    const int batch = blockIdx.y, chunk = blockIdx.x;
+    const int channel = threadIdx.x * 8;
     const int first = chunk * pixels_per_chunk, last = min(first + pixels_per_chunk, hw);
     const half_bits* image = x + (long long)batch * hw * channels;
-    float sum[MAX_PAIRS_PER_THREAD], squares[MAX_PAIRS_PER_THREAD], added[MAX_PAIRS_PER_THREAD][2];
+    float added[8], sum[8], squares[8];
+    load_shift8<T>(shift, batch, channels, channel, added);
     #pragma unroll
-    for (int i = 0; i < MAX_PAIRS_PER_THREAD; ++i) {
-        sum[i] = squares[i] = added[i][0] = added[i][1] = 0.f;
-        const int pair = threadIdx.x + i * blockDim.x;
-        if (shift && pair < pairs) load2_as<T>(shift + batch * channels + 2 * pair, added[i][0], added[i][1]);
-    }
-    for (int pixel = first; pixel < last; ++pixel) {
+    for (int i = 0; i < 8; ++i) sum[i] = squares[i] = 0.f;
+    for (int pixel = first + threadIdx.y; pixel < last; pixel += blockDim.y) {
+        float v[8];
+        load8_as<T>(image + (long long)pixel * channels + channel, v);
         #pragma unroll
-        for (int i = 0; i < MAX_PAIRS_PER_THREAD; ++i) {
-            const int pair = threadIdx.x + i * blockDim.x;
-            if (pair < pairs) {
-                float a, b;
-                load2_as<T>(image + (long long)pixel * channels + 2 * pair, a, b);
-                a += added[i][0];
-                b += added[i][1];
-                sum[i] += a + b;
-                squares[i] += a * a + b * b;
-            }
+        for (int i = 0; i < 8; ++i) {
+            const float a = v[i] + added[i];
+            sum[i] += a;
+            squares[i] += a * a;
         }
     }
     #pragma unroll
-    for (int i = 0; i < MAX_PAIRS_PER_THREAD; ++i) {
-        const int pair = threadIdx.x + i * blockDim.x;
-        if (pair < pairs) {
-            pair_sums[2 * pair] = sum[i];
-            pair_sums[2 * pair + 1] = squares[i];
+    for (int i = 0; i < 8; ++i) channel_sums[threadIdx.y * channels + channel + i] = make_float2(sum[i], squares[i]);
+    __syncthreads();
+    // Each channel's rows added into row 0 by the thread that owns the channel's column.
+    const int threads = blockDim.x * blockDim.y, me = threadIdx.y * blockDim.x + threadIdx.x;
+    for (int c = me; c < channels; c += threads) {
+        float2 total = channel_sums[c];
+        for (int row = 1; row < blockDim.y; ++row) {
+            total.x += channel_sums[row * channels + c].x;
+            total.y += channel_sums[row * channels + c].y;
         }
+        channel_sums[c] = total;
     }
     __syncthreads();
-    const int pairs_per_group = pairs / groups;
-    for (int group = threadIdx.x; group < groups; group += blockDim.x) {
-        float s = 0.f, q = 0.f;
-        for (int p = group * pairs_per_group; p < (group + 1) * pairs_per_group; ++p) {
-            s += pair_sums[2 * p];
-            q += pair_sums[2 * p + 1];
+    const int channels_per_group = channels / groups;
+    for (int group = me; group < groups; group += threads) {
+        float2 total = make_float2(0.f, 0.f);
+        for (int c = group * channels_per_group; c < (group + 1) * channels_per_group; ++c) {
+            total.x += channel_sums[c].x;
+            total.y += channel_sums[c].y;
         }
-        float* out = partials + (((long long)batch * gridDim.x + chunk) * groups + group) * 2;
-        out[0] = s;
-        out[1] = q;
+        partials[((long long)batch * groups + group) * gridDim.x + chunk] = total;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(PIXEL_THREADS) group_norm_pixels_partials_f16(
-    const half_bits* __restrict__ x, const half_bits* __restrict__ shift, float* __restrict__ partials,
+extern "C" __global__ void group_norm_pixels_partials_f16(
+    const half_bits* __restrict__ x, const half_bits* __restrict__ shift, float2* __restrict__ partials,
     int hw, int channels, int groups, int pixels_per_chunk) {
     group_norm_pixels_partials<F16>(x, shift, partials, hw, channels, groups, pixels_per_chunk);
 }
 
-extern "C" __global__ void __launch_bounds__(PIXEL_THREADS) group_norm_pixels_partials_bf16(
-    const half_bits* __restrict__ x, const half_bits* __restrict__ shift, float* __restrict__ partials,
+extern "C" __global__ void group_norm_pixels_partials_bf16(
+    const half_bits* __restrict__ x, const half_bits* __restrict__ shift, float2* __restrict__ partials,
     int hw, int channels, int groups, int pixels_per_chunk) {
     group_norm_pixels_partials<BF16>(x, shift, partials, hw, channels, groups, pixels_per_chunk);
 }
 
-// One block of `groups` warps per image: warp `g` adds group g's `chunks` partial sums (lane
-// by lane, then across the warp in a fixed pattern) and writes its mean and inverse deviation.
+// One block of `groups` warps per image: warp `g` adds group g's `chunks` partial sums (lanes
+// read consecutive chunks, then add across the warp in a fixed pattern) and writes its mean and
+// inverse deviation.
 extern "C" __global__ void group_norm_pixels_stats(
-    const float* __restrict__ partials, float* __restrict__ stats, int chunks, int groups, long long count,
+    const float2* __restrict__ partials, float2* __restrict__ stats, int chunks, int groups, long long count,
     float eps) {
     const int group = threadIdx.x / 32, lane = threadIdx.x % 32, batch = blockIdx.x;
+    const float2* sums = partials + ((long long)batch * groups + group) * chunks;
     float s = 0.f, q = 0.f;
     for (int chunk = lane; chunk < chunks; chunk += 32) {
-        const float* p = partials + (((long long)batch * chunks + chunk) * groups + group) * 2;
-        s += p[0];
-        q += p[1];
+        const float2 p = sums[chunk];
+        s += p.x;
+        q += p.y;
     }
     #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) {
@@ -187,66 +186,54 @@ extern "C" __global__ void group_norm_pixels_stats(
     if (lane == 0) {
         const float mean = s / (float)count;
         const float variance = fmaxf(q / (float)count - mean * mean, 0.f);
-        stats[(batch * groups + group) * 2] = mean;
-        stats[(batch * groups + group) * 2 + 1] = rsqrtf(variance + eps);
+        stats[batch * groups + group] = make_float2(mean, rsqrtf(variance + eps));
     }
 }
 
 template <typename T>
 __device__ void group_norm_pixels(
     const half_bits* __restrict__ x, const half_bits* __restrict__ weight, const half_bits* __restrict__ bias,
-    const half_bits* __restrict__ shift, const float* __restrict__ stats, half_bits* __restrict__ out,
+    const half_bits* __restrict__ shift, const float2* __restrict__ stats, half_bits* __restrict__ out,
     int hw, int channels, int groups, int pixels_per_chunk, int silu) {
-    const int batch = blockIdx.y, chunk = blockIdx.x, pairs = channels / 2;
+    const int batch = blockIdx.y, chunk = blockIdx.x;
+    const int channel = threadIdx.x * 8;
     const int first = chunk * pixels_per_chunk, last = min(first + pixels_per_chunk, hw);
     const int channels_per_group = channels / groups;
     const long long base = (long long)batch * hw * channels;
     // y = x * scale + offset per channel, the shift, mean and deviation folded in.
-    float scale[MAX_PAIRS_PER_THREAD][2], offset[MAX_PAIRS_PER_THREAD][2];
+    float scale[8], offset[8], w[8], b[8], added[8];
+    load8_as<T>(weight + channel, w);
+    load8_as<T>(bias + channel, b);
+    load_shift8<T>(shift, batch, channels, channel, added);
     #pragma unroll
-    for (int i = 0; i < MAX_PAIRS_PER_THREAD; ++i) {
-        const int pair = threadIdx.x + i * blockDim.x;
-        if (pair >= pairs) continue;
-        const int group = 2 * pair / channels_per_group;
-        const float mean = stats[(batch * groups + group) * 2], inverse_std = stats[(batch * groups + group) * 2 + 1];
-        float w[2], b[2], added[2] = {0.f, 0.f};
-        load2_as<T>(weight + 2 * pair, w[0], w[1]);
-        load2_as<T>(bias + 2 * pair, b[0], b[1]);
-        if (shift) load2_as<T>(shift + batch * channels + 2 * pair, added[0], added[1]);
-        #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-            scale[i][j] = inverse_std * w[j];
-            offset[i][j] = b[j] + (added[j] - mean) * scale[i][j];
-        }
+    for (int i = 0; i < 8; ++i) {
+        const float2 group = stats[batch * groups + (channel + i) / channels_per_group];
+        scale[i] = group.y * w[i];
+        offset[i] = b[i] + (added[i] - group.x) * scale[i];
     }
-    for (int pixel = first; pixel < last; ++pixel) {
+    for (int pixel = first + threadIdx.y; pixel < last; pixel += blockDim.y) {
+        const long long at = base + (long long)pixel * channels + channel;
+        float v[8];
+        load8_as<T>(x + at, v);
         #pragma unroll
-        for (int i = 0; i < MAX_PAIRS_PER_THREAD; ++i) {
-            const int pair = threadIdx.x + i * blockDim.x;
-            if (pair >= pairs) continue;
-            const long long at = base + (long long)pixel * channels + 2 * pair;
-            float v[2];
-            load2_as<T>(x + at, v[0], v[1]);
-            #pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                v[j] = v[j] * scale[i][j] + offset[i][j];
-                if (silu) v[j] = v[j] / (1.f + __expf(-v[j]));
-            }
-            *reinterpret_cast<half2_bits*>(out + at) = T::pack2(v[0], v[1]);
+        for (int i = 0; i < 8; ++i) {
+            v[i] = v[i] * scale[i] + offset[i];
+            if (silu) v[i] = v[i] / (1.f + __expf(-v[i]));
         }
+        store8_as<T>(out + at, v);
     }
 }
 
-extern "C" __global__ void __launch_bounds__(PIXEL_THREADS) group_norm_pixels_f16(
+extern "C" __global__ void group_norm_pixels_f16(
     const half_bits* __restrict__ x, const half_bits* __restrict__ weight, const half_bits* __restrict__ bias,
-    const half_bits* __restrict__ shift, const float* __restrict__ stats, half_bits* __restrict__ out,
+    const half_bits* __restrict__ shift, const float2* __restrict__ stats, half_bits* __restrict__ out,
     int hw, int channels, int groups, int pixels_per_chunk, int silu) {
     group_norm_pixels<F16>(x, weight, bias, shift, stats, out, hw, channels, groups, pixels_per_chunk, silu);
 }
 
-extern "C" __global__ void __launch_bounds__(PIXEL_THREADS) group_norm_pixels_bf16(
+extern "C" __global__ void group_norm_pixels_bf16(
     const half_bits* __restrict__ x, const half_bits* __restrict__ weight, const half_bits* __restrict__ bias,
-    const half_bits* __restrict__ shift, const float* __restrict__ stats, half_bits* __restrict__ out,
+    const half_bits* __restrict__ shift, const float2* __restrict__ stats, half_bits* __restrict__ out,
     int hw, int channels, int groups, int pixels_per_chunk, int silu) {
     group_norm_pixels<BF16>(x, weight, bias, shift, stats, out, hw, channels, groups, pixels_per_chunk, silu);
 }

@@ -9,8 +9,8 @@ use candle_core::{Result, Tensor};
 /// `shift` (`[b, c]`, when given) added per channel, scaled by `weight` and shifted by `bias`
 /// (`[c]`), then SiLU when `silu`; statistics in f32. The output is in the input's layout,
 /// packed or channels-last. `None` where the kernel does not apply (not CUDA, not f16 or bf16
-/// throughout; packed, `h * w` not a multiple of 8; channels-last, groups of an odd number of
-/// channels, more than 32 groups or 2560 channels).
+/// throughout; packed, `h * w` not a multiple of 8; channels-last, channels not a multiple of
+/// 8, more than 32 groups or 2560 channels).
 ///
 /// # Errors
 /// A compile, load or launch failure of the kernel.
@@ -58,10 +58,9 @@ mod cuda {
 
     const SOURCE: &str = concat!(include_str!("half.cuh"), include_str!("group_norm.cu"));
     const THREADS: u32 = 1024;
-    /// Threads of the channels-last kernels' blocks, each taking up to
-    /// `MAX_PAIRS_PER_THREAD` pairs of channels (as `group_norm.cu` defines them).
-    const PIXEL_THREADS: u32 = 256;
-    const MAX_PAIRS_PER_THREAD: usize = 5;
+    /// Threads of the channels-last kernels' blocks: `channels / 8` across (eight channels
+    /// each), as many rows of pixels as fit.
+    const PIXEL_THREADS: usize = 320;
     /// Threads the channels-last kernels aim to have running on each multiprocessor (all it
     /// holds).
     const PIXEL_THREADS_PER_MULTIPROCESSOR: usize = 2048;
@@ -85,14 +84,9 @@ mod cuda {
             && x.dtype() == weight.dtype()
             && x.device().same_device(weight.device())
             && x.layout().start_offset() % 8 == 0;
-        let pixel_pairs = channels / 2;
         match () {
             _ if !fits => None,
-            _ if is_channels_last(x)
-                && (channels / groups) % 2 == 0
-                && groups <= 32
-                && pixel_pairs <= PIXEL_THREADS as usize * MAX_PAIRS_PER_THREAD =>
-            {
+            _ if is_channels_last(x) && channels % 8 == 0 && channels / 8 <= PIXEL_THREADS && groups <= 32 => {
                 Some(Order::ChannelsLast)
             }
             _ if x.is_contiguous() && (h * w) % 8 == 0 => Some(Order::Planes),
@@ -214,16 +208,17 @@ mod cuda {
             let hw = h * w;
             let kernel = nvrtc::compiled(device, "swapgraph-group-norm", SOURCE)?;
             let load = |name: &str| device.get_or_load_custom_func(name, &kernel.module, &kernel.ptx);
-            let threads = (channels / 2).div_ceil(32).min(PIXEL_THREADS as usize / 32) * 32;
-            // Enough chunks of pixels to fill the device, each a block.
+            // Eight channels a thread across, rows of pixels down.
+            let (across, rows) = (channels / 8, (PIXEL_THREADS / (channels / 8)).max(1));
+            // Enough chunks of pixels to fill the device, each a block, each row a pixel or more.
             let multiprocessors = device
                 .cuda_stream()
                 .context()
                 .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
                 .w()? as usize;
             let in_flight = multiprocessors * PIXEL_THREADS_PER_MULTIPROCESSOR;
-            let chunks = in_flight.div_ceil(batch * threads).clamp(1, hw);
-            let pixels_per_chunk = hw.div_ceil(chunks);
+            let chunks = in_flight.div_ceil(batch * across * rows).clamp(1, hw);
+            let pixels_per_chunk = hw.div_ceil(chunks).max(rows);
             let chunks = hw.div_ceil(pixels_per_chunk);
             let (x_view, weight_view, bias_view) = (
                 typed_view::<T>(x, x_layout)?,
@@ -250,8 +245,9 @@ mod cuda {
             let null: u64 = 0;
             let grid = LaunchConfig {
                 grid_dim: (chunks as u32, batch as u32, 1),
-                block_dim: (threads as u32, 1, 1),
-                shared_mem_bytes: (channels * std::mem::size_of::<f32>()) as u32,
+                block_dim: (across as u32, rows as u32, 1),
+                // Each row's (sum, sum of squares) per channel.
+                shared_mem_bytes: (rows * channels * 2 * std::mem::size_of::<f32>()) as u32,
             };
             let partials_function = load(&format!("group_norm_pixels_partials_{suffix}"))?;
             let mut launch = partials_function.builder();
@@ -267,7 +263,8 @@ mod cuda {
                 .arg(&groups_arg)
                 .arg(&per_chunk_arg);
             // SAFETY: the arguments match the kernel's signature; `order_for` checked the
-            // channel counts it indexes by and the shared memory holds a sum per channel.
+            // channel counts it indexes by and the shared memory holds two sums per channel
+            // and row.
             unsafe { launch.launch(grid) }.w()?;
             let stats_function = load("group_norm_pixels_stats")?;
             let mut launch = stats_function.builder();
@@ -322,16 +319,17 @@ mod tests {
     #[test]
     fn group_norm_and_silu_match_the_cpu_f32_reference() -> Result<()> {
         let gpu = Device::new_cuda(0)?;
-        // SDXL's largest and smallest resnet inputs at 1024x1024, and a small odd one, packed and
+        // SDXL's largest and smallest resnet inputs at 1024x1024 (groups of 10 and 40 channels),
+        // and a small one whose groups of 4 share chunks of 8 channels, packed and
         // channels-last. f16 as the UNet runs, bf16 as the VAE does on the same cards (its
         // largest input too).
         let cases = [
             (([2, 320, 128, 128], 32), DType::F16),
             (([2, 1280, 32, 32], 32), DType::F16),
-            (([1, 6, 4, 2], 3), DType::F16),
+            (([1, 24, 4, 2], 6), DType::F16),
             (([1, 128, 1024, 1024], 32), DType::BF16),
             (([1, 512, 128, 128], 32), DType::BF16),
-            (([1, 6, 4, 2], 3), DType::BF16),
+            (([1, 24, 4, 2], 6), DType::BF16),
         ];
         for ((shape, groups), dtype) in cases {
             let random =
@@ -402,7 +400,7 @@ mod tests {
         let (_, planes) = random_pair(&[1, 6, 4, 4], &gpu)?;
         assert!(
             group_norm(&to_channels_last(&planes)?, &six, &six, None, 6, 1e-5, true)?.is_none(),
-            "a channels-last image in groups of one channel"
+            "a channels-last image of 6 channels, not whole lanes of 8"
         );
         let (_, image) = random_pair(&[2, 4, 4, 4], &gpu)?;
         let (_, one_shift) = random_pair(&[1, 4], &gpu)?;

@@ -37,21 +37,23 @@ pub fn to_channels_last(t: &Tensor) -> Result<Tensor> {
 }
 
 /// `t` (`[n, c, h, w]`, any layout) as a packed `[n, h, w, c]` tensor: its own memory when it
-/// is channels-last, else a copy (by [`to_pixels`] where it applies). Filters `[k, c, kh, kw]`
+/// is channels-last or `h * w` is 1, else a copy (by [`to_pixels`] where it applies). Filters `[k, c, kh, kw]`
 /// become the `[k, kh, kw, c]` channels-last convolutions take.
 ///
 /// # Errors
 /// A tensor that is not of rank 4, or a kernel failure.
 pub fn packed_pixels(t: &Tensor) -> Result<Tensor> {
-    if is_channels_last(t) {
-        return pixels(t);
+    // Channels-last already, or planes of one position (a 1x1 filter) that are the same memory.
+    let viewed = pixels(t)?;
+    if viewed.is_contiguous() {
+        return Ok(viewed);
     }
     if t.is_contiguous() {
         if let Some(moved) = to_pixels(t)? {
             return Ok(moved);
         }
     }
-    pixels(t)?.contiguous()
+    viewed.contiguous()
 }
 
 /// The packed `[n, h, w, c]` tensor behind a channels-last `t`: the same memory, no copy.

@@ -10,7 +10,11 @@ mod convolution;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 #[cfg(feature = "cuda")]
-mod cudnn;
+pub(crate) mod cudnn;
+#[cfg(feature = "cuda")]
+pub(crate) mod cudnn_attention;
+#[cfg(feature = "cuda")]
+mod cudnn_graph;
 // The model seam's decoding of weights kept as stored (GGUF blocks), checked on the device with
 // the kernels' tests.
 #[cfg(all(test, feature = "cuda"))]

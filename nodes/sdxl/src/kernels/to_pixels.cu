@@ -21,3 +21,26 @@ extern "C" __global__ void planes_to_pixels(
         *reinterpret_cast<uint4*>(out + chunk * 8) = bits;
     }
 }
+
+// The same for few positions a plane (convolution filters: 9 for 3x3, 1 for 1x1): each thread
+// takes eight channels of one `b` and every position, so it reads eight runs of `positions`
+// consecutive values (a warp, one contiguous span) and writes one 16-byte store a position.
+extern "C" __global__ void few_planes_to_pixels(
+    const half_bits* __restrict__ in, half_bits* __restrict__ out, long long chunks, int channels,
+    int positions) {
+    const int chunks_per_row = channels / 8;
+    for (long long chunk = blockIdx.x * (long long)blockDim.x + threadIdx.x; chunk < chunks;
+         chunk += (long long)gridDim.x * blockDim.x) {
+        const long long b = chunk / chunks_per_row;  // the image, or the filter's output channel
+        const long long channel = (chunk - b * chunks_per_row) * 8;
+        const half_bits* source = in + (b * channels + channel) * positions;
+        half_bits* target = out + b * channels * (long long)positions + channel;
+        for (int p = 0; p < positions; ++p) {
+            uint4 bits;
+            half_bits* values = reinterpret_cast<half_bits*>(&bits);
+            #pragma unroll
+            for (int i = 0; i < 8; ++i) values[i] = source[i * positions + p];
+            *reinterpret_cast<uint4*>(target + (long long)p * channels) = bits;
+        }
+    }
+}

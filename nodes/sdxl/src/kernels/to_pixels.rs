@@ -31,6 +31,8 @@ mod cuda {
     use swapgraph_model::nvrtc;
 
     const SOURCE: &str = concat!(include_str!("half.cuh"), include_str!("to_pixels.cu"));
+    /// The most positions a plane for which one thread takes a plane's every position.
+    const FEW_POSITIONS: usize = 16;
 
     pub fn applies(x: &Tensor) -> bool {
         let Ok((_, c, h, w)) = x.dims4() else {
@@ -66,17 +68,26 @@ mod cuda {
         let (n, c, h, w) = layout.shape().dims4()?;
         let shape = Shape::from((n, h, w, c));
         let kernel = nvrtc::compiled(device, "swapgraph-to-pixels", SOURCE)?;
-        let function = device.get_or_load_custom_func("planes_to_pixels", &kernel.module, &kernel.ptx)?;
+        // Filters have a handful of positions a plane: a thread takes them all.
+        let few = h * w <= FEW_POSITIONS;
+        let entry = if few {
+            "few_planes_to_pixels"
+        } else {
+            "planes_to_pixels"
+        };
+        let function = device.get_or_load_custom_func(entry, &kernel.module, &kernel.ptx)?;
         let input = typed_view::<T>(x, layout)?;
         // SAFETY: every element is written by the kernel below.
         let out = unsafe { device.alloc::<T>(shape.elem_count())? };
-        let chunks = (shape.elem_count() / 8) as i64;
+        // Eight channels a thread: of one pixel, or of every position of one plane.
+        let threads = if few { n * c / 8 } else { shape.elem_count() / 8 };
+        let chunks = threads as i64;
         let (channels, positions) = (c as i32, (h * w) as i32);
         let mut launch = function.builder();
         launch.arg(&input).arg(&out).arg(&chunks).arg(&channels).arg(&positions);
         // SAFETY: the arguments match the kernel's signature; `applies` checked that the
         // channels are whole chunks of 8 and the input is packed.
-        unsafe { launch.launch(grid_stride(shape.elem_count() / 8)) }.w()?;
+        unsafe { launch.launch(grid_stride(threads)) }.w()?;
         Ok((CudaStorage::wrap_cuda_slice(out, device.clone()), shape))
     }
 }
@@ -90,11 +101,13 @@ mod tests {
     #[test]
     fn planes_become_pixels_bit_for_bit() -> Result<()> {
         let gpu = Device::new_cuda(0)?;
-        // An image, a 3x3 filter and a 1x1 one, in both 16-bit formats.
+        // Images, a 3x3 filter, a 1x1 one and a plane of 4x4 (the most one thread takes), in
+        // both 16-bit formats.
         for (shape, dtype) in [
             ([2, 320, 16, 24], DType::F16),
             ([640, 320, 3, 3], DType::F16),
             ([8, 16, 1, 1], DType::BF16),
+            ([3, 24, 4, 4], DType::F16),
             ([1, 128, 64, 64], DType::BF16),
         ] {
             let values = Tensor::randn(0f32, 1.0, &shape, &Device::Cpu)?.to_dtype(dtype)?;

@@ -6,6 +6,8 @@
 mod attention;
 mod coder;
 mod config;
+#[cfg(all(test, feature = "cuda"))]
+mod cuda_tests;
 mod fit;
 mod tiled;
 
