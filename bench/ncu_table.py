@@ -14,7 +14,7 @@ import sys
 
 FAMILIES = [
     ("fused attention (swapgraph)", r"flash_attention"),
-    ("fused attention (PyTorch SDPA: cuDNN or flash)", r"sdpa|flash_fwd|fmha|efficient_attention"),
+    ("fused attention (cuDNN SDPA, or flash)", r"sdpa|flash_fwd|fmha|efficient_attention"),
     ("fused reductions: norms (Triton, inductor)", r"^triton_(red|per)"),
     ("fused pointwise (Triton, inductor)", r"^triton_poi"),
     ("convolution bias + residual (swapgraph)", r"channel_bias_add|pixel_bias_add"),

@@ -6,22 +6,19 @@ use crate::settings::SwapSettings;
 use crate::store::SwapStore;
 use candle_core::{DType, Device};
 use std::sync::Arc;
-use swapgraph_model::{ModelHandle, Placement, ResidentId, Room, SourceError, StoreCache, UnitSpec, WeightStore};
+use swapgraph_model::{ModelHandle, Placement, Room, SourceError, UnitSpec, WeightStore};
 
-/// Streams the units a plan picks; the store is kept per model, device and dtype, so later runs
-/// reuse the host copies.
+/// Streams the units a plan picks; the store is kept with the model ([`ModelHandle::stores`])
+/// per device, dtype and settings, so later runs reuse the host copies and the resident units,
+/// even through a BlockSwap node that ran again.
 pub struct BlockSwapPlacement {
     settings: SwapSettings,
-    cache: StoreCache,
 }
 
 impl BlockSwapPlacement {
     /// A placement with `settings`.
     pub fn new(settings: SwapSettings) -> Self {
-        Self {
-            settings,
-            cache: StoreCache::default(),
-        }
+        Self { settings }
     }
 }
 
@@ -68,7 +65,7 @@ impl Placement for BlockSwapPlacement {
         dtype: DType,
         room: &Room,
     ) -> Result<Arc<dyn WeightStore>, SourceError> {
-        self.cache.get_or_build(model, device, dtype, room, || {
+        model.stores.get_or_build(model, self, (device, dtype), room, || {
             // Planned in the bytes the weights are kept and moved in.
             let kept_units = model.kept_units(dtype);
             let dtypes = model.dtypes(dtype);
@@ -120,8 +117,8 @@ impl Placement for BlockSwapPlacement {
         ))
     }
 
-    fn resident(&self) -> Option<ResidentId> {
-        self.cache.resident()
+    fn store_key(&self) -> String {
+        format!("BlockSwap {:?}", self.settings)
     }
 }
 
@@ -129,6 +126,40 @@ impl Placement for BlockSwapPlacement {
 mod tests {
     use super::*;
     use swapgraph_model::{UnitGroup, UnitSpec};
+    use swapgraph_sdxl::unet::{UNet, UNetConfig};
+
+    #[test]
+    fn a_placement_made_again_with_the_same_settings_reuses_the_models_store() -> Result<(), SourceError> {
+        let (_, source) = crate::store::tests::tiny_model();
+        let unet = UNet::new(UNetConfig::tiny()).expect("the tiny UNet");
+        let model = ModelHandle::new("tiny", Arc::new(unet), source);
+        let settings = SwapSettings::default();
+        let store_with = |settings: SwapSettings| {
+            // What a BlockSwap node returns each time it runs: a new placement on the same model.
+            let handle = model.with_placement(Arc::new(BlockSwapPlacement::new(settings)));
+            handle.store(&Device::Cpu, DType::F32, &Room::default())
+        };
+        let first = store_with(settings)?;
+        assert!(
+            Arc::ptr_eq(&first, &store_with(settings)?),
+            "the node ran again with the same settings: the store is reused"
+        );
+        let more = store_with(SwapSettings {
+            blocks_to_swap: settings.blocks_to_swap + 1,
+            ..settings
+        })?;
+        assert!(!Arc::ptr_eq(&first, &more), "other settings build their own store");
+        let resident = model.store(&Device::Cpu, DType::F32, &Room::default())?;
+        assert!(
+            !Arc::ptr_eq(&more, &resident),
+            "the upstream model builds a resident store"
+        );
+        assert!(
+            Arc::ptr_eq(&resident, &model.store(&Device::Cpu, DType::F32, &Room::default())?),
+            "and keeps it"
+        );
+        Ok(())
+    }
 
     fn units() -> Vec<UnitSpec> {
         let unit = |name: &str, group, mib: usize| UnitSpec {

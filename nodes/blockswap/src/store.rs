@@ -496,13 +496,14 @@ impl SwapStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::plan::plan;
     use swapgraph_model::ResidentStore;
     use swapgraph_sdxl::unet::{UNet, UNetConfig};
 
-    fn tiny_model() -> (Vec<UnitSpec>, Arc<TensorSource>) {
+    /// The tiny UNet's units and seeded f32 weights.
+    pub(crate) fn tiny_model() -> (Vec<UnitSpec>, Arc<TensorSource>) {
         let units = UNet::new(UNetConfig::tiny()).unwrap().units().to_vec();
         let params = units
             .iter()

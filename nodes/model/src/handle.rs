@@ -59,40 +59,49 @@ pub trait Placement: Send + Sync {
         None
     }
 
-    /// The store this placement keeps on the device, as its memory manager knows it.
-    fn resident(&self) -> Option<ResidentId>;
+    /// What sets this placement's stores apart from another's for the same model ("resident",
+    /// or BlockSwap and its settings): a placement made again with the same settings (its node
+    /// ran again because something upstream changed) reuses the store the last one built.
+    fn store_key(&self) -> String;
 }
 
 /// Keeps the store a placement built for one model, device and dtype, so later runs of the same
 /// model reuse it instead of loading the weights again; the device's memory manager may drop it
-/// between runs when another model needs the room.
+/// between runs when another model needs the room. Every handle made from one loaded model
+/// shares its cache ([`ModelHandle::stores`]), so the model has one store on the device at a time.
 #[derive(Default)]
 pub struct StoreCache {
     slot: Arc<DeviceSlot<StoreKey, dyn WeightStore>>,
 }
 
 /// What a cached store was built for: the model (its network's and weights' addresses and its
-/// name) and device (as its debug location), the dtypes, and the store's device bytes.
+/// name), device (as its debug location) and placement, the dtypes, and the store's device bytes.
 type StoreKey = (String, WeightDTypes, u64);
 
 impl StoreCache {
-    /// The cached store for `model` on `device` in `dtype` when it fits `room`, or the one
-    /// `build` makes with its device bytes (then cached, and registered with `room`'s manager).
+    /// The cached store for `model` on `device` in `dtype` as `placement` places it, when it fits
+    /// `room`; or the one `build` makes with its device bytes (then cached, and registered with
+    /// `room`'s manager).
     ///
     /// # Errors
     /// Whatever `build` returns.
     pub fn get_or_build<E>(
         &self,
         model: &ModelHandle,
-        device: &Device,
-        dtype: DType,
+        placement: &dyn Placement,
+        (device, dtype): (&Device, DType),
         room: &Room,
         build: impl FnOnce() -> Result<(Arc<dyn WeightStore>, u64), E>,
     ) -> Result<Arc<dyn WeightStore>, E> {
         let network = Arc::as_ptr(&model.network).cast::<()>() as usize;
         // The same network with other weights (a LoRA merged in) needs a store of its own.
         let weights = Arc::as_ptr(&model.source) as usize;
-        let key = format!("{network:x} {weights:x} {} {:?}", model.name, device.location());
+        let key = format!(
+            "{network:x} {weights:x} {} {:?} {}",
+            model.name,
+            device.location(),
+            placement.store_key()
+        );
         let dtypes = model.dtypes(dtype);
         let fill = Fill {
             name: format!("{} ({})", model.network.kind(), model.name),
@@ -116,9 +125,7 @@ impl StoreCache {
 
 /// Every weight on the device.
 #[derive(Default)]
-pub struct Resident {
-    cache: StoreCache,
-}
+pub struct Resident;
 
 impl Placement for Resident {
     fn store(
@@ -133,7 +140,7 @@ impl Placement for Resident {
             bytes: None,
             ..room.clone()
         };
-        self.cache.get_or_build(model, device, dtype, &unbounded, || {
+        model.stores.get_or_build(model, self, (device, dtype), &unbounded, || {
             let store = ResidentStore::load(
                 model.network.units().to_vec(),
                 &model.source,
@@ -149,8 +156,8 @@ impl Placement for Resident {
         model.kept_units(dtype).iter().map(|unit| unit.bytes(kept)).sum()
     }
 
-    fn resident(&self) -> Option<ResidentId> {
-        self.cache.resident()
+    fn store_key(&self) -> String {
+        "resident".to_string()
     }
 }
 
@@ -165,6 +172,10 @@ pub struct ModelHandle {
     pub source: Arc<TensorSource>,
     /// Where the weights live while the model runs.
     pub placement: Arc<dyn Placement>,
+    /// The store the model's weights run from on a device, kept between runs; shared by every
+    /// handle made from this one (what BlockSwap and the adapters return), whatever their
+    /// placement.
+    pub stores: Arc<StoreCache>,
     /// Where the weights of models sampled alongside this one (ControlNets attached to the
     /// conditioning) live; `None` keeps their own placement.
     pub companion_placement: Option<Arc<dyn Placement>>,
@@ -184,7 +195,8 @@ impl ModelHandle {
             name: name.into(),
             network,
             source,
-            placement: Arc::new(Resident::default()),
+            placement: Arc::new(Resident),
+            stores: Arc::default(),
             companion_placement: None,
             kept_dtype: None,
             eight_bit_products: false,

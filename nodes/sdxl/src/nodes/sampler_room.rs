@@ -110,7 +110,7 @@ pub fn sampler_rooms(on_device: &UNetOnDevice, controlnets: &[ModelHandle], budg
     );
     let keep: Vec<_> = std::iter::once(on_device.model)
         .chain(controlnets)
-        .filter_map(|model| model.placement.resident())
+        .filter_map(|model| model.stores.resident())
         .collect();
     let held = manager.bytes_of(&keep);
     // Idle models (text encoders, the VAE) leave as far as the sampler's models want the room
