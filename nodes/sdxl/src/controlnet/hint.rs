@@ -1,8 +1,10 @@
 //! The hint embedding of a ControlNet (diffusers' `ControlNetConditioningEmbedding`): a small
 //! convolutional network taking the hint image down to the latent's size and width.
 
+use crate::blocks::Conv2d;
+use crate::kernels;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// `conv_in`, pairs of convolutions (the second of each halving the resolution), `conv_out`,
 /// with SiLU between them.
@@ -20,43 +22,43 @@ impl HintEmbedding {
     /// # Errors
     /// A missing or mis-shaped weight.
     pub fn new(vb: VarBuilder, hint_channels: usize, channels: &[usize], out_channels: usize) -> Result<Self> {
-        let same = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let halving = Conv2dConfig {
-            padding: 1,
-            stride: 2,
-            ..Default::default()
-        };
         let first = *channels
             .first()
             .ok_or_else(|| candle_core::Error::Msg("no hint channels".into()))?;
         let last = *channels.last().unwrap_or(&first);
         let mut blocks = Vec::new();
         for (i, pair) in channels.windows(2).enumerate() {
-            blocks.push(conv2d(pair[0], pair[0], 3, same, vb.pp(format!("blocks.{}", 2 * i)))?);
-            blocks.push(conv2d(
+            blocks.push(Conv2d::new(
+                pair[0],
+                pair[0],
+                3,
+                1,
+                1,
+                vb.pp(format!("blocks.{}", 2 * i)),
+            )?);
+            blocks.push(Conv2d::new(
                 pair[0],
                 pair[1],
                 3,
-                halving,
+                1,
+                2,
                 vb.pp(format!("blocks.{}", 2 * i + 1)),
             )?);
         }
         Ok(Self {
-            conv_in: conv2d(hint_channels, first, 3, same, vb.pp("conv_in"))?,
+            conv_in: Conv2d::new(hint_channels, first, 3, 1, 1, vb.pp("conv_in"))?,
             blocks,
-            conv_out: conv2d(last, out_channels, 3, same, vb.pp("conv_out"))?,
+            conv_out: Conv2d::new(last, out_channels, 3, 1, 1, vb.pp("conv_out"))?,
         })
     }
 }
 
 impl Module for HintEmbedding {
     fn forward(&self, hint: &Tensor) -> Result<Tensor> {
-        let mut x = self.conv_in.forward(hint)?.silu()?;
+        // On CUDA the image stays channels-last from one convolution to the next.
+        let mut x = kernels::elementwise(&self.conv_in.forward(hint)?, Tensor::silu)?;
         for block in &self.blocks {
-            x = block.forward(&x)?.silu()?;
+            x = kernels::elementwise(&block.forward(&x)?, Tensor::silu)?;
         }
         self.conv_out.forward(&x)
     }

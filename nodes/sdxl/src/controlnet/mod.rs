@@ -9,6 +9,8 @@
 //! Control to Text-to-Image Diffusion Models" (2023).
 
 mod config;
+#[cfg(all(test, feature = "cuda"))]
+mod cuda_tests;
 mod hint;
 mod load;
 
@@ -21,13 +23,15 @@ pub const CONTROL_NET: swapgraph_node_api::SocketType =
 pub use hint::HintEmbedding;
 pub use load::{load, RANDOM_CONTROLNET, TINY_CONTROLNET};
 
+use crate::blocks::Conv2d;
+use crate::kernels;
 use crate::unet::stem::Stem;
 use crate::unet::Section;
 use crate::unet::{
     context_steps, given_or_projected, layout, project, ControlResiduals, ProjectedContext, State, Step, UNetInput,
 };
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 use swapgraph_model::{record_params, Network, UnitSpec, WeightStore};
 
 /// What a ControlNet step does.
@@ -52,23 +56,9 @@ impl Outputs {
         let down = skip_channels
             .iter()
             .enumerate()
-            .map(|(i, &c)| {
-                conv2d(
-                    c,
-                    c,
-                    1,
-                    Default::default(),
-                    vb.pp(format!("controlnet_down_blocks.{i}")),
-                )
-            })
+            .map(|(i, &c)| Conv2d::new(c, c, 1, 0, 1, vb.pp(format!("controlnet_down_blocks.{i}"))))
             .collect::<Result<Vec<_>>>()?;
-        let mid = conv2d(
-            mid_channels,
-            mid_channels,
-            1,
-            Default::default(),
-            vb.pp("controlnet_mid_block"),
-        )?;
+        let mid = Conv2d::new(mid_channels, mid_channels, 1, 0, 1, vb.pp("controlnet_mid_block"))?;
         Ok(Self { down, mid })
     }
 }
@@ -201,7 +191,8 @@ impl ControlNet {
                 state.emb =
                     Some(stem.embedding(input.timesteps, &input.text_embeds.to_dtype(dtype)?, input.time_ids)?);
                 let hint = embedding.forward(&hint.to_dtype(dtype)?)?;
-                state.x = (stem.conv_in(&input.sample.to_dtype(dtype)?)? + hint)?;
+                // In the hint's layout: channels-last on CUDA, as the blocks after it take it.
+                state.x = kernels::add(&hint, &stem.conv_in(&input.sample.to_dtype(dtype)?)?)?;
                 state.skips.push(state.x.clone());
             }
             (ControlStep::Body(step), Built::Body(layer)) => state.apply(&layer, &step.op, input, context, dtype)?,
@@ -210,9 +201,9 @@ impl ControlNet {
                     .skips
                     .iter()
                     .zip(&outputs.down)
-                    .map(|(skip, conv)| conv.forward(skip)? * scale)
+                    .map(|(skip, conv)| kernels::elementwise(&conv.forward(skip)?, |t| t * scale))
                     .collect::<Result<Vec<_>>>()?;
-                let mid = (outputs.mid.forward(&state.x)? * scale)?;
+                let mid = kernels::elementwise(&outputs.mid.forward(&state.x)?, |t| t * scale)?;
                 *residuals = Some(ControlResiduals { down, mid });
             }
             _ => candle_core::bail!("ControlNet step and layer disagree"),

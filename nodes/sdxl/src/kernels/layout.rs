@@ -84,6 +84,18 @@ pub fn cat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[a, b], 1)
 }
 
+/// `op`, an elementwise operation, applied to `xs` in its own layout: a channels-last image
+/// stays channels-last, where candle's elementwise operations hand back packed planes.
+///
+/// # Errors
+/// Whatever `op` returns.
+pub fn elementwise(xs: &Tensor, op: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if is_channels_last(xs) {
+        return image(&op(&pixels(xs)?)?);
+    }
+    op(xs)
+}
+
 /// `a + b` in the layout of `a`: channels-last when `a` is (`b` made so if it is not).
 ///
 /// # Errors
@@ -116,6 +128,25 @@ pub fn upsample_nearest(xs: &Tensor, height: usize, width: usize) -> Result<Tens
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
+
+    #[test]
+    fn elementwise_operations_keep_the_layout_they_are_given() -> Result<()> {
+        let planes = Tensor::arange(-12f32, 12.0, &Device::Cpu)?.reshape((1, 6, 2, 2))?;
+        let channels_last = to_channels_last(&planes)?;
+        let out = elementwise(&channels_last, |t| t.silu())?;
+        assert!(is_channels_last(&out), "a channels-last image stays so");
+        assert_eq!(
+            out.flatten_all()?.to_vec1::<f32>()?,
+            planes.silu()?.flatten_all()?.to_vec1::<f32>()?
+        );
+        let out = elementwise(&planes, |t| t * 0.5)?;
+        assert!(out.is_contiguous() && !is_channels_last(&out));
+        assert_eq!(
+            out.flatten_all()?.to_vec1::<f32>()?,
+            (planes * 0.5)?.flatten_all()?.to_vec1::<f32>()?
+        );
+        Ok(())
+    }
 
     #[test]
     fn channels_last_views_hold_the_same_values_in_pixel_order() -> Result<()> {

@@ -36,6 +36,6 @@ pub use epilogue::{bias_add, geglu};
 pub use gemm::{linear, linear_e4m3, takes_e4m3_products};
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
-pub use layout::{add, cat_channels, image, is_channels_last, pixels, to_channels_last, upsample_nearest};
+pub use layout::{add, cat_channels, elementwise, image, is_channels_last, pixels, to_channels_last, upsample_nearest};
 #[cfg(feature = "cuda")]
 pub use swapgraph_model::nvrtc::compute_capability;
