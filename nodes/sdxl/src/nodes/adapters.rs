@@ -113,6 +113,7 @@ pub fn control_guidance<'a>(
                 link.hint,
                 store,
                 (context(link.negative, negative)?, context(link.positive, positive)?),
+                device,
             )
         })
         .collect()
@@ -164,7 +165,12 @@ pub fn region_adapters<'c>(
                 .ok_or_else(|| {
                     NodeError::msg(format!("ControlNet \"{}\" has no weights placed", hint.controlnet.name))
                 })?;
-            guidance(hint, store, (None, Some(hint_context(hint, &text.context, device)?)))
+            guidance(
+                hint,
+                store,
+                (None, Some(hint_context(hint, &text.context, device)?)),
+                device,
+            )
         })
         .collect::<Result<_, _>>()?;
     let image_tokens = conditioning.image_prompt.as_ref().map(|prompt| {
@@ -194,12 +200,13 @@ fn hint_context(
 }
 
 /// `hint`'s ControlNet with its weights in `store`, run with each side's context of `contexts`
-/// (negative, positive).
-fn guidance(
-    hint: &ControlHint,
+/// (negative, positive), its hint image moved to `device` once for every step.
+fn guidance<'h>(
+    hint: &'h ControlHint,
     store: Arc<dyn WeightStore>,
     contexts: (Option<candle_core::Tensor>, Option<candle_core::Tensor>),
-) -> Result<ControlGuidance<'_>, NodeError> {
+    device: &Device,
+) -> Result<ControlGuidance<'h>, NodeError> {
     let controlnet = hint
         .controlnet
         .network
@@ -215,7 +222,8 @@ fn guidance(
     Ok(ControlGuidance {
         controlnet,
         store,
-        hint: hint.hint.clone(),
+        // Once, not from the host's pageable memory at every step.
+        hint: hint.hint.to_device(device).map_err(tensor_error)?,
         strength: hint.strength,
         contexts,
         percent: (hint.start_percent, hint.end_percent),

@@ -45,7 +45,8 @@ pub struct ControlGuidance<'a> {
     pub controlnet: &'a ControlNet,
     /// Its weights.
     pub store: Arc<dyn WeightStore>,
-    /// The hint `[1, 3, h, w]`, values 0..1.
+    /// The hint `[1, 3, h, w]`, values 0..1, best on the sampler's device already (it is moved
+    /// there at every step otherwise).
     pub hint: Tensor,
     /// Residual scale.
     pub strength: f64,
