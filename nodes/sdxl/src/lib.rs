@@ -17,6 +17,8 @@ pub mod conditioning;
 mod config_json;
 pub mod device;
 mod family;
+#[cfg(all(test, feature = "cuda"))]
+mod gpu_fixtures;
 mod measured;
 mod nodes;
 
