@@ -12,8 +12,10 @@
 //! Each configuration is a swap choice (`none`, `blocks:N`, `budget:MB`) with optional modifiers:
 //! `pN` prefetch N units, `sync` synchronous copies (`non_blocking: false`), `block` block
 //! granularity, `debug` per-unit timing (adds event overhead), `profile` time per block (a mark
-//! on the compute stream as each unit starts). The random weights are made once for all
-//! configurations.
+//! on the compute stream as each unit starts), `graph` (`none` only) each step a replay of one
+//! recorded CUDA graph, as the sampler replays them, its output held to the first plain resident
+//! configuration's (`identical_to_resident`) and the graph's memory counted in the peak. The
+//! random weights are made once for all configurations.
 //!
 //! After a warm-up step, the timed steps are queued back to back, as the sampler queues them, and
 //! each is timed on the device between marks at its start and end; the host is ahead of the
@@ -81,6 +83,7 @@ use swapgraph_model::{
     TensorSource, WeightStore, KEPT_AS_STORED,
 };
 use swapgraph_node_api::DeviceSpec;
+use swapgraph_sdxl::sampling::StepGraphs;
 use swapgraph_sdxl::unet::{ProjectedContext, UNet, UNetConfig, UNetInput};
 
 #[path = "unet_step/bus_load.rs"]
@@ -207,7 +210,12 @@ fn main() {
             settings,
             profile,
             bus_load,
+            graph,
         } = parse_config(config);
+        assert!(
+            !(graph && (swapped || profile)),
+            "graph: a resident step without profile marks"
+        );
         let swap_plan = swapped.then(|| plan(&units, kept, &settings).expect("a swap plan"));
         let swap = swap_plan.clone().map(|swap_plan| {
             SwapStore::load(
@@ -249,8 +257,28 @@ fn main() {
         let mut unit_lead_ms = vec![0.0; units.len()];
         // A warm-up step, then the timed steps queued as a sampler queues them: back to back, or
         // each after the last has finished with `--synchronize-steps`. The peak counts the warm-up.
+        // With `graph` the steps go through the sampler's recorder: the warm-up runs as it is, a
+        // second step is recorded, and the timed steps replay it.
+        let graphs = StepGraphs::new(&device, graph);
+        let step = || {
+            graphs
+                .run(
+                    &[inputs.sample.clone(), inputs.timesteps.clone()],
+                    Vec::new(),
+                    |given| inputs.run(unet, store, &projected, given),
+                )
+                .expect("a UNet step")
+        };
         reset_peak_memory(&device);
-        inputs.run(unet, store, &projected);
+        step();
+        if graph {
+            step();
+            assert_eq!(
+                graphs.replayed(),
+                1,
+                "the step recorded as a CUDA graph (see the warning)"
+            );
+        }
         device.synchronize().expect("the warm-up step to finish");
         if let Some(timed) = &timed {
             timed.drain();
@@ -263,7 +291,7 @@ fn main() {
         for _ in 0..steps {
             let queued = Instant::now();
             let start = Mark::now(&device);
-            last_output = Some(inputs.run(unet, store, &projected));
+            last_output = Some(step());
             let end = Mark::now(&device);
             let queue_ms = queued.elapsed().as_secs_f64() * 1e3;
             if synchronize_steps {
@@ -289,10 +317,10 @@ fn main() {
             .to_dtype(DType::F32)
             .and_then(|o| o.flatten_all()?.to_vec1())
             .expect("the step's output");
-        if !swapped && resident_output.is_none() {
+        if !swapped && !graph && resident_output.is_none() {
             resident_output = Some(output.clone());
         }
-        let identical_to_resident = swapped
+        let identical_to_resident = (swapped || graph)
             .then(|| resident_output.as_ref().map(|resident| *resident == output))
             .flatten();
         times.sort_by(f64::total_cmp);
@@ -305,7 +333,7 @@ fn main() {
         let noise_gb_s: Option<f64> = None;
         // Marks add a little to each unit: the profiles are scaled down to the plain resident step
         // of the same kind (with or without copies beside it) where one has run and was faster.
-        if !swapped {
+        if !swapped && !graph {
             let (profiled, plain) = if bus_load.is_some() {
                 (&mut loaded_unit_ms, &mut loaded_step_ms)
             } else {
@@ -441,9 +469,8 @@ fn main() {
             .project_context(&reference, &inputs.context)
             .expect("the context projected");
         let expected: Vec<f32> = inputs
-            .run(unet, &reference, &projected)
-            .to_dtype(DType::F32)
-            .and_then(|o| o.flatten_all()?.to_vec1())
+            .run(unet, &reference, &projected, &inputs.given())
+            .and_then(|o| o.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
             .expect("the reference output");
         let squares = |values: &mut dyn Iterator<Item = f64>| values.map(|v| v * v).sum::<f64>().sqrt();
         let difference = squares(&mut kept_output.iter().zip(&expected).map(|(a, b)| f64::from(a - b)));
@@ -496,12 +523,15 @@ struct Config {
     profile: bool,
     /// Copy unrelated data to the device throughout, and how.
     bus_load: Option<Copier>,
+    /// Replay the step as a CUDA graph recorded once (resident only).
+    graph: bool,
 }
 
 /// A configuration string as the settings it names.
 fn parse_config(config: &str) -> Config {
     let mut profile = false;
     let mut bus_load = None;
+    let mut graph = false;
     let mut parts = config.split('/');
     let mut settings = SwapSettings {
         non_blocking: true,
@@ -523,6 +553,7 @@ fn parse_config(config: &str) -> Config {
             "sync" => settings.non_blocking = false,
             "debug" => settings.debug = true,
             "profile" => profile = true,
+            "graph" => graph = true,
             "noise" => bus_load = Some(Copier::CopyEngine),
             "noise-sm" => bus_load = Some(Copier::Kernel),
             "noise-huge" => bus_load = Some(Copier::HugePages),
@@ -531,7 +562,7 @@ fn parse_config(config: &str) -> Config {
                 settings.prefetch = p
                     .trim_start_matches('p')
                     .parse()
-                    .expect("a modifier: pN, sync, debug, block, profile, noise, noise-sm, noise-huge")
+                    .expect("a modifier: pN, sync, debug, block, profile, graph, noise, noise-sm, noise-huge")
             }
         }
     }
@@ -540,6 +571,7 @@ fn parse_config(config: &str) -> Config {
         settings,
         profile,
         bus_load,
+        graph,
     }
 }
 
@@ -604,10 +636,22 @@ impl Inputs {
         })
     }
 
-    fn run(&self, unet: &UNet, store: &dyn WeightStore, projected: &ProjectedContext) -> Tensor {
+    /// What changes from step to step in a sampler: the latents and the timesteps.
+    fn given(&self) -> [Tensor; 2] {
+        [self.sample.clone(), self.timesteps.clone()]
+    }
+
+    /// A step on these inputs, its latents and timesteps `given` (as the sampler passes them).
+    fn run(
+        &self,
+        unet: &UNet,
+        store: &dyn WeightStore,
+        projected: &ProjectedContext,
+        given: &[Tensor],
+    ) -> candle_core::Result<Tensor> {
         let input = UNetInput {
-            sample: &self.sample,
-            timesteps: &self.timesteps,
+            sample: &given[0],
+            timesteps: &given[1],
             context: &self.context,
             projected: Some(projected),
             text_embeds: &self.pooled,
@@ -615,6 +659,6 @@ impl Inputs {
             control: None,
             extra_tokens: None,
         };
-        unet.forward(store, &input).expect("a UNet step")
+        unet.forward(store, &input)
     }
 }

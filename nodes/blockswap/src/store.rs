@@ -212,7 +212,9 @@ impl SwapStore {
         device: &Device,
         dtype: DType,
     ) -> std::result::Result<(Transfers, Option<String>), SourceError> {
-        if !settings.non_blocking || device.is_cpu() || plan.swapped_units() == 0 {
+        // The context projections wait in page-locked memory even when no unit streams: copied
+        // from pageable memory they would take most of a run's first step.
+        if !settings.non_blocking || device.is_cpu() || (plan.swapped_units() == 0 && plan.context_bytes == 0) {
             return Ok((Transfers::Synchronous, None));
         }
         #[cfg(feature = "cuda")]
@@ -375,6 +377,17 @@ impl WeightStore for SwapStore {
             ring_bytes,
             device_memory(&self.device),
         ))
+    }
+
+    fn replayable(&self) -> bool {
+        // Context projections are only read when the conditioning is projected, before a run's
+        // passes repeat; debug mode keeps a timeline of every pass on the host.
+        !self.settings.debug
+            && self
+                .units
+                .iter()
+                .zip(&self.homes)
+                .all(|(unit, home)| !unit.group.every_pass || matches!(home, Home::Resident(_)))
     }
 
     fn report(&self) -> Option<MemoryReport> {
@@ -544,6 +557,34 @@ pub(crate) mod tests {
             let difference = (get(a) - get(b)).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(difference.to_scalar::<f32>().unwrap(), 0.0, "{} {name}", unit.name);
         }
+    }
+
+    #[test]
+    fn only_a_store_that_moves_nothing_during_passes_is_replayable() {
+        let (units, source) = tiny_model();
+        let load = |settings: SwapSettings| {
+            let swap_plan = plan(&units, DType::F32, &settings).unwrap();
+            SwapStore::load_within(
+                units.clone(),
+                &source,
+                swap_plan,
+                settings,
+                (&Device::Cpu, DType::F32.into()),
+                None,
+            )
+            .unwrap()
+        };
+        let nothing_swapped = SwapSettings {
+            blocks_to_swap: 0,
+            ..SwapSettings::default()
+        };
+        assert!(load(nothing_swapped).replayable());
+        assert!(!load(SwapSettings::default()).replayable(), "two blocks swapped");
+        let debugged = SwapSettings {
+            debug: true,
+            ..nothing_swapped
+        };
+        assert!(!load(debugged).replayable(), "debug mode times every pass");
     }
 
     #[test]

@@ -317,6 +317,17 @@ mod tests {
     }
 
     #[test]
+    fn a_schedule_with_nothing_swapped_copies_nothing() {
+        // What a store streaming only the context projections holds.
+        let mut schedule = StreamSchedule::new(Vec::new(), Vec::new(), 0);
+        assert_eq!(schedule.capacity(), 0);
+        for unit in 0..3 {
+            assert!(schedule.acquire(unit).is_none(), "unit {unit} is resident");
+            assert!(schedule.release(unit).is_empty());
+        }
+    }
+
+    #[test]
     fn full_passes_never_overwrite_weights_in_use_or_read_them_early() {
         let pass: Vec<usize> = (0..6).collect();
         for capacity in [640, 700, 900, 1500, 4000] {

@@ -42,14 +42,17 @@ pub fn gpu_count() -> Result<usize, NodeError> {
 /// fragmentation, cuBLAS workspaces, the VAE decode that follows) when settings are recommended.
 pub const HEADROOM_FRACTION: f64 = 0.10;
 
-/// Device memory as the memory pool and the driver see it, in bytes.
+/// Device memory as the memory pools and the driver see it, in bytes. Steps recorded as CUDA
+/// graphs allocate from a pool of their own, counted in here beside the one tensors outside
+/// graphs allocate from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeviceMemory {
-    /// Bytes held by live tensors.
+    /// Bytes held by live tensors and recorded graphs.
     pub allocated: u64,
-    /// Bytes the pool has reserved from the device (allocated plus cached free blocks).
+    /// Bytes the pools have reserved from the device (allocated plus cached free blocks).
     pub reserved: u64,
-    /// The most bytes live tensors held at once since the last [`reset_peak_memory`].
+    /// The most bytes live tensors held at once since the last [`reset_peak_memory`], plus the
+    /// most recorded graphs held.
     pub peak_allocated: u64,
     /// Free bytes on the whole device (other processes included).
     pub free: u64,
@@ -85,7 +88,8 @@ pub fn device_info(device: &Device) -> Option<DeviceInfo> {
 
 /// Gives the memory pool's cached free blocks back to the driver, for an allocation that ran
 /// out of memory with room in the pool that its free blocks, split by earlier allocations,
-/// could not offer in one piece (what PyTorch's allocator does before it gives up).
+/// could not offer in one piece (what PyTorch's allocator does before it gives up), and the
+/// memory of CUDA graphs no longer alive, for the work after them.
 pub fn release_cached_memory(device: &Device) {
     gpu::release_cached(device);
 }
@@ -162,6 +166,15 @@ mod gpu {
         value
     }
 
+    /// A memory attribute of the pool CUDA graphs allocate from on `context`'s device (0 where
+    /// the driver cannot tell).
+    fn graph_attribute(context: &std::sync::Arc<CudaContext>, attribute: sys::CUgraphMem_attribute) -> u64 {
+        let mut value = 0u64;
+        // SAFETY: the graph memory attributes read here are u64 values.
+        let _ = unsafe { sys::cuDeviceGetGraphMemAttribute(context.cu_device(), attribute, (&raw mut value).cast()) };
+        value
+    }
+
     pub fn memory(device: &Device) -> Option<DeviceMemory> {
         let Device::Cuda(cuda) = device else { return None };
         let stream = cuda.cuda_stream();
@@ -169,11 +182,16 @@ mod gpu {
         let pool = default_pool(context)?;
         stream.synchronize().ok()?;
         let (free, total) = result::mem_get_info().ok()?;
+        use sys::CUgraphMem_attribute as G;
         use sys::CUmemPool_attribute as A;
+        let graphs = |attribute| graph_attribute(context, attribute);
         Some(DeviceMemory {
-            allocated: pool_attribute(pool, A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT),
-            reserved: pool_attribute(pool, A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT),
-            peak_allocated: pool_attribute(pool, A::CU_MEMPOOL_ATTR_USED_MEM_HIGH),
+            allocated: pool_attribute(pool, A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)
+                + graphs(G::CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT),
+            reserved: pool_attribute(pool, A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)
+                + graphs(G::CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT),
+            peak_allocated: pool_attribute(pool, A::CU_MEMPOOL_ATTR_USED_MEM_HIGH)
+                + graphs(G::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH),
             free: free as u64,
             total: total as u64,
         })
@@ -204,6 +222,8 @@ mod gpu {
             let _ = stream.synchronize();
             // SAFETY: `pool` is the device's default pool; trimming keeps every block in use.
             let _ = unsafe { sys::cuMemPoolTrimTo(pool, 0) };
+            // SAFETY: trimming frees only the memory of graphs that are gone or never launched.
+            let _ = unsafe { sys::cuDeviceGraphMemTrim(stream.context().cu_device()) };
         }
     }
 
@@ -218,6 +238,14 @@ mod gpu {
                 sys::cuMemPoolSetAttribute(
                     pool,
                     sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    (&raw mut zero).cast(),
+                )
+            };
+            // SAFETY: as above, for the graphs' pool.
+            let _ = unsafe {
+                sys::cuDeviceSetGraphMemAttribute(
+                    stream.context().cu_device(),
+                    sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
                     (&raw mut zero).cast(),
                 )
             };

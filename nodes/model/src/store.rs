@@ -269,6 +269,14 @@ pub trait WeightStore: Send + Sync {
     fn memory_now(&self) -> Option<swapgraph_node_api::MemoryReport> {
         None
     }
+
+    /// Whether every forward pass asks the same of the store: the same weights, already on the
+    /// device, with no copies and no host-side bookkeeping. Then a pass's device work can be
+    /// recorded once and replayed (a CUDA graph) without asking the store again. Stores that
+    /// move weights during a pass say no.
+    fn replayable(&self) -> bool {
+        false
+    }
 }
 
 /// Every unit's weights on the compute device for the model's lifetime.
@@ -324,6 +332,10 @@ impl WeightStore for ResidentStore {
 
     fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    fn replayable(&self) -> bool {
+        true
     }
 }
 

@@ -10,7 +10,7 @@ use crate::conditioning::{Conditioning, ConditioningList, SizeIds};
 use crate::device::{candle_device, model_dtype};
 use crate::sampling::{
     latent_mask, latent_preview, regions, Adapters, Denoiser, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser,
-    RegionalDenoiser, TextConditioning, Watched,
+    RegionalDenoiser, StepGraphs, TextConditioning, Watched,
 };
 use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Device};
@@ -193,6 +193,11 @@ impl NodeType for KSampler {
         };
         let start = (&latents + (&start_noise * sigmas[0]).map_err(tensor_error)?).map_err(tensor_error)?;
 
+        // Steps are recorded as CUDA graphs where no store moves weights during a step.
+        let graphs = StepGraphs::new(
+            &device,
+            store.replayable() && controls.iter().all(|control| control.store.replayable()),
+        );
         let mut denoiser: Box<dyn Denoiser + '_> = match &texts {
             Some((positive, negative)) => Box::new(GuidedDenoiser {
                 unet,
@@ -206,6 +211,7 @@ impl NodeType for KSampler {
                     image_tokens: image_tokens.as_ref(),
                 },
                 context_cache: ContextCache::default(),
+                graphs: &graphs,
             }),
             None => {
                 let (positive, negative) = regions(
@@ -286,6 +292,7 @@ impl NodeType for KSampler {
                 return Err(on_device.explain(e.to_string(), &stage, true));
             }
         };
+        clock.borrow_mut().replayed(graphs.replayed());
         tracing::info!("{}: {}", ctx.node_id, clock.borrow().times());
         if let Some(memory) = device_memory(&device) {
             tracing::info!(

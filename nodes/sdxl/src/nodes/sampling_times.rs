@@ -17,6 +17,8 @@ pub struct SamplingTimes {
     pub first_step: Option<Duration>,
     /// Every later step together, and how many there were.
     pub later_steps: (Duration, usize),
+    /// How many steps were replays of a step recorded as a CUDA graph.
+    pub replayed_steps: usize,
 }
 
 impl fmt::Display for SamplingTimes {
@@ -40,6 +42,9 @@ impl fmt::Display for SamplingTimes {
                 "; then {:.1} ms per step over {count} steps",
                 ms(later) / count as f64
             )?;
+        }
+        if self.replayed_steps > 0 {
+            write!(f, ", {} of them replayed from a CUDA graph", self.replayed_steps)?;
         }
         Ok(())
     }
@@ -83,6 +88,11 @@ impl StepClock {
     pub fn times(&self) -> &SamplingTimes {
         &self.times
     }
+
+    /// Counts `replayed` steps as replays of recorded graphs.
+    pub fn replayed(&mut self, replayed: usize) {
+        self.times.replayed_steps = replayed;
+    }
 }
 
 #[cfg(test)]
@@ -96,11 +106,13 @@ mod tests {
             controlnet_weights: Some(Duration::from_millis(900)),
             first_step: Some(Duration::from_millis(4000)),
             later_steps: (Duration::from_millis(1450), 29),
+            replayed_steps: 28,
         };
         assert_eq!(
             times.to_string(),
             "UNet weights ready in 2500 ms, ControlNet weights in 900 ms, first step 4000 ms \
-             (with its one-off work: kernels, algorithm choice, the conditioning projected); then 50.0 ms per step over 29 steps"
+             (with its one-off work: kernels, algorithm choice, the conditioning projected); then 50.0 ms per step over 29 steps, \
+             28 of them replayed from a CUDA graph"
         );
         let mut clock = StepClock::new(SamplingTimes::default());
         let marked: Vec<usize> = (1..=30).filter(|&step| StepClock::marks(step, 30)).collect();

@@ -167,6 +167,18 @@ pub struct Adapters<'a> {
 }
 
 impl Adapters<'_> {
+    /// Which adapters act at `sigma`: the ControlNets in order, then the image tokens.
+    pub fn acting(&self, schedule: &DiscreteSchedule, sigma: f64) -> Vec<bool> {
+        let controls = self
+            .controls
+            .iter()
+            .map(|control| active(schedule, sigma, control.percent.0, control.percent.1));
+        let tokens = self
+            .image_tokens
+            .map(|tokens| active(schedule, sigma, tokens.percent.0, tokens.percent.1));
+        controls.chain(tokens).collect()
+    }
+
     /// `unet`'s noise prediction for `input` at `sigma` with the adapters that act there: the
     /// ControlNets' residuals summed, the image tokens in each attention layer.
     ///

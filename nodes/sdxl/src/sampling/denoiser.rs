@@ -4,6 +4,7 @@
 use super::adapters::Adapters;
 use super::samplers::Denoiser;
 use super::schedule::DiscreteSchedule;
+use super::step_graphs::StepGraphs;
 use crate::unet::{ContextCache, UNet, UNetInput};
 use candle_core::{DType, Result, Tensor};
 use swapgraph_model::WeightStore;
@@ -39,6 +40,9 @@ pub struct GuidedDenoiser<'a> {
     /// The conditioning's keys and values, projected at the first step and reused after (start
     /// with an empty one).
     pub context_cache: ContextCache,
+    /// Steps recorded as CUDA graphs and replayed (or `StepGraphs::new` with `replayable`
+    /// false: queued from the host).
+    pub graphs: &'a StepGraphs,
 }
 
 impl GuidedDenoiser<'_> {
@@ -66,15 +70,41 @@ impl GuidedDenoiser<'_> {
     /// The guided prediction, and the negative side's own when `with_unconditioned` (which
     /// evaluates both sides even at a guidance scale of 1).
     fn predict(&mut self, x: &Tensor, sigma: f64, with_unconditioned: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let t = self.schedule.timestep(sigma);
         let scaled = (x / (sigma * sigma + 1.0).sqrt())?;
         let batch = x.dim(0)?;
         let guided = self.cfg != 1.0 || with_unconditioned;
+        let rows = if guided { 2 * batch } else { batch };
+        let timesteps = Tensor::full(self.schedule.timestep(sigma) as f32, rows, x.device())?;
+        let acting = self.adapters.acting(self.schedule, sigma);
+        let eps = self
+            .graphs
+            .run(&[scaled, timesteps], acting, |inputs| {
+                self.noise_prediction(&inputs[0], &inputs[1], sigma, guided)
+            })?
+            .to_dtype(DType::F32)?;
+        let x = x.to_dtype(DType::F32)?;
+        let denoised = |eps: &Tensor| &x - (eps * sigma)?;
+        if !guided {
+            return Ok((denoised(&eps)?, None));
+        }
+        let uncond = eps.narrow(0, 0, batch)?;
+        let cond = eps.narrow(0, batch, batch)?;
+        let guided_eps = (&uncond + ((cond - &uncond)? * self.cfg)?)?;
+        let unconditioned = with_unconditioned.then(|| denoised(&uncond)).transpose()?;
+        Ok((denoised(&guided_eps)?, unconditioned))
+    }
+}
+
+impl GuidedDenoiser<'_> {
+    /// The UNet's noise prediction for the `scaled` latents at `timesteps`, both sides batched
+    /// when `guided`. Everything it reads but its two inputs is the same at every step with
+    /// the same adapters acting (`sigma` only decides which act), as a recorded step needs.
+    fn noise_prediction(&self, scaled: &Tensor, timesteps: &Tensor, sigma: f64, guided: bool) -> Result<Tensor> {
         let (input, context, pooled, time_ids) = if guided {
-            self.batch(&scaled)?
+            self.batch(scaled)?
         } else {
             (
-                scaled,
+                scaled.clone(),
                 self.positive.context.clone(),
                 self.positive.pooled.clone(),
                 self.positive.time_ids.clone(),
@@ -90,13 +120,12 @@ impl GuidedDenoiser<'_> {
             }
         };
         let (context, pooled, time_ids) = (expand(&context)?, expand(&pooled)?, expand(&time_ids)?);
-        let timesteps = Tensor::full(t as f32, n, x.device())?;
         let projected = self
             .context_cache
             .get_or_project((guided, n), || self.unet.project_context(self.store, &context))?;
         let unet_input = UNetInput {
             sample: &input,
-            timesteps: &timesteps,
+            timesteps,
             context: &context,
             projected: Some(&projected),
             text_embeds: &pooled,
@@ -104,20 +133,8 @@ impl GuidedDenoiser<'_> {
             control: None,
             extra_tokens: None,
         };
-        let eps = self
-            .adapters
-            .forward((self.unet, self.store), self.schedule, unet_input, sigma, guided)?
-            .to_dtype(DType::F32)?;
-        let x = x.to_dtype(DType::F32)?;
-        let denoised = |eps: &Tensor| &x - (eps * sigma)?;
-        if !guided {
-            return Ok((denoised(&eps)?, None));
-        }
-        let uncond = eps.narrow(0, 0, batch)?;
-        let cond = eps.narrow(0, batch, batch)?;
-        let guided_eps = (&uncond + ((cond - &uncond)? * self.cfg)?)?;
-        let unconditioned = with_unconditioned.then(|| denoised(&uncond)).transpose()?;
-        Ok((denoised(&guided_eps)?, unconditioned))
+        self.adapters
+            .forward((self.unet, self.store), self.schedule, unet_input, sigma, guided)
     }
 }
 

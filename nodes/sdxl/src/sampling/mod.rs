@@ -11,6 +11,7 @@ mod regional;
 mod samplers;
 mod schedule;
 mod seed_sequence;
+pub mod step_graphs;
 mod torch_noise;
 
 pub use adapters::{fit_hint, percent_sigma, summed_residuals, Adapters, ControlGuidance, ImageTokenGuidance};
@@ -21,4 +22,5 @@ pub use preview::{latent_preview, Watched};
 pub use regional::{regions, Region, RegionAdapters, RegionalDenoiser};
 pub use samplers::{Denoiser, NoiseSource, Sampler};
 pub use schedule::{DiscreteSchedule, Scheduler, TRAINING_STEPS};
+pub use step_graphs::StepGraphs;
 pub use torch_noise::{ComfyUiStepNoise, SeedNoise, TorchNoise};

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use swapgraph_model::{ResidentStore, TensorSource, UnitSpec, UnitWeights, WeightStore};
 use swapgraph_node_api::Choice;
 use swapgraph_sdxl::sampling::{
-    Adapters, ComfyUiStepNoise, DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, TextConditioning,
+    Adapters, ComfyUiStepNoise, DiscreteSchedule, GuidedDenoiser, NoiseSource, Sampler, Scheduler, StepGraphs,
+    TextConditioning,
 };
 use swapgraph_sdxl::unet::{ContextCache, UNet, UNetConfig};
 
@@ -96,6 +97,8 @@ struct Tiny {
     positive: TextConditioning,
     negative: TextConditioning,
     sigmas: Vec<f64>,
+    /// None on the CPU: every step queued as it comes.
+    graphs: StepGraphs,
 }
 
 impl Tiny {
@@ -125,6 +128,7 @@ impl Tiny {
             positive,
             negative,
             sigmas,
+            graphs: StepGraphs::new(&Device::Cpu, true),
         }
     }
 
@@ -139,6 +143,7 @@ impl Tiny {
             cfg: 5.0,
             adapters: Adapters::default(),
             context_cache: ContextCache::default(),
+            graphs: &self.graphs,
         }
     }
 
