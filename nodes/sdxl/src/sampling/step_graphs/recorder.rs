@@ -55,15 +55,20 @@ impl Recorder {
                 let warmed = Recording::Warmed(output.shape().clone(), output.dtype());
                 (output, warmed)
             }
-            Some(Recording::Warmed(shape, dtype)) => match RecordedStep::record(cuda, inputs, (&shape, dtype), step) {
-                Ok(recorded) => (self.replay(&recorded, inputs)?, Recording::Recorded(recorded)),
-                Err(e) => {
-                    tracing::warn!(
-                        "denoising steps are queued from the host: recording one as a CUDA graph failed: {e}"
-                    );
-                    (step(inputs)?, Recording::Queued)
+            Some(Recording::Warmed(shape, dtype)) => {
+                // The graph allocates from a pool of its own: the blocks the steps before it left
+                // cached in the other pool go back to the driver first, not to be held twice.
+                swapgraph_model::release_cached_memory(&self.device);
+                match RecordedStep::record(cuda, inputs, (&shape, dtype), step) {
+                    Ok(recorded) => (self.replay(&recorded, inputs)?, Recording::Recorded(recorded)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "denoising steps are queued from the host: recording one as a CUDA graph failed: {e}"
+                        );
+                        (step(inputs)?, Recording::Queued)
+                    }
                 }
-            },
+            }
             Some(Recording::Recorded(recorded)) => (self.replay(&recorded, inputs)?, Recording::Recorded(recorded)),
             Some(Recording::Queued) => (step(inputs)?, Recording::Queued),
         };
