@@ -259,7 +259,11 @@ fn main() {
         // each after the last has finished with `--synchronize-steps`. The peak counts the warm-up.
         // With `graph` the steps go through the sampler's recorder: the warm-up runs as it is, a
         // second step is recorded, and the timed steps replay it.
-        let graphs = StepGraphs::new(&device, graph);
+        let graphs = if graph {
+            StepGraphs::recording(&device)
+        } else {
+            StepGraphs::queued()
+        };
         let step = || {
             graphs
                 .run(

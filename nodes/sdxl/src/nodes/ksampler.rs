@@ -193,7 +193,7 @@ impl NodeType for KSampler {
         };
         let start = (&latents + (&start_noise * sigmas[0]).map_err(tensor_error)?).map_err(tensor_error)?;
 
-        // Steps are recorded as CUDA graphs where no store moves weights during a step.
+        // Steps are recorded as CUDA graphs, when asked for, where no store moves weights during a step.
         let graphs = StepGraphs::new(
             &device,
             store.replayable() && controls.iter().all(|control| control.store.replayable()),

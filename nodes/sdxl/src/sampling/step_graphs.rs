@@ -6,7 +6,8 @@
 //! usual and leaves every kernel compiled, every algorithm chosen and every projection cached,
 //! none of which a recording may do. Later steps copy their inputs into the recorded buffers and
 //! replay. Where the weights move during a step (BlockSwap streaming) nothing is recorded, and a
-//! step that cannot be recorded runs as usual from then on, with a warning naming why.
+//! step that cannot be recorded runs as usual from then on, with a warning naming why. Samplers
+//! record only with [`SWITCH`] set to `on`.
 
 use candle_core::{Device, Result, Tensor};
 
@@ -15,7 +16,8 @@ mod cuda_tests;
 #[cfg(feature = "cuda")]
 mod recorder;
 
-/// Set to `off` to queue every step's kernels from the host.
+/// Set to `on` to record steps and replay them (each step's kernels are queued from the host
+/// otherwise).
 pub const SWITCH: &str = "SWAPGRAPH_CUDA_GRAPHS";
 
 /// What a recorded step depends on beside its inputs' values.
@@ -35,23 +37,39 @@ pub struct StepGraphs {
 }
 
 impl StepGraphs {
-    /// Steps on `device` recorded and replayed where it is a GPU, `replayable` (every store a
-    /// step reads hands out the same resident weights at every pass) and [`SWITCH`] is not
-    /// `off`; queued from the host otherwise.
+    /// Steps on `device` recorded and replayed where [`SWITCH`] is `on` and the step is
+    /// `replayable` (every store it reads hands out the same resident weights at every pass);
+    /// queued from the host otherwise, as by default.
     pub fn new(device: &Device, replayable: bool) -> Self {
-        let switched_off = std::env::var(SWITCH).is_ok_and(|v| v.eq_ignore_ascii_case("off"));
-        if device.is_cuda() && !replayable && !switched_off {
-            tracing::debug!("denoising steps are queued from the host: the weights move during each step");
+        let asked = std::env::var(SWITCH).is_ok_and(|v| v.eq_ignore_ascii_case("on"));
+        if asked && device.is_cuda() && !replayable {
+            tracing::info!("denoising steps are queued from the host: weights move during each step");
         }
-        let records = device.is_cuda() && replayable && !switched_off;
+        if asked && replayable {
+            Self::recording(device)
+        } else {
+            Self::queued()
+        }
+    }
+
+    /// Steps on `device` recorded and replayed wherever it is a GPU, whatever [`SWITCH`] says.
+    pub fn recording(device: &Device) -> Self {
         #[cfg(feature = "cuda")]
         return Self {
-            recorder: records.then(|| recorder::Recorder::new(device.clone())),
+            recorder: device.is_cuda().then(|| recorder::Recorder::new(device.clone())),
         };
         #[cfg(not(feature = "cuda"))]
         {
-            let _ = records;
-            Self {}
+            let _ = device;
+            Self::queued()
+        }
+    }
+
+    /// Every step queued from the host as it comes.
+    pub fn queued() -> Self {
+        Self {
+            #[cfg(feature = "cuda")]
+            recorder: None,
         }
     }
 
@@ -95,7 +113,7 @@ mod tests {
 
     #[test]
     fn steps_on_the_cpu_are_queued_as_they_come() -> Result<()> {
-        let graphs = StepGraphs::new(&Device::Cpu, true);
+        let graphs = StepGraphs::recording(&Device::Cpu);
         let doubled = graphs.run(&[Tensor::new(&[1f32, 2.0], &Device::Cpu)?], vec![], |inputs| {
             &inputs[0] * 2.0
         })?;

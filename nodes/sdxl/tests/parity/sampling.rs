@@ -128,7 +128,7 @@ impl Tiny {
             positive,
             negative,
             sigmas,
-            graphs: StepGraphs::new(&Device::Cpu, true),
+            graphs: StepGraphs::queued(),
         }
     }
 

@@ -88,10 +88,10 @@ fn replayed_steps_match_steps_queued_from_the_host() -> Result<()> {
             })
             .collect()
     };
-    let queued = StepGraphs::new(&gpu, false);
+    let queued = StepGraphs::queued();
     let expected = denoised(&queued)?;
     assert_eq!(queued.replayed(), 0);
-    let recorded = StepGraphs::new(&gpu, true);
+    let recorded = StepGraphs::recording(&gpu);
     let replayed = denoised(&recorded)?;
     // Per activity: one step queued, one recorded and replayed, one replayed.
     assert_eq!(recorded.replayed(), 4, "steps replayed");

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: denoising steps recorded as CUDA graphs (`SWAPGRAPH_CUDA_GRAPHS=on`)
+# against the same steps queued kernel by kernel. Each argument names one part, run in order:
+#   tests   the SDXL pack's GPU test of recorded steps (a guided UNet with a ControlNet acting
+#           over half the schedule: every replay equal to the queued step, bit for bit, and a
+#           graph per set of acting adapters), then the resident SDXL UNet step at 1024x1024
+#           queued and replayed (`unet_step`'s `graph` modifier, whose output must equal the
+#           queued step's), both alternating in one process. Needs .gpu/next/sdxl_tests (the
+#           pack's CUDA test binary) and .gpu/next/unet_step (the CUDA bench).
+#   images  the main job with every weight resident (`bench/gpu_image.sh resident`) with steps
+#           replayed, then queued: images per second from queueing to the saved PNG, the
+#           sampler's log (how many steps were replays), and whether every PNG of the two runs
+#           is the same file. Needs what `bench/gpu_image.sh resident` needs.
+# The two parts' binaries do not fit one call's carry: send them in two calls on the same
+# machine, back to back. Results under $OUT: graphs.txt, resident_{on,off}.log.
+set -uo pipefail
+source "$(dirname "$0")/gpu_env.sh"
+
+for part in "$@"; do
+  echo "== $part ($(date -u +%T))" | tee -a "$OUT/graphs.txt"
+  case "$part" in
+    tests)
+      timeout 120 .gpu/next/sdxl_tests step_graphs 2>&1 | tail -5 | tee -a "$OUT/graphs.txt"
+      timeout 300 .gpu/next/unet_step --device cuda:0 --latent 128 --steps 10 --configs none,none/graph,none,none/graph \
+        2>&1 | grep '^{' | python3 -c '
+import json, sys
+for line in sys.stdin:
+    run = json.loads(line)
+    print(json.dumps({k: run[k] for k in ("config", "median_ms", "min_ms", "host_queue_ms", "peak_device_gib",
+                                          "identical_to_resident")}))' | tee -a "$OUT/graphs.txt" ;;
+    images)
+      for mode in on off; do
+        rm -rf /tmp/image-out
+        SWAPGRAPH_CUDA_GRAPHS=$mode bash bench/gpu_image.sh resident 2>&1 | tail -1 | tee -a "$OUT/graphs.txt"
+        cp "$OUT/serve_main_job_resident.log" "$OUT/resident_$mode.log"
+        (cd /tmp/image-out && ls -tr | xargs md5sum | cut -d' ' -f1) > "/tmp/png_$mode.txt"
+      done
+      if cmp -s /tmp/png_on.txt /tmp/png_off.txt; then same=true; else same=false; fi
+      echo "{\"pngs\": $(wc -l < /tmp/png_on.txt), \"identical_pngs\": $same}" | tee -a "$OUT/graphs.txt"
+      grep -h "per step" "$OUT"/resident_*.log | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt" ;;
+    *) echo "unknown part: $part" >&2; exit 2 ;;
+  esac
+done
