@@ -6,6 +6,17 @@ use crate::unet::{UNetConfig, UNetInput};
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use swapgraph_model::{seeded_tensor, seeded_tensors, ResidentStore, TensorSource, UnitSpec};
 
+/// The tiny UNet at widths every CUDA kernel takes: heads of 64, groups of two and four
+/// channels, 64-wide context tokens.
+pub fn kernel_sized_unet() -> UNetConfig {
+    UNetConfig {
+        block_out_channels: [64, 64, 128],
+        head_dim: 64,
+        cross_attention_dim: 64,
+        ..UNetConfig::tiny()
+    }
+}
+
 /// Seeded N(0, 1) values of `shape`: a matrix of one column, whose fan-in of 1 leaves them
 /// unscaled.
 pub fn randn(model: &str, name: &str, shape: &[usize]) -> Result<Tensor> {

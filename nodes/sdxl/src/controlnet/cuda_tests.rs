@@ -3,9 +3,8 @@
 //! channels-last between them, and every residual must match the CPU's.
 
 use super::{ControlNet, ControlNetConfig};
-use crate::gpu_fixtures::{randn, stores, SeededInputs};
+use crate::gpu_fixtures::{kernel_sized_unet, randn, stores, SeededInputs};
 use crate::kernels::cuda::error_of_largest_value;
-use crate::unet::UNetConfig;
 use candle_core::{DType, Device, Result};
 use swapgraph_model::ResidentStore;
 
@@ -14,12 +13,7 @@ const MODEL: &str = "ControlNet on the GPU";
 #[test]
 fn the_controlnet_on_the_gpu_matches_the_cpu_f32_reference() -> Result<()> {
     let cfg = ControlNetConfig {
-        unet: UNetConfig {
-            block_out_channels: [64, 64, 128],
-            head_dim: 64,
-            cross_attention_dim: 64,
-            ..UNetConfig::tiny()
-        },
+        unet: kernel_sized_unet(),
         conditioning_channels: 3,
         embedding_channels: vec![16, 16, 32, 32],
     };

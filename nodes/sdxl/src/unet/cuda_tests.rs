@@ -3,8 +3,8 @@
 //! convolution to the head, through GroupNorm, the skips' joins, the ControlNet residuals'
 //! sums, up-sampling and the transformers' ends, and must give the CPU's result.
 
-use super::{ControlResiduals, UNet, UNetConfig, UNetInput};
-use crate::gpu_fixtures::{randn, stores, SeededInputs};
+use super::{ControlResiduals, UNet, UNetInput};
+use crate::gpu_fixtures::{kernel_sized_unet, randn, stores, SeededInputs};
 use crate::kernels::cuda::error_of_largest_value;
 use candle_core::{DType, Device, Result, Tensor};
 use swapgraph_model::ResidentStore;
@@ -13,12 +13,7 @@ const MODEL: &str = "UNet on the GPU";
 
 #[test]
 fn the_unet_on_the_gpu_matches_the_cpu_f32_reference() -> Result<()> {
-    let cfg = UNetConfig {
-        block_out_channels: [64, 64, 128],
-        head_dim: 64,
-        cross_attention_dim: 64,
-        ..UNetConfig::tiny()
-    };
+    let cfg = kernel_sized_unet();
     let unet = UNet::new(cfg.clone())?;
     let gpu = Device::new_cuda(0)?;
     let (cpu_store, gpu_store) = stores(MODEL, unet.units(), &gpu)?;

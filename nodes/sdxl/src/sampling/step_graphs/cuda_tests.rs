@@ -5,11 +5,11 @@
 
 use super::StepGraphs;
 use crate::controlnet::{ControlNet, ControlNetConfig};
-use crate::gpu_fixtures::{randn, stores};
+use crate::gpu_fixtures::{kernel_sized_unet, randn, stores};
 use crate::sampling::{
     percent_sigma, Adapters, ControlGuidance, Denoiser, DiscreteSchedule, GuidedDenoiser, Scheduler, TextConditioning,
 };
-use crate::unet::{ContextCache, UNet, UNetConfig};
+use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Result, Tensor};
 use std::sync::Arc;
 use swapgraph_model::{candle_device, Network, WeightStore};
@@ -19,12 +19,7 @@ const MODEL: &str = "recorded steps";
 
 #[test]
 fn replayed_steps_match_steps_queued_from_the_host() -> Result<()> {
-    let unet_cfg = UNetConfig {
-        block_out_channels: [64, 64, 128],
-        head_dim: 64,
-        cross_attention_dim: 64,
-        ..UNetConfig::tiny()
-    };
+    let unet_cfg = kernel_sized_unet();
     let controlnet = ControlNet::new(ControlNetConfig {
         unet: unet_cfg.clone(),
         conditioning_channels: 3,
