@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: denoising steps recorded as CUDA graphs (`SWAPGRAPH_CUDA_GRAPHS=on`)
 # against the same steps queued kernel by kernel. Each argument names one part, run in order:
-#   tests   the SDXL pack's GPU test of recorded steps (a guided UNet with a ControlNet acting
-#           over half the schedule: every replay equal to the queued step, bit for bit, and a
-#           graph per set of acting adapters), then the resident SDXL UNet step at 1024x1024
+#   tests   the SDXL pack's GPU tests (the kernels against the CPU's f32, the UNet and ControlNet
+#           whole, and recorded steps: a guided UNet with a ControlNet acting over half the
+#           schedule, every replay equal to the queued step, bit for bit, and a graph per set of
+#           acting adapters), then the resident SDXL UNet step at 1024x1024
 #           queued and replayed (`unet_step`'s `graph` modifier, whose output must equal the
 #           queued step's), both alternating in one process. Needs .gpu/next/sdxl_tests (the
 #           pack's CUDA test binary) and .gpu/next/unet_step (the CUDA bench).
+#   tuning  the same step with the linear layers' algorithms timed (`SWAPGRAPH_GEMM_TUNING=on`)
+#           and with the heuristics' first (the default), processes alternating, and the first
+#           step's time (`warm_up_ms`, which takes the timing). Needs .gpu/next/unet_step.
 #   images  the main job with every weight resident (`bench/gpu_image.sh resident`) with steps
 #           replayed, then queued: images per second from queueing to the saved PNG, the
 #           sampler's log (how many steps were replays), and whether every PNG of the two runs
@@ -20,7 +24,7 @@ for part in "$@"; do
   echo "== $part ($(date -u +%T))" | tee -a "$OUT/graphs.txt"
   case "$part" in
     tests)
-      timeout 120 .gpu/next/sdxl_tests step_graphs 2>&1 | tail -5 | tee -a "$OUT/graphs.txt"
+      timeout 240 .gpu/next/sdxl_tests kernels:: cuda_tests 2>&1 | grep -v '^test .* ok$' | tail -30 | tee -a "$OUT/graphs.txt"
       timeout 300 .gpu/next/unet_step --device cuda:0 --latent 128 --steps 10 --configs none,none/graph,none,none/graph \
         2>&1 | grep '^{' | python3 -c '
 import json, sys
@@ -28,6 +32,16 @@ for line in sys.stdin:
     run = json.loads(line)
     print(json.dumps({k: run[k] for k in ("config", "median_ms", "min_ms", "host_queue_ms", "peak_device_gib",
                                           "identical_to_resident")}))' | tee -a "$OUT/graphs.txt" ;;
+    tuning)
+      for tuning in off on off on; do
+        SWAPGRAPH_GEMM_TUNING=$tuning timeout 200 .gpu/next/unet_step --device cuda:0 --latent 128 --steps 10 \
+          --configs none,none/graph 2>&1 | grep '^{' | TUNING=$tuning python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    run = json.loads(line)
+    print(json.dumps({"gemm_tuning": os.environ["TUNING"], **{k: run[k] for k in ("config", "median_ms", "min_ms",
+                                                            "warm_up_ms", "identical_to_resident")}}))' | tee -a "$OUT/graphs.txt"
+      done ;;
     images)
       for mode in on off; do
         rm -rf /tmp/image-out

@@ -54,6 +54,10 @@
 //! for the copies it overlaps, and budgets report `best_prefetch_replay_beside_copies`, the
 //! fastest replay of the same budget at any prefetch depth up to 12.
 //!
+//! `warm_up_ms` is the first step's time on the host, to its end on the device: the one-off work
+//! at a shape's first step (the first configuration's takes the process's plans and the linear
+//! layers' algorithm timing).
+//!
 //! Each configuration also reports `host_queue_ms`, the median time the host took to queue a
 //! step's work. Back to back it equals the step, since the driver's queue holds the host a
 //! bounded way ahead (`host_lead_ms` tells whether the device ever waits for the host); with
@@ -274,7 +278,10 @@ fn main() {
                 .expect("a UNet step")
         };
         reset_peak_memory(&device);
+        let warm_up = Instant::now();
         step();
+        device.synchronize().expect("the warm-up step to finish");
+        let warm_up_ms = warm_up.elapsed().as_secs_f64() * 1e3;
         if graph {
             step();
             assert_eq!(
@@ -438,6 +445,7 @@ fn main() {
                 "median_ms": round(median, 1),
                 "tflop_s": round(step_flops as f64 / (median * 1e-3) / 1e12, 1),
                 "context_projection_ms": round(projection_ms, 1),
+                "warm_up_ms": round(warm_up_ms, 1),
                 "min_ms": round(times[0], 1),
                 "host_queue_ms": round(queued_median, 1),
                 "streamed_gib_per_step": round(gib(streamed), 3),

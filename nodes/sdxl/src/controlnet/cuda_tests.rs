@@ -2,7 +2,7 @@
 //! the hint's embedding and the zero convolutions run cuDNN's convolutions with the images
 //! channels-last between them, and every residual must match the CPU's.
 
-use super::{ControlNet, ControlNetConfig};
+use super::{ControlNet, ControlNetConfig, EmbeddedHint, Hint};
 use crate::gpu_fixtures::{kernel_sized_unet, randn, stores, SeededInputs};
 use crate::kernels::cuda::error_of_largest_value;
 use candle_core::{DType, Device, Result};
@@ -25,7 +25,11 @@ fn the_controlnet_on_the_gpu_matches_the_cpu_f32_reference() -> Result<()> {
     let hint = (randn(MODEL, "hint", &[2, 3, 8 * latent, 8 * latent])?.abs()? * 0.5)?;
 
     let run = |store: &ResidentStore, device: &Device, dtype: DType| {
-        let hint = hint.to_dtype(dtype)?.to_device(device)?;
+        let image = || hint.to_dtype(dtype)?.to_device(device);
+        let hint = Hint {
+            image: &image,
+            embedded: &EmbeddedHint::default(),
+        };
         controlnet.forward(store, &inputs.on(device, dtype)?.input(), &hint, 0.8)
     };
     let expected = run(&cpu_store, &Device::Cpu, DType::F32)?;

@@ -20,7 +20,7 @@ pub use config::ControlNetConfig;
 /// (InstantID) use it too.
 pub const CONTROL_NET: swapgraph_node_api::SocketType =
     swapgraph_node_api::SocketType::new("CONTROL_NET", "control_net");
-pub use hint::HintEmbedding;
+pub use hint::{EmbeddedHint, Hint, HintEmbedding};
 pub use load::{load, RANDOM_CONTROLNET, TINY_CONTROLNET};
 
 use crate::blocks::Conv2d;
@@ -136,7 +136,8 @@ impl ControlNet {
     /// Residuals for the UNet from the noisy latents and conditioning in `input` (its
     /// `context` is what the ControlNet attends to: the text, or InstantID's face tokens, and
     /// `projected`, when given, this ControlNet's projection of it) and the `hint` image
-    /// (`[b, 3, 8h, 8w]`, values 0..1), scaled by `scale`.
+    /// (embedded at the first pass, the embedding kept for the passes after it), scaled by
+    /// `scale`.
     ///
     /// # Errors
     /// A tensor error on mismatched inputs, or a store error.
@@ -144,7 +145,7 @@ impl ControlNet {
         &self,
         store: &dyn WeightStore,
         input: &UNetInput,
-        hint: &Tensor,
+        hint: &Hint,
         scale: f64,
     ) -> Result<ControlResiduals> {
         let dtype = store.dtype();
@@ -190,7 +191,10 @@ impl ControlNet {
             (ControlStep::Stem, Built::Stem(stem, embedding)) => {
                 state.emb =
                     Some(stem.embedding(input.timesteps, &input.text_embeds.to_dtype(dtype)?, input.time_ids)?);
-                let hint = embedding.forward(&hint.to_dtype(dtype)?)?;
+                let (rows, _, height, width) = input.sample.dims4()?;
+                let hint = hint.embedded.get_or_embed((rows, height, width), || {
+                    embedding.forward(&(hint.image)()?.to_dtype(dtype)?)
+                })?;
                 // In the hint's layout: channels-last on CUDA, as the blocks after it take it.
                 state.x = kernels::add(&hint, &stem.conv_in(&input.sample.to_dtype(dtype)?)?)?;
                 state.skips.push(state.x.clone());
@@ -233,7 +237,7 @@ impl ControlNet {
 struct Pass<'a> {
     input: &'a UNetInput<'a>,
     context: &'a ProjectedContext,
-    hint: &'a Tensor,
+    hint: &'a Hint<'a>,
     scale: f64,
 }
 

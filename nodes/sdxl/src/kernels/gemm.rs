@@ -2,7 +2,8 @@
 //! is added in the product's epilogue and the residual enters as its `C` matrix (`beta = 1`), so
 //! no pass over the output follows the product. f16 data, or 8-bit (e4m3) inputs and weights
 //! with the weight's scale as `alpha`, f32 accumulation on tensor cores, f16 out; the algorithm
-//! comes from cuBLASLt's heuristics once per shape.
+//! comes from cuBLASLt's heuristics once per shape (or is timed among their first few, see
+//! `cuda::tuning`).
 
 use candle_core::{Device, Result, Tensor};
 
@@ -66,6 +67,8 @@ pub fn takes_e4m3_products(device: &Device) -> bool {
 
 #[cfg(feature = "cuda")]
 mod cuda {
+    mod tuning;
+
     use crate::kernels::cuda::{held_view, packed_f16, view};
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::cublaslt::{result, sys};
@@ -78,6 +81,7 @@ mod cuda {
     use half::f16;
     use std::collections::HashMap;
     use std::ffi::c_void;
+    use std::mem::MaybeUninit;
     use std::sync::{Arc, Mutex, OnceLock, PoisonError};
     use swapgraph_model::nvrtc::compute_capability;
 
@@ -259,8 +263,9 @@ mod cuda {
     /// Column-major views of the row-major tensors: the output `[rows, outputs]` is
     /// `outputs x rows` with leading dimension `outputs`, `x` is `inputs x rows`, and the weight
     /// `[outputs, inputs]` is `inputs x outputs`, transposed by the product (the "TN" layout
-    /// 8-bit products require).
-    fn new_plan(handle: sys::cublasLtHandle_t, geometry: &Geometry) -> Result<Plan> {
+    /// 8-bit products require). The plan takes the heuristics' first algorithm; the others they
+    /// rank, up to [`tuning::CANDIDATES`], come back beside it to be timed.
+    fn new_plan(handle: sys::cublasLtHandle_t, geometry: &Geometry) -> Result<(Plan, Vec<sys::cublasLtMatmulAlgo_t>)> {
         let (rows, inputs, outputs) = (geometry.rows as u64, geometry.inputs as u64, geometry.outputs as u64);
         let layout = |dtype, r: u64, c: u64| {
             result::create_matrix_layout(dtype, r, c, r as i64).map_err(|e| failed("describing a matrix", e))
@@ -300,7 +305,7 @@ mod cuda {
             )?;
         }
         let preference = result::create_matmul_pref().map_err(|e| failed("making a preference", e))?;
-        let choose = || -> Result<sys::cublasLtMatmulHeuristicResult_t> {
+        let choose = || -> Result<Vec<sys::cublasLtMatmulAlgo_t>> {
             let workspace = WORKSPACE_BYTES as u64;
             let pref = |attribute, value: *const c_void, size| {
                 // SAFETY: the preference is live; each value has the attribute's type.
@@ -321,9 +326,13 @@ mod cuda {
             ] {
                 pref(attribute, (&raw const geometry.alignment).cast(), 4)?;
             }
-            // SAFETY: every descriptor is live and describes the buffers of this geometry.
+            let mut ranked =
+                [const { MaybeUninit::<sys::cublasLtMatmulHeuristicResult_t>::uninit() }; tuning::CANDIDATES];
+            let mut found = 0;
+            // SAFETY: every descriptor is live and describes the buffers of this geometry; the
+            // heuristics write at most `CANDIDATES` results and say how many.
             unsafe {
-                result::get_matmul_algo_heuristic(
+                sys::cublasLtMatmulAlgoGetHeuristic(
                     handle,
                     plan.product,
                     plan.weight,
@@ -331,15 +340,32 @@ mod cuda {
                     plan.out,
                     plan.out,
                     preference,
+                    tuning::CANDIDATES as i32,
+                    ranked.as_mut_ptr().cast(),
+                    &raw mut found,
                 )
             }
-            .map_err(|e| failed(&format!("finding an algorithm for {geometry:?}"), e))
+            .result()
+            .map_err(|e| failed(&format!("finding an algorithm for {geometry:?}"), e))?;
+            let found = usize::try_from(found).unwrap_or(0).min(tuning::CANDIDATES);
+            if found == 0 {
+                return Err(failed(
+                    &format!("finding an algorithm for {geometry:?}"),
+                    result::CublasError(sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED),
+                ));
+            }
+            // SAFETY: the heuristics wrote the first `found` results.
+            Ok(ranked[..found]
+                .iter()
+                .map(|r| unsafe { r.assume_init_ref() }.algo)
+                .collect())
         };
         let chosen = choose();
         // SAFETY: made above and used by nothing else.
         let _ = unsafe { result::destroy_matmul_pref(preference) };
-        plan.algorithm = chosen?.algo;
-        Ok(plan)
+        let candidates = chosen?;
+        plan.algorithm = candidates[0];
+        Ok((plan, candidates))
     }
 
     impl Drop for Plan {
@@ -368,7 +394,8 @@ mod cuda {
             .unwrap_or(256) as u32
     }
 
-    /// Runs the product on `device`'s stream: `out = alpha x W^T (+ bias) (+ residual)`.
+    /// Runs the product on `device`'s stream: `out = alpha x W^T (+ bias) (+ residual)`, with
+    /// the algorithm timed fastest for its geometry the first time the geometry comes.
     fn run_cublaslt(device: &CudaDevice, geometry: Geometry, at: Addresses, alpha: f32) -> Result<()> {
         let stream = device.cuda_stream();
         // cuBLASLt works on the calling thread's current context: make it this device's.
@@ -387,45 +414,83 @@ mod cuda {
                 })
             }
         };
-        let handle = state.handle;
-        let plan = match state.plans.entry(geometry) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(new_plan(handle, &geometry)?),
+        let DeviceState {
+            handle,
+            workspace,
+            plans,
+        } = state;
+        let (workspace, _guard) = workspace.device_ptr_mut(&stream);
+        let product = Product {
+            handle: *handle,
+            geometry,
+            at,
+            alpha,
+            workspace,
+            stream: &stream,
         };
-        let (workspace, _guard) = state.workspace.device_ptr_mut(&stream);
-        let beta = if geometry.residual { 1f32 } else { 0f32 };
-        let c = if geometry.residual { at.residual } else { at.out };
-        // SAFETY: the descriptors match the buffers' shapes (`applies` and `Geometry`), the
-        // buffers live until the work on the stream that uses them is done (candle's stream
-        // ordering), and the handle, plan and workspace are used under the mutex, on one stream.
-        unsafe {
-            if geometry.bias {
-                set_desc(
-                    plan.product,
-                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                    &at.bias,
-                )?;
+        let plan = match plans.entry(geometry) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let (mut plan, candidates) = new_plan(*handle, &geometry)?;
+                let fastest = tuning::fastest(&stream, &candidates, |algorithm| product.run(&plan, algorithm))?;
+                if let Some(fastest) = fastest {
+                    plan.algorithm = fastest;
+                }
+                entry.insert(plan)
             }
-            result::matmul(
-                handle,
-                plan.product,
-                (&raw const alpha).cast(),
-                (&raw const beta).cast(),
-                at.weight as *const c_void,
-                plan.weight,
-                at.x as *const c_void,
-                plan.x,
-                c as *const c_void,
-                plan.out,
-                at.out as *mut c_void,
-                plan.out,
-                &raw const plan.algorithm,
-                workspace as *mut c_void,
-                WORKSPACE_BYTES,
-                stream.cu_stream() as _,
-            )
+        };
+        product.run(plan, &plan.algorithm)
+    }
+
+    /// One product's buffers, on the handle and workspace of its device.
+    struct Product<'a> {
+        handle: sys::cublasLtHandle_t,
+        geometry: Geometry,
+        at: Addresses,
+        alpha: f32,
+        workspace: CUdeviceptr,
+        stream: &'a Arc<CudaStream>,
+    }
+
+    impl Product<'_> {
+        /// Queues the product with `algorithm`, one of `plan`'s geometry's.
+        fn run(&self, plan: &Plan, algorithm: &sys::cublasLtMatmulAlgo_t) -> Result<()> {
+            let (geometry, at) = (&self.geometry, &self.at);
+            let beta = if geometry.residual { 1f32 } else { 0f32 };
+            let c = if geometry.residual { at.residual } else { at.out };
+            // SAFETY: the descriptors match the buffers' shapes (`applies` and `Geometry`), the
+            // buffers live until the work on the stream that uses them is done (candle's stream
+            // ordering), and the handle, plan and workspace are used under the states' mutex, on
+            // one stream.
+            unsafe {
+                if geometry.bias {
+                    set_desc(
+                        plan.product,
+                        sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                        &at.bias,
+                    )?;
+                }
+                result::matmul(
+                    self.handle,
+                    plan.product,
+                    (&raw const self.alpha).cast(),
+                    (&raw const beta).cast(),
+                    at.weight as *const c_void,
+                    plan.weight,
+                    at.x as *const c_void,
+                    plan.x,
+                    c as *const c_void,
+                    plan.out,
+                    at.out as *mut c_void,
+                    plan.out,
+                    algorithm,
+                    self.workspace as *mut c_void,
+                    WORKSPACE_BYTES,
+                    self.stream.cu_stream() as _,
+                )
+            }
+            .map_err(|e| failed("running a product", e))
         }
-        .map_err(|e| failed("running a product", e))
     }
 
     /// A factor of a product, in the dtype it is stored in.

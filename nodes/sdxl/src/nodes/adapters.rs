@@ -4,7 +4,7 @@
 
 use super::tensor_error;
 use crate::conditioning::{Conditioning, ConditioningList, ControlHint};
-use crate::controlnet::ControlNet;
+use crate::controlnet::{ControlNet, EmbeddedHint};
 use crate::sampling::{ControlGuidance, ImageTokenGuidance, RegionAdapters, TextConditioning};
 use crate::unet::ContextCache;
 use candle_core::{DType, Device};
@@ -229,6 +229,7 @@ fn guidance<'h>(
         percent: (hint.start_percent, hint.end_percent),
         region: hint.region.clone(),
         context_cache: ContextCache::default(),
+        embedded_hint: EmbeddedHint::default(),
     })
 }
 

@@ -3,7 +3,7 @@
 //! of the schedule.
 
 use super::schedule::DiscreteSchedule;
-use crate::controlnet::ControlNet;
+use crate::controlnet::{ControlNet, EmbeddedHint, Hint};
 use crate::ip_adapter::IpAdapterLayers;
 use crate::region::RegionMask;
 use crate::unet::{ContextCache, ControlResiduals, ExtraTokens, ExtraTokensFn, UNet, UNetInput};
@@ -46,8 +46,11 @@ pub struct ControlGuidance<'a> {
     /// Its weights.
     pub store: Arc<dyn WeightStore>,
     /// The hint `[1, 3, h, w]`, values 0..1, best on the sampler's device already (it is moved
-    /// there at every step otherwise).
+    /// there at the first step otherwise).
     pub hint: Tensor,
+    /// Its embedding, made at the first step the ControlNet acts in and reused after (start
+    /// with an empty one).
+    pub embedded_hint: EmbeddedHint,
     /// Residual scale.
     pub strength: f64,
     /// What each side's ControlNet pass attends to, `[1, n, dim]`; `None` for a side without it.
@@ -96,10 +99,16 @@ impl ControlGuidance<'_> {
                 .collect::<Result<Vec<_>>>()?,
             0,
         )?;
-        let (_, _, h, w) = input.sample.dims4()?;
-        let factor = self.controlnet.config().hint_factor();
-        let hint = fit_hint(&self.hint.to_device(input.sample.device())?, (h * factor, w * factor))?;
-        let hint = Tensor::cat(&vec![&hint; rows], 0)?;
+        let image = || {
+            let (_, _, h, w) = input.sample.dims4()?;
+            let factor = self.controlnet.config().hint_factor();
+            let hint = fit_hint(&self.hint.to_device(input.sample.device())?, (h * factor, w * factor))?;
+            Tensor::cat(&vec![&hint; rows], 0)
+        };
+        let hint = Hint {
+            image: &image,
+            embedded: &self.embedded_hint,
+        };
         let projected = self.context_cache.get_or_project((guided, rows), || {
             self.controlnet.project_context(self.store.as_ref(), &context)
         })?;

@@ -4,7 +4,7 @@
 use crate::{assert_close, assert_units_cover, fixture, load_cases};
 use candle_core::{DType, Device};
 use swapgraph_model::{Network, ResidentStore, TensorSource};
-use swapgraph_sdxl::controlnet::{ControlNet, ControlNetConfig};
+use swapgraph_sdxl::controlnet::{ControlNet, ControlNetConfig, EmbeddedHint, Hint};
 use swapgraph_sdxl::unet::UNetInput;
 
 fn tiny() -> ControlNet {
@@ -39,10 +39,28 @@ fn residuals_match_diffusers() {
         control: None,
         extra_tokens: None,
     };
-    let residuals = controlnet.forward(&store, &input, &cases["hint"], 0.8).unwrap();
-    assert_eq!(residuals.down.len(), 9);
-    for (i, down) in residuals.down.iter().enumerate() {
-        assert_close(&format!("down residual {i}"), down, &cases[&format!("down.{i}")]);
+    let embedded = EmbeddedHint::default();
+    let image = || Ok(cases["hint"].clone());
+    let first = Hint {
+        image: &image,
+        embedded: &embedded,
+    };
+    // The second pass takes the first's embedding and must not need the image.
+    let no_image = || candle_core::bail!("the kept embedding fits this pass");
+    let second = Hint {
+        image: &no_image,
+        embedded: &embedded,
+    };
+    for (pass, hint) in [("first", first), ("second", second)] {
+        let residuals = controlnet.forward(&store, &input, &hint, 0.8).unwrap();
+        assert_eq!(residuals.down.len(), 9);
+        for (i, down) in residuals.down.iter().enumerate() {
+            assert_close(
+                &format!("{pass} pass, down residual {i}"),
+                down,
+                &cases[&format!("down.{i}")],
+            );
+        }
+        assert_close(&format!("{pass} pass, mid residual"), &residuals.mid, &cases["mid"]);
     }
-    assert_close("mid residual", &residuals.mid, &cases["mid"]);
 }

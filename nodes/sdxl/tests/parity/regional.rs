@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use swapgraph_model::{ModelHandle, Network, ResidentStore, TensorSource, WeightStore};
 use swapgraph_sdxl::conditioning::{Area, Conditioning, ControlHint, Placement, PlacementMask};
-use swapgraph_sdxl::controlnet::{ControlNet, ControlNetConfig};
+use swapgraph_sdxl::controlnet::{ControlNet, ControlNetConfig, EmbeddedHint};
 use swapgraph_sdxl::sampling::{
     regions, ControlGuidance, Denoiser, DiscreteSchedule, RegionAdapters, RegionalDenoiser, TextConditioning,
 };
@@ -98,6 +98,7 @@ impl Tiny {
                         percent: (hint.start_percent, hint.end_percent),
                         region: None,
                         context_cache: ContextCache::default(),
+                        embedded_hint: EmbeddedHint::default(),
                     })
                     .collect();
                 Ok(RegionAdapters {

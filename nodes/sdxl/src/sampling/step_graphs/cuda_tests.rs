@@ -4,7 +4,7 @@
 //! recorded again rather than replay the other graph.
 
 use super::StepGraphs;
-use crate::controlnet::{ControlNet, ControlNetConfig};
+use crate::controlnet::{ControlNet, ControlNetConfig, EmbeddedHint};
 use crate::gpu_fixtures::{kernel_sized_unet, randn, stores};
 use crate::sampling::{
     percent_sigma, Adapters, ControlGuidance, Denoiser, DiscreteSchedule, GuidedDenoiser, Scheduler, TextConditioning,
@@ -60,6 +60,7 @@ fn replayed_steps_match_steps_queued_from_the_host() -> Result<()> {
             percent: (0.0, 0.5),
             region: None,
             context_cache: ContextCache::default(),
+            embedded_hint: EmbeddedHint::default(),
         }];
         let mut denoiser = GuidedDenoiser {
             unet: &unet,
