@@ -197,9 +197,15 @@ impl SharedQueue {
     /// # Errors
     /// An unreachable NATS server.
     pub async fn workers(&self) -> Result<Vec<serde_json::Value>, String> {
-        let mut keys = self.queue.workers.keys().await.map_err(|e| e.to_string())?;
+        let mut listed = self.queue.workers.keys().await.map_err(|e| e.to_string())?;
+        // The listing reads the bucket's history as it goes: a worker that reports its status
+        // during it is listed again, so each key is read once.
+        let mut keys = std::collections::BTreeSet::new();
+        while let Some(Ok(key)) = listed.next().await {
+            keys.insert(key);
+        }
         let mut workers = Vec::new();
-        while let Some(Ok(key)) = keys.next().await {
+        for key in keys {
             if let Ok(Some(value)) = self.queue.workers.get(&key).await {
                 workers.extend(serde_json::from_slice::<serde_json::Value>(&value).ok());
             }
