@@ -19,6 +19,7 @@ pub mod device;
 mod family;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_fixtures;
+pub mod kept;
 mod measured;
 mod nodes;
 

@@ -5,7 +5,6 @@ use crate::blocks::Conv2d;
 use crate::kernels;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use std::cell::RefCell;
 
 /// `conv_in`, pairs of convolutions (the second of each halving the resolution), `conv_out`,
 /// with SiLU between them.
@@ -77,58 +76,6 @@ pub struct Hint<'a> {
 
 /// The hint's embedding, made by a run's first ControlNet pass and reused by the passes after
 /// it: it depends on the image alone, so each step would otherwise run the same convolutions
-/// over the full-size image again. Kept for one batch and latent size, made again for another.
-#[derive(Debug, Default)]
-pub struct EmbeddedHint {
-    kept: RefCell<Option<(HintLayout, Tensor)>>,
-}
-
-/// The batch's rows and the latent's height and width.
-type HintLayout = (usize, usize, usize);
-
-impl EmbeddedHint {
-    /// The embedding for `layout`, made by `embed` when another layout's or none is kept.
-    ///
-    /// # Errors
-    /// Whatever `embed` returns.
-    pub fn get_or_embed(&self, layout: HintLayout, embed: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
-        if let Some((kept, embedded)) = self.kept.borrow().as_ref() {
-            if *kept == layout {
-                return Ok(embedded.clone());
-            }
-        }
-        let embedded = embed()?;
-        *self.kept.borrow_mut() = Some((layout, embedded.clone()));
-        Ok(embedded)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::EmbeddedHint;
-    use candle_core::{Device, Result, Tensor};
-    use std::cell::Cell;
-
-    #[test]
-    fn an_embedding_is_made_once_per_batch_and_latent_size() -> Result<()> {
-        let embedded = EmbeddedHint::default();
-        let made = Cell::new(0);
-        let embed = |value: f64| {
-            made.set(made.get() + 1);
-            Tensor::full(value as f32, (1, 2), &Device::Cpu)
-        };
-        let values = [
-            embedded.get_or_embed((2, 8, 8), || embed(1.0))?,
-            embedded.get_or_embed((2, 8, 8), || embed(2.0))?,
-            embedded.get_or_embed((2, 8, 16), || embed(3.0))?,
-            embedded.get_or_embed((1, 8, 16), || embed(4.0))?,
-            embedded.get_or_embed((1, 8, 16), || embed(5.0))?,
-        ]
-        .iter()
-        .map(|t| t.flatten_all()?.get(0)?.to_scalar::<f32>())
-        .collect::<Result<Vec<_>>>()?;
-        assert_eq!(values, [1.0, 1.0, 3.0, 4.0, 4.0]);
-        assert_eq!(made.get(), 3);
-        Ok(())
-    }
-}
+/// over the full-size image again. Kept for one batch and latent size (the rows, the latent's
+/// height and width), made again for another.
+pub type EmbeddedHint = crate::kept::KeptForLayout<(usize, usize, usize), Tensor>;

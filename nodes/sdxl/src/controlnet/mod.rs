@@ -192,7 +192,7 @@ impl ControlNet {
                 state.emb =
                     Some(stem.embedding(input.timesteps, &input.text_embeds.to_dtype(dtype)?, input.time_ids)?);
                 let (rows, _, height, width) = input.sample.dims4()?;
-                let hint = hint.embedded.get_or_embed((rows, height, width), || {
+                let hint = hint.embedded.get_or_make((rows, height, width), || {
                     embedding.forward(&(hint.image)()?.to_dtype(dtype)?)
                 })?;
                 // In the hint's layout: channels-last on CUDA, as the blocks after it take it.

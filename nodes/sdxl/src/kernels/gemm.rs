@@ -395,7 +395,8 @@ mod cuda {
     }
 
     /// Runs the product on `device`'s stream: `out = alpha x W^T (+ bias) (+ residual)`, with
-    /// the algorithm timed fastest for its geometry the first time the geometry comes.
+    /// its geometry's plan, made the first time the geometry comes (its algorithm the
+    /// heuristics' first, or the fastest of their first few where `tuning` times them).
     fn run_cublaslt(device: &CudaDevice, geometry: Geometry, at: Addresses, alpha: f32) -> Result<()> {
         let stream = device.cuda_stream();
         // cuBLASLt works on the calling thread's current context: make it this device's.

@@ -5,6 +5,7 @@
 use super::schedule::DiscreteSchedule;
 use crate::controlnet::{ControlNet, EmbeddedHint, Hint};
 use crate::ip_adapter::IpAdapterLayers;
+use crate::kept::KeptForLayout;
 use crate::region::RegionMask;
 use crate::unet::{ContextCache, ControlResiduals, ExtraTokens, ExtraTokensFn, UNet, UNetInput};
 use candle_core::{Device, Result, Tensor};
@@ -109,7 +110,7 @@ impl ControlGuidance<'_> {
             image: &image,
             embedded: &self.embedded_hint,
         };
-        let projected = self.context_cache.get_or_project((guided, rows), || {
+        let projected = self.context_cache.get_or_make((guided, rows), || {
             self.controlnet.project_context(self.store.as_ref(), &context)
         })?;
         let control_input = UNetInput {
@@ -258,9 +259,6 @@ pub fn summed_residuals(
     Ok(total)
 }
 
-/// A batch layout (guided, rows) and every layer's projected tokens for it.
-type Projected = ((bool, usize), Vec<ExtraTokens>);
-
 /// IP-Adapter image tokens for one sampling run; projected once per batch layout.
 pub struct ImageTokenGuidance {
     /// Per-layer projections.
@@ -274,7 +272,7 @@ pub struct ImageTokenGuidance {
     /// Where the image attention acts, if limited to a region.
     pub region: Option<RegionMask>,
     /// Projected tokens for the last (guided, rows) layout.
-    projected: RefCell<Option<Projected>>,
+    projected: KeptForLayout<(bool, usize), Vec<ExtraTokens>>,
     /// The region's token weights per feature-map grid seen so far.
     region_weights: RefCell<Vec<((usize, usize), Tensor)>>,
 }
@@ -294,7 +292,7 @@ impl ImageTokenGuidance {
             weight,
             percent,
             region,
-            projected: RefCell::new(None),
+            projected: KeptForLayout::default(),
             region_weights: RefCell::new(Vec::new()),
         }
     }
@@ -349,22 +347,18 @@ impl ImageTokenGuidance {
         if !active(schedule, sigma, self.percent.0, self.percent.1) {
             return Ok(None);
         }
-        let key = (guided, rows);
-        if let Some((cached, tokens)) = self.projected.borrow().as_ref() {
-            if *cached == key {
-                return Ok(Some(tokens.clone()));
-            }
-        }
-        let per_side = rows / if guided { 2 } else { 1 };
-        let batch = sides(&self.tokens.0, &self.tokens.1, guided)
-            .into_iter()
-            .map(|t| Tensor::cat(&vec![t; per_side], 0))
-            .collect::<Result<Vec<_>>>()?;
-        let batch = Tensor::cat(&batch, 0)?.to_device(device)?;
-        let projected = (0..self.layers.len())
-            .map(|layer| self.layers.extra_tokens(layer, &batch, self.weight))
-            .collect::<Result<Vec<_>>>()?;
-        *self.projected.borrow_mut() = Some((key, projected.clone()));
-        Ok(Some(projected))
+        self.projected
+            .get_or_make((guided, rows), || {
+                let per_side = rows / if guided { 2 } else { 1 };
+                let batch = sides(&self.tokens.0, &self.tokens.1, guided)
+                    .into_iter()
+                    .map(|t| Tensor::cat(&vec![t; per_side], 0))
+                    .collect::<Result<Vec<_>>>()?;
+                let batch = Tensor::cat(&batch, 0)?.to_device(device)?;
+                (0..self.layers.len())
+                    .map(|layer| self.layers.extra_tokens(layer, &batch, self.weight))
+                    .collect()
+            })
+            .map(Some)
     }
 }

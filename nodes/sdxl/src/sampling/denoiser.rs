@@ -122,7 +122,7 @@ impl GuidedDenoiser<'_> {
         let (context, pooled, time_ids) = (expand(&context)?, expand(&pooled)?, expand(&time_ids)?);
         let projected = self
             .context_cache
-            .get_or_project((guided, n), || self.unet.project_context(self.store, &context))?;
+            .get_or_make((guided, n), || self.unet.project_context(self.store, &context))?;
         let unet_input = UNetInput {
             sample: &input,
             timesteps,

@@ -422,7 +422,7 @@ impl RegionalDenoiser<'_> {
             );
             let projected = region
                 .context_cache
-                .get_or_project((false, batch), || unet.project_context(store, &context))?;
+                .get_or_make((false, batch), || unet.project_context(store, &context))?;
             let adapters = Adapters {
                 controls: &region.adapters.controls,
                 image_tokens: region.adapters.image_tokens.as_ref(),

@@ -10,7 +10,6 @@ use super::attention::ContextKeys;
 use super::layout::{Layer, Op, Step};
 use super::UNetConfig;
 use candle_core::{Result, Tensor};
-use std::cell::RefCell;
 use swapgraph_model::WeightStore;
 
 /// One conditioning's keys and values for each cross-attention layer, in layer order.
@@ -91,29 +90,4 @@ pub(crate) fn given_or_projected<'a>(
 
 /// The projected conditioning of a sampling run, kept for the batch layout it was made for
 /// (whether guided, and the rows), so that each step after the first reuses it.
-#[derive(Debug, Default)]
-pub struct ContextCache {
-    cached: RefCell<Option<((bool, usize), ProjectedContext)>>,
-}
-
-impl ContextCache {
-    /// The projection for layout `key`, made by `project` when the cache holds another layout
-    /// or none.
-    ///
-    /// # Errors
-    /// Whatever `project` returns.
-    pub fn get_or_project(
-        &self,
-        key: (bool, usize),
-        project: impl FnOnce() -> Result<ProjectedContext>,
-    ) -> Result<ProjectedContext> {
-        if let Some((cached, projected)) = self.cached.borrow().as_ref() {
-            if *cached == key {
-                return Ok(projected.clone());
-            }
-        }
-        let projected = project()?;
-        *self.cached.borrow_mut() = Some((key, projected.clone()));
-        Ok(projected)
-    }
-}
+pub type ContextCache = crate::kept::KeptForLayout<(bool, usize), ProjectedContext>;
