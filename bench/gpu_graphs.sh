@@ -15,8 +15,9 @@
 #           replayed, then queued: images per second from queueing to the saved PNG, the
 #           sampler's log (how many steps were replays), and whether every PNG of the two runs
 #           is the same file. Needs what `bench/gpu_image.sh resident` needs.
-# The two parts' binaries do not fit one call's carry: send them in two calls on the same
-# machine, back to back. Results under $OUT: graphs.txt, resident_{on,off}.log.
+# The parts' binaries do not fit one call's carry: bench/gpu_pack.sh builds them and says which
+# call on one machine, back to back, carries what. Results under $OUT: graphs.txt,
+# resident_{on,off}.log.
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 
