@@ -11,6 +11,10 @@
 #   tuning  the same step with the linear layers' algorithms timed (`SWAPGRAPH_GEMM_TUNING=on`)
 #           and with the heuristics' first (the default), processes alternating, and the first
 #           step's time (`warm_up_ms`, which takes the timing). Needs .gpu/next/unet_step.
+#   controlnet  the same step with an SDXL-size ControlNet beside the UNet, as IdentityNet runs
+#           in the main job (`unet_step`'s `controlnet` modifier): the step and the ControlNet's
+#           share of it (`controlnet_ms`), queued and replayed, alternating in one process.
+#           Needs .gpu/next/unet_step.
 #   images  the main job with every weight resident (`bench/gpu_image.sh resident`) with steps
 #           replayed, then queued: images per second from queueing to the saved PNG, the
 #           sampler's log (how many steps were replays), and whether every PNG of the two runs
@@ -43,14 +47,24 @@ for line in sys.stdin:
     print(json.dumps({"gemm_tuning": os.environ["TUNING"], **{k: run[k] for k in ("config", "median_ms", "min_ms",
                                                             "warm_up_ms", "identical_to_resident")}}))' | tee -a "$OUT/graphs.txt"
       done ;;
+    controlnet)
+      timeout 300 .gpu/next/unet_step --device cuda:0 --latent 128 --steps 10 \
+        --configs none,none/controlnet,none/controlnet/graph,none/controlnet,none/controlnet/graph 2>&1 | grep '^{' \
+        | python3 -c '
+import json, sys
+for line in sys.stdin:
+    run = json.loads(line)
+    print(json.dumps({k: run[k] for k in ("config", "median_ms", "controlnet_ms", "min_ms", "warm_up_ms",
+                                          "peak_device_gib", "identical_to_resident")}))' | tee -a "$OUT/graphs.txt" ;;
     images)
       for mode in on off; do
         rm -rf /tmp/image-out
         SWAPGRAPH_CUDA_GRAPHS=$mode bash bench/gpu_image.sh resident 2>&1 | tail -1 | tee -a "$OUT/graphs.txt"
         cp "$OUT/serve_main_job_resident.log" "$OUT/resident_$mode.log"
-        (cd /tmp/image-out && ls -tr | xargs md5sum | cut -d' ' -f1) > "/tmp/png_$mode.txt"
+        find /tmp/image-out -name '*.png' -printf '%T@ %p\n' | sort -n | cut -d' ' -f2 | xargs -r md5sum \
+          | cut -d' ' -f1 > "/tmp/png_$mode.txt"
       done
-      if cmp -s /tmp/png_on.txt /tmp/png_off.txt; then same=true; else same=false; fi
+      if [ -s /tmp/png_on.txt ] && cmp -s /tmp/png_on.txt /tmp/png_off.txt; then same=true; else same=false; fi
       echo "{\"pngs\": $(wc -l < /tmp/png_on.txt), \"identical_pngs\": $same}" | tee -a "$OUT/graphs.txt"
       grep -h "per step" "$OUT"/resident_*.log | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt" ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;

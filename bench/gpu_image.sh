@@ -6,8 +6,9 @@
 # UNet, ControlNet and VAE under torch.compile (bench/diffusers_images.py). Each argument names
 # one part, run in the order given:
 #   swapgraph   the text-to-image workflow and the main job (InstantID with BlockSwap)
-#   resident    the main job with BlockSwap streaming nothing (`swap.blocks_to_swap=0`): its
-#               compute alone, as diffusers' ControlNet pipeline runs with every weight on the card
+#   resident    the main job with BlockSwap streaming nothing and its monitoring off
+#               (`swap.blocks_to_swap=0`, `swap.debug=false`): its compute alone, as diffusers'
+#               ControlNet pipeline runs with every weight on the card
 #   eager       diffusers' SDXL and SDXL ControlNet pipelines, eager, channels last
 #   compiled    the same under torch.compile's default mode
 #   compiled-controlnet  only the ControlNet pipeline under torch.compile (the main job's
@@ -54,7 +55,7 @@ for part in "$@"; do
         --set ckpt.ckpt_name=sd_xl_random.safetensors $SIZE -- --device cuda:0 --models-dir "$MODELS" \
         --output-dir /tmp/image-out | tee -a "$RESULTS"
       main_job "$OUT/serve_main_job.log" ;;
-    resident) main_job "$OUT/serve_main_job_resident.log" --set swap.blocks_to_swap=0 ;;
+    resident) main_job "$OUT/serve_main_job_resident.log" --set swap.blocks_to_swap=0 --set swap.debug=false ;;
     eager) diffusers 300; diffusers 300 --controlnet ;;
     compiled) diffusers 560 --compile default; diffusers 560 --compile default --controlnet ;;
     compiled-controlnet) diffusers 560 --compile default --controlnet ;;

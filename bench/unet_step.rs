@@ -14,8 +14,12 @@
 //! granularity, `debug` per-unit timing (adds event overhead), `profile` time per block (a mark
 //! on the compute stream as each unit starts), `graph` (`none` only) each step a replay of one
 //! recorded CUDA graph, as the sampler replays them, its output held to the first plain resident
-//! configuration's (`identical_to_resident`) and the graph's memory counted in the peak. The
-//! random weights are made once for all configurations.
+//! configuration's (`identical_to_resident`) and the graph's memory counted in the peak;
+//! `controlnet` an SDXL-size ControlNet beside the UNet at every step, as InstantID's IdentityNet
+//! runs in the main job (16 face tokens for its context, a hint embedded once, its weights
+//! resident, its residuals into the UNet), its share of each step reported as `controlnet_ms`
+//! (median; not with `graph`, whose steps have no marks inside) and its output held only to
+//! other `controlnet` configurations'. The random weights are made once for all configurations.
 //!
 //! After a warm-up step, the timed steps are queued back to back, as the sampler queues them, and
 //! each is timed on the device between marks at its start and end; the host is ahead of the
@@ -88,18 +92,21 @@ use swapgraph_model::{
 };
 use swapgraph_node_api::DeviceSpec;
 use swapgraph_sdxl::sampling::StepGraphs;
-use swapgraph_sdxl::unet::{ProjectedContext, UNet, UNetConfig, UNetInput};
+use swapgraph_sdxl::unet::{ControlResiduals, ProjectedContext, UNet, UNetConfig, UNetInput};
 
 #[path = "unet_step/bus_load.rs"]
 mod bus_load;
 #[path = "gguf_writer.rs"]
 mod gguf_writer;
+#[path = "unet_step/identity_net.rs"]
+mod identity_net;
 #[path = "unet_step/timed_store.rs"]
 mod timed_store;
 
 #[cfg(feature = "cuda")]
 use bus_load::BusLoad;
 use bus_load::Copier;
+use identity_net::IdentityNet;
 use timed_store::{unit_marks, Mark, TimedStore, UnitMark};
 
 /// Bytes of each copy timed for `pinned_gb_s_this_process`, the size `swapgraph doctor` times.
@@ -203,7 +210,9 @@ fn main() {
     let inputs = Inputs::new(&cfg, latent, dtype, &device).expect("inputs");
     // What a step computes, for its rate (`tflop_s`): the CFG batch of two, one prompt window.
     let step_flops = cfg.step_flops(2, latent, latent, 77);
-    let mut resident_output: Option<Vec<f32>> = None;
+    // The first plain resident output, without and with the ControlNet beside the UNet.
+    let mut resident_output: [Option<Vec<f32>>; 2] = [None, None];
+    let mut identity_net: Option<IdentityNet> = None;
     let mut resident_unit_ms: Option<Vec<f64>> = None;
     let mut loaded_unit_ms: Option<Vec<f64>> = None;
     let mut resident_step_ms: Option<f64> = None;
@@ -215,10 +224,15 @@ fn main() {
             profile,
             bus_load,
             graph,
+            controlnet,
         } = parse_config(config);
         assert!(
             !(graph && (swapped || profile)),
             "graph: a resident step without profile marks"
+        );
+        assert!(
+            !(controlnet && profile),
+            "controlnet: its time is its own mark, not a unit's"
         );
         let swap_plan = swapped.then(|| plan(&units, kept, &settings).expect("a swap plan"));
         let swap = swap_plan.clone().map(|swap_plan| {
@@ -268,12 +282,28 @@ fn main() {
         } else {
             StepGraphs::queued()
         };
+        if controlnet && identity_net.is_none() {
+            identity_net = Some(IdentityNet::new(latent, dtype, &device).expect("an SDXL ControlNet"));
+        }
+        let beside = identity_net.as_ref().filter(|_| controlnet);
+        // The ControlNet's share of each step, between marks around it (none inside a recording).
+        let controlnet_marks = std::cell::RefCell::new(Vec::new());
         let step = || {
             graphs
                 .run(
                     &[inputs.sample.clone(), inputs.timesteps.clone()],
                     Vec::new(),
-                    |given| inputs.run(unet, store, &projected, given),
+                    |given| {
+                        let marked = !graph;
+                        let start = marked.then(|| Mark::now(&device));
+                        let control = beside
+                            .map(|net| net.residuals(&inputs.input(given, &projected)))
+                            .transpose()?;
+                        if let Some(start) = start {
+                            controlnet_marks.borrow_mut().push((start, Mark::now(&device)));
+                        }
+                        inputs.run(unet, store, &projected, given, control.as_ref())
+                    },
                 )
                 .expect("a UNet step")
         };
@@ -294,6 +324,7 @@ fn main() {
         if let Some(timed) = &timed {
             timed.drain();
         }
+        controlnet_marks.borrow_mut().clear();
         let run_queued = Instant::now();
         let run_start = Mark::now(&device);
         let mut bounds = Vec::new();
@@ -328,12 +359,22 @@ fn main() {
             .to_dtype(DType::F32)
             .and_then(|o| o.flatten_all()?.to_vec1())
             .expect("the step's output");
-        if !swapped && !graph && resident_output.is_none() {
-            resident_output = Some(output.clone());
+        let resident_output_here = &mut resident_output[usize::from(controlnet)];
+        if !swapped && !graph && resident_output_here.is_none() {
+            *resident_output_here = Some(output.clone());
         }
         let identical_to_resident = (swapped || graph)
-            .then(|| resident_output.as_ref().map(|resident| *resident == output))
+            .then(|| resident_output_here.as_ref().map(|resident| *resident == output))
             .flatten();
+        let controlnet_ms = (beside.is_some() && !graph).then(|| {
+            let mut shares: Vec<f64> = controlnet_marks
+                .borrow()
+                .iter()
+                .map(|(start, end)| start.until(end))
+                .collect();
+            shares.sort_by(f64::total_cmp);
+            shares[shares.len() / 2]
+        });
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         queued_times.sort_by(f64::total_cmp);
@@ -344,7 +385,7 @@ fn main() {
         let noise_gb_s: Option<f64> = None;
         // Marks add a little to each unit: the profiles are scaled down to the plain resident step
         // of the same kind (with or without copies beside it) where one has run and was faster.
-        if !swapped && !graph {
+        if !swapped && !graph && !controlnet {
             let (profiled, plain) = if bus_load.is_some() {
                 (&mut loaded_unit_ms, &mut loaded_step_ms)
             } else {
@@ -443,7 +484,8 @@ fn main() {
                 "weights": blocks.map_or_else(|| format!("{kept:?}"), |kind| format!("{kind:?}")),
                 "eight_bit_products": eight_bit_products,
                 "median_ms": round(median, 1),
-                "tflop_s": round(step_flops as f64 / (median * 1e-3) / 1e12, 1),
+                "controlnet_ms": controlnet_ms.map(|ms| round(ms, 1)),
+                "tflop_s": (!controlnet).then(|| round(step_flops as f64 / (median * 1e-3) / 1e12, 1)),
                 "context_projection_ms": round(projection_ms, 1),
                 "warm_up_ms": round(warm_up_ms, 1),
                 "min_ms": round(times[0], 1),
@@ -474,14 +516,14 @@ fn main() {
     }
     // Weights kept in another form than drawn (8 bits, quantized blocks): the resident step's
     // output against the same step on the drawn weights themselves.
-    if let (true, Some(kept_output)) = (kept != dtype, &resident_output) {
+    if let (true, Some(kept_output)) = (kept != dtype, &resident_output[0]) {
         let drawn = TensorSource::from_tensors("drawn", drawn);
         let reference = ResidentStore::load(logical_units.clone(), &drawn, dtype, &device).expect("the drawn weights");
         let projected = unet
             .project_context(&reference, &inputs.context)
             .expect("the context projected");
         let expected: Vec<f32> = inputs
-            .run(unet, &reference, &projected, &inputs.given())
+            .run(unet, &reference, &projected, &inputs.given(), None)
             .and_then(|o| o.to_dtype(DType::F32)?.flatten_all()?.to_vec1())
             .expect("the reference output");
         let squares = |values: &mut dyn Iterator<Item = f64>| values.map(|v| v * v).sum::<f64>().sqrt();
@@ -537,6 +579,8 @@ struct Config {
     bus_load: Option<Copier>,
     /// Replay the step as a CUDA graph recorded once (resident only).
     graph: bool,
+    /// Run an SDXL-size ControlNet beside the UNet at every step.
+    controlnet: bool,
 }
 
 /// A configuration string as the settings it names.
@@ -544,6 +588,7 @@ fn parse_config(config: &str) -> Config {
     let mut profile = false;
     let mut bus_load = None;
     let mut graph = false;
+    let mut controlnet = false;
     let mut parts = config.split('/');
     let mut settings = SwapSettings {
         non_blocking: true,
@@ -566,15 +611,15 @@ fn parse_config(config: &str) -> Config {
             "debug" => settings.debug = true,
             "profile" => profile = true,
             "graph" => graph = true,
+            "controlnet" => controlnet = true,
             "noise" => bus_load = Some(Copier::CopyEngine),
             "noise-sm" => bus_load = Some(Copier::Kernel),
             "noise-huge" => bus_load = Some(Copier::HugePages),
             "block" => settings.granularity = Granularity::Block,
             p => {
-                settings.prefetch = p
-                    .trim_start_matches('p')
-                    .parse()
-                    .expect("a modifier: pN, sync, debug, block, profile, graph, noise, noise-sm, noise-huge")
+                settings.prefetch = p.trim_start_matches('p').parse().expect(
+                    "a modifier: pN, sync, debug, block, profile, graph, controlnet, noise, noise-sm, noise-huge",
+                )
             }
         }
     }
@@ -584,6 +629,7 @@ fn parse_config(config: &str) -> Config {
         profile,
         bus_load,
         graph,
+        controlnet,
     }
 }
 
@@ -653,15 +699,10 @@ impl Inputs {
         [self.sample.clone(), self.timesteps.clone()]
     }
 
-    /// A step on these inputs, its latents and timesteps `given` (as the sampler passes them).
-    fn run(
-        &self,
-        unet: &UNet,
-        store: &dyn WeightStore,
-        projected: &ProjectedContext,
-        given: &[Tensor],
-    ) -> candle_core::Result<Tensor> {
-        let input = UNetInput {
+    /// The UNet's input of a step whose latents and timesteps are `given` (as the sampler
+    /// passes them).
+    fn input<'a>(&'a self, given: &'a [Tensor], projected: &'a ProjectedContext) -> UNetInput<'a> {
+        UNetInput {
             sample: &given[0],
             timesteps: &given[1],
             context: &self.context,
@@ -670,6 +711,21 @@ impl Inputs {
             time_ids: &self.ids,
             control: None,
             extra_tokens: None,
+        }
+    }
+
+    /// A step on these inputs, its latents and timesteps `given`, with a ControlNet's residuals.
+    fn run(
+        &self,
+        unet: &UNet,
+        store: &dyn WeightStore,
+        projected: &ProjectedContext,
+        given: &[Tensor],
+        control: Option<&ControlResiduals>,
+    ) -> candle_core::Result<Tensor> {
+        let input = UNetInput {
+            control,
+            ..self.input(given, projected)
         };
         unet.forward(store, &input)
     }
