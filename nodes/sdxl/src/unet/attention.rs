@@ -110,7 +110,9 @@ impl Attention {
         let q = self.to_q.forward(xs)?;
         let mut out = self.attend(&q, &context.keys, &context.values)?;
         if let Some(extra) = extra {
-            let mut image = (self.attend(&q, &extra.keys, &extra.values)? * extra.scale)?;
+            // Scaled as values: the same sum as the attention's output scaled, over 16 tokens
+            // rather than the whole image's.
+            let mut image = self.attend(&q, &extra.keys, &(&extra.values * extra.scale)?)?;
             if let Some(weights) = &extra.token_weights {
                 image = image.broadcast_mul(&weights.to_dtype(image.dtype())?)?;
             }
