@@ -19,6 +19,10 @@
 #           replayed, then queued: images per second from queueing to the saved PNG, the
 #           sampler's log (how many steps were replays), and whether every PNG of the two runs
 #           is the same file. Needs what `bench/gpu_image.sh resident` needs.
+#   tight   the text-to-image workflow on the built-in random SDXL at 1024x1024, 30 steps, on a
+#           card of which another process holds all but 6 GiB (the least it runs in with every
+#           weight resident), steps queued then replayed: whether each saves, its step time and
+#           the device's peak beside the holder (nvidia-smi every 200 ms). Needs .gpu/swapgraph.
 # The parts' binaries do not fit one call's carry: bench/gpu_pack.sh builds them and says which
 # call on one machine, back to back, carries what. Results under $OUT: graphs.txt,
 # resident_{on,off}.log.
@@ -67,6 +71,23 @@ for line in sys.stdin:
       if [ -s /tmp/png_on.txt ] && cmp -s /tmp/png_on.txt /tmp/png_off.txt; then same=true; else same=false; fi
       echo "{\"pngs\": $(wc -l < /tmp/png_on.txt), \"identical_pngs\": $same}" | tee -a "$OUT/graphs.txt"
       grep -h "per step" "$OUT"/resident_*.log | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt" ;;
+    tight)
+      for mode in off on; do
+        hold 6 /tmp/held
+        before=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > /tmp/smi_tight.txt &
+        smi=$!
+        rm -rf /tmp/tight-out
+        SWAPGRAPH_CUDA_GRAPHS=$mode timeout 200 .gpu/swapgraph run workflows/sdxl_txt2img.yaml --device cuda:0 \
+          --output-dir /tmp/tight-out --set ckpt.ckpt_name=builtin:random-sdxl --set latent.width=1024 \
+          --set latent.height=1024 --set sample.steps=30 > "$OUT/tight_$mode.log" 2>&1
+        status=$?
+        kill $smi "$HOLDER"; wait 2>/dev/null
+        peak=$(sort -n /tmp/smi_tight.txt | tail -1)
+        echo "{\"cuda_graphs\": \"$mode\", \"exit\": $status, \"pngs\": $(find /tmp/tight-out -name '*.png' | wc -l), \"device_peak_mib\": $((peak - before))}" \
+          | tee -a "$OUT/graphs.txt"
+        grep -h "per step" "$OUT/tight_$mode.log" | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt"
+      done ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
   esac
 done

@@ -7,7 +7,9 @@
 //! none of which a recording may do. Later steps copy their inputs into the recorded buffers and
 //! replay. Where the weights move during a step (BlockSwap streaming) nothing is recorded, and a
 //! step that cannot be recorded runs as usual from then on, with a warning naming why. Samplers
-//! record only with [`SWITCH`] set to `on`.
+//! record only with [`SWITCH`] set to `on`: replays give the queued steps' output bit for bit,
+//! but a run records its graph again at its second step, and for a whole image that costs more
+//! than its replays save (`bench/gpu_graphs.sh images`).
 
 use candle_core::{Device, Result, Tensor};
 
@@ -43,7 +45,10 @@ impl StepGraphs {
     pub fn new(device: &Device, replayable: bool) -> Self {
         let asked = std::env::var(SWITCH).is_ok_and(|v| v.eq_ignore_ascii_case("on"));
         if asked && device.is_cuda() && !replayable {
-            tracing::info!("denoising steps are queued from the host: weights move during each step");
+            tracing::info!(
+                "denoising steps are queued from the host, not replayed as CUDA graphs: a weight store moves \
+                 weights or times each pass (BlockSwap streaming, or its debug mode)"
+            );
         }
         if asked && replayable {
             Self::recording(device)

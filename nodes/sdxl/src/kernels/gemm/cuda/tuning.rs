@@ -7,8 +7,9 @@
 //!
 //! Timing waits for the card, so it is skipped while the stream is being recorded into a CUDA
 //! graph (a step is run before it is recorded, so its geometries are timed by then). Without the
-//! switch the heuristics' first algorithm is taken: the timing stays opt-in until it is measured
-//! against them on a GPU (`bench/gpu_graphs.sh tuning`).
+//! switch the heuristics' first algorithm is taken: timings vary, so another process may keep
+//! another algorithm and round an image's last bits differently, for a step only about 1.5%
+//! faster (`bench/gpu_graphs.sh tuning`); a run gives the same image every time by default.
 
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaStream};
 use candle_core::cuda_backend::WrapErr;
