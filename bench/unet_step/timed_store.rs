@@ -3,41 +3,19 @@
 use candle_core::{DType, Device};
 use std::time::Instant;
 use swapgraph_model::WeightStore;
+use swapgraph_sdxl::device_mark::DeviceMark;
 
-/// A point in the device's work: a CUDA event on the compute stream, or the host's clock on the
-/// CPU, where compute is synchronous.
-pub(crate) enum Mark {
-    Host(Instant),
-    #[cfg(feature = "cuda")]
-    Cuda(candle_core::cuda_backend::cudarc::driver::CudaEvent),
-}
+/// A point in the device's work ([`DeviceMark`]), for a bench that stops at a device error.
+pub(crate) struct Mark(DeviceMark);
 
 impl Mark {
     pub(crate) fn now(device: &Device) -> Self {
-        #[cfg(feature = "cuda")]
-        if let Device::Cuda(cuda) = device {
-            use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
-            let stream = cuda.cuda_stream();
-            let event = stream
-                .context()
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .expect("a CUDA event");
-            event.record(&stream).expect("an event recorded");
-            return Self::Cuda(event);
-        }
-        let _ = device;
-        Self::Host(Instant::now())
+        Self(DeviceMark::now(device).expect("a mark on the device"))
     }
 
     /// Milliseconds from `self` to `later`, once the device has passed both.
     pub(crate) fn until(&self, later: &Self) -> f64 {
-        match (self, later) {
-            (Self::Host(a), Self::Host(b)) => (*b - *a).as_secs_f64() * 1e3,
-            #[cfg(feature = "cuda")]
-            (Self::Cuda(a), Self::Cuda(b)) => f64::from(a.elapsed_ms(b).expect("event timing")),
-            #[cfg(feature = "cuda")]
-            _ => unreachable!("marks of one device"),
-        }
+        self.0.until(&later.0).expect("the time between two marks")
     }
 }
 

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod conditioning;
 mod config_json;
 pub mod device;
+pub mod device_mark;
 mod family;
 #[cfg(all(test, feature = "cuda"))]
 mod gpu_fixtures;

@@ -10,7 +10,7 @@ use crate::conditioning::{Conditioning, ConditioningList, SizeIds};
 use crate::device::{candle_device, model_dtype};
 use crate::sampling::{
     latent_mask, latent_preview, regions, Adapters, Denoiser, DiscreteSchedule, GuidedDenoiser, MaskedDenoiser,
-    RegionalDenoiser, StepGraphs, TextConditioning, Watched,
+    RegionalDenoiser, StepGraphs, StepSplit, TextConditioning, Watched,
 };
 use crate::unet::{ContextCache, UNet};
 use candle_core::{DType, Device};
@@ -198,6 +198,9 @@ impl NodeType for KSampler {
             &device,
             store.replayable() && controls.iter().all(|control| control.store.replayable()),
         );
+        // The ControlNets' and the UNet's device time in each step, for the log; not in recorded
+        // steps, whose marks could not be read after them.
+        let split = StepSplit::new(&device, !graphs.records());
         let mut denoiser: Box<dyn Denoiser + '_> = match &texts {
             Some((positive, negative)) => Box::new(GuidedDenoiser {
                 unet,
@@ -209,6 +212,7 @@ impl NodeType for KSampler {
                 adapters: Adapters {
                     controls: &controls,
                     image_tokens: image_tokens.as_ref(),
+                    split: Some(&split),
                 },
                 context_cache: ContextCache::default(),
                 graphs: &graphs,
@@ -244,6 +248,9 @@ impl NodeType for KSampler {
             if StepClock::marks(step, total) {
                 device.synchronize()?;
                 clock.borrow_mut().step_done(step, total);
+            }
+            if step == 1 {
+                split.first_step_done();
             }
             done.set(step);
             if let Some(denoised) = latest.borrow_mut().take().filter(|_| watching) {
@@ -293,6 +300,11 @@ impl NodeType for KSampler {
             }
         };
         clock.borrow_mut().replayed(graphs.replayed());
+        let later_steps = clock.borrow().times().later_steps.1;
+        match split.shares(later_steps) {
+            Ok(shares) => clock.borrow_mut().split(shares),
+            Err(e) => tracing::warn!("{}: the steps' time by part could not be read: {e}", ctx.node_id),
+        }
         tracing::info!("{}: {}", ctx.node_id, clock.borrow().times());
         if let Some(memory) = device_memory(&device) {
             tracing::info!(

@@ -2,6 +2,7 @@
 //! the device, kernels compiled, algorithms chosen, the conditioning projected) and the steady
 //! steps after it, logged so that one-off work can be told from the steps' own time.
 
+use crate::sampling::StepShares;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ pub struct SamplingTimes {
     pub later_steps: (Duration, usize),
     /// How many steps were replays of a step recorded as a CUDA graph.
     pub replayed_steps: usize,
+    /// The later steps' device time by part, where it was marked.
+    pub shares: Option<StepShares>,
 }
 
 impl fmt::Display for SamplingTimes {
@@ -42,6 +45,13 @@ impl fmt::Display for SamplingTimes {
                 "; then {:.1} ms per step over {count} steps",
                 ms(later) / count as f64
             )?;
+        }
+        if let Some(shares) = self.shares {
+            write!(f, " (")?;
+            if let Some(controlnets) = shares.controlnets_ms {
+                write!(f, "ControlNets {controlnets:.1} ms, ")?;
+            }
+            write!(f, "UNet {:.1} ms of each on the device)", shares.unet_ms)?;
         }
         if self.replayed_steps > 0 {
             write!(f, ", {} of them replayed from a CUDA graph", self.replayed_steps)?;
@@ -93,6 +103,11 @@ impl StepClock {
     pub fn replayed(&mut self, replayed: usize) {
         self.times.replayed_steps = replayed;
     }
+
+    /// The later steps' device time by part.
+    pub fn split(&mut self, shares: Option<StepShares>) {
+        self.times.shares = shares;
+    }
 }
 
 #[cfg(test)]
@@ -107,12 +122,27 @@ mod tests {
             first_step: Some(Duration::from_millis(4000)),
             later_steps: (Duration::from_millis(1450), 29),
             replayed_steps: 28,
+            shares: None,
         };
         assert_eq!(
             times.to_string(),
             "UNet weights ready in 2500 ms, ControlNet weights in 900 ms, first step 4000 ms \
              (with its one-off work: kernels, algorithm choice, the conditioning projected); then 50.0 ms per step over 29 steps, \
              28 of them replayed from a CUDA graph"
+        );
+        let split = SamplingTimes {
+            replayed_steps: 0,
+            shares: Some(StepShares {
+                controlnets_ms: Some(14.94),
+                unet_ms: 34.96,
+            }),
+            ..times
+        };
+        assert!(
+            split.to_string().ends_with(
+                "then 50.0 ms per step over 29 steps (ControlNets 14.9 ms, UNet 35.0 ms of each on the device)"
+            ),
+            "{split}"
         );
         let mut clock = StepClock::new(SamplingTimes::default());
         let marked: Vec<usize> = (1..=30).filter(|&step| StepClock::marks(step, 30)).collect();

@@ -3,6 +3,7 @@
 //! of the schedule.
 
 use super::schedule::DiscreteSchedule;
+use super::step_split::{StepPart, StepSplit};
 use crate::controlnet::{ControlNet, EmbeddedHint, Hint};
 use crate::ip_adapter::IpAdapterLayers;
 use crate::kept::KeptForLayout;
@@ -174,6 +175,8 @@ pub struct Adapters<'a> {
     pub controls: &'a [ControlGuidance<'a>],
     /// IP-Adapter image tokens.
     pub image_tokens: Option<&'a ImageTokenGuidance>,
+    /// Where the ControlNets' and the UNet's passes are timed, if anywhere.
+    pub split: Option<&'a StepSplit>,
 }
 
 impl Adapters<'_> {
@@ -202,7 +205,12 @@ impl Adapters<'_> {
         sigma: f64,
         guided: bool,
     ) -> Result<Tensor> {
-        let control = summed_residuals(self.controls, schedule, &input, sigma, guided)?;
+        let control = match self.controls.is_empty() {
+            true => None,
+            false => timed(self.split, StepPart::ControlNets, || {
+                summed_residuals(self.controls, schedule, &input, sigma, guided)
+            })?,
+        };
         let rows = input.sample.dim(0)?;
         let extra = match self.image_tokens {
             Some(tokens) => tokens.extra_tokens(schedule, sigma, guided, rows, input.sample.device())?,
@@ -217,7 +225,15 @@ impl Adapters<'_> {
             extra_tokens: extra.is_some().then_some(&provider as &ExtraTokensFn),
             ..input
         };
-        unet.forward(store, &input)
+        timed(self.split, StepPart::UNet, || unet.forward(store, &input))
+    }
+}
+
+/// `work`, timed as `part` of the step where there is a `split`.
+fn timed<T>(split: Option<&StepSplit>, part: StepPart, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    match split {
+        Some(split) => split.time(part, work),
+        None => work(),
     }
 }
 

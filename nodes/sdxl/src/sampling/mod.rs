@@ -12,6 +12,7 @@ mod samplers;
 mod schedule;
 mod seed_sequence;
 pub mod step_graphs;
+mod step_split;
 mod torch_noise;
 
 pub use adapters::{fit_hint, percent_sigma, summed_residuals, Adapters, ControlGuidance, ImageTokenGuidance};
@@ -23,4 +24,5 @@ pub use regional::{regions, Region, RegionAdapters, RegionalDenoiser};
 pub use samplers::{Denoiser, NoiseSource, Sampler};
 pub use schedule::{DiscreteSchedule, Scheduler, TRAINING_STEPS};
 pub use step_graphs::StepGraphs;
+pub use step_split::{StepPart, StepShares, StepSplit};
 pub use torch_noise::{ComfyUiStepNoise, SeedNoise, TorchNoise};

@@ -426,6 +426,7 @@ impl RegionalDenoiser<'_> {
             let adapters = Adapters {
                 controls: &region.adapters.controls,
                 image_tokens: region.adapters.image_tokens.as_ref(),
+                split: None,
             };
             let eps = adapters
                 .forward(

@@ -102,6 +102,15 @@ impl StepGraphs {
         step(inputs)
     }
 
+    /// Whether steps are recorded (and so hold nothing that must be read after each step, such
+    /// as timing marks).
+    pub fn records(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        return self.recorder.is_some();
+        #[cfg(not(feature = "cuda"))]
+        false
+    }
+
     /// How many steps so far were replays of a recorded graph.
     pub fn replayed(&self) -> usize {
         #[cfg(feature = "cuda")]

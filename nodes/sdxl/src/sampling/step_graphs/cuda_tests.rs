@@ -72,6 +72,7 @@ fn replayed_steps_match_steps_queued_from_the_host() -> Result<()> {
             adapters: Adapters {
                 controls: &controls,
                 image_tokens: None,
+                split: None,
             },
             context_cache: ContextCache::default(),
             graphs,
