@@ -237,6 +237,7 @@ impl NodeType for KSampler {
                     positive,
                     negative,
                     cfg: plan.cfg,
+                    split: Some(&split),
                 })
             }
         };

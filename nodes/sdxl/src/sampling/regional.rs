@@ -14,6 +14,7 @@ use super::denoiser::{both_sides, TextConditioning};
 use super::inpainting::latent_mask;
 use super::samplers::Denoiser;
 use super::schedule::DiscreteSchedule;
+use super::step_split::StepSplit;
 use crate::conditioning::{Area, Conditioning, Placement};
 use crate::unet::{ContextCache, UNet, UNetInput};
 use candle_core::{DType, Device, Result, Tensor};
@@ -388,18 +389,14 @@ pub struct RegionalDenoiser<'a> {
     pub negative: Vec<Region<'a>>,
     /// Guidance scale; 1 evaluates only the positive side.
     pub cfg: f64,
+    /// Where the ControlNets' and the UNet's passes are timed, if anywhere.
+    pub split: Option<&'a StepSplit>,
 }
 
 impl RegionalDenoiser<'_> {
     /// One side's prediction at `sigma`: its active regions' predictions, weighted.
-    fn side(
-        unet: &UNet,
-        store: &dyn WeightStore,
-        schedule: &DiscreteSchedule,
-        regions: &[Region],
-        x: &Tensor,
-        sigma: f64,
-    ) -> Result<Tensor> {
+    fn side(&self, regions: &[Region], x: &Tensor, sigma: f64) -> Result<Tensor> {
+        let (unet, store, schedule) = (self.unet, self.store, self.schedule);
         let (batch, _, height, width) = x.dims4()?;
         let x = x.to_dtype(DType::F32)?;
         let mut sum = x.zeros_like()?;
@@ -426,7 +423,7 @@ impl RegionalDenoiser<'_> {
             let adapters = Adapters {
                 controls: &region.adapters.controls,
                 image_tokens: region.adapters.image_tokens.as_ref(),
-                split: None,
+                split: self.split,
             };
             let eps = adapters
                 .forward(
@@ -459,11 +456,11 @@ impl RegionalDenoiser<'_> {
 
     /// The guided prediction, and the negative side's own when `with_unconditioned`.
     fn predict(&mut self, x: &Tensor, sigma: f64, with_unconditioned: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let cond = Self::side(self.unet, self.store, self.schedule, &self.positive, x, sigma)?;
+        let cond = self.side(&self.positive, x, sigma)?;
         if self.cfg == 1.0 && !with_unconditioned {
             return Ok((cond, None));
         }
-        let uncond = Self::side(self.unet, self.store, self.schedule, &self.negative, x, sigma)?;
+        let uncond = self.side(&self.negative, x, sigma)?;
         let guided = (&uncond + ((cond - &uncond)? * self.cfg)?)?;
         Ok((guided, Some(uncond)))
     }

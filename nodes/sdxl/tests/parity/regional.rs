@@ -118,6 +118,7 @@ impl Tiny {
             positive,
             negative,
             cfg: 5.0,
+            split: None,
         };
         denoiser.denoise(x, sigma).unwrap()
     }
