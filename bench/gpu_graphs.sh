@@ -23,6 +23,9 @@
 #           card of which another process holds all but 6 GiB (the least it runs in with every
 #           weight resident), steps queued then replayed: whether each saves, its step time and
 #           the device's peak beside the holder (nvidia-smi every 200 ms). Needs .gpu/swapgraph.
+#   split   the main job at 1024x1024, 30 steps, on the built-in random models (no files to
+#           write first), every weight resident then as shipped: the sampler's log line, which
+#           splits each step into the ControlNets' and the UNet's device time. Needs .gpu/swapgraph.
 # The parts' binaries do not fit one call's carry: bench/gpu_pack.sh builds them and says which
 # call on one machine, back to back, carries what. Results under $OUT: graphs.txt,
 # resident_{on,off}.log.
@@ -71,6 +74,16 @@ for line in sys.stdin:
       if [ -s /tmp/png_on.txt ] && cmp -s /tmp/png_on.txt /tmp/png_off.txt; then same=true; else same=false; fi
       echo "{\"pngs\": $(wc -l < /tmp/png_on.txt), \"identical_pngs\": $same}" | tee -a "$OUT/graphs.txt"
       grep -h "per step" "$OUT"/resident_*.log | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt" ;;
+    split)
+      for sets in "--set swap.blocks_to_swap=0 --set swap.debug=false" ""; do
+        rm -rf /tmp/split-out
+        timeout 200 .gpu/swapgraph run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir /tmp/split-out \
+          --set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
+          --set controlnet.control_net_name=builtin:random-controlnet --set latent.width=1024 \
+          --set latent.height=1024 --set sample.steps=30 $sets > "$OUT/split.log" 2>&1
+        echo "{\"sets\": \"$sets\", \"exit\": $?}" | tee -a "$OUT/graphs.txt"
+        grep -h "per step" "$OUT/split.log" | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt"
+      done ;;
     tight)
       for mode in off on; do
         hold 6 /tmp/held
