@@ -20,6 +20,7 @@
 #   2. write_models, the diffusers wheel: `source bench/gpu_env.sh && mkdir -p /tmp/image-models
 #      && write_models /tmp/image-models`
 #   3. swapgraph: `bench/gpu_graphs.sh images && bench/gpu_image.sh compiled-controlnet`
+# `bench/gpu_graphs.sh split tight` needs swapgraph alone (built-in models): one call on any machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CUDA_HOME=$PWD/.cuda-toolchain/cuda PATH=$PWD/.cuda-toolchain/cuda/bin:$PATH CUDA_COMPUTE_CAP=90 \
