@@ -25,13 +25,12 @@ impl IdentityNet {
     /// The ControlNet for a CFG batch of two at `latent` x `latent`, its context projected once.
     pub(crate) fn new(latent: usize, dtype: DType, device: &Device) -> Result<Self> {
         let net = ControlNet::new(ControlNetConfig::sdxl())?;
-        let weights = net
+        let params = net
             .units()
             .iter()
             .flat_map(|unit| unit.tensors.iter().map(|(name, shape)| (unit.key(name), shape.clone())))
-            .map(|(key, shape)| Ok((key.clone(), seeded_tensor("random IdentityNet", &key, &shape, dtype)?)))
-            .collect::<Result<_>>()?;
-        let source = TensorSource::from_tensors("random IdentityNet", weights);
+            .collect();
+        let source = TensorSource::seeded("random IdentityNet", "random IdentityNet", params, dtype);
         let store = ResidentStore::load(net.units().to_vec(), &source, dtype, device)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let width = net.config().unet.cross_attention_dim;

@@ -378,3 +378,85 @@ impl ImageTokenGuidance {
             .map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controlnet::ControlNetConfig;
+    use crate::sampling::Scheduler;
+    use crate::unet::UNetConfig;
+    use candle_core::DType;
+    use swapgraph_model::{Network, ResidentStore, TensorSource};
+
+    /// A store of seeded f32 weights on the CPU for `network`'s units.
+    fn seeded_store(network: &dyn Network) -> Result<ResidentStore> {
+        let units = network.units().to_vec();
+        let params = units
+            .iter()
+            .flat_map(|u| u.tensors.iter().map(|(n, s)| (u.key(n), s.clone())))
+            .collect();
+        let source = TensorSource::seeded("tiny", network.kind(), params, DType::F32);
+        ResidentStore::load(units, &source, DType::F32, &Device::Cpu).map_err(candle_core::Error::wrap)
+    }
+
+    #[test]
+    fn a_pass_with_a_split_times_the_controlnets_and_the_unet_apart() -> Result<()> {
+        let unet = UNet::new(UNetConfig::tiny())?;
+        let controlnet = ControlNet::new(ControlNetConfig::tiny())?;
+        let (unet_store, control_store) = (seeded_store(&unet)?, seeded_store(&controlnet)?);
+        let cfg = UNetConfig::tiny();
+        let randn = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &Device::Cpu);
+        let context = randn(&[1, 8, cfg.cross_attention_dim])?;
+        let controls = [ControlGuidance {
+            controlnet: &controlnet,
+            store: Arc::new(control_store),
+            hint: (randn(&[1, 3, 64, 64])?.abs()? * 0.5)?,
+            embedded_hint: EmbeddedHint::default(),
+            strength: 0.8,
+            contexts: (None, Some(context.clone())),
+            percent: (0.0, 1.0),
+            region: None,
+            context_cache: ContextCache::default(),
+        }];
+        let split = StepSplit::new(&Device::Cpu, true);
+        let adapters = Adapters {
+            controls: &controls,
+            image_tokens: None,
+            split: Some(&split),
+        };
+        let schedule = DiscreteSchedule::sdxl();
+        let (sample, timesteps) = (randn(&[1, 4, 8, 8])?, Tensor::new(&[500f32], &Device::Cpu)?);
+        let (pooled, time_ids) = (
+            randn(&[1, cfg.pooled_text_dim])?,
+            Tensor::zeros((1, 6), DType::F32, &Device::Cpu)?,
+        );
+        let input = || UNetInput {
+            sample: &sample,
+            timesteps: &timesteps,
+            context: &context,
+            projected: None,
+            text_embeds: &pooled,
+            time_ids: &time_ids,
+            control: None,
+            extra_tokens: None,
+        };
+        let sigma = schedule.sigmas(Scheduler::Normal, 2)[0];
+        adapters.forward((&unet, &unet_store), &schedule, input(), sigma, false)?;
+        split.first_step_done();
+        adapters.forward((&unet, &unet_store), &schedule, input(), sigma, false)?;
+        let shares = split.shares(1)?.expect("the second pass was marked");
+        assert!(shares.controlnets_ms.is_some_and(|ms| ms > 0.0), "{shares:?}");
+        assert!(shares.unet_ms > 0.0, "{shares:?}");
+
+        // Without ControlNets there is no share for them.
+        let unet_only = StepSplit::new(&Device::Cpu, true);
+        let adapters = Adapters {
+            split: Some(&unet_only),
+            ..Adapters::default()
+        };
+        unet_only.first_step_done();
+        adapters.forward((&unet, &unet_store), &schedule, input(), sigma, false)?;
+        assert_eq!(unet_only.shares(1)?.map(|s| s.controlnets_ms), Some(None));
+        Ok(())
+    }
+}
