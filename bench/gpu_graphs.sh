@@ -14,7 +14,8 @@
 #   controlnet  the same step with an SDXL-size ControlNet beside the UNet, as IdentityNet runs
 #           in the main job (`unet_step`'s `controlnet` modifier): the step and the ControlNet's
 #           share of it (`controlnet_ms`), queued and replayed, alternating in one process.
-#           Needs .gpu/next/unet_step.
+#           Needs .gpu/next/unet_step; with an earlier build in .gpu/before/unet_step, the two
+#           alternate, each run twice.
 #   images  the main job with every weight resident (`bench/gpu_image.sh resident`) with steps
 #           replayed, then queued: images per second from queueing to the saved PNG, the
 #           sampler's log (how many steps were replays), and whether every PNG of the two runs
@@ -25,7 +26,8 @@
 #           the device's peak beside the holder (nvidia-smi every 200 ms). Needs .gpu/swapgraph.
 #   split   the main job at 1024x1024, 30 steps, on the built-in random models (no files to
 #           write first), every weight resident then as shipped: the sampler's log line, which
-#           splits each step into the ControlNets' and the UNet's device time. Needs .gpu/swapgraph.
+#           splits each step into the ControlNets' and the UNet's device time. Needs .gpu/swapgraph;
+#           with an earlier build in .gpu/before/swapgraph, the two alternate, each run twice.
 # The parts' binaries do not fit one call's carry: bench/gpu_pack.sh builds them and says which
 # call on one machine, back to back, carries what. Results under $OUT: graphs.txt,
 # resident_{on,off}.log.
@@ -55,14 +57,18 @@ for line in sys.stdin:
                                                             "warm_up_ms", "identical_to_resident")}}))' | tee -a "$OUT/graphs.txt"
       done ;;
     controlnet)
-      timeout 300 .gpu/next/unet_step --device cuda:0 --latent 128 --steps 10 \
-        --configs none,none/controlnet,none/controlnet/graph,none/controlnet,none/controlnet/graph 2>&1 | grep '^{' \
-        | python3 -c '
-import json, sys
+      builds=.gpu/next/unet_step
+      [ -x .gpu/before/unet_step ] && builds=".gpu/before/unet_step .gpu/next/unet_step .gpu/before/unet_step .gpu/next/unet_step"
+      for build in $builds; do
+        timeout 300 "$build" --device cuda:0 --latent 128 --steps 10 \
+          --configs none,none/controlnet,none/controlnet/graph,none/controlnet,none/controlnet/graph 2>&1 | grep '^{' \
+          | BUILD=$build python3 -c '
+import json, os, sys
 for line in sys.stdin:
     run = json.loads(line)
-    print(json.dumps({k: run[k] for k in ("config", "median_ms", "controlnet_ms", "min_ms", "warm_up_ms",
-                                          "peak_device_gib", "identical_to_resident")}))' | tee -a "$OUT/graphs.txt" ;;
+    print(json.dumps({"build": os.environ["BUILD"], **{k: run[k] for k in ("config", "median_ms", "controlnet_ms",
+                      "min_ms", "warm_up_ms", "peak_device_gib", "identical_to_resident")}}))' | tee -a "$OUT/graphs.txt"
+      done ;;
     images)
       for mode in on off; do
         rm -rf /tmp/image-out
@@ -75,14 +81,18 @@ for line in sys.stdin:
       echo "{\"pngs\": $(wc -l < /tmp/png_on.txt), \"identical_pngs\": $same}" | tee -a "$OUT/graphs.txt"
       grep -h "per step" "$OUT"/resident_*.log | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt" ;;
     split)
+      builds=.gpu/swapgraph
+      [ -x .gpu/before/swapgraph ] && builds=".gpu/before/swapgraph .gpu/swapgraph .gpu/before/swapgraph .gpu/swapgraph"
       for sets in "--set swap.blocks_to_swap=0 --set swap.debug=false" ""; do
-        rm -rf /tmp/split-out
-        timeout 200 .gpu/swapgraph run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir /tmp/split-out \
-          --set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
-          --set controlnet.control_net_name=builtin:random-controlnet --set latent.width=1024 \
-          --set latent.height=1024 --set sample.steps=30 $sets > "$OUT/split.log" 2>&1
-        echo "{\"sets\": \"$sets\", \"exit\": $?}" | tee -a "$OUT/graphs.txt"
-        grep -h "per step" "$OUT/split.log" | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt"
+        for build in $builds; do
+          rm -rf /tmp/split-out
+          timeout 200 "$build" run workflows/instantid_blockswap.yaml --device cuda:0 --output-dir /tmp/split-out \
+            --set ckpt.ckpt_name=builtin:random-sdxl --set instantid.instantid_file=builtin:random-instantid \
+            --set controlnet.control_net_name=builtin:random-controlnet --set latent.width=1024 \
+            --set latent.height=1024 --set sample.steps=30 $sets > "$OUT/split.log" 2>&1
+          echo "{\"build\": \"$build\", \"sets\": \"$sets\", \"exit\": $?}" | tee -a "$OUT/graphs.txt"
+          grep -h "per step\|peak" "$OUT/split.log" | sed 's/^.*INFO[^ ]* //' | tee -a "$OUT/graphs.txt"
+        done
       done ;;
     tight)
       for mode in off on; do

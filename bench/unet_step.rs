@@ -244,12 +244,13 @@ fn main() {
                 &device,
                 model.dtypes(dtype),
             )
+            .and_then(|store| store.with_resident_layout(model.network.as_ref()))
             .expect("a swap store")
         });
         // Built here rather than through the model's placement, which would keep it cached on
         // the device for the configurations after it.
         let resident = swap.is_none().then(|| {
-            ResidentStore::load(logical_units.clone(), &model.source, model.dtypes(dtype), &device)
+            ResidentStore::load_for(model.network.as_ref(), &model.source, model.dtypes(dtype), &device)
                 .expect("weights on the device")
         });
         let store: &dyn WeightStore = match (&swap, &resident) {

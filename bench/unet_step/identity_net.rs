@@ -31,7 +31,7 @@ impl IdentityNet {
             .flat_map(|unit| unit.tensors.iter().map(|(name, shape)| (unit.key(name), shape.clone())))
             .collect();
         let source = TensorSource::seeded("random IdentityNet", "random IdentityNet", params, dtype);
-        let store = ResidentStore::load(net.units().to_vec(), &source, dtype, device)
+        let store = ResidentStore::load_for(&net, &source, dtype, device)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let width = net.config().unet.cross_attention_dim;
         let randn = |name: &str, shape: &[usize]| {

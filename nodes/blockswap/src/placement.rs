@@ -95,7 +95,8 @@ impl Placement for BlockSwapPlacement {
             })?;
             let bytes = swap_plan.device_bytes();
             let units = model.network.units().to_vec();
-            let store = SwapStore::load(units, &model.source, swap_plan, settings, device, dtypes)?;
+            let store = SwapStore::load(units, &model.source, swap_plan, settings, device, dtypes)?
+                .with_resident_layout(model.network.as_ref())?;
             Ok((Arc::new(store) as Arc<dyn WeightStore>, bytes))
         })
     }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use swapgraph_model::{
-    device_memory, SourceError, TensorSource, UnitDecoding, UnitSpec, UnitWeights, WeightDTypes, WeightStore,
+    device_memory, Network, SourceError, TensorSource, UnitDecoding, UnitSpec, UnitWeights, WeightDTypes, WeightStore,
 };
 use swapgraph_node_api::{host_available_bytes, MemoryReport};
 
@@ -199,6 +199,22 @@ impl SwapStore {
             stats: Mutex::new(stats),
             clock: Mutex::default(),
         })
+    }
+
+    /// The store with its resident units' weights laid out once as `network`'s kernels read
+    /// them ([`Network::resident_layout`]); streamed units arrive as loaded.
+    ///
+    /// # Errors
+    /// A weight the device could not lay out, naming the network.
+    pub fn with_resident_layout(mut self, network: &dyn Network) -> std::result::Result<Self, SourceError> {
+        for home in &mut self.homes {
+            if let Home::Resident(weights) = home {
+                *weights = weights
+                    .arranged(|weight| network.resident_layout(weight))
+                    .map_err(|e| SourceError::Device(format!("laying out the {}'s weights: {e}", network.kind())))?;
+            }
+        }
+        Ok(self)
     }
 
     /// The streaming path where it is asked for and available, else the synchronous one (with
@@ -585,6 +601,49 @@ pub(crate) mod tests {
             ..nothing_swapped
         };
         assert!(!load(debugged).replayable(), "debug mode times every pass");
+    }
+
+    /// The tiny UNet's units, laid out for the device negated.
+    struct Negating(Vec<UnitSpec>);
+
+    impl Network for Negating {
+        fn units(&self) -> &[UnitSpec] {
+            &self.0
+        }
+
+        fn kind(&self) -> &'static str {
+            "negating network"
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn resident_layout(&self, weight: &Tensor) -> Result<Tensor> {
+            weight.neg()
+        }
+    }
+
+    #[test]
+    fn only_resident_units_take_the_network_s_resident_layout() {
+        let (units, source) = tiny_model();
+        let network = Negating(units.clone());
+        let loaded = store(None, Granularity::Unit);
+        let laid_out = store(None, Granularity::Unit).with_resident_layout(&network).unwrap();
+        let resident = |index: usize| matches!(loaded.homes[index], Home::Resident(_));
+        assert!((0..units.len()).any(resident) && !(0..units.len()).all(resident));
+        let as_laid_out = ResidentStore::load_for(&network, &source, DType::F32, &Device::Cpu).unwrap();
+        for (index, unit) in units.iter().enumerate() {
+            let expected: &dyn WeightStore = if resident(index) { &as_laid_out } else { &loaded };
+            same_weights(
+                &laid_out.acquire(index).unwrap(),
+                &expected.acquire(index).unwrap(),
+                unit,
+            );
+            for store in [&laid_out, &loaded] {
+                store.release(index);
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::memory::{DeviceSlot, Fill};
 use crate::{
     DeviceMemoryManager, ResidentId, ResidentStore, SourceError, TensorSource, UnitSpec, WeightDTypes, WeightStore,
 };
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -21,6 +21,17 @@ pub trait Network: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The concrete type, for the pack that runs it.
     fn as_any(&self) -> &dyn Any;
+
+    /// `weight` in the layout the network's kernels read it in, made once by stores that keep
+    /// it on the device for good, where the kernels would otherwise lay it out again at every
+    /// pass (SDXL: convolution filters channels-last). Streamed weights arrive as loaded. The
+    /// default keeps the layout the weight was loaded in.
+    ///
+    /// # Errors
+    /// A device error while laying the weight out.
+    fn resident_layout(&self, weight: &Tensor) -> candle_core::Result<Tensor> {
+        Ok(weight.clone())
+    }
 }
 
 /// The device memory a placement may build its store in: the run's manager (none on the CPU),
@@ -141,12 +152,7 @@ impl Placement for Resident {
             ..room.clone()
         };
         model.stores.get_or_build(model, self, (device, dtype), &unbounded, || {
-            let store = ResidentStore::load(
-                model.network.units().to_vec(),
-                &model.source,
-                model.dtypes(dtype),
-                device,
-            )?;
+            let store = ResidentStore::load_for(model.network.as_ref(), &model.source, model.dtypes(dtype), device)?;
             Ok((Arc::new(store) as Arc<dyn WeightStore>, self.device_bytes(model, dtype)))
         })
     }

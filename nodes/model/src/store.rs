@@ -2,7 +2,7 @@
 
 use crate::encoding::{decode, Encoding};
 use crate::widen::{widen, widen_all};
-use crate::{SourceError, TensorSource, UnitSpec};
+use crate::{Network, SourceError, TensorSource, UnitSpec};
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
@@ -99,6 +99,22 @@ impl UnitWeights {
         for ((name, _), wide) in widening.iter().zip(widen_all(&kept, dtype)?) {
             tensors.insert((*name).clone(), wide);
         }
+        Ok(Self {
+            tensors: Arc::new(tensors),
+            ..self.clone()
+        })
+    }
+
+    /// The same weights, each passed through `arrange` (see [`Network::resident_layout`]).
+    ///
+    /// # Errors
+    /// The first error `arrange` returns.
+    pub fn arranged(&self, arrange: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Self> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(name, tensor)| Ok((name.clone(), arrange(tensor)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
         Ok(Self {
             tensors: Arc::new(tensors),
             ..self.clone()
@@ -310,6 +326,27 @@ impl ResidentStore {
             dtype: dtypes.compute,
         })
     }
+
+    /// Loads every unit of `network` as [`load`](Self::load) does, each weight then laid out
+    /// once as the network's kernels read it ([`Network::resident_layout`]).
+    ///
+    /// # Errors
+    /// The first [`SourceError`]: a missing or mis-shaped tensor names its key; a weight the
+    /// device could not lay out names the network.
+    pub fn load_for(
+        network: &dyn Network,
+        source: &TensorSource,
+        dtypes: impl Into<WeightDTypes>,
+        device: &Device,
+    ) -> std::result::Result<Self, SourceError> {
+        let mut store = Self::load(network.units().to_vec(), source, dtypes, device)?;
+        for weights in &mut store.weights {
+            *weights = weights
+                .arranged(|weight| network.resident_layout(weight))
+                .map_err(|e| SourceError::Device(format!("laying out the {}'s weights: {e}", network.kind())))?;
+        }
+        Ok(store)
+    }
 }
 
 impl WeightStore for ResidentStore {
@@ -359,6 +396,56 @@ mod tests {
                 ..UnitDecoding::default()
             }))
             .with_eight_bit_products(eight_bit_products)
+    }
+
+    /// Two units of one weight each, whose layout for the device is the weight doubled.
+    struct Doubling(Vec<UnitSpec>);
+
+    impl Network for Doubling {
+        fn units(&self) -> &[UnitSpec] {
+            &self.0
+        }
+
+        fn kind(&self) -> &'static str {
+            "doubling network"
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn resident_layout(&self, weight: &Tensor) -> Result<Tensor> {
+            weight * 2.0
+        }
+    }
+
+    #[test]
+    fn a_store_for_a_network_holds_its_weights_in_the_network_s_resident_layout() {
+        let unit = |name: &str| UnitSpec {
+            name: name.to_string(),
+            group: crate::UnitGroup::outside_blocks(0),
+            tensors: vec![("weight".to_string(), Shape::from((2, 3)))],
+        };
+        let network = Doubling(vec![unit("a"), unit("b")]);
+        let params = ["a.weight", "b.weight"].map(|key| (key.to_string(), Shape::from((2, 3))));
+        let source = TensorSource::seeded("seeded", "doubling network", params.to_vec(), DType::F32);
+        let loaded = ResidentStore::load(network.units().to_vec(), &source, DType::F32, &Device::Cpu).unwrap();
+        let laid_out = ResidentStore::load_for(&network, &source, DType::F32, &Device::Cpu).unwrap();
+        for index in 0..2 {
+            let weight = |store: &ResidentStore| {
+                let weights = store.acquire(index).unwrap();
+                let vb = weights.var_builder(DType::F32, &Device::Cpu).unwrap();
+                vb.get((2, 3), "weight")
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            let doubled: Vec<f32> = weight(&loaded).iter().map(|value| value * 2.0).collect();
+            assert!(doubled.iter().any(|&value| value != 0.0), "seeded weights");
+            assert_eq!(weight(&laid_out), doubled, "unit {index}");
+        }
     }
 
     #[test]

@@ -33,12 +33,14 @@ pub fn round_trip(device: &Device, family: &dyn StreamedFamily) -> Result<RoundT
     {
         // The first pass allocates what the process keeps for every later one (the linear
         // layers' cuBLASLt workspace): that belongs to the starting point, not to a leak.
-        let warm = ResidentStore::load(units.clone(), &model.source, dtype, device).map_err(|e| e.to_string())?;
+        let warm =
+            ResidentStore::load_for(model.network.as_ref(), &model.source, dtype, device).map_err(|e| e.to_string())?;
         run(&warm).map_err(|e| format!("resident pass: {e}"))?;
     }
     let baseline = device_memory(device);
     let (difference, transfers) = {
-        let resident = ResidentStore::load(units.clone(), &model.source, dtype, device).map_err(|e| e.to_string())?;
+        let resident =
+            ResidentStore::load_for(model.network.as_ref(), &model.source, dtype, device).map_err(|e| e.to_string())?;
         let expected = run(&resident).map_err(|e| format!("resident pass: {e}"))?;
         let settings = SwapSettings {
             blocks_to_swap: 3,
@@ -47,6 +49,7 @@ pub fn round_trip(device: &Device, family: &dyn StreamedFamily) -> Result<RoundT
         };
         let swap_plan = plan(&units, dtype, &settings).map_err(|e| e.to_string())?;
         let streamed = SwapStore::load(units.clone(), &model.source, swap_plan, settings, device, dtype)
+            .and_then(|store| store.with_resident_layout(model.network.as_ref()))
             .map_err(|e| e.to_string())?;
         let first = run(&streamed).map_err(|e| format!("streamed pass: {e}"))?;
         // A pass cut short (as by cancellation) leaves copies in flight; the next pass must

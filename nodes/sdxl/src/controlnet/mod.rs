@@ -280,4 +280,8 @@ impl Network for ControlNet {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
+
+    fn resident_layout(&self, weight: &Tensor) -> Result<Tensor> {
+        kernels::resident_filter(weight)
+    }
 }

@@ -34,6 +34,21 @@ pub fn conv2d(
     Ok(None)
 }
 
+/// `weight` (`[k, c, kh, kw]`) in the order [`conv2d`] reads it, for weights kept on the device
+/// for good: the filter of a convolution that runs channels-last is reordered here once, where
+/// [`conv2d`] would reorder it at every pass. Anything else (a 1x1 filter, which is the same
+/// memory in either order, a filter that runs on planes, the CPU) comes back as it is.
+///
+/// # Errors
+/// A kernel failure while reordering.
+pub fn resident_filter(weight: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if cuda::filter_runs_channels_last(weight) {
+        return super::layout::to_channels_last(weight);
+    }
+    Ok(weight.clone())
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use crate::kernels::cuda::{all_packed_16_bit, grid_stride, held_typed_view, typed_view, ThreeTensors};
@@ -57,6 +72,24 @@ mod cuda {
     /// Output height and width of a convolution, `None` when the kernel does not fit.
     fn output_size(input: usize, kernel: usize, padding: usize, stride: usize) -> Option<usize> {
         (input + 2 * padding).checked_sub(kernel).map(|span| span / stride + 1)
+    }
+
+    /// Whether a convolution from `channels` to `filters` runs channels-last (see [`order_for`]).
+    fn runs_channels_last(channels: usize, filters: usize) -> bool {
+        channels % 8 == 0 && filters % 8 == 0
+    }
+
+    /// Whether `weight` is a 16-bit CUDA filter of more than one position that [`convolve`]
+    /// would reorder channels-last at every pass.
+    pub fn filter_runs_channels_last(weight: &Tensor) -> bool {
+        let Ok((k, c, kh, kw)) = weight.dims4() else {
+            return false;
+        };
+        kh * kw > 1
+            && runs_channels_last(c, k)
+            && matches!(weight.dtype(), DType::F16 | DType::BF16)
+            && weight.device().is_cuda()
+            && cudnn::api().is_some()
     }
 
     /// The order the convolution runs in, `None` where cuDNN does not take it.
@@ -88,7 +121,7 @@ mod cuda {
             && cudnn::api().is_some();
         match () {
             _ if !fits => None,
-            _ if c % 8 == 0 && k % 8 == 0 => Some(Order::ChannelsLast),
+            _ if runs_channels_last(c, k) => Some(Order::ChannelsLast),
             _ if (oh * ow) % 8 == 0 => Some(Order::Planes),
             _ => None,
         }
@@ -482,7 +515,7 @@ mod cuda {
 /// Run by the CUDA build's tests on a machine with an NVIDIA GPU and cuDNN on the library path.
 #[cfg(all(test, feature = "cuda"))]
 mod tests {
-    use super::conv2d;
+    use super::{conv2d, resident_filter};
     use crate::kernels::cuda::{error_of_largest_value, max_relative_error, rounded_pair_in};
     use crate::kernels::cudnn;
     use crate::kernels::layout::{is_channels_last, to_channels_last};
@@ -566,6 +599,15 @@ mod tests {
                 assert_eq!(is_channels_last(&fused), channels_last, "{case}");
                 let without = error(&fused, &expected)?;
                 assert!(without < 1e-2, "{case}: error {without}");
+                // A filter kept reordered gives cuDNN the same memory as one reordered per pass.
+                let kept = resident_filter(&w_gpu)?;
+                assert_eq!(is_channels_last(&kept), channels_last && kernel > 1, "{case}");
+                let from_kept = conv2d(&x_gpu, &kept, &b_gpu, None, padding, stride)?.expect("cuDNN applies");
+                assert_eq!(
+                    from_kept.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                    fused.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                    "{case}: the kept filter"
+                );
                 let fused =
                     conv2d(&x_gpu, &w_gpu, &b_gpu, Some(&residual_gpu), padding, stride)?.expect("cuDNN applies");
                 let with = error(&fused, &with_residual)?;

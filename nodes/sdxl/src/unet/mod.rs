@@ -26,6 +26,7 @@ pub use context::{ContextCache, ProjectedContext};
 pub use layout::{context_steps, layout, Layer, Op, Step};
 pub use section::Section;
 
+use crate::kernels;
 use candle_core::{Result, Tensor};
 pub(crate) use state::State;
 use swapgraph_model::{record_params, Network, UnitSpec, WeightStore};
@@ -143,7 +144,7 @@ impl UNet {
                     residuals_applied.0 = true;
                 }
                 if matches!(step.section, Section::Up(_)) && !residuals_applied.1 {
-                    state.x = crate::kernels::add(&state.x, &control.mid.to_dtype(dtype)?)?;
+                    state.x = kernels::add(&state.x, &control.mid.to_dtype(dtype)?)?;
                     residuals_applied.1 = true;
                 }
             }
@@ -170,5 +171,9 @@ impl Network for UNet {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn resident_layout(&self, weight: &Tensor) -> Result<Tensor> {
+        kernels::resident_filter(weight)
     }
 }
