@@ -1,6 +1,6 @@
-// Attention over a few keys (IP-Adapter's image tokens) added to another attention's output, in
-// one pass: out = base + scale * softmax(q k^T / 8) v per 64-wide head, f16 in and out with f32
-// arithmetic. Eight lanes take one (query token, head), each lane eight of its 64 channels: a
+// Attention over a few keys (IP-Adapter's image tokens, InstantID's face tokens), alone or added
+// to another attention's output in the same pass: out = base + scale * softmax(q k^T / 8) v per
+// 64-wide head (no `base` when it is null), f16 in and out with f32 arithmetic. Eight lanes take one (query token, head), each lane eight of its 64 channels: a
 // score is summed across the eight lanes, the softmax is computed online as the keys go by, and
 // the keys and values (a few kilobytes) are read through the cache. Tensors are packed
 // `[batch, tokens, heads * 64]`.
@@ -8,7 +8,7 @@
 // Groups of eight lanes in a warp.
 #define GROUPS_PER_WARP 4
 
-extern "C" __global__ void short_attention_add_f16(
+extern "C" __global__ void short_attention_f16(
     const half_bits* __restrict__ base, const half_bits* __restrict__ q,
     const half_bits* __restrict__ k, const half_bits* __restrict__ v,
     half_bits* __restrict__ out, int batch, int queries, int keys, int heads, float scale) {
@@ -52,8 +52,8 @@ extern "C" __global__ void short_attention_add_f16(
             largest = new_largest;
         }
         if (wanted < groups) {
-            float result[8];
-            load8(base + at, result);
+            float result[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+            if (base) load8(base + at, result);
             const float factor = scale / total;
             #pragma unroll
             for (int i = 0; i < 8; ++i) result[i] += factor * sum[i];

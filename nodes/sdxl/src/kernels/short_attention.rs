@@ -1,16 +1,35 @@
-//! Attention over a few keys added to another attention's output (`short_attention.cu`):
-//! IP-Adapter's decoupled cross-attention adds `scale * attention(q, k_image, v_image)` over 4
-//! to 16 image tokens to the text attention's output in every cross-attention layer. One pass
-//! reads the queries and that output and writes the sum, where a fused attention kernel built
-//! for long key sequences, a scaling of the values and an addition over the whole output take
-//! three launches and two more passes over it.
+//! Attention over a few keys (`short_attention.cu`), alone or added to another attention's
+//! output. IP-Adapter's decoupled cross-attention adds `scale * attention(q, k_image, v_image)`
+//! over 4 to 16 image tokens to the text attention's output in every cross-attention layer, and
+//! InstantID's ControlNet cross-attends to 16 face tokens. One pass reads the queries (and the
+//! output added to) and writes the result, where a fused attention kernel built for long key
+//! sequences works in tiles of 64 or more keys, and the addition takes a scaling of the values
+//! and another pass over the whole output.
 
 use candle_core::{Result, Tensor};
 
-/// `base + scale * softmax(q k^T / 8) v` over `heads` 64-wide heads, for token-layout `base`
-/// and `q` (`[b, n, heads * 64]`) and `k`, `v` (`[b, m, heads * 64]`, `m` at most 64);
-/// `None` where the kernel does not apply (not CUDA, not packed f16, other
-/// shapes, more keys).
+/// `softmax(q k^T / 8) v` over `heads` 64-wide heads, for token-layout `q` (`[b, n, heads * 64]`)
+/// and `k`, `v` (`[b, m, heads * 64]`, `m` at most 64); `None` where the kernel does not apply
+/// (not CUDA, not packed f16, other shapes, more keys).
+///
+/// # Errors
+/// A compile, load or launch failure of the kernel.
+pub fn short_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
+    #[cfg(feature = "cuda")]
+    if cuda::applies(None, q, k, v, heads) {
+        let op = cuda::ShortAttention {
+            base: None,
+            heads,
+            scale: 1.0,
+        };
+        return q.apply_op3_no_bwd(k, v, &op).map(Some);
+    }
+    let _ = (q, k, v, heads);
+    Ok(None)
+}
+
+/// `base + scale * softmax(q k^T / 8) v`: [`short_attention`] added to `base` (of `q`'s shape)
+/// in the same pass.
 ///
 /// # Errors
 /// A compile, load or launch failure of the kernel.
@@ -23,13 +42,13 @@ pub fn add_short_attention(
     heads: usize,
 ) -> Result<Option<Tensor>> {
     #[cfg(feature = "cuda")]
-    if cuda::applies(base, q, k, v, heads) {
+    if cuda::applies(Some(base), q, k, v, heads) {
         let op = cuda::ShortAttention {
-            values: v.clone(),
+            base: Some(base.clone()),
             heads,
             scale: scale as f32,
         };
-        return base.apply_op3_no_bwd(q, k, &op).map(Some);
+        return q.apply_op3_no_bwd(k, v, &op).map(Some);
     }
     let _ = (base, q, k, v, scale, heads);
     Ok(None)
@@ -54,31 +73,33 @@ mod cuda {
     /// (query token, head) pairs a block takes: eight lanes each.
     const GROUPS_PER_BLOCK: usize = THREADS as usize / 8;
 
-    /// Whether the kernel takes these tensors: packed f16 on one CUDA device, `base` and `q` of
-    /// one shape, `k` and `v` of one batch and width with a few tokens, whole 64-wide heads.
-    pub fn applies(base: &Tensor, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> bool {
+    /// Whether the kernel takes these tensors: packed f16 on one CUDA device, `base` (if any)
+    /// and `q` of one shape, `k` and `v` of one batch and width with a few tokens, whole
+    /// 64-wide heads.
+    pub fn applies(base: Option<&Tensor>, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> bool {
         let (Ok((batch, _, width)), Ok((key_batch, keys, key_width))) = (q.dims3(), k.dims3()) else {
             return false;
         };
         width == heads * HEAD_DIM
-            && base.shape() == q.shape()
+            && base.is_none_or(|base| base.shape() == q.shape())
             && (key_batch, key_width) == (batch, width)
             && (1..=MOST_KEYS).contains(&keys)
             && v.shape() == k.shape()
-            && all_packed_f16(&[base, q, k, v])
+            && all_packed_f16(&[q, k, v])
+            && base.is_none_or(|base| all_packed_f16(&[q, base]))
     }
 
-    /// The candle op around the kernel, holding the values beside its three arguments (`base`,
-    /// `q`, `k`); `applies` is checked before it is used.
+    /// The candle op around the kernel over `q`, `k` and `v`, holding the output it adds to
+    /// when there is one; `applies` is checked before it is used.
     pub struct ShortAttention {
-        pub values: Tensor,
+        pub base: Option<Tensor>,
         pub heads: usize,
         pub scale: f32,
     }
 
     impl CustomOp3 for ShortAttention {
         fn name(&self) -> &'static str {
-            "short-attention-add-f16"
+            "short-attention-f16"
         }
 
         fn cpu_fwd(
@@ -95,37 +116,43 @@ mod cuda {
 
         fn cuda_fwd(
             &self,
-            base: &CudaStorage,
-            base_layout: &Layout,
             q: &CudaStorage,
             q_layout: &Layout,
             k: &CudaStorage,
             k_layout: &Layout,
+            v: &CudaStorage,
+            v_layout: &Layout,
         ) -> Result<(CudaStorage, Shape)> {
-            let arguments: ThreeTensors = (base, base_layout, q, q_layout, k, k_layout);
-            self.launch(arguments)
+            self.launch((q, q_layout, k, k_layout, v, v_layout))
         }
     }
 
     impl ShortAttention {
-        fn launch(&self, (base, base_layout, q, q_layout, k, k_layout): ThreeTensors) -> Result<(CudaStorage, Shape)> {
-            let device = base.device();
-            let shape = base_layout.shape().clone();
+        fn launch(&self, (q, q_layout, k, k_layout, v, v_layout): ThreeTensors) -> Result<(CudaStorage, Shape)> {
+            let device = q.device();
+            let shape = q_layout.shape().clone();
             let (batch, queries, _) = shape.dims3()?;
             let (_, keys, _) = k_layout.shape().dims3()?;
             let kernel = nvrtc::compiled(device, "swapgraph-short-attention", SOURCE)?;
-            let function = device.get_or_load_custom_func("short_attention_add_f16", &kernel.module, &kernel.ptx)?;
-            let (values, values_layout) = self.values.storage_and_layout();
-            let v_view = held_view(&values, values_layout)?;
-            let (base_view, q_view, k_view) = (view(base, base_layout)?, view(q, q_layout)?, view(k, k_layout)?);
+            let function = device.get_or_load_custom_func("short_attention_f16", &kernel.module, &kernel.ptx)?;
+            let held = self.base.as_ref().map(|base| base.storage_and_layout());
+            let base_view = held
+                .as_ref()
+                .map(|(storage, layout)| held_view(storage, layout))
+                .transpose()?;
+            let (q_view, k_view, v_view) = (view(q, q_layout)?, view(k, k_layout)?, view(v, v_layout)?);
             // SAFETY: every element is written by the kernel below.
             let out = unsafe { device.alloc::<f16>(shape.elem_count())? };
             let groups = batch * queries * self.heads;
             let blocks = groups.div_ceil(GROUPS_PER_BLOCK).min(u32::MAX as usize) as u32;
             let [batch, queries, keys, heads] = [batch, queries, keys, self.heads].map(|n| n as i32);
+            let null: u64 = 0;
             let mut launch = function.builder();
+            match &base_view {
+                Some(base) => launch.arg(base),
+                None => launch.arg(&null),
+            };
             launch
-                .arg(&base_view)
                 .arg(&q_view)
                 .arg(&k_view)
                 .arg(&v_view)
@@ -151,8 +178,8 @@ mod cuda {
 /// Run by the CUDA build's tests on a machine with an NVIDIA GPU.
 #[cfg(all(test, feature = "cuda"))]
 mod tests {
-    use super::add_short_attention;
     use super::cuda::MOST_KEYS;
+    use super::{add_short_attention, short_attention};
     use crate::kernels::cuda::{max_relative_error, random_pair};
     use candle_core::{Device, Result, Tensor, D};
 
@@ -189,6 +216,13 @@ mod tests {
                 error < 4e-3,
                 "{batch}x{queries} over {keys} keys, {heads} heads: error {error}"
             );
+            let alone = short_attention(&q_gpu, &k_gpu, &v_gpu, heads)?.expect("the kernel applies");
+            let expected = reference(&base.zeros_like()?, &q, &k, &v, 1.0, heads)?;
+            let error = max_relative_error(&alone, &expected)?;
+            assert!(
+                error < 4e-3,
+                "{batch}x{queries} over {keys} keys, {heads} heads, alone: error {error}"
+            );
         }
         Ok(())
     }
@@ -202,6 +236,7 @@ mod tests {
             add_short_attention(&q, &q, &long, &long, 1.0, 2)?.is_none(),
             "too many keys"
         );
+        assert!(short_attention(&q, &long, &long, 2)?.is_none(), "too many keys");
         let (_, k) = random_pair(&[1, 4, 128], &gpu)?;
         assert!(add_short_attention(&q, &q, &k, &k, 1.0, 4)?.is_none(), "32-wide heads");
         let (_, other_batch) = random_pair(&[2, 4, 128], &gpu)?;
