@@ -15,7 +15,7 @@
 #           in the main job (`unet_step`'s `controlnet` modifier): the step and the ControlNet's
 #           share of it (`controlnet_ms`), queued and replayed, alternating in one process.
 #           Needs .gpu/next/unet_step; with an earlier build in .gpu/before/unet_step, the two
-#           alternate, each run twice.
+#           alternate, each run twice, queued only (the UNet alone, then with the ControlNet).
 #   images  the main job with every weight resident (`bench/gpu_image.sh resident`) with steps
 #           replayed, then queued: images per second from queueing to the saved PNG, the
 #           sampler's log (how many steps were replays), and whether every PNG of the two runs
@@ -57,11 +57,13 @@ for line in sys.stdin:
                                                             "warm_up_ms", "identical_to_resident")}}))' | tee -a "$OUT/graphs.txt"
       done ;;
     controlnet)
-      builds=.gpu/next/unet_step
-      [ -x .gpu/before/unet_step ] && builds=".gpu/before/unet_step .gpu/next/unet_step .gpu/before/unet_step .gpu/next/unet_step"
+      builds=.gpu/next/unet_step configs=none,none/controlnet,none/controlnet/graph,none/controlnet,none/controlnet/graph
+      if [ -x .gpu/before/unet_step ]; then
+        builds=".gpu/before/unet_step .gpu/next/unet_step .gpu/before/unet_step .gpu/next/unet_step"
+        configs=none,none/controlnet
+      fi
       for build in $builds; do
-        timeout 300 "$build" --device cuda:0 --latent 128 --steps 10 \
-          --configs none,none/controlnet,none/controlnet/graph,none/controlnet,none/controlnet/graph 2>&1 | grep '^{' \
+        timeout 300 "$build" --device cuda:0 --latent 128 --steps 10 --configs $configs 2>&1 | grep '^{' \
           | BUILD=$build python3 -c '
 import json, os, sys
 for line in sys.stdin:
