@@ -6,16 +6,12 @@
 use candle_core::{Result, Tensor};
 
 /// `softmax(q k^T / sqrt(64)) v` over `heads` heads of token-layout `q` (`[b, n, heads * 64]`),
-/// `k` and `v` (`[b, m, heads * 64]`), as `[b, n, heads * 64]`: over a few keys by the short
-/// attention kernel, else by cuDNN's fused kernel or this one; `None` where none
-/// applies (not CUDA, not f16, other head widths, a GPU older than compute capability 8.0).
+/// `k` and `v` (`[b, m, heads * 64]`), as `[b, n, heads * 64]`; `None` where the fused kernel
+/// does not apply (not CUDA, not f16, other head widths, a GPU older than compute capability 8.0).
 ///
 /// # Errors
 /// A compile, load or launch failure of the kernel.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
-    if let Some(out) = super::short_attention::short_attention(q, k, v, heads)? {
-        return Ok(Some(out));
-    }
     #[cfg(feature = "cuda")]
     if cuda::applies(q, k, v, heads)? {
         if let Some(out) = super::cudnn_attention::attention(q, k, v, heads)? {
@@ -160,8 +156,8 @@ mod tests {
         q.apply_op3_no_bwd(k, v, &super::cuda::FlashAttention).map(Some)
     }
 
-    /// `run` on SDXL's self- and cross-attention shapes, ragged tiles, a single token, a few
-    /// face tokens, and sharp softmaxes (queries scaled up) that test the running maximum, against the
+    /// `run` on SDXL's self- and cross-attention shapes, ragged tiles, a single token, and
+    /// sharp softmaxes (queries scaled up) that test the running maximum, against the
     /// reference on the same f16-rounded inputs.
     fn matches_the_reference(name: &str, run: Attention) -> Result<()> {
         let gpu = Device::new_cuda(0)?;
@@ -172,9 +168,6 @@ mod tests {
             (1, 3, 65, 130, 4.0),
             (2, 1, 1, 1, 1.0),
             (1, 4, 200, 333, 8.0),
-            // A few keys, which `attention` gives the short attention kernel.
-            (2, 10, 4096, 16, 1.0),
-            (1, 3, 65, 4, 8.0),
         ];
         for (batch, heads, queries, keys, sharpness) in cases {
             let width = heads * 64;

@@ -24,7 +24,6 @@ mod gemm;
 mod group_norm;
 mod layer_norm;
 mod layout;
-mod short_attention;
 mod to_pixels;
 // The model seam's widening of weights kept in 8 bits, checked on the device with the kernels'
 // tests.
@@ -38,6 +37,5 @@ pub use gemm::{linear, linear_e4m3, takes_e4m3_products};
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
 pub use layout::{add, cat_channels, elementwise, image, is_channels_last, pixels, to_channels_last, upsample_nearest};
-pub use short_attention::add_short_attention;
 #[cfg(feature = "cuda")]
 pub use swapgraph_model::nvrtc::compute_capability;

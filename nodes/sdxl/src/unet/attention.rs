@@ -110,28 +110,15 @@ impl Attention {
         let q = self.to_q.forward(xs)?;
         let mut out = self.attend(&q, &context.keys, &context.values)?;
         if let Some(extra) = extra {
-            out = self.add_extra(&out, &q, extra)?;
+            // Scaled as values: the same sum as the attention's output scaled, over 16 tokens
+            // rather than the whole image's.
+            let mut image = self.attend(&q, &extra.keys, &(&extra.values * extra.scale)?)?;
+            if let Some(weights) = &extra.token_weights {
+                image = image.broadcast_mul(&weights.to_dtype(image.dtype())?)?;
+            }
+            out = (out + image)?;
         }
         self.to_out.forward_add(&out, residual)
-    }
-
-    /// `out` plus the extra tokens' attention from `q`, scaled and weighted as `extra` says:
-    /// in one kernel over the few tokens where it applies (no per-token weights).
-    fn add_extra(&self, out: &Tensor, q: &Tensor, extra: &ExtraTokens) -> Result<Tensor> {
-        if extra.token_weights.is_none() {
-            if let Some(sum) =
-                kernels::add_short_attention(out, q, &extra.keys, &extra.values, extra.scale, self.heads)?
-            {
-                return Ok(sum);
-            }
-        }
-        // Scaled as values: the same sum as the attention's output scaled, over 16 tokens
-        // rather than the whole image's.
-        let mut image = self.attend(q, &extra.keys, &(&extra.values * extra.scale)?)?;
-        if let Some(weights) = &extra.token_weights {
-            image = image.broadcast_mul(&weights.to_dtype(image.dtype())?)?;
-        }
-        out + image
     }
 
     /// Attention of token-layout queries over keys and values (`[b, n, heads * d]` each), as
