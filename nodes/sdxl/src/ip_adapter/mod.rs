@@ -61,7 +61,7 @@ impl IpAdapterLayers {
     }
 
     /// The extra key/value tokens layer `layer` attends to for image tokens `tokens`
-    /// (`[b, n, cross_attention_dim]`), weighted `scale`.
+    /// (`[b, n, cross_attention_dim]`), weighted `scale` (carried in the values).
     ///
     /// # Errors
     /// A tensor error, or a layer this adapter does not have.
@@ -74,8 +74,7 @@ impl IpAdapterLayers {
         let tokens = tokens.to_dtype(to_k.weight().dtype())?;
         Ok(ExtraTokens {
             keys: to_k.forward(&tokens)?,
-            values: to_v.forward(&tokens)?,
-            scale,
+            values: (to_v.forward(&tokens)? * scale)?,
             token_weights: None,
         })
     }

@@ -9,15 +9,15 @@ use candle_nn::VarBuilder;
 
 /// Extra key/value tokens for a cross-attention layer: IP-Adapter's decoupled attention adds
 /// `scale * attention(q, k_ip, v_ip)` to the text attention's output, weighted per query token
-/// when a region limits where it acts.
+/// when a region limits where it acts. The scale is carried in the values (`scale * v_ip`, the
+/// same sum over 16 tokens rather than the whole image's), made once when they are projected.
 #[derive(Clone, Debug)]
 pub struct ExtraTokens {
     /// Keys of the extra tokens, already projected: `[b, n, inner]`.
     pub keys: Tensor,
-    /// Values of the extra tokens, already projected: `[b, n, inner]`.
+    /// Values of the extra tokens, already projected and scaled by the weight of their
+    /// contribution: `[b, n, inner]`.
     pub values: Tensor,
-    /// Weight of their contribution.
-    pub scale: f64,
     /// Per-query-token weights `[1, n, 1]` (a region mask at this layer's grid), if any.
     pub token_weights: Option<Tensor>,
 }
@@ -110,9 +110,7 @@ impl Attention {
         let q = self.to_q.forward(xs)?;
         let mut out = self.attend(&q, &context.keys, &context.values)?;
         if let Some(extra) = extra {
-            // Scaled as values: the same sum as the attention's output scaled, over 16 tokens
-            // rather than the whole image's.
-            let mut image = self.attend(&q, &extra.keys, &(&extra.values * extra.scale)?)?;
+            let mut image = self.attend(&q, &extra.keys, &extra.values)?;
             if let Some(weights) = &extra.token_weights {
                 image = image.broadcast_mul(&weights.to_dtype(image.dtype())?)?;
             }
