@@ -643,6 +643,23 @@ mod tests {
             conv2d(&x, &w, &b, Some(&wrong_residual), 1, 1)?.is_none(),
             "a residual of the wrong shape"
         );
+        // Weights kept on the device that no convolution reads channels-last stay as loaded.
+        let (_, matrix) = random(&[8, 16], &gpu)?;
+        let (_, one_by_one) = weights([16, 8, 1, 1], &gpu)?;
+        let (_, f32_filter) = weights([16, 8, 3, 3], &gpu)?;
+        let f32_filter = f32_filter.to_dtype(DType::F32)?;
+        for (kept, what) in [
+            (&matrix, "a linear layer's matrix"),
+            (&w, "a filter from 4 channels (the stem's)"),
+            (&one_by_one, "a 1x1 filter"),
+            (&f32_filter, "an f32 filter"),
+        ] {
+            let laid_out = resident_filter(kept)?;
+            assert!(
+                laid_out.is_contiguous() && laid_out.dims() == kept.dims(),
+                "{what} is kept as loaded"
+            );
+        }
         Ok(())
     }
 }
