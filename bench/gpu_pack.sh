@@ -21,6 +21,13 @@
 #      && write_models /tmp/image-models`
 #   3. swapgraph: `bench/gpu_graphs.sh images && bench/gpu_image.sh compiled-controlnet`
 # `bench/gpu_graphs.sh split tight` needs swapgraph alone (built-in models): one call on any machine.
+#
+# To compare with an earlier build, pack that one first and move its swapgraph.xz and
+# next/unet_step.xz into .gpu/before/; then four calls on one machine, back to back:
+#   1. next/sdxl_tests, next/unet_step: `bench/gpu_graphs.sh tests`
+#   2. before/unet_step: `bench/gpu_graphs.sh controlnet` (the two builds' steps alternating)
+#   3. before/swapgraph: nothing to run (it stays on the machine for the next call)
+#   4. swapgraph: `bench/gpu_graphs.sh split` (the two builds' main jobs alternating)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CUDA_HOME=$PWD/.cuda-toolchain/cuda PATH=$PWD/.cuda-toolchain/cuda/bin:$PATH CUDA_COMPUTE_CAP=90 \
